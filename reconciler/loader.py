@@ -1,0 +1,257 @@
+"""Read YAML from the repository into plain data, remembering where every value came from.
+
+PyYAML's ordinary loaders are wrong for a GitOps repository in ways that bite
+in production, so this module composes the node graph itself and refuses:
+
+- duplicate mapping keys (PyYAML silently keeps the last one: a reviewer reads
+  the first ``replicas:`` and the node runs the second);
+- anchors, aliases and merge keys (the "billion laughs" expansion bomb, and
+  values that change in two places when a reviewer sees one);
+- files over ``MAX_FILE_BYTES`` and documents over ``MAX_NODES`` nodes;
+- bytes that are not UTF-8, and empty files;
+- several documents where one is expected, and unknown ``apiVersion``/``kind``.
+
+Mapping keys are always the text the author wrote (``1.10`` stays ``"1.10"``),
+and timestamps stay strings, so every body is JSON-compatible and schemas see
+exactly what is in the file. Every value keeps a 1-based line: findings and
+errors point at ``file:line``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from reconciler.errors import DocumentError, Mark
+
+API_VERSION = "outpost/v1"
+KINDS = frozenset(
+    {
+        "Site",
+        "Hardware",
+        "Fleet",
+        "App",
+        "VirtualMachine",
+        "SiteOverrides",
+        "Policy",
+        "Signers",
+        "AgentConfig",
+    }
+)
+MAX_FILE_BYTES = 1024 * 1024
+MAX_NODES = 200_000
+
+_Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+_MERGE = "tag:yaml.org,2002:merge"
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class YamlDocument:
+    """One YAML document: its plain-data body and the line of every value in it."""
+
+    path: str
+    body: Any
+    lines: Mapping[Path_, int] = field(repr=False, compare=False)
+    index: int = 0
+
+    def mark(self, *keys: str | int) -> Mark:
+        """The file:line of ``keys`` (a path into the body), or of its nearest ancestor."""
+        probe: Path_ = tuple(keys)
+        while probe:
+            line = self.lines.get(probe)
+            if line is not None:
+                return Mark(self.path, line)
+            probe = probe[:-1]
+        return Mark(self.path, self.lines.get((), 1))
+
+
+@dataclass(frozen=True)
+class Document(YamlDocument):
+    """An Outpost document: a YAML document with ``apiVersion: outpost/v1`` and a known kind."""
+
+    kind: str = ""
+    name: str = ""
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        spec = self.body.get("spec")
+        return spec if isinstance(spec, dict) else {}
+
+    @property
+    def labels(self) -> dict[str, str]:
+        metadata = self.body.get("metadata")
+        labels = metadata.get("labels") if isinstance(metadata, dict) else None
+        return labels if isinstance(labels, dict) else {}
+
+
+def parse_yaml(data: bytes, path: str, *, multi: bool = False) -> list[YamlDocument]:
+    """Parse ``data`` (the bytes of ``path``) into documents, refusing the footguns above."""
+    if len(data) > MAX_FILE_BYTES:
+        raise DocumentError(
+            f"file is {len(data):,} bytes; the limit is {MAX_FILE_BYTES:,} bytes "
+            "(split it, or move large data out of the repository)",
+            mark=Mark(path),
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DocumentError(
+            f"file is not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "save it as UTF-8",
+            mark=Mark(path, line),
+        ) from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    loader = _Loader(text)
+    documents: list[YamlDocument] = []
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            lines: dict[Path_, int] = {}
+            body = _Converter(path, loader, lines).convert(node, ())
+            documents.append(YamlDocument(path, body, lines, len(documents)))
+    except yaml.MarkedYAMLError as exc:
+        problem_mark = exc.problem_mark or exc.context_mark
+        line = problem_mark.line + 1 if problem_mark is not None else 0
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise DocumentError(f"YAML syntax error: {problem}", mark=Mark(path, line)) from None
+    except yaml.YAMLError as exc:
+        raise DocumentError(f"YAML error: {exc}", mark=Mark(path)) from None
+    finally:
+        loader.dispose()
+    documents = [d for d in documents if d.body is not None]
+    if not documents:
+        raise DocumentError("file is empty; expected a YAML document", mark=Mark(path, 1))
+    if len(documents) > 1 and not multi:
+        second = documents[1]
+        raise DocumentError(
+            f"file holds {len(documents)} YAML documents; expected exactly one "
+            "(put each document in its own file)",
+            mark=second.mark(),
+        )
+    return documents
+
+
+def load_documents(data: bytes, path: str, *, multi: bool = False) -> list[Document]:
+    """Parse Outpost documents: each a mapping with ``apiVersion: outpost/v1`` and a known kind."""
+    return [as_document(doc) for doc in parse_yaml(data, path, multi=multi)]
+
+
+def load_document(data: bytes, path: str) -> Document:
+    """Parse the single Outpost document in ``path``."""
+    return load_documents(data, path)[0]
+
+
+def as_document(doc: YamlDocument) -> Document:
+    """Check the envelope (mapping, apiVersion, kind) of a parsed document."""
+    body = doc.body
+    if not isinstance(body, dict):
+        raise DocumentError(
+            f"expected a mapping with apiVersion and kind, found {_type_name(body)}",
+            mark=doc.mark(),
+        )
+    api_version = body.get("apiVersion")
+    if api_version != API_VERSION:
+        found = "no apiVersion" if api_version is None else f"apiVersion {api_version!r}"
+        raise DocumentError(
+            f"expected apiVersion {API_VERSION!r}, found {found}",
+            mark=doc.mark("apiVersion"),
+        )
+    kind = body.get("kind")
+    if kind not in KINDS:
+        found = "no kind" if kind is None else f"kind {kind!r}"
+        raise DocumentError(
+            f"expected kind one of {', '.join(sorted(KINDS))}; found {found}",
+            mark=doc.mark("kind"),
+        )
+    metadata = body.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    return Document(
+        doc.path,
+        body,
+        doc.lines,
+        doc.index,
+        kind=str(kind),
+        name=name if isinstance(name, str) else "",
+    )
+
+
+def _type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "a mapping"
+
+
+class _Converter:
+    """Turns a composed node graph into plain data, recording lines and refusing aliases."""
+
+    def __init__(self, path: str, loader: Any, lines: dict[Path_, int]) -> None:
+        self.path = path
+        self.loader = loader
+        self.lines = lines
+        self.seen: set[int] = set()
+
+    def convert(self, node: yaml.Node, where: Path_) -> Any:
+        if id(node) in self.seen:
+            raise DocumentError(
+                "the value anchored here is reused through an alias; YAML anchors and aliases "
+                "are not allowed, write the value out in full",
+                mark=Mark(self.path, node.start_mark.line + 1),
+            )
+        self.seen.add(id(node))
+        if len(self.seen) > MAX_NODES:
+            raise DocumentError(
+                f"document has more than {MAX_NODES:,} values; split it",
+                mark=Mark(self.path, node.start_mark.line + 1),
+            )
+        self.lines[where] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            return dict(self._pairs(node, where))
+        if isinstance(node, yaml.SequenceNode):
+            return [self.convert(item, (*where, i)) for i, item in enumerate(node.value)]
+        if node.tag == _TIMESTAMP:
+            return str(node.value)
+        return self.loader.construct_object(node, deep=True)
+
+    def _pairs(self, node: yaml.MappingNode, where: Path_) -> Iterator[tuple[str, Any]]:
+        first_line: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            if key_node.tag == _MERGE:
+                raise DocumentError(
+                    "YAML merge keys (<<) are not allowed; write the keys out in full",
+                    mark=Mark(self.path, line),
+                )
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise DocumentError(
+                    "mapping keys must be plain strings", mark=Mark(self.path, line)
+                )
+            key = str(key_node.value)
+            if key in first_line:
+                raise DocumentError(
+                    f"duplicate key {key!r} (first at line {first_line[key]}); "
+                    "YAML keeps only the last one, so remove one of them",
+                    mark=Mark(self.path, line),
+                )
+            first_line[key] = line
+            value = self.convert(value_node, (*where, key))
+            # A key's own line is the better pointer for findings about its value.
+            self.lines[(*where, key)] = line
+            yield key, value

@@ -1,0 +1,224 @@
+"""A read-only view of one repository tree: a working directory or a git commit.
+
+Rendering and validation read files only through `Tree`, so the same code path
+serves CI (a working directory, or any revision) and the node (a verified
+commit). A commit is read straight from git's object database through pygit2
+tree and blob objects: there is no checkout for anyone to tamper with between
+verification and rendering.
+
+Neither view follows a symlink or a submodule: a link could point outside the
+tree (``/etc/outpost/age.key``) or at content nobody reviewed, so either one is
+an error naming its path.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Protocol
+
+from reconciler.errors import DocumentError, Mark, SourceUnavailable
+
+_GIT_LINK = 0o160000
+_SYMLINK = 0o120000
+_IGNORED_DIRS = frozenset({".git"})
+
+
+class Tree(Protocol):
+    """What every reader of the repository needs, and nothing more."""
+
+    @property
+    def revision(self) -> str | None:
+        """The commit id this tree is, or None for a working directory."""
+        ...
+
+    def files(self, prefix: str = "") -> list[str]:
+        """Every regular file at or below ``prefix`` (posix, relative, sorted)."""
+        ...
+
+    def read(self, path: str) -> bytes:
+        """The bytes of one file; DocumentError if it is not a regular file of the tree."""
+        ...
+
+    def exists(self, path: str) -> bool:
+        """True if ``path`` is a regular file of the tree."""
+        ...
+
+
+def _under(prefix: str, path: str) -> bool:
+    prefix = prefix.strip("/")
+    return not prefix or path == prefix or path.startswith(prefix + "/")
+
+
+def _clean(path: str) -> str:
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise DocumentError(f"path {path!r} leaves the repository", mark=Mark(path))
+    return "/".join(parts)
+
+
+class WorkdirTree:
+    """A working directory: what CI and ``outpost validate`` read by default."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        if not self.root.is_dir():
+            raise SourceUnavailable(f"{root} is not a directory")
+
+    @property
+    def revision(self) -> str | None:
+        return None
+
+    @cached_property
+    def _all(self) -> list[str]:
+        found: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(self.root, followlinks=False):
+            rel_dir = os.path.relpath(dirpath, self.root)
+            rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/")
+            for name in list(dirnames):
+                full = os.path.join(dirpath, name)
+                if name in _IGNORED_DIRS and not rel_dir:
+                    dirnames.remove(name)
+                elif os.path.islink(full):
+                    rel = f"{rel_dir}/{name}" if rel_dir else name
+                    raise DocumentError(
+                        "is a symbolic link; the repository must hold plain files and folders",
+                        mark=Mark(rel),
+                    )
+            for name in filenames:
+                rel = f"{rel_dir}/{name}" if rel_dir else name
+                mode = os.lstat(os.path.join(dirpath, name)).st_mode
+                if stat.S_ISLNK(mode):
+                    raise DocumentError(
+                        "is a symbolic link; the repository must hold plain files and folders",
+                        mark=Mark(rel),
+                    )
+                if stat.S_ISREG(mode):
+                    found.append(rel)
+        return sorted(found)
+
+    def files(self, prefix: str = "") -> list[str]:
+        return [p for p in self._all if _under(prefix, p)]
+
+    def exists(self, path: str) -> bool:
+        path = _clean(path)
+        full = self.root / path
+        return full.is_file() and not full.is_symlink()
+
+    def read(self, path: str) -> bytes:
+        path = _clean(path)
+        full = self.root / path
+        if full.is_symlink():
+            raise DocumentError(
+                "is a symbolic link; the repository must hold plain files and folders",
+                mark=Mark(path),
+            )
+        try:
+            return full.read_bytes()
+        except FileNotFoundError:
+            raise DocumentError("file not found", mark=Mark(path)) from None
+        except OSError as exc:
+            raise DocumentError(f"cannot read file: {exc.strerror}", mark=Mark(path)) from None
+
+
+class CommitTree:
+    """The tree of one git commit, read from the object database without a checkout."""
+
+    def __init__(self, repo: Any, commit: str) -> None:
+        import pygit2
+
+        self._repo = repo
+        try:
+            obj = repo.revparse_single(commit)
+            peeled = obj.peel(pygit2.Commit)
+        except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError) as exc:
+            raise SourceUnavailable(
+                f"revision {commit!r} not found in {repo.path}: {exc}"
+            ) from None
+        self._commit = peeled
+        self._revision = str(peeled.id)
+        self._listed: dict[str, dict[str, Any]] = {}
+
+    @property
+    def revision(self) -> str | None:
+        return self._revision
+
+    def _subtree(self, prefix: str) -> Any:
+        tree = self._commit.tree
+        if not prefix:
+            return tree
+        try:
+            entry = tree[prefix]
+        except KeyError:
+            return None
+        return self._repo[entry.id] if entry.type_str == "tree" else None
+
+    def _walk(self, prefix: str) -> dict[str, Any]:
+        """Blob ids at or below ``prefix``; only that subtree is read (a node reads its slice)."""
+        cached = self._listed.get(prefix)
+        if cached is not None:
+            return cached
+        blobs: dict[str, Any] = {}
+        root = self._subtree(prefix)
+        if root is None:
+            oid = self._lookup(prefix) if prefix else None
+            if oid is not None:
+                blobs[prefix] = oid
+        stack: list[tuple[str, Any]] = []
+        if root is not None:
+            stack.append((prefix + "/" if prefix else "", root))
+        while stack:
+            base, tree = stack.pop()
+            for entry in tree:
+                path = f"{base}{entry.name}"
+                mode = entry.filemode
+                if mode == _SYMLINK:
+                    raise DocumentError(
+                        f"is a symbolic link in commit {self._revision[:12]}; "
+                        "the repository must hold plain files and folders",
+                        mark=Mark(path),
+                    )
+                if mode == _GIT_LINK:
+                    raise DocumentError(
+                        f"is a submodule in commit {self._revision[:12]}; "
+                        "the repository must hold plain files and folders",
+                        mark=Mark(path),
+                    )
+                if entry.type_str == "tree":
+                    stack.append((path + "/", self._repo[entry.id]))
+                else:
+                    blobs[path] = entry.id
+        result = dict(sorted(blobs.items()))
+        self._listed[prefix] = result
+        return result
+
+    def _lookup(self, path: str) -> Any:
+        try:
+            entry = self._commit.tree[path]
+        except KeyError:
+            return None
+        if entry.filemode == _SYMLINK:
+            raise DocumentError(
+                f"is a symbolic link in commit {self._revision[:12]}; "
+                "the repository must hold plain files and folders",
+                mark=Mark(path),
+            )
+        return entry.id if entry.type_str == "blob" else None
+
+    def files(self, prefix: str = "") -> list[str]:
+        return list(self._walk(prefix.strip("/")))
+
+    def exists(self, path: str) -> bool:
+        return self._lookup(_clean(path)) is not None
+
+    def read(self, path: str) -> bytes:
+        path = _clean(path)
+        oid = self._lookup(path)
+        if oid is None:
+            raise DocumentError(
+                f"file not found in commit {self._revision[:12]}", mark=Mark(path)
+            )
+        data: bytes = self._repo[oid].data
+        return data
