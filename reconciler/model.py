@@ -1,0 +1,354 @@
+"""The repository as typed documents: which files are which, and what they say.
+
+`Repository` reads lazily from a `Tree`: the node reads only its own site's
+folder plus the fleets, apps and policies it needs; CI reads everything. Every
+document keeps its `Document` (body and file:line marks), so any finding about
+a value can point at the line that set it.
+
+Paths decide kinds (``sites/<id>/site.yaml`` must hold a ``Site``), and the
+folder name is the id: a file that says otherwise is an error, because a store
+whose folder and name disagree is a store two people will configure twice.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, NewType
+
+from reconciler.errors import DocumentError, Mark
+from reconciler.loader import Document, YamlDocument, load_document, parse_yaml
+from reconciler.source import Tree
+
+SiteId = NewType("SiteId", str)
+FleetName = NewType("FleetName", str)
+AppName = NewType("AppName", str)
+
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+YAML_SUFFIXES = (".yaml", ".yml")
+SECRET_SUFFIXES = (".sops.yaml", ".sops.yml")
+
+
+@dataclass(frozen=True)
+class AppAssignment:
+    """An app a site runs: which version, with which values, decided where."""
+
+    app: AppName
+    version: str
+    values: Mapping[str, Any]
+    source: Document
+    at: tuple[str | int, ...]
+
+    @property
+    def mark(self) -> Mark:
+        return self.source.mark(*self.at)
+
+
+@dataclass(frozen=True)
+class Site:
+    """``sites/<id>/site.yaml``: a store or plant, its time zone and its update rules."""
+
+    doc: Document
+
+    @property
+    def id(self) -> SiteId:
+        return SiteId(self.doc.name)
+
+    @property
+    def type(self) -> str:
+        return str(self.doc.spec.get("type", ""))
+
+    @property
+    def timezone(self) -> str:
+        return str(self.doc.spec.get("timezone", ""))
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        return self.doc.labels
+
+    @property
+    def fleets(self) -> tuple[FleetName, ...]:
+        return tuple(FleetName(f) for f in self.doc.spec.get("fleets", []) or [])
+
+    @property
+    def connectivity(self) -> str:
+        return str(self.doc.spec.get("connectivity", "online"))
+
+    @property
+    def sops_recipient(self) -> str | None:
+        sops = self.doc.spec.get("sops")
+        recipient = sops.get("recipient") if isinstance(sops, dict) else None
+        return recipient if isinstance(recipient, str) else None
+
+    @property
+    def apps(self) -> tuple[AppAssignment, ...]:
+        return _assignments(self.doc, ("spec", "apps"))
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """``fleets/<name>.yaml``: a group of sites, the app versions they run and how changes roll."""
+
+    doc: Document
+
+    @property
+    def name(self) -> FleetName:
+        return FleetName(self.doc.name)
+
+    @property
+    def selector(self) -> Mapping[str, Any]:
+        selector = self.doc.spec.get("selector")
+        return selector if isinstance(selector, dict) else {}
+
+    @property
+    def apps(self) -> tuple[AppAssignment, ...]:
+        return _assignments(self.doc, ("spec", "apps"))
+
+    @property
+    def break_glass(self) -> tuple[str, ...]:
+        bg = self.doc.spec.get("breakGlass")
+        recipients = bg.get("recipients") if isinstance(bg, dict) else None
+        return tuple(r for r in recipients or [] if isinstance(r, str))
+
+
+@dataclass(frozen=True)
+class App:
+    """``apps/<name>/``: an application's versions, parameters and manifests."""
+
+    doc: Document
+    manifests: tuple[YamlDocument, ...]
+
+    @property
+    def name(self) -> AppName:
+        return AppName(self.doc.name)
+
+    @property
+    def namespace(self) -> str:
+        return str(self.doc.spec.get("namespace") or self.doc.name)
+
+    @property
+    def versions(self) -> Mapping[str, Any]:
+        versions = self.doc.spec.get("versions")
+        return versions if isinstance(versions, dict) else {}
+
+    @property
+    def parameters(self) -> Mapping[str, Any]:
+        parameters = self.doc.spec.get("parameters")
+        return parameters if isinstance(parameters, dict) else {"type": "object"}
+
+    @property
+    def defaults(self) -> Mapping[str, Any]:
+        defaults = self.doc.spec.get("defaults")
+        return defaults if isinstance(defaults, dict) else {}
+
+    @property
+    def required_device_types(self) -> tuple[str, ...]:
+        requires = self.doc.spec.get("requires")
+        devices = requires.get("devices") if isinstance(requires, dict) else None
+        return tuple(d for d in devices or [] if isinstance(d, str))
+
+    def images(self, version: str) -> Mapping[str, str]:
+        entry = self.versions.get(version)
+        images = entry.get("images") if isinstance(entry, dict) else None
+        return images if isinstance(images, dict) else {}
+
+
+@dataclass(frozen=True)
+class Device:
+    """One device declared on one hardware node."""
+
+    node: str
+    name: str
+    type: str
+    spec: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """``sites/<id>/hardware.yaml``: the nodes of a site and the devices attached to them."""
+
+    doc: Document
+
+    @property
+    def nodes(self) -> tuple[Mapping[str, Any], ...]:
+        nodes = self.doc.spec.get("nodes")
+        return tuple(n for n in nodes or [] if isinstance(n, dict))
+
+    @property
+    def devices(self) -> tuple[Device, ...]:
+        found: list[Device] = []
+        for node in self.nodes:
+            for device in node.get("devices", []) or []:
+                if isinstance(device, dict):
+                    found.append(
+                        Device(
+                            node=str(node.get("name", "")),
+                            name=str(device.get("name", "")),
+                            type=str(device.get("type", "")),
+                            spec=device,
+                        )
+                    )
+        return tuple(found)
+
+
+@dataclass(frozen=True)
+class SiteFolder:
+    """Everything under ``sites/<id>/``: the documents and the paths of its secrets."""
+
+    id: SiteId
+    site: Site
+    hardware: Hardware | None
+    vms: tuple[Document, ...]
+    overrides: Document | None
+    secrets: tuple[str, ...]
+
+
+def _assignments(doc: Document, at: tuple[str, ...]) -> tuple[AppAssignment, ...]:
+    node: Any = doc.body
+    for key in at:
+        node = node.get(key) if isinstance(node, dict) else None
+    if not isinstance(node, dict):
+        return ()
+    result: list[AppAssignment] = []
+    for name, entry in node.items():
+        entry = entry if isinstance(entry, dict) else {}
+        values = entry.get("values")
+        result.append(
+            AppAssignment(
+                app=AppName(str(name)),
+                version=str(entry.get("version", "")),
+                values=values if isinstance(values, dict) else {},
+                source=doc,
+                at=(*at, name),
+            )
+        )
+    return tuple(result)
+
+
+def expect(doc: Document, kind: str, name: str | None = None) -> Document:
+    """Check that the file at a kind's path holds that kind and the name its path gives."""
+    if doc.kind != kind:
+        raise DocumentError(
+            f"expected kind {kind!r} at this path, found {doc.kind!r}", mark=doc.mark("kind")
+        )
+    if name is not None and doc.name != name:
+        raise DocumentError(
+            f"metadata.name is {doc.name!r} but the path says {name!r}; they must match",
+            mark=doc.mark("metadata", "name"),
+        )
+    return doc
+
+
+class Repository:
+    """Lazy, cached, typed access to one tree's documents."""
+
+    def __init__(self, tree: Tree) -> None:
+        self.tree = tree
+        self._sites: dict[str, SiteFolder] = {}
+        self._fleets: dict[str, Fleet | None] = {}
+        self._apps: dict[str, App | None] = {}
+
+    @property
+    def revision(self) -> str | None:
+        return self.tree.revision
+
+    def document(self, path: str, kind: str, name: str | None = None) -> Document:
+        return expect(load_document(self.tree.read(path), path), kind, name)
+
+    @cached_property
+    def site_ids(self) -> tuple[SiteId, ...]:
+        ids = {p.split("/")[1] for p in self.tree.files("sites") if p.count("/") >= 2}
+        return tuple(SiteId(i) for i in sorted(ids))
+
+    @cached_property
+    def fleet_names(self) -> tuple[FleetName, ...]:
+        names = [
+            p[len("fleets/") :].rsplit(".", 1)[0]
+            for p in self.tree.files("fleets")
+            if p.count("/") == 1 and p.endswith(YAML_SUFFIXES)
+        ]
+        return tuple(FleetName(n) for n in sorted(names))
+
+    @cached_property
+    def app_names(self) -> tuple[AppName, ...]:
+        names = {p.split("/")[1] for p in self.tree.files("apps") if p.count("/") >= 2}
+        return tuple(AppName(n) for n in sorted(names))
+
+    def site(self, site_id: str) -> SiteFolder:
+        """The folder of one site; DocumentError for a missing or malformed site.yaml."""
+        cached = self._sites.get(site_id)
+        if cached is not None:
+            return cached
+        if not NAME_RE.match(site_id):
+            raise DocumentError(
+                f"site id {site_id!r} is not a DNS label (lowercase letters, digits, '-')",
+                mark=Mark(f"sites/{site_id}"),
+            )
+        base = f"sites/{site_id}"
+        files = self.tree.files(base)
+        if f"{base}/site.yaml" not in files:
+            raise DocumentError(
+                f"site {site_id!r} has no site.yaml; expected {base}/site.yaml",
+                mark=Mark(base),
+            )
+        site = Site(self.document(f"{base}/site.yaml", "Site", site_id))
+        hardware = None
+        if f"{base}/hardware.yaml" in files:
+            hardware = Hardware(self.document(f"{base}/hardware.yaml", "Hardware", site_id))
+        overrides = None
+        if f"{base}/overrides.yaml" in files:
+            overrides = self.document(f"{base}/overrides.yaml", "SiteOverrides", site_id)
+        vms = tuple(
+            self.document(p, "VirtualMachine")
+            for p in files
+            if p.startswith(f"{base}/vms/") and p.endswith(YAML_SUFFIXES)
+        )
+        secrets = tuple(
+            p for p in files if p.startswith(f"{base}/secrets/") and p.endswith(SECRET_SUFFIXES)
+        )
+        folder = SiteFolder(SiteId(site_id), site, hardware, vms, overrides, secrets)
+        self._sites[site_id] = folder
+        return folder
+
+    def fleet(self, name: str) -> Fleet | None:
+        """A fleet by name, or None if no ``fleets/<name>.yaml`` exists."""
+        if name not in self._fleets:
+            candidates = (f"fleets/{name}{suffix}" for suffix in YAML_SUFFIXES)
+            path = next((p for p in candidates if self.tree.exists(p)), None)
+            self._fleets[name] = (
+                Fleet(self.document(path, "Fleet", name)) if path is not None else None
+            )
+        return self._fleets[name]
+
+    def app(self, name: str) -> App | None:
+        """An app by name with its manifests, or None if ``apps/<name>/app.yaml`` does not exist."""
+        if name not in self._apps:
+            base = f"apps/{name}"
+            if not NAME_RE.match(name) or not self.tree.exists(f"{base}/app.yaml"):
+                self._apps[name] = None
+            else:
+                doc = self.document(f"{base}/app.yaml", "App", name)
+                manifests: list[YamlDocument] = []
+                for path in self.tree.files(f"{base}/manifests"):
+                    if path.endswith(YAML_SUFFIXES):
+                        manifests.extend(parse_yaml(self.tree.read(path), path, multi=True))
+                self._apps[name] = App(doc, tuple(manifests))
+        return self._apps[name]
+
+    def policies(self) -> tuple[Document, ...]:
+        """Every ``kind: Policy`` in ``policies/`` (signers.yaml excluded)."""
+        return tuple(
+            self.document(p, "Policy")
+            for p in self.tree.files("policies")
+            if p.endswith(YAML_SUFFIXES) and p.count("/") == 1 and not _is_signers(p)
+        )
+
+    def signers(self) -> Document | None:
+        path = "policies/signers.yaml"
+        return self.document(path, "Signers") if self.tree.exists(path) else None
+
+
+def _is_signers(path: str) -> bool:
+    return path in ("policies/signers.yaml", "policies/signers.yml")
