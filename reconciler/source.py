@@ -217,8 +217,6 @@ class CommitTree:
         path = _clean(path)
         oid = self._lookup(path)
         if oid is None:
-            raise DocumentError(
-                f"file not found in commit {self._revision[:12]}", mark=Mark(path)
-            )
+            raise DocumentError(f"file not found in commit {self._revision[:12]}", mark=Mark(path))
         data: bytes = self._repo[oid].data
         return data

@@ -1,0 +1,436 @@
+"""Validate a repository tree: every document against its schema, then the references between them.
+
+Validation never stops at the first problem: a pull request gets every finding
+at once, each at the file and line to change. It runs in three layers, and a
+document that fails one layer is left out of the next (a site.yaml that is not
+YAML has no fleets to check):
+
+1. files: every YAML file in a known place loads (``loader``: duplicate keys,
+   aliases, size, encoding, kind) and sits where its kind belongs;
+2. schemas: each document against ``schemas/<kind>.schema.json``, plus what a
+   schema cannot say (a time zone exists in the tz database);
+3. references: the folder is the id, ids are unique, fleets and apps and
+   versions exist, a site matches the selector of every fleet it joins, every
+   device a VM or an app needs is declared in that site's hardware.
+
+Policies (CEL) and secrets add their own findings on top, through
+``validate_tree``'s ``extra`` checks, so this module stays about the format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import cache
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from reconciler.errors import DocumentError, Mark, OutpostError
+from reconciler.findings import Finding
+from reconciler.loader import Document, load_document, parse_yaml
+from reconciler.model import (
+    NAME_RE,
+    SECRET_SUFFIXES,
+    YAML_SUFFIXES,
+    App,
+    Fleet,
+    Hardware,
+    Repository,
+    Site,
+    expect,
+)
+from reconciler.schemas import validator
+from reconciler.source import Tree
+
+Check = Callable[[Repository, Sequence[str]], Iterable[Finding]]
+
+_SITE_FILES = {"site.yaml": "Site", "hardware.yaml": "Hardware", "overrides.yaml": "SiteOverrides"}
+
+
+@cache
+def _zone_exists(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _kind_for(path: str) -> tuple[str | None, str | None, str | None]:
+    """(kind, expected name, reason) for a YAML path; kind None means the path is not ours."""
+    parts = path.split("/")
+    top = parts[0]
+    if top == "sites":
+        if len(parts) == 3 and parts[2] in _SITE_FILES:
+            return _SITE_FILES[parts[2]], parts[1], None
+        if len(parts) == 4 and parts[2] == "vms":
+            return "VirtualMachine", None, None
+        if len(parts) == 4 and parts[2] == "secrets":
+            return None, None, None
+        return (
+            "?",
+            None,
+            (
+                "unexpected file in a site folder; expected site.yaml, hardware.yaml, "
+                "overrides.yaml, vms/<name>.yaml or secrets/<name>.sops.yaml"
+            ),
+        )
+    if top == "fleets":
+        if len(parts) == 2:
+            return "Fleet", parts[1].rsplit(".", 1)[0], None
+        return "?", None, "unexpected file; fleets live directly in fleets/<name>.yaml"
+    if top == "apps":
+        if len(parts) == 3 and parts[2] == "app.yaml":
+            return "App", parts[1], None
+        if len(parts) >= 4 and parts[2] == "manifests":
+            return "manifest", None, None
+        if len(parts) == 2:
+            return "?", None, "unexpected file; an app lives in apps/<name>/app.yaml"
+        return None, None, None
+    if top == "policies" and len(parts) == 2:
+        if parts[1].rsplit(".", 1)[0] == "signers":
+            return "Signers", None, None
+        return "Policy", None, None
+    return None, None, None
+
+
+def check_files(
+    tree: Tree, include: Callable[[str], bool] | None = None
+) -> tuple[list[Finding], list[Document]]:
+    """Layer 1: load every YAML file in a known place; return findings and the loaded documents.
+
+    ``include`` narrows the files read (``--changed-since``: the affected sites' folders
+    plus every fleet, app and policy, which references need).
+    """
+    findings: list[Finding] = []
+    documents: list[Document] = []
+    try:
+        paths = tree.files()
+    except DocumentError as exc:
+        return [Finding.from_error(exc, rule="file")], []
+    for path in paths:
+        if not path.endswith(YAML_SUFFIXES) or path.endswith(SECRET_SUFFIXES):
+            continue
+        if include is not None and not include(path):
+            continue
+        kind, name, reason = _kind_for(path)
+        if kind is None:
+            continue
+        site_part = path.split("/")[1] if path.startswith("sites/") else None
+        if site_part is not None and not NAME_RE.match(site_part):
+            findings.append(
+                Finding.at(
+                    Mark(path),
+                    f"site folder {site_part!r} is not a valid site id (lowercase letters, "
+                    "digits and '-', at most 63, starting and ending with a letter or digit)",
+                    rule="file",
+                )
+            )
+            continue
+        if reason is not None:
+            findings.append(Finding.at(Mark(path), reason, rule="file"))
+            continue
+        try:
+            data = tree.read(path)
+            if kind == "manifest":
+                parse_yaml(data, path, multi=True)
+                continue
+            documents.append(expect(load_document(data, path), kind, name))
+        except OutpostError as exc:
+            findings.append(Finding.from_error(exc, rule="file"))
+    return findings, documents
+
+
+def _describe(error: Any) -> str:
+    where = ".".join(str(p) for p in error.absolute_path)
+    message = str(error.message)
+    if error.validator == "additionalProperties":
+        message = message.replace("Additional properties are not allowed", "unknown field(s)")
+    elif error.validator == "pattern":
+        expected = error.schema.get("description") or f"pattern {error.validator_value}"
+        message = f"{error.instance!r} does not have the expected form: {expected}"
+    return f"{where}: {message}" if where else message
+
+
+def check_schemas(documents: Iterable[Document]) -> tuple[list[Finding], list[Document]]:
+    """Layer 2: each document against its kind's schema, plus time zones."""
+    findings: list[Finding] = []
+    valid: list[Document] = []
+    for doc in documents:
+        errors = sorted(
+            validator(doc.kind).iter_errors(doc.body), key=lambda e: list(map(str, e.path))
+        )
+        for error in errors:
+            findings.append(Finding.at(doc.mark(*error.absolute_path), _describe(error)))
+        if doc.kind == "Site":
+            zone = doc.spec.get("timezone")
+            if isinstance(zone, str) and not _zone_exists(zone):
+                findings.append(
+                    Finding.at(
+                        doc.mark("spec", "timezone"),
+                        f"spec.timezone: {zone!r} is not a time zone of the IANA tz database "
+                        "(for example Europe/Berlin, America/Chicago, Asia/Kolkata)",
+                    )
+                )
+                continue
+        if not errors:
+            valid.append(doc)
+    return findings, valid
+
+
+def _selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+        present = key in labels
+        if (
+            (op == "In" and (not present or labels[key] not in values))
+            or (op == "NotIn" and present and labels[key] in values)
+            or (op == "Exists" and not present)
+            or (op == "DoesNotExist" and present)
+        ):
+            return False
+    return True
+
+
+def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """Kubernetes label-selector semantics (matchLabels and matchExpressions)."""
+    return _selector_matches(selector, labels)
+
+
+class _RefChecker:
+    """Layer 3: references between documents that each passed their schema."""
+
+    def __init__(self, documents: Sequence[Document]) -> None:
+        self.findings: list[Finding] = []
+        self.sites: dict[str, Site] = {}
+        self.hardware: dict[str, Hardware] = {}
+        self.vms: dict[str, list[Document]] = {}
+        self.overrides: dict[str, Document] = {}
+        self.fleets: dict[str, Fleet] = {}
+        self.apps: dict[str, App] = {}
+        for doc in documents:
+            site_id = doc.path.split("/")[1] if doc.path.startswith("sites/") else ""
+            if doc.kind == "Site":
+                self.sites[site_id] = Site(doc)
+            elif doc.kind == "Hardware":
+                self.hardware[site_id] = Hardware(doc)
+            elif doc.kind == "VirtualMachine":
+                self.vms.setdefault(site_id, []).append(doc)
+            elif doc.kind == "SiteOverrides":
+                self.overrides[site_id] = doc
+            elif doc.kind == "Fleet":
+                self.fleets[doc.name] = Fleet(doc)
+            elif doc.kind == "App":
+                self.apps[doc.name] = App(doc, ())
+
+    def add(self, mark: Mark, message: str, site: str = "") -> None:
+        self.findings.append(Finding.at(mark, message, rule="reference", site=site))
+
+    def run(self) -> list[Finding]:
+        self._unique_machines()
+        for site_id, site in sorted(self.sites.items()):
+            self._site(site_id, site)
+        for name, fleet in sorted(self.fleets.items()):
+            self._fleet(name, fleet)
+        return self.findings
+
+    def _assignment(self, mark: Mark, app_name: str, version: str, site: str = "") -> App | None:
+        app = self.apps.get(app_name)
+        if app is None:
+            known = ", ".join(sorted(self.apps)) or "none"
+            self.add(
+                mark,
+                f"app {app_name!r} does not exist (apps/{app_name}/app.yaml); known apps: {known}",
+                site,
+            )
+            return None
+        if version not in app.versions:
+            known = ", ".join(sorted(app.versions)) or "none"
+            self.add(
+                mark,
+                f"app {app_name!r} has no version {version!r} "
+                f"(in {app.doc.path}); known versions: {known}",
+                site,
+            )
+            return None
+        return app
+
+    def _site(self, site_id: str, site: Site) -> None:
+        hardware = self.hardware.get(site_id)
+        if hardware is None:
+            self.add(
+                site.doc.mark("metadata", "name"),
+                f"site {site_id!r} has no hardware.yaml; expected sites/{site_id}/hardware.yaml",
+                site_id,
+            )
+        device_names = {d.name for d in hardware.devices} if hardware else set()
+        device_types = {d.type for d in hardware.devices} if hardware else set()
+        node_names = {str(n.get("name")) for n in hardware.nodes} if hardware else set()
+        running: dict[str, App] = {}
+        fleets_list = site.doc.spec.get("fleets") or []
+        for index, fleet_name in enumerate(fleets_list):
+            fleet = self.fleets.get(fleet_name)
+            mark = site.doc.mark("spec", "fleets", index)
+            if fleet is None:
+                known = ", ".join(sorted(self.fleets)) or "none"
+                self.add(
+                    mark,
+                    f"fleet {fleet_name!r} does not exist (fleets/{fleet_name}.yaml); "
+                    f"known fleets: {known}",
+                    site_id,
+                )
+                continue
+            if not _selector_matches(fleet.selector, site.labels):
+                self.add(
+                    mark,
+                    f"site joins fleet {fleet_name!r} but its labels do not match "
+                    f"the fleet's selector {dict(fleet.selector)} ({fleet.doc.path})",
+                    site_id,
+                )
+            for assignment in fleet.apps:
+                app = self.apps.get(assignment.app)
+                if app is not None and assignment.version in app.versions:
+                    running[assignment.app] = app
+        for assignment in site.apps:
+            app = self._assignment(assignment.mark, assignment.app, assignment.version, site_id)
+            if app is not None:
+                running[assignment.app] = app
+        for app_name, app in sorted(running.items()):
+            for device_type in app.required_device_types:
+                if device_type not in device_types:
+                    self.add(
+                        site.doc.mark("spec"),
+                        f"app {app_name!r} requires a {device_type} device "
+                        f"({app.doc.path}), but sites/{site_id}/hardware.yaml declares none",
+                        site_id,
+                    )
+        for vm in self.vms.get(site_id, []):
+            for index, device in enumerate(vm.spec.get("devices") or []):
+                if device not in device_names:
+                    known = ", ".join(sorted(device_names)) or "none"
+                    self.add(
+                        vm.mark("spec", "devices", index),
+                        f"VM {vm.name!r} passes through device {device!r}, which "
+                        f"sites/{site_id}/hardware.yaml does not declare; declared: {known}",
+                        site_id,
+                    )
+            node = vm.spec.get("node")
+            if node is not None and node not in node_names:
+                self.add(
+                    vm.mark("spec", "node"),
+                    f"VM {vm.name!r} is pinned to node {node!r}, which "
+                    f"sites/{site_id}/hardware.yaml does not declare",
+                    site_id,
+                )
+        names: dict[str, Document] = {}
+        for vm in self.vms.get(site_id, []):
+            if vm.name in names:
+                self.add(
+                    vm.mark("metadata", "name"),
+                    f"VM name {vm.name!r} is already used by {names[vm.name].path}",
+                    site_id,
+                )
+            names[vm.name] = vm
+        overrides = self.overrides.get(site_id)
+        if overrides is not None:
+            for app_name in overrides.spec.get("apps") or {}:
+                if app_name not in running:
+                    self.add(
+                        overrides.mark("spec", "apps", app_name),
+                        f"overrides name app {app_name!r}, which site {site_id!r} does not run",
+                        site_id,
+                    )
+        if hardware is not None:
+            self._hardware_names(site_id, hardware)
+
+    def _hardware_names(self, site_id: str, hardware: Hardware) -> None:
+        seen_nodes: set[str] = set()
+        seen_devices: set[str] = set()
+        for n_index, node in enumerate(hardware.nodes):
+            name = str(node.get("name"))
+            if name in seen_nodes:
+                self.add(
+                    hardware.doc.mark("spec", "nodes", n_index, "name"),
+                    f"node name {name!r} is declared twice",
+                    site_id,
+                )
+            seen_nodes.add(name)
+            for d_index, device in enumerate(node.get("devices") or []):
+                dname = str(device.get("name"))
+                if dname in seen_devices:
+                    self.add(
+                        hardware.doc.mark("spec", "nodes", n_index, "devices", d_index, "name"),
+                        f"device name {dname!r} is declared twice at this site",
+                        site_id,
+                    )
+                seen_devices.add(dname)
+
+    def _unique_machines(self) -> None:
+        owners: dict[str, str] = {}
+        for site_id, hardware in sorted(self.hardware.items()):
+            for index, node in enumerate(hardware.nodes):
+                identity = node.get("identity") or {}
+                machine = identity.get("machineId")
+                if not machine:
+                    continue
+                if machine in owners and owners[machine] != site_id:
+                    self.add(
+                        hardware.doc.mark("spec", "nodes", index, "identity", "machineId"),
+                        f"machine id {machine} is already declared by site {owners[machine]!r}; "
+                        "one machine cannot serve two sites",
+                        site_id,
+                    )
+                owners.setdefault(machine, site_id)
+
+    def _fleet(self, name: str, fleet: Fleet) -> None:
+        for assignment in fleet.apps:
+            self._assignment(assignment.mark, assignment.app, assignment.version)
+        members = {sid for sid, s in self.sites.items() if name in s.fleets}
+        for w_index, wave in enumerate(fleet.doc.spec.get("waves") or []):
+            for s_index, site_id in enumerate(wave.get("sites") or []):
+                if site_id not in members:
+                    self.add(
+                        fleet.doc.mark("spec", "waves", w_index, "sites", s_index),
+                        f"wave {wave.get('name')!r} names site {site_id!r}, which is not a "
+                        f"member of fleet {name!r}",
+                    )
+
+
+def check_references(documents: Sequence[Document]) -> list[Finding]:
+    """Layer 3 over the documents that passed layers 1 and 2."""
+    return _RefChecker(documents).run()
+
+
+def validate_tree(
+    tree: Tree, *, extra: Sequence[Check] = (), sites: Sequence[str] | None = None
+) -> list[Finding]:
+    """Every finding for ``tree``; ``extra`` checks (policies, secrets) run on the repository.
+
+    With ``sites`` only those sites' folders are read (plus fleets, apps and policies): the
+    cost of a pull request's validation grows with the sites it touches, not with the fleet.
+    """
+    include = None
+    if sites is not None:
+        wanted = {f"sites/{s}/" for s in sites}
+
+        def include(path: str) -> bool:
+            if not path.startswith("sites/"):
+                return True
+            return path[: path.index("/", 6) + 1] in wanted
+
+    findings, documents = check_files(tree, include)
+    schema_findings, valid = check_schemas(documents)
+    findings += schema_findings
+    findings += check_references(valid)
+    if extra:
+        repo = Repository(tree)
+        selected = list(repo.site_ids) if sites is None else list(sites)
+        for check in extra:
+            findings += check(repo, selected)
+    return sorted(set(findings), key=lambda f: (f.path, f.line, f.rule, f.message))
+
+
+def site_ids_from(documents: Iterable[Document]) -> list[str]:
+    return sorted({d.name for d in documents if d.kind == "Site"})
