@@ -434,3 +434,14 @@ def validate_tree(
 
 def site_ids_from(documents: Iterable[Document]) -> list[str]:
     return sorted({d.name for d in documents if d.kind == "Site"})
+
+
+def extra_checks(*, policies: bool = True) -> list[Check]:
+    """The checks that run on top of the format: secrets, then policies (CEL)."""
+    checks: list[Check] = []
+    return checks
+
+
+def sites_changed_since(root: Any, rev: str) -> list[str]:
+    """Sites whose slice a change since ``rev`` can affect (working tree against ``rev``)."""
+    raise DocumentError(f"--changed-since {rev}: not available yet")

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from reconciler.errors import OutpostError
 
 COMMANDS: tuple[str, ...] = (
+    "validate",
+    "site",
 )
 
 EXIT_OK = 0

@@ -1,0 +1,58 @@
+"""``outpost validate``: schemas, references, secrets and policies for a tree or a change."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from reconciler import __version__
+from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK
+
+FORMATS = ("text", "json", "github", "sarif")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "validate",
+        help="check every document against its schema, its references and the policies",
+        description=(
+            "Validate the repository at PATH (default: the current directory). "
+            "Exit 0 when clean, 1 when there are error findings, 2 on usage or I/O errors."
+        ),
+    )
+    parser.add_argument("path", nargs="?", default=".", help="repository root (default: .)")
+    parser.add_argument("-o", "--output", choices=FORMATS, default="text", help="output format")
+    parser.add_argument(
+        "--changed-since",
+        metavar="REV",
+        help="only check the sites whose slice a change since REV (a git revision) can affect",
+    )
+    parser.add_argument(
+        "--no-policies", action="store_true", help="skip CEL policies (schemas and references only)"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from reconciler.errors import OutpostError, SourceUnavailable
+    from reconciler.findings import has_errors, render_findings
+    from reconciler.source import WorkdirTree
+    from reconciler.validate import extra_checks, sites_changed_since, validate_tree
+
+    root = Path(args.path)
+    try:
+        tree = WorkdirTree(root)
+        sites = sites_changed_since(root, args.changed_since) if args.changed_since else None
+        findings = validate_tree(
+            tree, extra=extra_checks(policies=not args.no_policies), sites=sites
+        )
+    except SourceUnavailable as exc:
+        print(f"outpost validate: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OutpostError as exc:
+        print(f"outpost validate: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    sys.stdout.write(render_findings(findings, args.output, version=__version__))
+    return EXIT_FINDINGS if has_errors(findings) else EXIT_OK
