@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import stat
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,6 +23,7 @@ from reconciler.errors import DocumentError, Mark, SourceUnavailable
 _GIT_LINK = 0o160000
 _SYMLINK = 0o120000
 _IGNORED_DIRS = frozenset({".git"})
+_LINK_MESSAGE = "is a symbolic link; the repository must hold plain files and folders"
 
 
 class Tree(Protocol):
@@ -64,6 +64,7 @@ class WorkdirTree:
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
+        self._listed: dict[str, list[str]] = {}
         if not self.root.is_dir():
             raise SourceUnavailable(f"{root} is not a directory")
 
@@ -71,36 +72,39 @@ class WorkdirTree:
     def revision(self) -> str | None:
         return None
 
-    @cached_property
-    def _all(self) -> list[str]:
+    def _walk(self, prefix: str) -> list[str]:
+        """Regular files at or below ``prefix``; only that subtree is walked."""
+        cached = self._listed.get(prefix)
+        if cached is not None:
+            return cached
         found: list[str] = []
-        for dirpath, dirnames, filenames in os.walk(self.root, followlinks=False):
+        start = self.root / prefix if prefix else self.root
+        if start.is_symlink():
+            raise DocumentError(_LINK_MESSAGE, mark=Mark(prefix))
+        if start.is_file():
+            found.append(prefix)
+        for dirpath, dirnames, filenames in os.walk(start, followlinks=False):
             rel_dir = os.path.relpath(dirpath, self.root)
             rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/")
             for name in list(dirnames):
-                full = os.path.join(dirpath, name)
+                rel = f"{rel_dir}/{name}" if rel_dir else name
                 if name in _IGNORED_DIRS and not rel_dir:
                     dirnames.remove(name)
-                elif os.path.islink(full):
-                    rel = f"{rel_dir}/{name}" if rel_dir else name
-                    raise DocumentError(
-                        "is a symbolic link; the repository must hold plain files and folders",
-                        mark=Mark(rel),
-                    )
+                elif (Path(dirpath) / name).is_symlink():
+                    raise DocumentError(_LINK_MESSAGE, mark=Mark(rel))
             for name in filenames:
                 rel = f"{rel_dir}/{name}" if rel_dir else name
-                mode = os.lstat(os.path.join(dirpath, name)).st_mode
+                mode = (Path(dirpath) / name).lstat().st_mode
                 if stat.S_ISLNK(mode):
-                    raise DocumentError(
-                        "is a symbolic link; the repository must hold plain files and folders",
-                        mark=Mark(rel),
-                    )
+                    raise DocumentError(_LINK_MESSAGE, mark=Mark(rel))
                 if stat.S_ISREG(mode):
                     found.append(rel)
-        return sorted(found)
+        result = sorted(found)
+        self._listed[prefix] = result
+        return result
 
     def files(self, prefix: str = "") -> list[str]:
-        return [p for p in self._all if _under(prefix, p)]
+        return self._walk(_clean(prefix))
 
     def exists(self, path: str) -> bool:
         path = _clean(path)
@@ -111,10 +115,7 @@ class WorkdirTree:
         path = _clean(path)
         full = self.root / path
         if full.is_symlink():
-            raise DocumentError(
-                "is a symbolic link; the repository must hold plain files and folders",
-                mark=Mark(path),
-            )
+            raise DocumentError(_LINK_MESSAGE, mark=Mark(path))
         try:
             return full.read_bytes()
         except FileNotFoundError:

@@ -43,6 +43,7 @@ from reconciler.source import Tree
 
 Check = Callable[[Repository, Sequence[str]], Iterable[Finding]]
 
+CONFIG_DIRS = ("sites", "fleets", "apps", "policies")
 _SITE_FILES = {"site.yaml": "Site", "hardware.yaml": "Hardware", "overrides.yaml": "SiteOverrides"}
 
 
@@ -103,10 +104,12 @@ def check_files(
     """
     findings: list[Finding] = []
     documents: list[Document] = []
-    try:
-        paths = tree.files()
-    except DocumentError as exc:
-        return [Finding.from_error(exc, rule="file")], []
+    paths: list[str] = []
+    for top in CONFIG_DIRS:
+        try:
+            paths += tree.files(top)
+        except DocumentError as exc:
+            findings.append(Finding.from_error(exc, rule="file"))
     for path in paths:
         if not path.endswith(YAML_SUFFIXES) or path.endswith(SECRET_SUFFIXES):
             continue
