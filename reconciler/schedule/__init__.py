@@ -1,0 +1,93 @@
+"""Update windows, freezes and waves: when may this site take this change?
+
+A store must not restart its tills at 11 a.m. on a Saturday; a plant changes
+only in its planned shutdown; nobody touches retail systems in peak season;
+a risky change reaches five canary stores before two thousand. The node
+decides this alone — it may be offline — from signed data and a clock passed
+in, so CI can compute the very same decision for every site before merge.
+
+Public surface:
+
+- documents: :class:`SiteCalendar`, :class:`FleetRollout` (built ``from_spec``
+  or ``from_document``), with :class:`WeeklyWindow`, :class:`MaintenanceWindow`,
+  :class:`Freeze`, :class:`Wave`; the input :class:`Change`;
+- the gate: :func:`decide` → :class:`Apply` | :class:`Wait`, and
+  :func:`next_allowed`, its exact prediction; :func:`wave_slot`,
+  :func:`governing_rollout`, :func:`hash_bucket`;
+- the schedule: :func:`predict` → :class:`Prediction`, and the pure
+  formatters :func:`summarize`, :func:`render_text`, :func:`render_markdown`,
+  :func:`render_json`, :func:`render`.
+
+Decisions (each explained where it is implemented):
+
+- DST gap → a window starts at the first instant the local clock shows its
+  start or later (the transition); DST overlap → the first occurrence;
+  durations are elapsed time (``_zones``).
+- A window crossing midnight belongs to the day it starts.
+- Freezes are inclusive dates in the *site's* zone, fleet freezes included;
+  they beat maintenance windows; only an emergency passes them.
+- No windows declared → any time is allowed.
+- Waves: first match wins; ``percent`` is cumulative over the fleet by a
+  sha256 bucket of ``<fleet>/<site>``; wave ``i`` opens at ``open(i-1) +
+  soak(i)`` from the change's committer time; a pause stops every wave that
+  had not opened strictly before the pausing commit's committer time.
+- Emergency passes windows and freezes, never waves or a pause.
+
+Nothing here reads the clock: ``now``/``after`` are always arguments.
+"""
+
+from __future__ import annotations
+
+from reconciler.schedule._decide import (
+    Apply,
+    Decision,
+    Prediction,
+    Wait,
+    WaveSlot,
+    decide,
+    governing_rollout,
+    next_allowed,
+    predict,
+    wave_slot,
+)
+from reconciler.schedule._model import (
+    Change,
+    FleetRollout,
+    Freeze,
+    LabelExpression,
+    LabelSelector,
+    MaintenanceWindow,
+    SiteCalendar,
+    SpecDocument,
+    Wave,
+    WeeklyWindow,
+    hash_bucket,
+)
+from reconciler.schedule._zones import format_local, format_utc, resolve
+
+__all__ = [
+    "Apply",
+    "Change",
+    "Decision",
+    "FleetRollout",
+    "Freeze",
+    "LabelExpression",
+    "LabelSelector",
+    "MaintenanceWindow",
+    "Prediction",
+    "SiteCalendar",
+    "SpecDocument",
+    "Wait",
+    "Wave",
+    "WaveSlot",
+    "WeeklyWindow",
+    "decide",
+    "format_local",
+    "format_utc",
+    "governing_rollout",
+    "hash_bucket",
+    "next_allowed",
+    "predict",
+    "resolve",
+    "wave_slot",
+]
