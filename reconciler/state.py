@@ -1,0 +1,204 @@
+"""The node's memory between ticks: what was applied, what failed, what the source offered.
+
+Every file here is written the way python-tuf persists metadata: a temporary
+file in the same directory, ``fsync``, ``os.replace``, then ``fsync`` of the
+directory. A kill at any instant leaves either the old file or the new one,
+never a torn one, and the next tick converges from whichever it finds.
+
+A state file that cannot be read (a disk error, a hand edit) is not guessed
+at: it is moved aside as ``state.json.corrupt-<time>`` and the agent starts
+from the cluster's own inventory, which it wrote last.
+
+Nothing secret is ever written here: rendered Secrets live only in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from reconciler.errors import ConfigError
+
+STATE_FILE = "state.json"
+STATUS_FILE = "status.json"
+METRICS_FILE = "outpost.prom"
+LOCK_FILE = "agent.lock"
+SCHEMA_VERSION = 1
+
+
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` so that readers see the old bytes or the new, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_json(path: Path, value: Any) -> None:
+    atomic_write(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+
+
+@dataclass(frozen=True)
+class AgentState:
+    """What the agent knows after its last tick. Revisions are full commit ids."""
+
+    site: str = ""
+    applied: str | None = None
+    applied_at: float | None = None
+    last_good: str | None = None
+    failed: tuple[str, ...] = ()
+    refused: Mapping[str, str] = field(default_factory=dict)
+    inventory: tuple[str, ...] = ()
+    fetched: str | None = None
+    fetched_at: float | None = None
+    source_answered_at: float | None = None
+    schema: int = SCHEMA_VERSION
+
+    def with_(self, **changes: Any) -> AgentState:
+        return replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["failed"] = list(self.failed)
+        data["inventory"] = list(self.inventory)
+        data["refused"] = dict(self.refused)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AgentState:
+        if data.get("schema") != SCHEMA_VERSION:
+            raise ValueError(f"state schema {data.get('schema')!r}, expected {SCHEMA_VERSION}")
+        return cls(
+            site=str(data.get("site", "")),
+            applied=data.get("applied"),
+            applied_at=data.get("applied_at"),
+            last_good=data.get("last_good"),
+            failed=tuple(data.get("failed", ())),
+            refused=dict(data.get("refused", {})),
+            inventory=tuple(data.get("inventory", ())),
+            fetched=data.get("fetched"),
+            fetched_at=data.get("fetched_at"),
+            source_answered_at=data.get("source_answered_at"),
+        )
+
+
+class StateStore:
+    """The state directory: state, status, metrics, lock."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    @property
+    def state_path(self) -> Path:
+        return self.directory / STATE_FILE
+
+    def load(self, site: str, *, now: float) -> tuple[AgentState, str | None]:
+        """The saved state (or a fresh one) and a warning if a corrupt file was set aside."""
+        try:
+            raw = self.state_path.read_bytes()
+        except FileNotFoundError:
+            return AgentState(site=site), None
+        try:
+            state = AgentState.from_json(json.loads(raw))
+        except (ValueError, TypeError, AttributeError) as exc:
+            aside = self.state_path.with_name(f"{STATE_FILE}.corrupt-{int(now)}")
+            os.replace(self.state_path, aside)
+            return AgentState(site=site), (
+                f"{self.state_path} could not be read ({exc}); moved it to {aside.name} "
+                "and started from the cluster's inventory"
+            )
+        if state.site and state.site != site:
+            raise ConfigError(
+                f"{self.state_path} belongs to site {state.site!r} but this node is configured "
+                f"as {site!r}; a node serves one site (move the state directory away to re-enroll)"
+            )
+        return state, None
+
+    def save(self, state: AgentState) -> None:
+        write_json(self.state_path, state.to_json())
+
+    def write_status(self, status: Mapping[str, Any], outbox: Path | None = None) -> None:
+        write_json(self.directory / STATUS_FILE, status)
+        if outbox is not None:
+            site = str(status.get("site", "site"))
+            write_json(outbox / f"outpost-status-{site}.json", status)
+
+    def read_status(self) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads((self.directory / STATUS_FILE).read_bytes())
+        except FileNotFoundError:
+            return None
+        return data
+
+    def write_metrics(self, text: str, textfile_dir: Path | None = None) -> None:
+        atomic_write(self.directory / METRICS_FILE, text.encode())
+        if textfile_dir is not None:
+            atomic_write(textfile_dir / METRICS_FILE, text.encode())
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """One agent per node: a second instance fails at once instead of queueing."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EACCES):
+                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                    raise AgentBusy(
+                        f"another outpost agent (pid {holder}) holds {self.directory / LOCK_FILE}; "
+                        "this run exits without doing anything"
+                    ) from None
+                raise
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)
+
+
+class AgentBusy(ConfigError):
+    """Another agent instance holds the lock."""
+
+
+def prometheus_text(samples: Sequence[tuple[str, str, Mapping[str, str], float]]) -> str:
+    """Prometheus text exposition: (name, help, labels, value) per sample, grouped by name."""
+    lines: list[str] = []
+    seen: set[str] = set()
+    for name, help_text, labels, value in samples:
+        if name not in seen:
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} gauge")
+            seen.add(name)
+        label_text = ",".join(f'{k}="{_escape_label(v)}"' for k, v in sorted(labels.items()))
+        rendered = f"{name}{{{label_text}}}" if label_text else name
+        number = str(int(value)) if float(value).is_integer() else repr(float(value))
+        lines.append(f"{rendered} {number}")
+    return "\n".join(lines) + "\n"
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
