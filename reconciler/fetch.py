@@ -1,0 +1,136 @@
+"""The git seam: a local bare mirror that the node fetches into and reads commits from.
+
+The node never checks anything out. It fetches the configured branch into
+``refs/outpost/candidate`` of a bare mirror in its state directory (forced, so
+a force-push is *seen* — and then refused by `trust` as unrelated history,
+instead of silently failing to fetch), and pins what it applied under
+``refs/outpost/applied`` so those objects are never lost.
+
+Every pygit2 error becomes `SourceUnavailable` (temporary: the remote may come
+back) or `ConfigError` (a credentials file that does not exist will not appear
+by retrying).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reconciler.errors import ConfigError, SourceUnavailable
+
+CANDIDATE_REF = "refs/outpost/candidate"
+APPLIED_REF = "refs/outpost/applied"
+BUNDLE_REF = "refs/outpost/bundle"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Where the node's git credentials live; the files are read at fetch time only."""
+
+    username: str | None = None
+    password_file: Path | None = None
+    ssh_key_file: Path | None = None
+    ssh_public_key_file: Path | None = None
+
+
+class Mirror:
+    """A bare repository under the state directory."""
+
+    def __init__(self, path: Path) -> None:
+        import pygit2
+
+        self.path = path
+        try:
+            if (path / "HEAD").exists():
+                self.repo = pygit2.Repository(str(path))
+            else:
+                path.mkdir(parents=True, exist_ok=True)
+                self.repo = pygit2.init_repository(str(path), bare=True)
+        except pygit2.GitError as exc:
+            raise SourceUnavailable(f"cannot open the local mirror {path}: {exc}") from None
+
+    def fetch(self, url: str, branch: str, credentials: Credentials | None = None) -> str:
+        """Fetch ``branch`` of ``url``; return the commit id it points at."""
+        import pygit2
+
+        refspec = f"+refs/heads/{branch}:{CANDIDATE_REF}"
+        try:
+            remote = self.repo.remotes.create_anonymous(url)
+            remote.fetch([refspec], callbacks=_callbacks(credentials), depth=0)
+        except pygit2.GitError as exc:
+            raise SourceUnavailable(
+                f"fetching {branch!r} from {_safe(url)} failed: {exc}"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise SourceUnavailable(
+                f"fetching {branch!r} from {_safe(url)} failed: {exc}"
+            ) from None
+        ref = self.resolve(CANDIDATE_REF)
+        if ref is None:
+            raise SourceUnavailable(f"{_safe(url)} has no branch {branch!r}")
+        return ref
+
+    def resolve(self, ref: str) -> str | None:
+        try:
+            return str(self.repo.references[ref].peel().id)
+        except (KeyError, ValueError):
+            return None
+
+    def has(self, commit: str) -> bool:
+        import pygit2
+
+        try:
+            return isinstance(self.repo[commit], pygit2.Commit)
+        except (KeyError, ValueError):
+            return False
+
+    def pin(self, ref: str, commit: str) -> None:
+        import pygit2
+
+        self.repo.references.create(ref, pygit2.Oid(hex=commit), force=True)
+
+    def commit_time(self, commit: str) -> int:
+        import pygit2
+
+        return int(self.repo[commit].peel(pygit2.Commit).commit_time)
+
+
+def _safe(url: str) -> str:
+    """A URL fit for a log line: credentials embedded in it are cut out."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://{rest.split('@', 1)[1]}"
+    return url
+
+
+def _callbacks(credentials: Credentials | None) -> Any:
+    import pygit2
+
+    if credentials is None:
+        return None
+
+    class _Callbacks(pygit2.RemoteCallbacks):
+        def credentials(self, url: str, username_from_url: str | None, allowed: Any) -> Any:
+            assert credentials is not None
+            user = credentials.username or username_from_url or "git"
+            if (
+                credentials.ssh_key_file is not None
+                and allowed & pygit2.enums.CredentialType.SSH_KEY
+            ):
+                public = credentials.ssh_public_key_file or credentials.ssh_key_file.with_suffix(
+                    ".pub"
+                )
+                return pygit2.Keypair(user, str(public), str(credentials.ssh_key_file), "")
+            if credentials.password_file is not None:
+                try:
+                    password = credentials.password_file.read_text().strip()
+                except OSError as exc:
+                    raise ConfigError(
+                        f"cannot read the git password file {credentials.password_file}: "
+                        f"{exc.strerror}"
+                    ) from None
+                return pygit2.UserPass(user, password)
+            return None
+
+    return _Callbacks()
