@@ -1,0 +1,128 @@
+"""The node's own configuration: ``/etc/outpost/agent.yaml`` (``kind: AgentConfig``).
+
+It is installed at enrollment and never read from the repository: the trust
+root, the age key and the site id a node serves must not be something a commit
+can change. Relative paths are read relative to the config file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.errors import ConfigError, DocumentError
+from reconciler.fetch import Credentials
+from reconciler.loader import load_document
+
+DEFAULT_HEALTH_DEADLINE = 300
+DEFAULT_STALE_AFTER = 3 * 24 * 3600
+DEFAULT_MAX_COMMITS = 1000
+
+
+def parse_duration(text: str, *, where: str) -> int:
+    """Seconds in a duration like ``90s``, ``5m``, ``1h30m``, ``2d``."""
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    total, number = 0, ""
+    for char in str(text).strip():
+        if char.isdigit():
+            number += char
+        elif char in units and number:
+            total += int(number) * units[char]
+            number = ""
+        else:
+            number = "x"
+            break
+    if number or total <= 0:
+        raise ConfigError(f"{where}: {text!r} is not a duration like 90s, 5m, 1h30m or 2d")
+    return total
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    url: str | None
+    branch: str
+    credentials: Credentials | None
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything one node needs to reconcile its site."""
+
+    path: Path
+    site: str
+    source: SourceConfig
+    bundle_inbox: Path | None
+    outbox: Path | None
+    trust_root: Path
+    age_key: Path | None
+    kubeconfig: Path | None
+    state_dir: Path
+    health_deadline: int
+    stale_after: int
+    field_manager: str
+    max_commits: int
+    metrics_dir: Path | None
+
+    @property
+    def mirror_dir(self) -> Path:
+        return self.state_dir / "mirror.git"
+
+
+def load_config(path: Path) -> AgentConfig:
+    """Read and check the agent config; every problem is a ConfigError naming the file:line."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the agent config {path}: {exc.strerror}") from None
+    try:
+        doc = load_document(data, str(path))
+    except DocumentError as exc:
+        raise ConfigError(exc.message, mark=exc.mark) from None
+    if doc.kind != "AgentConfig":
+        raise ConfigError(f"expected kind AgentConfig, found {doc.kind!r}", mark=doc.mark("kind"))
+    from reconciler.schemas import validator
+
+    for error in sorted(validator("AgentConfig").iter_errors(doc.body), key=lambda e: e.path):
+        where = ".".join(str(p) for p in error.absolute_path)
+        raise ConfigError(f"{where}: {error.message}", mark=doc.mark(*error.absolute_path))
+    spec = doc.spec
+    base = path.parent
+
+    def opt_path(value: object) -> Path | None:
+        return None if value in (None, "") else (base / str(value))
+
+    source = spec.get("source") or {}
+    creds = source.get("credentials") or {}
+    credentials = None
+    if creds:
+        credentials = Credentials(
+            username=creds.get("username"),
+            password_file=opt_path(creds.get("passwordFile")),
+            ssh_key_file=opt_path(creds.get("sshKeyFile")),
+        )
+    if not source.get("url") and not spec.get("bundleInbox"):
+        raise ConfigError(
+            "the agent needs a source: set spec.source.url (a git remote) or "
+            "spec.bundleInbox (a folder where bundles arrive), or both",
+            mark=doc.mark("spec"),
+        )
+    return AgentConfig(
+        path=path,
+        site=str(spec["site"]),
+        source=SourceConfig(
+            url=source.get("url"), branch=str(source.get("branch", "main")), credentials=credentials
+        ),
+        bundle_inbox=opt_path(spec.get("bundleInbox")),
+        outbox=opt_path(spec.get("outbox")),
+        trust_root=base / str(spec["trustRoot"]),
+        age_key=opt_path(spec.get("ageKey")),
+        kubeconfig=opt_path(spec.get("kubeconfig")),
+        state_dir=base / str(spec.get("stateDir", "/var/lib/outpost")),
+        health_deadline=parse_duration(
+            spec.get("healthDeadline", "5m"), where=f"{path}: spec.healthDeadline"
+        ),
+        stale_after=parse_duration(spec.get("staleAfter", "3d"), where=f"{path}: spec.staleAfter"),
+        field_manager=str(spec.get("fieldManager", "outpost")),
+        max_commits=int(spec.get("maxCommitsPerTick", DEFAULT_MAX_COMMITS)),
+        metrics_dir=opt_path(spec.get("metricsDir")),
+    )
