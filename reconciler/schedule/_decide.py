@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from reconciler.schedule._model import (
     Change,
@@ -91,6 +92,8 @@ class WaveSlot:
     opens: datetime | None
     """When the site's wave opens; None when it never will (``blocked`` says why)."""
     blocked: str | None = None
+    blocked_kind: str | None = None
+    """``"paused"`` or ``"no-wave"`` when ``opens`` is None."""
 
 
 def wave_slot(site: SiteCalendar, rollout: FleetRollout | None, change: Change) -> WaveSlot:
@@ -119,6 +122,7 @@ def wave_slot(site: SiteCalendar, rollout: FleetRollout | None, change: Change) 
                 None,
                 f"no wave of fleet {fleet!r} selects site {site.site_id!r}; "
                 "add a last wave without sites/selector/percent to catch every remaining site",
+                "no-wave",
             )
     opens = change.changed_at + (rollout.offsets[index] if index is not None else timedelta(0))
     name = rollout.waves[index].name if index is not None else None
@@ -133,6 +137,7 @@ def wave_slot(site: SiteCalendar, rollout: FleetRollout | None, change: Change) 
             f"fleet {fleet!r} is paused{since}; {what} had not opened before the pause "
             f"(it would open {format_utc(opens)}); "
             "a signed commit setting paused: false resumes it",
+            "paused",
         )
     return WaveSlot(fleet, index, name, opens)
 
@@ -391,11 +396,11 @@ class Prediction:
     held_by: str | None = None
     held_until: date | None = None
     site_type: str = "site"
+    blocked_kind: str | None = None
+    """Why ``first_allowed`` is None: ``"paused"``, ``"no-wave"`` or ``"no-window"``."""
 
     @property
     def local_first_allowed(self) -> datetime | None:
-        from zoneinfo import ZoneInfo
-
         if self.first_allowed is None:
             return None
         return self.first_allowed.astimezone(ZoneInfo(self.timezone))
@@ -417,8 +422,10 @@ def predict(
     blocker: str | None = None
     held_by: str | None = None
     held_until: date | None = None
+    blocked_kind: str | None = None
     if found.instant is None:
         blocker = found.why_never
+        blocked_kind = slot.blocked_kind or "no-window"
     if found.held:
         last = found.held[-1]
         held_by, held_until = last.name, last.end
@@ -437,4 +444,5 @@ def predict(
         held_by=held_by,
         held_until=held_until,
         site_type=site_type,
+        blocked_kind=blocked_kind,
     )
