@@ -8,7 +8,8 @@
     │   ├── PolicyError         a rendered slice breaks a deny policy
     │   ├── VerificationError   a commit is unsigned, badly signed or out of scope
     │   ├── SecretError         a secret cannot be decrypted or is not encrypted right
-    │   └── ConfigError         the node's own configuration is wrong
+    │   ├── ConfigError         the node's own configuration is wrong
+    │   └── ApplyError          the API server refused an object of the slice (4xx)
     └── TemporaryError          the outside world is down: retry with backoff
         ├── SourceUnavailable   the git remote or bundle inbox did not answer
         └── ClusterUnavailable  the Kubernetes API did not answer
@@ -76,6 +77,28 @@ class SecretError(PermanentError):
 
 class ConfigError(PermanentError):
     """The node's own configuration (agent.yaml, trust root, key files) is wrong."""
+
+
+class ApplyError(PermanentError):
+    """The Kubernetes API server refused an object of the slice (invalid, denied, unknown kind).
+
+    ``obj`` names the object (``Kind.group/namespace/name``), ``code`` and ``reason`` are the
+    server's HTTP status and Status reason (``Invalid``, ``Forbidden``, ``NotFound``, ...).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        obj: str = "",
+        code: int = 0,
+        reason: str = "",
+        mark: Mark | None = None,
+    ) -> None:
+        super().__init__(message, mark=mark)
+        self.obj = obj
+        self.code = code
+        self.reason = reason
 
 
 class TemporaryError(OutpostError):
