@@ -34,8 +34,17 @@ class Tree(Protocol):
         """The commit id this tree is, or None for a working directory."""
         ...
 
-    def files(self, prefix: str = "") -> list[str]:
-        """Every regular file at or below ``prefix`` (posix, relative, sorted)."""
+    def files(self, prefix: str = "", *, lenient: bool = False) -> list[str]:
+        """Every regular file at or below ``prefix`` (posix, relative, sorted).
+
+        A symlink or submodule below ``prefix`` is a DocumentError, unless ``lenient``:
+        then it is left out and listed in ``links`` (validation reports each one and goes on).
+        """
+        ...
+
+    @property
+    def links(self) -> list[str]:
+        """Symlinks and submodules met by lenient listings."""
         ...
 
     def read(self, path: str) -> bytes:
@@ -65,6 +74,7 @@ class WorkdirTree:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self._listed: dict[str, list[str]] = {}
+        self._links: dict[str, list[str]] = {}
         if not self.root.is_dir():
             raise SourceUnavailable(f"{root} is not a directory")
 
@@ -72,16 +82,21 @@ class WorkdirTree:
     def revision(self) -> str | None:
         return None
 
+    @property
+    def links(self) -> list[str]:
+        return sorted({link for links in self._links.values() for link in links})
+
     def _walk(self, prefix: str) -> list[str]:
         """Regular files at or below ``prefix``; only that subtree is walked."""
         cached = self._listed.get(prefix)
         if cached is not None:
             return cached
         found: list[str] = []
+        links: list[str] = []
         start = self.root / prefix if prefix else self.root
         if start.is_symlink():
-            raise DocumentError(_LINK_MESSAGE, mark=Mark(prefix))
-        if start.is_file():
+            links.append(prefix)
+        elif start.is_file():
             found.append(prefix)
         for dirpath, dirnames, filenames in os.walk(start, followlinks=False):
             rel_dir = os.path.relpath(dirpath, self.root)
@@ -91,20 +106,26 @@ class WorkdirTree:
                 if name in _IGNORED_DIRS and not rel_dir:
                     dirnames.remove(name)
                 elif (Path(dirpath) / name).is_symlink():
-                    raise DocumentError(_LINK_MESSAGE, mark=Mark(rel))
+                    dirnames.remove(name)
+                    links.append(rel)
             for name in filenames:
                 rel = f"{rel_dir}/{name}" if rel_dir else name
                 mode = (Path(dirpath) / name).lstat().st_mode
                 if stat.S_ISLNK(mode):
-                    raise DocumentError(_LINK_MESSAGE, mark=Mark(rel))
-                if stat.S_ISREG(mode):
+                    links.append(rel)
+                elif stat.S_ISREG(mode):
                     found.append(rel)
         result = sorted(found)
         self._listed[prefix] = result
+        self._links[prefix] = sorted(links)
         return result
 
-    def files(self, prefix: str = "") -> list[str]:
-        return self._walk(_clean(prefix))
+    def files(self, prefix: str = "", *, lenient: bool = False) -> list[str]:
+        prefix = _clean(prefix)
+        found = self._walk(prefix)
+        if self._links[prefix] and not lenient:
+            raise DocumentError(_LINK_MESSAGE, mark=Mark(self._links[prefix][0]))
+        return found
 
     def exists(self, path: str) -> bool:
         path = _clean(path)
@@ -141,6 +162,7 @@ class CommitTree:
         self._commit = peeled
         self._revision = str(peeled.id)
         self._listed: dict[str, dict[str, Any]] = {}
+        self._links: dict[str, list[str]] = {}
 
     @property
     def revision(self) -> str | None:
@@ -162,6 +184,7 @@ class CommitTree:
         if cached is not None:
             return cached
         blobs: dict[str, Any] = {}
+        links: list[str] = []
         root = self._subtree(prefix)
         if root is None:
             oid = self._lookup(prefix) if prefix else None
@@ -174,26 +197,20 @@ class CommitTree:
             base, tree = stack.pop()
             for entry in tree:
                 path = f"{base}{entry.name}"
-                mode = entry.filemode
-                if mode == _SYMLINK:
-                    raise DocumentError(
-                        f"is a symbolic link in commit {self._revision[:12]}; "
-                        "the repository must hold plain files and folders",
-                        mark=Mark(path),
-                    )
-                if mode == _GIT_LINK:
-                    raise DocumentError(
-                        f"is a submodule in commit {self._revision[:12]}; "
-                        "the repository must hold plain files and folders",
-                        mark=Mark(path),
-                    )
-                if entry.type_str == "tree":
+                if entry.filemode in (_SYMLINK, _GIT_LINK):
+                    links.append(path)
+                elif entry.type_str == "tree":
                     stack.append((path + "/", self._repo[entry.id]))
                 else:
                     blobs[path] = entry.id
         result = dict(sorted(blobs.items()))
         self._listed[prefix] = result
+        self._links[prefix] = sorted(links)
         return result
+
+    @property
+    def links(self) -> list[str]:
+        return sorted({link for links in self._links.values() for link in links})
 
     def _lookup(self, path: str) -> Any:
         try:
@@ -208,8 +225,16 @@ class CommitTree:
             )
         return entry.id if entry.type_str == "blob" else None
 
-    def files(self, prefix: str = "") -> list[str]:
-        return list(self._walk(prefix.strip("/")))
+    def files(self, prefix: str = "", *, lenient: bool = False) -> list[str]:
+        prefix = _clean(prefix)
+        found = list(self._walk(prefix))
+        if self._links[prefix] and not lenient:
+            raise DocumentError(
+                f"is a symbolic link or submodule in commit {self._revision[:12]}; "
+                "the repository must hold plain files and folders",
+                mark=Mark(self._links[prefix][0]),
+            )
+        return found
 
     def exists(self, path: str) -> bool:
         return self._lookup(_clean(path)) is not None

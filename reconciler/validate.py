@@ -96,20 +96,30 @@ def _kind_for(path: str) -> tuple[str | None, str | None, str | None]:
 
 def check_files(
     tree: Tree, include: Callable[[str], bool] | None = None
-) -> tuple[list[Finding], list[Document]]:
-    """Layer 1: load every YAML file in a known place; return findings and the loaded documents.
+) -> tuple[list[Finding], list[Document], frozenset[str]]:
+    """Layer 1: load every YAML file in a known place.
+
+    Returns the findings, the documents that loaded, and the path of every document
+    that was tried (loaded or not), so later layers do not call a broken file missing.
 
     ``include`` narrows the files read (``--changed-since``: the affected sites' folders
     plus every fleet, app and policy, which references need).
     """
     findings: list[Finding] = []
     documents: list[Document] = []
+    tried: set[str] = set()
     paths: list[str] = []
     for top in CONFIG_DIRS:
-        try:
-            paths += tree.files(top)
-        except DocumentError as exc:
-            findings.append(Finding.from_error(exc, rule="file"))
+        paths += tree.files(top, lenient=True)
+    for link in tree.links:
+        findings.append(
+            Finding.at(
+                Mark(link),
+                "is a symbolic link or submodule; the repository must hold plain files and "
+                "folders (a link can point outside the tree, at content nobody reviewed)",
+                rule="file",
+            )
+        )
     for path in paths:
         if not path.endswith(YAML_SUFFIXES) or path.endswith(SECRET_SUFFIXES):
             continue
@@ -133,6 +143,8 @@ def check_files(
             findings.append(Finding.at(Mark(path), reason, rule="file"))
             continue
         try:
+            if kind != "manifest":
+                tried.add(path)
             data = tree.read(path)
             if kind == "manifest":
                 parse_yaml(data, path, multi=True)
@@ -140,7 +152,7 @@ def check_files(
             documents.append(expect(load_document(data, path), kind, name))
         except OutpostError as exc:
             findings.append(Finding.from_error(exc, rule="file"))
-    return findings, documents
+    return findings, documents, frozenset(tried)
 
 
 def _describe(error: Any) -> str:
@@ -148,10 +160,34 @@ def _describe(error: Any) -> str:
     message = str(error.message)
     if error.validator == "additionalProperties":
         message = message.replace("Additional properties are not allowed", "unknown field(s)")
+    elif error.validator == "type" and error.validator_value == "string" and not isinstance(
+        error.instance, dict | list
+    ):
+        message += (
+            "; YAML read the unquoted value as a number, boolean or null"
+            " — put it in quotes"
+        )
     elif error.validator == "pattern":
         expected = error.schema.get("description") or f"pattern {error.validator_value}"
         message = f"{error.instance!r} does not have the expected form: {expected}"
     return f"{where}: {message}" if where else message
+
+
+def _without_echoes(errors: Sequence[Any]) -> list[Any]:
+    """Drop "unevaluated properties" errors that only echo a deeper, more precise error.
+
+    A ``oneOf`` branch that fails on ``vendor`` leaves ``vendor`` unevaluated, so the
+    schema also complains one level up; the operator needs only the first message.
+    """
+    paths = [tuple(e.absolute_path) for e in errors]
+    kept = []
+    for error, path in zip(errors, paths, strict=True):
+        if error.validator == "unevaluatedProperties" and any(
+            other[: len(path)] == path and len(other) > len(path) for other in paths
+        ):
+            continue
+        kept.append(error)
+    return kept
 
 
 def check_schemas(documents: Iterable[Document]) -> tuple[list[Finding], list[Document]]:
@@ -162,7 +198,7 @@ def check_schemas(documents: Iterable[Document]) -> tuple[list[Finding], list[Do
         errors = sorted(
             validator(doc.kind).iter_errors(doc.body), key=lambda e: list(map(str, e.path))
         )
-        for error in errors:
+        for error in _without_echoes(errors):
             findings.append(Finding.at(doc.mark(*error.absolute_path), _describe(error)))
         if doc.kind == "Site":
             zone = doc.spec.get("timezone")
@@ -205,7 +241,8 @@ def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> 
 class _RefChecker:
     """Layer 3: references between documents that each passed their schema."""
 
-    def __init__(self, documents: Sequence[Document]) -> None:
+    def __init__(self, documents: Sequence[Document], present: frozenset[str]) -> None:
+        self.present = present
         self.findings: list[Finding] = []
         self.sites: dict[str, Site] = {}
         self.hardware: dict[str, Hardware] = {}
@@ -241,6 +278,8 @@ class _RefChecker:
 
     def _assignment(self, mark: Mark, app_name: str, version: str, site: str = "") -> App | None:
         app = self.apps.get(app_name)
+        if app is None and f"apps/{app_name}/app.yaml" in self.present:
+            return None  # exists but is broken: its own findings say why
         if app is None:
             known = ", ".join(sorted(self.apps)) or "none"
             self.add(
@@ -262,6 +301,8 @@ class _RefChecker:
 
     def _site(self, site_id: str, site: Site) -> None:
         hardware = self.hardware.get(site_id)
+        if hardware is None and f"sites/{site_id}/hardware.yaml" in self.present:
+            return  # its schema findings come first; devices cannot be checked against it
         if hardware is None:
             self.add(
                 site.doc.mark("metadata", "name"),
@@ -276,6 +317,8 @@ class _RefChecker:
         for index, fleet_name in enumerate(fleets_list):
             fleet = self.fleets.get(fleet_name)
             mark = site.doc.mark("spec", "fleets", index)
+            if fleet is None and self._present_fleet(fleet_name):
+                continue
             if fleet is None:
                 known = ", ".join(sorted(self.fleets)) or "none"
                 self.add(
@@ -348,6 +391,9 @@ class _RefChecker:
         if hardware is not None:
             self._hardware_names(site_id, hardware)
 
+    def _present_fleet(self, name: str) -> bool:
+        return f"fleets/{name}.yaml" in self.present or f"fleets/{name}.yml" in self.present
+
     def _hardware_names(self, site_id: str, hardware: Hardware) -> None:
         seen_nodes: set[str] = set()
         seen_devices: set[str] = set()
@@ -393,7 +439,8 @@ class _RefChecker:
         members = {sid for sid, s in self.sites.items() if name in s.fleets}
         for w_index, wave in enumerate(fleet.doc.spec.get("waves") or []):
             for s_index, site_id in enumerate(wave.get("sites") or []):
-                if site_id not in members:
+                broken = site_id not in self.sites and f"sites/{site_id}/site.yaml" in self.present
+                if site_id not in members and not broken:
                     self.add(
                         fleet.doc.mark("spec", "waves", w_index, "sites", s_index),
                         f"wave {wave.get('name')!r} names site {site_id!r}, which is not a "
@@ -401,9 +448,15 @@ class _RefChecker:
                     )
 
 
-def check_references(documents: Sequence[Document]) -> list[Finding]:
-    """Layer 3 over the documents that passed layers 1 and 2."""
-    return _RefChecker(documents).run()
+def check_references(
+    documents: Sequence[Document], present: frozenset[str] = frozenset()
+) -> list[Finding]:
+    """Layer 3 over the documents that passed layers 1 and 2.
+
+    ``present`` holds the path of every document that was tried, valid or not, so a
+    hardware.yaml with an error of its own is not also reported as missing.
+    """
+    return _RefChecker(documents, present).run()
 
 
 def validate_tree(
@@ -423,10 +476,10 @@ def validate_tree(
                 return True
             return path[: path.index("/", 6) + 1] in wanted
 
-    findings, documents = check_files(tree, include)
+    findings, documents, tried = check_files(tree, include)
     schema_findings, valid = check_schemas(documents)
     findings += schema_findings
-    findings += check_references(valid)
+    findings += check_references(valid, tried)
     if extra:
         repo = Repository(tree)
         selected = list(repo.site_ids) if sites is None else list(sites)
