@@ -18,6 +18,7 @@ from reconciler.errors import OutpostError
 COMMANDS: tuple[str, ...] = (
     "validate",
     "site",
+    "secrets",
 )
 
 EXIT_OK = 0

@@ -1,0 +1,81 @@
+"""Secrets: SOPS with one age key per site, checked in CI, decrypted only in the node's memory.
+
+A store's Wi-Fi password or a plant's historian credentials live in the
+repository as ``sites/<id>/secrets/<name>.sops.yaml``: Kubernetes Secrets whose
+``data``/``stringData`` values sops encrypted to exactly two kinds of age
+recipient — the site's own key (on its node, installed at enrollment) and the
+break-glass keys of its fleets (held by operations). Stealing one store's node
+reveals that store's secrets and nothing else.
+
+Parts, one job each:
+
+- ``_age``: X25519 key pairs in age's format (``cryptography`` + bech32);
+- ``_sops``: the only code in Outpost that runs ``sops`` (hermetic, timed out);
+- ``_files``: the shape of an encrypted file, without a key;
+- ``_recipients``: who may read a site's secrets; ``.sops.yaml``;
+- ``_check``: findings for ``outpost validate``; ``_scan``: plaintext elsewhere;
+- ``_node``: decrypt to memory for apply, redact for render and diff;
+- ``_manage`` and ``_edit``: init, rotate, sync and encrypt in a working tree.
+
+Errors are ``SecretError`` naming the file (and line where there is one).
+"""
+
+from __future__ import annotations
+
+from reconciler.secrets._age import Identity, is_recipient, key_file_recipients, read_key_file
+from reconciler.secrets._check import (
+    KEY_FILE_ENV,
+    check_secrets,
+    key_file_from_env,
+    scan_tree,
+    secrets_check,
+)
+from reconciler.secrets._files import EncryptedSecret, inspect
+from reconciler.secrets._manage import (
+    KeyResult,
+    encrypt_secret,
+    init_site,
+    keygen,
+    rotate_site,
+    sync_site,
+    write_sops_config,
+)
+from reconciler.secrets._node import (
+    REDACTED_PREFIX,
+    decrypt_site_secrets,
+    redact,
+    redaction_key,
+)
+from reconciler.secrets._recipients import SOPS_CONFIG, SiteKeys, site_keys
+from reconciler.secrets._sops import ENCRYPTED_REGEX, Sops, find_sops
+
+__all__ = [
+    "ENCRYPTED_REGEX",
+    "KEY_FILE_ENV",
+    "REDACTED_PREFIX",
+    "SOPS_CONFIG",
+    "EncryptedSecret",
+    "Identity",
+    "KeyResult",
+    "SiteKeys",
+    "Sops",
+    "check_secrets",
+    "decrypt_site_secrets",
+    "encrypt_secret",
+    "find_sops",
+    "init_site",
+    "inspect",
+    "is_recipient",
+    "key_file_from_env",
+    "key_file_recipients",
+    "keygen",
+    "read_key_file",
+    "redact",
+    "redaction_key",
+    "rotate_site",
+    "scan_tree",
+    "secrets_check",
+    "site_keys",
+    "sync_site",
+    "write_sops_config",
+]

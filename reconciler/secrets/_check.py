@@ -1,0 +1,277 @@
+"""``outpost validate``'s secrets check: encrypted right, to the right keys, nothing in the clear.
+
+For every selected site, every file under ``sites/<id>/secrets/``:
+
+1. is a ``<name>.sops.yaml`` file holding a sops-encrypted v1 Secret (``_files``);
+2. is encrypted to exactly the site's recipient plus its fleets' break-glass
+   recipients. A recipient of another site is named as such: a secret of
+   store A encrypted to store B's key is readable by whoever steals B's node;
+   a missing site recipient means the node cannot decrypt it;
+3. has an intact MAC, when a key is at hand (``key_file``: a node's key, or CI's
+   break-glass key from ``OUTPOST_AGE_KEY_FILE``). Without a key the MAC cannot
+   be checked — sops encrypts it with the data key — so CI without a key checks
+   the shape only, and the node checks the MAC before it applies anything.
+
+Also: no two sites share a recipient (one stolen node would open both), the
+site has a valid recipient when it has secrets, ``.sops.yaml`` matches the tree
+for the selected sites, and no plaintext secret material sits anywhere else
+(``_scan``). Findings carry file:line and never a value.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from reconciler.errors import Mark, OutpostError
+from reconciler.findings import Finding
+from reconciler.model import SECRET_SUFFIXES, Repository
+from reconciler.secrets._age import read_key_file, short
+from reconciler.secrets._files import EncryptedSecret, Problem, inspect
+from reconciler.secrets._recipients import (
+    SOPS_CONFIG,
+    SiteKeys,
+    compare_rule,
+    parse_sops_config,
+    recipient_owners,
+    secrets_dir,
+)
+from reconciler.secrets._scan import in_config, scan_config, scan_key_material
+from reconciler.secrets._sops import Sops
+
+RULE = "secrets"
+KEY_FILE_ENV = "OUTPOST_AGE_KEY_FILE"
+
+
+def _finding(problem: Problem, site: str = "") -> Finding:
+    return Finding.at(problem.mark, problem.message, rule=RULE, site=site)
+
+
+def _recipient_findings(
+    keys: SiteKeys,
+    encrypted: EncryptedSecret,
+    owners: dict[str, list[str]],
+) -> Iterable[Finding]:
+    site_id = keys.site_id
+    mark = encrypted.recipients_mark
+    found = set(encrypted.recipients)
+    if keys.recipient is not None and keys.recipient not in found:
+        yield Finding.at(
+            mark,
+            f"not encrypted to site {site_id!r}'s recipient {short(keys.recipient)} "
+            f"({keys.recipient_mark}): the node cannot decrypt it. Re-encrypt it with "
+            "`outpost secrets sync` (or sops updatekeys)",
+            rule=RULE,
+            site=site_id,
+        )
+    for bg in keys.break_glass:
+        if bg.recipient not in found:
+            yield Finding.at(
+                mark,
+                f"not encrypted to the break-glass recipient {short(bg.recipient)} of fleet "
+                f"{bg.fleet!r} ({bg.mark}): operations could not recover it. Re-encrypt it "
+                "with `outpost secrets sync`",
+                rule=RULE,
+                site=site_id,
+            )
+    for recipient in sorted(found - set(keys.expected)):
+        others = [s for s in owners.get(recipient, []) if s != site_id]
+        if others:
+            message = (
+                f"a secret of site {site_id!r} is encrypted to site {others[0]!r}'s key "
+                f"({short(recipient)}): whoever holds {others[0]!r}'s node can read "
+                f"{site_id!r}'s secret. Encrypt it to {site_id!r}'s recipient and break-glass "
+                f"only, and change the value"
+            )
+        else:
+            message = (
+                f"encrypted to {short(recipient)}, which is neither site {site_id!r}'s "
+                "recipient nor a break-glass recipient of its fleets: someone outside the "
+                "site can read it. Re-encrypt it to the expected recipients and change the value"
+            )
+        yield Finding.at(mark, message, rule=RULE, site=site_id)
+
+
+def check_secrets(
+    repo: Repository,
+    sites: Sequence[str],
+    *,
+    key_file: Path | None = None,
+    sops: Sops | None = None,
+) -> list[Finding]:
+    """Every secrets finding for ``sites`` plus the plaintext scan of the rest of the tree.
+
+    The signature after ``repo, sites`` is keyword-only so ``secrets_check`` can bind
+    the key and hand the result to ``validate_tree(extra=...)``.
+    """
+    findings: list[Finding] = []
+    tree = repo.tree
+    owners, keys_by_site = recipient_owners(repo, repo.site_ids)
+    key_recipients: set[str] = set()
+    if key_file is not None:
+        try:
+            key_recipients = {i.recipient for i in read_key_file(key_file)}
+        except OutpostError as exc:
+            findings.append(Finding.from_error(exc, rule=RULE))
+    to_verify: list[tuple[str, str, bytes]] = []
+    selected = set(sites)
+
+    for recipient, site_ids in sorted(owners.items()):
+        for site_id in site_ids[1:]:
+            if site_id in selected or site_ids[0] in selected:
+                findings.append(
+                    Finding.at(
+                        keys_by_site[site_id].recipient_mark,
+                        f"site {site_id!r} shares its age recipient {short(recipient)} with "
+                        f"site {site_ids[0]!r}: one stolen node would open both sites' "
+                        "secrets. Give each site its own key (`outpost secrets rotate-site`)",
+                        rule=RULE,
+                        site=site_id,
+                    )
+                )
+
+    for site_id in sorted(selected):
+        keys = keys_by_site.get(site_id)
+        if keys is None:
+            continue  # site.yaml does not load: layer 1 of validation reports it
+        findings.extend(_finding(p, site_id) for p in keys.problems)
+        files = tree.files(secrets_dir(site_id))
+        if files and keys.recipient is None and not keys.problems:
+            findings.append(
+                Finding.at(
+                    keys.site_doc.mark("spec"),
+                    f"site {site_id!r} has {len(files)} secret file(s) but no "
+                    "spec.sops.recipient; run `outpost secrets init-site` to create its key",
+                    rule=RULE,
+                    site=site_id,
+                )
+            )
+        names: dict[tuple[str, str], str] = {}
+        for path in files:
+            if not path.endswith(SECRET_SUFFIXES):
+                findings.append(
+                    Finding.at(
+                        Mark(path),
+                        f"only encrypted <name>.sops.yaml files belong in {secrets_dir(site_id)}/"
+                        " (if this file holds a plaintext secret, treat it as leaked)",
+                        rule=RULE,
+                        site=site_id,
+                    )
+                )
+                continue
+            data = tree.read(path)
+            encrypted = inspect(data, path)
+            findings.extend(_finding(p, site_id) for p in encrypted.problems)
+            if encrypted.document is None or not encrypted.recipients:
+                continue
+            if keys.recipient is not None:
+                findings.extend(_recipient_findings(keys, encrypted, owners))
+            place = (encrypted.namespace, encrypted.name)
+            if encrypted.name and place in names:
+                findings.append(
+                    Finding.at(
+                        encrypted.document.mark("metadata", "name"),
+                        f"Secret {place[0] or '(default)'}/{place[1]} is also defined in "
+                        f"{names[place]}; the two would overwrite each other",
+                        rule=RULE,
+                        site=site_id,
+                    )
+                )
+            names.setdefault(place, path)
+            if key_recipients & set(encrypted.recipients) and encrypted.ok:
+                to_verify.append((site_id, path, data))
+
+    if key_file is not None and to_verify:
+        findings.extend(_verify_macs(to_verify, key_file, sops or Sops()))
+
+    if tree.exists(SOPS_CONFIG):
+        rules, problems = parse_sops_config(tree.read(SOPS_CONFIG))
+        findings.extend(_finding(p) for p in problems)
+        if not problems:
+            for site_id in sorted(selected):
+                site = keys_by_site.get(site_id)
+                problem = compare_rule(site, rules, SOPS_CONFIG) if site else None
+                if problem is not None:
+                    findings.append(_finding(problem, site_id))
+    elif any(k.recipient for k in keys_by_site.values()):
+        findings.append(
+            Finding.at(
+                Mark(SOPS_CONFIG),
+                "missing: sops needs it to know whom new secrets are encrypted to; generate it "
+                "with `outpost secrets sops-config`",
+                rule=RULE,
+            )
+        )
+
+    findings.extend(scan_tree(repo, sites))
+    return findings
+
+
+def _verify_macs(
+    items: Sequence[tuple[str, str, bytes]], key_file: Path, sops: Sops
+) -> list[Finding]:
+    """Decrypt each file to check its MAC; the plaintext is dropped at once."""
+
+    def verify(item: tuple[str, str, bytes]) -> Finding | None:
+        site_id, path, data = item
+        try:
+            sops.decrypt(data, key_file=key_file, path=path)
+        except OutpostError as exc:
+            return Finding.from_error(exc, rule=RULE, site=site_id)
+        return None
+
+    workers = max(1, min(4, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(verify, items))
+    return [f for f in results if f is not None]
+
+
+def scan_tree(repo: Repository, sites: Sequence[str]) -> list[Finding]:
+    """Plaintext secret material in the tree outside the secrets folders.
+
+    With a narrowed ``sites`` only those site folders are read, plus everything
+    outside ``sites/``.
+    """
+    wanted = {f"sites/{s}/" for s in sites}
+    findings: list[Finding] = []
+    tree = repo.tree
+    try:
+        paths = tree.files()
+    except OutpostError:
+        return findings  # layer 1 of validation reports an unreadable tree
+    for path in paths:
+        site = ""
+        if path.startswith("sites/"):
+            parts = path.split("/")
+            site = parts[1] if len(parts) > 2 else ""
+            if f"sites/{site}/" not in wanted:
+                continue
+        try:
+            data = tree.read(path)
+        except OutpostError:
+            continue
+        findings.extend(_finding(p, site) for p in scan_key_material(path, data))
+        if in_config(path):
+            findings.extend(_finding(p, site) for p in scan_config(path, data))
+    return findings
+
+
+Check = Callable[[Repository, Sequence[str]], Iterable[Finding]]
+
+
+def secrets_check(key_file: Path | None = None, *, sops: Sops | None = None) -> Check:
+    """The check to pass to ``validate_tree(extra=[...])``, with the MAC key bound (or none)."""
+
+    def check(repo: Repository, sites: Sequence[str]) -> list[Finding]:
+        return check_secrets(repo, sites, key_file=key_file, sops=sops)
+
+    return check
+
+
+def key_file_from_env(environ: dict[str, str] | None = None) -> Path | None:
+    """``OUTPOST_AGE_KEY_FILE`` (CI's break-glass key for MAC checks), or None."""
+    env = os.environ if environ is None else environ
+    value = env.get(KEY_FILE_ENV, "").strip()
+    return Path(value) if value else None

@@ -1,0 +1,228 @@
+"""Who may read a site's secrets: its own recipient plus its fleets' break-glass recipients.
+
+This is the one rule every part of the secrets module enforces (the threat is
+cross-site disclosure: stealing one store's node must reveal that store's
+secrets and nothing else). The same function feeds ``.sops.yaml``, encryption,
+validation and the node's own check, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from reconciler.errors import Mark, OutpostError
+from reconciler.loader import Document
+from reconciler.model import Repository
+from reconciler.secrets._age import is_recipient
+from reconciler.secrets._files import Problem
+from reconciler.secrets._sops import ENCRYPTED_REGEX
+
+SOPS_CONFIG = ".sops.yaml"
+
+
+def secrets_dir(site_id: str) -> str:
+    return f"sites/{site_id}/secrets"
+
+
+def path_regex(site_id: str) -> str:
+    """The creation rule's path regex (site ids are DNS labels: nothing to escape)."""
+    return rf"^sites/{site_id}/secrets/.*\.sops\.yaml$"
+
+
+@dataclass(frozen=True)
+class BreakGlass:
+    recipient: str
+    fleet: str
+    mark: Mark
+
+
+@dataclass(frozen=True)
+class SiteKeys:
+    """The recipients a site's secret files must be encrypted to, and where each was declared."""
+
+    site_id: str
+    site_doc: Document
+    recipient: str | None
+    break_glass: tuple[BreakGlass, ...]
+    problems: tuple[Problem, ...]
+
+    @property
+    def recipient_mark(self) -> Mark:
+        return self.site_doc.mark("spec", "sops", "recipient")
+
+    @property
+    def expected(self) -> tuple[str, ...]:
+        """Site recipient first, then break-glass recipients in fleet order, without repeats."""
+        ordered: list[str] = [self.recipient] if self.recipient else []
+        for bg in self.break_glass:
+            if bg.recipient not in ordered:
+                ordered.append(bg.recipient)
+        return tuple(ordered)
+
+    def describe(self, recipient: str) -> str:
+        if recipient == self.recipient:
+            return f"site {self.site_id!r}"
+        fleets = sorted({bg.fleet for bg in self.break_glass if bg.recipient == recipient})
+        if fleets:
+            return f"break-glass of fleet {', '.join(fleets)}"
+        return "unknown"
+
+
+def load_site_doc(repo: Repository, site_id: str) -> Document:
+    """Only ``site.yaml``: cheaper than ``Repository.site`` when every site is read."""
+    return repo.document(f"sites/{site_id}/site.yaml", "Site", site_id)
+
+
+def site_keys(repo: Repository, site_id: str, site_doc: Document | None = None) -> SiteKeys:
+    """A site's recipient and its fleets' break-glass recipients (DocumentError if unreadable)."""
+    doc = site_doc if site_doc is not None else load_site_doc(repo, site_id)
+    problems: list[Problem] = []
+    sops = doc.spec.get("sops")
+    raw = sops.get("recipient") if isinstance(sops, dict) else None
+    recipient: str | None = None
+    if isinstance(raw, str) and is_recipient(raw):
+        recipient = raw
+    elif raw is not None:
+        problems.append(
+            Problem(
+                doc.mark("spec", "sops", "recipient"),
+                "spec.sops.recipient is not an age X25519 recipient (age1… with a valid "
+                "checksum); run `outpost secrets init-site` to create the site's key",
+            )
+        )
+    break_glass: list[BreakGlass] = []
+    fleets = doc.spec.get("fleets")
+    for fleet_name in fleets if isinstance(fleets, list) else []:
+        if not isinstance(fleet_name, str):
+            continue
+        try:
+            fleet = repo.fleet(fleet_name)
+        except OutpostError:
+            continue  # layer 1 of validation reports the broken fleet file
+        if fleet is None:
+            continue  # the reference check reports the missing fleet
+        bg = fleet.doc.spec.get("breakGlass")
+        entries = bg.get("recipients") if isinstance(bg, dict) else None
+        for index, entry in enumerate(entries if isinstance(entries, list) else []):
+            mark = fleet.doc.mark("spec", "breakGlass", "recipients", index)
+            if isinstance(entry, str) and is_recipient(entry):
+                break_glass.append(BreakGlass(entry, fleet_name, mark))
+            else:
+                problems.append(
+                    Problem(
+                        mark,
+                        "break-glass recipient is not an age X25519 recipient (age1… with a "
+                        "valid checksum)",
+                    )
+                )
+    return SiteKeys(site_id, doc, recipient, tuple(break_glass), tuple(problems))
+
+
+# -- .sops.yaml ---------------------------------------------------------------------------------
+
+
+def sops_config_text(all_keys: Iterable[SiteKeys]) -> str:
+    """``.sops.yaml``: one creation rule per site that has a recipient, sorted by site id.
+
+    Written by hand, not by a YAML dumper, so the file is stable and each recipient
+    carries a comment saying whose it is.
+    """
+    lines = [
+        "# Generated by `outpost secrets` from sites/*/site.yaml (spec.sops.recipient) and",
+        "# fleets/*.yaml (spec.breakGlass.recipients). Do not edit: `outpost validate` checks",
+        "# that every rule matches the tree. Regenerate with `outpost secrets sops-config`.",
+        "creation_rules:",
+    ]
+    rules = 0
+    for keys in sorted(all_keys, key=lambda k: k.site_id):
+        if keys.recipient is None:
+            continue
+        rules += 1
+        lines.append(f"  - path_regex: {path_regex(keys.site_id)}")
+        lines.append(f"    encrypted_regex: {ENCRYPTED_REGEX}")
+        lines.append("    age:")
+        for recipient in keys.expected:
+            lines.append(f"      - {recipient}  # {keys.describe(recipient)}")
+    if not rules:
+        lines[-1] = "creation_rules: []"
+    return "\n".join(lines) + "\n"
+
+
+def parse_sops_config(
+    data: bytes, path: str = SOPS_CONFIG
+) -> tuple[dict[str, tuple[str | None, tuple[str, ...], Mark]], list[Problem]]:
+    """``.sops.yaml`` rules by path_regex: (encrypted_regex, age recipients, mark)."""
+    from reconciler.loader import parse_yaml
+
+    problems: list[Problem] = []
+    rules: dict[str, tuple[str | None, tuple[str, ...], Mark]] = {}
+    try:
+        doc = parse_yaml(data, path)[0]
+    except OutpostError as exc:
+        return rules, [Problem(exc.mark or Mark(path), exc.message)]
+    body = doc.body
+    entries = body.get("creation_rules") if isinstance(body, dict) else None
+    if not isinstance(entries, list):
+        return rules, [Problem(doc.mark(), "expected creation_rules: a list of rules")]
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            continue
+        regex = entry.get("path_regex")
+        age = entry.get("age")
+        if isinstance(age, str):
+            recipients = tuple(a.strip() for a in age.split(",") if a.strip())
+        elif isinstance(age, list):
+            recipients = tuple(str(a) for a in age)
+        else:
+            recipients = ()
+        enc = entry.get("encrypted_regex")
+        if isinstance(regex, str):
+            rules[regex] = (
+                enc if isinstance(enc, str) else None,
+                recipients,
+                doc.mark("creation_rules", index),
+            )
+    return rules, problems
+
+
+def compare_rule(
+    keys: SiteKeys, rules: Mapping[str, tuple[str | None, tuple[str, ...], Mark]], path: str
+) -> Problem | None:
+    """A problem if ``.sops.yaml`` would encrypt this site's new secrets to the wrong keys."""
+    if keys.recipient is None:
+        return None
+    rule = rules.get(path_regex(keys.site_id))
+    hint = "regenerate it with `outpost secrets sops-config`"
+    if rule is None:
+        return Problem(
+            Mark(path),
+            f"has no creation rule for site {keys.site_id!r}; sops would not know whom to "
+            f"encrypt its new secrets to — {hint}",
+        )
+    encrypted_regex, recipients, mark = rule
+    if set(recipients) != set(keys.expected) or encrypted_regex != ENCRYPTED_REGEX:
+        return Problem(
+            mark,
+            f"the rule for site {keys.site_id!r} does not match the tree (expected the site's "
+            "recipient plus its fleets' break-glass recipients and encrypted_regex "
+            f"{ENCRYPTED_REGEX}) — {hint}",
+        )
+    return None
+
+
+def recipient_owners(
+    repo: Repository, site_ids: Sequence[str]
+) -> tuple[dict[str, list[str]], dict[str, SiteKeys]]:
+    """Every site's recipient → the sites that declare it; and each readable site's keys."""
+    owners: dict[str, list[str]] = {}
+    keys_by_site: dict[str, SiteKeys] = {}
+    for site_id in site_ids:
+        try:
+            keys = site_keys(repo, site_id)
+        except OutpostError:
+            continue
+        keys_by_site[site_id] = keys
+        if keys.recipient:
+            owners.setdefault(keys.recipient, []).append(site_id)
+    return owners, keys_by_site
