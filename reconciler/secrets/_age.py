@@ -222,9 +222,9 @@ def read_key_file(path: Path) -> tuple[Identity, ...]:
     except OSError as exc:
         raise SecretError(f"cannot read age key file: {exc.strerror}", mark=Mark(name)) from None
     try:
-        text = data.decode("ascii")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise SecretError("age key file is not ASCII text", mark=Mark(name)) from None
+        raise SecretError("age key file is not text (UTF-8)", mark=Mark(name)) from None
     return parse_identities(text, name)
 
 
@@ -252,7 +252,7 @@ def write_key_file(path: Path, text: str) -> None:
         raise SecretError(f"cannot create key file: {exc.strerror}", mark=Mark(str(path))) from None
     try:
         os.fchmod(fd, 0o600)
-        os.write(fd, text.encode("ascii"))
+        os.write(fd, text.encode("utf-8"))
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -92,6 +92,25 @@ def _clean_stderr(stderr: bytes, *, scrub: Sequence[str] = ()) -> str:
     return message[:600] + ("…" if len(message) > 600 else "")
 
 
+def _no_key_message(key_file: Path, detail: str) -> str:
+    """sops's exit 128 has several causes; name the one its long report points to."""
+    if "failed to open SOPS_AGE_KEY_FILE" in detail:
+        return f"age key file {key_file} does not exist or cannot be read"
+    if "failed to parse" in detail and "identities" in detail:
+        return f"age key file {key_file} is not a valid age key file"
+    if "failed to read header" in detail or "parsing age header" in detail:
+        return (
+            "tampered or corrupted: the encrypted data key (sops.age enc block) is damaged; "
+            "restore the file from git history"
+        )
+    if "did not match any of the recipients" in detail or "no identity matched" in detail:
+        return (
+            f"wrong key: no identity in {key_file} is a recipient of this file "
+            "(is this another site's key, or an old key from before a rotation?)"
+        )
+    return f"the key file {key_file} cannot decrypt this file's data key — sops said: {detail}"
+
+
 class Sops:
     """A configured sops: binary, timeout. Binary resolution is deferred to the first run."""
 
@@ -155,7 +174,7 @@ class Sops:
         result = self._run(
             ["decrypt", "--input-type", "yaml", "--output-type", "yaml", "/dev/stdin"],
             data,
-            env_extra={"SOPS_AGE_KEY_FILE": str(key_file)},
+            env_extra={"SOPS_AGE_KEY_FILE": str(key_file.absolute())},
             path=path,
         )
         if result.returncode == 0:
@@ -175,11 +194,7 @@ class Sops:
                 "re-encrypt it with sops"
             )
         elif code == _NO_KEY:
-            message = (
-                f"the key file {key_file} cannot decrypt this file: none of its identities is "
-                "a recipient, or the file's age block is corrupted (is this another site's "
-                f"key?) — sops said: {detail}"
-            )
+            message = _no_key_message(key_file, detail)
         elif "sops metadata not found" in detail:
             message = "not encrypted: the file has no sops metadata; encrypt it with sops"
         else:
