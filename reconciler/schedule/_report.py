@@ -248,7 +248,7 @@ def _sentence(
         if p.first_allowed is not None and p.held_by is None:
             groups.setdefault(_wave_key(p), []).append(p)
             flowing.append(p)
-    many_fleets = len({w.fleet for w in waves}) > 1
+    many_fleets = len({key[0] for key in groups}) > 1
     for key in sorted(groups):
         rows = groups[key]
         (d0, day0, t0), (d1, day1, _) = _when(rows, start, zone)
