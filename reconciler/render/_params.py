@@ -1,0 +1,305 @@
+"""Parameter values and ``${...}`` placeholders.
+
+Values are layered: the app's defaults, then each fleet's values, then the
+site's own (``spec.apps`` in site.yaml), then ``overrides.yaml``. Maps merge key
+by key at every depth; a list or a scalar replaces what was there. The result
+must satisfy the app's parameter schema; a value that breaks it is reported at
+the line of the layer that set it, so the reviewer sees the store's override,
+not the app's schema.
+
+Placeholders (the contract): ``${name}`` is a parameter, ``${name.key}`` a key
+of an object parameter; built-ins are ``${images.<key>}``, ``${app.name}``,
+``${app.version}``, ``${app.namespace}``, ``${site.name}``, ``${site.timezone}``,
+``${site.type}``. A string that is exactly one placeholder takes the value's
+type (``replicas: ${replicas}`` stays an integer); inside longer text the value
+is written as text. ``$${`` writes a literal ``${`` (for shell snippets in
+manifests). An unknown placeholder, one without a value, and a declared
+parameter no manifest uses are all errors: an empty string in production is
+worse than a red pull request.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler.errors import Mark, RenderError
+from reconciler.loader import Document, YamlDocument
+
+PLACEHOLDER = re.compile(r"\$\$\{|\$\{([^{}]*)\}|\$\{")
+NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
+BUILTIN_ROOTS = ("images", "app", "site")
+BUILTIN_NAMES = (
+    "app.name",
+    "app.version",
+    "app.namespace",
+    "site.name",
+    "site.timezone",
+    "site.type",
+)
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One source of values: the values and where in which document they sit."""
+
+    values: Mapping[str, Any]
+    doc: Document
+    at: Path_
+    what: str
+
+    def mark(self, *keys: str | int) -> Mark:
+        return self.doc.mark(*self.at, *keys)
+
+    def has(self, path: Sequence[str | int]) -> bool:
+        node: Any = self.values
+        for key in path:
+            if isinstance(node, Mapping):
+                found = key in node
+            else:
+                found = isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node)
+            if not found:
+                return False
+            node = node[key]
+        return True
+
+
+def deep_merge(base: Any, over: Any) -> Any:
+    """Maps merge key by key; anything else in ``over`` replaces ``base``."""
+    if isinstance(base, Mapping) and isinstance(over, Mapping):
+        merged = dict(base)
+        for key, value in over.items():
+            merged[key] = deep_merge(base.get(key), value) if key in base else copy.deepcopy(value)
+        return merged
+    return copy.deepcopy(over)
+
+
+def merge_layers(layers: Sequence[Layer]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged = deep_merge(merged, layer.values)
+    return merged
+
+
+def locate(layers: Sequence[Layer], path: Sequence[str | int]) -> Mark:
+    """The line of the last layer that set ``path`` (or its nearest set ancestor)."""
+    probe = list(path)
+    while probe:
+        for layer in reversed(layers):
+            if layer.has(probe):
+                return layer.mark(*probe)
+        probe.pop()
+    return layers[-1].mark()
+
+
+def _schema_error_path(error: Any, properties: Mapping[str, Any]) -> list[str | int]:
+    path: list[str | int] = list(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
+        extra = sorted(k for k in error.instance if k not in properties)
+        if extra and not path:
+            path.append(extra[0])
+    return path
+
+
+def validate_values(
+    values: Mapping[str, Any], schema: Mapping[str, Any], layers: Sequence[Layer], app: Document
+) -> None:
+    """Check ``values`` against the app's parameter schema (JSON Schema draft 2020-12)."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    schema_mark = app.mark("spec", "parameters")
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        raise RenderError(
+            f"spec.parameters of app {app.name!r} is not a valid JSON Schema: {exc.message}",
+            mark=schema_mark,
+        ) from None
+    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    errors = sorted(
+        validator.iter_errors(values),
+        key=lambda e: ([str(p) for p in e.absolute_path], e.message),
+    )
+    if not errors:
+        return
+    error = errors[0]
+    properties = schema.get("properties")
+    path = _schema_error_path(error, properties if isinstance(properties, Mapping) else {})
+    where = ".".join(str(p) for p in path) or "(all values)"
+    more = f" ({len(errors) - 1} more problem(s) after this one)" if len(errors) > 1 else ""
+    raise RenderError(
+        f"value {where} of app {app.name!r} breaks the app's parameter schema "
+        f"({schema_mark}): {error.message}{more}",
+        mark=locate(layers, path),
+    )
+
+
+# -- placeholders ------------------------------------------------------------------------------
+
+
+def iter_placeholders(text: str) -> Iterator[tuple[re.Match[str], str | None]]:
+    """Each ``${...}`` in ``text`` with its name; ``$${`` escapes come back with name None."""
+    for match in PLACEHOLDER.finditer(text):
+        if match.group(0) == "$${":
+            yield match, None
+        elif match.group(1) is None:
+            yield match, ""
+        else:
+            yield match, match.group(1)
+
+
+def walk_strings(node: Any, at: Path_ = ()) -> Iterator[tuple[Path_, str]]:
+    """Every string of a manifest (keys and values) with the path that marks its line."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield (*at, key), str(key)
+            yield from walk_strings(value, (*at, key))
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from walk_strings(item, (*at, index))
+    elif isinstance(node, str):
+        yield at, node
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What placeholders of one app at one site may resolve to."""
+
+    app: str
+    site: str
+    declared: frozenset[str]
+    values: Mapping[str, Any]
+    builtins: Mapping[str, Any]
+    images: Mapping[str, Any]
+    version: str
+
+    def check_name(self, name: str, mark: Mark) -> str | None:
+        """The parameter ``name`` refers to, None for a built-in; RenderError if unknown."""
+        if not name or not NAME.match(name):
+            raise RenderError(
+                f"malformed placeholder ${{{name}}}; expected ${{parameter}} or a built-in "
+                "such as ${images.server} (write $${ for a literal '${')",
+                mark=mark,
+            )
+        if name in self.declared:
+            return name
+        root = name.split(".", 1)[0]
+        if name in BUILTIN_NAMES or (root == "images" and "." in name):
+            return None
+        if root in self.declared:
+            return root
+        known = ", ".join(sorted(self.declared)) or "none"
+        raise RenderError(
+            f"unknown placeholder ${{{name}}} in app {self.app!r}: it is neither a parameter "
+            f"declared in apps/{self.app}/app.yaml spec.parameters (declared: {known}) nor a "
+            f"built-in ({', '.join(BUILTIN_NAMES)}, images.<key>)",
+            mark=mark,
+        )
+
+    def resolve(self, name: str, mark: Mark) -> Any:
+        param = self.check_name(name, mark)
+        if param is None:
+            if name.startswith("images."):
+                key = name[len("images.") :]
+                if key not in self.images:
+                    have = ", ".join(sorted(self.images)) or "none"
+                    raise RenderError(
+                        f"${{{name}}}: version {self.version} of app {self.app!r} has no image "
+                        f"{key!r} (images of that version: {have})",
+                        mark=mark,
+                    )
+                return self.images[key]
+            return self.builtins[name]
+        if param not in self.values:
+            raise RenderError(
+                f"${{{name}}}: parameter {param!r} of app {self.app!r} has no value at site "
+                f"{self.site!r}; give it a default in app.yaml or a value in the fleet, the "
+                "site or its overrides",
+                mark=mark,
+            )
+        value = self.values[param]
+        rest = name[len(param) + 1 :].split(".") if name != param else []
+        for depth, key in enumerate(rest):
+            if not isinstance(value, Mapping) or key not in value:
+                missing = ".".join([param, *rest[: depth + 1]])
+                raise RenderError(
+                    f"${{{name}}}: {missing} has no value at site {self.site!r}", mark=mark
+                )
+            value = value[key]
+        return copy.deepcopy(value)
+
+
+def _as_text(name: str, value: Any, mark: Mark) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | int | float):
+        return json.dumps(value)
+    kind = "null" if value is None else "a map" if isinstance(value, Mapping) else "a list"
+    raise RenderError(
+        f"${{{name}}} is {kind} and cannot be written inside text; "
+        "use the placeholder as the whole value",
+        mark=mark,
+    )
+
+
+def used_parameters(manifests: Sequence[YamlDocument], scope: Scope) -> set[str]:
+    """Parameters the manifests refer to; RenderError for the first unknown placeholder."""
+    used: set[str] = set()
+    for doc in manifests:
+        for at, text in walk_strings(doc.body):
+            for _, name in iter_placeholders(text):
+                if name is None:
+                    continue
+                param = scope.check_name(name, doc.mark(*at))
+                if param is not None:
+                    used.add(param)
+    return used
+
+
+def substitute(node: Any, doc: YamlDocument, scope: Scope, at: Path_ = ()) -> Any:
+    """A copy of ``node`` with every placeholder filled in."""
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            new_key = _fill_text(str(key), doc, scope, (*at, key), key=True)
+            if new_key in out:
+                raise RenderError(
+                    f"key {new_key!r} appears twice after placeholders are filled in",
+                    mark=doc.mark(*at, key),
+                )
+            out[new_key] = substitute(value, doc, scope, (*at, key))
+        return out
+    if isinstance(node, list):
+        return [substitute(item, doc, scope, (*at, i)) for i, item in enumerate(node)]
+    if isinstance(node, str):
+        return _fill_text(node, doc, scope, at, key=False)
+    return node
+
+
+def _fill_text(text: str, doc: YamlDocument, scope: Scope, at: Path_, *, key: bool) -> Any:
+    if "${" not in text:
+        return text
+    mark = doc.mark(*at)
+    matches = list(iter_placeholders(text))
+    if not key and len(matches) == 1:
+        match, name = matches[0]
+        if name is not None and match.start() == 0 and match.end() == len(text):
+            return scope.resolve(name, mark)
+    parts: list[str] = []
+    last = 0
+    for match, name in matches:
+        parts.append(text[last : match.start()])
+        if name is None:
+            parts.append("${")
+        else:
+            parts.append(_as_text(name, scope.resolve(name, mark), mark))
+        last = match.end()
+    parts.append(text[last:])
+    return "".join(parts)

@@ -1,0 +1,512 @@
+"""``render_site``: one pure function from (tree, site id) to the site's objects.
+
+The steps, in order (each error names the file:line to change):
+
+1. the site folder (site.yaml, hardware.yaml, vms/, overrides.yaml, secrets/);
+2. the site's fleets; each fleet's selector must match the site's labels. This
+   is a guard on membership, enforced here and not only in CI because the node
+   renders for itself: a signer allowed to edit ``sites/de-*`` must not be able
+   to enrol a German store in a fleet meant for other stores by listing it;
+3. the apps: from each fleet, then from the site (the site's version wins).
+   Two fleets that give one app different versions, or contradicting values,
+   are an error naming both lines: no fleet silently outranks another;
+4. per app: version and images, values layered and checked against the
+   parameter schema, placeholders filled, namespace set, the site's patches
+   applied (after placeholders, before labels, so a patch cannot strip the
+   labels Outpost owns), standard labels, device placement;
+5. the site's VMs to KubeVirt;
+6. a Namespace for every namespace the slice uses and does not define;
+7. the encrypted secrets as references (render never runs sops);
+8. one stable order: apply order by kind, then group, kind, namespace, name.
+
+Nothing here touches the network, the clock or the cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.errors import Mark, RenderError
+from reconciler.loader import Document, parse_yaml
+from reconciler.model import App, AppAssignment, Repository, SiteFolder, SiteId
+from reconciler.render._params import (
+    Layer,
+    Scope,
+    merge_layers,
+    substitute,
+    used_parameters,
+    validate_values,
+)
+from reconciler.render._patch import PatchError, json_patch, merge_patch
+from reconciler.render._placement import (
+    check_requirements,
+    node_labels,
+    place,
+    pod_template_metadata,
+)
+from reconciler.render._types import (
+    CLUSTER_SCOPED_KINDS,
+    AppInstance,
+    ObjectKey,
+    RenderedObject,
+    RenderedSite,
+    SecretRef,
+)
+from reconciler.render._vms import render_vm
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+APP_NAME = "app.kubernetes.io/name"
+APP_VERSION = "app.kubernetes.io/version"
+SITE_LABEL = "outpost/site"
+APP_LABEL = "outpost/app"
+_LABEL_VALUE_BAD = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def label_value(text: str) -> str:
+    """``text`` as a valid label value (``2.3.0+build.1`` → ``2.3.0_build.1``)."""
+    value = _LABEL_VALUE_BAD.sub("_", text)[:63]
+    return value.strip("_.-")
+
+
+def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """Kubernetes label-selector semantics: matchLabels and matchExpressions."""
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+        present = key in labels
+        if op == "In" and (not present or labels[key] not in values):
+            return False
+        if op == "NotIn" and present and labels[key] in values:
+            return False
+        if op == "Exists" and not present:
+            return False
+        if op == "DoesNotExist" and present:
+            return False
+        if op not in ("In", "NotIn", "Exists", "DoesNotExist"):
+            return False
+    return True
+
+
+@dataclass
+class _Planned:
+    """An app on its way to this site: the assignments that decide version and values."""
+
+    name: str
+    version: str
+    version_from: AppAssignment
+    fleet_layers: list[AppAssignment] = field(default_factory=list)
+    site: AppAssignment | None = None
+
+
+def _first_conflict(a: Any, b: Any, at: tuple[str, ...] = ()) -> tuple[str, ...] | None:
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        for key in sorted(set(a) & set(b)):
+            found = _first_conflict(a[key], b[key], (*at, str(key)))
+            if found is not None:
+                return found
+        return None
+    return None if a == b else at
+
+
+def _plan(repo: Repository, folder: SiteFolder, sources: set[str]) -> dict[str, _Planned]:
+    site = folder.site
+    planned: dict[str, _Planned] = {}
+    for index, fleet_name in enumerate(site.fleets):
+        mark = site.doc.mark("spec", "fleets", index)
+        fleet = repo.fleet(fleet_name)
+        if fleet is None:
+            raise RenderError(
+                f"site {folder.id!r} joins fleet {fleet_name!r}, but fleets/{fleet_name}.yaml "
+                "does not exist",
+                mark=mark,
+            )
+        sources.add(fleet.doc.path)
+        if not selector_matches(fleet.selector, site.labels):
+            raise RenderError(
+                f"site {folder.id!r} lists fleet {fleet_name!r}, but the fleet's selector "
+                f"({fleet.doc.mark('spec', 'selector')}) does not match the site's labels "
+                f"{dict(sorted(site.labels.items()))}; membership needs both",
+                mark=mark,
+            )
+        for assignment in fleet.apps:
+            have = planned.get(assignment.app)
+            if have is None:
+                planned[assignment.app] = _Planned(
+                    assignment.app, assignment.version, assignment, [assignment]
+                )
+                continue
+            if have.version != assignment.version:
+                raise RenderError(
+                    f"fleets disagree on app {assignment.app!r} for site {folder.id!r}: "
+                    f"version {assignment.version} here, version {have.version} at "
+                    f"{have.version_from.mark}; assign the app in one fleet or in site.yaml",
+                    mark=assignment.mark,
+                )
+            for other in have.fleet_layers:
+                conflict = _first_conflict(other.values, assignment.values)
+                if conflict is not None:
+                    where = ".".join(conflict)
+                    also = other.source.mark(*other.at, "values", *conflict)
+                    raise RenderError(
+                        f"fleets disagree on value {where} of app {assignment.app!r} for site "
+                        f"{folder.id!r} (also set at {also}); "
+                        "set it in one fleet, or in site.yaml",
+                        mark=assignment.source.mark(*assignment.at, "values", *conflict),
+                    )
+            have.fleet_layers.append(assignment)
+    for assignment in site.apps:
+        have = planned.get(assignment.app)
+        if have is None:
+            planned[assignment.app] = _Planned(assignment.app, assignment.version, assignment)
+            have = planned[assignment.app]
+        have.version = assignment.version
+        have.version_from = assignment
+        have.site = assignment
+    return planned
+
+
+def _layers(
+    plan: _Planned, app: App, overrides: Document | None
+) -> tuple[list[Layer], list[Any], Mark | None]:
+    layers = [Layer(app.defaults, app.doc, ("spec", "defaults"), "app defaults")]
+    for assignment in plan.fleet_layers:
+        layers.append(
+            Layer(assignment.values, assignment.source, (*assignment.at, "values"), "fleet")
+        )
+    if plan.site is not None:
+        layers.append(Layer(plan.site.values, plan.site.source, (*plan.site.at, "values"), "site"))
+    patches: list[Any] = []
+    patches_mark = None
+    if overrides is not None:
+        entry = (overrides.spec.get("apps") or {}).get(plan.name)
+        if isinstance(entry, Mapping):
+            at = ("spec", "apps", plan.name)
+            values = entry.get("values")
+            if isinstance(values, Mapping):
+                layers.append(Layer(values, overrides, (*at, "values"), "overrides"))
+            patches = list(entry.get("patches") or [])
+            patches_mark = overrides.mark(*at, "patches")
+    return layers, patches, patches_mark
+
+
+def _check_overrides(
+    overrides: Document | None, planned: Mapping[str, _Planned], site: str
+) -> None:
+    if overrides is None:
+        return
+    for name in overrides.spec.get("apps") or {}:
+        if name not in planned:
+            running = ", ".join(sorted(planned)) or "none"
+            raise RenderError(
+                f"overrides for app {name!r}, which site {site!r} does not run "
+                f"(it runs: {running}); remove them or assign the app",
+                mark=overrides.mark("spec", "apps", name),
+            )
+
+
+def _standard_labels(site: str, app: str | None, version: str | None) -> dict[str, str]:
+    labels = {MANAGED_BY: "outpost", SITE_LABEL: site}
+    if app is not None:
+        labels[APP_LABEL] = app
+    return labels
+
+
+def _label(body: dict[str, Any], site: str, app: str, version: str) -> None:
+    """Outpost's labels always win; the app.kubernetes.io name/version only fill gaps,
+    because a manifest's selector may already use them for its own component names."""
+    owned = _standard_labels(site, app, version)
+    recommended = {APP_NAME: app, APP_VERSION: label_value(version)}
+    targets = [body.setdefault("metadata", {})]
+    template = pod_template_metadata(body)
+    if template is not None:
+        targets.append(template)
+    for metadata in targets:
+        labels = metadata.get("labels")
+        if not isinstance(labels, dict):
+            labels = metadata["labels"] = {}
+        for key, value in recommended.items():
+            labels.setdefault(key, value)
+        labels.update(owned)
+
+
+def _manifest_shape(body: Any, mark: Mark) -> None:
+    if not isinstance(body, dict):
+        raise RenderError("a manifest document must be a Kubernetes object (a map)", mark=mark)
+    for key in ("apiVersion", "kind"):
+        if not isinstance(body.get(key), str) or not body.get(key):
+            raise RenderError(f"the object has no {key}", mark=mark)
+    metadata = body.get("metadata")
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
+        raise RenderError("the object has no metadata.name", mark=mark)
+
+
+def _render_app(
+    plan: _Planned,
+    app: App,
+    folder: SiteFolder,
+    overrides: Document | None,
+) -> tuple[AppInstance, list[RenderedObject]]:
+    site = folder.site
+    site_id = str(folder.id)
+    version_mark = plan.version_from.source.mark(*plan.version_from.at, "version")
+    if plan.version not in app.versions:
+        have = ", ".join(sorted(app.versions)) or "none"
+        raise RenderError(
+            f"version {plan.version} of app {app.name!r} is not in apps/{app.name}/app.yaml "
+            f"(versions: {have})",
+            mark=version_mark,
+        )
+    check_requirements(
+        app.name, app.required_device_types, folder.hardware, plan.version_from.mark, site_id
+    )
+    layers, patches, _ = _layers(plan, app, overrides)
+    values = merge_layers(layers)
+    validate_values(values, app.parameters, layers, app.doc)
+    properties = app.parameters.get("properties")
+    declared = frozenset(properties) if isinstance(properties, Mapping) else frozenset()
+    namespace = app.namespace
+    scope = Scope(
+        app=app.name,
+        site=site_id,
+        declared=declared,
+        values=values,
+        builtins={
+            "app.name": app.name,
+            "app.version": plan.version,
+            "app.namespace": namespace,
+            "site.name": site_id,
+            "site.timezone": site.timezone,
+            "site.type": site.type,
+        },
+        images=app.images(plan.version),
+        version=plan.version,
+    )
+    used = used_parameters(app.manifests, scope)
+    for name in sorted(declared - used):
+        raise RenderError(
+            f"parameter {name!r} of app {app.name!r} is declared but no manifest in "
+            f"apps/{app.name}/manifests uses ${{{name}}}; use it or remove it",
+            mark=app.doc.mark("spec", "parameters", "properties", name),
+        )
+    if not app.manifests:
+        raise RenderError(
+            f"app {app.name!r} has no manifests (apps/{app.name}/manifests/*.yaml)",
+            mark=app.doc.mark(),
+        )
+
+    objects: list[RenderedObject] = []
+    for doc in app.manifests:
+        mark = doc.mark()
+        body = substitute(doc.body, doc, scope)
+        _manifest_shape(body, mark)
+        metadata = body["metadata"]
+        if body["kind"] in CLUSTER_SCOPED_KINDS:
+            if metadata.get("namespace"):
+                raise RenderError(
+                    f"{body['kind']} is cluster-scoped and cannot have a namespace",
+                    mark=doc.mark("metadata", "namespace"),
+                )
+        elif metadata.get("namespace") in (None, ""):
+            metadata["namespace"] = namespace
+        elif metadata["namespace"] != namespace:
+            raise RenderError(
+                f"{body['kind']} {metadata['name']!r} sets namespace {metadata['namespace']!r}, "
+                f"but app {app.name!r} deploys to namespace {namespace!r} (spec.namespace in "
+                "app.yaml); leave metadata.namespace out or use ${app.namespace}",
+                mark=doc.mark("metadata", "namespace"),
+            )
+        objects.append(RenderedObject(ObjectKey.of(body), body, mark, app.name, source=doc))
+
+    objects = _apply_patches(objects, patches, overrides, app.name)
+    for obj in objects:
+        _label(obj.body, site_id, app.name, plan.version)
+        place(obj.body, app.required_device_types, folder.hardware)
+    instance = AppInstance(app.name, plan.version, namespace, values, plan.version_from.mark, app)
+    return instance, objects
+
+
+def _apply_patches(
+    objects: list[RenderedObject], patches: Sequence[Any], overrides: Document | None, app: str
+) -> list[RenderedObject]:
+    if not patches or overrides is None:
+        return objects
+    result = list(objects)
+    for index, patch in enumerate(patches):
+        at = ("spec", "apps", app, "patches", index)
+        target = patch.get("target") if isinstance(patch, Mapping) else None
+        if not isinstance(target, Mapping):
+            raise RenderError("a patch needs a target with kind and name", mark=overrides.mark(*at))
+        matches = [
+            i
+            for i, obj in enumerate(result)
+            if obj.key.kind == target.get("kind")
+            and obj.key.name == target.get("name")
+            and target.get("apiVersion") in (None, obj.key.api_version)
+            and target.get("namespace") in (None, obj.key.namespace)
+        ]
+        described = "/".join(
+            str(target[k]) for k in ("apiVersion", "kind", "namespace", "name") if k in target
+        )
+        if not matches:
+            have = ", ".join(f"{o.key.kind}/{o.key.name}" for o in result) or "none"
+            raise RenderError(
+                f"patch target {described} matches no object of app {app!r} (its objects: {have})",
+                mark=overrides.mark(*at, "target"),
+            )
+        if len(matches) > 1:
+            raise RenderError(
+                f"patch target {described} matches {len(matches)} objects of app {app!r} "
+                f"({', '.join(str(result[i].key) for i in matches)}); add apiVersion or namespace",
+                mark=overrides.mark(*at, "target"),
+            )
+        obj = result[matches[0]]
+        try:
+            if "merge" in patch:
+                body = merge_patch(obj.body, patch["merge"])
+            elif "json" in patch:
+                body = json_patch(obj.body, patch["json"])
+            else:
+                raise PatchError("a patch needs either merge (RFC 7386) or json (RFC 6902)")
+        except PatchError as exc:
+            where = (*at, "json", exc.index) if exc.index is not None else (*at,)
+            raise RenderError(
+                f"patch to {obj.key} cannot be applied: {exc.message}", mark=overrides.mark(*where)
+            ) from None
+        if not isinstance(body, dict) or ObjectKey.of(body) != obj.key:
+            raise RenderError(
+                f"patch to {obj.key} changes the object's apiVersion, kind, namespace or name; "
+                "patches may change an object but not which object it is",
+                mark=overrides.mark(*at),
+            )
+        result[matches[0]] = RenderedObject(
+            obj.key, body, obj.origin, obj.app, (*obj.patches, overrides.mark(*at)), obj.source
+        )
+    return result
+
+
+def _secret_refs(repo: Repository, folder: SiteFolder) -> list[SecretRef]:
+    refs: list[SecretRef] = []
+    for path in folder.secrets:
+        data = repo.tree.read(path)
+        doc = parse_yaml(data, path)[0]
+        body = doc.body
+        if (
+            not isinstance(body, dict)
+            or body.get("apiVersion") != "v1"
+            or body.get("kind") != "Secret"
+        ):
+            raise RenderError(
+                "a file under secrets/ must be a sops-encrypted `apiVersion: v1` `kind: Secret`",
+                mark=doc.mark("kind"),
+            )
+        metadata = body.get("metadata")
+        if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
+            raise RenderError("the Secret has no metadata.name", mark=doc.mark("metadata"))
+        key = ObjectKey("", "v1", "Secret", str(metadata.get("namespace") or ""), metadata["name"])
+        refs.append(SecretRef(path, key, hashlib.sha256(data).hexdigest(), doc.mark()))
+    return refs
+
+
+def _namespaces(
+    objects: Sequence[RenderedObject],
+    refs: Sequence[SecretRef],
+    site_id: str,
+    origins: Mapping[str, Mark],
+) -> list[RenderedObject]:
+    defined = {o.key.name for o in objects if o.key.kind == "Namespace" and not o.key.group}
+    users: dict[str, set[str | None]] = {}
+    for obj in objects:
+        if obj.key.namespace:
+            users.setdefault(obj.key.namespace, set()).add(obj.app)
+    for ref in refs:
+        if ref.key.namespace:
+            users.setdefault(ref.key.namespace, set()).add(None)
+    result: list[RenderedObject] = []
+    for name in sorted(set(users) - defined):
+        # The namespace belongs to an app when exactly one app puts objects in it;
+        # a site secret or VM next to the app's objects does not change that.
+        apps = users[name] - {None}
+        app = next(iter(apps)) if len(apps) == 1 else None
+        body: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": _standard_labels(site_id, app, None)},
+        }
+        origin = origins.get(name) or Mark(f"sites/{site_id}/site.yaml", 1)
+        result.append(RenderedObject(ObjectKey.of(body), body, origin, app))
+    return result
+
+
+def _check_unique(objects: Sequence[RenderedObject]) -> None:
+    seen: dict[tuple[str, str, str, str], RenderedObject] = {}
+    for obj in objects:
+        other = seen.get(obj.key.identity)
+        if other is not None:
+            raise RenderError(
+                f"{obj.key} is rendered twice: here and at {other.origin}; "
+                "an object can come from one place only",
+                mark=obj.origin,
+            )
+        seen[obj.key.identity] = obj
+
+
+def render_site(repo: Repository, site_id: str) -> RenderedSite:
+    """Render the slice of ``site_id`` from ``repo``'s tree.
+
+    A pure function of the tree and the site id: the same tree gives the same
+    objects, in the same order, on every machine. Raises RenderError (or
+    DocumentError for a malformed file) naming the file and line to change.
+    """
+    folder = repo.site(site_id)
+    sources: set[str] = set(repo.tree.files(f"sites/{site_id}"))
+    planned = _plan(repo, folder, sources)
+    _check_overrides(folder.overrides, planned, site_id)
+
+    objects: list[RenderedObject] = []
+    instances: list[AppInstance] = []
+    namespace_origins: dict[str, Mark] = {}
+    for name in sorted(planned):
+        plan = planned[name]
+        app = repo.app(name)
+        if app is None:
+            raise RenderError(
+                f"app {name!r} is assigned here, but apps/{name}/app.yaml does not exist",
+                mark=plan.version_from.mark,
+            )
+        sources.add(app.doc.path)
+        sources.update(doc.path for doc in app.manifests)
+        instance, app_objects = _render_app(plan, app, folder, folder.overrides)
+        instances.append(instance)
+        objects.extend(app_objects)
+        namespace_origins.setdefault(
+            app.namespace,
+            app.doc.mark("spec", "namespace") if "namespace" in app.doc.spec else app.doc.mark(),
+        )
+
+    labels = _standard_labels(site_id, None, None)
+    for vm in sorted(folder.vms, key=lambda d: d.path):
+        vm_objects = render_vm(vm, site_id, folder.hardware, labels)
+        objects.extend(vm_objects)
+        namespace_origins.setdefault(vm_objects[0].key.namespace, vm.mark("spec", "namespace"))
+
+    refs = _secret_refs(repo, folder)
+    for ref in refs:
+        namespace_origins.setdefault(ref.key.namespace, ref.origin)
+    objects.extend(_namespaces(objects, refs, site_id, namespace_origins))
+    _check_unique([*objects, *(RenderedObject(r.key, {}, r.origin) for r in refs)])
+    objects.sort(key=lambda o: o.key.sort_key())
+    return RenderedSite(
+        site=SiteId(site_id),
+        revision=repo.revision,
+        objects=tuple(objects),
+        secret_refs=tuple(sorted(refs, key=lambda r: r.path)),
+        node_labels=node_labels(folder.hardware),
+        apps=tuple(instances),
+        sources=tuple(sorted(sources)),
+    )
