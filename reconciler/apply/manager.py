@@ -1,0 +1,710 @@
+"""ResourceManager: staged server-side apply, drift, inventory, prune and health wait.
+
+Modelled on Flux's ``fluxcd/pkg/ssa`` ResourceManager, with these decisions:
+
+- **One field manager, forced.** Every object goes out as a server-side apply
+  PATCH with ``fieldManager=outpost`` and ``force=true``. The signed repository
+  is the only source of truth for the fields it sets: a hand edit (``kubectl
+  edit``, another controller) of such a field is drift and is taken back.
+  Fields the repository does not set stay with whoever set them (replica
+  counts owned by an HPA, annotations added by an operator).
+- **Stamped ownership.** Every applied object gets the labels
+  ``app.kubernetes.io/managed-by: outpost`` and ``outpost.io/site: <site>``;
+  prune deletes only objects that carry both (never delete what we did not
+  create) and not those annotated ``outpost.io/prune: disabled`` (the opt-out,
+  as in Flux's ``kustomize.toolkit.fluxcd.io/prune: disabled``).
+- **Stages.** CRDs first, then the watch waits until each is Established (a
+  custom resource of the same slice would be refused before), Namespaces next,
+  then the rest by stage (:mod:`.order`). Objects of one stage go out in
+  parallel from a small thread pool; a stage starts only when the previous one
+  has finished. An error stops the apply after the stage it happened in, and
+  every refused object of that stage is named in one ApplyError.
+- **One request per object.** Created / configured / unchanged comes from the
+  PATCH answer (201 = created) and a metadata-only LIST per kind and
+  namespace taken before the stage: an unchanged apply leaves the
+  resourceVersion alone. Flux dry-runs every object first; that doubles the
+  requests, and the agent's rollback already covers a half-applied revision.
+- **Inventory first.** Before anything is sent, the in-cluster inventory is
+  widened to (previous keys ∪ new keys) with ``complete: false``. A kill in
+  the middle of an apply then leaves every object we may have created listed,
+  so a later prune can still find it. After health and prune the agent
+  records the new revision with :meth:`ResourceManager.write_inventory`.
+- **Drift by dry run.** :meth:`ResourceManager.drift` asks the server what a
+  forced apply would produce and compares that with the live object, minus
+  server noise (managedFields, resourceVersion, generation, status). Defaults
+  the server fills in match on both sides, so only a real difference counts.
+- **Immutable fields** (a Job's template, a Service's clusterIP) are refused by
+  the server and reported as ApplyError; unlike Flux's ``force`` mode the
+  object is not deleted and re-created behind the operator's back. Name such
+  objects by version (``migrate-v42``) instead.
+
+Nothing here reads the clock: :meth:`ResourceManager.wait_healthy` takes
+``clock`` and ``sleep``; waiting for CRDs uses a server-side watch timeout.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from reconciler.apply.cluster import Cluster, Resource
+from reconciler.apply.health import Health, Status, health_of, needs_status
+from reconciler.apply.order import (
+    STAGE_CRDS,
+    ObjectKey,
+    key_of,
+    prune_order,
+    stages,
+)
+from reconciler.errors import (
+    ApplyError,
+    ClusterUnavailable,
+    ConfigError,
+    OutpostError,
+    PermanentError,
+)
+
+__all__ = [
+    "INVENTORY_NAME",
+    "MANAGED_BY",
+    "MANAGED_BY_LABEL",
+    "PRUNE_ANNOTATION",
+    "PRUNE_DISABLED",
+    "SITE_LABEL",
+    "Action",
+    "ApplyEntry",
+    "ApplyResult",
+    "Clock",
+    "Drift",
+    "HealthReport",
+    "Inventory",
+    "ResourceManager",
+    "Sleep",
+]
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "outpost"
+SITE_LABEL = "outpost.io/site"
+PRUNE_ANNOTATION = "outpost.io/prune"
+PRUNE_DISABLED = "disabled"
+INVENTORY_NAME = "outpost-inventory"
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], None]
+Obj = Mapping[str, Any]
+T = TypeVar("T")
+R = TypeVar("R")
+
+# Fields the server owns; a manifest that carries them (copied from `kubectl get
+# -o yaml`) would make the apply a precondition or a no-op fight.
+_SERVER_METADATA = (
+    "resourceVersion",
+    "uid",
+    "creationTimestamp",
+    "generation",
+    "managedFields",
+    "selfLink",
+)
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_MAX_REPORTED = 10
+
+
+class Action(enum.StrEnum):
+    CREATED = "created"
+    CONFIGURED = "configured"
+    UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True)
+class ApplyEntry:
+    key: ObjectKey
+    action: Action
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What one apply did, object by object, in apply order."""
+
+    revision: str
+    entries: tuple[ApplyEntry, ...]
+
+    def _with(self, action: Action) -> tuple[ObjectKey, ...]:
+        return tuple(e.key for e in self.entries if e.action is action)
+
+    @property
+    def created(self) -> tuple[ObjectKey, ...]:
+        return self._with(Action.CREATED)
+
+    @property
+    def configured(self) -> tuple[ObjectKey, ...]:
+        return self._with(Action.CONFIGURED)
+
+    @property
+    def unchanged(self) -> tuple[ObjectKey, ...]:
+        return self._with(Action.UNCHANGED)
+
+    @property
+    def keys(self) -> frozenset[ObjectKey]:
+        return frozenset(e.key for e in self.entries)
+
+    @property
+    def changed(self) -> bool:
+        return any(e.action is not Action.UNCHANGED for e in self.entries)
+
+
+@dataclass(frozen=True)
+class Drift:
+    """An applied object whose live state differs from the revision, or that is gone.
+
+    ``fields`` are dotted paths of the first differences (values are never
+    reported: the object may be a Secret).
+    """
+
+    key: ObjectKey
+    reason: str  # "missing" | "changed"
+    fields: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        if self.reason == "missing":
+            return f"{self.key}: missing"
+        return f"{self.key}: changed ({', '.join(self.fields) or 'metadata'})"
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """The keys applied for a revision, as stored in the cluster.
+
+    ``complete`` is False while an apply of ``revision`` is under way (the keys
+    are then the union of the old and the new set).
+    """
+
+    site: str
+    revision: str
+    keys: frozenset[ObjectKey]
+    complete: bool = True
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    """The outcome of :meth:`ResourceManager.wait_healthy`."""
+
+    status: Status
+    objects: tuple[tuple[ObjectKey, Health], ...]
+    timed_out: bool
+    elapsed_seconds: float
+
+    @property
+    def healthy(self) -> bool:
+        return self.status is Status.CURRENT
+
+    @property
+    def failed(self) -> tuple[tuple[ObjectKey, Health], ...]:
+        return tuple(item for item in self.objects if item[1].status is Status.FAILED)
+
+    @property
+    def pending(self) -> tuple[tuple[ObjectKey, Health], ...]:
+        return tuple(item for item in self.objects if item[1].status is Status.IN_PROGRESS)
+
+    def summary(self) -> str:
+        """One line for the status file and the log."""
+        if self.healthy:
+            return f"all {len(self.objects)} objects healthy"
+        bad = self.failed or self.pending
+        head = "; ".join(f"{key}: {health.reason}" for key, health in bad[:_MAX_REPORTED])
+        more = f"; and {len(bad) - _MAX_REPORTED} more" if len(bad) > _MAX_REPORTED else ""
+        if self.failed:
+            return f"{len(self.failed)} of {len(self.objects)} objects failed: {head}{more}"
+        when = f" after {self.elapsed_seconds:.0f}s" if self.timed_out else ""
+        return f"{len(bad)} of {len(self.objects)} objects not ready{when}: {head}{more}"
+
+
+@dataclass(frozen=True)
+class _Item:
+    key: ObjectKey
+    resource: Resource
+    body: dict[str, Any]
+
+
+def _combine(errors: Sequence[OutpostError]) -> OutpostError:
+    """One error for a stage: permanent beats temporary (the input is bad either way)."""
+    permanent = [e for e in errors if isinstance(e, PermanentError)]
+    if not permanent:
+        return errors[0]
+    if len(permanent) == 1:
+        return permanent[0]
+    lines = "\n  ".join(str(e) for e in permanent[:_MAX_REPORTED])
+    more = (
+        f"\n  ... and {len(permanent) - _MAX_REPORTED} more"
+        if len(permanent) > _MAX_REPORTED
+        else ""
+    )
+    first = permanent[0]
+    return ApplyError(
+        f"{len(permanent)} objects were refused:\n  {lines}{more}",
+        obj=getattr(first, "obj", ""),
+        code=getattr(first, "code", 0),
+        reason=getattr(first, "reason", ""),
+    )
+
+
+def _comparable(obj: Obj) -> dict[str, Any]:
+    """An object without the fields the server changes on every write (for drift)."""
+    out = {k: v for k, v in obj.items() if k != "status"}
+    metadata = dict(out.get("metadata") or {})
+    for name in _SERVER_METADATA:
+        metadata.pop(name, None)
+    out["metadata"] = metadata
+    return out
+
+
+def _differences(live: Any, want: Any, path: str, found: list[str]) -> None:
+    if len(found) >= _MAX_REPORTED:
+        return
+    if isinstance(live, Mapping) and isinstance(want, Mapping):
+        for name in sorted(set(live) | set(want)):
+            _differences(
+                live.get(name), want.get(name), f"{path}.{name}" if path else str(name), found
+            )
+    elif isinstance(live, list) and isinstance(want, list) and len(live) == len(want):
+        for index, (a, b) in enumerate(zip(live, want, strict=True)):
+            _differences(a, b, f"{path}[{index}]", found)
+    elif live != want:
+        found.append(path or "(object)")
+
+
+def _crd_resources(crd: Obj) -> list[Resource]:
+    """The resources a CRD of the slice will serve, so discovery need not wait for it."""
+    spec = crd.get("spec") or {}
+    names = spec.get("names") or {}
+    group, kind, plural = spec.get("group"), names.get("kind"), names.get("plural")
+    if not (isinstance(group, str) and isinstance(kind, str) and isinstance(plural, str)):
+        return []
+    namespaced = spec.get("scope", "Namespaced") == "Namespaced"
+    return [
+        Resource(group, version["name"], kind, plural, namespaced)
+        for version in spec.get("versions") or []
+        if isinstance(version, Mapping)
+        and isinstance(version.get("name"), str)
+        and version.get("served", True)
+    ]
+
+
+def _established(crd: Mapping[str, Any]) -> bool:
+    return health_of(crd).status is not Status.IN_PROGRESS
+
+
+class ResourceManager:
+    """Apply a site's slice to its cluster and keep it there. See the module docstring."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        *,
+        site: str,
+        field_manager: str = "outpost",
+        inventory_namespace: str = "outpost-system",
+        workers: int = 4,
+        crd_timeout_seconds: int = 60,
+    ) -> None:
+        if not site or len(site) > 63 or not _LABEL_VALUE.match(site):
+            raise ConfigError(
+                f"site id {site!r} cannot be a Kubernetes label value"
+                " (at most 63 letters, digits, '-', '_' or '.', starting and ending alphanumeric)"
+            )
+        self.cluster = cluster
+        self.site = site
+        self.field_manager = field_manager
+        self.inventory_namespace = inventory_namespace
+        self.workers = max(1, workers)
+        self.crd_timeout_seconds = crd_timeout_seconds
+
+    # -- helpers -----------------------------------------------------------
+
+    def _parallel(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """Run ``fn`` over ``items`` on the pool; all errors of the batch become one."""
+        results: list[R] = []
+        errors: list[OutpostError] = []
+        if len(items) <= 1 or self.workers == 1:
+            for item in items:
+                try:
+                    results.append(fn(item))
+                except OutpostError as exc:
+                    errors.append(exc)
+        else:
+            with ThreadPoolExecutor(max_workers=min(self.workers, len(items))) as pool:
+                futures = [pool.submit(fn, item) for item in items]
+                for future in futures:
+                    try:
+                        results.append(future.result())
+                    except OutpostError as exc:
+                        errors.append(exc)
+        if errors:
+            raise _combine(errors)
+        return results
+
+    def _prepare(self, obj: Obj) -> dict[str, Any]:
+        """A copy of a rendered object ready to send: server fields dropped, ownership stamped."""
+        body = {k: v for k, v in obj.items() if k != "status"}
+        metadata = {
+            k: v for k, v in (body.get("metadata") or {}).items() if k not in _SERVER_METADATA
+        }
+        labels = dict(metadata.get("labels") or {})
+        labels[MANAGED_BY_LABEL] = MANAGED_BY
+        labels[SITE_LABEL] = self.site
+        metadata["labels"] = labels
+        body["metadata"] = metadata
+        return body
+
+    def _resolve(self, key: ObjectKey, api_version: str) -> Resource:
+        try:
+            resource = self.cluster.resource(api_version, key.kind)
+        except ApplyError as exc:
+            raise ApplyError(
+                f"{key} ({api_version}): {exc.message}",
+                obj=str(key),
+                code=exc.code,
+                reason=exc.reason,
+            ) from exc
+        if resource.namespaced and not key.namespace:
+            raise ApplyError(
+                f"{key}: {key.kind} is namespaced but the object has no metadata.namespace",
+                obj=str(key),
+            )
+        if not resource.namespaced and key.namespace:
+            raise ApplyError(
+                f"{key}: {key.kind} is cluster-scoped but the object sets"
+                f" metadata.namespace {key.namespace!r}",
+                obj=str(key),
+            )
+        return resource
+
+    def _plan(self, objects: Iterable[Obj]) -> list[_Item]:
+        items = []
+        for obj in objects:
+            key = key_of(obj)
+            items.append(_Item(key, self._resolve(key, str(obj["apiVersion"])), self._prepare(obj)))
+        return items
+
+    def _snapshot(
+        self, groups: Iterable[tuple[Resource, str]], *, metadata_only: bool
+    ) -> dict[tuple[Resource, str], dict[str, dict[str, Any]]]:
+        """LIST each (resource, namespace) once: name → object."""
+        wanted = sorted(set(groups), key=lambda g: (g[0].api_version, g[0].kind, g[1]))
+
+        def fetch(group: tuple[Resource, str]) -> dict[str, dict[str, Any]]:
+            listed = self.cluster.list(group[0], group[1], metadata_only=metadata_only)
+            return {item["metadata"]["name"]: item for item in listed}
+
+        return dict(zip(wanted, self._parallel(fetch, wanted), strict=True))
+
+    # -- apply -------------------------------------------------------------
+
+    def apply(self, objects: Sequence[Obj], *, revision: str) -> ApplyResult:
+        """Server-side apply a slice in stages; see the module docstring for the rules.
+
+        Raises ApplyError (the slice is bad: an object refused, a kind not
+        served, a duplicate) or ClusterUnavailable (try again later). Objects
+        of earlier stages stay applied either way; the next apply converges.
+        """
+        staged = stages(objects)  # validates keys and refuses duplicates before any request
+        keys = frozenset(key_of(obj) for _, group in staged for obj in group)
+        self._track(keys, revision)
+        entries: list[ApplyEntry] = []
+        for stage, group in staged:
+            items = self._plan(group)
+            before = self._snapshot(
+                ((item.resource, item.key.namespace) for item in items), metadata_only=True
+            )
+
+            def one(item: _Item, before: Any = before) -> ApplyEntry:
+                stored, created = self.cluster.apply(
+                    item.resource, item.body, field_manager=self.field_manager, obj=str(item.key)
+                )
+                if created:
+                    return ApplyEntry(item.key, Action.CREATED)
+                old = before[(item.resource, item.key.namespace)].get(item.key.name)
+                new_version = (stored.get("metadata") or {}).get("resourceVersion")
+                if old is not None and old["metadata"].get("resourceVersion") == new_version:
+                    return ApplyEntry(item.key, Action.UNCHANGED)
+                return ApplyEntry(item.key, Action.CONFIGURED)
+
+            entries.extend(self._parallel(one, items))
+            if stage == STAGE_CRDS:
+                self._await_crds(items)
+        return ApplyResult(revision, tuple(entries))
+
+    def _await_crds(self, items: Sequence[_Item]) -> None:
+        """Block until every CRD of the slice is Established and teach discovery its kinds."""
+
+        def one(item: _Item) -> None:
+            crd = self.cluster.wait_for(
+                item.resource,
+                "",
+                item.key.name,
+                _established,
+                timeout_seconds=self.crd_timeout_seconds,
+                obj=str(item.key),
+            )
+            if crd is None:
+                raise ClusterUnavailable(
+                    f"{item.key}: not Established within {self.crd_timeout_seconds}s;"
+                    " custom resources of this slice were not applied"
+                )
+            verdict = health_of(crd)
+            if verdict.status is Status.FAILED:
+                raise ApplyError(f"{item.key}: {verdict.reason}", obj=str(item.key))
+            for resource in _crd_resources(item.body):
+                self.cluster.remember(resource)
+
+        self._parallel(one, items)
+
+    # -- drift -------------------------------------------------------------
+
+    def drift(self, objects: Sequence[Obj]) -> list[Drift]:
+        """Objects whose live state differs from what applying them would give, or that are gone.
+
+        Each object is dry-run applied with force (so a field another manager
+        took over shows as drift) and compared with the live object. The
+        agent re-applies what is reported: correcting drift is not a change
+        and is never gated. Sorted by key.
+        """
+        stages(objects)  # same validation as apply
+
+        def one(obj: Obj) -> Drift | None:
+            key = key_of(obj)
+            try:
+                resource = self._resolve(key, str(obj["apiVersion"]))
+            except ApplyError as exc:
+                if exc.code == 404:  # its CRD is gone
+                    return Drift(key, "missing")
+                raise
+            body = self._prepare(obj)
+            live = self.cluster.get(resource, key.namespace, key.name, obj=str(key))
+            if live is None:
+                return Drift(key, "missing")
+            try:
+                want, _ = self.cluster.apply(
+                    resource, body, field_manager=self.field_manager, obj=str(key), dry_run=True
+                )
+            except ApplyError as exc:
+                if exc.code == 404:  # deleted between the read and the dry run
+                    return Drift(key, "missing")
+                raise
+            found: list[str] = []
+            _differences(_comparable(live), _comparable(want), "", found)
+            return Drift(key, "changed", tuple(found)) if found else None
+
+        found = [d for d in self._parallel(one, list(objects)) if d is not None]
+        return sorted(found, key=lambda d: d.key)
+
+    # -- inventory ---------------------------------------------------------
+
+    def _inventory_resource(self) -> Resource:
+        return Resource("", "v1", "ConfigMap", "configmaps", True)
+
+    def read_inventory(self) -> Inventory | None:
+        """The inventory stored in the cluster; None if there is none yet.
+
+        Raises ApplyError when the ConfigMap exists but cannot be read as an
+        inventory of this site (hand-edited, or another site's); the agent's
+        state directory holds a copy to fall back on.
+        """
+        where = f"ConfigMap {self.inventory_namespace}/{INVENTORY_NAME}"
+        live = self.cluster.get(
+            self._inventory_resource(), self.inventory_namespace, INVENTORY_NAME, obj=where
+        )
+        if live is None:
+            return None
+        data = live.get("data") or {}
+        try:
+            raw = json.loads(data.get("keys", ""))
+            if not isinstance(raw, list):
+                raise ValueError("keys is not a JSON list")
+            keys = frozenset(ObjectKey.parse(str(item)) for item in raw)
+        except ValueError as exc:
+            raise ApplyError(
+                f"the inventory {where} is not readable ({exc}); delete it and the next apply"
+                " rewrites it (the agent's state directory keeps a copy of the keys)",
+                obj=where,
+            ) from exc
+        site = str(data.get("site", ""))
+        if site != self.site:
+            raise ApplyError(
+                f"the inventory {where} belongs to site {site!r}, not {self.site!r};"
+                " this cluster is enrolled as another site",
+                obj=where,
+            )
+        return Inventory(
+            site=site,
+            revision=str(data.get("revision", "")),
+            keys=keys,
+            complete=data.get("complete", "true") == "true",
+        )
+
+    def write_inventory(self, keys: Iterable[ObjectKey], revision: str) -> Inventory:
+        """Record the keys applied for ``revision`` (creating the namespace if missing)."""
+        return self._write_inventory(frozenset(keys), revision, complete=True)
+
+    def _write_inventory(
+        self, keys: frozenset[ObjectKey], revision: str, *, complete: bool
+    ) -> Inventory:
+        namespace = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": self.inventory_namespace},
+        }
+        self.cluster.apply(
+            Resource("", "v1", "Namespace", "namespaces", False),
+            self._prepare(namespace),
+            field_manager=self.field_manager,
+            obj=f"Namespace/{self.inventory_namespace}",
+        )
+        config_map = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": INVENTORY_NAME, "namespace": self.inventory_namespace},
+            "data": {
+                "site": self.site,
+                "revision": revision,
+                "complete": "true" if complete else "false",
+                "keys": json.dumps(sorted(key.encode() for key in keys), indent=0),
+            },
+        }
+        self.cluster.apply(
+            self._inventory_resource(),
+            self._prepare(config_map),
+            field_manager=self.field_manager,
+            obj=f"ConfigMap/{self.inventory_namespace}/{INVENTORY_NAME}",
+        )
+        return Inventory(self.site, revision, keys, complete)
+
+    def _track(self, keys: frozenset[ObjectKey], revision: str) -> None:
+        """Widen the stored inventory to cover ``keys`` before they are applied."""
+        try:
+            previous = self.read_inventory()
+        except ApplyError:
+            previous = (
+                None  # unreadable: rewritten below; the state dir copy still has the old keys
+            )
+        if previous is not None and keys <= previous.keys:
+            return
+        known = previous.keys if previous is not None else frozenset()
+        self._write_inventory(known | keys, revision, complete=False)
+
+    def _protected(self, key: ObjectKey) -> bool:
+        """The inventory and its namespace are never pruned, whatever a slice says."""
+        return (key.group, key.kind, key.name) == ("", "Namespace", self.inventory_namespace) or (
+            key.group,
+            key.kind,
+            key.namespace,
+            key.name,
+        ) == ("", "ConfigMap", self.inventory_namespace, INVENTORY_NAME)
+
+    # -- prune -------------------------------------------------------------
+
+    def prune(
+        self, previous_keys: Iterable[ObjectKey], desired_keys: Iterable[ObjectKey]
+    ) -> list[ObjectKey]:
+        """Delete what left the slice, in reverse apply order; return the keys deleted.
+
+        Skipped, never deleted: objects not labelled as ours for this site,
+        objects annotated ``outpost.io/prune: disabled``, objects already gone
+        or of a kind the cluster no longer serves, the inventory itself.
+        Deletion is ``propagationPolicy: Background`` with the live uid as a
+        precondition, so an object re-created by someone else in between is
+        left alone. A pruned Namespace or CRD takes everything inside with it,
+        as in Flux and ``kubectl apply --prune``.
+        """
+        gone = set(previous_keys) - set(desired_keys)
+        deleted: list[ObjectKey] = []
+
+        def one(key: ObjectKey) -> ObjectKey | None:
+            if self._protected(key):
+                return None
+            resource = self.cluster.preferred_resource(key.group, key.kind)
+            if resource is None or resource.namespaced != bool(key.namespace):
+                return None
+            live = self.cluster.get(resource, key.namespace, key.name, obj=str(key))
+            if live is None:
+                return None
+            metadata = live.get("metadata") or {}
+            labels = metadata.get("labels") or {}
+            annotations = metadata.get("annotations") or {}
+            if labels.get(MANAGED_BY_LABEL) != MANAGED_BY or labels.get(SITE_LABEL) != self.site:
+                return None
+            if annotations.get(PRUNE_ANNOTATION) == PRUNE_DISABLED:
+                return None
+            if metadata.get("deletionTimestamp"):
+                return None
+            removed = self.cluster.delete(
+                resource, key.namespace, key.name, obj=str(key), uid=metadata.get("uid")
+            )
+            return key if removed else None
+
+        for _, keys in prune_order(gone):
+            deleted.extend(k for k in self._parallel(one, keys) if k is not None)
+        return deleted
+
+    # -- health ------------------------------------------------------------
+
+    def health(self, objects: Sequence[Obj]) -> dict[ObjectKey, Health]:
+        """One look at every object's health (one LIST per kind and namespace)."""
+        items = [(key_of(obj), str(obj["apiVersion"])) for obj in objects]
+        return self._look([(key, self._resolve(key, api)) for key, api in items])
+
+    def _look(self, targets: Sequence[tuple[ObjectKey, Resource]]) -> dict[ObjectKey, Health]:
+        full = self._snapshot(
+            ((r, k.namespace) for k, r in targets if needs_status(k.group, k.kind)),
+            metadata_only=False,
+        )
+        light = self._snapshot(
+            ((r, k.namespace) for k, r in targets if not needs_status(k.group, k.kind)),
+            metadata_only=True,
+        )
+        verdicts: dict[ObjectKey, Health] = {}
+        for key, resource in targets:
+            listed = (full if needs_status(key.group, key.kind) else light)[
+                (resource, key.namespace)
+            ]
+            live = listed.get(key.name)
+            verdicts[key] = Health.in_progress("not found") if live is None else health_of(live)
+        return verdicts
+
+    def wait_healthy(
+        self,
+        objects: Sequence[Obj],
+        *,
+        deadline_seconds: float,
+        clock: Clock,
+        sleep: Sleep,
+        interval_seconds: float = 2.0,
+    ) -> HealthReport:
+        """Poll until every object is Current, any is Failed, or the deadline passes.
+
+        ``clock`` is a monotonic clock in seconds and ``sleep`` sleeps; both
+        come from the agent (tests pass fakes). Objects already Current are
+        not asked again. A lasting InProgress past the deadline is reported
+        with ``timed_out`` — the agent treats it as a failed rollout.
+        """
+        targets = [(key_of(obj), str(obj["apiVersion"])) for obj in objects]
+        resolved = [(key, self._resolve(key, api)) for key, api in targets]
+        start = clock()
+        verdicts: dict[ObjectKey, Health] = {}
+        pending = resolved
+        while True:
+            verdicts.update(self._look(pending))
+            pending = [(k, r) for k, r in pending if verdicts[k].status is not Status.CURRENT]
+            elapsed = clock() - start
+            ordered = tuple((key, verdicts[key]) for key, _ in resolved)
+            if any(verdicts[k].status is Status.FAILED for k, _ in pending):
+                return HealthReport(Status.FAILED, ordered, False, elapsed)
+            if not pending:
+                return HealthReport(Status.CURRENT, ordered, False, elapsed)
+            if elapsed >= deadline_seconds:
+                return HealthReport(Status.IN_PROGRESS, ordered, True, elapsed)
+            sleep(max(0.0, min(interval_seconds, deadline_seconds - elapsed)))
