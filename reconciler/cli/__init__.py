@@ -19,6 +19,8 @@ COMMANDS: tuple[str, ...] = (
     "validate",
     "site",
     "secrets",
+    "policy",
+    "schedule",
 )
 
 EXIT_OK = 0

@@ -12,8 +12,9 @@ Public surface:
   or ``from_document``), with :class:`WeeklyWindow`, :class:`MaintenanceWindow`,
   :class:`Freeze`, :class:`Wave`; the input :class:`Change`;
 - the gate: :func:`decide` → :class:`Apply` | :class:`Wait`, and
-  :func:`next_allowed`, its exact prediction; :func:`wave_slot`,
-  :func:`governing_rollout`, :func:`hash_bucket`;
+  :func:`next_allowed`, its exact prediction; :func:`gate_inputs` (documents
+  → calendar and gating rollout), :func:`wave_slot`, :func:`governing_rollout`,
+  :func:`hash_bucket`;
 - the schedule: :func:`predict` → :class:`Prediction`, and the pure
   formatters :func:`summarize`, :func:`render_text`, :func:`render_markdown`,
   :func:`render_json`, :func:`render`.
@@ -45,6 +46,7 @@ from reconciler.schedule._decide import (
     Wait,
     WaveSlot,
     decide,
+    gate_inputs,
     governing_rollout,
     next_allowed,
     predict,
@@ -77,7 +79,7 @@ from reconciler.schedule._report import (
     summarize,
     to_json_data,
 )
-from reconciler.schedule._zones import format_local, format_utc, resolve
+from reconciler.schedule._zones import format_local, format_utc, load_zone, resolve
 
 __all__ = [
     "FORMATS",
@@ -104,8 +106,10 @@ __all__ = [
     "decide",
     "format_local",
     "format_utc",
+    "gate_inputs",
     "governing_rollout",
     "hash_bucket",
+    "load_zone",
     "next_allowed",
     "predict",
     "render",

@@ -32,7 +32,7 @@ and must not be gated; that is the agent's decision, not this module's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -42,6 +42,7 @@ from reconciler.schedule._model import (
     FleetRollout,
     Freeze,
     SiteCalendar,
+    SpecDocument,
     WeeklyWindow,
 )
 from reconciler.schedule._zones import (
@@ -160,6 +161,34 @@ def governing_rollout(
         if latest is None or slot.opens > latest:
             chosen, latest = rollout, slot.opens
     return chosen
+
+
+def gate_inputs(
+    site: SpecDocument,
+    fleets: Sequence[SpecDocument],
+    change: Change,
+    *,
+    changed_fleets: Collection[str] | None = None,
+    paused_at: Mapping[str, datetime] | None = None,
+) -> tuple[SiteCalendar, FleetRollout | None]:
+    """From loaded documents to the two inputs :func:`decide` needs — one path for agent and CI.
+
+    ``fleets`` are the fleet documents the site belongs to. Every one of them
+    contributes its freezes (a freeze on any of the site's fleets freezes the
+    site). Of the fleets in ``changed_fleets`` — those whose part of the site's
+    slice the change touches — the latest-opening one gates the change
+    (:func:`governing_rollout`); ``None`` means "all of the site's fleets",
+    the conservative choice when the caller cannot tell (e.g. no diff yet);
+    an empty collection means a site-only change that no fleet's waves gate.
+    ``paused_at`` maps fleet name → committer time of the commit that paused
+    it; a paused fleet missing from it halts every wave (fail closed).
+    """
+    calendar = SiteCalendar.from_document(site)
+    pauses = paused_at or {}
+    rollouts = [FleetRollout.from_document(f, paused_at=pauses.get(f.name)) for f in fleets]
+    calendar = calendar.with_freezes(f for r in rollouts for f in r.freezes)
+    gating = [r for r in rollouts if changed_fleets is None or r.fleet in changed_fleets]
+    return calendar, governing_rollout(calendar, gating, change)
 
 
 # --------------------------------------------------------------------------- intervals
