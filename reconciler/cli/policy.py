@@ -1,0 +1,106 @@
+"""``outpost policy test [PATH]``: run every policy's own test cases."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "policy",
+        help="work with the CEL policies in policies/",
+        description="Work with the CEL policies in policies/.",
+    )
+    commands = parser.add_subparsers(dest="policy_command", metavar="SUBCOMMAND", required=True)
+    test = commands.add_parser(
+        "test",
+        help="run the pass/fail test cases every policy carries",
+        description=(
+            "Run the test cases of every policy. PATH is a repository root (its policies/ "
+            "folder is used), a folder of policy files, or one policy file (default: .). "
+            "Exit 0 when every case passes, 1 when a case fails, an expression does not "
+            "compile or a policy has no pass or no fail case, 2 on I/O errors or no policies."
+        ),
+    )
+    test.add_argument("path", nargs="?", default=".", help="repository, folder or policy file")
+    test.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
+    test.set_defaults(func=run_test)
+
+
+def _policy_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    folder = path / "policies" if (path / "policies").is_dir() else path
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.suffix in (".yaml", ".yml") and p.stem != "signers" and p.is_file()
+    )
+
+
+def run_test(args: argparse.Namespace) -> int:
+    from datetime import date
+
+    from reconciler.errors import OutpostError
+    from reconciler.findings import ERROR
+    from reconciler.loader import Document, load_document
+    from reconciler.policy import load_policies
+    from reconciler.policy_tests import run_tests, untested
+
+    root = Path(args.path)
+    if not root.exists():
+        print(f"outpost policy test: {root} does not exist", file=sys.stderr)
+        return EXIT_ERROR
+    documents: list[Document] = []
+    failed = 0
+    try:
+        files = _policy_files(root)
+    except OSError as exc:
+        print(f"outpost policy test: cannot read {root}: {exc.strerror}", file=sys.stderr)
+        return EXIT_ERROR
+    base = root if root.is_dir() else root.parent
+    for file in files:
+        shown = file.relative_to(base).as_posix() if file.is_relative_to(base) else str(file)
+        try:
+            documents.append(load_document(file.read_bytes(), shown))
+        except OutpostError as exc:
+            print(f"FAIL {exc}")
+            failed += 1
+        except OSError as exc:
+            print(f"outpost policy test: cannot read {file}: {exc.strerror}", file=sys.stderr)
+            return EXIT_ERROR
+    try:
+        # The clock is read here, at the edge: it decides only which exemptions are stale.
+        policies = load_policies(documents, today=date.today())
+    except OutpostError as exc:
+        if failed:
+            return EXIT_FINDINGS
+        print(f"outpost policy test: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    for finding in policies.findings:
+        level = "FAIL" if finding.severity == ERROR else "warn"
+        print(f"{level} {finding.location}: {finding.rule}: {finding.message}")
+        failed += finding.severity == ERROR
+    for policy in untested(policies):
+        print(
+            f"FAIL {policy.doc.mark('spec')}: {policy.name}: needs at least one pass and one "
+            "fail case under spec.tests, so a change to it is tested like code"
+        )
+        failed += 1
+    results = run_tests(policies)
+    passed = 0
+    for result in results:
+        if result.ok:
+            passed += 1
+            if args.verbose:
+                print(result)
+        else:
+            failed += 1
+            print(result)
+    print(f"policy tests: {passed} passed, {failed} failed ({len(policies.policies)} policies)")
+    return EXIT_FINDINGS if failed else EXIT_OK
