@@ -1,0 +1,62 @@
+"""``outpost diff``: which sites' slices a change touches, and how (for pull requests)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK
+
+FORMATS = ("text", "markdown", "json")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "diff",
+        help="show how each affected site's slice changes between two revisions",
+        description=(
+            "Render every site a change can affect, at --base and at --head (default: the "
+            "working tree), and show per-object unified diffs. Sites that do not change are "
+            "not listed. Exit 0 when no slice changes, 1 when some do, 2 on errors (a site "
+            "that cannot be rendered at the head, a revision that does not exist)."
+        ),
+    )
+    parser.add_argument("--base", required=True, metavar="REV", help="the revision to compare to")
+    parser.add_argument("--head", metavar="REV", help="the new revision (default: working tree)")
+    parser.add_argument("--repo", default=".", metavar="DIR", help="repository root (default: .)")
+    parser.add_argument("-o", "--output", choices=FORMATS, default="text", help="output format")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import pygit2
+
+    from reconciler.diff import FORMATS as RENDERERS
+    from reconciler.diff import changed_paths_between_commits, diff
+    from reconciler.errors import OutpostError, SourceUnavailable
+    from reconciler.model import Repository
+    from reconciler.source import CommitTree, WorkdirTree
+
+    try:
+        found = pygit2.discover_repository(args.repo)
+        if found is None:
+            raise SourceUnavailable(f"{args.repo} is not inside a git repository")
+        git_repo = pygit2.Repository(found)
+        base = CommitTree(git_repo, args.base)
+        if args.head is None:
+            head_tree: Any = WorkdirTree(Path(args.repo))
+            changed = None
+        else:
+            head_tree = CommitTree(git_repo, args.head)
+            changed = changed_paths_between_commits(git_repo, args.base, args.head)
+        result = diff(Repository(base), Repository(head_tree), changed=changed)
+    except OutpostError as exc:
+        print(f"outpost diff: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    sys.stdout.write(RENDERERS[args.output](result))
+    if result.head_errors:
+        return EXIT_ERROR
+    return EXIT_FINDINGS if result.changed else EXIT_OK
