@@ -21,6 +21,8 @@ COMMANDS: tuple[str, ...] = (
     "secrets",
     "policy",
     "schedule",
+    "render",
+    "diff",
 )
 
 EXIT_OK = 0
