@@ -21,8 +21,8 @@ The allowed set is a union of half-open intervals in absolute time::
 :func:`decide` evaluates that predicate directly at ``now``. :func:`next_allowed`
 walks forward from ``after`` jumping from boundary to boundary (wave open →
 freeze end → next window start), which is exact because the predicate can
-only become true at one of those boundaries; it performs at most
-``2 × freezes + 3`` jumps. The tests step a fake clock minute by minute and
+only become true at one of those boundaries; it takes at most
+``2 × freezes + 4`` steps. The tests step a fake clock minute by minute and
 check that the first ``Apply`` is exactly the instant :func:`next_allowed`
 predicted.
 

@@ -549,8 +549,10 @@ class SiteCalendar:
     windows and no weekly ones. Freezes beat every window, maintenance included.
 
     ``freezes`` holds the site's own freezes plus any fleet freezes the caller
-    merged in with :meth:`with_freezes` (every fleet the site belongs to freezes
-    it, not only the fleet whose change is being rolled out).
+    merged in with :meth:`with_freezes`: every fleet the site belongs to freezes
+    it, not only the fleet whose change is being rolled out (whose freezes
+    :func:`~reconciler.schedule.decide` adds by itself). :func:`gate_inputs`
+    does this merge from documents.
     """
 
     site_id: str

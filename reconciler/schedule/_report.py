@@ -178,7 +178,7 @@ def summarize(
         BlockSummary(kind, fleet or None, len(rows), _noun(rows))
         for (kind, fleet), rows in sorted(blocks.items())
     )
-    sentence = _sentence(predictions, wave_rows, held, blocked, start, zone)
+    sentence = _sentence(predictions, held, blocked, start, zone)
     return Summary(
         start, zone, len(predictions), tuple(wave_rows), tuple(days), held, blocked, sentence
     )
@@ -233,7 +233,6 @@ def _when(
 
 def _sentence(
     predictions: Sequence[Prediction],
-    waves: Sequence[WaveSummary],
     held: Sequence[HoldSummary],
     blocked: Sequence[BlockSummary],
     start: datetime,
