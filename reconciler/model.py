@@ -281,7 +281,7 @@ class Repository:
         cached = self._sites.get(site_id)
         if cached is not None:
             return cached
-        if not NAME_RE.match(site_id):
+        if not NAME_RE.fullmatch(site_id):
             raise DocumentError(
                 f"site id {site_id!r} is not a DNS label (lowercase letters, digits, '-')",
                 mark=Mark(f"sites/{site_id}"),
@@ -326,7 +326,7 @@ class Repository:
         """An app by name with its manifests, or None if ``apps/<name>/app.yaml`` does not exist."""
         if name not in self._apps:
             base = f"apps/{name}"
-            if not NAME_RE.match(name) or not self.tree.exists(f"{base}/app.yaml"):
+            if not NAME_RE.fullmatch(name) or not self.tree.exists(f"{base}/app.yaml"):
                 self._apps[name] = None
             else:
                 doc = self.document(f"{base}/app.yaml", "App", name)

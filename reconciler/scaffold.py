@@ -33,7 +33,7 @@ class Scaffold:
 def new_site(
     repo: Repository, site_id: str, fleet_name: str, *, timezone: str | None = None
 ) -> Scaffold:
-    if not NAME_RE.match(site_id):
+    if not NAME_RE.fullmatch(site_id):
         raise ValidationError(
             f"site id {site_id!r} is not valid: use lowercase letters, digits and '-' "
             "(at most 63, starting and ending with a letter or digit), e.g. de-ber-0042"

@@ -129,7 +129,7 @@ def check_files(
         if kind is None:
             continue
         site_part = path.split("/")[1] if path.startswith("sites/") else None
-        if site_part is not None and not NAME_RE.match(site_part):
+        if site_part is not None and not NAME_RE.fullmatch(site_part):
             findings.append(
                 Finding.at(
                     Mark(path),
