@@ -1,0 +1,58 @@
+"""Fixtures for tests that need a real Kubernetes API server (``-m cluster``).
+
+One control plane per test session (see ``tools/testcluster/__init__.py`` for what it has
+and how it is built). Tests share it, so each test works in its own ``namespace``.
+If the binaries are not built the fixture fails — it never skips: a green run must mean the
+cluster tests ran. CI runs ``python -m tools.testcluster build`` before pytest.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+# tools/ is repository tooling, not part of the installed package; make it importable when
+# pytest is started as `pytest` (which, unlike `python -m pytest`, does not add the cwd).
+_ROOT = str(Path(__file__).resolve().parents[2])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from tools.testcluster import Cluster, MissingBinariesError, require_binaries, running  # noqa: E402
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The session's control plane; stopped at session end, on failure and on interrupt."""
+    try:
+        require_binaries()
+    except MissingBinariesError as error:
+        pytest.fail(str(error), pytrace=False)
+    with running(tmp_path_factory.mktemp("testcluster")) as started:
+        yield started
+
+
+@pytest.fixture
+def api_client(cluster: Cluster) -> Iterator[ApiClient]:
+    """A ``kubernetes.client.ApiClient`` for the admin user, closed after the test."""
+    with cluster.api_client() as client:
+        yield client
+
+
+@pytest.fixture
+def namespace(api_client: ApiClient) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards (without waiting for it)."""
+    from kubernetes import client
+
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    core = client.CoreV1Api(api_client)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    core.delete_namespace(name)

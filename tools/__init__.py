@@ -1,0 +1,1 @@
+"""Developer and CI tooling for the Outpost repository; not part of the shipped package."""
