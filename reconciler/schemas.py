@@ -1,7 +1,7 @@
 """The JSON Schemas of every document kind: loaded once, compiled once.
 
 The schemas in ``schemas/`` are the contract of the repository format. They are
-installed with the package as ``reconciler.schemas`` data (see pyproject), so a
+installed with the package as ``reconciler._schemas`` (see pyproject), so a
 node validates its slice with the same contract CI used.
 """
 
@@ -19,16 +19,16 @@ _REPO_SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 
 
 def _schema_dir() -> Any:
-    try:
-        packaged = resources.files("reconciler.schemas")
-        if packaged.joinpath("site.schema.json").is_file():
-            return packaged
-    except ModuleNotFoundError:
-        pass
     if (_REPO_SCHEMAS / "site.schema.json").is_file():
         return _REPO_SCHEMAS
+    try:
+        packaged = resources.files("reconciler._schemas")
+        if packaged.joinpath("site.schema.json").is_file():
+            return packaged
+    except (ModuleNotFoundError, TypeError):
+        pass
     raise ConfigError(
-        "the Outpost JSON Schemas are not installed (expected reconciler/schemas or "
+        "the Outpost JSON Schemas are not installed (expected reconciler/_schemas or "
         f"{_REPO_SCHEMAS}); reinstall the package"
     )
 
