@@ -54,6 +54,10 @@ __all__ = ["Cluster", "Resource"]
 APPLY_PATCH = "application/apply-patch+yaml"
 _METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 _TEMPORARY_CODES = frozenset({401, 408, 409, 429})
+# Server-side apply answers 500 when the object does not fit the kind's schema
+# (seen on v1.36 for custom resources: "failed to create typed patch object ...
+# expected numeric, got string"). Nothing on the server is down: the object is bad.
+_BAD_OBJECT_500 = ("failed to create typed patch object", "failed to create typed live object")
 _USER_AGENT = "outpost"
 
 
@@ -80,6 +84,13 @@ class Resource:
         if name:
             base += f"/{quote(name, safe='')}"
         return base
+
+
+def _temporary(code: int, message: str) -> bool:
+    """Whether an error answer means "try again later" rather than "this object is wrong"."""
+    if code == 500 and any(marker in message for marker in _BAD_OBJECT_500):
+        return False
+    return code in _TEMPORARY_CODES or code >= 500 or code < 400
 
 
 def _describe(code: int, payload: Any) -> tuple[str, str]:
@@ -246,7 +257,7 @@ class Cluster:
             return code, None
         reason, message = _describe(code, payload)
         label = f"{code} {reason}".strip()
-        if code in _TEMPORARY_CODES or code >= 500 or code < 400:
+        if _temporary(code, message):
             hint = " (the node's credentials were rejected)" if code == 401 else ""
             raise ClusterUnavailable(f"{what}: the API server answered {label}{hint}: {message}")
         raise ApplyError(
@@ -452,7 +463,7 @@ class Cluster:
             payload = raw
         reason, message = _describe(code, payload)
         label = f"{code} {reason}".strip()
-        if code in _TEMPORARY_CODES or code >= 500:
+        if _temporary(code, message):
             raise ClusterUnavailable(f"delete {obj}: the API server answered {label}: {message}")
         raise ApplyError(
             f"delete {obj}: the API server refused it ({label}): {message}",
