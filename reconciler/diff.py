@@ -43,6 +43,8 @@ INDEXED_PREFIXES = ("sites", "fleets", "apps", "policies", "schemas")
 SIGNERS_PATHS = ("policies/signers.yaml", "policies/signers.yml")
 ADDED, REMOVED, CHANGED = "added", "removed", "changed"
 MARKDOWN_LIMIT = 60_000  # GitHub rejects comments over 65,536 characters
+TABLE_ROWS = 50
+NAMES_SHOWN = 20
 
 
 # -- which paths changed -----------------------------------------------------------------------
@@ -443,9 +445,11 @@ def format_markdown(result: SiteDiffs, *, limit: int = MARKDOWN_LIMIT) -> str:
     out.append("")
     out.append("| site | status | added | removed | changed |")
     out.append("|---|---|---:|---:|---:|")
-    for site in result.sites:
+    for site in result.sites[:TABLE_ROWS]:
         c = site.counts()
         out.append(f"| {site.site} | {site.status} | {c[ADDED]} | {c[REMOVED]} | {c[CHANGED]} |")
+    if len(result.sites) > TABLE_ROWS:
+        out.append(f"| … and {len(result.sites) - TABLE_ROWS} more | | | | |")
     out.append("")
     groups: dict[tuple[Any, ...], list[SiteDiff]] = {}
     for site in result.sites:
@@ -455,7 +459,9 @@ def format_markdown(result: SiteDiffs, *, limit: int = MARKDOWN_LIMIT) -> str:
     left_out = 0
     for members in groups.values():
         first = members[0]
-        names = ", ".join(m.site for m in members)
+        names = ", ".join(m.site for m in members[:NAMES_SHOWN])
+        if len(members) > NAMES_SHOWN:
+            names += f" and {len(members) - NAMES_SHOWN} more"
         alike = (
             f" ({len(members)} sites, same change; diff of {first.site})"
             if len(members) > 1
