@@ -57,6 +57,7 @@ from reconciler.policy_facts import CEL_FUNCTIONS, site_status
 
 OUTPOST_GROUP = "outpost"
 RESERVED_ANNOTATION = "outpost/source"
+SITE_LABEL = "outpost/site"
 SOPS_SOURCE = "sops"
 SITE_VARIABLES = ("site", "hardware", "app")
 RULE_ENGINE = "policy"
@@ -434,11 +435,13 @@ def _explain(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-def evaluate(policy: Policy, context: Any) -> Outcome:
+def evaluate(policy: Policy, context: Any, *, strict_messages: bool = False) -> Outcome:
     """Run every compiled validation of ``policy``; return its violations and failures.
 
     Validations that did not compile are skipped here: loading already reported them
-    as error findings at their line, once rather than once per object.
+    as error findings at their line, once rather than once per object. A
+    ``messageExpression`` that fails falls back to ``message`` (as in Kubernetes);
+    with ``strict_messages`` (policy tests) its failure is reported instead.
     """
     results: list[tuple[str, str]] = []
     for validation in policy.validations:
@@ -469,10 +472,24 @@ def evaluate(policy: Policy, context: Any) -> Outcome:
         if validation.message_program is not None:
             try:
                 custom = validation.message_program.execute(context)
-            except Exception:  # fall back to the static message, as Kubernetes does
+            except Exception as exc:  # fall back to the static message, as Kubernetes does
+                if strict_messages:
+                    results.append(
+                        (_FAILURE, f"the messageExpression of {validation.mark}: {_explain(exc)}")
+                    )
+                    continue
                 custom = None
             if isinstance(custom, str) and custom.strip():
                 message = custom.strip()
+            elif strict_messages:
+                results.append(
+                    (
+                        _FAILURE,
+                        f"the messageExpression of {validation.mark} returned {custom!r}, "
+                        "not a non-empty string",
+                    )
+                )
+                continue
         results.append((_VIOLATION, message))
     return tuple(results)
 
@@ -556,6 +573,42 @@ def _secret_stub(ref: SecretRefLike) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "Opaque"}
 
 
+_LABELLED = (
+    ("metadata",),
+    ("spec", "template", "metadata"),
+    ("spec", "jobTemplate", "metadata"),
+    ("spec", "jobTemplate", "spec", "template", "metadata"),
+)
+
+
+def _without_site_label(body: dict[str, Any], site_id: str) -> dict[str, Any]:
+    """The object as policies see it: without the ``outpost/site: <site id>`` label render stamps.
+
+    The label is the only thing that makes the same app, version and values render
+    differently at two sites, and it is not the author's: hiding it makes identical
+    objects identical, so one evaluation serves every site (and a policy that wants
+    the site reads ``site``, which keys the cache on the site). Copies only the
+    maps on the way to a label it removes; the rendered body is not changed.
+    """
+    result = body
+    for path in _LABELLED:
+        node: Any = result
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        labels = node.get("labels") if isinstance(node, dict) else None
+        if not isinstance(labels, dict) or labels.get(SITE_LABEL) != site_id:
+            continue
+        if result is body:
+            result = dict(body)
+        parent: dict[str, Any] = result
+        for key in path:
+            child = dict(parent[key])
+            parent[key] = child
+            parent = child
+        parent["labels"] = {k: v for k, v in labels.items() if k != SITE_LABEL}
+    return result
+
+
 def _claims_source(body: Mapping[str, Any]) -> bool:
     metadata = body.get("metadata")
     annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
@@ -621,7 +674,9 @@ def check_site(
     for obj in rendered_site.objects:
         body = obj.body
         bodies.append(body)
-        subjects.append(_Subject(body, obj.origin, obj.app, _label(body)))
+        subjects.append(
+            _Subject(_without_site_label(body, site_id), obj.origin, obj.app, _label(body))
+        )
         if _claims_source(body):
             findings.append(
                 Finding.at(
@@ -769,6 +824,55 @@ def aggregate(findings: Iterable[Finding], *, show: int = 3) -> list[Finding]:
     return result
 
 
+def check_unrendered_secrets(
+    policies: PolicySet, repo: Any, *, cache: PolicyCache | None = None
+) -> list[Finding]:
+    """Policies on ``kind: Secret`` over every app manifest of the tree, rendered or not.
+
+    A plaintext Secret is a leak the moment it is committed (every clone, every USB
+    bundle holds it), whether or not a site renders that app version yet. So the
+    Secret documents of every app's manifests are checked as written, placeholders
+    and all, with no site: ``site`` and ``hardware`` are empty, ``app`` is the App.
+    """
+    cache = cache if cache is not None else PolicyCache()
+    matching = policies.for_kind("", "Secret")
+    findings: list[Finding] = []
+    if not matching:
+        return findings
+    for name in repo.app_names:
+        try:
+            app = repo.app(name)
+        except OutpostError:
+            continue  # the file layer reports a broken app
+        if app is None:
+            continue
+        for manifest in app.manifests:
+            body = manifest.body
+            if not isinstance(body, dict) or body.get("kind") != "Secret":
+                continue
+            if _group_of(body) != "":
+                continue
+            variables = {"object": body, "site": {}, "hardware": {}, "app": app.doc.body}
+            label = _label(body)
+            for policy in matching:
+                if policy.exempt("", str(name)):
+                    continue
+                outcome = evaluate(policy, cache.bindings.bind(variables))
+                for kind, message in outcome:
+                    text = f"{label}: {message}"
+                    if kind == _FAILURE:
+                        text += f" (policy {policy.name} cannot decide; {policy.doc.path})"
+                    findings.append(
+                        Finding.at(
+                            manifest.mark(),
+                            text,
+                            severity=policy.finding_severity,
+                            rule=policy.name,
+                        )
+                    )
+    return findings
+
+
 def validate_policies(
     repo: Any,
     site_ids: Sequence[str] | None = None,
@@ -780,8 +884,9 @@ def validate_policies(
     """Render each site and check it against ``policies/``; the CI entry point.
 
     ``site_ids`` None means every site of ``repo`` (a ``model.Repository``). Render
-    errors become findings (rule ``render``) and that site is skipped. Findings that
-    differ only by site are collapsed (``aggregate``). ``today`` decides which
+    errors become findings (rule ``render``) and that site is skipped. Secrets in app
+    manifests are checked whether or not a site renders them (``check_unrendered_secrets``).
+    Findings that differ only by site are collapsed (``aggregate``). ``today`` decides which
     exemptions have expired; the caller reads the clock.
     """
     documents, findings = policy_documents(repo)
@@ -813,6 +918,10 @@ def validate_policies(
             vms=folder.vms,
             cache=cache,
         )
+    rendered_at = {(f.path, f.line, f.rule) for f in per_site}
+    for finding in check_unrendered_secrets(policies, repo, cache=cache):
+        if (finding.path, finding.line, finding.rule) not in rendered_at:
+            findings.append(finding)
     return findings + aggregate(per_site)
 
 

@@ -277,8 +277,28 @@ def _vm_requests(obj: Mapping[str, Any], extended: dict[str, int], problems: lis
     return tally
 
 
+def _device_resource(node: str, device: Mapping[str, Any]) -> str:
+    """The resource name a device is offered under: render's naming (one source of truth)."""
+    from reconciler.model import Device
+    from reconciler.render import device_resource
+
+    return device_resource(
+        Device(
+            node=node,
+            name=str(device.get("name", "")),
+            type=str(device.get("type", "")),
+            spec=device,
+        )
+    )
+
+
 def hardware_capacity(hardware: Mapping[str, Any]) -> dict[str, Any]:
-    """What hardware.yaml declares, summed over nodes (unreadable memory counts as 0)."""
+    """What hardware.yaml declares, summed over nodes (unreadable memory counts as 0).
+
+    ``resources`` holds every device under the resource name render passes it through
+    as (``nvidia.com/gpu`` × count, ``devices.kubevirt.io/usb-<vendor>-<product>``,
+    ``devices.outpost.io/serial-<name>``...), so a request matches its declaration.
+    """
     nodes = _list(_get(hardware, "spec", "nodes"))
     cpu = 0
     memory = 0
@@ -293,9 +313,9 @@ def hardware_capacity(hardware: Mapping[str, Any]) -> dict[str, Any]:
         for device in _list(node.get("devices")):
             devices.append(str(device.get("name", "")))
             types.add(str(device.get("type", "")))
-            resource = device.get("resource")
-            if isinstance(resource, str):
-                resources[resource] = resources.get(resource, 0) + _int(device.get("count"), 1)
+            resource = _device_resource(str(node.get("name", "")), device)
+            count = _int(device.get("count"), 1) if device.get("type") == "gpu" else 1
+            resources[resource] = resources.get(resource, 0) + count
     return {
         "nodes": len(nodes),
         "cpuMillis": cpu,

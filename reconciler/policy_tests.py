@@ -7,9 +7,11 @@ variables (``object`` and, when the expressions need them, ``site``, ``hardware`
 it fails to evaluate, which fails the case rather than passing it silently.
 
 - a ``pass`` case passes when every validation returns true;
-- a ``fail`` case passes when at least one validation returns false. An
-  evaluation error does not count as a rejection: a fail case that only "fails"
-  because of a typo would hide the typo;
+- a ``fail`` case passes when at least one validation returns false and nothing
+  fails to evaluate. An evaluation error does not count as a rejection: a fail
+  case that only "fails" because of a typo would hide the typo. The
+  ``messageExpression`` of a rejecting validation must yield a string too, since a
+  broken one would only show when a real site is rejected;
 - either case fails when the policy's ``match.resources`` does not select the
   case's object (the policy would never see it), or when a validation of the
   policy does not compile.
@@ -68,7 +70,7 @@ def _run_case(policy: Policy, expect: str, index: int, case: Any) -> CaseResult:
     if broken:
         return result(False, f"the expression at {broken[0].mark} does not compile")
     variables = {k: case[k] for k in ("object", "site", "hardware", "app") if k in case}
-    outcome = evaluate(policy, new_context(variables))
+    outcome = evaluate(policy, new_context(variables), strict_messages=True)
     errors = [message for kind_, message in outcome if kind_ == "error"]
     violations = [message for kind_, message in outcome if kind_ == "violation"]
     if expect == "pass":
@@ -77,7 +79,7 @@ def _run_case(policy: Policy, expect: str, index: int, case: Any) -> CaseResult:
         if violations:
             return result(False, f"expected to pass, but was rejected: {violations[0]}")
         return result(True)
-    if violations:
+    if violations and not errors:
         return result(True, violations[0])
     if errors:
         return result(False, f"expected a rejection, but evaluation failed: {errors[0]}")
