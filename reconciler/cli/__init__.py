@@ -23,6 +23,7 @@ COMMANDS: tuple[str, ...] = (
     "schedule",
     "render",
     "diff",
+    "verify",
 )
 
 EXIT_OK = 0

@@ -1,0 +1,641 @@
+"""The verification core: commit objects, the trust root and a clock reading in, verdicts out.
+
+Like python-tuf's ``TrustedMetadataSet``, this module does no I/O: the git layer
+(`reconciler.trust.gitsource`) hands it the raw commit objects of the range
+(last applied, candidate], each with the paths it changes relative to each
+parent and the ``policies/signers.yaml`` bytes of each parent's tree. The core
+re-derives everything that matters for trust from the raw bytes itself — the
+object id (the hash is recomputed), the parents, the committer time, the
+message, the signed payload and the signature — so a mistake in the git layer
+cannot make it trust metadata that the signature does not cover.
+
+Checks, each refusing with the commit, the signer, the path and the rule:
+
+1. every commit in the range is signed (an unsigned commit anywhere is
+   arbitrary content: TUF "arbitrary software");
+2. the signature is a valid SSHSIG for namespace ``git`` over the commit
+   exactly as stored (content changed after signing is refused);
+3. the key is a root signer valid at the commit's committer time
+   (``valid-after``/``valid-before``: key expiry and revocation), or a
+   delegated signer in the ``signers.yaml`` of *each parent*, changing only
+   paths its patterns allow relative to *that* parent — merges included, so a
+   merge cannot mix in content its signer could not have committed
+   (mix-and-match); ``policies/**`` needs a root signer;
+4. committer times never go backwards along the range nor before the last
+   applied commit, and none lies beyond ``max_skew`` of the node's clock: a
+   retired key cannot backdate a commit into its old validity (the date is
+   whatever the signer typed; monotonicity is what makes it meaningful);
+5. the candidate descends from the last applied commit: no rollback, no
+   unrelated history (TUF "rollback" and a force-push by a compromised server);
+6. nothing built on a refused commit is accepted, and at most
+   ``max_commits`` commits are examined (bounded work per run).
+
+A verdict also says whether a commit carries an ``Outpost-Emergency:`` trailer
+*and* is signed by a root signer — the only emergency the schedule honours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from reconciler.errors import VerificationError
+from reconciler.trust.allowed_signers import AllowedSigner, TrustRoot
+from reconciler.trust.rules import EMPTY_RULES, SIGNERS_PATH, SignerRules, parse_signers
+from reconciler.trust.sshsig import (
+    GIT_NAMESPACE,
+    MAX_ARMORED_BYTES,
+    SshSignature,
+    check_namespace,
+    parse_signature,
+    verify_signature,
+)
+
+__all__ = [
+    "DEFAULT_MAX_COMMITS",
+    "DEFAULT_MAX_SKEW",
+    "EMERGENCY_TRAILER",
+    "REFUSED",
+    "VERIFIED",
+    "CommitObject",
+    "CommitRecord",
+    "ParsedCommit",
+    "RangeResult",
+    "SignersUnreadable",
+    "Verdict",
+    "emergency_reason",
+    "parse_commit",
+    "short",
+    "verify_range",
+]
+
+DEFAULT_MAX_COMMITS = 5_000
+DEFAULT_MAX_SKEW = timedelta(minutes=5)
+EMERGENCY_TRAILER = "Outpost-Emergency"
+MAX_COMMIT_BYTES = 1024 * 1024
+SHORT = 7
+VERIFIED: Literal["verified"] = "verified"
+REFUSED: Literal["refused"] = "refused"
+
+_EMERGENCY = re.compile(r"^outpost-emergency[ \t]*:[ \t]*(\S.*?)\s*$", re.IGNORECASE)
+_HEX = re.compile(rb"^[0-9a-f]{40}([0-9a-f]{24})?$")
+
+
+def short(sha: str) -> str:
+    """How a commit is named in messages."""
+    return sha[:SHORT]
+
+
+def _when(timestamp: int) -> str:
+    try:
+        return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return f"@{timestamp}"
+
+
+@dataclass(frozen=True)
+class CommitObject:
+    """A commit object exactly as stored: its id and raw bytes (``git cat-file commit``)."""
+
+    sha: str
+    raw: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SignersUnreadable:
+    """A parent's ``policies/signers.yaml`` exists but is not a regular file (symlink, tree...)."""
+
+    reason: str
+
+
+ParentSigners = bytes | SignersUnreadable | None
+
+
+@dataclass(frozen=True)
+class CommitRecord(CommitObject):
+    """A commit of the range with what the git layer computed from its trees.
+
+    ``changes[i]`` are the paths that differ between parent ``i``'s tree and
+    this commit's (for a commit without parents: every path it holds);
+    ``parent_signers[i]`` is parent ``i``'s ``policies/signers.yaml`` (None if
+    absent). Both follow the order of the ``parent`` lines in ``raw``.
+    """
+
+    changes: tuple[tuple[str, ...], ...] = ()
+    parent_signers: tuple[ParentSigners, ...] = ()
+
+
+@dataclass(frozen=True)
+class ParsedCommit:
+    """What the core reads out of a commit object's bytes."""
+
+    sha: str
+    tree: str
+    parents: tuple[str, ...]
+    committer_time: int
+    payload: bytes = field(repr=False)
+    signature: bytes | None = field(repr=False)
+    message: str
+
+
+def _object_id(raw: bytes, algorithm: str) -> str:
+    hasher = hashlib.new(algorithm)
+    hasher.update(b"commit %d\0" % len(raw))
+    hasher.update(raw)
+    return hasher.hexdigest()
+
+
+def parse_commit(obj: CommitObject) -> ParsedCommit:
+    """Split a commit object into signed payload, signature and the fields trust needs.
+
+    The payload is what git itself hands ``ssh-keygen``: the object without its
+    ``gpgsig`` header (and without any other ``gpgsig*`` header, as git does).
+    Two signature headers, or a malformed committer line, are refused rather
+    than guessed at.
+    """
+    raw = obj.raw
+    if len(raw) > MAX_COMMIT_BYTES:
+        raise VerificationError(
+            f"the commit object is {len(raw):,} bytes; the limit is {MAX_COMMIT_BYTES:,}"
+        )
+    algorithm = "sha1" if len(obj.sha) == 40 else "sha256"
+    if len(obj.sha) not in (40, 64) or _object_id(raw, algorithm) != obj.sha.lower():
+        raise VerificationError(
+            "the commit object does not hash to its id (corrupt or tampered object store)"
+        )
+    signature_header = b"gpgsig" if algorithm == "sha1" else b"gpgsig-sha256"
+    end = raw.find(b"\n\n")
+    header_bytes, message = (raw[: end + 1], raw[end + 2 :]) if end >= 0 else (raw, b"")
+    payload: list[bytes] = []
+    signatures: list[list[bytes]] = []
+    tree = b""
+    parents: list[str] = []
+    committers: list[bytes] = []
+    current: list[bytes] | None = None
+    skipping = False
+    for line in header_bytes.splitlines(keepends=True):
+        if line.startswith(b" "):
+            if current is not None:
+                current.append(line[1:])
+            elif not skipping:
+                payload.append(line)
+            continue
+        current = None
+        skipping = False
+        name, _, value = line.rstrip(b"\n").partition(b" ")
+        if line.startswith(signature_header + b" "):
+            current = [line[len(signature_header) + 1 :]]
+            signatures.append(current)
+            continue
+        if name.startswith(b"gpgsig"):
+            skipping = True
+            continue
+        payload.append(line)
+        if name == b"tree":
+            tree = value
+        elif name == b"parent":
+            if not _HEX.match(value):
+                raise VerificationError(f"the commit has a malformed parent line {value[:80]!r}")
+            parents.append(value.decode("ascii"))
+        elif name == b"committer":
+            committers.append(value)
+    if end >= 0:
+        payload.append(b"\n" + message)
+    if len(signatures) > 1:
+        raise VerificationError(
+            f"the commit carries {len(signatures)} {signature_header.decode()} headers; "
+            "expected at most one"
+        )
+    if len(committers) != 1:
+        raise VerificationError(
+            f"the commit has {len(committers)} committer lines; expected exactly one"
+        )
+    if not _HEX.match(tree):
+        raise VerificationError("the commit has no valid tree line")
+    return ParsedCommit(
+        sha=obj.sha,
+        tree=tree.decode("ascii"),
+        parents=tuple(parents),
+        committer_time=_committer_time(committers[0]),
+        payload=b"".join(payload),
+        signature=b"".join(signatures[0]) if signatures else None,
+        message=message.decode("utf-8", "replace"),
+    )
+
+
+def _committer_time(value: bytes) -> int:
+    """``Name <email> 1700000000 +0100`` → 1700000000 (the zone does not change the instant)."""
+    _, bracket, tail = value.rpartition(b">")
+    fields = tail.split()
+    if not bracket or len(fields) != 2 or not fields[0].isdigit() or len(fields[0]) > 12:
+        raise VerificationError(
+            f"the commit's committer line is malformed: {value[:120].decode('utf-8', 'replace')!r}"
+        )
+    return int(fields[0])
+
+
+def emergency_reason(message: str) -> str | None:
+    """The reason of an ``Outpost-Emergency: <reason>`` trailer, or None.
+
+    Trailers live in the message's last paragraph, and never in the subject
+    (git's own rule), so a subject that merely mentions the word does not count.
+    """
+    paragraphs = [p for p in re.split(r"\n[ \t]*\n", message.strip()) if p.strip()]
+    if len(paragraphs) < 2:
+        return None
+    for line in paragraphs[-1].splitlines():
+        match = _EMERGENCY.match(line)
+        if match:
+            return match.group(1)
+    return None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One commit's verdict; ``reason`` explains it (without the ``commit <sha>:`` prefix)."""
+
+    sha: str
+    verdict: Literal["verified", "refused"]
+    reason: str
+    principal: str | None = None
+    fingerprint: str | None = None
+    root: bool = False
+    committer_time: int | None = None
+    emergency: bool = False
+    emergency_reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict == VERIFIED
+
+    @property
+    def short(self) -> str:
+        return short(self.sha)
+
+    @property
+    def message(self) -> str:
+        return f"commit {self.short}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class RangeResult:
+    """The verdicts for (last applied, candidate], oldest first, and any range-level refusal."""
+
+    candidate: str
+    last_applied: str | None
+    verdicts: tuple[Verdict, ...]
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None and all(v.ok for v in self.verdicts)
+
+    @property
+    def error(self) -> VerificationError | None:
+        """The first reason to refuse the candidate, as the error the agent raises."""
+        if self.problem is not None:
+            return VerificationError(self.problem)
+        for verdict in self.verdicts:
+            if not verdict.ok:
+                return VerificationError(verdict.message)
+        return None
+
+    def raise_for_refusal(self) -> None:
+        error = self.error
+        if error is not None:
+            raise error
+
+    def verdict_for(self, sha: str) -> Verdict | None:
+        return next((v for v in self.verdicts if v.sha == sha), None)
+
+
+class _Refusal(Exception):
+    """Internal: carries a refusal reason plus what was learnt about the signer so far."""
+
+    def __init__(
+        self, reason: str, principal: str | None = None, fingerprint: str | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.principal = principal
+        self.fingerprint = fingerprint
+
+
+@dataclass
+class _Context:
+    trust: TrustRoot
+    now: int
+    max_skew: int
+    namespace: str
+    floor: int | None
+    floor_sha: str | None
+    parsed: dict[str, ParsedCommit] = field(default_factory=dict)
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+
+
+def _rules(source: ParentSigners, parent: str) -> SignerRules:
+    if source is None:
+        return EMPTY_RULES
+    if isinstance(source, SignersUnreadable):
+        raise VerificationError(f"{SIGNERS_PATH} of parent {short(parent)} {source.reason}")
+    try:
+        return parse_signers(source)
+    except VerificationError as exc:
+        raise VerificationError(
+            f"{SIGNERS_PATH} of parent {short(parent)} is invalid ({exc}); until a root "
+            "signer fixes it, only root signers can sign"
+        ) from None
+
+
+def _root_identity(
+    lines: Iterable[AllowedSigner], namespace: str, when: int
+) -> tuple[AllowedSigner | None, str | None]:
+    """The first trust-root line that allows this signature, else the first reason none does."""
+    first_problem: str | None = None
+    for line in lines:
+        problem = line.namespace_problem(namespace) or line.validity_problem(when)
+        if problem is None:
+            return line, None
+        first_problem = first_problem or problem
+    return None, first_problem
+
+
+def _judge(record: CommitRecord, commit: ParsedCommit, ctx: _Context) -> Verdict:
+    """Verify one commit on its own merits (the parent-refused rule is applied by the caller)."""
+    parents = commit.parents
+    expected = max(1, len(parents))
+    if len(record.changes) != expected or len(record.parent_signers) != len(parents):
+        raise _Refusal(
+            f"internal error: the git layer gave {len(record.changes)} change lists and "
+            f"{len(record.parent_signers)} signers files for {len(parents)} parents"
+        )
+    when = commit.committer_time
+    if when > ctx.now + ctx.max_skew:
+        raise _Refusal(
+            f"committer time {_when(when)} lies in the future (node clock {_when(ctx.now)}, "
+            f"allowed skew {ctx.max_skew}s)"
+        )
+    if ctx.floor is not None and when < ctx.floor:
+        raise _Refusal(
+            f"committer time {_when(when)} is earlier than that of the last applied commit "
+            f"{short(ctx.floor_sha or '')} ({_when(ctx.floor)}); committer times may not go "
+            "backwards (a backdated commit could slip inside a retired key's valid-before)"
+        )
+    for parent in parents:
+        before = ctx.parsed.get(parent)
+        if before is not None and when < before.committer_time:
+            raise _Refusal(
+                f"committer time {_when(when)} is earlier than that of its parent "
+                f"{short(parent)} ({_when(before.committer_time)}); committer times may not go "
+                "backwards (a backdated commit could slip inside a retired key's valid-before)"
+            )
+    if commit.signature is None:
+        raise _Refusal("not signed; every commit must carry an SSH signature (git commit -S)")
+    if len(commit.signature) > MAX_ARMORED_BYTES:
+        raise _Refusal(
+            f"signature is {len(commit.signature):,} bytes; the limit is "
+            f"{MAX_ARMORED_BYTES:,} bytes (refused unread)"
+        )
+    try:
+        signature: SshSignature = parse_signature(commit.signature)
+    except VerificationError as exc:
+        raise _Refusal(exc.message) from None
+    key = signature.public_key
+    fp = key.fingerprint
+    try:
+        check_namespace(signature, ctx.namespace)
+    except VerificationError as exc:
+        raise _Refusal(exc.message, fingerprint=fp) from None
+
+    root_line, root_problem = _root_identity(ctx.trust.find(key), ctx.namespace, when)
+    if root_line is not None:
+        _check_crypto(signature, commit, ctx, root_line.principal, fp)
+        return _verified(
+            commit,
+            root_line.principal,
+            fp,
+            root=True,
+            reason=f"signed by root signer {root_line.principal}",
+        )
+
+    # Not (or no longer) a root signer: judge as a delegated signer of each parent.
+    per_parent: list[SignerRules | None] = []
+    invalid: str | None = None
+    for index, parent in enumerate(parents):
+        try:
+            per_parent.append(_rules(record.parent_signers[index], parent))
+        except VerificationError as exc:
+            per_parent.append(None)
+            invalid = invalid or exc.message
+    found = [s for rules in per_parent if rules is not None for s in [rules.find(key)] if s]
+    if not found:
+        if root_problem is not None:
+            raise _Refusal(root_problem, ctx.trust.find(key)[0].principal, fp)
+        if invalid is not None:
+            raise _Refusal(f"signed by key {fp}, not a root signer; {invalid}", fingerprint=fp)
+        if not parents:
+            where = "a commit without parents can be signed by root signers only"
+        else:
+            listed = f"parent {short(parents[0])}" if len(parents) == 1 else "any parent"
+            where = f"not in the trust root {ctx.trust.source} nor in {SIGNERS_PATH} of {listed}"
+        raise _Refusal(f"signed by an unknown key {fp} ({key.key_type}): {where}", fingerprint=fp)
+    principal = found[0].name
+    _check_crypto(signature, commit, ctx, principal, fp)
+    if invalid is not None:
+        raise _Refusal(f"signed by {principal}; {invalid}", principal, fp)
+    for index, parent in enumerate(parents):
+        rules = per_parent[index]
+        signer = rules.find(key) if rules is not None else None
+        if signer is None:
+            raise _Refusal(
+                f"signed by {principal}, which {SIGNERS_PATH} of parent {short(parent)} "
+                "does not list",
+                principal,
+                fp,
+            )
+        problem = signer.scope_problem(record.changes[index])
+        if problem is not None:
+            relative = f" (relative to parent {short(parent)})" if len(parents) > 1 else ""
+            raise _Refusal(problem + relative, principal, fp)
+    reason = f"signed by {principal} within {', '.join(found[0].paths)}"
+    return _verified(commit, principal, fp, root=False, reason=reason)
+
+
+def _check_crypto(
+    signature: SshSignature, commit: ParsedCommit, ctx: _Context, principal: str, fp: str
+) -> None:
+    try:
+        verify_signature(signature, commit.payload, namespace=ctx.namespace)
+    except VerificationError as exc:
+        detail = exc.message
+        if detail.startswith("the signature does not match"):
+            detail = (
+                f"the signature by {principal} ({fp}) does not match the commit's content "
+                "(changed after signing?)"
+            )
+        raise _Refusal(detail, principal, fp) from None
+
+
+def _verified(commit: ParsedCommit, principal: str, fp: str, *, root: bool, reason: str) -> Verdict:
+    trailer = emergency_reason(commit.message)
+    emergency = trailer is not None and root
+    if trailer is not None and not root:
+        reason += (
+            f"; its {EMERGENCY_TRAILER} trailer is ignored (only a root signer may declare "
+            "an emergency)"
+        )
+    elif emergency:
+        reason += f"; emergency: {trailer}"
+    return Verdict(
+        sha=commit.sha,
+        verdict=VERIFIED,
+        reason=reason,
+        principal=principal,
+        fingerprint=fp,
+        root=root,
+        committer_time=commit.committer_time,
+        emergency=emergency,
+        emergency_reason=(trailer or "") if emergency else "",
+    )
+
+
+def _topological(
+    records: dict[str, CommitRecord], parsed: dict[str, ParsedCommit], candidate: str
+) -> list[str]:
+    """Commits reachable from ``candidate`` inside the range, parents before children."""
+    order: list[str] = []
+    state: dict[str, int] = {}
+    stack: list[tuple[str, int]] = [(candidate, 0)]
+    while stack:
+        sha, index = stack.pop()
+        parents = parsed[sha].parents if sha in parsed else ()
+        if index == 0:
+            if state.get(sha):
+                continue
+            state[sha] = 1
+        if index < len(parents):
+            stack.append((sha, index + 1))
+            parent = parents[index]
+            if parent in records and not state.get(parent):
+                stack.append((parent, 0))
+            continue
+        state[sha] = 2
+        order.append(sha)
+    return order
+
+
+def verify_range(
+    commits: Sequence[CommitRecord],
+    *,
+    trust: TrustRoot,
+    candidate: str,
+    now: datetime,
+    last_applied: CommitObject | None = None,
+    max_skew: timedelta = DEFAULT_MAX_SKEW,
+    max_commits: int = DEFAULT_MAX_COMMITS,
+    namespace: str = GIT_NAMESPACE,
+) -> RangeResult:
+    """Verify every commit in (``last_applied``, ``candidate``]; ``commits`` is that range.
+
+    ``commits`` must be exactly the commits reachable from ``candidate`` and not
+    from ``last_applied`` (``git rev-list last..candidate``); None for
+    ``last_applied`` means the whole history. ``now`` is the node's clock,
+    passed in.
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    last_sha = last_applied.sha if last_applied is not None else None
+
+    def refuse(problem: str, verdicts: tuple[Verdict, ...] = ()) -> RangeResult:
+        return RangeResult(candidate, last_sha, verdicts, problem)
+
+    if len(commits) > max_commits:
+        return refuse(
+            f"more than {max_commits:,} commits between the last applied commit "
+            f"{short(last_sha) if last_sha else '(none)'} and {short(candidate)}; refusing to "
+            "walk further (raise the limit, e.g. outpost verify --max-commits, after checking "
+            "why the range is this long)"
+        )
+    floor: int | None = None
+    if last_applied is not None:
+        try:
+            floor = parse_commit(last_applied).committer_time
+        except VerificationError as exc:
+            return refuse(f"last applied commit {short(last_applied.sha)}: {exc.message}")
+        if candidate == last_applied.sha:
+            return RangeResult(candidate, last_sha, ())
+    ctx = _Context(
+        trust=trust,
+        now=int(now.timestamp()),
+        max_skew=int(max_skew.total_seconds()),
+        namespace=namespace,
+        floor=floor,
+        floor_sha=last_sha,
+    )
+    records = {record.sha: record for record in commits}
+    if candidate not in records:
+        if last_applied is not None and not commits:
+            return refuse(
+                f"candidate {short(candidate)} is an ancestor of the last applied commit "
+                f"{short(last_applied.sha)}: going back is refused (rollback); undo a change "
+                "with a new revert commit instead"
+            )
+        return refuse(f"candidate {short(candidate)} is not among the commits to verify")
+
+    for sha, record in records.items():
+        try:
+            ctx.parsed[sha] = parse_commit(record)
+        except VerificationError as exc:
+            return refuse(f"commit {short(sha)}: {exc.message}")
+    order = _topological(records, ctx.parsed, candidate)
+    if len(order) != len(records):
+        return refuse(
+            f"internal error: {len(records) - len(order)} commits handed in are not reachable "
+            f"from the candidate {short(candidate)}"
+        )
+
+    verdicts: list[Verdict] = []
+    for sha in order:
+        commit = ctx.parsed[sha]
+        try:
+            verdict = _judge(records[sha], commit, ctx)
+        except _Refusal as refusal:
+            verdict = Verdict(
+                sha,
+                REFUSED,
+                refusal.reason,
+                principal=refusal.principal,
+                fingerprint=refusal.fingerprint,
+                committer_time=commit.committer_time,
+            )
+        bad_parent = next(
+            (p for p in commit.parents if p in ctx.verdicts and not ctx.verdicts[p].ok), None
+        )
+        if verdict.ok and bad_parent is not None:
+            verdict = Verdict(
+                sha,
+                REFUSED,
+                f"its parent {short(bad_parent)} was refused; nothing built on a refused "
+                "commit is accepted",
+                principal=verdict.principal,
+                fingerprint=verdict.fingerprint,
+                root=verdict.root,
+                committer_time=verdict.committer_time,
+            )
+        ctx.verdicts[sha] = verdict
+        verdicts.append(verdict)
+
+    if last_applied is not None and not any(
+        last_applied.sha in ctx.parsed[sha].parents for sha in order if sha in ctx.parsed
+    ):
+        return refuse(
+            f"candidate {short(candidate)} does not descend from the last applied commit "
+            f"{short(last_applied.sha)}: unrelated history (a force-push, or another branch) "
+            "is refused",
+            tuple(verdicts),
+        )
+    return RangeResult(candidate, last_sha, tuple(verdicts))
