@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-
 from reconciler.errors import Mark
 from reconciler.loader import load_document
 from reconciler.policy import PolicySet, load_policies
@@ -68,7 +67,9 @@ def site(name: str = "st-0001", type_: str = "store", **labels: str) -> dict[str
     }
 
 
-def hardware(name: str = "st-0001", cpu: int = 4, memory: str = "8Gi", **extra: Any) -> dict[str, Any]:
+def hardware(
+    name: str = "st-0001", cpu: int = 4, memory: str = "8Gi", **extra: Any
+) -> dict[str, Any]:
     node = {"name": "edge-1", "cpu": cpu, "memory": memory, **extra}
     return {
         "apiVersion": "outpost/v1",
@@ -76,5 +77,3 @@ def hardware(name: str = "st-0001", cpu: int = 4, memory: str = "8Gi", **extra: 
         "metadata": {"name": name},
         "spec": {"nodes": [node]},
     }
-
-

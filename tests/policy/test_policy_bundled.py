@@ -16,9 +16,7 @@ from reconciler.policy_tests import run_tests, untested
 from reconciler.source import WorkdirTree
 
 ROOT = Path(__file__).resolve().parents[2]
-POLICY_FILES = sorted(
-    p for p in (ROOT / "policies").glob("*.yaml") if p.name != "signers.yaml"
-)
+POLICY_FILES = sorted(p for p in (ROOT / "policies").glob("*.yaml") if p.name != "signers.yaml")
 EXPECTED = {
     "image-digest",
     "image-registry",
@@ -40,7 +38,7 @@ def _load(path: Path):
 
 def test_the_bundled_set_is_complete() -> None:
     names = {_load(p).policies[0].name for p in POLICY_FILES}
-    assert EXPECTED <= names
+    assert names >= EXPECTED
 
 
 @pytest.mark.parametrize("path", POLICY_FILES, ids=lambda p: p.stem)
@@ -89,7 +87,9 @@ def test_a_bad_manifest_is_reported_once_at_its_line_naming_the_sites(tmp_path: 
     manifest = root / "apps/node-metrics/manifests/daemonset.yaml"
     text = manifest.read_text()
     assert "image: ${images.exporter}" in text
-    manifest.write_text(text.replace("image: ${images.exporter}", "image: prom/node-exporter:latest"))
+    manifest.write_text(
+        text.replace("image: ${images.exporter}", "image: prom/node-exporter:latest")
+    )
     findings = validate_policies(Repository(WorkdirTree(root)), today=TODAY)
     rules = {f.rule for f in findings}
     assert {"image-digest", "image-registry", "no-latest-tag"} <= rules

@@ -5,12 +5,11 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
+from policykit import Obj, Rendered, deployment, hardware, policies_from, policy_doc, site
 
 from reconciler.errors import Mark, PolicyError
 from reconciler.findings import ERROR, WARNING
 from reconciler.policy import PolicyCache, check_site, load_policies
-
-from policykit import Obj, Rendered, deployment, hardware, policies_from, policy_doc, site
 
 DIGEST = """\
 apiVersion: outpost/v1
@@ -62,7 +61,11 @@ def test_violation_points_at_the_manifest_line() -> None:
     assert len(findings) == 1
     f = findings[0]
     assert (f.path, f.line, f.rule, f.site, f.severity) == (
-        "apps/pos/manifests/server.yaml", 7, "digest", "st-0001", ERROR,
+        "apps/pos/manifests/server.yaml",
+        7,
+        "digest",
+        "st-0001",
+        ERROR,
     )
     assert "Deployment pos/web" in f.message and "pinned by digest" in f.message
 
@@ -96,7 +99,9 @@ def test_no_policies_is_an_error() -> None:
 
 
 def test_policy_with_no_resources_is_an_error_finding() -> None:
-    text = DIGEST.replace("    resources:\n      - {apiGroups: [apps], kinds: [Deployment]}\n", "    resources: []\n")
+    text = DIGEST.replace(
+        "    resources:\n      - {apiGroups: [apps], kinds: [Deployment]}\n", "    resources: []\n"
+    )
     policies = policies_from(text)
     assert policies.policies == ()
     assert any(f.severity == ERROR and "match.resources" in f.message for f in policies.findings)
@@ -128,7 +133,9 @@ def test_warn_policy_gives_warnings_and_message_expression() -> None:
     assert f.message.endswith("not at a plant")
 
 
-EXEMPT = DIGEST + """\
+EXEMPT = (
+    DIGEST
+    + """\
   exemptions:
     - sites: [st-0001]
       reason: vendor image, ticket OPS-1
@@ -136,6 +143,7 @@ EXEMPT = DIGEST + """\
     - apps: [legacy]
       reason: legacy app
 """
+)
 
 
 def test_exemption_by_site_and_by_app() -> None:

@@ -7,6 +7,7 @@ from fractions import Fraction
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from policykit import deployment, hardware
 
 from reconciler.policy_facts import (
     QuantityError,
@@ -18,8 +19,6 @@ from reconciler.policy_facts import (
     parse_quantity,
     site_status,
 )
-
-from policykit import deployment, hardware
 
 
 @pytest.mark.parametrize(
@@ -81,7 +80,9 @@ def test_containers_and_images_of_every_workload_kind() -> None:
     vm = {
         "apiVersion": "kubevirt.io/v1",
         "kind": "VirtualMachine",
-        "spec": {"template": {"spec": {"volumes": [{"name": "d", "containerDisk": {"image": "v"}}]}}},
+        "spec": {
+            "template": {"spec": {"volumes": [{"name": "d", "containerDisk": {"image": "v"}}]}}
+        },
     }
     assert images(vm) == ["v"]
     assert containers({"apiVersion": "v1", "kind": "ConfigMap"}) == []
@@ -137,7 +138,7 @@ def test_usage_counts_replicas_daemonsets_init_containers_and_vms() -> None:
 
 def test_unreadable_quantity_is_reported_not_zero() -> None:
     bad = deployment(resources={"requests": {"memory": "4GB"}})
-    status, problems = site_status([bad], hardware())
+    _status, problems = site_status([bad], hardware())
     assert [p.index for p in problems] == [0]
     assert "4GB" in problems[0].message
 
