@@ -23,6 +23,7 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 
 from reconciler.errors import Mark, SecretError
@@ -104,6 +105,7 @@ def bech32_decode(text: str) -> tuple[str, bytes]:
 # -- keys --------------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=4096)
 def is_recipient(text: str) -> bool:
     """True if ``text`` is an age X25519 recipient (``age1`` + 32 bytes, valid checksum)."""
     if not text.startswith("age1") or text != text.lower():

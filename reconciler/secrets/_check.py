@@ -117,6 +117,11 @@ def check_secrets(
             findings.append(Finding.from_error(exc, rule=RULE))
     to_verify: list[tuple[str, str, bytes]] = []
     selected = set(sites)
+    secret_files: dict[str, list[str]] = {}
+    for path in tree.files("sites"):
+        parts = path.split("/")
+        if len(parts) >= 4 and parts[2] == "secrets":
+            secret_files.setdefault(parts[1], []).append(path)
 
     for recipient, site_ids in sorted(owners.items()):
         for site_id in site_ids[1:]:
@@ -137,7 +142,7 @@ def check_secrets(
         if keys is None:
             continue  # site.yaml does not load: layer 1 of validation reports it
         findings.extend(_finding(p, site_id) for p in keys.problems)
-        files = tree.files(secrets_dir(site_id))
+        files = secret_files.get(site_id, [])
         if files and keys.recipient is None and not keys.problems:
             findings.append(
                 Finding.at(
