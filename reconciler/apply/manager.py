@@ -20,9 +20,9 @@ Modelled on Flux's ``fluxcd/pkg/ssa`` ResourceManager, with these decisions:
   has finished. An error stops the apply after the stage it happened in, and
   every refused object of that stage is named in one ApplyError.
 - **One request per object.** Created / configured / unchanged comes from the
-  PATCH answer (201 = created) and a metadata-only LIST per kind and
-  namespace taken before the stage: an unchanged apply leaves the
-  resourceVersion alone. Flux dry-runs every object first; that doubles the
+  PATCH answer (201 = created) and one LIST per kind and namespace taken
+  before the stage (an unchanged apply leaves the object as it was, status
+  and server bookkeeping aside). Flux dry-runs every object first; that doubles the
   requests, and the agent's rollback already covers a half-applied revision.
 - **Inventory first.** Before anything is sent, the in-cluster inventory is
   widened to (previous keys ∪ new keys) with ``complete: false``. A kill in
@@ -262,6 +262,19 @@ def _comparable(obj: Obj) -> dict[str, Any]:
     return out
 
 
+def _same(before: Obj, after: Obj) -> bool:
+    """Whether an apply left an object as it was.
+
+    The resourceVersion alone would call a Deployment "configured" whenever
+    its controller wrote status between our LIST and our PATCH, so the
+    object is compared without status and server noise.
+    """
+    version = (before.get("metadata") or {}).get("resourceVersion")
+    if version is not None and version == (after.get("metadata") or {}).get("resourceVersion"):
+        return True
+    return _comparable(before) == _comparable(after)
+
+
 def _differences(live: Any, want: Any, path: str, found: list[str]) -> None:
     if len(found) >= _MAX_REPORTED:
         return
@@ -418,7 +431,7 @@ class ResourceManager:
         for stage, group in staged:
             items = self._plan(group)
             before = self._snapshot(
-                ((item.resource, item.key.namespace) for item in items), metadata_only=True
+                ((item.resource, item.key.namespace) for item in items), metadata_only=False
             )
 
             def one(item: _Item, before: Any = before) -> ApplyEntry:
@@ -428,8 +441,7 @@ class ResourceManager:
                 if created:
                     return ApplyEntry(item.key, Action.CREATED)
                 old = before[(item.resource, item.key.namespace)].get(item.key.name)
-                new_version = (stored.get("metadata") or {}).get("resourceVersion")
-                if old is not None and old["metadata"].get("resourceVersion") == new_version:
+                if old is not None and _same(old, stored):
                     return ApplyEntry(item.key, Action.UNCHANGED)
                 return ApplyEntry(item.key, Action.CONFIGURED)
 
