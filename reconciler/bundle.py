@@ -1,0 +1,982 @@
+"""Signed history on a USB stick: git bundles for air-gapped plants.
+
+A plant with no route to the outside gets the *same* signed commits as a
+networked store, carried as a git bundle. Nothing extra is signed: the unit of
+trust stays the commit signature, which `trust` checks on the node exactly as
+for a fetched commit. The bundle and its manifest only have to get the bytes
+there intact; they are never a reason to trust anything.
+
+Workstation side — `create_bundle`:
+
+- a bundle of ``since..rev`` (or the whole history of ``rev``) made with the
+  ``git bundle create`` CLI. libgit2 (pygit2) can read bundles through a fetch
+  but cannot write them, so the operator's workstation needs git on PATH;
+- the operator's clone is never written to: the bundle is made in a throw-away
+  bare repository that borrows the clone's objects (``objects/info/alternates``)
+  and holds one ref, ``refs/heads/outpost/<site>``, at ``rev``. Any clone works,
+  whatever its branch names; a shallow clone is refused (its history is cut);
+- ``--since`` must be an ancestor of ``rev``: otherwise the plant could not
+  connect the bundle to what it has, and the operator learns it at the desk,
+  not at the plant;
+- ``<out>.manifest.json`` records site, from, to, the clock reading passed in,
+  the bundle's sha256 and size. The manifest is *not* signed: it catches a
+  truncated copy or a file swapped in transit, not a determined attacker (the
+  commit signatures do that).
+
+Node side — `import_inbox` (called by the agent's tick, under its lock):
+
+1. every ``*.bundle`` in the inbox, by name; a symlink or a non-regular file is
+   refused (a stick must not make the node read ``/etc``);
+2. size cap (`MAX_BUNDLE_BYTES`, python-tuf's bounded inputs); the file is
+   copied once into the mirror's staging folder while hashing, so what is
+   checked is what is imported (no time-of-check/time-of-use on the stick);
+3. a manifest next to it must match (sha256, size): tampered or damaged → refused;
+4. the bundle header is parsed here (v2/v3, sha1 only, no ``filter`` = partial
+   bundles), the pack's own SHA-1 trailer is checked (truncation and bit rot
+   are refused before git touches the mirror), and every prerequisite commit
+   must be in the mirror — the refusal names the missing commit;
+5. an older bundle — a replay — changes nothing ("replay: already have …");
+6. ``git bundle verify`` and ``git fetch`` run with the mirror as ``GIT_DIR``,
+   a scrubbed environment (no system/global config, no hooks, no prompts) and
+   a timeout. The head goes to ``refs/outpost/bundle``; ``refs/outpost/candidate``
+   moves to it only if it descends from the current candidate (TUF "rollback":
+   an old stick cannot take a plant back). The agent then verifies and applies
+   the candidate like a fetched one. A failed fetch leaves no temporary pack
+   behind: nothing in the mirror changes;
+7. the bundle (and its manifest) move to ``processed/`` or ``rejected/`` with
+   ``<name>.result.json`` (atomic writes). A bundle whose prerequisites are
+   missing is retried once after the others in the same run — two sticks' worth
+   dropped at once need not be named in order.
+
+A bundle made for another site is imported all the same: signatures decide,
+and the node renders only its own slice of whatever commit it gets.
+
+Errors: `BundleError` (permanent: this bundle is bad, it is refused and moved
+to ``rejected/``) and `SourceUnavailable` (temporary: the stick cannot be read;
+the file stays where it is for the next tick).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import re
+import stat
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from reconciler.errors import (
+    ConfigError,
+    OutpostError,
+    PermanentError,
+    SourceUnavailable,
+)
+from reconciler.fetch import APPLIED_REF, BUNDLE_REF, CANDIDATE_REF, Mirror
+from reconciler.state import atomic_write, write_json
+
+__all__ = [
+    "BUNDLE_SUFFIX",
+    "HEAD_REF_PREFIX",
+    "MANIFEST_SUFFIX",
+    "MAX_BUNDLE_BYTES",
+    "PROCESSED_DIR",
+    "REJECTED_DIR",
+    "RESULT_SUFFIX",
+    "BundleError",
+    "BundleHeader",
+    "BundleManifest",
+    "BundleResult",
+    "Outcome",
+    "create_bundle",
+    "import_bundle",
+    "import_inbox",
+    "parse_header",
+    "read_manifest",
+]
+
+BUNDLE_SUFFIX = ".bundle"
+MANIFEST_SUFFIX = ".manifest.json"
+RESULT_SUFFIX = ".result.json"
+PROCESSED_DIR = "processed"
+REJECTED_DIR = "rejected"
+STAGING_DIR = "outpost-incoming"
+HEAD_REF_PREFIX = "refs/heads/outpost/"
+
+MAX_BUNDLE_BYTES = 1024 * 1024 * 1024
+"""A configuration repository's whole history is megabytes; a gigabyte is a wrong file."""
+MAX_HEADER_BYTES = 1024 * 1024
+MAX_MANIFEST_BYTES = 64 * 1024
+GIT_TIMEOUT = 600.0
+
+_SHA1 = re.compile(r"^[0-9a-f]{40}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SITE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_SIGNATURES = {b"# v2 git bundle\n": 2, b"# v3 git bundle\n": 3}
+_CHUNK = 1024 * 1024
+
+Outcome = Literal["imported", "replay", "rejected", "unavailable"]
+
+
+class BundleError(PermanentError):
+    """A bundle (or the request to make one) is bad: refused, never retried as it is."""
+
+
+# -- documents -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BundleManifest:
+    """``<bundle>.manifest.json``: what the bundle claims to be. Unsigned; integrity only."""
+
+    site: str
+    from_: str | None
+    to: str
+    created: str
+    sha256: str
+    size: int
+    ref: str = ""
+    commits: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "outpost/v1",
+            "kind": "BundleManifest",
+            "site": self.site,
+            "from": self.from_,
+            "to": self.to,
+            "ref": self.ref,
+            "commits": self.commits,
+            "created": self.created,
+            "sha256": self.sha256,
+            "size": self.size,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> BundleManifest:
+        """Parse and check a manifest; BundleError naming ``where`` and the field otherwise."""
+
+        def bad(what: str) -> BundleError:
+            return BundleError(
+                f"{where}: {what}; the manifest cannot be trusted to check the bundle"
+            )
+
+        if not isinstance(data, Mapping):
+            raise bad(f"expected a JSON object, found {type(data).__name__}")
+        if data.get("kind") != "BundleManifest" or data.get("apiVersion") != "outpost/v1":
+            raise bad(
+                "expected apiVersion outpost/v1 and kind BundleManifest, found "
+                f"{data.get('apiVersion')!r} / {data.get('kind')!r}"
+            )
+        site, to, since = data.get("site"), data.get("to"), data.get("from")
+        sha256, size, created = data.get("sha256"), data.get("size"), data.get("created")
+        if not isinstance(site, str) or not _SITE.match(site):
+            raise bad(f"site {site!r} is not a site id")
+        if not isinstance(to, str) or not _SHA1.match(to):
+            raise bad(f"to {to!r} is not a full commit id")
+        if since is not None and (not isinstance(since, str) or not _SHA1.match(since)):
+            raise bad(f"from {since!r} is neither null nor a full commit id")
+        if not isinstance(sha256, str) or not _SHA256.match(sha256):
+            raise bad(f"sha256 {sha256!r} is not 64 lowercase hex digits")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise bad(f"size {size!r} is not a byte count")
+        if not isinstance(created, str):
+            raise bad(f"created {created!r} is not a time")
+        commits = data.get("commits", 0)
+        ref = data.get("ref", "")
+        return cls(
+            site=site,
+            from_=since,
+            to=to,
+            created=created,
+            sha256=sha256,
+            size=size,
+            ref=str(ref) if isinstance(ref, str) else "",
+            commits=commits if isinstance(commits, int) and not isinstance(commits, bool) else 0,
+        )
+
+
+@dataclass(frozen=True)
+class BundleHeader:
+    """The text header of a v2/v3 git bundle, parsed without git."""
+
+    version: int
+    capabilities: tuple[tuple[str, str], ...]
+    prerequisites: tuple[tuple[str, str], ...]
+    """(commit id, comment — git writes the commit's subject line there)."""
+    refs: tuple[tuple[str, str], ...]
+    """(commit id, ref name)."""
+    pack_offset: int
+
+    def capability(self, name: str) -> str | None:
+        for key, value in self.capabilities:
+            if key == name:
+                return value
+        return None
+
+
+def parse_header(data: bytes, name: str) -> BundleHeader:
+    """Parse the header at the start of ``data`` (the first bytes of the bundle file).
+
+    Format (Documentation/gitformat-bundle.txt): a signature line, v3
+    capabilities ``@key=value``, prerequisites ``-<id> <comment>``, references
+    ``<id> <refname>``, an empty line, then the pack.
+    """
+    found = [(sig, ver) for sig, ver in _SIGNATURES.items() if data.startswith(sig)]
+    if not found:
+        first = data[:32].split(b"\n", 1)[0]
+        raise BundleError(
+            f"{name} is not a git bundle: it starts with {first!r}, expected "
+            "'# v2 git bundle' or '# v3 git bundle'"
+        )
+    signature, version = found[0]
+    offset = len(signature)
+    capabilities: list[tuple[str, str]] = []
+    prerequisites: list[tuple[str, str]] = []
+    refs: list[tuple[str, str]] = []
+    while True:
+        end = data.find(b"\n", offset)
+        if end < 0:
+            raise BundleError(
+                f"{name}: the bundle header ends before its blank line (truncated, or a header "
+                f"over {MAX_HEADER_BYTES} bytes)"
+            )
+        raw = data[offset:end]
+        offset = end + 1
+        if not raw:
+            break
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BundleError(f"{name}: the bundle header has a line that is not UTF-8") from None
+        if line.startswith("@"):
+            if version < 3:
+                raise BundleError(f"{name}: a v2 bundle cannot carry capability {line!r}")
+            key, _, value = line[1:].partition("=")
+            capabilities.append((key, value))
+        elif line.startswith("-"):
+            commit, _, comment = line[1:].partition(" ")
+            if not _SHA1.match(commit):
+                raise BundleError(f"{name}: prerequisite {commit[:80]!r} is not a commit id")
+            prerequisites.append((commit, comment))
+        else:
+            commit, _, ref = line.partition(" ")
+            if not _SHA1.match(commit) or not ref:
+                raise BundleError(f"{name}: header line {line[:120]!r} is not '<commit> <ref>'")
+            refs.append((commit, ref))
+    return BundleHeader(
+        version=version,
+        capabilities=tuple(capabilities),
+        prerequisites=tuple(prerequisites),
+        refs=tuple(refs),
+        pack_offset=offset,
+    )
+
+
+@dataclass(frozen=True)
+class BundleResult:
+    """What importing one bundle did. ``outcome``:
+
+    - ``imported``: the candidate moved to ``head`` (``previous`` → ``candidate``);
+    - ``replay``: the mirror already had it; nothing changed;
+    - ``rejected``: the bundle is bad (``error`` is a BundleError); moved to ``rejected/``;
+    - ``unavailable``: the stick could not be read (``error`` is SourceUnavailable);
+      the file stays in the inbox for the next tick.
+    """
+
+    name: str
+    outcome: Outcome
+    message: str
+    head: str | None = None
+    previous: str | None = None
+    candidate: str | None = None
+    sha256: str | None = None
+    size: int | None = None
+    manifest: BundleManifest | None = None
+    moved_to: Path | None = None
+    note: str | None = None
+    error: OutpostError | None = field(default=None, compare=False)
+
+    @property
+    def changed(self) -> bool:
+        """True when the mirror's candidate moved."""
+        return self.outcome == "imported"
+
+    def to_json(self, now: datetime) -> dict[str, Any]:
+        return {
+            "apiVersion": "outpost/v1",
+            "kind": "BundleResult",
+            "bundle": self.name,
+            "time": now.astimezone(UTC).isoformat(),
+            "outcome": self.outcome,
+            "message": self.message,
+            "head": self.head,
+            "previousCandidate": self.previous,
+            "candidate": self.candidate,
+            "sha256": self.sha256,
+            "size": self.size,
+            "manifest": self.manifest.to_json() if self.manifest else None,
+            "note": self.note,
+        }
+
+
+def short(commit: str | None) -> str:
+    return commit[:12] if commit else "none"
+
+
+# -- git ---------------------------------------------------------------------------
+
+
+def _node_env(home: Path) -> dict[str, str]:
+    """A scrubbed environment for git on the node: nothing from the caller steers it."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "HOME": str(home),
+        "LC_ALL": "C",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ASKPASS": "",
+        "GIT_ATTR_NOSYSTEM": "1",
+    }
+
+
+def _workstation_env() -> dict[str, str]:
+    """The operator's environment minus variables that would point git elsewhere."""
+    drop = {
+        "GIT_DIR",
+        "GIT_WORK_TREE",
+        "GIT_INDEX_FILE",
+        "GIT_OBJECT_DIRECTORY",
+        "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+        "GIT_COMMON_DIR",
+        "GIT_NAMESPACE",
+        "GIT_CEILING_DIRECTORIES",
+        "GIT_REPLACE_REF_BASE",
+        "GIT_NO_REPLACE_OBJECTS",
+        "GIT_GRAFT_FILE",
+        "GIT_SHALLOW_FILE",
+    }
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env["LC_ALL"] = "C"
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    env["GIT_NO_REPLACE_OBJECTS"] = "1"  # a replace ref must not swap commits into a bundle
+    return env
+
+
+# Settings for every git run on the node: no hooks, no background gc while the
+# agent holds its lock, no FETCH_HEAD in the mirror.
+_NODE_CONFIG = (
+    "-c", "core.hooksPath=/dev/null",
+    "-c", "gc.auto=0",
+    "-c", "maintenance.auto=false",
+    "-c", "fetch.writeCommitGraph=false",
+    "-c", "transfer.fsckObjects=true",
+)  # fmt: skip
+
+
+def _git(
+    args: Sequence[str], *, env: Mapping[str, str], timeout: float, what: str
+) -> subprocess.CompletedProcess[str]:
+    """Run git; a missing binary is a ConfigError, a hang is SourceUnavailable."""
+    try:
+        return subprocess.run(
+            ["git", *args],
+            env=dict(env),
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{what} needs the git command line (git bundle create/verify, git fetch); "
+            "it is not on PATH — install git (libgit2 cannot write or verify bundles)"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise SourceUnavailable(f"{what}: git did not finish within {timeout:.0f} s") from None
+    except OSError as exc:
+        raise SourceUnavailable(f"{what}: cannot run git: {exc.strerror}") from None
+
+
+def _stderr(proc: subprocess.CompletedProcess[str], limit: int = 600) -> str:
+    text = " ".join(line.strip() for line in proc.stderr.splitlines() if line.strip())
+    return text[:limit] or f"git exited with status {proc.returncode}"
+
+
+# -- workstation: create -----------------------------------------------------------
+
+
+def create_bundle(
+    repo_path: Path,
+    site: str,
+    since: str | None,
+    rev: str,
+    out: Path,
+    *,
+    now: datetime,
+    timeout: float = GIT_TIMEOUT,
+) -> BundleManifest:
+    """Write ``out`` (a git bundle of ``since..rev``, or all of ``rev`` when ``since`` is None)
+    and ``<out>.manifest.json``; return the manifest.
+
+    Needs the git CLI (libgit2 cannot write bundles). ``now`` is the clock reading for
+    ``created``. BundleError for unknown revisions, a ``since`` that is not an ancestor of
+    ``rev``, an empty range, a site the revision does not have, or a shallow clone.
+    """
+    if not _SITE.match(site):
+        raise BundleError(f"{site!r} is not a site id (lowercase letters, digits and '-')")
+    env = _workstation_env()
+    what = f"bundle for {site}"
+
+    def git(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = _git(["-C", str(repo_path), *args], env=env, timeout=timeout, what=what)
+        if check and proc.returncode != 0:
+            raise BundleError(f"{what}: git {args[0]} in {repo_path} failed: {_stderr(proc)}")
+        return proc
+
+    top = git("rev-parse", "--git-dir", check=False)
+    if top.returncode != 0:
+        raise BundleError(
+            f"{repo_path} is not a git repository (or cannot be read): {_stderr(top)}"
+        )
+    if git("rev-parse", "--is-shallow-repository").stdout.strip() == "true":
+        raise BundleError(
+            f"{repo_path} is a shallow clone: its history is cut, so a bundle from it could "
+            "not be connected on the plant; run `git fetch --unshallow` first"
+        )
+    to = _resolve(git, rev, "--rev")
+    start = _resolve(git, since, "--since") if since is not None else None
+    if git("cat-file", "-e", f"{to}:sites/{site}/site.yaml", check=False).returncode != 0:
+        raise BundleError(
+            f"revision {short(to)} has no sites/{site}/site.yaml: is {site!r} the right site id?"
+        )
+    if start is not None:
+        if start == to:
+            raise BundleError(
+                f"--since and --rev are the same commit {short(to)}: the plant already has "
+                "it, there is nothing to bundle"
+            )
+        ancestor = git("merge-base", "--is-ancestor", start, to, check=False)
+        if ancestor.returncode == 1:
+            raise BundleError(
+                f"--since {since} ({short(start)}) is not an ancestor of --rev {rev} "
+                f"({short(to)}): the plant could not connect such a bundle to the history it "
+                "has. Use the revision the plant runs (its status report names it), or --full"
+            )
+        if ancestor.returncode != 0:
+            raise BundleError(f"{what}: git merge-base failed: {_stderr(ancestor)}")
+    commits = int(
+        git("rev-list", "--count", to if start is None else f"{start}..{to}").stdout.strip()
+    )
+    object_format = git("rev-parse", "--show-object-format").stdout.strip() or "sha1"
+    objects = git("rev-parse", "--path-format=absolute", "--git-path", "objects").stdout.strip()
+    ref = f"{HEAD_REF_PREFIX}{site}"
+
+    out = out.absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="outpost-bundle-") as scratch:
+        # A throw-away repository borrowing the clone's objects: the clone's refs,
+        # config and hooks are neither used nor touched.
+        temp = Path(scratch) / "export.git"
+        git_dir = ["--git-dir", str(temp)]
+
+        def scratch_git(*args: str) -> subprocess.CompletedProcess[str]:
+            proc = _git([*args], env=env, timeout=timeout, what=what)
+            if proc.returncode != 0:
+                raise BundleError(
+                    f"{what}: git {args[2] if len(args) > 2 else args[0]} failed: {_stderr(proc)}"
+                )
+            return proc
+
+        scratch_git("init", "--quiet", "--bare", f"--object-format={object_format}", str(temp))
+        (temp / "objects" / "info").mkdir(parents=True, exist_ok=True)
+        (temp / "objects" / "info" / "alternates").write_text(objects + "\n")
+        scratch_git(*git_dir, "update-ref", ref, to)
+        spec = [ref] if start is None else [ref, f"^{start}"]
+        scratch_git(
+            *git_dir,
+            "-c",
+            "core.hooksPath=/dev/null",
+            "bundle",
+            "create",
+            "--quiet",
+            str(out),
+            *spec,
+        )
+    digest, size = _hash_file(out)
+    manifest = BundleManifest(
+        site=site,
+        from_=start,
+        to=to,
+        created=now.astimezone(UTC).isoformat(),
+        sha256=digest,
+        size=size,
+        ref=ref,
+        commits=commits,
+    )
+    write_json(manifest_path(out), manifest.to_json())
+    return manifest
+
+
+def _resolve(git: Any, rev: str, option: str) -> str:
+    if not rev or rev.startswith("-"):
+        raise BundleError(f"{option} {rev!r} is not a revision")
+    proc = git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False)
+    commit = str(proc.stdout.strip())
+    if proc.returncode != 0 or not commit:
+        raise BundleError(
+            f"{option} {rev!r} does not name a commit in this clone (fetch it first, or "
+            "check the spelling)"
+        )
+    return commit
+
+
+def _hash_file(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def manifest_path(bundle: Path) -> Path:
+    return bundle.with_name(bundle.name + MANIFEST_SUFFIX)
+
+
+def read_manifest(path: Path) -> BundleManifest:
+    """Read a manifest file; BundleError if it is malformed, OSError passes through."""
+    with path.open("rb") as handle:
+        raw = handle.read(MAX_MANIFEST_BYTES + 1)
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{path.name} is over {MAX_MANIFEST_BYTES} bytes: not a manifest")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path.name} is not JSON: {exc}") from None
+    return BundleManifest.from_json(data, path.name)
+
+
+# -- node: import ------------------------------------------------------------------
+
+
+class _Missing(BundleError):
+    """Prerequisites are missing: may be satisfied by another bundle of the same run."""
+
+
+def import_inbox(
+    mirror: Mirror,
+    inbox: Path,
+    *,
+    now: datetime,
+    max_bytes: int = MAX_BUNDLE_BYTES,
+    timeout: float = GIT_TIMEOUT,
+) -> list[BundleResult]:
+    """Import every ``*.bundle`` in ``inbox`` into ``mirror``; one result per bundle, in the
+    order they were decided (by name; one waiting for another's commits comes after it).
+
+    A missing inbox (no stick mounted) is no bundles. An inbox that cannot be listed
+    raises SourceUnavailable. Each bundle's own problems are results, not exceptions.
+    """
+    try:
+        names = sorted(
+            entry.name
+            for entry in os.scandir(inbox)
+            if entry.name.endswith(BUNDLE_SUFFIX) and not entry.name.startswith(".")
+        )
+    except FileNotFoundError:
+        return []
+    except NotADirectoryError:
+        raise SourceUnavailable(f"the bundle inbox {inbox} is not a directory") from None
+    except OSError as exc:
+        raise SourceUnavailable(f"cannot list the bundle inbox {inbox}: {exc.strerror}") from None
+
+    results: list[BundleResult] = []
+    pending = [inbox / name for name in names]
+    while pending:
+        deferred: list[Path] = []
+        progressed = False
+        for path in pending:
+            result = import_bundle(
+                mirror, path, now=now, max_bytes=max_bytes, timeout=timeout, defer_missing=True
+            )
+            if result is None:
+                deferred.append(path)
+                continue
+            results.append(result)
+            progressed = progressed or result.changed
+        if not progressed:
+            for path in deferred:
+                final = import_bundle(mirror, path, now=now, max_bytes=max_bytes, timeout=timeout)
+                assert final is not None
+                results.append(final)
+            break
+        pending = deferred
+    return results
+
+
+def import_bundle(
+    mirror: Mirror,
+    path: Path,
+    *,
+    now: datetime,
+    max_bytes: int = MAX_BUNDLE_BYTES,
+    timeout: float = GIT_TIMEOUT,
+    defer_missing: bool = False,
+) -> BundleResult | None:
+    """Check and import one bundle file, then move it aside with its result.
+
+    Returns None only when ``defer_missing`` is set and the bundle's prerequisites are
+    missing (the file is left alone so another bundle may supply them first).
+    """
+    manifest: BundleManifest | None = None
+    digest: str | None = None
+    size: int | None = None
+    staging = mirror.path / STAGING_DIR
+    try:
+        with _staged(staging) as staged:
+            digest, size = _copy_in(path, staged, max_bytes)
+            manifest = _check_manifest(path, digest, size)
+            outcome, message, head, previous, candidate = _import_staged(
+                mirror, staged, path.name, manifest, timeout
+            )
+    except _Missing as exc:
+        if defer_missing:
+            return None
+        return _finish(
+            path,
+            now,
+            BundleResult(
+                path.name,
+                "rejected",
+                exc.message,
+                sha256=digest,
+                size=size,
+                manifest=manifest,
+                error=exc,
+            ),
+        )
+    except BundleError as exc:
+        return _finish(
+            path,
+            now,
+            BundleResult(
+                path.name,
+                "rejected",
+                exc.message,
+                sha256=digest,
+                size=size,
+                manifest=manifest,
+                error=exc,
+            ),
+        )
+    except SourceUnavailable as exc:
+        return BundleResult(
+            path.name,
+            "unavailable",
+            exc.message,
+            sha256=digest,
+            size=size,
+            manifest=manifest,
+            error=exc,
+        )
+    result = BundleResult(
+        path.name,
+        outcome,
+        message,
+        head=head,
+        previous=previous,
+        candidate=candidate,
+        sha256=digest,
+        size=size,
+        manifest=manifest,
+    )
+    return _finish(path, now, result)
+
+
+@contextlib.contextmanager
+def _staged(staging: Path) -> Iterator[Path]:
+    try:
+        staging.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix="incoming-", suffix=BUNDLE_SUFFIX, dir=staging)
+    except OSError as exc:
+        raise SourceUnavailable(f"cannot stage a bundle under {staging}: {exc.strerror}") from None
+    os.close(fd)
+    try:
+        yield Path(name)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+
+
+def _copy_in(source: Path, staged: Path, max_bytes: int) -> tuple[str, int]:
+    """Copy the bundle off the stick once, hashing as it goes; refuse links and oversize."""
+    try:
+        fd = os.open(source, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise BundleError(
+                f"{source.name} is a symbolic link; a bundle must be a plain file on the stick"
+            ) from None
+        raise SourceUnavailable(f"cannot open {source}: {exc.strerror}") from None
+    digest = hashlib.sha256()
+    copied = 0
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise BundleError(f"{source.name} is not a regular file")
+        if info.st_size > max_bytes:
+            raise BundleError(
+                f"{source.name} is {info.st_size} bytes, over the cap of {max_bytes} bytes: "
+                "not a configuration bundle (a config repository's history is megabytes)"
+            )
+        with os.fdopen(fd, "rb", closefd=False) as reader, staged.open("wb") as writer:
+            while chunk := reader.read(_CHUNK):
+                copied += len(chunk)
+                if copied > max_bytes:
+                    raise BundleError(
+                        f"{source.name} grew past the cap of {max_bytes} bytes while being read"
+                    )
+                digest.update(chunk)
+                writer.write(chunk)
+    except OSError as exc:
+        raise SourceUnavailable(f"cannot read {source}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    return digest.hexdigest(), copied
+
+
+def _check_manifest(path: Path, digest: str, size: int) -> BundleManifest | None:
+    where = manifest_path(path)
+    try:
+        manifest = read_manifest(where)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SourceUnavailable(f"cannot read {where}: {exc.strerror}") from None
+    if manifest.size != size or manifest.sha256 != digest:
+        raise BundleError(
+            f"{path.name} does not match its manifest: it is {size} bytes with sha256 "
+            f"{digest[:16]}…, the manifest says {manifest.size} bytes with sha256 "
+            f"{manifest.sha256[:16]}… — truncated, damaged or tampered with in transit; "
+            "copy it again from the original"
+        )
+    return manifest
+
+
+def _read_header(staged: Path, name: str) -> BundleHeader:
+    with staged.open("rb") as handle:
+        head = handle.read(MAX_HEADER_BYTES)
+    return parse_header(head, name)
+
+
+def _check_pack(staged: Path, header: BundleHeader, name: str) -> None:
+    """The pack after the header must be whole: 'PACK', and its SHA-1 trailer must match.
+
+    This is what ``git bundle verify`` does not check; catching it here means a
+    truncated copy is refused before git writes anything into the mirror.
+    """
+    size = staged.stat().st_size
+    body = size - header.pack_offset
+    damaged = f"{name}: the pack data is truncated or corrupt ({body} bytes after the header"
+    if body < 32:
+        raise BundleError(f"{damaged}, too short for a pack); copy it again from the original")
+    digest = hashlib.sha1(usedforsecurity=False)
+    with staged.open("rb") as handle:
+        handle.seek(header.pack_offset)
+        magic = handle.read(4)
+        if magic != b"PACK":
+            raise BundleError(f"{damaged}, no PACK signature); copy it again from the original")
+        digest.update(magic)
+        remaining = body - 4 - 20
+        while remaining > 0:
+            chunk = handle.read(min(_CHUNK, remaining))
+            if not chunk:
+                break
+            digest.update(chunk)
+            remaining -= len(chunk)
+        trailer = handle.read(20)
+    if digest.digest() != trailer:
+        raise BundleError(
+            f"{damaged}, its SHA-1 checksum does not match); copy it again from the original"
+        )
+
+
+def _choose_head(
+    header: BundleHeader, name: str, manifest: BundleManifest | None
+) -> tuple[str, str]:
+    if len(header.refs) == 1:
+        return header.refs[0]
+    if not header.refs:
+        raise BundleError(f"{name} carries no ref: there is no head to import")
+    if manifest is not None:
+        for commit, ref in header.refs:
+            if commit == manifest.to:
+                return commit, ref
+    listed = ", ".join(ref for _, ref in header.refs[:5])
+    raise BundleError(
+        f"{name} carries {len(header.refs)} refs ({listed}); expected one branch head — "
+        "make bundles with `outpost bundle create`"
+    )
+
+
+def _import_staged(
+    mirror: Mirror,
+    staged: Path,
+    name: str,
+    manifest: BundleManifest | None,
+    timeout: float,
+) -> tuple[Outcome, str, str, str | None, str | None]:
+    header = _read_header(staged, name)
+    object_format = header.capability("object-format") or "sha1"
+    if object_format != "sha1":
+        raise BundleError(
+            f"{name} uses object format {object_format}; this node's mirror uses sha1"
+        )
+    if header.capability("filter") is not None:
+        raise BundleError(
+            f"{name} is a partial bundle (filter {header.capability('filter')!r}): it leaves "
+            "objects out, and the node needs every file of the commits it verifies"
+        )
+    head, ref = _choose_head(header, name, manifest)
+    if manifest is not None and manifest.to != head:
+        raise BundleError(
+            f"{name}: its head is {short(head)} but its manifest says {short(manifest.to)}"
+        )
+    _check_pack(staged, header, name)
+    missing = [(c, comment) for c, comment in header.prerequisites if not mirror.has(c)]
+    if missing:
+        listed = "; ".join(
+            f"{c}" + (f" ({comment.strip()[:80]})" if comment.strip() else "")
+            for c, comment in missing[:5]
+        )
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        have = mirror.resolve(APPLIED_REF) or mirror.resolve(CANDIDATE_REF)
+        raise _Missing(
+            f"{name} needs commit {listed}{more}, which this node does not have "
+            f"(it has {short(have)}): bring a bundle made with --since {short(have)} "
+            "(or --full), or the bundle that comes before this one"
+        )
+
+    previous = mirror.resolve(CANDIDATE_REF)
+    if mirror.has(head):
+        verdict = _classify(mirror, head, name)
+        if verdict is not None:
+            return "replay", verdict, head, previous, previous
+
+    env = _node_env(mirror.path)
+    base = ["--git-dir", str(mirror.path), *_NODE_CONFIG]
+    what = f"importing {name}"
+    verify = _git(
+        [*base, "bundle", "verify", "--quiet", str(staged)], env=env, timeout=timeout, what=what
+    )
+    if verify.returncode != 0:
+        raise BundleError(f"{name} failed `git bundle verify`: {_stderr(verify)}")
+    packs = mirror.path / "objects" / "pack"
+    before = _listing(packs)
+    fetch = _git(
+        [*base, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-auto-gc",
+         str(staged), f"+{ref}:{BUNDLE_REF}"],
+        env=env,
+        timeout=timeout,
+        what=what,
+    )  # fmt: skip
+    if fetch.returncode != 0:
+        for leftover in _listing(packs) - before:
+            if leftover.startswith("tmp_"):
+                with contextlib.suppress(OSError):
+                    (packs / leftover).unlink()
+        text = _stderr(fetch)
+        if "No space left" in text:
+            raise SourceUnavailable(f"{what}: the node's disk is full: {text}")
+        raise BundleError(f"{name} could not be imported (git fetch): {text}")
+    if mirror.resolve(BUNDLE_REF) != head:
+        raise BundleError(
+            f"{name}: after the import {BUNDLE_REF} is {short(mirror.resolve(BUNDLE_REF))}, "
+            f"not the bundle's head {short(head)}"
+        )
+    verdict = _classify(mirror, head, name)
+    if verdict is not None:
+        return "replay", verdict, head, previous, previous
+    if previous is not None and not mirror.repo.descendant_of(head, previous):
+        raise BundleError(
+            f"{name}: its head {short(head)} does not descend from this node's candidate "
+            f"{short(previous)}; a bundle may only move a plant forward along its history. "
+            f"Kept under {BUNDLE_REF} for inspection"
+        )
+    mirror.pin(CANDIDATE_REF, head)
+    return (
+        "imported",
+        f"imported {name}: candidate {short(previous)} → {short(head)}",
+        head,
+        previous,
+        head,
+    )
+
+
+def _classify(mirror: Mirror, head: str, name: str) -> str | None:
+    """A reason text when ``head`` is not news (a replay), else None."""
+    for ref, what in ((CANDIDATE_REF, "candidate"), (APPLIED_REF, "applied revision")):
+        known = mirror.resolve(ref)
+        if known is None:
+            continue
+        if head == known:
+            return f"replay: already have {short(head)} ({name} brings nothing new)"
+        if mirror.repo.descendant_of(known, head):
+            return (
+                f"replay: already have {short(known)}; {name} ends at the older {short(head)} "
+                f"(this node's {what} descends from it), nothing changed"
+            )
+    return None
+
+
+def _listing(directory: Path) -> set[str]:
+    try:
+        return set(os.listdir(directory))
+    except FileNotFoundError:
+        return set()
+
+
+def _finish(path: Path, now: datetime, result: BundleResult) -> BundleResult:
+    """Move the bundle and its manifest aside and write ``<name>.result.json`` next to them."""
+    folder = path.parent / (REJECTED_DIR if result.outcome == "rejected" else PROCESSED_DIR)
+    try:
+        folder.mkdir(exist_ok=True)
+        target = _free_name(folder, path.name)
+        os.replace(path, target)
+        manifest = manifest_path(path)
+        if manifest.exists():
+            os.replace(manifest, manifest_path(target))
+        moved = replace(result, moved_to=target)
+        atomic_write(
+            target.with_name(target.name + RESULT_SUFFIX),
+            (json.dumps(moved.to_json(now), indent=2, sort_keys=True) + "\n").encode(),
+        )
+    except OSError as exc:
+        note = (
+            f"could not move {path.name} to {folder.name}/ ({exc.strerror or exc}); it stays "
+            "in the inbox and is looked at again next time (a read-only stick?)"
+        )
+        return replace(result, note=note)
+    return moved
+
+
+def _free_name(folder: Path, name: str) -> Path:
+    target = folder / name
+    stem = name[: -len(BUNDLE_SUFFIX)] if name.endswith(BUNDLE_SUFFIX) else name
+    counter = 1
+    while target.exists() or (folder / (target.name + RESULT_SUFFIX)).exists():
+        target = folder / f"{stem}.{counter}{BUNDLE_SUFFIX}"
+        counter += 1
+    return target
