@@ -24,6 +24,7 @@ COMMANDS: tuple[str, ...] = (
     "render",
     "diff",
     "verify",
+    "bundle",
 )
 
 EXIT_OK = 0

@@ -1,0 +1,81 @@
+"""``outpost bundle create``: signed history for an air-gapped plant, as a git bundle file.
+
+The bundle is made with the git command line (libgit2 cannot write bundles), so the
+workstation running this needs git on PATH. The operator's clone is only read.
+
+Imports nothing heavy at module level: the agent's start-up builds this parser too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "bundle",
+        help="carry signed history to an air-gapped plant as a git bundle",
+        description="Make git bundles that an air-gapped plant's agent imports from its inbox.",
+    )
+    commands = parser.add_subparsers(dest="bundle_command", metavar="COMMAND", required=True)
+    create = commands.add_parser(
+        "create",
+        help="write a bundle of --since..--rev (or the full history) and its manifest",
+        description=(
+            "Write OUT, a git bundle of the commits after --since up to --rev (or the whole "
+            "history of --rev with --full), and OUT.manifest.json (site, from, to, created, "
+            "sha256, size). Use as --since the revision the plant runs (its status report "
+            "names it): the bundle then carries only what the plant does not have. Needs the "
+            "git command line. Exit 0 when written, 1 when refused (unknown revision, --since "
+            "not an ancestor of --rev, nothing to bundle), 2 on usage or I/O errors."
+        ),
+    )
+    create.add_argument("--site", required=True, metavar="SITE", help="the plant's site id")
+    since = create.add_mutually_exclusive_group(required=True)
+    since.add_argument("--since", metavar="REV", help="the revision the plant already has")
+    since.add_argument(
+        "--full", action="store_true", help="the whole history of --rev (a first install)"
+    )
+    create.add_argument("--rev", default="HEAD", metavar="REV", help="bundle up to this revision")
+    create.add_argument("--repo", default=".", metavar="DIR", help="a clone (default: .)")
+    create.add_argument("out", metavar="OUT", help="the bundle file to write, e.g. plant.bundle")
+    create.set_defaults(func=run_create)
+
+
+def run_create(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from reconciler.bundle import BundleError, create_bundle, manifest_path
+    from reconciler.errors import OutpostError
+
+    out = Path(args.out)
+    try:
+        manifest = create_bundle(
+            Path(args.repo),
+            args.site,
+            None if args.full else args.since,
+            args.rev,
+            out,
+            now=datetime.now(UTC),  # the CLI is the edge: the one place that reads the clock
+        )
+    except BundleError as exc:
+        print(f"outpost bundle create: {exc}", file=sys.stderr)
+        return EXIT_FINDINGS
+    except OutpostError as exc:
+        print(f"outpost bundle create: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:
+        print(f"outpost bundle create: cannot write {out}: {exc.strerror}", file=sys.stderr)
+        return EXIT_ERROR
+    span = f"{manifest.from_[:12]}..{manifest.to[:12]}" if manifest.from_ else manifest.to[:12]
+    print(
+        f"wrote {out} ({manifest.size} bytes, {manifest.commits} commit"
+        f"{'' if manifest.commits == 1 else 's'}, {span}, for {manifest.site})"
+    )
+    print(f"wrote {manifest_path(out)} (sha256 {manifest.sha256})")
+    return EXIT_OK
