@@ -114,6 +114,19 @@ def _first_conflict(a: Any, b: Any, at: tuple[str, ...] = ()) -> tuple[str, ...]
     return None if a == b else at
 
 
+def _check_version_text(assignment: AppAssignment) -> None:
+    """``version: 1.10`` is the number 1.1 to YAML; a version must be written as a string."""
+    node: Any = assignment.source.body
+    for key in (*assignment.at, "version"):
+        node = node.get(key) if isinstance(node, Mapping) else None
+    if not isinstance(node, str):
+        raise RenderError(
+            f"the version of app {assignment.app!r} must be a quoted string "
+            f'(version: "1.10", not version: 1.10); found {node!r}',
+            mark=assignment.source.mark(*assignment.at, "version"),
+        )
+
+
 def _plan(repo: Repository, folder: SiteFolder, sources: set[str]) -> dict[str, _Planned]:
     site = folder.site
     planned: dict[str, _Planned] = {}
@@ -135,6 +148,7 @@ def _plan(repo: Repository, folder: SiteFolder, sources: set[str]) -> dict[str, 
                 mark=mark,
             )
         for assignment in fleet.apps:
+            _check_version_text(assignment)
             have = planned.get(assignment.app)
             if have is None:
                 planned[assignment.app] = _Planned(
@@ -161,6 +175,7 @@ def _plan(repo: Repository, folder: SiteFolder, sources: set[str]) -> dict[str, 
                     )
             have.fleet_layers.append(assignment)
     for assignment in site.apps:
+        _check_version_text(assignment)
         have = planned.get(assignment.app)
         if have is None:
             planned[assignment.app] = _Planned(assignment.app, assignment.version, assignment)

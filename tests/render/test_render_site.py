@@ -138,6 +138,13 @@ def test_version_not_found_points_at_the_version(tmp_path: Path):
     assert "versions: 1.0.0, 1.1.0" in error.message
 
 
+def test_a_version_yaml_reads_as_a_number_is_an_error(tmp_path: Path):
+    fleet = FLEET.replace('version: "1.0.0"', "version: 1.10")
+    error = fails(tmp_path, {"fleets/f1.yaml": fleet})
+    assert error.mark == Mark("fleets/f1.yaml", line_of(fleet, "version: 1.10"))
+    assert "quoted string" in error.message
+
+
 def test_unknown_app_and_unknown_fleet(tmp_path: Path):
     fleet = FLEET.replace("    web:", "    nope:")
     assert "apps/nope/app.yaml does not exist" in fails(tmp_path, {"fleets/f1.yaml": fleet}).message
