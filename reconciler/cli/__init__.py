@@ -25,6 +25,7 @@ COMMANDS: tuple[str, ...] = (
     "diff",
     "verify",
     "bundle",
+    "images",
 )
 
 EXIT_OK = 0
