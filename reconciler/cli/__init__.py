@@ -26,6 +26,7 @@ COMMANDS: tuple[str, ...] = (
     "verify",
     "bundle",
     "images",
+    "fleet",
 )
 
 EXIT_OK = 0
