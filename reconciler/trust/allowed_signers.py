@@ -254,6 +254,14 @@ def _patterns(value: str, name: str, mark: Mark) -> tuple[str, ...]:
     return items
 
 
+def _reads_as_key(text: str) -> bool:
+    try:
+        parse_public_key_line(text.lstrip())
+    except VerificationError:
+        return False
+    return True
+
+
 def _looks_like_options(token: str) -> bool:
     keyword = re.split(r"[=,]", token, maxsplit=1)[0].lower()
     return "=" in token or keyword in _OPTIONS
@@ -268,9 +276,24 @@ def _parse_line(text: str, mark: Mark, local_tz: tzinfo | None) -> AllowedSigner
     namespaces: tuple[str, ...] | None = None
     valid_after: int | None = None
     valid_before: int | None = None
-    first = rest.split(None, 1)[0]
-    if _looks_like_options(first):
-        options_text, rest = _split_options(rest, mark)
+    # As ssh-keygen: the field after the principals is the key if it reads as one,
+    # otherwise it is the options and the key follows.
+    key: PublicKey | None = None
+    try:
+        key = parse_public_key_line(rest, what="key")
+    except VerificationError as exc:
+        key_problem = exc.message
+    if key is None:
+        first, *tail = rest.split(None, 1)
+        if '"' in first or _looks_like_options(first):
+            options_text, after = _split_options(rest, mark)
+        elif tail and _reads_as_key(tail[0]):
+            options_text, after = first, tail[0]
+        else:
+            raise ConfigError(key_problem, mark=mark)
+        rest = after.lstrip()
+        if not rest:
+            raise ConfigError("missing key after the options", mark=mark)
         seen: set[str] = set()
         for name, value in _options(options_text, mark):
             if name in seen:
@@ -295,13 +318,13 @@ def _parse_line(text: str, mark: Mark, local_tz: tzinfo | None) -> AllowedSigner
                 valid_after = _timestamp(value, name, mark, local_tz)
             else:
                 valid_before = _timestamp(value, name, mark, local_tz)
-        rest = rest.lstrip()
-        if not rest:
-            raise ConfigError("missing key after the options", mark=mark)
+        try:
+            key = parse_public_key_line(rest, what="key")
+        except VerificationError as exc:
+            raise ConfigError(exc.message, mark=mark) from None
     if valid_after is not None and valid_before is not None and valid_before <= valid_after:
         raise ConfigError("valid-before is not later than valid-after", mark=mark)
     try:
-        key = parse_public_key_line(rest, what="key")
         if key.supported:
             check_supported(key)
     except VerificationError as exc:
