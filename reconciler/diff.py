@@ -265,6 +265,11 @@ class SiteDiffs:
         return tuple(e for e in self.errors if e.side == "head")
 
 
+def _canonical(body: Any) -> str:
+    """Equal text means equal JSON (``1`` and ``true`` differ, unlike in Python's ``==``)."""
+    return json.dumps(body, sort_keys=True, separators=(",", ":"))
+
+
 def _object_diff(site: str, key: str, old: str, new: str) -> str:
     return "".join(
         difflib.unified_diff(
@@ -300,10 +305,10 @@ def site_diff(
     changes: list[ObjectChange] = []
     for identity in order:
         a, b = old_objects.get(identity), new_objects.get(identity)
+        if a is not None and b is not None and _canonical(a.body) == _canonical(b.body):
+            continue  # YAML is only written for objects that change: it costs 50x more
         a_text = dump_yaml(a.body) if a else ""
         b_text = dump_yaml(b.body) if b else ""
-        if a_text == b_text:
-            continue
         shown = b or a
         assert shown is not None
         change = ADDED if a is None else REMOVED if b is None else CHANGED

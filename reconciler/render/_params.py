@@ -25,6 +25,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from reconciler.errors import Mark, RenderError
@@ -107,22 +108,36 @@ def _schema_error_path(error: Any, properties: Mapping[str, Any]) -> list[str | 
     return path
 
 
+@lru_cache(maxsize=512)
+def _validator(schema_text: str) -> Any:
+    """A compiled validator for a schema (by its canonical text), or why it is not one.
+
+    Checking and compiling a schema costs more than rendering an app, and CI
+    renders the same app version at hundreds of sites: the cache is keyed by
+    the schema's content, so it cannot go stale.
+    """
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    schema = json.loads(schema_text)
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        return str(exc.message)
+    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
 def validate_values(
     values: Mapping[str, Any], schema: Mapping[str, Any], layers: Sequence[Layer], app: Document
 ) -> None:
     """Check ``values`` against the app's parameter schema (JSON Schema draft 2020-12)."""
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import SchemaError
-
     schema_mark = app.mark("spec", "parameters")
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
+    validator = _validator(json.dumps(schema, sort_keys=True))
+    if isinstance(validator, str):
         raise RenderError(
-            f"spec.parameters of app {app.name!r} is not a valid JSON Schema: {exc.message}",
+            f"spec.parameters of app {app.name!r} is not a valid JSON Schema: {validator}",
             mark=schema_mark,
-        ) from None
-    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+        )
     errors = sorted(
         validator.iter_errors(values),
         key=lambda e: ([str(p) for p in e.absolute_path], e.message),

@@ -218,3 +218,19 @@ def test_cli_render(tmp_path: Path, capsys: pytest.CaptureFixture[str], fleet_re
     assert '"kind": "VirtualMachine"' in capsys.readouterr().out
     assert main(["render", "nowhere", "--repo", str(fleet_repo)]) == 2
     assert "no site.yaml" in capsys.readouterr().err
+
+
+def test_a_change_from_1_to_true_is_a_change(tmp_path: Path):
+    from reconciler.diff import site_diff
+    from reconciler.errors import Mark
+    from reconciler.model import SiteId
+    from reconciler.render import ObjectKey, RenderedObject, RenderedSite
+
+    def site(value: object) -> RenderedSite:
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "x": value}
+        obj = RenderedObject(ObjectKey.of(body), body, Mark("m.yaml", 1))
+        return RenderedSite(SiteId("s"), None, (obj,), (), {}, (), ())
+
+    assert site_diff("s", site(1), site(1)) is None
+    changed = site_diff("s", site(1), site(True))
+    assert changed is not None and "-x: 1\n+x: true\n" in changed.objects[0].diff
