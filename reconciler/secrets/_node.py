@@ -81,14 +81,22 @@ def check_recipients(keys: SiteKeys, recipients: tuple[str, ...], path: str, mar
 def decrypt_site_secrets(
     tree: Tree, site_id: str, key_file: Path, *, sops: Sops | None = None
 ) -> list[dict[str, Any]]:
-    """Every secret of ``site_id`` as a Kubernetes Secret object (plaintext, in memory only)."""
+    """Every secret of ``site_id`` as a Kubernetes Secret object (plaintext, in memory only).
+
+    A site without secret files needs no key: the key file is read only when there is
+    something to decrypt, so a store that has no secrets yet is not blocked by a key that
+    enrollment has not installed.
+    """
+    paths = tree.files(secrets_dir(site_id))
+    if not paths:
+        return []
     identities = read_key_file(key_file)
     key_recipients = {identity.recipient for identity in identities}
     keys = site_keys(Repository(tree), site_id)
     runner = sops if sops is not None else Sops()
     secrets: list[dict[str, Any]] = []
     seen: dict[tuple[str, str], str] = {}
-    for path in tree.files(secrets_dir(site_id)):
+    for path in paths:
         if not path.endswith(SECRET_SUFFIXES):
             raise SecretError(
                 f"only encrypted <name>.sops.yaml files belong in {secrets_dir(site_id)}/",

@@ -68,6 +68,14 @@ def test_another_sites_file_copied_in_is_refused(world: World) -> None:
     assert "keys that must not read it" in str(caught.value)
 
 
+def test_a_site_without_secrets_needs_no_key(world: World) -> None:
+    for path in (world.root / "sites/shop-b/secrets").iterdir():
+        path.unlink()
+    assert (
+        decrypt_site_secrets(_tree(world), "shop-b", world.keys_dir / "none", sops=world.sops) == []
+    )
+
+
 def test_missing_key_file(world: World) -> None:
     with pytest.raises(SecretError, match="does not exist") as caught:
         decrypt_site_secrets(_tree(world), "shop-a", world.keys_dir / "gone.key", sops=world.sops)
