@@ -38,6 +38,7 @@ A quantity that cannot be read is not silently zero: it is reported by
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -68,7 +69,10 @@ def parse_quantity(value: Any) -> Fraction:
     """A Kubernetes quantity as an exact fraction ("1.5Gi", "500m", "1e3", 2, 0.5).
 
     "4GB" is refused, as the API server refuses it: the suffix is ``G`` or ``Gi``.
+    Strings are memoised: a fleet repeats the same few dozen quantities everywhere.
     """
+    if isinstance(value, str):
+        return _parse_text(value)
     if isinstance(value, bool):
         raise QuantityError(f"{value!r} is a boolean, not a quantity")
     if isinstance(value, int):
@@ -77,8 +81,11 @@ def parse_quantity(value: Any) -> Fraction:
         if not math.isfinite(value):
             raise QuantityError(f"{value!r} is not a finite quantity")
         return Fraction(str(value))
-    if not isinstance(value, str):
-        raise QuantityError(f"{value!r} is not a quantity (expected a string like '500m' or '4Gi')")
+    raise QuantityError(f"{value!r} is not a quantity (expected a string like '500m' or '4Gi')")
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_text(value: str) -> Fraction:
     match = _QUANTITY_RE.match(value.strip())
     if match is None:
         raise QuantityError(

@@ -1,0 +1,380 @@
+"""Validation of a large fleet: full run, one-site change, peak memory, against kubeconform.
+
+Generates a repository of N sites (default 1,000 and 10,000) from the example
+fleet: its apps, fleets and policies as they are, its 12 sites, and synthetic
+sites cloned from them (stores mostly, a few percent plants with VMs), each with
+its own id, machine ids and serials, and one in ten with other POS values, so
+most stores render the same objects and some do not. Then, each in a fresh
+process, so every figure includes imports and start-up as the CLI would:
+
+  full       validate_tree over every site: files, schemas, references and every
+             CEL policy (render + check), the figure the issue asks ≤ 30 s for;
+  changed    one site's overrides edited in the working tree; the sites a change
+             since HEAD can affect (reconciler.validate.sites_changed_since when it
+             is available, else git status + reconciler.diff.affected_sites), then
+             the same validation for those sites only (goal ≤ 2 s);
+  ten-site   full validation of a 10-site repository, for "about the time of a
+             10-site repository";
+  kubeconform  `kubeconform -strict -summary` over the same rendered manifests
+             (rendered and written beforehand, not timed), against standalone
+             JSON schemas built from the kubernetes-validate package's bundled
+             ones. KubeVirt VirtualMachines and Multus NetworkAttachmentDefinitions
+             have no schema there: kubeconform runs with -ignore-missing-schemas
+             and skips them. kubeconform schema-checks only; Outpost renders,
+             schema-checks the Outpost documents, checks references and runs
+             every policy.
+
+Peak memory is each process's ru_maxrss (resource.getrusage).
+
+Usage: python bench/validate_fleet.py [--sites 1000 10000] [--keep DIR]
+Needs kubeconform on PATH or in ~/go/bin
+(GOFLAGS=-mod=mod go install github.com/yannh/kubeconform/cmd/kubeconform@latest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+TODAY = "2026-06-01"
+
+_CHILD = r"""
+import json, resource, sys, time
+t0 = time.perf_counter()
+from datetime import date
+from pathlib import Path
+from reconciler.source import WorkdirTree
+from reconciler.validate import validate_tree
+from reconciler.policy import PolicyCache, validate_policies
+phase, root = sys.argv[1], Path(sys.argv[2])
+today = date.fromisoformat(sys.argv[3])
+cache = PolicyCache()
+
+def policies(repo, sites):
+    return validate_policies(repo, sites, today=today, cache=cache)
+
+t1 = time.perf_counter()
+sites = None
+if phase == "changed":
+    import subprocess
+    from reconciler.model import Repository
+    try:
+        from reconciler.validate import sites_changed_since
+        sites = sites_changed_since(root, "HEAD")
+        how = "sites_changed_since"
+    except Exception:
+        from reconciler.diff import affected_sites
+        out = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=all"],
+                             check=True, capture_output=True, text=True).stdout
+        changed = [line[3:] for line in out.splitlines() if line[3:]]
+        sites = sorted(affected_sites(changed, Repository(WorkdirTree(root))))
+        how = "git status + affected_sites"
+else:
+    how = "all sites"
+findings = validate_tree(WorkdirTree(root), extra=[policies], sites=sites)
+t2 = time.perf_counter()
+print(json.dumps({
+    "seconds": t2 - t1, "with_imports": t2 - t0, "findings": len(findings),
+    "errors": sum(f.severity == "error" for f in findings), "sites": len(sites) if sites is not None else None,
+    "how": how, "hits": cache.hits, "misses": cache.misses,
+    "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "sample": [f"{f.location}: {f.message[:160]} [{f.rule}]" for f in findings[:5]],
+}))
+"""
+
+_RENDER = r"""
+import sys, time
+from pathlib import Path
+from reconciler.model import Repository
+from reconciler.source import WorkdirTree
+from reconciler.render import dump_yaml, render_site
+root, out = Path(sys.argv[1]), Path(sys.argv[2])
+repo = Repository(WorkdirTree(root))
+kinds = set()
+count = 0
+for site in repo.site_ids:
+    rendered = render_site(repo, site)
+    docs = []
+    for obj in rendered.objects:
+        kinds.add((obj.key.group, obj.key.version, obj.key.kind))
+        docs.append(dump_yaml(obj.body))
+        count += 1
+    (out / f"{site}.yaml").write_text("---\n".join(docs))
+print(count)
+for g, v, k in sorted(kinds):
+    print(g, v, k)
+"""
+
+
+def _run_child(code: str, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    return result.stdout
+
+
+def _phase(phase: str, root: Path) -> dict[str, Any]:
+    started = time.perf_counter()
+    data: dict[str, Any] = json.loads(_run_child(_CHILD, phase, str(root), TODAY))
+    data["wall"] = time.perf_counter() - started
+    return data
+
+
+# --------------------------------------------------------------------------- the fleet
+
+
+def _templates() -> list[str]:
+    return sorted(p.name for p in (ROOT / "sites").iterdir() if (p / "site.yaml").is_file())
+
+
+def generate(n: int, root: Path, rng: random.Random) -> None:
+    """The example fleet plus synthetic sites up to ``n`` in total."""
+    for top in ("apps", "fleets", "policies", "schemas"):
+        if (ROOT / top).is_dir():
+            shutil.copytree(ROOT / top, root / top)
+    templates = _templates()
+    for site in templates:
+        shutil.copytree(ROOT / "sites" / site, root / "sites" / site)
+    stores = [t for t in templates if not t.startswith("plant-")]
+    plants = [t for t in templates if t.startswith("plant-")]
+    for i in range(n - len(templates)):
+        template = rng.choice(plants) if rng.random() < 0.03 else rng.choice(stores)
+        prefix = template.rsplit("-", 1)[0] if not template.startswith("plant-") else "plant"
+        site = f"{prefix}-g{i:05d}"
+        source = ROOT / "sites" / template
+        target = root / "sites" / site
+        target.mkdir(parents=True)
+        for path in source.rglob("*.yaml"):
+            if "secrets" in path.parts:
+                continue  # encrypted to the template site's key; not this site's
+            relative = path.relative_to(source)
+            text = path.read_text()
+            text = re.sub(rf"(name:\s*){re.escape(template)}\b", rf"\g<1>{site}", text)
+            if relative.name == "hardware.yaml":
+                text = re.sub(
+                    r"machineId: [0-9a-f]{32}",
+                    lambda _m: f"machineId: {rng.randbytes(16).hex()}",
+                    text,
+                )
+                text = re.sub(
+                    r"serial: ([A-Za-z0-9-]+)",
+                    lambda m: f"serial: {m.group(1)[:4]}{rng.randrange(16**6):06X}",
+                    text,
+                )
+            if relative.name == "overrides.yaml" and rng.random() < 0.1:
+                text = re.sub(r"lanes: \d+", f"lanes: {rng.choice([8, 16, 24])}", text)
+            (target / relative).parent.mkdir(parents=True, exist_ok=True)
+            (target / relative).write_text(text)
+
+
+def git_commit(root: Path) -> None:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "bench",
+        "GIT_AUTHOR_EMAIL": "bench@example.com",
+        "GIT_COMMITTER_NAME": "bench",
+        "GIT_COMMITTER_EMAIL": "bench@example.com",
+    }
+    for argv in (
+        ["git", "init", "-q", "-b", "main"],
+        ["git", "add", "-A"],
+        ["git", "-c", "commit.gpgsign=false", "commit", "-q", "-m", "fleet"],
+    ):
+        subprocess.run(argv, cwd=root, check=True, env=env)
+
+
+def change_one_site(root: Path) -> str:
+    """Edit one synthetic store's overrides (or site.yaml) in the working tree."""
+    for folder in sorted((root / "sites").iterdir()):
+        overrides = folder / "overrides.yaml"
+        if "-g" in folder.name and overrides.is_file() and "lanes:" in overrides.read_text():
+            text = overrides.read_text()
+            overrides.write_text(re.sub(r"lanes: \d+", "lanes: 30", text, count=1))
+            return folder.name
+    raise SystemExit("no synthetic store with pos lanes in its overrides to change")
+
+
+# --------------------------------------------------------------------------- kubeconform
+
+
+def _kubeconform() -> str | None:
+    found = shutil.which("kubeconform")
+    if found:
+        return found
+    candidate = Path.home() / "go" / "bin" / "kubeconform"
+    return str(candidate) if candidate.is_file() else None
+
+
+def standalone_schemas(kinds: list[tuple[str, str, str]], out: Path) -> list[str]:
+    """kubernetes-validate's schemas for ``kinds``, with the $defs they use inlined.
+
+    Its files reference a shared ``/api/_definitions.json``, which kubeconform cannot
+    resolve from a local folder; each schema gets the definitions it reaches instead.
+    """
+    import kubernetes_validate
+
+    base = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    version = sorted(
+        (p for p in base.iterdir() if p.name.endswith("-local-strict")),
+        key=lambda p: tuple(int(x) for x in p.name[1:].split("-")[0].split(".")),
+    )[-1]
+    definitions = json.loads((version / "_definitions.json").read_text())["$defs"]
+    prefix = "/api/_definitions.json#/$defs/"
+    missing = []
+    for group, ver, kind in kinds:
+        suffix = f"-{group.split('.')[0]}-{ver}" if group else f"-{ver}"
+        name = f"{kind.lower()}{suffix}.json"
+        path = version / name
+        if not path.is_file():
+            missing.append(f"{group + '/' if group else ''}{ver} {kind}")
+            continue
+        schema = json.loads(path.read_text())
+        needed: dict[str, Any] = {}
+        stack = [schema]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, dict):
+                ref = node.get("$ref")
+                if isinstance(ref, str) and ref.startswith(prefix):
+                    key = ref[len(prefix) :]
+                    node["$ref"] = "#/$defs/" + key
+                    if key not in needed:
+                        needed[key] = json.loads(json.dumps(definitions[key]))
+                        stack.append(needed[key])
+                stack.extend(node.values())
+            elif isinstance(node, list):
+                stack.extend(node)
+        schema["$defs"] = needed
+        (out / name).write_text(json.dumps(schema))
+    return missing
+
+
+def kubeconform_run(root: Path, work: Path) -> dict[str, Any] | None:
+    binary = _kubeconform()
+    if binary is None:
+        return None
+    manifests = work / "manifests"
+    schemas = work / "schemas"
+    manifests.mkdir()
+    schemas.mkdir()
+    lines = _run_child(_RENDER, str(root), str(manifests)).splitlines()
+    count = int(lines[0])
+    kinds = [
+        tuple(line.split(" ")) if line.count(" ") == 2 else ("", *line.split())
+        for line in lines[1:]
+    ]
+    missing = standalone_schemas([(k[0], k[1], k[2]) for k in kinds], schemas)
+    argv = [
+        binary,
+        "-strict",
+        "-summary",
+        "-ignore-missing-schemas",
+        "-n",
+        str(os.cpu_count() or 2),
+        "-schema-location",
+        str(schemas) + "/{{ .ResourceKind }}{{ .KindSuffix }}.json",
+        str(manifests),
+    ]
+    started = time.perf_counter()
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    summary = (result.stdout.strip().splitlines() or [""])[-1]
+    return {
+        "seconds": seconds,
+        "objects": count,
+        "summary": summary,
+        "exit": result.returncode,
+        "no_schema": missing,
+        "errors": [line for line in result.stdout.splitlines() if " is invalid" in line][:3],
+    }
+
+
+# --------------------------------------------------------------------------- main
+
+
+def bench(n: int, keep: Path | None, rng: random.Random) -> None:
+    work = Path(tempfile.mkdtemp(prefix=f"outpost-bench-{n}-", dir=keep))
+    root = work / "repo"
+    started = time.perf_counter()
+    generate(n, root, rng)
+    git_commit(root)
+    print(
+        f"\n== {n:,} sites  (generated and committed in {time.perf_counter() - started:.1f} s: {root})"
+    )
+    full = _phase("full", root)
+    print(
+        f"full validation       {full['seconds']:7.2f} s  ({full['with_imports']:.2f} s with imports, "
+        f"{full['wall']:.2f} s process)  peak {full['maxrss_mb']:.0f} MiB  "
+        f"{full['findings']} findings ({full['errors']} errors)  "
+        f"policy cache {full['hits']:,} hits / {full['misses']:,} evaluations"
+    )
+    for line in full["sample"]:
+        print(f"    {line}")
+    peer = kubeconform_run(root, work)
+    if peer is None:
+        print(
+            "kubeconform           not found (go install github.com/yannh/kubeconform/cmd/kubeconform)"
+        )
+    else:
+        print(
+            f"kubeconform           {peer['seconds']:7.2f} s  over {peer['objects']:,} rendered objects "
+            f"(exit {peer['exit']}): {peer['summary']}"
+        )
+        if peer["no_schema"]:
+            print(f"    skipped, no schema: {', '.join(peer['no_schema'])}")
+        for line in peer["errors"]:
+            print(f"    {line[:200]}")
+        print(
+            f"ratio full validation / kubeconform = {full['seconds'] / peer['seconds']:.2f} "
+            "(Outpost renders, checks Outpost schemas, references and CEL policies; "
+            "kubeconform schema-checks pre-rendered manifests)"
+        )
+    site = change_one_site(root)
+    changed = _phase("changed", root)
+    print(
+        f"--changed-since HEAD  {changed['seconds']:7.2f} s  ({changed['with_imports']:.2f} s with imports, "
+        f"{changed['wall']:.2f} s process)  peak {changed['maxrss_mb']:.0f} MiB  "
+        f"{changed['sites']} site(s) via {changed['how']} (edited {site})  "
+        f"{changed['findings']} findings"
+    )
+    if keep is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sites", type=int, nargs="+", default=[1_000, 10_000])
+    parser.add_argument("--keep", type=Path, help="generate under DIR and keep it")
+    parser.add_argument("--seed", type=int, default=4)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}")
+    with tempfile.TemporaryDirectory(prefix="outpost-bench-10-") as tmp:
+        small = Path(tmp) / "repo"
+        generate(10, small, rng)
+        ten = _phase("full", small)
+        print(
+            f"10-site repository    {ten['seconds']:7.2f} s  ({ten['wall']:.2f} s process)  "
+            f"peak {ten['maxrss_mb']:.0f} MiB  ({len(list((small / 'sites').iterdir()))} sites)"
+        )
+    for n in args.sites:
+        bench(n, args.keep, rng)
+
+
+if __name__ == "__main__":
+    main()
