@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from reconciler.errors import OutpostError
-from reconciler.model import YAML_SUFFIXES, Repository
+from reconciler.model import YAML_SUFFIXES, Repository, Site
 from reconciler.render import RenderedSite, dump_yaml, render_site
 from reconciler.source import Tree
 
@@ -106,7 +106,8 @@ class SiteIndex:
         fleet_apps: dict[str, set[str] | None] = {}
         for site_id in self.repo.site_ids:
             try:
-                site = self.repo.site(site_id).site
+                # site.yaml alone: membership and the site's own apps live there.
+                site = Site(self.repo.document(f"sites/{site_id}/site.yaml", "Site", site_id))
             except OutpostError:
                 # A site.yaml that does not load cannot prove it is unaffected.
                 self._unknown.add(site_id)
@@ -307,8 +308,8 @@ def site_diff(
         a, b = old_objects.get(identity), new_objects.get(identity)
         if a is not None and b is not None and _canonical(a.body) == _canonical(b.body):
             continue  # YAML is only written for objects that change: it costs 50x more
-        a_text = dump_yaml(a.body) if a else ""
-        b_text = dump_yaml(b.body) if b else ""
+        a_text = dump_yaml(a.body, fast=True) if a else ""
+        b_text = dump_yaml(b.body, fast=True) if b else ""
         shown = b or a
         assert shown is not None
         change = ADDED if a is None else REMOVED if b is None else CHANGED
@@ -369,7 +370,10 @@ def diff(
     Only the sites those paths feed are rendered, each on both sides.
     """
     paths = set(changed) if changed is not None else changed_paths(base_repo.tree, head_repo.tree)
-    affected = affected_sites(paths, base_repo, head_repo)
+    # The head's index is enough: a site whose membership or own apps differ in the
+    # base has a changed site.yaml, and a fleet whose apps differ is a changed fleet
+    # file; both are affected by their own paths already.
+    affected = affected_sites(paths, head_repo)
     errors: list[SiteError] = []
     sites: list[SiteDiff] = []
     for site in sorted(affected):
