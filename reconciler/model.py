@@ -259,7 +259,7 @@ class Repository:
 
     @cached_property
     def site_ids(self) -> tuple[SiteId, ...]:
-        ids = {p.split("/")[1] for p in self.tree.files("sites") if p.count("/") >= 2}
+        ids = {p.split("/")[1] for p in self.tree.files("sites", lenient=True) if p.count("/") >= 2}
         return tuple(SiteId(i) for i in sorted(ids))
 
     @cached_property
@@ -273,7 +273,9 @@ class Repository:
 
     @cached_property
     def app_names(self) -> tuple[AppName, ...]:
-        names = {p.split("/")[1] for p in self.tree.files("apps") if p.count("/") >= 2}
+        names = {
+            p.split("/")[1] for p in self.tree.files("apps", lenient=True) if p.count("/") >= 2
+        }
         return tuple(AppName(n) for n in sorted(names))
 
     def site(self, site_id: str) -> SiteFolder:

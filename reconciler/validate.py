@@ -494,7 +494,9 @@ def site_ids_from(documents: Iterable[Document]) -> list[str]:
 
 def extra_checks(*, policies: bool = True) -> list[Check]:
     """The checks that run on top of the format: secrets, then policies (CEL)."""
-    checks: list[Check] = []
+    from reconciler.secrets import key_file_from_env, secrets_check
+
+    checks: list[Check] = [secrets_check(key_file_from_env())]
     return checks
 
 

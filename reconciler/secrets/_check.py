@@ -118,7 +118,7 @@ def check_secrets(
     to_verify: list[tuple[str, str, bytes]] = []
     selected = set(sites)
     secret_files: dict[str, list[str]] = {}
-    for path in tree.files("sites"):
+    for path in tree.files("sites", lenient=True):
         parts = path.split("/")
         if len(parts) >= 4 and parts[2] == "secrets":
             secret_files.setdefault(parts[1], []).append(path)
@@ -243,7 +243,7 @@ def scan_tree(repo: Repository, sites: Sequence[str]) -> list[Finding]:
     findings: list[Finding] = []
     tree = repo.tree
     try:
-        paths = tree.files()
+        paths = tree.files(lenient=True)
     except OutpostError:
         return findings  # layer 1 of validation reports an unreadable tree
     for path in paths:
