@@ -602,6 +602,7 @@ def import_inbox(
     except OSError as exc:
         raise SourceUnavailable(f"cannot list the bundle inbox {inbox}: {exc.strerror}") from None
 
+    _clear_staging(mirror.path / STAGING_DIR)
     results: list[BundleResult] = []
     pending = [inbox / name for name in names]
     while pending:
@@ -703,6 +704,13 @@ def import_bundle(
         manifest=manifest,
     )
     return _finish(path, now, result)
+
+
+def _clear_staging(staging: Path) -> None:
+    """Copies left by a run that was killed mid-import: the next run starts clean."""
+    for leftover in _listing(staging):
+        with contextlib.suppress(OSError):
+            (staging / leftover).unlink()
 
 
 @contextlib.contextmanager

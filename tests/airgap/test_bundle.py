@@ -645,3 +645,17 @@ def test_manifest_round_trip_and_refusals() -> None:
     for field, value in (("site", "Plant_X"), ("to", "HEAD"), ("sha256", "x"), ("size", -1)):
         with pytest.raises(BundleError, match=f"m.json: {field}"):
             BundleManifest.from_json({**manifest.to_json(), field: value}, "m.json")
+
+
+def test_a_copy_left_by_a_killed_import_is_cleared_and_the_bundle_imported_again(
+    history: History, plant_at_a: Plant, out: Path
+) -> None:
+    staging = plant_at_a.mirror.path / "outpost-incoming"
+    (staging / "incoming-killed.bundle").write_bytes(b"# v2 git bundle\n-half")
+    history.repo.bundle(out / "a-b.bundle", history.a, history.b)
+    drop(out / "a-b.bundle", plant_at_a.inbox)
+
+    [result] = import_inbox(plant_at_a.mirror, plant_at_a.inbox, now=NOW)
+
+    assert result.outcome == "imported"
+    assert os.listdir(staging) == []
