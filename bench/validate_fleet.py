@@ -75,8 +75,8 @@ if phase == "changed":
         how = "sites_changed_since"
     except Exception:
         from reconciler.diff import affected_sites
-        out = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=all"],
-                             check=True, capture_output=True, text=True).stdout
+        argv = ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=all"]
+        out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
         changed = [line[3:] for line in out.splitlines() if line[3:]]
         sites = sorted(affected_sites(changed, Repository(WorkdirTree(root))))
         how = "git status + affected_sites"
@@ -86,7 +86,8 @@ findings = validate_tree(WorkdirTree(root), extra=[policies], sites=sites)
 t2 = time.perf_counter()
 print(json.dumps({
     "seconds": t2 - t1, "with_imports": t2 - t0, "findings": len(findings),
-    "errors": sum(f.severity == "error" for f in findings), "sites": len(sites) if sites is not None else None,
+    "errors": sum(f.severity == "error" for f in findings),
+    "sites": len(sites) if sites is not None else None,
     "how": how, "hits": cache.hits, "misses": cache.misses,
     "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     "sample": [f"{f.location}: {f.message[:160]} [{f.rule}]" for f in findings[:5]],
@@ -250,8 +251,8 @@ def standalone_schemas(kinds: list[tuple[str, str, str]], out: Path) -> list[str
             node = stack.pop()
             if isinstance(node, dict):
                 ref = node.get("$ref")
-                if isinstance(ref, str) and ref.startswith(prefix):
-                    key = ref[len(prefix) :]
+                if isinstance(ref, str) and ref.startswith((prefix, "#/$defs/")):
+                    key = ref.rsplit("/", 1)[1]
                     node["$ref"] = "#/$defs/" + key
                     if key not in needed:
                         needed[key] = json.loads(json.dumps(definitions[key]))
@@ -314,11 +315,13 @@ def bench(n: int, keep: Path | None, rng: random.Random) -> None:
     generate(n, root, rng)
     git_commit(root)
     print(
-        f"\n== {n:,} sites  (generated and committed in {time.perf_counter() - started:.1f} s: {root})"
+        f"\n== {n:,} sites  "
+        f"(generated and committed in {time.perf_counter() - started:.1f} s: {root})"
     )
     full = _phase("full", root)
     print(
-        f"full validation       {full['seconds']:7.2f} s  ({full['with_imports']:.2f} s with imports, "
+        f"full validation       {full['seconds']:7.2f} s  "
+        f"({full['with_imports']:.2f} s with imports, "
         f"{full['wall']:.2f} s process)  peak {full['maxrss_mb']:.0f} MiB  "
         f"{full['findings']} findings ({full['errors']} errors)  "
         f"policy cache {full['hits']:,} hits / {full['misses']:,} evaluations"
@@ -327,12 +330,11 @@ def bench(n: int, keep: Path | None, rng: random.Random) -> None:
         print(f"    {line}")
     peer = kubeconform_run(root, work)
     if peer is None:
-        print(
-            "kubeconform           not found (go install github.com/yannh/kubeconform/cmd/kubeconform)"
-        )
+        print("kubeconform           not found (see the docstring for how to install it)")
     else:
         print(
-            f"kubeconform           {peer['seconds']:7.2f} s  over {peer['objects']:,} rendered objects "
+            f"kubeconform           {peer['seconds']:7.2f} s  "
+            f"over {peer['objects']:,} rendered objects "
             f"(exit {peer['exit']}): {peer['summary']}"
         )
         if peer["no_schema"]:
@@ -347,7 +349,8 @@ def bench(n: int, keep: Path | None, rng: random.Random) -> None:
     site = change_one_site(root)
     changed = _phase("changed", root)
     print(
-        f"--changed-since HEAD  {changed['seconds']:7.2f} s  ({changed['with_imports']:.2f} s with imports, "
+        f"--changed-since HEAD  {changed['seconds']:7.2f} s  "
+        f"({changed['with_imports']:.2f} s with imports, "
         f"{changed['wall']:.2f} s process)  peak {changed['maxrss_mb']:.0f} MiB  "
         f"{changed['sites']} site(s) via {changed['how']} (edited {site})  "
         f"{changed['findings']} findings"
