@@ -21,10 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from reconciler.errors import DocumentError, Mark, OutpostError
+from reconciler.errors import Mark, OutpostError
 from reconciler.findings import Finding
 from reconciler.loader import Document, load_document, parse_yaml
 from reconciler.model import (
@@ -160,13 +161,12 @@ def _describe(error: Any) -> str:
     message = str(error.message)
     if error.validator == "additionalProperties":
         message = message.replace("Additional properties are not allowed", "unknown field(s)")
-    elif error.validator == "type" and error.validator_value == "string" and not isinstance(
-        error.instance, dict | list
+    elif (
+        error.validator == "type"
+        and error.validator_value == "string"
+        and not isinstance(error.instance, dict | list)
     ):
-        message += (
-            "; YAML read the unquoted value as a number, boolean or null"
-            " — put it in quotes"
-        )
+        message += "; YAML read the unquoted value as a number, boolean or null — put it in quotes"
     elif error.validator == "pattern":
         expected = error.schema.get("description") or f"pattern {error.validator_value}"
         message = f"{error.instance!r} does not have the expected form: {expected}"
@@ -241,8 +241,11 @@ def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> 
 class _RefChecker:
     """Layer 3: references between documents that each passed their schema."""
 
-    def __init__(self, documents: Sequence[Document], present: frozenset[str]) -> None:
+    def __init__(
+        self, documents: Sequence[Document], present: frozenset[str], partial: bool
+    ) -> None:
         self.present = present
+        self.partial = partial
         self.findings: list[Finding] = []
         self.sites: dict[str, Site] = {}
         self.hardware: dict[str, Hardware] = {}
@@ -439,8 +442,10 @@ class _RefChecker:
         members = {sid for sid, s in self.sites.items() if name in s.fleets}
         for w_index, wave in enumerate(fleet.doc.spec.get("waves") or []):
             for s_index, site_id in enumerate(wave.get("sites") or []):
-                broken = site_id not in self.sites and f"sites/{site_id}/site.yaml" in self.present
-                if site_id not in members and not broken:
+                unseen = site_id not in self.sites and (
+                    self.partial or f"sites/{site_id}/site.yaml" in self.present
+                )
+                if site_id not in members and not unseen:
                     self.add(
                         fleet.doc.mark("spec", "waves", w_index, "sites", s_index),
                         f"wave {wave.get('name')!r} names site {site_id!r}, which is not a "
@@ -449,14 +454,16 @@ class _RefChecker:
 
 
 def check_references(
-    documents: Sequence[Document], present: frozenset[str] = frozenset()
+    documents: Sequence[Document], present: frozenset[str] = frozenset(), *, partial: bool = False
 ) -> list[Finding]:
     """Layer 3 over the documents that passed layers 1 and 2.
 
     ``present`` holds the path of every document that was tried, valid or not, so a
-    hardware.yaml with an error of its own is not also reported as missing.
+    hardware.yaml with an error of its own is not also reported as missing. ``partial``:
+    only some sites were read (``--changed-since``), so a site that was not read is not
+    missing.
     """
-    return _RefChecker(documents, present).run()
+    return _RefChecker(documents, present, partial).run()
 
 
 def validate_tree(
@@ -479,7 +486,7 @@ def validate_tree(
     findings, documents, tried = check_files(tree, include)
     schema_findings, valid = check_schemas(documents)
     findings += schema_findings
-    findings += check_references(valid, tried)
+    findings += check_references(valid, tried, partial=sites is not None)
     if extra:
         repo = Repository(tree)
         selected = list(repo.site_ids) if sites is None else list(sites)
@@ -501,5 +508,33 @@ def extra_checks(*, policies: bool = True) -> list[Check]:
 
 
 def sites_changed_since(root: Any, rev: str) -> list[str]:
-    """Sites whose slice a change since ``rev`` can affect (working tree against ``rev``)."""
-    raise DocumentError(f"--changed-since {rev}: not available yet")
+    """Sites whose slice a change since ``rev`` can affect (working tree against ``rev``).
+
+    git answers which paths changed (the index's stat cache skips unchanged files,
+    so the cost follows the change, not the repository); ``diff.affected_sites``
+    maps paths to sites on both sides, so a site removed by the change is checked too.
+    """
+    import pygit2
+
+    from reconciler.diff import affected_sites
+    from reconciler.errors import SourceUnavailable
+    from reconciler.source import CommitTree, WorkdirTree
+
+    try:
+        repo = pygit2.Repository(str(root))
+        base = repo.revparse_single(rev).peel(pygit2.Commit)
+        changed = {
+            path
+            for delta in base.tree.diff_to_index(repo.index).deltas
+            for path in (delta.old_file.path, delta.new_file.path)
+        }
+        changed |= {
+            path
+            for path, flags in repo.status().items()
+            if not flags & pygit2.enums.FileStatus.IGNORED
+        }
+    except (pygit2.GitError, KeyError, ValueError) as exc:
+        raise SourceUnavailable(f"--changed-since {rev}: {exc}") from None
+    head = Repository(WorkdirTree(Path(root)))
+    before = Repository(CommitTree(repo, str(base.id)))
+    return sorted(affected_sites(changed, before, head))
