@@ -931,6 +931,32 @@ def validate_policies(
     return findings + aggregate(per_site)
 
 
+def check_rendered_site(
+    repo: Any, site_id: str, rendered: RenderedLike, *, today: date
+) -> list[Finding]:
+    """The node's re-check of its own slice: load policies from ``repo``, check ``rendered``.
+
+    Returns load findings (a policy file that does not load, an expression that does
+    not compile, a stale exemption) plus the site's findings. Raises ``PolicyError``
+    when the tree has no policies at all: the node must not apply an unchecked slice.
+    A finding with severity error means: do not apply this commit.
+    """
+    documents, findings = policy_documents(repo)
+    policies = load_policies(documents, today=today)
+    findings.extend(policies.findings)
+    folder = repo.site(site_id)
+    apps = {instance.name: instance.app for instance in getattr(rendered, "apps", ())}
+    findings += check_site(
+        policies,
+        rendered,
+        folder.site.doc,
+        folder.hardware.doc if folder.hardware is not None else None,
+        apps,
+        vms=folder.vms,
+    )
+    return findings
+
+
 def policy_check(*, today: date) -> Callable[[Any, Sequence[str]], list[Finding]]:
     """``validate_policies`` as a ``validate.Check`` (repository, site ids) → findings."""
 

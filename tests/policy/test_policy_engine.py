@@ -283,3 +283,28 @@ def test_duplicate_policy_names_are_findings() -> None:
     policies = policies_from(DIGEST, DIGEST)
     assert len(policies.policies) == 1
     assert any("already used" in f.message for f in policies.findings)
+
+
+def test_node_recheck_of_its_own_slice(tmp_path) -> None:
+    import shutil
+    from pathlib import Path
+
+    from reconciler.model import Repository
+    from reconciler.policy import check_rendered_site
+    from reconciler.render import render_site
+    from reconciler.source import WorkdirTree
+
+    root = Path(__file__).resolve().parents[2]
+    for top in ("apps", "fleets", "sites", "policies"):
+        shutil.copytree(root / top, tmp_path / top)
+    repo = Repository(WorkdirTree(tmp_path))
+    site_id = "plant-lyon"
+    rendered = render_site(repo, site_id)
+    assert check_rendered_site(repo, site_id, rendered, today=date(2026, 6, 1)) == []
+    for path in (tmp_path / "policies").glob("*.yaml"):
+        if path.name != "signers.yaml":
+            path.unlink()
+    with pytest.raises(PolicyError):
+        check_rendered_site(
+            Repository(WorkdirTree(tmp_path)), site_id, rendered, today=date(2026, 6, 1)
+        )
