@@ -1,0 +1,286 @@
+"""Benchmark: apply a 200-object slice with ResourceManager and with ``kubectl apply --server-side``.
+
+Measures, in one run, on a test control plane started for the run (tools.testcluster):
+
+- apply: the same objects (ConfigMaps, Services, Deployments, plus their Namespace)
+  into a fresh namespace per run, by ``outpost`` (ResourceManager) and by kubectl;
+- re-apply: the same objects again, nothing changed (the steady state of a store);
+- drift: ``ResourceManager.drift`` against ``kubectl diff --server-side`` (both dry-run
+  every object against the live one).
+
+Both tools run as fresh processes, as an agent tick and a kubectl call do, so the
+times include interpreter or binary start-up, kubeconfig loading and discovery;
+kubectl's discovery cache is warmed first (its usual state), outpost discovers lazily
+every time. Rounds alternate which tool goes first, and the cluster is left to settle
+(every Deployment's Pods Running) before each measurement, so neither tool pays for
+the other's controller churn. Times are medians over the rounds; CPU is the tool
+process's own user+system time.
+
+Goal: apply no slower than kubectl (ratio ≤ 1).
+
+Run: python bench/apply.py [--objects 200] [--rounds 3] [--workers 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+IMAGE = "registry.example.com/pos/server@sha256:" + "c" * 64
+
+
+def slice_objects(namespace: str, count: int) -> list[dict[str, Any]]:
+    """A store-like mix: half ConfigMaps, a quarter Services, a quarter Deployments."""
+    objects: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+    ]
+    deployments = services = count // 4
+    for i in range(count - deployments - services):
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": f"settings-{i}", "namespace": namespace},
+                "data": {"store.properties": f"lane={i}\ncurrency=EUR\n" + "x" * 512},
+            }
+        )
+    for i in range(services):
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": f"app-{i}", "namespace": namespace},
+                "spec": {
+                    "selector": {"app": f"app-{i}"},
+                    "ports": [{"port": 80, "targetPort": 8080}],
+                },
+            }
+        )
+    for i in range(deployments):
+        objects.append(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": f"app-{i}", "namespace": namespace},
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": {"app": f"app-{i}"}},
+                    "template": {
+                        "metadata": {"labels": {"app": f"app-{i}"}},
+                        "spec": {
+                            "containers": [
+                                {
+                                    "name": "app",
+                                    "image": IMAGE,
+                                    "env": [{"name": "LANE", "value": str(i)}],
+                                    "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+                                }
+                            ]
+                        },
+                    },
+                },
+            }
+        )
+    return objects
+
+
+# -- the outpost side, run in a child process ------------------------------------------
+
+
+def child(argv: list[str]) -> int:
+    """``bench/apply.py --child MODE KUBECONFIG FILE WORKERS``: one ResourceManager call."""
+    mode, kubeconfig, path, workers = argv
+    from reconciler.apply import Cluster, ResourceManager
+
+    objects = json.loads(Path(path).read_text())["items"]
+    cluster = Cluster.from_kubeconfig(kubeconfig, pool_size=max(8, int(workers)))
+    namespace = objects[0]["metadata"]["name"]
+    manager = ResourceManager(
+        cluster, site="bench", inventory_namespace=f"{namespace}-inv", workers=int(workers)
+    )
+    if mode == "apply":
+        result = manager.apply(objects, revision="bench")
+        print(json.dumps({"created": len(result.created), "unchanged": len(result.unchanged)}))
+    else:
+        print(json.dumps({"drifted": len(manager.drift(objects))}))
+    return 0
+
+
+# -- measuring ----------------------------------------------------------------------------
+
+
+def timed(
+    argv: list[str], env: dict[str, str], ok: Callable[[int], bool]
+) -> tuple[float, float, str]:
+    """Run a process; (wall seconds, its CPU seconds, stdout)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if not ok(done.returncode):
+        raise SystemExit(f"{argv[0]} failed ({done.returncode}):\n{done.stderr}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, done.stdout
+
+
+def settle(kubectl: list[str], env: dict[str, str], namespaces: list[str]) -> None:
+    """Wait (≤ 120 s) until every Pod of the benchmark's Deployments is Running."""
+    deadline = time.monotonic() + 120
+    while namespaces and time.monotonic() < deadline:
+        pending = 0
+        for namespace in namespaces:
+            out = subprocess.run(
+                [*kubectl, "get", "deploy", "-n", namespace, "-o", "json"],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            for item in json.loads(out)["items"]:
+                status = item.get("status", {})
+                if status.get("availableReplicas", 0) < item["spec"].get("replicas", 1):
+                    pending += 1
+        if not pending:
+            return
+        time.sleep(1)
+    time.sleep(1)
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        return child(sys.argv[2:])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--objects", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=4)
+    args = parser.parse_args()
+
+    from tools.testcluster import running
+
+    with (
+        tempfile.TemporaryDirectory(prefix="outpost-bench-apply-") as scratch,
+        running(Path(scratch) / "cluster") as plane,
+    ):
+        env = {**os.environ, **plane.env()}
+        cache = Path(scratch) / "kubectl-cache"
+        kubectl = [
+            str(plane.bin_dir / "kubectl"),
+            "--kubeconfig",
+            str(plane.kubeconfig),
+            "--cache-dir",
+            str(cache),
+        ]
+        subprocess.run([*kubectl, "api-resources"], env=env, capture_output=True, check=True)
+        outpost = [sys.executable, str(Path(__file__).resolve()), "--child"]
+
+        times: dict[str, list[tuple[float, float]]] = {}
+        touched: list[str] = []
+
+        def record(name: str, wall: float, cpu: float) -> None:
+            times.setdefault(name, []).append((wall, cpu))
+
+        for round_ in range(args.rounds):
+            order = ["outpost", "kubectl"] if round_ % 2 == 0 else ["kubectl", "outpost"]
+            for tool in order:
+                namespace = f"bench-{tool[0]}-{uuid.uuid4().hex[:6]}"
+                path = Path(scratch) / f"{namespace}.json"
+                path.write_text(
+                    json.dumps(
+                        {
+                            "apiVersion": "v1",
+                            "kind": "List",
+                            "items": slice_objects(namespace, args.objects),
+                        }
+                    )
+                )
+                for step in ("apply", "re-apply", "drift"):
+                    settle(kubectl, env, touched)
+                    if tool == "outpost":
+                        mode = "drift" if step == "drift" else "apply"
+                        wall, cpu, out = timed(
+                            [*outpost, mode, str(plane.kubeconfig), str(path), str(args.workers)],
+                            env,
+                            lambda code: code == 0,
+                        )
+                        result = json.loads(out)
+                        expect = {"apply": "created", "re-apply": "unchanged", "drift": "drifted"}[
+                            step
+                        ]
+                        want = 0 if step == "drift" else args.objects + 1
+                        assert result[expect] == want, (step, result)
+                    elif step == "drift":
+                        # kubectl diff exits 0 (no differences) or 1 (differences); >1 is an error
+                        wall, cpu, out = timed(
+                            [
+                                *kubectl,
+                                "diff",
+                                "--server-side",
+                                "--force-conflicts",
+                                "-f",
+                                str(path),
+                            ],
+                            env,
+                            lambda code: code in (0, 1),
+                        )
+                    else:
+                        wall, cpu, _ = timed(
+                            [
+                                *kubectl,
+                                "apply",
+                                "--server-side",
+                                "--field-manager=kubectl-bench",
+                                "-f",
+                                str(path),
+                            ],
+                            env,
+                            lambda code: code == 0,
+                        )
+                    record(f"{step}/{tool}", wall, cpu)
+                    if step == "apply":
+                        touched.append(namespace)
+
+        def median(name: str) -> tuple[float, float]:
+            rows = times[name]
+            return statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
+
+        print(
+            f"{args.objects} objects + Namespace "
+            f"({args.objects - 2 * (args.objects // 4)} ConfigMaps, {args.objects // 4} Services, "
+            f"{args.objects // 4} Deployments); median of {args.rounds} rounds; "
+            f"outpost workers={args.workers}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+        )
+        print(f"{'':28} {'outpost':>16} {'kubectl':>16} {'ratio':>7}")
+        peers = {
+            "apply": "apply --server-side",
+            "re-apply": "apply --server-side",
+            "drift": "diff --server-side",
+        }
+        for step, peer in peers.items():
+            (ow, oc), (kw, kc) = median(f"{step}/outpost"), median(f"{step}/kubectl")
+            print(
+                f"{step + ' (kubectl ' + peer + ')':28} {ow:7.2f}s {oc:5.2f}cpu {kw:7.2f}s {kc:5.2f}cpu {ow / kw:7.2f}"
+            )
+        print(
+            "ratio = outpost wall / kubectl wall (≤ 1: outpost no slower); times include process start"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
