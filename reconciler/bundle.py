@@ -652,23 +652,9 @@ def import_bundle(
             outcome, message, head, previous, candidate = _import_staged(
                 mirror, staged, path.name, manifest, timeout
             )
-    except _Missing as exc:
-        if defer_missing:
-            return None
-        return _finish(
-            path,
-            now,
-            BundleResult(
-                path.name,
-                "rejected",
-                exc.message,
-                sha256=digest,
-                size=size,
-                manifest=manifest,
-                error=exc,
-            ),
-        )
     except BundleError as exc:
+        if defer_missing and isinstance(exc, _Missing):
+            return None
         return _finish(
             path,
             now,
