@@ -75,6 +75,7 @@ MAX_KEY_LINE_CHARS = 8 * 1024
 BEGIN = "-----BEGIN SSH SIGNATURE-----"
 END = "-----END SSH SIGNATURE-----"
 MAGIC = b"SSHSIG"
+_U32 = struct.Struct(">I")
 VERSION = 1
 
 ED25519 = "ssh-ed25519"
@@ -144,11 +145,18 @@ class _Reader:
         return chunk
 
     def u32(self, field_name: str) -> int:
-        value: int = struct.unpack(">I", self.take(4, field_name))[0]
+        value: int = _U32.unpack(self.take(4, field_name))[0]
         return value
 
     def string(self, field_name: str) -> bytes:
-        return self.take(self.u32(field_name), field_name)
+        data, pos = self.data, self.pos
+        if pos + 4 <= len(data):
+            start = pos + 4
+            end = start + _U32.unpack_from(data, pos)[0]
+            if end <= len(data):
+                self.pos = end
+                return data[start:end]
+        return self.take(self.u32(field_name), field_name)  # raises, naming what is missing
 
     def name(self, field_name: str) -> str:
         raw = self.string(field_name)

@@ -167,9 +167,9 @@ def parse_commit(obj: CommitObject) -> ParsedCommit:
         raise VerificationError(
             "the commit object does not hash to its id (corrupt or tampered object store)"
         )
-    signature_header = b"gpgsig" if algorithm == "sha1" else b"gpgsig-sha256"
+    signature_header = b"gpgsig " if algorithm == "sha1" else b"gpgsig-sha256 "
     end = raw.find(b"\n\n")
-    header_bytes, message = (raw[: end + 1], raw[end + 2 :]) if end >= 0 else (raw, b"")
+    header_bytes, message = (raw[:end], raw[end + 2 :]) if end >= 0 else (raw, b"")
     payload: list[bytes] = []
     signatures: list[list[bytes]] = []
     tree = b""
@@ -177,8 +177,9 @@ def parse_commit(obj: CommitObject) -> ParsedCommit:
     committers: list[bytes] = []
     current: list[bytes] | None = None
     skipping = False
-    for line in header_bytes.splitlines(keepends=True):
-        if line.startswith(b" "):
+    # Lines end at "\n" only, as in git (a "\r" inside a header is just a byte).
+    for line in header_bytes.split(b"\n"):
+        if line[:1] == b" ":
             if current is not None:
                 current.append(line[1:])
             elif not skipping:
@@ -186,28 +187,28 @@ def parse_commit(obj: CommitObject) -> ParsedCommit:
             continue
         current = None
         skipping = False
-        name, _, value = line.rstrip(b"\n").partition(b" ")
-        if line.startswith(signature_header + b" "):
-            current = [line[len(signature_header) + 1 :]]
+        if line.startswith(signature_header):
+            current = [line[len(signature_header) :]]
             signatures.append(current)
             continue
-        if name.startswith(b"gpgsig"):
+        if line.startswith(b"gpgsig"):
             skipping = True
             continue
         payload.append(line)
-        if name == b"tree":
-            tree = value
-        elif name == b"parent":
+        name, _, value = line.partition(b" ")
+        if name == b"parent":
             if not _HEX.match(value):
                 raise VerificationError(f"the commit has a malformed parent line {value[:80]!r}")
             parents.append(value.decode("ascii"))
         elif name == b"committer":
             committers.append(value)
+        elif name == b"tree":
+            tree = value
     if end >= 0:
         payload.append(b"\n" + message)
     if len(signatures) > 1:
         raise VerificationError(
-            f"the commit carries {len(signatures)} {signature_header.decode()} headers; "
+            f"the commit carries {len(signatures)} {signature_header.decode().strip()} headers; "
             "expected at most one"
         )
     if len(committers) != 1:
@@ -221,8 +222,8 @@ def parse_commit(obj: CommitObject) -> ParsedCommit:
         tree=tree.decode("ascii"),
         parents=tuple(parents),
         committer_time=_committer_time(committers[0]),
-        payload=b"".join(payload),
-        signature=b"".join(signatures[0]) if signatures else None,
+        payload=b"\n".join(payload),
+        signature=b"\n".join(signatures[0]) + b"\n" if signatures else None,
         message=message.decode("utf-8", "replace"),
     )
 
