@@ -129,6 +129,9 @@ def test_core_bookkeeping(repo: Repo, keys: dict[str, Key]) -> None:
 
 # --- outpost verify ------------------------------------------------------------------------
 
+# The command reads the real clock; the test commits are dated 2026-03, so allow any skew.
+ANY_CLOCK = ["--max-skew", str(10**10)]
+
 
 @pytest.fixture
 def cli_repo(repo: Repo, keys: dict[str, Key]) -> tuple[Repo, str]:
@@ -146,7 +149,7 @@ def test_cli_all_verified(
     cli_repo: tuple[Repo, str], keys: dict[str, Key], capsys: pytest.CaptureFixture[str]
 ) -> None:
     repo, allowed = cli_repo
-    code = main(["verify", "--trust", allowed, "--repo", str(repo.path)])
+    code = main(["verify", *ANY_CLOCK, "--trust", allowed, "--repo", str(repo.path)])
     out = capsys.readouterr().out.splitlines()
     assert code == 0
     first, second = repo.git("rev-list", "--reverse", "HEAD").split()
@@ -167,7 +170,18 @@ def test_cli_refused_json(
     since = repo.head()
     bad = repo.commit({"sites/x/site.yaml": "x: 1\n"}, keys["pos"])
     code = main(
-        ["verify", "--trust", allowed, "--repo", str(repo.path), "--since", since, "-o", "json"]
+        [
+            "verify",
+            *ANY_CLOCK,
+            "--trust",
+            allowed,
+            "--repo",
+            str(repo.path),
+            "--since",
+            since,
+            "-o",
+            "json",
+        ]
     )
     body = json.loads(capsys.readouterr().out)
     assert code == 1
@@ -187,7 +201,8 @@ def test_cli_text_refusal_line(
     repo, allowed = cli_repo
     since = repo.head()
     bad = repo.commit({"apps/pos/app.yaml": "v: 2\n"}, None)
-    assert main(["verify", "--trust", allowed, "--repo", str(repo.path), "--since", since]) == 1
+    argv = ["verify", *ANY_CLOCK, "--trust", allowed, "--repo", str(repo.path), "--since", since]
+    assert main(argv) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(f"{short(bad)}  -  -  refused: not signed")
     assert out[-1].startswith(f"refused: commit {short(bad)}: not signed")
