@@ -20,10 +20,11 @@ Modelled on Flux's ``fluxcd/pkg/ssa`` ResourceManager, with these decisions:
   has finished. An error stops the apply after the stage it happened in, and
   every refused object of that stage is named in one ApplyError.
 - **One request per object.** Created / configured / unchanged comes from the
-  PATCH answer (201 = created) and one LIST per kind and namespace taken
-  before the stage (an unchanged apply leaves the object as it was, status
-  and server bookkeeping aside). Flux dry-runs every object first; that doubles the
-  requests, and the agent's rollback already covers a half-applied revision.
+  PATCH answer (201 = created) and one metadata-only LIST per kind and
+  namespace taken before the stage (an unchanged apply writes nothing; see
+  ``_same`` for objects whose controller writes status meanwhile). Flux
+  dry-runs every object first; that doubles the requests, and the agent's
+  rollback already covers a half-applied revision.
 - **Inventory first.** Before anything is sent, the in-cluster inventory is
   widened to (previous keys ∪ new keys) with ``complete: false``. A kill in
   the middle of an apply then leaves every object we may have created listed,
@@ -263,16 +264,25 @@ def _comparable(obj: Obj) -> dict[str, Any]:
 
 
 def _same(before: Obj, after: Obj) -> bool:
-    """Whether an apply left an object as it was.
+    """Whether an apply left an object as it was, from the metadata read before it.
 
-    The resourceVersion alone would call a Deployment "configured" whenever
-    its controller wrote status between our LIST and our PATCH, so the
-    object is compared without status and server noise.
+    An equal resourceVersion means nothing was written. Otherwise an equal
+    ``generation`` (bumped by every spec change) with equal labels and
+    annotations means only status moved: a Deployment's controller writes
+    status all the time, and that is not our change.
     """
-    version = (before.get("metadata") or {}).get("resourceVersion")
-    if version is not None and version == (after.get("metadata") or {}).get("resourceVersion"):
+    was, now = before.get("metadata") or {}, after.get("metadata") or {}
+    if was.get("resourceVersion") is not None and was.get("resourceVersion") == now.get(
+        "resourceVersion"
+    ):
         return True
-    return _comparable(before) == _comparable(after)
+    generation = was.get("generation")
+    return (
+        generation is not None
+        and generation == now.get("generation")
+        and (was.get("labels") or {}) == (now.get("labels") or {})
+        and (was.get("annotations") or {}) == (now.get("annotations") or {})
+    )
 
 
 def _differences(live: Any, want: Any, path: str, found: list[str]) -> None:
@@ -431,7 +441,7 @@ class ResourceManager:
         for stage, group in staged:
             items = self._plan(group)
             before = self._snapshot(
-                ((item.resource, item.key.namespace) for item in items), metadata_only=False
+                ((item.resource, item.key.namespace) for item in items), metadata_only=True
             )
 
             def one(item: _Item, before: Any = before) -> ApplyEntry:
@@ -481,37 +491,47 @@ class ResourceManager:
         """Objects whose live state differs from what applying them would give, or that are gone.
 
         Each object is dry-run applied with force (so a field another manager
-        took over shows as drift) and compared with the live object. The
+        took over shows as drift) and compared with the live object, read
+        with one LIST per kind and namespace. The
         agent re-applies what is reported: correcting drift is not a change
         and is never gated. Sorted by key.
         """
         stages(objects)  # same validation as apply
-
-        def one(obj: Obj) -> Drift | None:
+        planned: list[tuple[ObjectKey, Resource | None, Obj]] = []
+        for obj in objects:
             key = key_of(obj)
             try:
-                resource = self._resolve(key, str(obj["apiVersion"]))
+                planned.append((key, self._resolve(key, str(obj["apiVersion"])), obj))
             except ApplyError as exc:
-                if exc.code == 404:  # its CRD is gone
-                    return Drift(key, "missing")
-                raise
-            body = self._prepare(obj)
-            live = self.cluster.get(resource, key.namespace, key.name, obj=str(key))
-            if live is None:
+                if exc.code != 404:
+                    raise
+                planned.append((key, None, obj))  # its CRD is gone
+        live = self._snapshot(
+            ((r, k.namespace) for k, r, _ in planned if r is not None), metadata_only=False
+        )
+
+        def one(entry: tuple[ObjectKey, Resource | None, Obj]) -> Drift | None:
+            key, resource, obj = entry
+            current = None if resource is None else live[(resource, key.namespace)].get(key.name)
+            if resource is None or current is None:
                 return Drift(key, "missing")
             try:
                 want, _ = self.cluster.apply(
-                    resource, body, field_manager=self.field_manager, obj=str(key), dry_run=True
+                    resource,
+                    self._prepare(obj),
+                    field_manager=self.field_manager,
+                    obj=str(key),
+                    dry_run=True,
                 )
             except ApplyError as exc:
                 if exc.code == 404:  # deleted between the read and the dry run
                     return Drift(key, "missing")
                 raise
             found: list[str] = []
-            _differences(_comparable(live), _comparable(want), "", found)
+            _differences(_comparable(current), _comparable(want), "", found)
             return Drift(key, "changed", tuple(found)) if found else None
 
-        found = [d for d in self._parallel(one, list(objects)) if d is not None]
+        found = [d for d in self._parallel(one, planned) if d is not None]
         return sorted(found, key=lambda d: d.key)
 
     # -- inventory ---------------------------------------------------------
