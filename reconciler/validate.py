@@ -20,6 +20,7 @@ Policies (CEL) and secrets add their own findings on top, through
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import date
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -499,11 +500,18 @@ def site_ids_from(documents: Iterable[Document]) -> list[str]:
     return sorted({d.name for d in documents if d.kind == "Site"})
 
 
-def extra_checks(*, policies: bool = True) -> list[Check]:
-    """The checks that run on top of the format: secrets, then policies (CEL)."""
+def extra_checks(*, today: date | None = None) -> list[Check]:
+    """The checks that run on top of the format: secrets, then policies (CEL) if ``today``.
+
+    ``today`` decides which policy exemptions have expired; the caller reads the clock.
+    """
     from reconciler.secrets import key_file_from_env, secrets_check
 
     checks: list[Check] = [secrets_check(key_file_from_env())]
+    if today is not None:
+        from reconciler.policy import policy_check
+
+        checks.append(policy_check(today=today))
     return checks
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +46,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         tree = WorkdirTree(root)
         sites = sites_changed_since(root, args.changed_since) if args.changed_since else None
-        findings = validate_tree(
-            tree, extra=extra_checks(policies=not args.no_policies), sites=sites
-        )
+        today = None if args.no_policies else datetime.now(UTC).date()
+        findings = validate_tree(tree, extra=extra_checks(today=today), sites=sites)
     except SourceUnavailable as exc:
         print(f"outpost validate: {exc}", file=sys.stderr)
         return EXIT_ERROR
