@@ -19,6 +19,7 @@ def repo(tmp_path: Path) -> Path:
     target.mkdir()
     for folder in ("sites", "fleets", "apps", "policies"):
         shutil.copytree(ROOT / folder, target / folder)
+    shutil.copyfile(ROOT / ".sops.yaml", target / ".sops.yaml")
     return target
 
 
