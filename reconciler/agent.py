@@ -100,9 +100,11 @@ class Pipeline(Protocol):
         self, mirror: Mirror, since: str | None, candidate: str, now: datetime
     ) -> Verified: ...
 
-    def desired(self, mirror: Mirror, revision: str) -> Desired: ...
+    def desired(self, mirror: Mirror, revision: str, *, checks: bool = True) -> Desired: ...
 
-    def gate(self, mirror: Mirror, verified: Verified, now: datetime) -> GateDecision: ...
+    def gate(
+        self, mirror: Mirror, verified: Verified, desired: Desired, now: datetime
+    ) -> GateDecision: ...
 
 
 @dataclass
@@ -229,7 +231,7 @@ class Agent:
         try:
             verified = self.pipeline.verify(mirror, state.applied, candidate, now)
             desired = self.pipeline.desired(mirror, candidate)
-            decision = self.pipeline.gate(mirror, verified, now)
+            decision = self.pipeline.gate(mirror, verified, desired, now)
         except PermanentError as exc:
             refused = dict(state.refused)
             refused[candidate] = str(exc)
@@ -308,7 +310,7 @@ class Agent:
     ) -> AgentState:
         assert state.last_good is not None
         cluster = get_cluster()
-        good = self.pipeline.desired(mirror, state.last_good)
+        good = self.pipeline.desired(mirror, state.last_good, checks=False)
         try:
             cluster.apply(good.objects, revision=good.revision)
             cluster.prune(sorted(set(state.inventory) | set(failed.keys)), list(good.keys))
@@ -336,7 +338,7 @@ class Agent:
     ) -> None:
         assert state.applied is not None
         try:
-            desired = self.pipeline.desired(mirror, state.applied)
+            desired = self.pipeline.desired(mirror, state.applied, checks=False)
             cluster = get_cluster()
             drifted = list(cluster.drift(desired.objects))
             report.drift = len(drifted)

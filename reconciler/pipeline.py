@@ -1,0 +1,252 @@
+"""The node's pipeline for one revision: verify, render and check, gate.
+
+`agent` decides *what* happens in a tick; this module does the steps, each by
+calling the module that owns the decision:
+
+- verify: `trust` over (applied, candidate], from the node's own trust root;
+- desired: `render` from the commit's git objects, `validate` and `policy` on
+  the slice (fail closed), `secrets` decrypted into memory only;
+- gate: `schedule.decide`, fed from signed data only — the committer time of
+  the last commit in the range that changed a path this site's slice is read
+  from, the emergency trailer as `trust` judged it, and the committer time of
+  the commit that paused a fleet.
+
+A range in which no commit touched a path this site's slice is read from (another
+store's edit) is not a change for this site: it is not gated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Any
+
+from reconciler.agent import Desired, GateDecision, Verified
+from reconciler.config import AgentConfig
+from reconciler.errors import ConfigError, OutpostError, PolicyError, ValidationError
+from reconciler.fetch import Mirror
+from reconciler.findings import ERROR, Finding
+
+MAX_PAUSE_WALK = 2000
+
+
+@dataclass(frozen=True)
+class Change:
+    """One verified commit of the range, as far as the gate cares."""
+
+    sha: str
+    committed_at: datetime
+    paths: frozenset[str]
+    emergency: bool
+    emergency_reason: str
+
+
+@dataclass(frozen=True)
+class NodeVerified(Verified):
+    changes: tuple[Change, ...] = ()
+
+
+@dataclass(frozen=True)
+class NodeDesired(Desired):
+    sources: tuple[str, ...] = ()
+
+
+def _first_errors(findings: Sequence[Finding], limit: int = 5) -> str:
+    errors = [f for f in findings if f.severity == ERROR]
+    text = "; ".join(f"{f.location}: {f.message} [{f.rule}]" for f in errors[:limit])
+    more = len(errors) - limit
+    return text + (f"; and {more} more" if more > 0 else "")
+
+
+class NodePipeline:
+    """The real pipeline of a node, for one site."""
+
+    def __init__(self, config: AgentConfig, *, check_policies: bool = True) -> None:
+        self.config = config
+        self.site = config.site
+        self.check_policies = check_policies
+
+    @cached_property
+    def trust(self) -> Any:
+        from reconciler.trust import parse_allowed_signers
+
+        try:
+            data = self.config.trust_root.read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the trust root {self.config.trust_root}: {exc.strerror}; "
+                "it is installed at enrollment (allowed_signers format)"
+            ) from None
+        return parse_allowed_signers(data, str(self.config.trust_root))
+
+    # -- verify -----------------------------------------------------------------
+
+    def verify(self, mirror: Mirror, since: str | None, candidate: str, now: datetime) -> Verified:
+        from reconciler.trust import read_range, verify_range
+
+        span = read_range(mirror.repo, candidate, since, max_commits=self.config.max_commits)
+        result = verify_range(
+            span.commits,
+            trust=self.trust,
+            candidate=candidate,
+            last_applied=span.last_applied,
+            now=now,
+            max_commits=self.config.max_commits,
+        )
+        result.raise_for_refusal()
+        by_sha = {v.sha: v for v in result.verdicts}
+        changes = []
+        for record in span.commits:
+            verdict = by_sha[record.sha]
+            paths = frozenset(p for per_parent in record.changes for p in per_parent)
+            changes.append(
+                Change(
+                    sha=record.sha,
+                    committed_at=datetime.fromtimestamp(verdict.committer_time or 0, UTC),
+                    paths=paths,
+                    emergency=verdict.emergency,
+                    emergency_reason=verdict.emergency_reason,
+                )
+            )
+        changes.sort(key=lambda c: c.committed_at)
+        latest = changes[-1] if changes else None
+        return NodeVerified(
+            revision=candidate,
+            changed_at=latest.committed_at if latest else now,
+            emergency=bool(latest and latest.emergency),
+            emergency_reason=latest.emergency_reason if latest else "",
+            commits=len(changes),
+            changes=tuple(changes),
+        )
+
+    # -- desired ----------------------------------------------------------------
+
+    def desired(self, mirror: Mirror, revision: str, *, checks: bool = True) -> Desired:
+        """The slice of ``revision``: rendered, checked (``checks``), secrets in memory."""
+        from reconciler.model import Repository
+        from reconciler.render import render_site
+        from reconciler.source import CommitTree
+
+        tree = CommitTree(mirror.repo, revision)
+        repo = Repository(tree)
+        rendered = render_site(repo, self.site)
+        if checks:
+            self._check(tree, repo, rendered)
+        objects: list[Mapping[str, Any]] = [o.body for o in rendered.objects]
+        keys = [str(o.key) for o in rendered.objects]
+        if rendered.secret_refs:
+            from reconciler.secrets import decrypt_site_secrets
+
+            if self.config.age_key is None:
+                raise ConfigError(
+                    f"site {self.site} has encrypted secrets but the agent config sets no "
+                    "ageKey; install the site's age key at enrollment"
+                )
+            for secret in decrypt_site_secrets(tree, self.site, self.config.age_key):
+                from reconciler.render import ObjectKey
+
+                objects.append(secret)
+                keys.append(str(ObjectKey.of(secret)))
+        return NodeDesired(
+            revision=revision, objects=tuple(objects), keys=tuple(keys), sources=rendered.sources
+        )
+
+    def _check(self, tree: Any, repo: Any, rendered: Any) -> None:
+        from reconciler.validate import validate_tree
+
+        findings = validate_tree(tree, sites=[self.site])
+        mine = [f for f in findings if not f.site or f.site == self.site]
+        if any(f.severity == ERROR for f in mine):
+            raise ValidationError(
+                f"revision {_short(tree.revision)} does not validate: {_first_errors(mine)}"
+            )
+        if not self.check_policies:
+            return
+        from reconciler.policy import check_rendered_site
+
+        today = datetime.now(UTC).date()
+        policy_findings = check_rendered_site(repo, self.site, rendered, today=today)
+        if any(f.severity == ERROR for f in policy_findings):
+            raise PolicyError(
+                f"revision {_short(tree.revision)} breaks policy: {_first_errors(policy_findings)}"
+            )
+
+    # -- gate -------------------------------------------------------------------
+
+    def gate(
+        self, mirror: Mirror, verified: Verified, desired: Desired, now: datetime
+    ) -> GateDecision:
+        from reconciler.model import Repository
+        from reconciler.schedule import Change as ScheduleChange
+        from reconciler.schedule import Wait, decide, gate_inputs
+        from reconciler.source import CommitTree
+
+        assert isinstance(verified, NodeVerified)
+        sources = set(desired.sources) if isinstance(desired, NodeDesired) else set()
+        touching = [c for c in verified.changes if c.paths & sources]
+        if not touching:
+            return GateDecision(True, "no commit in the range changed this site's slice")
+        latest = max(touching, key=lambda c: c.committed_at)
+        repo = Repository(CommitTree(mirror.repo, verified.revision))
+        folder = repo.site(self.site)
+        fleets = [f for f in (repo.fleet(name) for name in folder.site.fleets) if f is not None]
+        changed_paths = {p for c in touching for p in c.paths}
+        changed_fleets = [f.name for f in fleets if _fleet_touched(f, changed_paths)]
+        paused_at = {
+            f.name: self._paused_since(mirror, verified.revision, f.doc.path)
+            for f in fleets
+            if f.doc.spec.get("paused") is True
+        }
+        change = ScheduleChange(
+            changed_at=latest.committed_at,
+            emergency=latest.emergency,
+            emergency_reason=latest.emergency_reason,
+            revision=verified.revision,
+        )
+        calendar, rollout = gate_inputs(
+            folder.site.doc,
+            [f.doc for f in fleets],
+            change,
+            changed_fleets=changed_fleets,
+            paused_at={k: v for k, v in paused_at.items() if v is not None},
+        )
+        decision = decide(calendar, rollout, change, now)
+        if isinstance(decision, Wait):
+            return GateDecision(False, decision.reason, decision.until)
+        return GateDecision(True, decision.reason)
+
+    def _paused_since(self, mirror: Mirror, revision: str, path: str) -> datetime | None:
+        """Committer time of the commit that set ``paused: true`` in ``path`` (first parents)."""
+        import pygit2
+
+        from reconciler.loader import load_document
+
+        repo = mirror.repo
+        commit = repo[revision].peel(pygit2.Commit)
+        since: datetime | None = None
+        for _ in range(MAX_PAUSE_WALK):
+            try:
+                blob = repo[commit.tree[path].id].peel(pygit2.Blob)
+                paused = load_document(blob.data, path).spec.get("paused") is True
+            except (KeyError, ValueError, pygit2.GitError, OutpostError):
+                paused = False  # an unreadable version ends the pause as far as we can tell
+            if not paused:
+                return since
+            since = datetime.fromtimestamp(commit.commit_time, UTC)
+            if not commit.parents:
+                return since
+            commit = commit.parents[0]
+        return since
+
+
+def _fleet_touched(fleet: Any, paths: set[str]) -> bool:
+    if fleet.doc.path in paths:
+        return True
+    apps = {a.app for a in fleet.apps}
+    return any(p.startswith("apps/") and p.split("/")[1] in apps for p in paths)
+
+
+def _short(revision: str | None) -> str:
+    return revision[:12] if revision else "working tree"
