@@ -55,13 +55,17 @@ class Cluster(Protocol):
 
     def apply(self, objects: Sequence[Mapping[str, Any]], *, revision: str) -> Any: ...
 
-    def drift(self, objects: Sequence[Mapping[str, Any]]) -> Sequence[Any]: ...
+    def drift(self, objects: Sequence[Mapping[str, Any]]) -> Sequence[str]:
+        """Keys of the objects whose live state differs from ``objects`` (or that are gone)."""
+        ...
 
     def prune(self, previous: Sequence[str], desired: Sequence[str]) -> Sequence[str]: ...
 
     def wait_healthy(
         self, objects: Sequence[Mapping[str, Any]], *, deadline_seconds: float
     ) -> Any: ...
+
+    def read_inventory(self) -> Sequence[str] | None: ...
 
     def write_inventory(self, keys: Sequence[str], revision: str) -> None: ...
 
@@ -258,26 +262,32 @@ class Agent:
         desired: Desired,
         get_cluster: Callable[[], Cluster],
     ) -> AgentState:
-        cluster = get_cluster()
         revision = desired.revision
-        previous = list(state.inventory)
-        # The union goes on record first: a kill during apply leaves nothing unlisted.
-        union = sorted(set(previous) | set(desired.keys))
-        state = state.with_(inventory=tuple(union))
-        self.store.save(state)
         try:
+            cluster = get_cluster()
+            # What the cluster lists is the truth after an interrupted apply (the union of
+            # old and new); the state directory's copy serves when the cluster has none.
+            previous = list(cluster.read_inventory() or state.inventory)
+            # The union goes on record first: a kill during apply leaves nothing unlisted.
+            state = state.with_(inventory=tuple(sorted(set(previous) | set(desired.keys))))
+            self.store.save(state)
             cluster.apply(desired.objects, revision=revision)
-            cluster.prune(previous, list(desired.keys))
             health = cluster.wait_healthy(
                 desired.objects, deadline_seconds=self.config.health_deadline
             )
+            if _healthy(health):
+                cluster.prune(previous, list(desired.keys))
+                cluster.write_inventory(list(desired.keys), revision)
         except TemporaryError as exc:
             report.outcome = "interrupted"
-            report.error = str(exc)
+            report.error = f"applying {_short(revision)} was interrupted: {exc}"
             report.temporary = True
+            log.warning("apply interrupted", extra={"revision": revision, "error": str(exc)})
             return state
+        except PermanentError as exc:
+            # The API server refused the slice (invalid object, admission): like bad health.
+            health = _Refused(str(exc))
         if _healthy(health):
-            cluster.write_inventory(list(desired.keys), revision)
             mirror.pin(APPLIED_REF, revision)
             report.outcome = "applied"
             report.applied = revision
@@ -290,11 +300,10 @@ class Agent:
                 inventory=desired.keys,
             )
         reason = _health_reason(health)
-        log.error("health check failed", extra={"revision": revision, "reason": reason})
-        failed = (*state.failed[-20:], revision)
+        log.error("rollout failed", extra={"revision": revision, "reason": reason})
         report.error = f"{_short(revision)} did not become healthy: {reason}"
         report.health = "failed"
-        state = state.with_(failed=failed)
+        state = state.with_(failed=(*state.failed[-20:], revision))
         if state.last_good is None:
             report.outcome = "failed"
             return state
@@ -309,20 +318,21 @@ class Agent:
         failed: Desired,
     ) -> AgentState:
         assert state.last_good is not None
-        cluster = get_cluster()
-        good = self.pipeline.desired(mirror, state.last_good, checks=False)
         try:
+            good = self.pipeline.desired(mirror, state.last_good, checks=False)
+            cluster = get_cluster()
             cluster.apply(good.objects, revision=good.revision)
-            cluster.prune(sorted(set(state.inventory) | set(failed.keys)), list(good.keys))
             health = cluster.wait_healthy(
                 good.objects, deadline_seconds=self.config.health_deadline
             )
-        except TemporaryError as exc:
+            cluster.prune(sorted(set(state.inventory) | set(failed.keys)), list(good.keys))
+            cluster.write_inventory(list(good.keys), good.revision)
+        except OutpostError as exc:
             report.outcome = "interrupted"
             report.error = f"{report.error}; rolling back was interrupted: {exc}"
-            report.temporary = True
+            report.temporary = isinstance(exc, TemporaryError)
             return state
-        cluster.write_inventory(list(good.keys), good.revision)
+        mirror.pin(APPLIED_REF, good.revision)
         report.outcome = "rolled-back"
         report.applied = good.revision
         report.health = "healthy" if _healthy(health) else "degraded"
@@ -340,14 +350,15 @@ class Agent:
         try:
             desired = self.pipeline.desired(mirror, state.applied, checks=False)
             cluster = get_cluster()
-            drifted = list(cluster.drift(desired.objects))
+            drifted = set(cluster.drift(desired.objects))
             report.drift = len(drifted)
             if drifted:
-                wanted = {_key_of(d) for d in drifted}
-                objects = [o for o in desired.objects if _object_key(o) in wanted]
-                cluster.apply(objects or desired.objects, revision=desired.revision)
-                report.corrected = len(drifted)
-                log.warning("drift corrected", extra={"objects": sorted(wanted)})
+                objects = [
+                    o for k, o in zip(desired.keys, desired.objects, strict=True) if k in drifted
+                ]
+                cluster.apply(objects, revision=desired.revision)
+                report.corrected = len(objects)
+                log.warning("drift corrected", extra={"objects": sorted(drifted)})
             report.health = report.health if report.health != "unknown" else "healthy"
         except TemporaryError as exc:
             report.warnings.append(f"drift check skipped: {exc}")
@@ -368,6 +379,14 @@ class Agent:
         log.info("tick done", extra={"outcome": report.outcome, "applied": state.applied})
 
 
+@dataclass(frozen=True)
+class _Refused:
+    """The API server refused the slice: treated like a failed health check."""
+
+    reason: str
+    healthy: bool = False
+
+
 def _bounded(refused: dict[str, str], limit: int = 50) -> dict[str, str]:
     return dict(list(refused.items())[-limit:])
 
@@ -377,17 +396,10 @@ def _healthy(health: Any) -> bool:
 
 
 def _health_reason(health: Any) -> str:
-    return str(getattr(health, "reason", "not healthy within the deadline"))
-
-
-def _object_key(obj: Mapping[str, Any]) -> str:
-    meta = obj.get("metadata") or {}
-    group = str(obj.get("apiVersion", "")).rpartition("/")[0]
-    return f"{group}/{obj.get('kind')}/{meta.get('namespace', '')}/{meta.get('name')}"
-
-
-def _key_of(drift: Any) -> str:
-    return str(getattr(drift, "key", drift))
+    if isinstance(health, _Refused):
+        return f"the API server refused it: {health.reason}"
+    summary = getattr(health, "summary", None)
+    return str(summary()) if callable(summary) else "not healthy within the deadline"
 
 
 def status_document(

@@ -134,8 +134,9 @@ class NodePipeline:
         rendered = render_site(repo, self.site)
         if checks:
             self._check(tree, repo, rendered)
+        from reconciler.apply.order import key_of
+
         objects: list[Mapping[str, Any]] = [o.body for o in rendered.objects]
-        keys = [str(o.key) for o in rendered.objects]
         if rendered.secret_refs:
             from reconciler.secrets import decrypt_site_secrets
 
@@ -144,11 +145,8 @@ class NodePipeline:
                     f"site {self.site} has encrypted secrets but the agent config sets no "
                     "ageKey; install the site's age key at enrollment"
                 )
-            for secret in decrypt_site_secrets(tree, self.site, self.config.age_key):
-                from reconciler.render import ObjectKey
-
-                objects.append(secret)
-                keys.append(str(ObjectKey.of(secret)))
+            objects.extend(decrypt_site_secrets(tree, self.site, self.config.age_key))
+        keys = [key_of(obj).encode() for obj in objects]
         return NodeDesired(
             revision=revision, objects=tuple(objects), keys=tuple(keys), sources=rendered.sources
         )
@@ -250,3 +248,53 @@ def _fleet_touched(fleet: Any, paths: set[str]) -> bool:
 
 def _short(revision: str | None) -> str:
     return revision[:12] if revision else "working tree"
+
+
+class ManagerCluster:
+    """The agent's `Cluster`, backed by `apply.ResourceManager` (keys as stored strings)."""
+
+    def __init__(self, manager: Any, *, monotonic: Any = None, sleep: Any = None) -> None:
+        import time
+
+        self.manager = manager
+        self.monotonic = monotonic or time.monotonic
+        self.sleep = sleep or time.sleep
+
+    @classmethod
+    def connect(cls, config: AgentConfig) -> ManagerCluster:
+        from reconciler.apply import Cluster, ResourceManager
+
+        if config.kubeconfig is None:
+            raise ConfigError(f"{config.path}: spec.kubeconfig is not set")
+        cluster = Cluster.from_kubeconfig(config.kubeconfig)
+        return cls(ResourceManager(cluster, site=config.site, field_manager=config.field_manager))
+
+    @staticmethod
+    def _keys(keys: Sequence[str]) -> list[Any]:
+        from reconciler.apply import ObjectKey
+
+        return [ObjectKey.parse(k) for k in keys]
+
+    def apply(self, objects: Sequence[Mapping[str, Any]], *, revision: str) -> Any:
+        return self.manager.apply(objects, revision=revision)
+
+    def drift(self, objects: Sequence[Mapping[str, Any]]) -> Sequence[str]:
+        return [d.key.encode() for d in self.manager.drift(objects)]
+
+    def prune(self, previous: Sequence[str], desired: Sequence[str]) -> Sequence[str]:
+        deleted = self.manager.prune(self._keys(previous), self._keys(desired))
+        return [k.encode() for k in deleted]
+
+    def wait_healthy(self, objects: Sequence[Mapping[str, Any]], *, deadline_seconds: float) -> Any:
+        return self.manager.wait_healthy(
+            objects, deadline_seconds=deadline_seconds, clock=self.monotonic, sleep=self.sleep
+        )
+
+    def read_inventory(self) -> Sequence[str] | None:
+        inventory = self.manager.read_inventory()
+        if inventory is None:
+            return None
+        return sorted(k.encode() for k in inventory.keys)
+
+    def write_inventory(self, keys: Sequence[str], revision: str) -> None:
+        self.manager.write_inventory(self._keys(keys), revision)

@@ -27,6 +27,7 @@ COMMANDS: tuple[str, ...] = (
     "bundle",
     "images",
     "fleet",
+    "agent",
 )
 
 EXIT_OK = 0

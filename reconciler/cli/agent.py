@@ -1,0 +1,146 @@
+"""``outpost agent run|status``: the node's reconcile tick, and what it last did."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK
+
+EXIT_TEMPORARY = 75  # EX_TEMPFAIL: the outside world was down; the unit treats it as success
+DEFAULT_CONFIG = "/etc/outpost/agent.yaml"
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("agent", help="run the node agent or show its status")
+    sub = parser.add_subparsers(dest="agent_command", metavar="SUBCOMMAND", required=True)
+    run_parser = sub.add_parser(
+        "run",
+        help="reconcile this site: fetch, verify, render, gate, apply (one tick with --once)",
+        description=(
+            "Exit 0 when the site runs its intended revision (or waits for its window), "
+            "1 when a candidate was refused or rolled back, 2 on configuration errors, "
+            "75 when the source or the cluster did not answer (retried next tick)."
+        ),
+    )
+    run_parser.add_argument("--config", default=DEFAULT_CONFIG, help="the agent config")
+    run_parser.add_argument("--once", action="store_true", help="one tick, then exit")
+    run_parser.add_argument(
+        "--interval", type=float, default=300.0, help="seconds between ticks without --once"
+    )
+    run_parser.set_defaults(func=run)
+    status_parser = sub.add_parser("status", help="what the last tick did")
+    status_parser.add_argument("--config", default=DEFAULT_CONFIG, help="the agent config")
+    status_parser.add_argument("--state-dir", help="read this state directory instead")
+    status_parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    status_parser.set_defaults(func=status)
+
+
+def _logging() -> None:
+    import logging
+
+    from reconciler.agent import JsonFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger("outpost")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from reconciler.agent import Agent
+    from reconciler.config import load_config
+    from reconciler.errors import ConfigError
+    from reconciler.pipeline import ManagerCluster, NodePipeline
+    from reconciler.state import AgentBusy
+
+    _logging()
+    try:
+        config = load_config(Path(args.config))
+    except ConfigError as exc:
+        print(f"outpost agent: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    agent = Agent(
+        config, pipeline=NodePipeline(config), cluster=lambda: ManagerCluster.connect(config)
+    )
+    while True:
+        try:
+            report = agent.tick()
+        except AgentBusy as exc:
+            print(f"outpost agent: {exc}", file=sys.stderr)
+            return EXIT_TEMPORARY if args.once else EXIT_ERROR
+        except ConfigError as exc:
+            print(f"outpost agent: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        code = exit_code(report.outcome, temporary=report.temporary)
+        if args.once:
+            return code
+        time.sleep(args.interval)
+
+
+def exit_code(outcome: str, *, temporary: bool) -> int:
+    if outcome in ("refused", "failed", "failed-before", "rolled-back"):
+        return EXIT_FINDINGS
+    if temporary or outcome == "interrupted":
+        return EXIT_TEMPORARY
+    return EXIT_OK
+
+
+def status(args: argparse.Namespace) -> int:
+    from reconciler.config import load_config
+    from reconciler.errors import ConfigError
+    from reconciler.state import StateStore
+
+    if args.state_dir:
+        state_dir = Path(args.state_dir)
+    else:
+        try:
+            state_dir = load_config(Path(args.config)).state_dir
+        except ConfigError as exc:
+            print(f"outpost agent status: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+    report = StateStore(state_dir).read_status()
+    if report is None:
+        print(
+            f"outpost agent status: no status in {state_dir} yet (no tick has run)", file=sys.stderr
+        )
+        return EXIT_ERROR
+    if args.output == "json":
+        print(json.dumps(report, indent=2, sort_keys=True))
+        return EXIT_OK
+    print(format_status(report))
+    return EXIT_OK
+
+
+def format_status(report: dict[str, Any]) -> str:
+    applied = report.get("applied") or {}
+    lines = [
+        f"site:       {report.get('site')}",
+        f"outcome:    {report.get('outcome')} at {report.get('time')}",
+        f"applied:    {(applied.get('revision') or 'nothing yet')[:12]}"
+        + (f" since {applied.get('at')}" if applied.get("at") else ""),
+        f"health:     {report.get('health')}",
+        f"source:     last answered {report.get('sourceLastAnswered') or 'never'}",
+    ]
+    pending = report.get("pending")
+    if pending:
+        until = f" (until {pending['until']})" if pending.get("until") else ""
+        lines.append(
+            f"pending:    {str(pending.get('revision'))[:12]}: {pending.get('reason')}{until}"
+        )
+    drift = report.get("drift") or {}
+    if drift.get("objects"):
+        lines.append(
+            f"drift:      {drift['objects']} object(s), {drift.get('corrected', 0)} corrected"
+        )
+    if report.get("lastError"):
+        lines.append(f"last error: {report['lastError']}")
+    lines.extend(f"warning:    {w}" for w in report.get("warnings") or [])
+    return "\n".join(lines)
