@@ -64,6 +64,7 @@ class SignedRepo:
         self.git("config", "gpg.format", "ssh")
         for name in EXAMPLE_DIRS:
             shutil.copytree(REPO_ROOT / name, path / name)
+        shutil.copyfile(REPO_ROOT / ".sops.yaml", path / ".sops.yaml")
 
     def git(self, *args: str, env: Mapping[str, str] | None = None) -> str:
         done = subprocess.run(
