@@ -85,6 +85,17 @@ class FakeCluster:
         self.objects[(group, obj["kind"], metadata.get("namespace", ""), metadata["name"])] = obj
         return obj
 
+    def edit(self, key: Key, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """Change a stored object as another client would: new resourceVersion, and a new
+        generation when the spec changed."""
+        live = self.objects[key]
+        spec = copy.deepcopy(live.get("spec"))
+        change(live)
+        live["metadata"]["resourceVersion"] = str(next(self._versions))
+        if live.get("spec") != spec and "generation" in live["metadata"]:
+            live["metadata"]["generation"] += 1
+        return live
+
     # verbs
     def apply(
         self,
@@ -107,10 +118,14 @@ class FakeCluster:
         if live is None:
             merged["metadata"]["uid"] = f"uid-{next(self._uids)}"
             merged["metadata"]["resourceVersion"] = "" if dry_run else str(next(self._versions))
+            if "spec" in merged:
+                merged["metadata"]["generation"] = 1
             if resource.kind == "CustomResourceDefinition" and self.crds_established:
                 merged["status"] = {"conditions": [{"type": "Established", "status": "True"}]}
         elif merged != live:
             merged["metadata"]["resourceVersion"] = str(next(self._versions))
+            if merged.get("spec") != live.get("spec") and "generation" in merged["metadata"]:
+                merged["metadata"]["generation"] += 1
         if not dry_run:
             self.objects[key] = merged
         return copy.deepcopy(merged), live is None

@@ -249,8 +249,130 @@ def test_reapplying_a_tracked_slice_does_not_rewrite_the_inventory(
     result = manager.apply([ns(), cm("a")], revision="r1")
     manager.write_inventory(result.keys, "r1")
     fake.calls.clear()
-    manager.apply([cm("a")], revision="r1")  # a drift correction
+    manager.apply([cm("a")], revision="r1", skip_untouched=False)  # a drift correction
     assert [c for c in fake.calls if c[0] == "apply"] == [("apply", "ConfigMap/pos/a")]
+
+
+# -- fingerprints ------------------------------------------------------------
+
+
+def test_untouched_objects_are_not_sent_again(fake: FakeCluster, manager: ResourceManager) -> None:
+    slice_ = [ns(), cm("a", x="1"), cm("b"), deploy()]
+    first = manager.apply(slice_, revision="r1")
+    manager.write_inventory(first.keys, "r1")
+    fresh = ResourceManager(fake, site=SITE, workers=1)  # type: ignore[arg-type]  # next tick
+    fake.calls.clear()
+    again = fresh.apply(slice_, revision="r1")
+    assert {e.action for e in again.entries} == {Action.UNCHANGED}
+    assert [c for c in fake.calls if c[0] in ("apply", "get", "dry-run")] == [
+        ("get", "ConfigMap outpost-system/outpost-inventory")
+    ]
+    fake.calls.clear()
+    assert fresh.drift(slice_) == []
+    assert [c for c in fake.calls if c[0] in ("apply", "dry-run")] == []
+
+
+def test_a_status_write_does_not_defeat_the_fingerprint(
+    fake: FakeCluster, manager: ResourceManager
+) -> None:
+    manager.apply([deploy()], revision="r1")
+    fake.edit(("apps", "Deployment", "pos", "server"), lambda o: o.update(status={"replicas": 1}))
+    fake.calls.clear()
+    assert manager.apply([deploy()], revision="r1").unchanged == (key_of(deploy()),)
+    assert [c for c in fake.calls if c[0] == "apply"] == []
+
+
+def edit_data(obj: dict[str, Any]) -> None:
+    obj["data"] = {"x": "by hand"}
+
+
+def edit_spec(obj: dict[str, Any]) -> None:
+    obj["spec"]["replicas"] = 9
+
+
+def drop_label(obj: dict[str, Any]) -> None:
+    del obj["metadata"]["labels"][SITE_LABEL]
+
+
+@pytest.mark.parametrize(
+    ("document", "key", "change"),
+    [
+        (cm("a", x="1"), ("", "ConfigMap", "pos", "a"), edit_data),
+        (deploy(), ("apps", "Deployment", "pos", "server"), edit_spec),
+        (deploy(), ("apps", "Deployment", "pos", "server"), drop_label),
+    ],
+    ids=["data edited", "spec edited (generation moves)", "our label removed"],
+)
+def test_touched_objects_are_checked_and_sent(
+    fake: FakeCluster, manager: ResourceManager, document: dict[str, Any], key: Any, change: Any
+) -> None:
+    manager.apply([document], revision="r1")
+    fake.edit(key, change)
+    assert [d.key for d in manager.drift([document])] == [key_of(document)]
+    fake.calls.clear()
+    result = manager.apply([document], revision="r1")
+    assert result.configured == (key_of(document),)
+    assert manager.drift([document]) == []
+
+
+def test_a_recreated_object_is_not_taken_for_ours(
+    fake: FakeCluster, manager: ResourceManager
+) -> None:
+    manager.apply([cm("a", x="1")], revision="r1")
+    stored = fake.objects.pop(("", "ConfigMap", "pos", "a"))
+    stored["metadata"]["uid"] = "someone-else"
+    stored["metadata"]["resourceVersion"] = "1"
+    fake.objects[("", "ConfigMap", "pos", "a")] = stored
+    fake.calls.clear()
+    manager.apply([cm("a", x="1")], revision="r1")
+    assert ("apply", "ConfigMap/pos/a") in fake.calls
+
+
+def test_a_new_body_is_sent(fake: FakeCluster, manager: ResourceManager) -> None:
+    manager.apply([cm("a", x="1")], revision="r1")
+    assert manager.apply([cm("a", x="2")], revision="r2").configured == (key_of(cm("a")),)
+
+
+def test_drift_that_finds_an_object_in_line_remembers_it(
+    fake: FakeCluster, manager: ResourceManager
+) -> None:
+    manager.apply([cm("a", x="1")], revision="r1")
+    manager.write_inventory([key_of(cm("a"))], "r1")
+    # someone adds a label of their own: the object moved (and has no generation), ours did not
+    fake.edit(("", "ConfigMap", "pos", "a"), lambda o: o["metadata"]["labels"].update(team="ops"))
+    fresh = ResourceManager(fake, site=SITE, workers=1)  # type: ignore[arg-type]
+    fake.calls.clear()
+    assert fresh.drift([cm("a", x="1")]) == []
+    assert ("dry-run", "ConfigMap/pos/a") in fake.calls
+    fake.calls.clear()
+    again = ResourceManager(fake, site=SITE, workers=1)  # type: ignore[arg-type]
+    assert again.drift([cm("a", x="1")]) == []
+    assert ("dry-run", "ConfigMap/pos/a") not in fake.calls
+
+
+def test_a_controllers_annotation_needs_no_dry_run(
+    fake: FakeCluster, manager: ResourceManager
+) -> None:
+    manager.apply([deploy()], revision="r1")
+    fake.edit(
+        ("apps", "Deployment", "pos", "server"),
+        lambda o: o["metadata"].setdefault("annotations", {}).update(revision="2"),
+    )
+    fake.calls.clear()
+    assert manager.drift([deploy()]) == []
+    assert ("dry-run", "Deployment.apps/pos/server") not in fake.calls
+
+
+def test_unreadable_fingerprints_are_only_a_slower_path(
+    fake: FakeCluster, manager: ResourceManager
+) -> None:
+    result = manager.apply([cm("a")], revision="r1")
+    manager.write_inventory(result.keys, "r1")
+    fake.objects[("", "ConfigMap", "outpost-system", INVENTORY_NAME)]["data"]["fingerprints"] = "{"
+    fresh = ResourceManager(fake, site=SITE, workers=1)  # type: ignore[arg-type]
+    fake.calls.clear()
+    assert fresh.drift([cm("a")]) == []
+    assert ("dry-run", "ConfigMap/pos/a") in fake.calls
 
 
 @pytest.mark.parametrize(
@@ -346,9 +468,11 @@ def test_drift(fake: FakeCluster, manager: ResourceManager) -> None:
     slice_ = [ns(), cm("a", x="1"), cm("b"), deploy(replicas=2)]
     manager.apply(slice_, revision="r1")
     assert manager.drift(slice_) == []
-    fake.objects[("", "ConfigMap", "pos", "a")]["data"] = {"x": "2", "added-by-hand": "ok"}
-    fake.objects[("apps", "Deployment", "pos", "server")]["spec"]["replicas"] = 5
-    fake.objects[("", "ConfigMap", "pos", "b")]["metadata"]["resourceVersion"] = "999"  # noise
+    fake.edit(
+        ("", "ConfigMap", "pos", "a"), lambda o: o.update(data={"x": "2", "added-by-hand": "ok"})
+    )
+    fake.edit(("apps", "Deployment", "pos", "server"), edit_spec)
+    fake.edit(("", "ConfigMap", "pos", "b"), lambda o: None)  # a write that changed nothing
     del fake.objects[("", "Namespace", "", "pos")]
     found = {str(d.key): d for d in manager.drift(slice_)}
     assert set(found) == {"ConfigMap/pos/a", "Deployment.apps/pos/server", "Namespace/pos"}

@@ -179,6 +179,14 @@ def test_apply_then_reapply_is_unchanged(world: World) -> None:
     assert world.get("configmap", "settings")["metadata"]["resourceVersion"] == version  # type: ignore[index]
     assert world.get("deployment", "server")["metadata"]["generation"] == generation  # type: ignore[index]
 
+    # the next tick is a new process: it trusts only what the inventory recorded
+    fresh = ResourceManager(world.kube, site=world.site, inventory_namespace=world.inventory_ns)
+    assert {e.action for e in fresh.apply(slice_, revision="r1").entries} == {Action.UNCHANGED}
+    assert fresh.drift(slice_) == []
+    stored = world.get("configmap", "outpost-inventory", world.inventory_ns)
+    assert stored is not None
+    assert set(json.loads(stored["data"]["fingerprints"])) == {k.encode() for k in first.keys}
+
     live = world.get("configmap", "settings")
     assert live is not None
     assert live["metadata"]["labels"] == {MANAGED_BY_LABEL: MANAGED_BY, SITE_LABEL: world.site}
@@ -319,11 +327,28 @@ def test_prune_of_a_namespace_goes_after_its_contents(world: World) -> None:
 
 
 def test_drift_from_a_hand_edit_is_reported_and_corrected(world: World) -> None:
+    api = world.deployment("api")
+    api["metadata"]["annotations"] = {"outpost.test/owner": "pos-team"}
     slice_ = [
         world.namespace(),
         world.config_map("settings", currency="EUR"),
         world.deployment("server", replicas=2),
         world.config_map("menu", items="3"),
+        api,
+    ]
+    world.manager.apply(slice_, revision="r1")
+    assert world.manager.drift(slice_) == []
+    world.kubectl(
+        "annotate",
+        "deployment/api",
+        "-n",
+        world.ns,
+        "--overwrite",
+        "outpost.test/owner=someone-else",
+        "outpost.test/extra=fine",
+    )
+    assert [(str(d.key), d.fields) for d in world.manager.drift(slice_)] == [
+        (f"Deployment.apps/{world.ns}/api", ("metadata.annotations.outpost.test/owner",))
     ]
     world.manager.apply(slice_, revision="r1")
     assert world.manager.drift(slice_) == []
@@ -456,9 +481,12 @@ def test_crd_and_its_custom_resources_in_one_apply(world: World) -> None:
     try:
         result = world.manager.apply(slice_, revision="r1")
         assert [e.action for e in result.entries] == [Action.CREATED] * 4
-        assert [str(e.key) for e in result.entries][
-            0
-        ] == f"CustomResourceDefinition.apiextensions.k8s.io/tills.{group}"
+        assert [str(e.key) for e in result.entries] == [
+            f"CustomResourceDefinition.apiextensions.k8s.io/tills.{group}",
+            f"Namespace/{world.ns}",
+            f"Till.{group}/{world.ns}/lane-1",
+            f"VirtualMachine.kubevirt.io/{world.ns}/hmi",
+        ]
         assert world.get(f"tills.{group}", "lane-1")["spec"] == {"lane": 1}  # type: ignore[index]
         assert world.manager.drift(slice_) == []
 
@@ -490,7 +518,7 @@ def test_custom_resource_without_its_crd_is_refused(world: World) -> None:
         "kind": "Gadget",
         "metadata": {"name": "g", "namespace": world.ns},
     }
-    with pytest.raises(ApplyError, match="does not serve API version gadgets.outpost.test/v1"):
+    with pytest.raises(ApplyError, match=r"does not serve API version gadgets\.outpost\.test/v1"):
         world.manager.apply([gadget], revision="r2")
 
 
