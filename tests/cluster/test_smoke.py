@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -29,6 +30,7 @@ from tools.testcluster import (
     pinned_versions,
     plan,
     require_binaries,
+    running,
 )
 
 pytestmark = pytest.mark.cluster
@@ -246,6 +248,32 @@ def test_missing_binaries_fail_with_the_build_command(tmp_path: Path) -> None:
     assert isinstance(raised.value, BuildError)
 
 
+def test_fixture_fails_not_skips_without_binaries(tmp_path: Path) -> None:
+    """A run without binaries must go red, naming the build command; never skipped."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-rfEs",
+            f"{Path(__file__)}::test_control_plane_is_the_pinned_version_with_ready_nodes",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env={**os.environ, "OUTPOST_TESTCLUSTER_CACHE": str(tmp_path / "empty-cache")},
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "1 error" in result.stdout
+    assert "skipped" not in result.stdout
+    assert BUILD_COMMAND in result.stdout
+
+
 # --- teardown leaves nothing behind ------------------------------------------------------
 
 
@@ -293,6 +321,35 @@ def test_up_env_down_leaves_no_process(tmp_path: Path) -> None:
     assert _alive(pids) == []
     assert not workdir.exists()
     assert cli("env").returncode == 1
+
+
+def test_port_taken_before_bind_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ports are picked free, but another process may take one before etcd binds it."""
+    from tools.testcluster import _cluster
+
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    taken = squatter.getsockname()[1]
+    real = _cluster._free_ports
+    picks: list[list[int]] = []
+
+    def first_pick_collides(count: int) -> list[int]:
+        ports = real(count)
+        if not picks:
+            ports[0] = taken  # etcd's client port
+        picks.append(ports)
+        return ports
+
+    monkeypatch.setattr(_cluster, "_free_ports", first_pick_collides)
+    try:
+        with running(tmp_path / "cluster") as retried:
+            assert len(picks) == 2
+            assert f"127.0.0.1:{taken}" in (tmp_path / "cluster" / "logs" / "etcd.log").read_text()
+            assert str(taken) not in retried.server
+            assert retried.kubectl("get", "nodes", "-o", "name").stdout.count("node/") == 3
+    finally:
+        squatter.close()
 
 
 SESSION = """

@@ -4,7 +4,8 @@ kube-scheduler and kwok, with simulated nodes and the KubeVirt ``VirtualMachine`
 Decisions:
 
 - Every port is a free loopback port picked at start, so several clusters (parallel CI jobs,
-  an ``up`` cluster next to a test session) never collide and nothing listens beyond 127.0.0.1.
+  an ``up`` cluster next to a test session) run side by side and nothing listens beyond
+  127.0.0.1; if another process takes a port before a component binds it, start-up retries.
 - Each process runs in its own session and process group; stopping signals the group, so
   anything a component forks goes with it. With ``die_with_parent=True`` (the pytest fixture)
   each process also gets ``PR_SET_PDEATHSIG=SIGKILL``: if the test runner is killed outright,
@@ -38,7 +39,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,9 +89,11 @@ class Cluster:
     token: str
     ca_file: Path
     nodes: tuple[str, ...]
-    processes: list[Process]
     bin_dir: Path
-    _popen: dict[int, subprocess.Popen[bytes]]
+    processes: list[Process] = field(default_factory=list)
+    _popen: dict[int, subprocess.Popen[bytes]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def env(self) -> dict[str, str]:
         """Environment for subprocesses (``kubectl``, ``outpost``) to talk to this cluster."""
@@ -182,8 +185,25 @@ def start(
     node in nodes.yaml is Ready, the controller manager and scheduler report healthy, and
     the ``default`` service account exists (Pods cannot be created before it does).
     On any failure everything started so far is stopped and :class:`ClusterError` names the
-    component and quotes its log.
+    component and quotes its log. Ports are picked free but can be taken by another process
+    before a component binds them; that start is retried with new ports, twice at most.
     """
+    for attempt in range(3):
+        try:
+            return _start_once(workdir, cache, die_with_parent, timeout)
+        except _PortTakenError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+class _PortTakenError(ClusterError):
+    """A component exited because its port was taken between picking and binding it."""
+
+
+def _start_once(
+    workdir: Path, cache: Path | None, die_with_parent: bool, timeout: float
+) -> Cluster:
     plan = _build.require_binaries(cache)
     bin_dir = plan.bin_dir
     workdir = workdir.resolve()
@@ -222,9 +242,7 @@ def start(
         token=token,
         ca_file=pki.ca_cert,
         nodes=tuple(n["metadata"]["name"] for n in nodes),
-        processes=[],
         bin_dir=bin_dir,
-        _popen={},
     )
     argv = _argv(
         bin_dir,
@@ -286,29 +304,31 @@ def running(workdir: Path, *, cache: Path | None = None) -> Iterator[Cluster]:
     """:func:`start` a cluster for the life of a ``with`` block, and stop it however it ends.
 
     Normal exit, an exception and Ctrl-C unwind the block. SIGTERM (CI cancelling a job)
-    would end Python without unwinding, so while the block runs SIGTERM raises
-    KeyboardInterrupt instead, which pytest handles by finishing the session and tearing
-    fixtures down. ``atexit`` covers an interpreter exit that skips the block's end, and
-    ``die_with_parent`` covers SIGKILL, which no Python code survives.
+    would end Python without unwinding, so from before start-up until the block ends SIGTERM
+    raises KeyboardInterrupt instead, which pytest handles by finishing the session and
+    tearing fixtures down. ``atexit`` covers an interpreter exit that skips the block's end,
+    and ``die_with_parent`` covers SIGKILL, which no Python code survives. The kernel ties
+    that last guard to the calling thread, so call this from the main thread (pytest does).
     """
-    cluster = start(workdir, cache=cache, die_with_parent=True)
-    atexit.register(cluster.stop)
     previous: Any = None
     if threading.current_thread() is threading.main_thread():
-        previous = signal.getsignal(signal.SIGTERM)
-        if previous in (signal.SIG_DFL, None):
+        current = signal.getsignal(signal.SIGTERM)
+        if current in (signal.SIG_DFL, None):
+            previous = signal.SIG_DFL
             signal.signal(signal.SIGTERM, _interrupt)
-        else:
-            previous = None
     try:
-        yield cluster
-    finally:
+        cluster = start(workdir, cache=cache, die_with_parent=True)
+        atexit.register(cluster.stop)
         try:
-            cluster.stop()
+            yield cluster
         finally:
-            atexit.unregister(cluster.stop)
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            try:
+                cluster.stop()
+            finally:
+                atexit.unregister(cluster.stop)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -329,9 +349,8 @@ def attach(workdir: Path) -> Cluster:
         token=state["token"],
         ca_file=Path(state["ca_file"]),
         nodes=tuple(state["nodes"]),
-        processes=[Process(**p) for p in state["processes"]],
         bin_dir=Path(state["bin_dir"]),
-        _popen={},
+        processes=[Process(**p) for p in state["processes"]],
     )
 
 
@@ -460,6 +479,8 @@ def _die_with(parent: int) -> Callable[[], None]:
 
 
 def _write_state(cluster: Cluster, *, stopped: bool = False) -> None:
+    if not cluster.workdir.is_dir():  # `down` removed it; nothing left to record
+        return
     state = {
         "workdir": str(cluster.workdir),
         "kubeconfig": str(cluster.kubeconfig),
@@ -549,9 +570,11 @@ def _wait(cluster: Cluster, component: str, deadline: float, ready: Callable[[],
         for process in cluster.processes:
             popen = cluster._popen.get(process.pid)
             if popen is not None and popen.poll() is not None:
-                raise ClusterError(
+                tail = cluster.log_tail(process.name)
+                error = _PortTakenError if "address already in use" in tail else ClusterError
+                raise error(
                     f"{process.name} exited with status {popen.returncode} during start-up; "
-                    f"log {process.log}:\n{cluster.log_tail(process.name)}"
+                    f"log {process.log}:\n{tail}"
                 )
         try:
             if ready():
