@@ -67,6 +67,8 @@ class Cluster(Protocol):
 
     def read_inventory(self) -> Sequence[str] | None: ...
 
+    def label_nodes(self, desired: Desired) -> Sequence[str]: ...
+
     def write_inventory(self, keys: Sequence[str], revision: str) -> None: ...
 
 
@@ -271,6 +273,7 @@ class Agent:
             # The union goes on record first: a kill during apply leaves nothing unlisted.
             state = state.with_(inventory=tuple(sorted(set(previous) | set(desired.keys))))
             self.store.save(state)
+            cluster.label_nodes(desired)
             cluster.apply(desired.objects, revision=revision)
             health = cluster.wait_healthy(
                 desired.objects, deadline_seconds=self.config.health_deadline

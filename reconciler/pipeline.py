@@ -18,7 +18,7 @@ store's edit) is not a change for this site: it is not gated.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
@@ -30,6 +30,7 @@ from reconciler.fetch import Mirror
 from reconciler.findings import ERROR, Finding
 
 MAX_PAUSE_WALK = 2000
+NODE_LABEL_MANAGER = "outpost-placement"
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class NodeVerified(Verified):
 @dataclass(frozen=True)
 class NodeDesired(Desired):
     sources: tuple[str, ...] = ()
+    node_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    machine_ids: Mapping[str, str] = field(default_factory=dict)
 
 
 def _first_errors(findings: Sequence[Finding], limit: int = 5) -> str:
@@ -147,8 +150,18 @@ class NodePipeline:
                 )
             objects.extend(decrypt_site_secrets(tree, self.site, self.config.age_key))
         keys = [key_of(obj).encode() for obj in objects]
+        folder = repo.site(self.site)
+        machine_ids = {
+            str(node.get("name")): str((node.get("identity") or {}).get("machineId", ""))
+            for node in (folder.hardware.nodes if folder.hardware is not None else ())
+        }
         return NodeDesired(
-            revision=revision, objects=tuple(objects), keys=tuple(keys), sources=rendered.sources
+            revision=revision,
+            objects=tuple(objects),
+            keys=tuple(keys),
+            sources=rendered.sources,
+            node_labels=rendered.node_labels,
+            machine_ids=machine_ids,
         )
 
     def _check(self, tree: Any, repo: Any, rendered: Any) -> None:
@@ -298,3 +311,39 @@ class ManagerCluster:
 
     def write_inventory(self, keys: Sequence[str], revision: str) -> None:
         self.manager.write_inventory(self._keys(keys), revision)
+
+    def label_nodes(self, desired: Desired) -> Sequence[str]:
+        """Put hardware.yaml's placement labels on the cluster's nodes; return the nodes labelled.
+
+        A hardware node is found by its machine id (what the kubelet reports from
+        /etc/machine-id), else by name; a site with one node and one hardware entry needs
+        neither. Only the labels are applied, under their own field manager, so nothing
+        else on the Node is touched and a label that left hardware.yaml is removed.
+        """
+        if not isinstance(desired, NodeDesired) or not desired.node_labels:
+            return []
+        cluster = self.manager.cluster
+        resource = cluster.resource("v1", "Node")
+        nodes = cluster.list(resource)
+        by_machine = {
+            str(((n.get("status") or {}).get("nodeInfo") or {}).get("machineID", "")): n
+            for n in nodes
+        }
+        by_name = {str(n["metadata"]["name"]): n for n in nodes}
+        labelled = []
+        for hw_name, labels in sorted(desired.node_labels.items()):
+            machine = desired.machine_ids.get(hw_name, "")
+            node = (by_machine.get(machine) if machine else None) or by_name.get(hw_name)
+            if node is None and len(nodes) == 1 and len(desired.node_labels) == 1:
+                node = nodes[0]
+            if node is None:
+                continue
+            name = str(node["metadata"]["name"])
+            body = {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": name, "labels": dict(labels)},
+            }
+            cluster.apply(resource, body, field_manager=NODE_LABEL_MANAGER, obj=f"Node/{name}")
+            labelled.append(name)
+        return labelled
