@@ -1,0 +1,232 @@
+"""An air-gapped plant brought from one signed revision to the next by bundle files alone.
+
+The example's air-gapped plant (plant-ostrava) on the real test control plane: a real node
+agent (`Agent` + `NodePipeline` + `ManagerCluster`) with no git remote, only a bundle inbox
+and an outbox. Bundles are made by `git bundle create` from a clone whose commits are signed
+with ssh keys made by ssh-keygen.
+
+1. a --full bundle of A installs A;
+2. a bundle A..C moves the plant to C (the OPC UA gateway's publish interval changes);
+3. a bundle C..D whose commit is signed by an unknown key is imported, refused by trust,
+   and nothing in the cluster or the applied state changes;
+4. a replayed A..B changes nothing;
+5. the status report in the outbox round-trips into the fleet status.
+
+Until the tick imports the inbox itself, the test runs `import_inbox` where the tick will
+(before `tick()`, on the node's mirror); afterwards the call finds the inbox empty.
+
+The test cluster has no storage provisioner and no KubeVirt: the test provides
+PersistentVolumes for the plant's claims and sets the VM's status, as KubeVirt would.
+Waits poll with a generous deadline; a deadline is a failure bound, never a timing assertion.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "airgap"))
+
+from airgap_world import (
+    PLANT,
+    REPO_ROOT,
+    History,
+    Key,
+    SignedRepo,
+    allowed_signers,
+    drop,
+    make_key,
+)
+
+from reconciler.agent import Agent
+from reconciler.bundle import import_inbox
+from reconciler.config import AgentConfig, SourceConfig
+from reconciler.fetch import APPLIED_REF, CANDIDATE_REF, Mirror
+from reconciler.fleetstatus import FleetStatus, ingest_dir, summarize
+from reconciler.pipeline import ManagerCluster, NodePipeline
+from tools.testcluster import Cluster as ControlPlane
+
+pytestmark = pytest.mark.cluster
+
+# Saturday 23:00 in Prague: inside plant-ostrava's weekly window (sat 22:00 for 30 h),
+# weeks after the commits (BASE_TS in airgap_world), so every wave's soak has passed.
+WINDOW = datetime(2026, 11, 28, 22, 0, tzinfo=UTC)
+VOLUMES = (("1Ti", "historian"), ("200Gi", "broker"), ("20Gi", "recipes"))
+
+
+def publish_interval(plane: ControlPlane) -> str:
+    """The publish interval in the cluster's copy of the OPC UA gateway's config."""
+    done = plane.kubectl("get", "configmap", "opcua-gateway", "-n", "plant-data", "-o", "json")
+    config = json.loads(done.stdout)["data"]["gateway.yaml"]
+    [line] = [x for x in config.splitlines() if "publishIntervalMs:" in x]
+    return line.split(":", 1)[1].strip()
+
+
+@pytest.fixture
+def volumes(cluster: ControlPlane, tmp_path: Path) -> Iterator[None]:
+    """hostPath PersistentVolumes the plant's claims can bind to (no provisioner here).
+
+    Afterwards the plant's namespaces, its inventory and the volumes are deleted, so the
+    shared control plane is left as the test found it.
+    """
+    names = []
+    for size, what in VOLUMES:
+        name = f"airgap-{what}-{uuid.uuid4().hex[:6]}"
+        body = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": name},
+            "spec": {
+                "capacity": {"storage": size},
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "local-path",
+                "hostPath": {"path": f"/tmp/{name}"},
+            },
+        }
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(body))
+        cluster.kubectl("create", "-f", str(path))
+        names.append(name)
+    yield
+    cluster.kubectl("delete", "namespace", "-l", f"outpost/site={PLANT}", "--wait=false")
+    cluster.kubectl(
+        "delete", "configmap", "outpost-inventory", "-n", "outpost-system", "--ignore-not-found"
+    )
+    for name in names:
+        cluster.kubectl("delete", "pv", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def kubevirt(cluster: ControlPlane) -> Iterator[None]:
+    """Plays KubeVirt for the plant's VM: once it exists, report it running."""
+    stop = threading.Event()
+
+    def act() -> None:
+        while not stop.is_set():
+            cluster.kubectl(
+                "patch", "virtualmachine", "hmi", "-n", "vms", "--subresource=status",
+                "--type=merge", "-p", '{"status": {"ready": true, "printableStatus": "Running"}}',
+                check=False,
+            )  # fmt: skip
+            stop.wait(0.5)
+
+    thread = threading.Thread(target=act, daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    thread.join(timeout=10)
+
+
+class PlantNode:
+    """plant-ostrava's node: config, mirror, the stick, the agent with a clock we set."""
+
+    def __init__(self, root: Path, plane: ControlPlane, ops: Key) -> None:
+        root.mkdir(parents=True)
+        trust = root / "allowed_signers"
+        trust.write_bytes(allowed_signers(ops))
+        self.now = WINDOW
+        self.config = AgentConfig(
+            path=root / "agent.yaml",
+            site=PLANT,
+            source=SourceConfig(url=None, branch="main", credentials=None),
+            bundle_inbox=root / "stick",
+            outbox=root / "stick" / "outbox",
+            trust_root=trust,
+            age_key=REPO_ROOT / "tests" / "keys" / "age" / f"{PLANT}.key",
+            kubeconfig=Path(plane.kubeconfig),
+            state_dir=root / "state",
+            health_deadline=180,
+            stale_after=30 * 86400,
+            field_manager="outpost",
+            max_commits=1000,
+            metrics_dir=None,
+        )
+        self.inbox = root / "stick"
+        self.inbox.mkdir()
+        self.agent = Agent(
+            self.config,
+            pipeline=NodePipeline(self.config),
+            cluster=lambda: ManagerCluster.connect(self.config),
+            clock=lambda: self.now,
+        )
+
+    @property
+    def mirror(self) -> Mirror:
+        return Mirror(self.config.mirror_dir)
+
+    def deliver(self, bundle: Path) -> Any:
+        """The stick arrives: the inbox is imported (as the tick will), then one tick runs."""
+        drop(bundle, self.inbox)
+        results = import_inbox(self.mirror, self.inbox, now=self.now)
+        report = self.agent.tick()
+        return results, report
+
+
+@pytest.fixture
+def signed(tmp_path: Path) -> tuple[History, Key]:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    ops, rogue = make_key(keys, "ops"), make_key(keys, "rogue")
+    repo = SignedRepo(tmp_path / "clone", ops)
+    a = repo.commit("Example fleet")
+    b = repo.change_plant("Ostrava: publish every 750 ms", 750)
+    c = repo.change_plant("Ostrava: publish every 1000 ms", 1000)
+    return History(repo, a, b, c), rogue
+
+
+def test_an_air_gapped_plant_moves_by_bundles_alone(
+    cluster: ControlPlane,
+    volumes: None,
+    kubevirt: None,
+    signed: tuple[History, Key],
+    tmp_path: Path,
+) -> None:
+    history, rogue = signed
+    node = PlantNode(tmp_path / "node", cluster, history.repo.key)
+    desk = tmp_path / "desk"
+
+    history.repo.bundle(desk / "install.bundle", None, history.a)
+    results, report = node.deliver(desk / "install.bundle")
+    assert [r.outcome for r in results] == ["imported"]
+    assert report.outcome == "applied", (report.error, report.pending_reason)
+    assert report.applied == history.a
+    assert publish_interval(cluster) == "500"
+
+    history.repo.bundle(desk / "a-c.bundle", history.a, history.c)
+    results, report = node.deliver(desk / "a-c.bundle")
+    assert [r.outcome for r in results] == ["imported"]
+    assert report.outcome == "applied", (report.error, report.pending_reason)
+    assert report.applied == history.c
+    assert node.mirror.resolve(APPLIED_REF) == history.c
+    assert publish_interval(cluster) == "1000"
+    assert (node.inbox / "processed" / "a-c.bundle.result.json").exists()
+
+    rogue_commit = history.repo.change_plant("Ostrava: publish every 10 ms", 10, rogue)
+    history.repo.bundle(desk / "c-d.bundle", history.c)
+    results, report = node.deliver(desk / "c-d.bundle")
+    assert [r.outcome for r in results] == ["imported"]
+    assert report.outcome == "refused"
+    assert rogue_commit[:7] in (report.pending_reason or "")
+    assert report.applied == history.c
+    assert node.mirror.resolve(APPLIED_REF) == history.c
+    assert publish_interval(cluster) == "1000"
+
+    history.repo.bundle(desk / "a-b.bundle", history.a, history.b)
+    results, report = node.deliver(desk / "a-b.bundle")
+    assert [r.outcome for r in results] == ["replay"]
+    assert node.mirror.resolve(CANDIDATE_REF) == rogue_commit
+    assert report.applied == history.c
+
+    fleet, outcomes = ingest_dir(node.inbox / "outbox", FleetStatus(), now=node.now)
+    assert [o.outcome for o in outcomes] == ["recorded"]
+    [row] = summarize(fleet, now=node.now)
+    assert (row.site, row.applied, row.pending) == (PLANT, history.c, rogue_commit)
+    assert row.pending_reason and rogue_commit[:7] in row.pending_reason
