@@ -669,8 +669,10 @@ class ResourceManager:
         """Store new fingerprints with the inventory as it stands (keys and revision unchanged)."""
         if not self._prints_dirty or self._stored is None:
             return
-        stored = self._stored
-        self._write_inventory(stored.keys, stored.revision, complete=stored.complete)
+        stored = self._stored  # read or written this run: its namespace exists
+        self._write_inventory(
+            stored.keys, stored.revision, complete=stored.complete, ensure_namespace=False
+        )
 
     # -- inventory ---------------------------------------------------------
 
@@ -745,19 +747,25 @@ class ResourceManager:
         return self._write_inventory(frozenset(keys), revision, complete=True)
 
     def _write_inventory(
-        self, keys: frozenset[ObjectKey], revision: str, *, complete: bool
+        self,
+        keys: frozenset[ObjectKey],
+        revision: str,
+        *,
+        complete: bool,
+        ensure_namespace: bool = True,
     ) -> Inventory:
-        namespace = {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {"name": self.inventory_namespace},
-        }
-        self.cluster.apply(
-            Resource("", "v1", "Namespace", "namespaces", False),
-            self._prepare(namespace),
-            field_manager=self.field_manager,
-            obj=f"Namespace/{self.inventory_namespace}",
-        )
+        if ensure_namespace:
+            namespace = {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": self.inventory_namespace},
+            }
+            self.cluster.apply(
+                Resource("", "v1", "Namespace", "namespaces", False),
+                self._prepare(namespace),
+                field_manager=self.field_manager,
+                obj=f"Namespace/{self.inventory_namespace}",
+            )
         config_map = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
