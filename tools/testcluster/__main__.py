@@ -76,9 +76,11 @@ def _cmd_up(workdir: Path) -> int:
         return 2
     started = time.monotonic()
     cluster = _cluster.start(workdir)
+    milestones = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in cluster.startup.items())
     print(
-        f"testcluster: up in {time.monotonic() - started:.1f}s at {cluster.server}, "
-        f"nodes {', '.join(cluster.nodes)}, pids {' '.join(map(str, cluster.pids()))}",
+        f"testcluster: up in {time.monotonic() - started:.1f}s ({milestones}) at "
+        f"{cluster.server}, nodes {', '.join(cluster.nodes)}, "
+        f"pids {' '.join(map(str, cluster.pids()))}",
         file=sys.stderr,
     )
     _print_env(cluster)

@@ -91,6 +91,8 @@ class Cluster:
     nodes: tuple[str, ...]
     bin_dir: Path
     processes: list[Process] = field(default_factory=list)
+    startup: dict[str, float] = field(default_factory=dict)
+    """Seconds from the first spawn to each start-up milestone, for logs and reports."""
     _popen: dict[int, subprocess.Popen[bytes]] = field(
         default_factory=dict, repr=False, compare=False
     )
@@ -259,12 +261,19 @@ def _start_once(
         sched_port=sched_port,
     )
     api = _Api(server, token, pki.ca_cert)
-    deadline = time.monotonic() + timeout
+    began = time.monotonic()
+    deadline = began + timeout
+
+    def mark(milestone: str) -> None:
+        cluster.startup[milestone] = round(time.monotonic() - began, 2)
+
     try:
         _spawn(cluster, "etcd", argv["etcd"], logs, die_with_parent)
         _wait(cluster, "etcd", deadline, lambda: _http_ok(f"http://127.0.0.1:{etcd_client}/health"))
+        mark("etcd healthy")
         _spawn(cluster, "kube-apiserver", argv["kube-apiserver"], logs, die_with_parent)
         _wait(cluster, "kube-apiserver", deadline, lambda: api.get_text("/readyz") == "ok")
+        mark("apiserver ready")
         # Only now: the controller manager and scheduler exit (as on a real node, where the
         # kubelet would restart them) if their RBAC roles, created by the API server's
         # bootstrap hook that /readyz waits for, are not there yet.
@@ -285,14 +294,19 @@ def _start_once(
             deadline,
             lambda: all(_condition(api.get(path), "Ready") for path in node_paths),
         )
+        mark("nodes ready")
         _wait(cluster, "kube-controller-manager", deadline, lambda: _healthz(kcm_port))
+        mark("kcm healthy")
         _wait(cluster, "kube-scheduler", deadline, lambda: _healthz(sched_port))
+        mark("scheduler healthy")
         _wait(
             cluster,
             "kube-controller-manager",
             deadline,
             lambda: api.get("/api/v1/namespaces/default/serviceaccounts/default") is not None,
         )
+        mark("usable")
+        _write_state(cluster)
     except BaseException:
         cluster.stop()
         raise
@@ -351,6 +365,7 @@ def attach(workdir: Path) -> Cluster:
         nodes=tuple(state["nodes"]),
         bin_dir=Path(state["bin_dir"]),
         processes=[Process(**p) for p in state["processes"]],
+        startup=state.get("startup", {}),
     )
 
 
@@ -490,6 +505,7 @@ def _write_state(cluster: Cluster, *, stopped: bool = False) -> None:
         "nodes": list(cluster.nodes),
         "bin_dir": str(cluster.bin_dir),
         "processes": [vars(p) for p in cluster.processes],
+        "startup": cluster.startup,
         "stopped": stopped,
     }
     path = cluster.workdir / STATE_FILE
