@@ -475,7 +475,7 @@ def test_api_server_gone_mid_apply_fails_cleanly_and_the_next_tick_converges(
 
 
 def test_sigkill_at_random_points_never_corrupts_state(
-    tmp_path: Path, fleet: SignedFleet, cluster: Cluster, clean_site: None
+    tmp_path: Path, cluster: Cluster, clean_site: None
 ) -> None:
     """20 runs of the real CLI, each killed at a random instant; then one tick converges.
 
@@ -483,6 +483,7 @@ def test_sigkill_at_random_points_never_corrupts_state(
     which passes windows and freezes whatever the date the suite runs on.
     """
     now = datetime.now(UTC)
+    fleet = create(tmp_path / "repo", when=now - timedelta(hours=1))
     fleet.edit("fleets/retail-eu.yaml", lambda t: t + "# emergency change\n")
     head = fleet.commit("hotfix", when=now - timedelta(minutes=5), emergency="card terminal fix")
     config = write_config(tmp_path, fleet, Path(cluster.kubeconfig), health="30s")
