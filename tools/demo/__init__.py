@@ -1,0 +1,1 @@
+"""The demo behind the README's first command; see __main__."""

@@ -1,0 +1,165 @@
+"""``python -m tools.demo`` (``make demo``): one store reconciled end to end, on this machine.
+
+What it does, with the real parts a store uses:
+
+1. copies the bundled example fleet into a new git repository and signs the commit with a
+   fresh SSH key (the "root signer"), whose public key becomes the node's trust root;
+2. starts the test control plane (kube-apiserver, etcd, controller manager, scheduler and
+   kwok, built from source by ``python -m tools.testcluster build``) with a node named
+   like the store's hardware;
+3. runs ``outpost agent run --once`` for the Munich supermarket de-muc-0007 against it,
+   tick by tick: the gate (today's window and the retail peak-season freeze), an
+   emergency fix signed by the root signer that passes them, drift corrected, and an
+   unsigned commit refused while the store keeps its last good revision;
+4. stops everything. Nothing is left running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from tools.signedfleet import REPO_ROOT, SignedFleet, create
+from tools.testcluster import Cluster, running
+
+SITE = "de-muc-0007"
+
+
+def say(title: str) -> None:
+    print(f"\n\033[1m== {title}\033[0m", flush=True)
+
+
+def show(text: str) -> None:
+    print(textwrap.indent(text.rstrip(), "   "), flush=True)
+
+
+def outpost(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "reconciler.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=REPO_ROOT,
+    )
+    show(f"$ outpost {' '.join(args)}  (exit {done.returncode})")
+    if done.stdout.strip():
+        show(done.stdout)
+    return done
+
+
+def tick(config: Path, env: dict[str, str]) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, "-m", "reconciler.cli", "agent", "run", "--once", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        cwd=REPO_ROOT,
+    )
+    last = {}
+    for line in done.stderr.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            show(line)
+            continue
+        if entry.get("msg") == "tick done":
+            last = entry
+    show(f"$ outpost agent run --once  (exit {done.returncode}, outcome {last.get('outcome')})")
+    return last
+
+
+def add_store_node(cluster: Cluster) -> None:
+    node = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": "edge-1",
+            "annotations": {"kwok.x-k8s.io/node": "fake"},
+            "labels": {"kubernetes.io/hostname": "edge-1", "type": "kwok"},
+        },
+        "status": {
+            "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"},
+            "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
+        },
+    }
+    manifest = Path(tempfile.mkstemp(suffix=".json")[1])
+    manifest.write_text(json.dumps(node))
+    cluster.kubectl("create", "-f", str(manifest))
+    cluster.kubectl("wait", "--for=condition=Ready", "node/edge-1", "--timeout=60s")
+
+
+def agent_config(work: Path, fleet: SignedFleet, cluster: Cluster) -> Path:
+    config = work / "agent.yaml"
+    config.write_text(
+        "apiVersion: outpost/v1\n"
+        "kind: AgentConfig\n"
+        "spec:\n"
+        f"  site: {SITE}\n"
+        f'  source: {{url: "{fleet.url}", branch: main}}\n'
+        f"  trustRoot: {fleet.allowed_signers}\n"
+        f"  ageKey: {REPO_ROOT / 'tests/keys/age' / (SITE + '.key')}\n"
+        f"  kubeconfig: {cluster.kubeconfig}\n"
+        f"  stateDir: {work / 'state'}\n"
+        "  healthDeadline: 2m\n"
+    )
+    return config
+
+
+def main() -> int:
+    now = datetime.now(UTC)
+    with tempfile.TemporaryDirectory(prefix="outpost-demo-") as tmp:
+        work = Path(tmp)
+        say("A signed repository made from the bundled example fleet")
+        fleet = create(work / "repo", when=now - timedelta(hours=2))
+        show(f"repository {fleet.path}, head {fleet.head()[:12]}, root signer key {fleet.root_key}")
+        outpost("validate", str(fleet.path))
+        outpost("verify", "--trust", str(fleet.allowed_signers), "--repo", str(fleet.path))
+
+        say("Starting the test control plane (kube-apiserver + etcd + kwok nodes, on loopback)")
+        with running(work / "cluster") as cluster:
+            add_store_node(cluster)
+            show(cluster.kubectl("get", "nodes").stdout)
+            env = cluster.env()
+            config = agent_config(work, fleet, cluster)
+
+            say(f"Tick 1 — store {SITE} sees the fleet for the first time")
+            report = tick(config, env)
+            outpost("agent", "status", "--config", str(config))
+            if report.get("outcome") != "applied":
+                say("The gate held it back (window or freeze); an emergency fix may pass")
+                fleet.edit(f"sites/{SITE}/site.yaml", lambda t: t + "# card terminals: TLS fix\n")
+                fleet.commit(
+                    "Munich: card terminal TLS fix",
+                    when=now - timedelta(minutes=30),
+                    emergency="card terminals reject the new acquirer certificate",
+                )
+                show("root signer committed with trailer 'Outpost-Emergency: ...'")
+                tick(config, env)
+                outpost("agent", "status", "--config", str(config))
+            show(cluster.kubectl("get", "deploy,ds,svc,secret", "-n", "pos").stdout)
+
+            say("Drift — someone deletes the POS service by hand")
+            cluster.kubectl("delete", "service", "pos-server", "-n", "pos")
+            tick(config, env)
+            outpost("agent", "status", "--config", str(config))
+            show(cluster.kubectl("get", "svc", "-n", "pos").stdout)
+
+            say("An unsigned commit arrives (a stolen push credential)")
+            fleet.edit("fleets/retail-eu.yaml", lambda t: t + "# not reviewed\n")
+            fleet.commit("sneaky change", when=now - timedelta(minutes=10), sign=False)
+            tick(config, env)
+            outpost("agent", "status", "--config", str(config))
+
+            say("Stopping the control plane")
+        show("done: nothing left running")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
