@@ -167,7 +167,7 @@ def as_document(doc: YamlDocument) -> Document:
             mark=doc.mark("apiVersion"),
         )
     kind = body.get("kind")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         found = "no kind" if kind is None else f"kind {kind!r}"
         raise DocumentError(
             f"expected kind one of {', '.join(sorted(KINDS))}; found {found}",

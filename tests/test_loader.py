@@ -82,6 +82,7 @@ def test_size_cap() -> None:
         (b"apiVersion: v1\nkind: Site\n", "found apiVersion 'v1'"),
         (b"apiVersion: outpost/v1\nkind: Store\n", "found kind 'Store'"),
         (b"apiVersion: outpost/v1\n", "found no kind"),
+        (b"apiVersion: outpost/v1\nkind: []\n", r"found kind \[\]"),
     ],
 )
 def test_envelope(data: bytes, needle: str) -> None:
