@@ -190,37 +190,28 @@ class NodePipeline:
         self, mirror: Mirror, verified: Verified, desired: Desired, now: datetime
     ) -> GateDecision:
         from reconciler.model import Repository
-        from reconciler.schedule import Change as ScheduleChange
-        from reconciler.schedule import Wait, decide, gate_inputs
+        from reconciler.schedule import Wait, decide, gate_inputs, signed_change
         from reconciler.source import CommitTree
 
         assert isinstance(verified, NodeVerified)
         sources = set(desired.sources) if isinstance(desired, NodeDesired) else set()
-        touching = [c for c in verified.changes if c.paths & sources]
-        if not touching:
-            return GateDecision(True, "no commit in the range changed this site's slice")
-        latest = max(touching, key=lambda c: c.committed_at)
         repo = Repository(CommitTree(mirror.repo, verified.revision))
         folder = repo.site(self.site)
         fleets = [f for f in (repo.fleet(name) for name in folder.site.fleets) if f is not None]
-        changed_paths = {p for c in touching for p in c.paths}
-        changed_fleets = [f.name for f in fleets if _fleet_touched(f, changed_paths)]
+        signed = signed_change(verified.changes, sources, fleets, revision=verified.revision)
+        if signed is None:
+            return GateDecision(True, "no commit in the range changed this site's slice")
         paused_at = {
-            f.name: self._paused_since(mirror, verified.revision, f.doc.path)
+            f.name: paused_since(mirror.repo, verified.revision, f.doc.path)
             for f in fleets
             if f.doc.spec.get("paused") is True
         }
-        change = ScheduleChange(
-            changed_at=latest.committed_at,
-            emergency=latest.emergency,
-            emergency_reason=latest.emergency_reason,
-            revision=verified.revision,
-        )
+        change = signed.change
         calendar, rollout = gate_inputs(
             folder.site.doc,
             [f.doc for f in fleets],
             change,
-            changed_fleets=changed_fleets,
+            changed_fleets=signed.changed_fleets,
             paused_at={k: v for k, v in paused_at.items() if v is not None},
         )
         decision = decide(calendar, rollout, change, now)
@@ -228,35 +219,32 @@ class NodePipeline:
             return GateDecision(False, decision.reason, decision.until)
         return GateDecision(True, decision.reason)
 
-    def _paused_since(self, mirror: Mirror, revision: str, path: str) -> datetime | None:
-        """Committer time of the commit that set ``paused: true`` in ``path`` (first parents)."""
-        import pygit2
 
-        from reconciler.loader import load_document
+def paused_since(git_repo: Any, revision: str, path: str) -> datetime | None:
+    """Committer time of the commit that set ``paused: true`` in ``path`` (first parents).
 
-        repo = mirror.repo
-        commit = repo[revision].peel(pygit2.Commit)
-        since: datetime | None = None
-        for _ in range(MAX_PAUSE_WALK):
-            try:
-                blob = repo[commit.tree[path].id].peel(pygit2.Blob)
-                paused = load_document(blob.data, path).spec.get("paused") is True
-            except (KeyError, ValueError, pygit2.GitError, OutpostError):
-                paused = False  # an unreadable version ends the pause as far as we can tell
-            if not paused:
-                return since
-            since = datetime.fromtimestamp(commit.commit_time, UTC)
-            if not commit.parents:
-                return since
-            commit = commit.parents[0]
-        return since
+    Shared by the node's gate and ``outpost schedule``: a pause stops the waves that had
+    not opened before this instant, so both must find the same commit.
+    """
+    import pygit2
 
+    from reconciler.loader import load_document
 
-def _fleet_touched(fleet: Any, paths: set[str]) -> bool:
-    if fleet.doc.path in paths:
-        return True
-    apps = {a.app for a in fleet.apps}
-    return any(p.startswith("apps/") and p.split("/")[1] in apps for p in paths)
+    commit = git_repo[revision].peel(pygit2.Commit)
+    since: datetime | None = None
+    for _ in range(MAX_PAUSE_WALK):
+        try:
+            blob = git_repo[commit.tree[path].id].peel(pygit2.Blob)
+            paused = load_document(blob.data, path).spec.get("paused") is True
+        except (KeyError, ValueError, pygit2.GitError, OutpostError):
+            paused = False  # an unreadable version ends the pause as far as we can tell
+        if not paused:
+            return since
+        since = datetime.fromtimestamp(commit.commit_time, UTC)
+        if not commit.parents:
+            return since
+        commit = commit.parents[0]
+    return since
 
 
 def _short(revision: str | None) -> str:

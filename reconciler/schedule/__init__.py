@@ -15,6 +15,9 @@ Public surface:
   :func:`next_allowed`, its exact prediction; :func:`gate_inputs` (documents
   → calendar and gating rollout), :func:`wave_slot`, :func:`governing_rollout`,
   :func:`hash_bucket`;
+- signed inputs: :func:`signed_change` (a range's commits → the site's
+  :class:`Change` and the fleets whose waves gate it), shared by the node's
+  gate and ``outpost schedule --base``, with :func:`changed_fleets`;
 - the schedule: :func:`predict` → :class:`Prediction`, and the pure
   formatters :func:`summarize`, :func:`render_text`, :func:`render_markdown`,
   :func:`render_json`, :func:`render`.
@@ -79,6 +82,15 @@ from reconciler.schedule._report import (
     summarize,
     to_json_data,
 )
+from reconciler.schedule._signed import (
+    FleetDocument,
+    SignedChange,
+    SignedCommit,
+    changed_fleets,
+    fleet_touched,
+    signed_change,
+    touching,
+)
 from reconciler.schedule._zones import format_local, format_utc, load_zone, resolve
 
 __all__ = [
@@ -88,6 +100,7 @@ __all__ = [
     "Change",
     "DaySummary",
     "Decision",
+    "FleetDocument",
     "FleetRollout",
     "Freeze",
     "HoldSummary",
@@ -95,6 +108,8 @@ __all__ = [
     "LabelSelector",
     "MaintenanceWindow",
     "Prediction",
+    "SignedChange",
+    "SignedCommit",
     "SiteCalendar",
     "SpecDocument",
     "Summary",
@@ -103,7 +118,9 @@ __all__ = [
     "WaveSlot",
     "WaveSummary",
     "WeeklyWindow",
+    "changed_fleets",
     "decide",
+    "fleet_touched",
     "format_local",
     "format_utc",
     "gate_inputs",
@@ -117,7 +134,9 @@ __all__ = [
     "render_markdown",
     "render_text",
     "resolve",
+    "signed_change",
     "summarize",
     "to_json_data",
+    "touching",
     "wave_slot",
 ]
