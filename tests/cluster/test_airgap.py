@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -60,6 +61,7 @@ pytestmark = pytest.mark.cluster
 # weeks after the commits (BASE_TS in airgap_world), so every wave's soak has passed.
 WINDOW = datetime(2026, 11, 28, 22, 0, tzinfo=UTC)
 VOLUMES = (("1Ti", "historian"), ("200Gi", "broker"), ("20Gi", "recipes"))
+PLANT_NAMESPACES = ("monitoring", "plant-data", "vms")
 
 
 def publish_interval(plane: ControlPlane) -> str:
@@ -70,13 +72,31 @@ def publish_interval(plane: ControlPlane) -> str:
     return line.split(":", 1)[1].strip()
 
 
+def clear_site(cluster: ControlPlane) -> None:
+    """No trace of a site: the plant's namespaces and the cluster's inventory are gone.
+
+    A cluster serves one site, so an inventory left by an earlier test (another site)
+    would rightly make the agent refuse to touch this one.
+    """
+    cluster.kubectl("delete", "namespace", *PLANT_NAMESPACES, "--ignore-not-found", "--wait=false")
+    cluster.kubectl(
+        "delete", "configmap", "outpost-inventory", "-n", "outpost-system", "--ignore-not-found"
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        done = cluster.kubectl("get", "namespace", "-o", "json")
+        names = {item["metadata"]["name"] for item in json.loads(done.stdout)["items"]}
+        if not names & set(PLANT_NAMESPACES):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"namespaces {PLANT_NAMESPACES} were not deleted")
+
+
 @pytest.fixture
 def volumes(cluster: ControlPlane, tmp_path: Path) -> Iterator[None]:
-    """hostPath PersistentVolumes the plant's claims can bind to (no provisioner here).
-
-    Afterwards the plant's namespaces, its inventory and the volumes are deleted, so the
-    shared control plane is left as the test found it.
-    """
+    """A clean cluster with hostPath PersistentVolumes the plant's claims can bind to (there
+    is no provisioner here); afterwards the site, its inventory and the volumes are gone."""
+    clear_site(cluster)
     names = []
     for size, what in VOLUMES:
         name = f"airgap-{what}-{uuid.uuid4().hex[:6]}"
@@ -96,10 +116,7 @@ def volumes(cluster: ControlPlane, tmp_path: Path) -> Iterator[None]:
         cluster.kubectl("create", "-f", str(path))
         names.append(name)
     yield
-    cluster.kubectl("delete", "namespace", "-l", f"outpost/site={PLANT}", "--wait=false")
-    cluster.kubectl(
-        "delete", "configmap", "outpost-inventory", "-n", "outpost-system", "--ignore-not-found"
-    )
+    clear_site(cluster)
     for name in names:
         cluster.kubectl("delete", "pv", name, "--wait=false", check=False)
 
