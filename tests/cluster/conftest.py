@@ -1,7 +1,8 @@
 """Fixtures for tests that need a real Kubernetes API server (``-m cluster``).
 
 One control plane per test session (see ``tools/testcluster/__init__.py`` for what it has
-and how it is built). Tests share it, so each test works in its own ``namespace``.
+and how it is built). Tests share it, so each test works in its own ``namespace``; a test
+that changes cluster-wide state (nodes, CRDs, enrolment) takes ``fresh_cluster`` instead.
 If the binaries are not built the fixture fails — it never skips: a green run must mean the
 cluster tests ran. CI runs ``python -m tools.testcluster build`` before pytest.
 """
@@ -28,9 +29,8 @@ if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
 
-@pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """The session's control plane; stopped at session end, on failure and on interrupt."""
+def _fail_unless_built() -> None:
+    """Fail (never skip) with the build command when the binaries are missing."""
     try:
         require_binaries()
     except MissingBinariesError as error:
@@ -39,7 +39,22 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         missing = ""
     if missing:  # outside `except`, so the report shows the message once, without a chain
         pytest.fail(missing, pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The session's control plane; stopped at session end, on failure and on interrupt."""
+    _fail_unless_built()
     with running(tmp_path_factory.mktemp("testcluster")) as started:
+        yield started
+
+
+@pytest.fixture
+def fresh_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A control plane of this test's own (about 10 s to start), for tests that change
+    cluster-wide state other tests would see: nodes, CRDs, a site's enrolment or inventory."""
+    _fail_unless_built()
+    with running(tmp_path / "testcluster") as started:
         yield started
 
 

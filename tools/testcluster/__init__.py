@@ -36,7 +36,11 @@ Tests that need the API server are marked ``pytest.mark.cluster`` (select with
 
 The fixture also provides ``api_client`` (function scope, closed afterwards) and
 ``namespace`` (a fresh namespace per test, deleted afterwards) so tests do not see each
-other's objects. What a cluster has when the fixture hands it over:
+other's objects. The session cluster is shared by every test in the run: cluster-scoped
+objects (nodes, CRDs, ClusterRoles, an agent's enrolment or inventory namespace) outlive the
+test that made them. A test that changes such state and must not leak it takes
+``fresh_cluster`` instead: the same control plane, its own, started for that test (~10 s).
+What a cluster has when a fixture hands it over:
 
 - nodes from ``nodes.yaml``, all Ready, untainted: ``store-edge-1`` (``outpost/site-type:
   store``), ``gpu-edge-1`` (capacity ``nvidia.com/gpu: 1``) and ``plant-edge-1``
