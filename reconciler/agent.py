@@ -203,6 +203,8 @@ class Agent:
                 state = state.with_(
                     fetched=fetched, fetched_at=now.timestamp(), source_answered_at=now.timestamp()
                 )
+        if self.config.bundle_inbox is not None:
+            state = self._import_bundles(mirror, state, report, now)
         silent_since = state.source_answered_at
         if silent_since is not None and now.timestamp() - silent_since > self.config.stale_after:
             hours = (now.timestamp() - silent_since) / 3600
@@ -210,6 +212,42 @@ class Agent:
                 f"the source has not answered for {hours:.0f} h (limit "
                 f"{self.config.stale_after / 3600:.0f} h): a broken link, or updates withheld"
             )
+        return state
+
+    def _import_bundles(
+        self, mirror: Mirror, state: AgentState, report: TickReport, now: datetime
+    ) -> AgentState:
+        """Bundles from the inbox feed the mirror; they are verified like fetched commits."""
+        from reconciler.bundle import import_inbox
+
+        assert self.config.bundle_inbox is not None
+        candidate = mirror.resolve(CANDIDATE_REF)
+        if candidate in state.refused and state.applied is not None:
+            # A refused commit is never applied, and neither is anything built on it: a
+            # corrected history that starts again from what runs here must be importable.
+            mirror.pin(CANDIDATE_REF, state.applied)
+        try:
+            results = import_inbox(mirror, self.config.bundle_inbox, now=now)
+        except SourceUnavailable as exc:
+            report.warnings.append(str(exc))
+            report.temporary = True
+            return state
+        for result in results:
+            log.info(
+                "bundle",
+                extra={"bundle": result.name, "outcome": result.outcome, "detail": result.message},
+            )
+            if result.outcome in ("imported", "replay"):
+                state = state.with_(
+                    fetched=mirror.resolve(CANDIDATE_REF),
+                    fetched_at=now.timestamp(),
+                    source_answered_at=now.timestamp(),
+                )
+            elif result.outcome == "rejected":
+                report.warnings.append(f"bundle {result.name} refused: {result.message}")
+            else:
+                report.warnings.append(f"bundle {result.name} not read: {result.message}")
+                report.temporary = True
         return state
 
     def _consider(

@@ -1,10 +1,11 @@
 """The git seam: a local bare mirror that the node fetches into and reads commits from.
 
 The node never checks anything out. It fetches the configured branch into
-``refs/outpost/candidate`` of a bare mirror in its state directory (forced, so
-a force-push is *seen* — and then refused by `trust` as unrelated history,
-instead of silently failing to fetch), and pins what it applied under
-``refs/outpost/applied`` so those objects are never lost.
+``refs/outpost/remote`` of a bare mirror in its state directory (forced, so a
+force-push is *seen* — and then refused by `trust` as unrelated history,
+instead of silently failing to fetch) and makes it ``refs/outpost/candidate``
+unless a bundle already brought a descendant of it; it pins what it applied
+under ``refs/outpost/applied`` so those objects are never lost.
 
 Every pygit2 error becomes `SourceUnavailable` (temporary: the remote may come
 back) or `ConfigError` (a credentials file that does not exist will not appear
@@ -20,6 +21,7 @@ from typing import Any
 from reconciler.errors import ConfigError, SourceUnavailable
 
 CANDIDATE_REF = "refs/outpost/candidate"
+REMOTE_REF = "refs/outpost/remote"
 APPLIED_REF = "refs/outpost/applied"
 BUNDLE_REF = "refs/outpost/bundle"
 
@@ -49,12 +51,27 @@ class Mirror:
                 self.repo = pygit2.init_repository(str(path), bare=True)
         except pygit2.GitError as exc:
             raise SourceUnavailable(f"cannot open the local mirror {path}: {exc}") from None
+        self._clear_stale_locks()
+
+    def _clear_stale_locks(self) -> None:
+        """Remove lock files a killed fetch left behind.
+
+        The agent holds its own lock for the whole tick, so no other writer can own a
+        ``*.lock`` in the mirror: one that exists was left by a process killed mid-fetch,
+        and would make every later fetch fail.
+        """
+        for lock in self.path.glob("*.lock"):
+            lock.unlink(missing_ok=True)
+        refs = self.path / "refs"
+        if refs.is_dir():
+            for lock in refs.rglob("*.lock"):
+                lock.unlink(missing_ok=True)
 
     def fetch(self, url: str, branch: str, credentials: Credentials | None = None) -> str:
         """Fetch ``branch`` of ``url``; return the commit id it points at."""
         import pygit2
 
-        refspec = f"+refs/heads/{branch}:{CANDIDATE_REF}"
+        refspec = f"+refs/heads/{branch}:{REMOTE_REF}"
         try:
             remote = self.repo.remotes.create_anonymous(url)
             remote.fetch([refspec], callbacks=_callbacks(credentials), depth=0)
@@ -66,10 +83,25 @@ class Mirror:
             raise SourceUnavailable(
                 f"fetching {branch!r} from {_safe(url)} failed: {exc}"
             ) from None
-        ref = self.resolve(CANDIDATE_REF)
-        if ref is None:
+        head = self.resolve(REMOTE_REF)
+        if head is None:
             raise SourceUnavailable(f"{_safe(url)} has no branch {branch!r}")
-        return ref
+        current = self.resolve(CANDIDATE_REF)
+        # A bundle may have brought something newer than the remote has: keep it. Anything
+        # else the remote says becomes the candidate, force-pushed history included, so that
+        # trust sees it and refuses it by name instead of the fetch failing quietly.
+        if current is None or current == head or not self.descends(current, head):
+            self.pin(CANDIDATE_REF, head)
+        return head
+
+    def descends(self, commit: str, ancestor: str) -> bool:
+        """True if ``commit`` has ``ancestor`` in its history (and is not the same commit)."""
+        import pygit2
+
+        try:
+            return bool(self.repo.descendant_of(pygit2.Oid(hex=commit), pygit2.Oid(hex=ancestor)))
+        except (KeyError, ValueError, pygit2.GitError):
+            return False
 
     def resolve(self, ref: str) -> str | None:
         try:

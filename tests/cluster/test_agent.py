@@ -61,7 +61,7 @@ def _node_body(name: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def store_node(cluster: Cluster) -> str:
+def store_node(cluster: Cluster) -> Iterator[str]:
     """The store's edge node, named as in its hardware.yaml; the agent labels it."""
     from kubernetes import client
 
@@ -77,9 +77,13 @@ def store_node(cluster: Cluster) -> str:
             node = core.read_node("edge-1")
             ready = [c for c in node.status.conditions or [] if c.type == "Ready"]
             if ready and ready[0].status == "True":
-                return "edge-1"
+                break
             time.sleep(0.5)
-    raise AssertionError("node edge-1 did not become Ready")
+        else:
+            raise AssertionError("node edge-1 did not become Ready")
+    yield "edge-1"
+    # Leave the cluster as the other test modules expect it: only the fixture's nodes.
+    cluster.kubectl("delete", "node", "edge-1", "--ignore-not-found")
 
 
 @pytest.fixture
