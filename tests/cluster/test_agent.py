@@ -113,6 +113,10 @@ def clean_site(cluster: Cluster, store_node: str) -> Iterator[None]:
         else:
             raise AssertionError("site namespaces were not deleted")
     yield
+    # Leave no inventory behind: the cluster serves the next test's site.
+    cluster.kubectl(
+        "delete", "configmap", "outpost-inventory", "-n", "outpost-system", "--ignore-not-found"
+    )
 
 
 def read(cluster: Cluster, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
