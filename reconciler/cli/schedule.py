@@ -1,15 +1,43 @@
 """``outpost schedule [PATH]``: who gets a change when — wave, window, freeze, per site.
 
-Working-tree mode: every site (or those named with ``--site``) is scheduled as
-if its whole slice changed at ``--from`` (default: now). Each site is gated by
-the slowest of its fleets' rollouts, and frozen by every fleet's freezes, which
-is what the agent does when it cannot tell which fleet's part of a slice
-changed. A fleet with ``paused: true`` shows as blocked: the working tree has
-no history to say when it was paused, so no wave opens (fail closed).
+Two modes.
 
-Scheduling only the sites a pull request touches, with the merge commit's
-time, needs render's diff of two revisions; the computation per site is the
-same :func:`reconciler.schedule.predict` call made here.
+**A change** (``--base REV``, with ``--head REV`` or the working tree): only the
+sites whose slice the change touches, each with the inputs its node's gate
+will use — computed by the same functions the node calls, so the schedule is
+what the nodes will do, not an estimate:
+
+- the commits are read as the node reads them (``trust.read_range``: paths
+  changed against every parent) and, with ``--trust-root``, verified as the
+  node verifies them, so an ``Outpost-Emergency`` trailer counts only on a
+  root-signed commit (without it, a trailer is taken at its word, and the
+  output says so);
+- ``diff.affected_sites`` names the candidates, and a site is scheduled when a
+  commit touched a path its slice is read from (render's ``sources``);
+  :class:`reconciler.schedule.SignedRange` then gives its change time (the
+  committer time of the last such commit) and the fleets whose waves gate it,
+  exactly as ``NodePipeline.gate`` does through ``signed_change``;
+- a paused fleet's pause time comes from ``pipeline.paused_since``, the node's
+  walk over first parents.
+
+A committed head is scheduled from its committer time (``--from`` overrides):
+that is when its nodes can first see it. A working tree is an unmerged change:
+it is scheduled as one commit merging at ``--from`` (default: now), which is
+what a merge commit or a squash gives the nodes, and the output says so.
+
+Render's ``sources`` are a site's own files plus the files of its fleets and
+their apps. Rendering all 10,000 sites of a fleet-wide change would cost ~20 s,
+so one site per combination of (fleets, own apps) is rendered and the others
+take its fleet and app paths plus their own folder's files; the test
+``test_change_sources_equal_render_sources`` holds this equal to rendering.
+
+**A working tree without ``--base``**: every site (or those named with
+``--site``) is scheduled as if its whole slice changed at ``--from`` (default:
+now). Each site is gated by the slowest of its fleets' rollouts, and frozen by
+every fleet's freezes, which is what the agent does when it cannot tell which
+fleet's part of a slice changed. A fleet with ``paused: true`` shows as
+blocked: the working tree has no history to say when it was paused, so no wave
+opens (fail closed).
 
 Imports nothing heavy at module level: the agent's start-up builds this parser too.
 """
@@ -18,13 +46,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from reconciler.cli import EXIT_ERROR, EXIT_OK
+from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK
+
+if TYPE_CHECKING:
+    from reconciler.model import Repository, Site
+    from reconciler.schedule import Prediction
 
 _FORMATS = ("text", "markdown", "json")
+_TREE_CACHE_LIMIT = 64 << 20
+"""libgit2 caches a parsed tree only below 4 KiB by default; a 10,000-site repository's
+``sites`` tree is ~400 KiB and was re-parsed for every file read (4 ms each)."""
 
 
 def register(subparsers: Any) -> None:
@@ -32,10 +68,13 @@ def register(subparsers: Any) -> None:
         "schedule",
         help="show when each site takes a change: wave, update window, freezes",
         description=(
-            "Print, for every site in the working tree (or each --site), its wave, when "
-            "the wave opens, the first instant it may apply (site-local and UTC) and what "
-            "holds it, with a summary by wave and by day. Exit 0 on success, 2 on "
-            "unreadable documents or arguments."
+            "With --base: for every site whose slice the change base..head (or base..working "
+            "tree) touches, its wave, when the wave opens, the first instant its node may "
+            "apply (site-local and UTC) and what holds it, computed from the commits as the "
+            "node computes it. Without --base: every site of the working tree (or each "
+            "--site), as if its slice changed at --from. Both end with a summary by wave and "
+            "by day. Exit 0 on success, 1 when --trust-root refuses the range, 2 on "
+            "unreadable documents, revisions or arguments."
         ),
     )
     parser.add_argument("path", nargs="?", default=".", help="repository root (default: .)")
@@ -43,11 +82,18 @@ def register(subparsers: Any) -> None:
         "--site", action="append", dest="sites", metavar="ID", help="only this site (repeatable)"
     )
     parser.add_argument(
+        "--base", metavar="REV", help="schedule the change since this revision (e.g. main)"
+    )
+    parser.add_argument(
+        "--head", metavar="REV", help="the changed revision (default with --base: working tree)"
+    )
+    parser.add_argument(
         "--from",
         dest="start",
         metavar="TIME",
-        help="when the change lands, RFC 3339 with offset, e.g. 2026-11-24T12:00:00Z "
-        "(default: now)",
+        help="RFC 3339 with offset, e.g. 2026-11-24T12:00:00Z: when a working-tree change "
+        "merges (default: now); for a committed --head, when nodes first see it (default: "
+        "its committer time)",
     )
     parser.add_argument(
         "--tz",
@@ -57,17 +103,22 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--emergency",
         metavar="REASON",
-        help="schedule as a root-signed emergency change (passes windows and freezes)",
+        help="schedule as a root-signed emergency change (passes windows and freezes); "
+        "not with --head, whose commits say it themselves",
+    )
+    parser.add_argument(
+        "--trust-root",
+        metavar="FILE",
+        help="with --head: verify base..head against this allowed_signers file as a node "
+        "would, so only root-signed emergency trailers count",
     )
     parser.add_argument("-o", "--output", choices=_FORMATS, default="text")
     parser.set_defaults(func=run)
 
 
-def _parse_start(text: str | None) -> datetime | None:
+def _parse_time(text: str) -> datetime | None:
     from datetime import UTC
 
-    if text is None:
-        return datetime.now(UTC)  # the CLI is the edge: the one place that reads the clock
     try:
         value = datetime.fromisoformat(text.replace("z", "Z"))
     except ValueError:
@@ -77,25 +128,82 @@ def _parse_start(text: str | None) -> datetime | None:
     return value.astimezone(UTC)
 
 
-def run(args: argparse.Namespace) -> int:
-    from reconciler.model import Repository
-    from reconciler.schedule import Change, gate_inputs, load_zone, predict, render
-    from reconciler.source import WorkdirTree
+def _usage(message: str) -> int:
+    print(f"outpost schedule: {message}", file=sys.stderr)
+    return EXIT_ERROR
 
-    start = _parse_start(args.start)
-    if start is None:
-        print(
-            f"outpost schedule: --from {args.start!r} is not an RFC 3339 time with an offset "
-            "(e.g. 2026-11-24T12:00:00Z or 2026-11-24T13:00:00+01:00)",
-            file=sys.stderr,
-        )
-        return EXIT_ERROR
+
+def run(args: argparse.Namespace) -> int:
+    from datetime import UTC
+
+    from reconciler.errors import OutpostError
+    from reconciler.schedule import load_zone, render
+
+    now = datetime.now(UTC).replace(microsecond=0)  # the edge: the one clock reading
+    start = None
+    if args.start is not None:
+        start = _parse_time(args.start)
+        if start is None:
+            return _usage(
+                f"--from {args.start!r} is not an RFC 3339 time with an offset "
+                "(e.g. 2026-11-24T12:00:00Z or 2026-11-24T13:00:00+01:00)"
+            )
     zone = None
     if args.tz is not None:
         zone = load_zone(args.tz)
         if zone is None:
-            print(f"outpost schedule: --tz {args.tz!r} is not an IANA zone", file=sys.stderr)
-            return EXIT_ERROR
+            return _usage(f"--tz {args.tz!r} is not an IANA zone")
+    if args.base is None:
+        for flag, value in (("--head", args.head), ("--trust-root", args.trust_root)):
+            if value is not None:
+                return _usage(f"{flag} needs --base (the change is base..head)")
+        return _run_tree(args, start or now, zone)
+    if args.head is not None and args.emergency is not None:
+        return _usage(
+            "--emergency is for a working-tree change; a committed --head carries its own "
+            "Outpost-Emergency trailer"
+        )
+    if args.head is None and args.trust_root is not None:
+        return _usage("--trust-root checks the commits of base..head; give --head")
+    try:
+        result = schedule_change(
+            Path(args.path),
+            args.base,
+            args.head,
+            start=start,
+            now=now,
+            emergency=args.emergency,
+            trust_root=Path(args.trust_root) if args.trust_root else None,
+            sites=args.sites,
+        )
+    except OutpostError as exc:
+        print(f"outpost schedule: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if result.refused is not None:
+        print(
+            f"outpost schedule: a node would refuse {args.head}: {result.refused}", file=sys.stderr
+        )
+        return EXIT_FINDINGS
+    sys.stdout.write(
+        render(
+            result.predictions,
+            args.output,
+            start=result.start,
+            zone=zone,
+            notes=result.notes,
+            change=result.change,
+        )
+    )
+    for error in result.errors:
+        print(f"outpost schedule: {error}", file=sys.stderr)
+    return EXIT_ERROR if result.errors else EXIT_OK
+
+
+def _run_tree(args: argparse.Namespace, start: datetime, zone: Any) -> int:
+    from reconciler.model import Repository
+    from reconciler.schedule import Change, gate_inputs, predict, render
+    from reconciler.source import WorkdirTree
+
     repo = Repository(WorkdirTree(Path(args.path)))
     site_ids = list(args.sites) if args.sites else list(repo.site_ids)
     change = Change(
@@ -119,3 +227,327 @@ def run(args: argparse.Namespace) -> int:
         rows.append(predict(calendar, rollout, change, start, site_type=folder.site.type))
     sys.stdout.write(render(rows, args.output, start=start, zone=zone))
     return EXIT_OK
+
+
+# -- a change: base..head ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChangeSchedule:
+    """The schedule of one change, before formatting."""
+
+    predictions: tuple[Prediction, ...]
+    start: datetime
+    """The instant predictions count from: head's committer time, the merge time, --from."""
+    notes: tuple[str, ...]
+    change: dict[str, Any]
+    unreached: tuple[str, ...] = ()
+    """Sites ``affected_sites`` names whose slices are not read from any changed path."""
+    errors: tuple[str, ...] = ()
+    """Sites that cannot be scheduled (their node would refuse the revision)."""
+    refused: str | None = None
+    """Why ``--trust-root`` refuses the range (nothing else is computed then)."""
+    changed_at: dict[str, datetime] = field(default_factory=dict)
+    """Per scheduled site, the change time its gate uses."""
+
+
+def _short(revision: str) -> str:
+    return revision[:12]
+
+
+def _cached_repository(tree: Any) -> Repository:
+    """A Repository whose parsed documents are kept: affected_sites and the schedule
+    both read every affected site.yaml, and parsing is most of the cost."""
+    from reconciler.loader import Document
+    from reconciler.model import Repository
+
+    class Cached(Repository):
+        def __init__(self, tree: Any) -> None:
+            super().__init__(tree)
+            self._documents: dict[tuple[str, str, str | None], Document] = {}
+
+        def document(self, path: str, kind: str, name: str | None = None) -> Document:
+            key = (path, kind, name)
+            found = self._documents.get(key)
+            if found is None:
+                found = super().document(path, kind, name)
+                self._documents[key] = found
+            return found
+
+    return Cached(tree)
+
+
+def schedule_change(
+    root: Path,
+    base: str,
+    head: str | None,
+    *,
+    start: datetime | None,
+    now: datetime,
+    emergency: str | None = None,
+    trust_root: Path | None = None,
+    sites: list[str] | None = None,
+) -> ChangeSchedule:
+    """Schedule the change ``base..head`` (``head`` None: ``base..`` the working tree at ``root``).
+
+    ``start`` is ``--from``; ``now`` is the caller's clock reading, used as the merge
+    time of a working-tree change without ``start`` and as ``now`` of the trust check.
+    Raises OutpostError for a repository or revision that cannot be read.
+    """
+    from datetime import UTC
+
+    import pygit2
+
+    from reconciler.config import DEFAULT_MAX_COMMITS
+    from reconciler.diff import affected_sites, changed_paths
+    from reconciler.errors import OutpostError, SourceUnavailable
+    from reconciler.model import Site
+    from reconciler.pipeline import Change as RangeCommit
+    from reconciler.pipeline import paused_since
+    from reconciler.schedule import SignedRange, format_utc, gate_inputs, predict
+    from reconciler.source import CommitTree, WorkdirTree
+    from reconciler.trust import emergency_reason, read_range, resolve
+
+    pygit2.settings.cache_object_limit(pygit2.enums.ObjectType.TREE, _TREE_CACHE_LIMIT)
+    found = pygit2.discover_repository(str(root))
+    if found is None:
+        raise SourceUnavailable(f"{root} is not inside a git repository")
+    git = pygit2.Repository(found)
+    base_sha = resolve(git, base)
+    notes: list[str] = []
+    commits: list[RangeCommit] = []
+    merge_at: datetime | None = None
+    head_sha: str | None = None
+    if head is None:
+        merge_at = start or now
+        head_tree: Any = WorkdirTree(root)
+        paths = changed_paths(CommitTree(git, base_sha), head_tree)
+        commits.append(
+            RangeCommit(
+                sha="working tree",
+                committed_at=merge_at,
+                paths=frozenset(paths),
+                emergency=emergency is not None,
+                emergency_reason=emergency or "",
+            )
+        )
+        schedule_from = merge_at
+        how = "--from" if start is not None else "now"
+        notes.append(
+            f"change {_short(base_sha)}..working tree is not committed: assuming the change "
+            f"merges at {format_utc(merge_at)} ({how}) as one commit, which its nodes see then"
+        )
+        if emergency is not None:
+            notes.append(
+                f"scheduled as an emergency ({emergency}): the merge commit must carry "
+                "'Outpost-Emergency:' and be signed by a root signer, or nodes ignore it"
+            )
+    else:
+        head_sha = resolve(git, head)
+        head_tree = CommitTree(git, head_sha)
+        span = read_range(git, head_sha, base_sha, max_commits=DEFAULT_MAX_COMMITS)
+        if len(span.commits) > DEFAULT_MAX_COMMITS:
+            raise SourceUnavailable(
+                f"{base}..{head} has more than {DEFAULT_MAX_COMMITS:,} commits; a node "
+                "refuses a range that long (spec.maxCommits), so there is no schedule to show"
+            )
+        if head_sha != base_sha and not git.descendant_of(head_sha, base_sha):
+            notes.append(
+                f"{_short(head_sha)} does not descend from {_short(base_sha)}: a node that "
+                "applied the base refuses it (no rollback, no unrelated history); shown are "
+                "the commits in base..head"
+            )
+        verdicts: dict[str, Any] = {}
+        if trust_root is not None:
+            from reconciler.trust import parse_allowed_signers, verify_range
+
+            try:
+                data = trust_root.read_bytes()
+            except OSError as exc:
+                raise SourceUnavailable(
+                    f"cannot read --trust-root {trust_root}: {exc.strerror}"
+                ) from None
+            result = verify_range(
+                span.commits,
+                trust=parse_allowed_signers(data, str(trust_root)),
+                candidate=head_sha,
+                last_applied=span.last_applied,
+                now=now,
+                max_commits=DEFAULT_MAX_COMMITS,
+            )
+            if result.error is not None:
+                return ChangeSchedule((), now, (), {}, refused=str(result.error))
+            verdicts = {v.sha: v for v in result.verdicts}
+        for record in span.commits:
+            commit = git[record.sha].peel(pygit2.Commit)
+            verdict = verdicts.get(record.sha)
+            if verdict is not None:
+                flagged, reason = verdict.emergency, verdict.emergency_reason
+                stamp = verdict.committer_time or 0
+            else:
+                trailer = emergency_reason(commit.message)
+                flagged, reason = trailer is not None, trailer or ""
+                stamp = commit.commit_time
+                if flagged:
+                    notes.append(
+                        f"commit {_short(record.sha)} declares an emergency ({reason}); taken "
+                        "as root-signed without checking: pass --trust-root to check it as a "
+                        "node would"
+                    )
+            commits.append(
+                RangeCommit(
+                    sha=record.sha,
+                    committed_at=datetime.fromtimestamp(stamp, UTC),
+                    paths=frozenset(p for per_parent in record.changes for p in per_parent),
+                    emergency=flagged,
+                    emergency_reason=reason,
+                )
+            )
+        commits.sort(key=lambda c: c.committed_at)  # as NodePipeline.verify orders them
+        head_time = datetime.fromtimestamp(git[head_sha].peel(pygit2.Commit).commit_time, UTC)
+        schedule_from = start or head_time
+        notes.append(
+            f"change {_short(base_sha)}..{_short(head_sha)}: {len(commits)} commit(s); each "
+            "site's change time is the committer time of the last of them that changed its "
+            "slice, as its node computes it"
+        )
+        if start is None:
+            notes.append(
+                f"scheduled from {_short(head_sha)}'s committer time {format_utc(head_time)}, "
+                "when nodes can first see it"
+            )
+
+    changed: set[str] = set()
+    for item in commits:
+        changed |= item.paths
+    head_repo = _cached_repository(head_tree)
+    affected = affected_sites(changed, head_repo)
+    wanted = sorted(affected) if sites is None else sorted(set(sites) & set(affected))
+    signed_range = SignedRange(commits)
+    slice_sources = SliceSources(head_repo)
+    paused: dict[str, datetime | None] = {}
+    rows: list[Prediction] = []
+    unreached: list[str] = []
+    removed: list[str] = []
+    errors: list[str] = []
+    changed_at: dict[str, datetime] = {}
+
+    def pause_time(path: str) -> datetime | None:
+        if path not in paused:
+            if head_sha is not None:
+                paused[path] = paused_since(git, head_sha, path)
+            else:  # the merge commit pauses it, unless the base already was paused
+                paused[path] = paused_since(git, base_sha, path) or merge_at
+        return paused[path]
+
+    for site_id in wanted:
+        if not head_tree.exists(f"sites/{site_id}/site.yaml"):
+            removed.append(site_id)
+            continue
+        try:
+            site = Site(head_repo.document(f"sites/{site_id}/site.yaml", "Site", site_id))
+            fleets = []
+            for index, name in enumerate(site.fleets):
+                fleet = head_repo.fleet(name)
+                if fleet is None:
+                    errors.append(
+                        f"{site.doc.mark('spec', 'fleets', index)}: site {site_id!r} names "
+                        f"fleet {name!r} but fleets/{name}.yaml does not exist"
+                    )
+                    break
+                fleets.append(fleet)
+            else:
+                sources = slice_sources(site_id, site)
+                signed = signed_range.change_for(sources, fleets, revision=head_sha)
+                if signed is None:
+                    unreached.append(site_id)
+                    continue
+                pauses = {f.name: pause_time(f.doc.path) for f in fleets if _paused(f)}
+                calendar, rollout = gate_inputs(
+                    site.doc,
+                    [f.doc for f in fleets],
+                    signed.change,
+                    changed_fleets=signed.changed_fleets,
+                    paused_at={k: v for k, v in pauses.items() if v is not None},
+                )
+                changed_at[site_id] = signed.change.changed_at
+                rows.append(
+                    predict(calendar, rollout, signed.change, schedule_from, site_type=site.type)
+                )
+        except OutpostError as exc:
+            where = f"{exc.mark}: " if exc.mark else ""
+            errors.append(
+                f"{where}site {site_id}: {exc.message} (its node would refuse this revision)"
+            )
+    if unreached:
+        notes.append(
+            f"{len(unreached):,} site(s) affected only through files their slices are not "
+            "read from (policies/, schemas/, app files outside app.yaml and manifests/): "
+            "their nodes take the new revision without waiting, and nothing in their slice "
+            "changes"
+        )
+    if removed:
+        notes.append(f"{len(removed):,} site(s) removed at the head: nothing to schedule")
+    if errors:
+        notes.append(f"{len(errors):,} site(s) cannot be scheduled: see the errors")
+    change = {
+        "base": base_sha,
+        "head": head_sha,
+        "commits": len(commits) if head_sha is not None else None,
+        "assumedMergeAt": _iso(merge_at),
+        "changedPaths": len(changed),
+        "affected": len(affected),
+        "scheduled": len(rows),
+        "unreached": len(unreached),
+        "removed": len(removed),
+        "errors": len(errors),
+    }
+    return ChangeSchedule(
+        predictions=tuple(rows),
+        start=schedule_from,
+        notes=tuple(notes),
+        change=change,
+        unreached=tuple(unreached),
+        errors=tuple(errors),
+        changed_at=changed_at,
+    )
+
+
+class SliceSources:
+    """The paths a site's slice is read from, as render's ``sources`` lists them.
+
+    ``render_site`` reads a site's own folder, its fleets' files and its apps'
+    ``app.yaml`` and manifests. All but the own folder depend only on which
+    fleets the site joins and which apps its site.yaml assigns, so one site per
+    such combination is rendered and the others reuse its fleet and app paths:
+    a fleet-wide change to 10,000 sites renders a handful, not 10,000. A site
+    that fails to render raises (its node would refuse the revision) and does
+    not become the combination's example.
+    """
+
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+        self._shared: dict[tuple[tuple[str, ...], tuple[str, ...]], frozenset[str]] = {}
+        self.rendered = 0
+
+    def __call__(self, site_id: str, site: Site) -> set[str]:
+        from reconciler.render import render_site
+
+        key = (tuple(site.fleets), tuple(sorted({a.app for a in site.apps})))
+        own = set(self.repo.tree.files(f"sites/{site_id}"))
+        shared = self._shared.get(key)
+        if shared is None:
+            rendered = render_site(self.repo, site_id)
+            self.rendered += 1
+            prefix = f"sites/{site_id}/"
+            shared = frozenset(s for s in rendered.sources if not s.startswith(prefix))
+            self._shared[key] = shared
+        return own | shared
+
+
+def _paused(fleet: Any) -> bool:
+    return fleet.doc.spec.get("paused") is True
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None

@@ -17,7 +17,8 @@ Public surface:
   :func:`hash_bucket`;
 - signed inputs: :func:`signed_change` (a range's commits → the site's
   :class:`Change` and the fleets whose waves gate it), shared by the node's
-  gate and ``outpost schedule --base``, with :func:`changed_fleets`;
+  gate and ``outpost schedule --base`` (:class:`SignedRange` for many sites),
+  with :func:`changed_fleets`;
 - the schedule: :func:`predict` → :class:`Prediction`, and the pure
   formatters :func:`summarize`, :func:`render_text`, :func:`render_markdown`,
   :func:`render_json`, :func:`render`.
@@ -86,10 +87,11 @@ from reconciler.schedule._signed import (
     FleetDocument,
     SignedChange,
     SignedCommit,
+    SignedRange,
     changed_fleets,
     fleet_touched,
     signed_change,
-    touching,
+    touched_apps,
 )
 from reconciler.schedule._zones import format_local, format_utc, load_zone, resolve
 
@@ -110,6 +112,7 @@ __all__ = [
     "Prediction",
     "SignedChange",
     "SignedCommit",
+    "SignedRange",
     "SiteCalendar",
     "SpecDocument",
     "Summary",
@@ -137,6 +140,6 @@ __all__ = [
     "signed_change",
     "summarize",
     "to_json_data",
-    "touching",
+    "touched_apps",
     "wave_slot",
 ]

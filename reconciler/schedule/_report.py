@@ -16,7 +16,7 @@ comment limit by truncating the per-site table (never the summary).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Literal
@@ -360,11 +360,20 @@ def _header(summary: Summary) -> str:
 
 
 def render_text(
-    predictions: Sequence[Prediction], *, start: datetime, zone: ZoneInfo | None = None
+    predictions: Sequence[Prediction],
+    *,
+    start: datetime,
+    zone: ZoneInfo | None = None,
+    notes: Sequence[str] = (),
 ) -> str:
-    """Plain text for a terminal: summary line, then tables by wave, by day and by site."""
+    """Plain text for a terminal: summary line, then tables by wave, by day and by site.
+
+    ``notes`` (what the schedule assumed, e.g. when an unmerged change merges)
+    follow the header, before the summary.
+    """
     summary = summarize(predictions, start=start, zone=zone)
-    out = [f"Rollout schedule {_header(summary)}", summary.sentence, ""]
+    out = [f"Rollout schedule {_header(summary)}", *(f"note: {n}" for n in notes)]
+    out += [summary.sentence, ""]
     numeric = {2, 5, 6}
     out += ["By wave", *_table(_WAVE_HEAD, _wave_rows(summary), numeric), ""]
     out += [f"By day ({_zone_label(summary)})"]
@@ -394,6 +403,7 @@ def render_markdown(
     start: datetime,
     zone: ZoneInfo | None = None,
     max_rows: int = 500,
+    notes: Sequence[str] = (),
 ) -> str:
     """A pull-request comment: summary in bold, wave/day tables, per-site table folded.
 
@@ -408,6 +418,8 @@ def render_markdown(
         "",
         f"Schedule {_md(_header(summary))}.",
         "",
+        *(f"> {_md(n)}" for n in notes),
+        *([""] if notes else []),
         "#### By wave",
         "",
         *_md_table(_WAVE_HEAD, _wave_rows(summary), {2, 5, 6}),
@@ -465,13 +477,24 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def to_json_data(
-    predictions: Sequence[Prediction], *, start: datetime, zone: ZoneInfo | None = None
+    predictions: Sequence[Prediction],
+    *,
+    start: datetime,
+    zone: ZoneInfo | None = None,
+    notes: Sequence[str] = (),
+    change: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The JSON document as plain data (times RFC 3339 in UTC, local times with offset)."""
+    """The JSON document as plain data (times RFC 3339 in UTC, local times with offset).
+
+    ``change`` describes the change scheduled (revisions, commits, assumed merge
+    time) when there is one; None for a plain working-tree schedule.
+    """
     summary = summarize(predictions, start=start, zone=zone)
     return {
         "start": _iso(summary.start),
         "zone": summary.zone.key if summary.zone is not None else None,
+        "change": dict(change) if change is not None else None,
+        "notes": list(notes),
         "summary": summary.sentence,
         "total": summary.total,
         "waves": [
@@ -521,10 +544,15 @@ def to_json_data(
 
 
 def render_json(
-    predictions: Sequence[Prediction], *, start: datetime, zone: ZoneInfo | None = None
+    predictions: Sequence[Prediction],
+    *,
+    start: datetime,
+    zone: ZoneInfo | None = None,
+    notes: Sequence[str] = (),
+    change: Mapping[str, Any] | None = None,
 ) -> str:
     """:func:`to_json_data` as indented JSON text."""
-    data = to_json_data(predictions, start=start, zone=zone)
+    data = to_json_data(predictions, start=start, zone=zone, notes=notes, change=change)
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
@@ -534,12 +562,18 @@ def render(
     *,
     start: datetime,
     zone: ZoneInfo | None = None,
+    notes: Sequence[str] = (),
+    change: Mapping[str, Any] | None = None,
 ) -> str:
-    """Dispatch on ``fmt`` (``text`` | ``markdown`` | ``json``); ValueError for anything else."""
+    """Dispatch on ``fmt`` (``text`` | ``markdown`` | ``json``); ValueError for anything else.
+
+    ``notes`` are printed by every format; ``change`` goes into JSON only (the
+    notes say the same for people).
+    """
     if fmt == "text":
-        return render_text(predictions, start=start, zone=zone)
+        return render_text(predictions, start=start, zone=zone, notes=notes)
     if fmt == "markdown":
-        return render_markdown(predictions, start=start, zone=zone)
+        return render_markdown(predictions, start=start, zone=zone, notes=notes)
     if fmt == "json":
-        return render_json(predictions, start=start, zone=zone)
+        return render_json(predictions, start=start, zone=zone, notes=notes, change=change)
     raise ValueError(f"unknown schedule format {fmt!r}; expected one of {', '.join(FORMATS)}")

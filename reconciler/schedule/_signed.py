@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from reconciler.schedule._model import Change
 
@@ -35,10 +35,11 @@ __all__ = [
     "FleetDocument",
     "SignedChange",
     "SignedCommit",
+    "SignedRange",
     "changed_fleets",
     "fleet_touched",
     "signed_change",
-    "touching",
+    "touched_apps",
 ]
 
 
@@ -81,20 +82,28 @@ class FleetDocument(Protocol):
     def apps(self) -> Sequence[_AppAssignment]: ...
 
 
-C = TypeVar("C", bound=SignedCommit)
+def touched_apps(paths: Iterable[str]) -> frozenset[str]:
+    """Apps with a changed file: ``apps/<app>/…`` → ``<app>``."""
+    return frozenset(p.split("/")[1] for p in paths if p.startswith("apps/"))
 
 
-def fleet_touched(fleet: FleetDocument, paths: Collection[str]) -> bool:
-    """True when ``paths`` change the fleet's file or any file of an app the fleet assigns."""
+def fleet_touched(
+    fleet: FleetDocument, paths: Collection[str], apps: Collection[str] | None = None
+) -> bool:
+    """True when ``paths`` change the fleet's file or any file of an app the fleet assigns.
+
+    ``apps`` is :func:`touched_apps` of ``paths`` when the caller has it already.
+    """
     if fleet.doc.path in paths:
         return True
-    apps = {a.app for a in fleet.apps}
-    return any(p.startswith("apps/") and p.split("/")[1] in apps for p in paths)
+    changed = touched_apps(paths) if apps is None else apps
+    return any(a.app in changed for a in fleet.apps)
 
 
 def changed_fleets(fleets: Iterable[FleetDocument], paths: Collection[str]) -> list[str]:
     """Names of ``fleets`` (in order) whose part of a slice ``paths`` change."""
-    return [str(f.name) for f in fleets if fleet_touched(f, paths)]
+    apps = touched_apps(paths)
+    return [str(f.name) for f in fleets if fleet_touched(f, paths, apps)]
 
 
 @dataclass(frozen=True)
@@ -107,10 +116,55 @@ class SignedChange:
     """How many commits of the range changed this site's slice."""
 
 
-def touching(commits: Iterable[C], sources: Collection[str]) -> list[C]:
-    """The commits whose changed paths meet ``sources``."""
-    wanted = sources if isinstance(sources, set | frozenset) else frozenset(sources)
-    return [c for c in commits if not c.paths.isdisjoint(wanted)]
+class SignedRange:
+    """A range's commits, prepared once so that thousands of sites can be asked cheaply.
+
+    The node asks for one site (:func:`signed_change`); ``outpost schedule``
+    asks for every affected site of a fleet-wide change, where a commit may
+    carry 10,000 paths. Each commit's touched apps are computed once, and a
+    fleet counts as changed when any one counted commit touches it — the same
+    answer as testing the union of their paths, without building the union
+    per site.
+    """
+
+    def __init__(self, commits: Iterable[SignedCommit]) -> None:
+        self.commits: tuple[SignedCommit, ...] = tuple(commits)
+        self._apps = [touched_apps(c.paths) for c in self.commits]
+
+    def change_for(
+        self,
+        sources: Collection[str],
+        fleets: Sequence[FleetDocument],
+        *,
+        revision: str | None = None,
+    ) -> SignedChange | None:
+        """The change the range makes to a slice read from ``sources``; None when none.
+
+        ``fleets`` are the site's fleets as loaded at the candidate revision. Of
+        several commits with the same committer time the first listed wins; callers
+        pass the range as ``trust.read_range`` walks it, stably sorted by committer
+        time, so the node and CI pick the same commit.
+        """
+        wanted = sources if isinstance(sources, set | frozenset) else frozenset(sources)
+        found = [i for i, c in enumerate(self.commits) if not c.paths.isdisjoint(wanted)]
+        if not found:
+            return None
+        latest = max((self.commits[i] for i in found), key=lambda c: c.committed_at)
+        names = [
+            str(f.name)
+            for f in fleets
+            if any(fleet_touched(f, self.commits[i].paths, self._apps[i]) for i in found)
+        ]
+        return SignedChange(
+            change=Change(
+                changed_at=latest.committed_at,
+                emergency=latest.emergency,
+                emergency_reason=latest.emergency_reason,
+                revision=revision,
+            ),
+            changed_fleets=tuple(names),
+            commits=len(found),
+        )
 
 
 def signed_change(
@@ -122,25 +176,6 @@ def signed_change(
 ) -> SignedChange | None:
     """The change ``commits`` make to a slice read from ``sources``; None when they make none.
 
-    ``fleets`` are the site's fleets as loaded at the candidate revision. Of
-    several commits with the same committer time the first listed wins; callers
-    pass the range as ``trust.read_range`` walks it, stably sorted by committer
-    time, so the node and CI pick the same commit.
+    What the node's gate calls; see :meth:`SignedRange.change_for`.
     """
-    found = touching(commits, sources)
-    if not found:
-        return None
-    latest = max(found, key=lambda c: c.committed_at)
-    paths: set[str] = set()
-    for commit in found:
-        paths |= commit.paths
-    return SignedChange(
-        change=Change(
-            changed_at=latest.committed_at,
-            emergency=latest.emergency,
-            emergency_reason=latest.emergency_reason,
-            revision=revision,
-        ),
-        changed_fleets=tuple(changed_fleets(fleets, paths)),
-        commits=len(found),
-    )
+    return SignedRange(commits).change_for(sources, fleets, revision=revision)
