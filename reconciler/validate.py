@@ -40,7 +40,7 @@ from reconciler.model import (
     Site,
     expect,
 )
-from reconciler.schemas import validator
+from reconciler.schemas import schema_errors
 from reconciler.source import Tree
 
 Check = Callable[[Repository, Sequence[str]], Iterable[Finding]]
@@ -196,9 +196,7 @@ def check_schemas(documents: Iterable[Document]) -> tuple[list[Finding], list[Do
     findings: list[Finding] = []
     valid: list[Document] = []
     for doc in documents:
-        errors = sorted(
-            validator(doc.kind).iter_errors(doc.body), key=lambda e: list(map(str, e.path))
-        )
+        errors = sorted(schema_errors(doc.kind, doc.body), key=lambda e: list(map(str, e.path)))
         for error in _without_echoes(errors):
             findings.append(Finding.at(doc.mark(*error.absolute_path), _describe(error)))
         if doc.kind == "Site":

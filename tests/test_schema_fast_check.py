@@ -1,0 +1,276 @@
+"""The compiled schema check agrees with jsonschema, keyword by keyword and document by document.
+
+``schemas.schema_errors`` trusts the compiled check to say "valid" and asks
+jsonschema for everything else, so a compiled check that passes what jsonschema
+rejects would let a bad document through. These tests compare the two on the
+example fleet, the validation corpus, mutated documents and schemas built to
+exercise every keyword the compiler models.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
+
+from reconciler.errors import OutpostError
+from reconciler.loader import KINDS, load_document
+from reconciler.schemas import _fast_check, compile_check, schema_errors, validator
+
+ROOT = Path(__file__).resolve().parent.parent
+FORMATS = Draft202012Validator.FORMAT_CHECKER
+
+
+def _documents() -> list[tuple[str, Any]]:
+    found: list[tuple[str, Any]] = []
+    paths = [
+        *sorted((ROOT / "sites").rglob("*.yaml")),
+        *sorted((ROOT / "fleets").rglob("*.yaml")),
+        *sorted((ROOT / "apps").glob("*/app.yaml")),
+        *sorted((ROOT / "policies").glob("*.yaml")),
+        *sorted((ROOT / "tests" / "corpus").rglob("*.yaml")),
+        ROOT / "deploy" / "agent.yaml",
+    ]
+    for path in paths:
+        if "secrets" in path.parts or "manifests" in path.parts or path.name == "expect.yaml":
+            continue
+        try:
+            doc = load_document(path.read_bytes(), path.name)
+        except OutpostError:
+            continue
+        found.append((doc.kind, doc.body))
+    return found
+
+
+DOCUMENTS = _documents()
+
+
+def _agree(kind: str, body: Any) -> None:
+    fast = _fast_check(kind)
+    if fast is None:
+        return
+    expected = validator(kind).is_valid(body)
+    assert fast(body) is expected, f"compiled check says {not expected} for {body!r}"
+
+
+def test_every_outpost_kind_but_app_compiles() -> None:
+    # App's parameters are themselves a JSON Schema, checked against the metaschema,
+    # which uses $dynamicRef: that kind stays with jsonschema alone.
+    compiled = {kind for kind in KINDS if _fast_check(kind) is not None}
+    assert compiled == KINDS - {"App"}
+
+
+def test_corpus_covers_valid_and_invalid_documents() -> None:
+    verdicts = {validator(kind).is_valid(body) for kind, body in DOCUMENTS}
+    assert verdicts == {True, False}
+
+
+@pytest.mark.parametrize(("kind", "body"), DOCUMENTS, ids=lambda v: v if isinstance(v, str) else "")
+def test_agrees_on_every_example_and_corpus_document(kind: str, body: Any) -> None:
+    _agree(kind, body)
+    assert [e.message for e in schema_errors(kind, body)] == [
+        e.message for e in validator(kind).iter_errors(body)
+    ]
+
+
+def _paths(node: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [at]
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found += _paths(value, (*at, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _paths(value, (*at, index))
+    return found
+
+
+def _leaves(node: Any) -> list[Any]:
+    if isinstance(node, dict):
+        return [leaf for value in node.values() for leaf in _leaves(value)]
+    if isinstance(node, list):
+        return [leaf for value in node for leaf in _leaves(value)]
+    return [node]
+
+
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 70_000),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(["", "x", "mon", "amd64", "usb", "1Ti", "22:30", "5h", "2026-02-30"]),
+    st.text(max_size=8),
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> tuple[str, Any]:
+    kind, body = draw(st.sampled_from(DOCUMENTS))
+    body = copy.deepcopy(body)
+    for _ in range(draw(st.integers(1, 3))):
+        paths = _paths(body)
+        path = draw(st.sampled_from(paths[1:] or paths))
+        parent: Any = body
+        for key in path[:-1]:
+            parent = parent[key]
+        if not path:
+            break
+        action = draw(st.sampled_from(["replace", "reuse", "delete", "add"]))
+        if action == "replace":
+            parent[path[-1]] = draw(_values)
+        elif action == "reuse":
+            parent[path[-1]] = copy.deepcopy(draw(st.sampled_from(_leaves(body))))
+        elif action == "delete":
+            del parent[path[-1]]
+        elif isinstance(parent[path[-1]], dict):
+            parent[path[-1]][draw(st.text(max_size=6))] = draw(_values)
+        elif isinstance(parent[path[-1]], list):
+            parent[path[-1]].append(draw(_values))
+    return kind, body
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated())
+def test_agrees_on_mutated_documents(case: tuple[str, Any]) -> None:
+    _agree(*case)
+
+
+# One small schema per keyword (or keyword pair) the compiler models, so that each
+# keyword alone decides some verdicts; with all of them in one schema, one missing
+# check would hide behind the others.
+SMALL = {"small": {"type": "integer", "maximum": 3}}
+KEYWORD_SCHEMAS: list[dict[str, Any]] = [
+    {"$defs": SMALL, "$ref": "#/$defs/small"},
+    {"type": ["object", "array", "null"]},
+    {"type": "number"},
+    {"type": "boolean"},
+    {"minLength": 2, "maxLength": 3},
+    {"pattern": "^[a-z]"},
+    {"enum": [1, "x", True, None, [1], {"k": 1}]},
+    {"const": 1},
+    {"const": {"k": [1]}},
+    {"prefixItems": [{"type": "string"}], "items": False},
+    {"items": {"type": "integer"}},
+    {"contains": {"type": "integer"}, "minContains": 2, "maxContains": 3},
+    {"contains": {"type": "integer"}, "maxContains": 1},
+    {"contains": {"type": "string"}},
+    {"exclusiveMinimum": 0, "exclusiveMaximum": 10},
+    {"minimum": 1, "maximum": 5},
+    {"multipleOf": 0.5},
+    {"multipleOf": 3},
+    {"format": "date"},
+    {"oneOf": [{"type": "integer"}, {"minimum": 5}]},
+    {"anyOf": [{"type": "string"}, {"type": "null"}]},
+    {"allOf": [{"type": "integer"}, {"maximum": 4}]},
+    {"not": {"type": "boolean"}},
+    {"uniqueItems": True},
+    {"minItems": 1, "maxItems": 2},
+    {"if": {"type": "string"}, "then": {"minLength": 2}, "else": {"type": "integer"}},
+    {"if": {"type": "string"}, "then": {"minLength": 2}},
+    {"properties": {"a": {"type": "integer"}, "b": True, "c": False}},
+    {"properties": {"a": {}}, "patternProperties": {"^x": {"type": "string"}}},
+    {"properties": {"a": {}}, "additionalProperties": False},
+    {"patternProperties": {"^x": {}}, "additionalProperties": {"type": "integer"}},
+    {"propertyNames": {"maxLength": 1}},
+    {"required": ["a", "b"]},
+    {"minProperties": 1, "maxProperties": 2},
+    {"dependentRequired": {"b": ["c"]}},
+    {"dependentSchemas": {"d": {"required": ["e"]}}},
+]
+_keys = st.sampled_from(["a", "b", "c", "d", "e", "x", "xy", "k", "long"])
+_small_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-2, 12),
+    st.sampled_from([0.5, 1.0, 1.5, 2.5, 10.0]),
+    st.sampled_from(["", "x", "ab", "abc", "Abc", "abcd", "2026-02-28", "2026-02-30"]),
+)
+_small_values = st.one_of(
+    _small_scalars,
+    st.lists(_small_scalars, max_size=5),
+    st.recursive(
+        _small_scalars,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=5), st.dictionaries(_keys, inner, max_size=4)
+        ),
+        max_leaves=8,
+    ),
+)
+
+
+@pytest.mark.parametrize("schema", KEYWORD_SCHEMAS, ids=lambda s: repr(s)[:50])
+@settings(max_examples=150, deadline=None)
+@given(instance=_small_values)
+def test_agrees_keyword_by_keyword(schema: dict[str, Any], instance: Any) -> None:
+    check = compile_check(schema, format_checker=FORMATS)
+    assert check is not None
+    expected = Draft202012Validator(schema, format_checker=FORMATS).is_valid(instance)
+    assert check(instance) is expected
+
+
+@pytest.mark.parametrize(
+    ("schema", "instance", "valid"),
+    [
+        ({"type": "integer"}, 1.0, True),
+        ({"type": "integer"}, 1.5, False),
+        ({"type": "integer"}, True, False),
+        ({"type": "number"}, False, False),
+        ({"enum": [1]}, True, False),
+        ({"enum": [1.0]}, 1, True),
+        ({"const": False}, 0, False),
+        ({"uniqueItems": True}, [1, True], True),
+        ({"uniqueItems": True}, [{"a": 1}, {"a": 1}], False),
+        ({"pattern": "b"}, "abc", True),
+        ({"maxLength": 1}, "\U0001f600", True),
+        ({"format": "date"}, "2026-02-30", False),
+        ({"format": "date"}, 20260230, True),
+        ({"items": {"type": "string"}, "prefixItems": [{"type": "integer"}]}, [1, "a"], True),
+        ({"contains": {"type": "null"}, "minContains": 0}, [], True),
+        ({"additionalProperties": False, "patternProperties": {"^a": {}}}, {"ab": 1}, True),
+        ({"additionalProperties": False, "patternProperties": {"^a": {}}}, {"b": 1}, False),
+    ],
+)
+def test_agrees_on_edge_cases(schema: dict[str, Any], instance: Any, valid: bool) -> None:
+    check = compile_check(schema, format_checker=FORMATS)
+    assert check is not None
+    assert Draft202012Validator(schema, format_checker=FORMATS).is_valid(instance) is valid
+    assert check(instance) is valid
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"unevaluatedProperties": False},
+        {"properties": {"a": {"unevaluatedItems": False}}},
+        {"$dynamicRef": "#meta"},
+        {"$ref": "https://example.com/elsewhere.json"},
+        {"$ref": "#anchor"},
+        {"type": "widget"},
+        {"properties": {"a": {"$id": "https://example.com/nested", "type": "string"}}},
+    ],
+)
+def test_what_it_does_not_model_is_left_to_jsonschema(schema: dict[str, Any]) -> None:
+    assert compile_check(schema) is None
+
+
+def test_recursive_references_compile() -> None:
+    schema = {
+        "$defs": {"tree": {"type": "object", "properties": {"kids": {"items": {"$ref": "#"}}}}},
+        "$ref": "#/$defs/tree",
+    }
+    check = compile_check(schema)
+    assert check is not None
+    for instance, valid in (({"kids": [{"kids": []}]}, True), ({"kids": [{"kids": [5]}]}, False)):
+        assert Draft202012Validator(schema).is_valid(instance) is valid
+        assert check(instance) is valid
