@@ -13,9 +13,10 @@ Measures, in one run, on a test control plane started for the run (tools.testclu
 Both tools run as fresh processes, as an agent tick and a kubectl call do, so the
 times include interpreter or binary start-up, kubeconfig loading and discovery;
 kubectl's discovery cache is warmed first (its usual state), outpost discovers lazily
-every time. Rounds alternate which tool goes first, and the cluster is left to settle
-(every Deployment's Pods Running) before each measurement, so neither tool pays for
-the other's controller churn. Times are medians over the rounds; CPU is the tool
+every time. Rounds alternate which tool goes first, the cluster is left to settle
+(every Deployment's Pods Running) before each measurement and each run's namespace is
+deleted (and gone) before the next run, so neither tool pays for the other's
+controller churn. Times are medians over the rounds; CPU is the tool
 process's own user+system time.
 
 Goal: apply no slower than kubectl (ratio ≤ 1).
@@ -234,6 +235,7 @@ def main() -> int:
                                 "diff",
                                 "--server-side",
                                 "--force-conflicts",
+                                "--field-manager=kubectl-bench",
                                 "-f",
                                 str(path),
                             ],
@@ -256,6 +258,24 @@ def main() -> int:
                     record(f"{step}/{tool}", wall, cpu)
                     if step == "apply":
                         touched.append(namespace)
+                # the nodes hold 330 Pods: clear this run's objects before the next one
+                subprocess.run(
+                    [
+                        *kubectl,
+                        "delete",
+                        "namespace",
+                        namespace,
+                        f"{namespace}-inv",
+                        "--ignore-not-found",
+                        "--wait=true",
+                        "--timeout=300s",
+                    ],
+                    env=env,
+                    capture_output=True,
+                    check=True,
+                    timeout=330,
+                )
+                touched.clear()
 
         def median(name: str) -> tuple[float, float]:
             rows = times[name]
@@ -269,7 +289,7 @@ def main() -> int:
             f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
         )
         header = ("step", "kubectl peer", "outpost", "cpu", "kubectl", "cpu", "ratio")
-        print("{:9} {:22} {:>8} {:>6} {:>8} {:>6} {:>6}".format(*header))
+        print("{:12} {:22} {:>8} {:>6} {:>8} {:>6} {:>6}".format(*header))
         peers = {
             "apply": "apply --server-side",
             "re-apply": "apply --server-side",
@@ -279,7 +299,7 @@ def main() -> int:
         for step, peer in peers.items():
             (ow, oc) = median(f"{step}/outpost")
             (kw, kc) = median(f"{step.replace('-all', '')}/kubectl")
-            print(f"{step:9} {peer:22} {ow:7.2f}s {oc:6.2f} {kw:7.2f}s {kc:6.2f} {ow / kw:6.2f}")
+            print(f"{step:12} {peer:22} {ow:7.2f}s {oc:6.2f} {kw:7.2f}s {kc:6.2f} {ow / kw:6.2f}")
         print("seconds; ratio = outpost wall / kubectl wall (≤ 1: outpost no slower);")
         print("re-apply-all: outpost sending every object, against the same kubectl row")
     return 0

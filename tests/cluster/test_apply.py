@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import re
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -35,6 +37,7 @@ from tools.testcluster import Cluster as ControlPlane
 
 pytestmark = pytest.mark.cluster
 
+ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "registry.example.com/pos/server@sha256:" + "a" * 64
 
 
@@ -556,3 +559,150 @@ def test_unreachable_api_server_is_temporary(
         for call in calls:
             with pytest.raises(ClusterUnavailable, match="did not answer"):
                 call()
+
+
+# -- credentials ---------------------------------------------------------------
+
+
+def mint_client_certificate(cluster: ControlPlane) -> tuple[bytes, bytes]:
+    """An admin client certificate signed by the test cluster's CA (as k3s issues them)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    pki = Path(cluster.workdir) / "pki"
+    ca_cert = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "outpost-cert-test"),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    return (
+        cert.public_bytes(serialization.Encoding.PEM),
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+
+
+def kubeconfig_with(cluster: ControlPlane, path: Path, user: dict[str, Any]) -> Path:
+    import base64
+
+    import yaml
+
+    ca = base64.b64encode(Path(cluster.ca_file).read_bytes()).decode()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": "t", "cluster": {"server": cluster.server, "certificate-authority-data": ca}}
+        ],
+        "users": [{"name": "u", "user": user}],
+        "contexts": [{"name": "c", "context": {"cluster": "t", "user": "u"}}],
+        "current-context": "c",
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+PROBE = """
+import json, sys
+from reconciler.apply import Cluster, ResourceManager
+cluster = Cluster.from_kubeconfig(sys.argv[1])
+manager = ResourceManager(cluster, site=sys.argv[3], inventory_namespace=sys.argv[4])
+namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": sys.argv[2]}}
+result = manager.apply([namespace], revision="probe")
+print(json.dumps({"actions": [e.action for e in result.entries],
+                  "kubernetes imported": "kubernetes" in sys.modules}))
+"""
+
+
+@pytest.mark.parametrize("credential", ["token", "client certificate"])
+def test_common_kubeconfigs_need_no_kubernetes_package(
+    world: World, cluster: ControlPlane, tmp_path: Path, credential: str
+) -> None:
+    if credential == "token":
+        path = Path(cluster.kubeconfig)
+    else:
+        cert, key = mint_client_certificate(cluster)
+        user = {
+            "client-certificate-data": base64_text(cert),
+            "client-key-data": base64_text(key),
+        }
+        path = kubeconfig_with(cluster, tmp_path / "kubeconfig", user)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(path), world.ns, world.site, world.inventory_ns],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"actions": ["created"], "kubernetes imported": False}
+
+
+def test_exec_plugin_kubeconfig_goes_through_the_kubernetes_library(
+    world: World, cluster: ControlPlane, tmp_path: Path
+) -> None:
+    credential = {
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "kind": "ExecCredential",
+        "status": {"token": cluster.token},
+    }
+    user = {
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "command": sys.executable,
+            "args": ["-c", f"print({json.dumps(json.dumps(credential))})"],
+            "interactiveMode": "Never",
+        }
+    }
+    path = kubeconfig_with(cluster, tmp_path / "kubeconfig", user)
+    with Cluster.from_kubeconfig(path) as via_plugin:
+        manager = ResourceManager(
+            via_plugin, site=world.site, inventory_namespace=world.inventory_ns
+        )
+        result = manager.apply([world.namespace()], revision="r1")
+        assert result.created == (key_of(world.namespace()),)
+
+
+def test_an_api_client_can_be_handed_over(cluster: ControlPlane) -> None:
+    with Cluster.from_api_client(cluster.api_client()) as handed:
+        assert handed.version()["gitVersion"].startswith("v1.")
+
+
+def test_rejected_credentials_are_temporary(cluster: ControlPlane, tmp_path: Path) -> None:
+    path = kubeconfig_with(cluster, tmp_path / "kubeconfig", {"token": "not-a-valid-token"})
+    with (
+        Cluster.from_kubeconfig(path) as rejected,
+        pytest.raises(ClusterUnavailable, match=r"401 Unauthorized.*credentials were rejected"),
+    ):
+        rejected.version()
+
+
+def base64_text(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
