@@ -304,7 +304,7 @@ def schedule_change(
     from reconciler.model import Site
     from reconciler.pipeline import Change as RangeCommit
     from reconciler.pipeline import paused_since
-    from reconciler.schedule import SignedRange, format_utc, gate_inputs, predict
+    from reconciler.schedule import FleetRollout, SignedRange, format_utc, gate_inputs, predict
     from reconciler.source import CommitTree, WorkdirTree
     from reconciler.trust import emergency_reason, read_range, resolve
 
@@ -425,6 +425,7 @@ def schedule_change(
     wanted = sorted(affected) if sites is None else sorted(set(sites) & set(affected))
     signed_range = SignedRange(commits)
     slice_sources = SliceSources(head_repo)
+    rollouts: dict[tuple[str, datetime | None], FleetRollout] = {}
     paused: dict[str, datetime | None] = {}
     rows: list[Prediction] = []
     unreached: list[str] = []
@@ -469,6 +470,7 @@ def schedule_change(
                     signed.change,
                     changed_fleets=signed.changed_fleets,
                     paused_at={k: v for k, v in pauses.items() if v is not None},
+                    rollouts=rollouts,
                 )
                 changed_at[site_id] = signed.change.changed_at
                 rows.append(

@@ -170,6 +170,7 @@ def gate_inputs(
     *,
     changed_fleets: Collection[str] | None = None,
     paused_at: Mapping[str, datetime] | None = None,
+    rollouts: dict[tuple[str, datetime | None], FleetRollout] | None = None,
 ) -> tuple[SiteCalendar, FleetRollout | None]:
     """From loaded documents to the two inputs :func:`decide` needs — one path for agent and CI.
 
@@ -182,12 +183,25 @@ def gate_inputs(
     an empty collection means a site-only change that no fleet's waves gate.
     ``paused_at`` maps fleet name → committer time of the commit that paused
     it; a paused fleet missing from it halts every wave (fail closed).
+
+    ``rollouts`` is a cache the caller owns when it schedules many sites of one
+    revision (``outpost schedule`` over 10,000 sites): each fleet is parsed once
+    per pause time instead of once per site. Only documents of one revision may
+    share a cache, since it is keyed by fleet name.
     """
     calendar = SiteCalendar.from_document(site)
     pauses = paused_at or {}
-    rollouts = [FleetRollout.from_document(f, paused_at=pauses.get(f.name)) for f in fleets]
-    calendar = calendar.with_freezes(f for r in rollouts for f in r.freezes)
-    gating = [r for r in rollouts if changed_fleets is None or r.fleet in changed_fleets]
+    parsed: list[FleetRollout] = []
+    for fleet in fleets:
+        key = (fleet.name, pauses.get(fleet.name))
+        rollout = rollouts.get(key) if rollouts is not None else None
+        if rollout is None:
+            rollout = FleetRollout.from_document(fleet, paused_at=key[1])
+            if rollouts is not None:
+                rollouts[key] = rollout
+        parsed.append(rollout)
+    calendar = calendar.with_freezes(f for r in parsed for f in r.freezes)
+    gating = [r for r in parsed if changed_fleets is None or r.fleet in changed_fleets]
     return calendar, governing_rollout(calendar, gating, change)
 
 
