@@ -46,7 +46,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,7 @@ from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK
 
 if TYPE_CHECKING:
     from reconciler.model import Repository, Site
+    from reconciler.pipeline import Change as RangeCommit
     from reconciler.schedule import Prediction
 
 _FORMATS = ("text", "markdown", "json")
@@ -247,8 +249,6 @@ class ChangeSchedule:
     """Sites that cannot be scheduled (their node would refuse the revision)."""
     refused: str | None = None
     """Why ``--trust-root`` refuses the range (nothing else is computed then)."""
-    changed_at: dict[str, datetime] = field(default_factory=dict)
-    """Per scheduled site, the change time its gate uses."""
 
 
 def _short(revision: str) -> str:
@@ -298,15 +298,12 @@ def schedule_change(
 
     import pygit2
 
-    from reconciler.config import DEFAULT_MAX_COMMITS
-    from reconciler.diff import affected_sites, changed_paths
-    from reconciler.errors import OutpostError, SourceUnavailable
-    from reconciler.model import Site
+    from reconciler.diff import changed_paths
+    from reconciler.errors import SourceUnavailable
     from reconciler.pipeline import Change as RangeCommit
-    from reconciler.pipeline import paused_since
-    from reconciler.schedule import FleetRollout, SignedRange, format_utc, gate_inputs, predict
+    from reconciler.schedule import format_utc
     from reconciler.source import CommitTree, WorkdirTree
-    from reconciler.trust import emergency_reason, read_range, resolve
+    from reconciler.trust import resolve
 
     pygit2.settings.cache_object_limit(pygit2.enums.ObjectType.TREE, _TREE_CACHE_LIMIT)
     found = pygit2.discover_repository(str(root))
@@ -314,15 +311,13 @@ def schedule_change(
         raise SourceUnavailable(f"{root} is not inside a git repository")
     git = pygit2.Repository(found)
     base_sha = resolve(git, base)
-    notes: list[str] = []
-    commits: list[RangeCommit] = []
-    merge_at: datetime | None = None
     head_sha: str | None = None
+    merge_at: datetime | None = None
     if head is None:
         merge_at = start or now
         head_tree: Any = WorkdirTree(root)
         paths = changed_paths(CommitTree(git, base_sha), head_tree)
-        commits.append(
+        commits = [
             RangeCommit(
                 sha="working tree",
                 committed_at=merge_at,
@@ -330,82 +325,27 @@ def schedule_change(
                 emergency=emergency is not None,
                 emergency_reason=emergency or "",
             )
-        )
-        schedule_from = merge_at
+        ]
         how = "--from" if start is not None else "now"
-        notes.append(
+        notes = [
             f"change {_short(base_sha)}..working tree is not committed: assuming the change "
             f"merges at {format_utc(merge_at)} ({how}) as one commit, which its nodes see then"
-        )
+        ]
         if emergency is not None:
             notes.append(
                 f"scheduled as an emergency ({emergency}): the merge commit must carry "
                 "'Outpost-Emergency:' and be signed by a root signer, or nodes ignore it"
             )
+        scheduled = _schedule_sites(
+            git, base_sha, None, head_tree, commits, start=merge_at, merge_at=merge_at, sites=sites
+        )
     else:
         head_sha = resolve(git, head)
-        head_tree = CommitTree(git, head_sha)
-        span = read_range(git, head_sha, base_sha, max_commits=DEFAULT_MAX_COMMITS)
-        if len(span.commits) > DEFAULT_MAX_COMMITS:
-            raise SourceUnavailable(
-                f"{base}..{head} has more than {DEFAULT_MAX_COMMITS:,} commits; a node "
-                "refuses a range that long (spec.maxCommits), so there is no schedule to show"
-            )
-        if head_sha != base_sha and not git.descendant_of(head_sha, base_sha):
-            notes.append(
-                f"{_short(head_sha)} does not descend from {_short(base_sha)}: a node that "
-                "applied the base refuses it (no rollback, no unrelated history); shown are "
-                "the commits in base..head"
-            )
-        verdicts: dict[str, Any] = {}
-        if trust_root is not None:
-            from reconciler.trust import parse_allowed_signers, verify_range
-
-            try:
-                data = trust_root.read_bytes()
-            except OSError as exc:
-                raise SourceUnavailable(
-                    f"cannot read --trust-root {trust_root}: {exc.strerror}"
-                ) from None
-            result = verify_range(
-                span.commits,
-                trust=parse_allowed_signers(data, str(trust_root)),
-                candidate=head_sha,
-                last_applied=span.last_applied,
-                now=now,
-                max_commits=DEFAULT_MAX_COMMITS,
-            )
-            if result.error is not None:
-                return ChangeSchedule((), now, (), {}, refused=str(result.error))
-            verdicts = {v.sha: v for v in result.verdicts}
-        for record in span.commits:
-            commit = git[record.sha].peel(pygit2.Commit)
-            verdict = verdicts.get(record.sha)
-            if verdict is not None:
-                flagged, reason = verdict.emergency, verdict.emergency_reason
-                stamp = verdict.committer_time or 0
-            else:
-                trailer = emergency_reason(commit.message)
-                flagged, reason = trailer is not None, trailer or ""
-                stamp = commit.commit_time
-                if flagged:
-                    notes.append(
-                        f"commit {_short(record.sha)} declares an emergency ({reason}); taken "
-                        "as root-signed without checking: pass --trust-root to check it as a "
-                        "node would"
-                    )
-            commits.append(
-                RangeCommit(
-                    sha=record.sha,
-                    committed_at=datetime.fromtimestamp(stamp, UTC),
-                    paths=frozenset(p for per_parent in record.changes for p in per_parent),
-                    emergency=flagged,
-                    emergency_reason=reason,
-                )
-            )
-        commits.sort(key=lambda c: c.committed_at)  # as NodePipeline.verify orders them
+        read = _read_range(git, base_sha, head_sha, trust_root=trust_root, now=now)
+        if read.refused is not None:
+            return ChangeSchedule((), now, (), {}, refused=read.refused)
         head_time = datetime.fromtimestamp(git[head_sha].peel(pygit2.Commit).commit_time, UTC)
-        schedule_from = start or head_time
+        commits, notes = read.commits, read.notes
         notes.append(
             f"change {_short(base_sha)}..{_short(head_sha)}: {len(commits)} commit(s); each "
             "site's change time is the committer time of the last of them that changed its "
@@ -416,6 +356,142 @@ def schedule_change(
                 f"scheduled from {_short(head_sha)}'s committer time {format_utc(head_time)}, "
                 "when nodes can first see it"
             )
+        scheduled = _schedule_sites(
+            git,
+            base_sha,
+            head_sha,
+            CommitTree(git, head_sha),
+            commits,
+            start=start or head_time,
+            merge_at=None,
+            sites=sites,
+        )
+    return ChangeSchedule(
+        predictions=scheduled.predictions,
+        start=scheduled.start,
+        notes=(*notes, *scheduled.notes),
+        change={
+            "base": base_sha,
+            "head": head_sha,
+            "commits": len(commits) if head_sha is not None else None,
+            "assumedMergeAt": _iso(merge_at),
+            **scheduled.change,
+        },
+        unreached=scheduled.unreached,
+        errors=scheduled.errors,
+    )
+
+
+@dataclass(frozen=True)
+class _Range:
+    commits: list[RangeCommit]
+    notes: list[str]
+    refused: str | None = None
+
+
+def _read_range(
+    git: Any, base_sha: str, head_sha: str, *, trust_root: Path | None, now: datetime
+) -> _Range:
+    """The commits of base..head as the node's pipeline builds them (``NodePipeline.verify``)."""
+    from datetime import UTC
+
+    import pygit2
+
+    from reconciler.config import DEFAULT_MAX_COMMITS
+    from reconciler.errors import SourceUnavailable
+    from reconciler.pipeline import Change as RangeCommit
+    from reconciler.trust import emergency_reason, parse_allowed_signers, read_range, verify_range
+
+    span = read_range(git, head_sha, base_sha, max_commits=DEFAULT_MAX_COMMITS)
+    if len(span.commits) > DEFAULT_MAX_COMMITS:
+        raise SourceUnavailable(
+            f"{_short(base_sha)}..{_short(head_sha)} has more than {DEFAULT_MAX_COMMITS:,} "
+            "commits; a node refuses a range that long (spec.maxCommits), so there is no "
+            "schedule to show"
+        )
+    notes: list[str] = []
+    if head_sha != base_sha and not git.descendant_of(head_sha, base_sha):
+        notes.append(
+            f"{_short(head_sha)} does not descend from {_short(base_sha)}: a node that "
+            "applied the base refuses it (no rollback, no unrelated history); shown are "
+            "the commits in base..head"
+        )
+    verdicts: dict[str, Any] = {}
+    if trust_root is not None:
+        try:
+            data = trust_root.read_bytes()
+        except OSError as exc:
+            raise SourceUnavailable(
+                f"cannot read --trust-root {trust_root}: {exc.strerror}"
+            ) from None
+        result = verify_range(
+            span.commits,
+            trust=parse_allowed_signers(data, str(trust_root)),
+            candidate=head_sha,
+            last_applied=span.last_applied,
+            now=now,
+            max_commits=DEFAULT_MAX_COMMITS,
+        )
+        if result.error is not None:
+            return _Range([], notes, refused=str(result.error))
+        verdicts = {v.sha: v for v in result.verdicts}
+    commits: list[RangeCommit] = []
+    for record in span.commits:
+        verdict = verdicts.get(record.sha)
+        if verdict is not None:
+            flagged, reason = verdict.emergency, verdict.emergency_reason
+            stamp = verdict.committer_time or 0
+        else:
+            commit = git[record.sha].peel(pygit2.Commit)
+            trailer = emergency_reason(commit.message)
+            flagged, reason = trailer is not None, trailer or ""
+            stamp = commit.commit_time
+            if flagged:
+                notes.append(
+                    f"commit {_short(record.sha)} declares an emergency ({reason}); taken "
+                    "as root-signed without checking: pass --trust-root to check it as a "
+                    "node would"
+                )
+        commits.append(
+            RangeCommit(
+                sha=record.sha,
+                committed_at=datetime.fromtimestamp(stamp, UTC),
+                paths=frozenset(p for per_parent in record.changes for p in per_parent),
+                emergency=flagged,
+                emergency_reason=reason,
+            )
+        )
+    commits.sort(key=lambda c: c.committed_at)  # as NodePipeline.verify orders them
+    return _Range(commits, notes)
+
+
+@dataclass(frozen=True)
+class _Scheduled:
+    predictions: tuple[Prediction, ...]
+    start: datetime
+    notes: tuple[str, ...]
+    change: dict[str, Any]
+    unreached: tuple[str, ...]
+    errors: tuple[str, ...]
+
+
+def _schedule_sites(
+    git: Any,
+    base_sha: str,
+    head_sha: str | None,
+    head_tree: Any,
+    commits: Sequence[RangeCommit],
+    *,
+    start: datetime,
+    merge_at: datetime | None,
+    sites: Sequence[str] | None = None,
+) -> _Scheduled:
+    """Predict every site the commits reach, with its node's change, fleets and pauses."""
+    from reconciler.diff import affected_sites
+    from reconciler.errors import OutpostError
+    from reconciler.model import Site
+    from reconciler.pipeline import paused_since
+    from reconciler.schedule import FleetRollout, SignedRange, gate_inputs, predict
 
     changed: set[str] = set()
     for item in commits:
@@ -431,7 +507,6 @@ def schedule_change(
     unreached: list[str] = []
     removed: list[str] = []
     errors: list[str] = []
-    changed_at: dict[str, datetime] = {}
 
     def pause_time(path: str) -> datetime | None:
         if path not in paused:
@@ -472,15 +547,13 @@ def schedule_change(
                     paused_at={k: v for k, v in pauses.items() if v is not None},
                     rollouts=rollouts,
                 )
-                changed_at[site_id] = signed.change.changed_at
-                rows.append(
-                    predict(calendar, rollout, signed.change, schedule_from, site_type=site.type)
-                )
+                rows.append(predict(calendar, rollout, signed.change, start, site_type=site.type))
         except OutpostError as exc:
             where = f"{exc.mark}: " if exc.mark else ""
             errors.append(
                 f"{where}site {site_id}: {exc.message} (its node would refuse this revision)"
             )
+    notes: list[str] = []
     if unreached:
         notes.append(
             f"{len(unreached):,} site(s) affected only through files their slices are not "
@@ -492,11 +565,7 @@ def schedule_change(
         notes.append(f"{len(removed):,} site(s) removed at the head: nothing to schedule")
     if errors:
         notes.append(f"{len(errors):,} site(s) cannot be scheduled: see the errors")
-    change = {
-        "base": base_sha,
-        "head": head_sha,
-        "commits": len(commits) if head_sha is not None else None,
-        "assumedMergeAt": _iso(merge_at),
+    counts = {
         "changedPaths": len(changed),
         "affected": len(affected),
         "scheduled": len(rows),
@@ -504,15 +573,7 @@ def schedule_change(
         "removed": len(removed),
         "errors": len(errors),
     }
-    return ChangeSchedule(
-        predictions=tuple(rows),
-        start=schedule_from,
-        notes=tuple(notes),
-        change=change,
-        unreached=tuple(unreached),
-        errors=tuple(errors),
-        changed_at=changed_at,
-    )
+    return _Scheduled(tuple(rows), start, tuple(notes), counts, tuple(unreached), tuple(errors))
 
 
 class SliceSources:

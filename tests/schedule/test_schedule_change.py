@@ -353,3 +353,26 @@ def test_usage_errors(
 ) -> None:
     assert main(["schedule", str(fleet_repo.path), *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_site_that_cannot_render_is_an_error_and_the_rest_are_scheduled(
+    fleet_repo: SignedFleet, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = fleet_repo.head()
+    bump_eu(fleet_repo)
+    fleet_repo.edit(
+        "sites/de-muc-0007/site.yaml",
+        lambda t: t.replace("fleets: [retail-eu]", "fleets: [retail-eu, nope]"),
+    )
+    fleet_repo.edit(
+        "sites/de-ham-0113/site.yaml", lambda t: t + '  apps:\n    ghost: {version: "1.0"}\n'
+    )
+    head = fleet_repo.commit("Munich and Hamburg break", when=C1)
+    code = main(["schedule", str(fleet_repo.path), "--base", base, "--head", head, "-o", "json"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "site 'de-muc-0007' names fleet 'nope'" in captured.err
+    assert "site de-ham-0113: app 'ghost' is assigned here" in captured.err
+    data = json.loads(captured.out)
+    assert {row["site"] for row in data["sites"]} == {"de-ber-0042", "de-fra-0088"}
+    assert data["change"]["errors"] == 2
