@@ -97,7 +97,7 @@ def new_site(
         "spec:\n"
         "  nodes:\n"
         "    - name: edge-1\n"
-        f"      identity: {{machineId: \"{secrets.token_hex(16)}\", serial: TODO}}"
+        f'      identity: {{machineId: "{secrets.token_hex(16)}", serial: TODO}}'
         "  # TODO: /etc/machine-id and the chassis serial\n"
         "      arch: amd64\n"
         "      cpu: 8\n"
