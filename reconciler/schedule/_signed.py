@@ -146,7 +146,12 @@ class SignedRange:
         time, so the node and CI pick the same commit.
         """
         wanted = sources if isinstance(sources, set | frozenset) else frozenset(sources)
-        found = [i for i, c in enumerate(self.commits) if not c.paths.isdisjoint(wanted)]
+        folders = _folders(wanted)
+        found = [
+            i
+            for i, c in enumerate(self.commits)
+            if not c.paths.isdisjoint(wanted) or any(_folder(p) in folders for p in c.paths)
+        ]
         if not found:
             return None
         latest = max((self.commits[i] for i in found), key=lambda c: c.committed_at)
@@ -165,6 +170,23 @@ class SignedRange:
             changed_fleets=tuple(names),
             commits=len(found),
         )
+
+
+def _folder(path: str) -> str:
+    """``sites/<id>/`` or ``apps/<name>/`` for a path below one, else ""."""
+    if not path.startswith(("sites/", "apps/")):
+        return ""
+    second = path.find("/", path.find("/") + 1)
+    return path[: second + 1] if second > 0 else ""
+
+
+def _folders(sources: Collection[str]) -> frozenset[str]:
+    """The site and app folders a slice is read from.
+
+    A file deleted from one of them (an overrides.yaml, a manifest) is not among the
+    head's sources, yet its deletion changes the slice: it counts as touching it.
+    """
+    return frozenset(f for f in (_folder(p) for p in sources) if f)
 
 
 def signed_change(

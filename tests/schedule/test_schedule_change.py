@@ -138,14 +138,21 @@ PATHS = [
 def test_signed_range_equals_the_rule_over_the_union_of_paths(
     raw: list[tuple[int, frozenset[str], bool]], sources: frozenset[str]
 ) -> None:
-    """The node's rule as first written: touching commits, the latest, fleets over the union."""
+    """The node's rule restated: touching commits (a path of the slice, or any path in one of
+    its site or app folders — a deletion there changes the slice too), the latest, fleets
+    over the union."""
     commits = sorted(
         (Commit(at(h), paths, flag, "r" if flag else "") for h, paths, flag in raw),
         key=lambda c: c.committed_at,
     )
     fleets = [EU, VISION, fleet("plants", "historian")]
     found = SignedRange(commits).change_for(sources, fleets)
-    touching = [c for c in commits if c.paths & sources]
+    folders = {"/".join(p.split("/")[:2]) + "/" for p in sources if p.startswith(("sites/", "apps/"))}
+    touching = [
+        c
+        for c in commits
+        if c.paths & sources or any("/".join(p.split("/")[:2]) + "/" in folders for p in c.paths)
+    ]
     if not touching:
         assert found is None
         return
@@ -376,3 +383,17 @@ def test_a_site_that_cannot_render_is_an_error_and_the_rest_are_scheduled(
     data = json.loads(captured.out)
     assert {row["site"] for row in data["sites"]} == {"de-ber-0042", "de-fra-0088"}
     assert data["change"]["errors"] == 2
+
+
+def test_a_deleted_file_in_the_site_folder_is_a_change() -> None:
+    """Deleting sites/<id>/overrides.yaml changes the slice though the head no longer reads it."""
+    sources = frozenset({"sites/de-muc-0007/site.yaml", "apps/pos/app.yaml"})
+    deletion = Commit(at(3), frozenset({"sites/de-muc-0007/overrides.yaml"}), False, "")
+    other_site = Commit(at(4), frozenset({"sites/de-ber-0042/overrides.yaml"}), False, "")
+    found = SignedRange([deletion, other_site]).change_for(sources, [EU])
+    assert found is not None
+    assert found.change.changed_at == deletion.committed_at
+    manifest = Commit(at(5), frozenset({"apps/pos/manifests/old.yaml"}), False, "")
+    found = SignedRange([manifest]).change_for(sources, [EU])
+    assert found is not None
+    assert found.changed_fleets == ("retail-eu",)
