@@ -70,7 +70,8 @@ class Site:
 
     @property
     def fleets(self) -> tuple[FleetName, ...]:
-        return tuple(FleetName(f) for f in self.doc.spec.get("fleets", []) or [])
+        fleets = self.doc.spec.get("fleets")
+        return tuple(FleetName(f) for f in fleets) if isinstance(fleets, list) else ()
 
     @property
     def connectivity(self) -> str:

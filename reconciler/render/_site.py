@@ -130,6 +130,12 @@ def _check_version_text(assignment: AppAssignment) -> None:
 def _plan(repo: Repository, folder: SiteFolder, sources: set[str]) -> dict[str, _Planned]:
     site = folder.site
     planned: dict[str, _Planned] = {}
+    listed = site.doc.spec.get("fleets")
+    if listed is not None and not isinstance(listed, list):
+        raise RenderError(
+            f"spec.fleets of site {folder.id!r} must be a list of fleet names; found {listed!r}",
+            mark=site.doc.mark("spec", "fleets"),
+        )
     for index, fleet_name in enumerate(site.fleets):
         mark = site.doc.mark("spec", "fleets", index)
         fleet = repo.fleet(fleet_name)

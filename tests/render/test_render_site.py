@@ -159,6 +159,12 @@ def test_fleet_selector_guards_membership(tmp_path: Path):
     assert "selector" in error.message and error.mark.path == "sites/s1/site.yaml"
 
 
+def test_fleets_that_are_not_a_list_are_an_error(tmp_path: Path):
+    error = fails(tmp_path, {"sites/s1/site.yaml": SITE.replace("fleets: [f1]", "fleets: 1")})
+    assert "must be a list of fleet names" in error.message
+    assert error.mark == Mark("sites/s1/site.yaml", 9)
+
+
 def test_two_fleets_with_different_versions_name_both_lines(tmp_path: Path):
     other = FLEET.replace("name: f1", "name: f2").replace('"1.0.0"', '"1.1.0"')
     site = SITE.replace("fleets: [f1]", "fleets: [f1, f2]")
@@ -430,3 +436,4 @@ def test_output_is_byte_stable_and_sorted(tmp_path: Path):
     for doc in text.split("---\n")[1:]:
         top = [line.split(":")[0] for line in doc.splitlines() if line and not line.startswith(" ")]
         assert top == sorted(top)
+
