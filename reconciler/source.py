@@ -145,12 +145,22 @@ class WorkdirTree:
             raise DocumentError(f"cannot read file: {exc.strerror}", mark=Mark(path)) from None
 
 
+_TREE_CACHE_BYTES = 64 << 20
+
+
+def _cache_trees(pygit2: Any) -> None:
+    """Let libgit2 cache trees of any size: by default it skips trees over 4 KiB, so in a
+    repository of thousands of sites every read of ``sites/`` costs milliseconds again."""
+    pygit2.settings.cache_object_limit(pygit2.enums.ObjectType.TREE, _TREE_CACHE_BYTES)
+
+
 class CommitTree:
     """The tree of one git commit, read from the object database without a checkout."""
 
     def __init__(self, repo: Any, commit: str) -> None:
         import pygit2
 
+        _cache_trees(pygit2)
         self._repo = repo
         try:
             obj = repo.revparse_single(commit)
