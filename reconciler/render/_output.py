@@ -27,6 +27,10 @@ _CDumper: type[Any] = type("_CDumper", (getattr(yaml, "CSafeDumper", yaml.SafeDu
 
 
 def _str(dumper: Any, value: str) -> yaml.ScalarNode:
+    if "\x85" in value:
+        # PyYAML's pure emitter writes NEL raw in quoted and block scalars, where a reader
+        # takes it for a line break; the double-quoted style escapes it as \N.
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"')  # type: ignore[no-any-return]
     if "\n" in value:
         return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")  # type: ignore[no-any-return]
     return dumper.represent_scalar("tag:yaml.org,2002:str", value)  # type: ignore[no-any-return]

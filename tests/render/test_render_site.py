@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from render_world import (
     APP,
     DIGEST_A,
@@ -19,7 +20,14 @@ from render_world import (
 )
 
 from reconciler.errors import Mark, RenderError
-from reconciler.render import RenderedSite, node_labels, render_site, to_json, to_yaml
+from reconciler.render import (
+    RenderedSite,
+    dump_yaml,
+    node_labels,
+    render_site,
+    to_json,
+    to_yaml,
+)
 
 
 def render(tmp_path: Path, changes: dict[str, str | None] | None = None) -> RenderedSite:
@@ -437,3 +445,8 @@ def test_output_is_byte_stable_and_sorted(tmp_path: Path):
         top = [line.split(":")[0] for line in doc.splitlines() if line and not line.startswith(" ")]
         assert top == sorted(top)
 
+
+@pytest.mark.parametrize("text", ["\x85", "\x85, s1!", "a\n\x85b", "\u2028", "a\rb"])
+def test_yaml_output_keeps_unicode_line_breaks(text: str):
+    for fast in (False, True):
+        assert yaml.safe_load(dump_yaml({"k": text}, fast=fast)) == {"k": text}
