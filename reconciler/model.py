@@ -13,7 +13,7 @@ whose folder and name disagree is a store two people will configure twice.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, NewType
@@ -243,10 +243,19 @@ def expect(doc: Document, kind: str, name: str | None = None) -> Document:
 
 
 class Repository:
-    """Lazy, cached, typed access to one tree's documents."""
+    """Lazy, cached, typed access to one tree's documents.
 
-    def __init__(self, tree: Tree) -> None:
+    ``parsed`` holds documents already parsed from this same tree, by path (an
+    Outpost document as a one-element sequence, a manifest file as its documents):
+    validation loads every file once to check it and hands the result over, so no
+    file is parsed twice in a run. Paths not in it are read from the tree on demand.
+    """
+
+    def __init__(
+        self, tree: Tree, *, parsed: Mapping[str, Sequence[YamlDocument]] | None = None
+    ) -> None:
         self.tree = tree
+        self._parsed: Mapping[str, Sequence[YamlDocument]] = parsed or {}
         self._sites: dict[str, SiteFolder] = {}
         self._fleets: dict[str, Fleet | None] = {}
         self._apps: dict[str, App | None] = {}
@@ -256,7 +265,16 @@ class Repository:
         return self.tree.revision
 
     def document(self, path: str, kind: str, name: str | None = None) -> Document:
+        parsed = self._parsed.get(path)
+        if parsed is not None and len(parsed) == 1 and isinstance(parsed[0], Document):
+            return expect(parsed[0], kind, name)
         return expect(load_document(self.tree.read(path), path), kind, name)
+
+    def _yaml(self, path: str) -> Sequence[YamlDocument]:
+        parsed = self._parsed.get(path)
+        if parsed is not None:
+            return parsed
+        return parse_yaml(self.tree.read(path), path, multi=True)
 
     @cached_property
     def site_ids(self) -> tuple[SiteId, ...]:
@@ -336,7 +354,7 @@ class Repository:
                 manifests: list[YamlDocument] = []
                 for path in self.tree.files(f"{base}/manifests"):
                     if path.endswith(YAML_SUFFIXES):
-                        manifests.extend(parse_yaml(self.tree.read(path), path, multi=True))
+                        manifests.extend(self._yaml(path))
                 self._apps[name] = App(doc, tuple(manifests))
         return self._apps[name]
 

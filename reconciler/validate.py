@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from reconciler.errors import Mark, OutpostError
 from reconciler.findings import Finding
-from reconciler.loader import Document, load_document, parse_yaml
+from reconciler.loader import Document, YamlDocument, load_document, parse_yaml
 from reconciler.model import (
     NAME_RE,
     SECRET_SUFFIXES,
@@ -107,6 +107,15 @@ def check_files(
     ``include`` narrows the files read (``--changed-since``: the affected sites' folders
     plus every fleet, app and policy, which references need).
     """
+    findings, documents, tried, _ = _check_files(tree, include)
+    return findings, documents, tried
+
+
+def _check_files(
+    tree: Tree, include: Callable[[str], bool] | None
+) -> tuple[list[Finding], list[Document], frozenset[str], dict[str, list[YamlDocument]]]:
+    """``check_files``, plus the parsed documents of every file that loaded, by path."""
+    parsed: dict[str, list[YamlDocument]] = {}
     findings: list[Finding] = []
     documents: list[Document] = []
     tried: set[str] = set()
@@ -149,12 +158,14 @@ def check_files(
                 tried.add(path)
             data = tree.read(path)
             if kind == "manifest":
-                parse_yaml(data, path, multi=True)
+                parsed[path] = parse_yaml(data, path, multi=True)
                 continue
-            documents.append(expect(load_document(data, path), kind, name))
+            doc = expect(load_document(data, path), kind, name)
+            documents.append(doc)
+            parsed[path] = [doc]
         except OutpostError as exc:
             findings.append(Finding.from_error(exc, rule="file"))
-    return findings, documents, frozenset(tried)
+    return findings, documents, frozenset(tried), parsed
 
 
 def _describe(error: Any) -> str:
@@ -482,12 +493,13 @@ def validate_tree(
                 return True
             return path[: path.index("/", 6) + 1] in wanted
 
-    findings, documents, tried = check_files(tree, include)
+    findings, documents, tried, parsed = _check_files(tree, include)
     schema_findings, valid = check_schemas(documents)
     findings += schema_findings
     findings += check_references(valid, tried, partial=sites is not None)
     if extra:
-        repo = Repository(tree)
+        # The extra checks see the same documents: each file is parsed once per run.
+        repo = Repository(tree, parsed=parsed)
         selected = list(repo.site_ids) if sites is None else list(sites)
         for check in extra:
             findings += check(repo, selected)
