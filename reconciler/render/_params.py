@@ -282,18 +282,120 @@ def _as_text(name: str, value: Any, mark: Mark) -> str:
     )
 
 
+class _ByIdentity:
+    """Data derived from an object, kept per object identity, at most ``size`` entries.
+
+    Each entry holds the object itself, so its id cannot be reused by another
+    object while the entry lives: a hit is always for the very same object. CI
+    renders the same app objects at thousands of sites; a node renders a handful.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.entries: dict[int, tuple[object, Any]] = {}
+
+    def get(self, obj: object) -> Any:
+        entry = self.entries.get(id(obj))
+        return entry[1] if entry is not None and entry[0] is obj else None
+
+    def put(self, obj: object, value: Any) -> Any:
+        if len(self.entries) >= self.size:
+            del self.entries[next(iter(self.entries))]
+        self.entries[id(obj)] = (obj, value)
+        return value
+
+
+@dataclass(frozen=True)
+class _Template:
+    """Where a manifest's placeholders are: every string (key or value) holding ``${``.
+
+    ``slots`` come in ``walk_strings`` order, so the first bad placeholder found is the
+    same one a full walk finds. ``keyed``: a key holds a placeholder (or is not a
+    string), so filling may rename keys and the manifest takes the general path.
+    """
+
+    slots: tuple[tuple[Path_, str, bool], ...]
+    keyed: bool
+
+
+def _find_slots(node: Any, at: Path_, slots: list[tuple[Path_, str, bool]]) -> bool:
+    keyed = False
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if not isinstance(key, str) or "${" in key:
+                keyed = True
+                slots.append(((*at, key), str(key), True))
+            keyed = _find_slots(value, (*at, key), slots) or keyed
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            keyed = _find_slots(item, (*at, index), slots) or keyed
+    elif isinstance(node, str) and "${" in node:
+        slots.append((at, node, False))
+    return keyed
+
+
+_TEMPLATES = _ByIdentity(512)
+_USED = _ByIdentity(128)
+
+
+def _template(doc: YamlDocument) -> _Template:
+    found: _Template | None = _TEMPLATES.get(doc)
+    if found is None:
+        slots: list[tuple[Path_, str, bool]] = []
+        keyed = _find_slots(doc.body, (), slots)
+        found = _TEMPLATES.put(doc, _Template(tuple(slots), keyed))
+    return found
+
+
 def used_parameters(manifests: Sequence[YamlDocument], scope: Scope) -> set[str]:
-    """Parameters the manifests refer to; RenderError for the first unknown placeholder."""
+    """Parameters the manifests refer to; RenderError for the first unknown placeholder.
+
+    The answer depends on the manifests and the declared parameters only, so it is
+    kept per manifests object: an app's manifests are walked once per run, not once
+    per site.
+    """
+    known: dict[frozenset[str], frozenset[str]] | None = _USED.get(manifests)
+    if known is not None and scope.declared in known:
+        return set(known[scope.declared])
     used: set[str] = set()
     for doc in manifests:
-        for at, text in walk_strings(doc.body):
+        for at, text, _ in _template(doc).slots:
             for _, name in iter_placeholders(text):
                 if name is None:
                     continue
                 param = scope.check_name(name, doc.mark(*at))
                 if param is not None:
                     used.add(param)
+    if known is None:
+        known = _USED.put(manifests, {})
+    assert known is not None
+    known[scope.declared] = frozenset(used)
     return used
+
+
+def _copy(node: Any) -> Any:
+    if type(node) is dict:
+        return {key: _copy(value) for key, value in node.items()}
+    if type(node) is list:
+        return [_copy(item) for item in node]
+    return node
+
+
+def fill(doc: YamlDocument, scope: Scope) -> Any:
+    """``substitute(doc.body, doc, scope)``, touching only the strings that hold placeholders."""
+    template = _template(doc)
+    if template.keyed:
+        return substitute(doc.body, doc, scope)
+    body = _copy(doc.body)
+    for at, text, _ in template.slots:
+        value = _fill_text(text, doc, scope, at, key=False)
+        if not at:
+            return value
+        parent = body
+        for key in at[:-1]:
+            parent = parent[key]
+        parent[at[-1]] = value
+    return body
 
 
 def substitute(node: Any, doc: YamlDocument, scope: Scope, at: Path_ = ()) -> Any:

@@ -36,8 +36,8 @@ from reconciler.model import App, AppAssignment, Repository, SiteFolder, SiteId
 from reconciler.render._params import (
     Layer,
     Scope,
+    fill,
     merge_layers,
-    substitute,
     used_parameters,
     validate_values,
 )
@@ -324,7 +324,7 @@ def _render_app(
     objects: list[RenderedObject] = []
     for doc in app.manifests:
         mark = doc.mark()
-        body = substitute(doc.body, doc, scope)
+        body = fill(doc, scope)
         _manifest_shape(body, mark)
         metadata = body["metadata"]
         if body["kind"] in CLUSTER_SCOPED_KINDS:
