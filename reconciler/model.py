@@ -228,6 +228,27 @@ def _assignments(doc: Document, at: tuple[str, ...]) -> tuple[AppAssignment, ...
     return tuple(result)
 
 
+def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """Kubernetes label-selector semantics: matchLabels and matchExpressions."""
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+        present = key in labels
+        if op == "In" and (not present or labels[key] not in values):
+            return False
+        if op == "NotIn" and present and labels[key] in values:
+            return False
+        if op == "Exists" and not present:
+            return False
+        if op == "DoesNotExist" and present:
+            return False
+        if op not in ("In", "NotIn", "Exists", "DoesNotExist"):
+            return False
+    return True
+
+
 def expect(doc: Document, kind: str, name: str | None = None) -> Document:
     """Check that the file at a kind's path holds that kind and the name its path gives."""
     if doc.kind != kind:

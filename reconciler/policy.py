@@ -150,7 +150,7 @@ class Policy:
         if self.site_types is not None and site_type not in self.site_types:
             return False
         if self.site_selector is not None:
-            from reconciler.validate import selector_matches
+            from reconciler.model import selector_matches
 
             return selector_matches(self.site_selector, labels)
         return True

@@ -19,7 +19,7 @@ Policies (CEL) and secrets add their own findings on top, through
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date
 from functools import cache
 from pathlib import Path
@@ -39,6 +39,7 @@ from reconciler.model import (
     Repository,
     Site,
     expect,
+    selector_matches,
 )
 from reconciler.schemas import schema_errors
 from reconciler.source import Tree
@@ -226,28 +227,6 @@ def check_schemas(documents: Iterable[Document]) -> tuple[list[Finding], list[Do
     return findings, valid
 
 
-def _selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
-            return False
-    for expr in selector.get("matchExpressions") or []:
-        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
-        present = key in labels
-        if (
-            (op == "In" and (not present or labels[key] not in values))
-            or (op == "NotIn" and present and labels[key] in values)
-            or (op == "Exists" and not present)
-            or (op == "DoesNotExist" and present)
-        ):
-            return False
-    return True
-
-
-def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    """Kubernetes label-selector semantics (matchLabels and matchExpressions)."""
-    return _selector_matches(selector, labels)
-
-
 class _RefChecker:
     """Layer 3: references between documents that each passed their schema."""
 
@@ -341,7 +320,7 @@ class _RefChecker:
                     site_id,
                 )
                 continue
-            if not _selector_matches(fleet.selector, site.labels):
+            if not selector_matches(fleet.selector, site.labels):
                 self.add(
                     mark,
                     f"site joins fleet {fleet_name!r} but its labels do not match "

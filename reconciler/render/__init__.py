@@ -10,9 +10,10 @@ KubeVirt, ``_output`` for the byte-stable YAML/JSON.
 
 from __future__ import annotations
 
+from reconciler.model import selector_matches
 from reconciler.render._output import as_data, dump_yaml, to_json, to_yaml
 from reconciler.render._placement import node_labels
-from reconciler.render._site import render_site, selector_matches
+from reconciler.render._site import render_site
 from reconciler.render._types import (
     CLUSTER_SCOPED_KINDS,
     KIND_ORDER,

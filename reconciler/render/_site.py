@@ -32,7 +32,14 @@ from typing import Any
 
 from reconciler.errors import Mark, RenderError
 from reconciler.loader import Document, parse_yaml
-from reconciler.model import App, AppAssignment, Repository, SiteFolder, SiteId
+from reconciler.model import (
+    App,
+    AppAssignment,
+    Repository,
+    SiteFolder,
+    SiteId,
+    selector_matches,
+)
 from reconciler.render._params import (
     Layer,
     Scope,
@@ -70,27 +77,6 @@ def label_value(text: str) -> str:
     """``text`` as a valid label value (``2.3.0+build.1`` → ``2.3.0_build.1``)."""
     value = _LABEL_VALUE_BAD.sub("_", text)[:63]
     return value.strip("_.-")
-
-
-def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    """Kubernetes label-selector semantics: matchLabels and matchExpressions."""
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
-            return False
-    for expr in selector.get("matchExpressions") or []:
-        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
-        present = key in labels
-        if op == "In" and (not present or labels[key] not in values):
-            return False
-        if op == "NotIn" and present and labels[key] in values:
-            return False
-        if op == "Exists" and not present:
-            return False
-        if op == "DoesNotExist" and present:
-            return False
-        if op not in ("In", "NotIn", "Exists", "DoesNotExist"):
-            return False
-    return True
 
 
 @dataclass
