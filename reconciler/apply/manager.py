@@ -19,7 +19,7 @@ Modelled on Flux's ``fluxcd/pkg/ssa`` ResourceManager, with these decisions:
   parallel from a small thread pool; a stage starts only when the previous one
   has finished. An error stops the apply after the stage it happened in, and
   every refused object of that stage is named in one ApplyError.
-- **One request per object.** Created / configured / unchanged comes from the
+- **At most one request per object.** Created / configured / unchanged comes from the
   PATCH answer (201 = created) and one metadata-only LIST per kind and
   namespace taken before the stage (an unchanged apply writes nothing; see
   ``_same`` for objects whose controller writes status meanwhile). Flux
@@ -30,6 +30,8 @@ Modelled on Flux's ``fluxcd/pkg/ssa`` ResourceManager, with these decisions:
   the middle of an apply then leaves every object we may have created listed,
   so a later prune can still find it. After health and prune the agent
   records the new revision with :meth:`ResourceManager.write_inventory`.
+  The ConfigMap holds about 4,000 objects' keys and fingerprints within the
+  1 MiB object limit; beyond that the server refuses the write (ApplyError).
 - **Fingerprints: skip what nobody touched.** After an object is applied
   (or a dry run finds it in line) the manager records a digest of the body
   it sent and the uid, resourceVersion and generation the server stored; the
@@ -40,7 +42,7 @@ Modelled on Flux's ``fluxcd/pkg/ssa`` ResourceManager, with these decisions:
   the same generation (bumped by every spec change, by anyone) with our
   labels and annotations intact. Everything else is sent (apply) or dry-run
   (drift). A no-op tick on a 200-object site costs a handful of requests
-  instead of 200 dry runs.
+  instead of 200 dry runs. Secrets are never fingerprinted (``_fingerprinted``).
 - **Drift by dry run.** :meth:`ResourceManager.drift` asks the server what a
   forced apply would produce and compares that with the live object, minus
   server noise (managedFields, resourceVersion, generation, status). Defaults
@@ -56,6 +58,7 @@ Nothing here reads the clock: :meth:`ResourceManager.wait_healthy` takes
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import json
@@ -270,6 +273,17 @@ class _Print:
         if generation is not None and not isinstance(generation, int):
             return None
         return cls(digest, uid, version, generation)
+
+
+def _fingerprinted(key: ObjectKey) -> bool:
+    """Secrets get no fingerprint.
+
+    A digest of a Secret's body, stored in a ConfigMap (readable by more
+    people than Secrets are), would let a reader confirm guesses of a
+    low-entropy value — a till PIN, a short password — offline. Secrets are
+    few per site; they are always sent (apply) or dry-run (drift).
+    """
+    return key.group_kind != ("", "Secret")
 
 
 def _digest(body: Obj) -> str:
@@ -539,8 +553,10 @@ class ResourceManager:
                 entries.extend(self._parallel(one, items))
                 if stage == STAGE_CRDS:
                     self._await_crds(items)
-        finally:
-            self._save_prints()
+        except BaseException:
+            self._save_prints_quietly()
+            raise
+        self._save_prints()
         return ApplyResult(revision, tuple(entries))
 
     def _await_crds(self, items: Sequence[_Item]) -> None:
@@ -574,10 +590,12 @@ class ResourceManager:
         """Objects whose live state differs from what applying them would give, or that are gone.
 
         Each object is dry-run applied with force (so a field another manager
-        took over shows as drift) and compared with the live object, read
-        with one LIST per kind and namespace. The
-        agent re-applies what is reported: correcting drift is not a change
-        and is never gated. Sorted by key.
+        took over shows as drift) and compared with the live object — unless
+        its fingerprint proves nobody wrote to it since we applied it (read
+        from one metadata-only LIST per kind and namespace). Objects a dry
+        run finds in line get a fresh fingerprint, stored with the inventory.
+        The agent re-applies what is reported: correcting drift is not a
+        change and is never gated. Sorted by key.
         """
         stages(objects)  # same validation as apply
         planned: list[tuple[ObjectKey, Resource | None, Obj]] = []
@@ -623,14 +641,18 @@ class ResourceManager:
 
         try:
             found = [d for d in self._parallel(one, planned) if d is not None]
-        finally:
-            self._save_prints()
+        except BaseException:
+            self._save_prints_quietly()
+            raise
+        self._save_prints()
         return sorted(found, key=lambda d: d.key)
 
     # -- fingerprints ------------------------------------------------------
 
     def _untouched(self, key: ObjectKey, body: Obj, digest: str, seen: Obj | None) -> bool:
         """Whether ``seen`` (live metadata) is provably the object we last applied as ``body``."""
+        if not _fingerprinted(key):
+            return False
         with self._lock:
             known = self._prints.get(key)
         if known is None or seen is None or known.digest != digest:
@@ -648,6 +670,8 @@ class ResourceManager:
         )
 
     def _remember(self, key: ObjectKey, seen: _Print | None) -> None:
+        if not _fingerprinted(key):
+            return
         with self._lock:
             if seen is None:
                 self._prints.pop(key, None)
@@ -664,6 +688,11 @@ class ResourceManager:
             self._stored = self.read_inventory()
         except ApplyError:
             self._stored = None
+
+    def _save_prints_quietly(self) -> None:
+        """Save what was learnt before an error, without hiding that error behind another."""
+        with contextlib.suppress(OutpostError):
+            self._save_prints()
 
     def _save_prints(self) -> None:
         """Store new fingerprints with the inventory as it stands (keys and revision unchanged)."""

@@ -172,10 +172,33 @@ def test_a_refusal_beats_an_outage_in_the_same_stage(
         manager.apply([cm("a"), cm("b")], revision="r1")
 
 
-def test_an_outage_alone_is_temporary(fake: FakeCluster, manager: ResourceManager) -> None:
+def test_an_outage_alone_is_temporary_and_the_next_apply_converges(
+    fake: FakeCluster, manager: ResourceManager
+) -> None:
     fake.fail_apply["a"] = ClusterUnavailable("connection refused")
     with pytest.raises(ClusterUnavailable, match="connection refused"):
-        manager.apply([cm("a"), cm("b")], revision="r1")
+        manager.apply([ns(), cm("a"), cm("b"), deploy()], revision="r1")
+    del fake.fail_apply["a"]
+    result = ResourceManager(fake, site=SITE).apply(  # type: ignore[arg-type]
+        [ns(), cm("a"), cm("b"), deploy()], revision="r1"
+    )
+    assert set(result.created) == {key_of(cm("a")), key_of(deploy())}
+    assert set(result.unchanged) == {key_of(ns()), key_of(cm("b"))}
+
+
+def test_a_refusal_is_not_hidden_by_an_outage_while_saving(
+    fake: FakeCluster, manager: ResourceManager
+) -> None:
+    fake.fail_apply["bad"] = ApplyError("apply ConfigMap/pos/bad: refused (422 Invalid)", code=422)
+    fake.fail_apply[INVENTORY_NAME] = ClusterUnavailable("gone")
+    fake.objects[("", "ConfigMap", "outpost-system", INVENTORY_NAME)] = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": INVENTORY_NAME, "namespace": "outpost-system", "uid": "u"},
+        "data": {"site": SITE, "keys": json.dumps(["/ConfigMap/pos/good", "/ConfigMap/pos/bad"])},
+    }
+    with pytest.raises(ApplyError, match="422"):
+        manager.apply([cm("good"), cm("bad")], revision="r1")
 
 
 @pytest.mark.parametrize(
@@ -270,6 +293,26 @@ def test_untouched_objects_are_not_sent_again(fake: FakeCluster, manager: Resour
     fake.calls.clear()
     assert fresh.drift(slice_) == []
     assert [c for c in fake.calls if c[0] in ("apply", "dry-run")] == []
+
+
+def test_secrets_are_never_fingerprinted(fake: FakeCluster, manager: ResourceManager) -> None:
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "till-pin", "namespace": "pos"},
+        "stringData": {"pin": "4711"},
+    }
+    result = manager.apply([cm("a"), secret], revision="r1")
+    manager.write_inventory(result.keys, "r1")
+    stored = fake.objects[("", "ConfigMap", "outpost-system", INVENTORY_NAME)]["data"]
+    assert list(json.loads(stored["fingerprints"])) == ["/ConfigMap/pos/a"]
+    assert "4711" not in json.dumps(stored)
+    fake.calls.clear()
+    assert set(manager.apply([cm("a"), secret], revision="r1").unchanged) == result.keys
+    assert [c for c in fake.calls if c[0] == "apply"] == [("apply", "Secret/pos/till-pin")]
+    fake.calls.clear()
+    assert manager.drift([cm("a"), secret]) == []
+    assert [c for c in fake.calls if c[0] == "dry-run"] == [("dry-run", "Secret/pos/till-pin")]
 
 
 def test_a_status_write_does_not_defeat_the_fingerprint(
