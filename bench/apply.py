@@ -17,7 +17,7 @@ every time. Rounds alternate which tool goes first, the cluster is left to settl
 (every Deployment's Pods Running) before each measurement and each run's namespace is
 deleted (and gone) before the next run, so neither tool pays for the other's
 controller churn. Times are medians over the rounds; CPU is the tool
-process's own user+system time.
+process's own user+system time, MB its peak resident set.
 
 Goal: apply no slower than kubectl (ratio ≤ 1).
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -129,17 +128,20 @@ def child(argv: list[str]) -> int:
 
 def timed(
     argv: list[str], env: dict[str, str], ok: Callable[[int], bool]
-) -> tuple[float, float, str]:
-    """Run a process; (wall seconds, its CPU seconds, stdout)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if not ok(done.returncode):
-        raise SystemExit(f"{argv[0]} failed ({done.returncode}):\n{done.stderr}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu, done.stdout
+) -> tuple[float, float, float, str]:
+    """Run a process; (wall seconds, its CPU seconds, its peak RSS in MB, stdout)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        child = subprocess.Popen(argv, env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - start
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if not ok(child.returncode):
+            raise SystemExit(f"{argv[0]} failed ({child.returncode}):\n{err.read().decode()}")
+        # ru_maxrss is in KiB on Linux
+        return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, out.read().decode()
 
 
 def settle(kubectl: list[str], env: dict[str, str], namespaces: list[str]) -> None:
@@ -192,11 +194,11 @@ def main() -> int:
         subprocess.run([*kubectl, "api-resources"], env=env, capture_output=True, check=True)
         outpost = [sys.executable, str(Path(__file__).resolve()), "--child"]
 
-        times: dict[str, list[tuple[float, float]]] = {}
+        times: dict[str, list[tuple[float, float, float]]] = {}
         touched: list[str] = []
 
-        def record(name: str, wall: float, cpu: float) -> None:
-            times.setdefault(name, []).append((wall, cpu))
+        def record(name: str, wall: float, cpu: float, rss: float) -> None:
+            times.setdefault(name, []).append((wall, cpu, rss))
 
         for round_ in range(args.rounds):
             order = ["outpost", "kubectl"] if round_ % 2 == 0 else ["kubectl", "outpost"]
@@ -218,7 +220,7 @@ def main() -> int:
                     settle(kubectl, env, touched)
                     if tool == "outpost":
                         mode = {"drift": "drift", "re-apply-all": "apply-all"}.get(step, "apply")
-                        wall, cpu, out = timed(
+                        wall, cpu, rss, out = timed(
                             [*outpost, mode, str(plane.kubeconfig), str(path), str(args.workers)],
                             env,
                             lambda code: code == 0,
@@ -229,7 +231,7 @@ def main() -> int:
                         assert result[expect] == want, (step, result)
                     elif step == "drift":
                         # kubectl diff exits 0 (no differences) or 1 (differences); >1 is an error
-                        wall, cpu, out = timed(
+                        wall, cpu, rss, out = timed(
                             [
                                 *kubectl,
                                 "diff",
@@ -243,7 +245,7 @@ def main() -> int:
                             lambda code: code in (0, 1),
                         )
                     else:
-                        wall, cpu, _ = timed(
+                        wall, cpu, rss, _ = timed(
                             [
                                 *kubectl,
                                 "apply",
@@ -255,7 +257,7 @@ def main() -> int:
                             env,
                             lambda code: code == 0,
                         )
-                    record(f"{step}/{tool}", wall, cpu)
+                    record(f"{step}/{tool}", wall, cpu, rss)
                     if step == "apply":
                         touched.append(namespace)
                 # the nodes hold 330 Pods: clear this run's objects before the next one
@@ -277,9 +279,13 @@ def main() -> int:
                 )
                 touched.clear()
 
-        def median(name: str) -> tuple[float, float]:
+        def median(name: str) -> tuple[float, float, float]:
             rows = times[name]
-            return statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
+            return (
+                statistics.median(r[0] for r in rows),
+                statistics.median(r[1] for r in rows),
+                max(r[2] for r in rows),
+            )
 
         print(
             f"{args.objects} objects + Namespace "
@@ -288,8 +294,8 @@ def main() -> int:
             f"outpost workers={args.workers}; "
             f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
         )
-        header = ("step", "kubectl peer", "outpost", "cpu", "kubectl", "cpu", "ratio")
-        print("{:12} {:22} {:>8} {:>6} {:>8} {:>6} {:>6}".format(*header))
+        columns = ("step", "kubectl peer", "outpost", "cpu", "MB", "kubectl", "cpu", "MB", "ratio")
+        print("{:12} {:20} {:>8} {:>5} {:>4} {:>8} {:>5} {:>4} {:>6}".format(*columns))
         peers = {
             "apply": "apply --server-side",
             "re-apply": "apply --server-side",
@@ -297,11 +303,17 @@ def main() -> int:
             "drift": "diff --server-side",
         }
         for step, peer in peers.items():
-            (ow, oc) = median(f"{step}/outpost")
-            (kw, kc) = median(f"{step.replace('-all', '')}/kubectl")
-            print(f"{step:12} {peer:22} {ow:7.2f}s {oc:6.2f} {kw:7.2f}s {kc:6.2f} {ow / kw:6.2f}")
-        print("seconds; ratio = outpost wall / kubectl wall (≤ 1: outpost no slower);")
-        print("re-apply-all: outpost sending every object, against the same kubectl row")
+            ow, oc, om = median(f"{step}/outpost")
+            kw, kc, km = median(f"{step.replace('-all', '')}/kubectl")
+            print(
+                f"{step:12} {peer:20} {ow:7.2f}s {oc:5.2f} {om:4.0f}"
+                f" {kw:7.2f}s {kc:5.2f} {km:4.0f} {ow / kw:6.2f}"
+            )
+        print(
+            "wall and CPU seconds (median), peak RSS MB (max); ratio = outpost wall / kubectl wall"
+        )
+        print("(≤ 1: outpost no slower). re-apply-all: outpost sending every object, against the")
+        print("same kubectl row; re-apply: as the agent runs, untouched objects are not sent.")
     return 0
 
 
