@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
 from datetime import date
 from pathlib import Path
@@ -14,15 +15,20 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class CountingTree(WorkdirTree):
-    """A working directory that counts how often each file is read."""
+    """A working directory that counts how often each file is read and each folder listed."""
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self.reads: Counter[str] = Counter()
+        self.listed: Counter[str] = Counter()
 
     def read(self, path: str) -> bytes:
         self.reads[path] += 1
         return super().read(path)
+
+    def files(self, prefix: str = "", *, lenient: bool = False) -> list[str]:
+        self.listed[prefix] += 1
+        return super().files(prefix, lenient=lenient)
 
 
 def test_every_file_is_read_once_with_policies_on_top() -> None:
@@ -32,3 +38,29 @@ def test_every_file_is_read_once_with_policies_on_top() -> None:
     assert any(p.startswith("sites/") for p in tree.reads)
     assert any("/manifests/" in p for p in tree.reads)
     assert {p: n for p, n in tree.reads.items() if n > 1} == {}
+
+
+def test_a_partial_run_lists_only_the_folders_of_its_sites(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "tests" / "corpus" / "_base", tmp_path / "repo")
+    tree = CountingTree(tmp_path / "repo")
+    assert validate_tree(tree, sites=["st-0002"]) == []
+    assert "sites" not in tree.listed
+    assert {p for p in tree.reads if p.startswith("sites/")} == {
+        "sites/st-0002/site.yaml",
+        "sites/st-0002/hardware.yaml",
+    }
+
+
+def test_a_partial_run_reports_a_linked_site_folder_and_does_not_read_through_it(
+    tmp_path: Path,
+) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "tests" / "corpus" / "_base", repo)
+    shutil.move(repo / "sites" / "st-0002", tmp_path / "elsewhere")
+    (repo / "sites" / "st-0002").symlink_to(tmp_path / "elsewhere")
+    tree = CountingTree(repo)
+    findings = validate_tree(tree, sites=["st-0002"])
+    assert [(f.path, f.rule) for f in findings if "symbolic link" in f.message] == [
+        ("sites/st-0002", "file")
+    ]
+    assert not any(p.startswith("sites/") for p in tree.reads)
