@@ -19,9 +19,11 @@ Policies (CEL) and secrets add their own findings on top, through
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date
 from functools import cache
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -470,6 +472,54 @@ def check_references(
     return _RefChecker(documents, present, partial).run()
 
 
+class _ListedTree:
+    """``tree``, answering listings below a folder it has already listed from that listing.
+
+    Validation lists ``sites/`` (and the other top folders) once; then every site's
+    folder is listed again by ``Repository.site`` and by render. Filtering the sorted
+    listing gives the same paths without a walk per site. Anything it cannot answer
+    the same way (a link at or below the prefix, a prefix that is not clean) goes to
+    ``tree``, which raises or answers as it always does.
+    """
+
+    def __init__(self, tree: Tree) -> None:
+        self._tree = tree
+        self._listed: dict[str, list[str]] = {}
+
+    @property
+    def revision(self) -> str | None:
+        return self._tree.revision
+
+    @property
+    def links(self) -> list[str]:
+        return self._tree.links
+
+    def read(self, path: str) -> bytes:
+        return self._tree.read(path)
+
+    def exists(self, path: str) -> bool:
+        return self._tree.exists(path)
+
+    def files(self, prefix: str = "", *, lenient: bool = False) -> list[str]:
+        parts = prefix.split("/")
+        listing = self._listed.get(parts[0]) if len(parts) > 1 else None
+        if listing is None or any(p in ("", ".", "..") for p in parts):
+            result = self._tree.files(prefix, lenient=lenient)
+            if len(parts) == 1 and prefix and all(a < b for a, b in pairwise(result)):
+                self._listed[prefix] = result
+            return result
+        below = prefix + "/"
+        if any(link == prefix or link.startswith(below) for link in self._tree.links):
+            return self._tree.files(prefix, lenient=lenient)
+        first = bisect_left(listing, prefix)
+        found = [prefix] if first < len(listing) and listing[first] == prefix else []
+        index = bisect_left(listing, below, first)
+        while index < len(listing) and listing[index].startswith(below):
+            found.append(listing[index])
+            index += 1
+        return found
+
+
 def validate_tree(
     tree: Tree, *, extra: Sequence[Check] = (), sites: Sequence[str] | None = None
 ) -> list[Finding]:
@@ -487,6 +537,7 @@ def validate_tree(
                 return True
             return path[: path.index("/", 6) + 1] in wanted
 
+    tree = _ListedTree(tree)
     findings, documents, tried, parsed = _check_files(tree, include, sites)
     schema_findings, valid = check_schemas(documents)
     findings += schema_findings

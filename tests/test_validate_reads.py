@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from collections import Counter
 from datetime import date
 from pathlib import Path
+from typing import Any
 
+import pygit2
+import pytest
+
+from reconciler.errors import OutpostError
 from reconciler.policy import policy_check
-from reconciler.source import WorkdirTree
-from reconciler.validate import validate_tree
+from reconciler.source import CommitTree, Tree, WorkdirTree
+from reconciler.validate import _ListedTree, validate_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,3 +70,49 @@ def test_a_partial_run_reports_a_linked_site_folder_and_does_not_read_through_it
         ("sites/st-0002", "file")
     ]
     assert not any(p.startswith("sites/") for p in tree.reads)
+
+
+def _prefixes(paths: list[str]) -> set[str]:
+    found: set[str] = set()
+    for path in paths:
+        parts = path.split("/")
+        found |= {"/".join(parts[:i]) for i in range(1, len(parts) + 1)}
+    return found
+
+
+@pytest.mark.parametrize("source", ["workdir", "commit"])
+def test_listings_below_a_listed_folder_match_the_tree(tmp_path: Path, source: str) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "tests" / "corpus" / "_base", repo)
+    (repo / "sites" / "st-0002" / "vms").mkdir()
+    (repo / "sites" / "st-0002" / "vms" / "link.yaml").symlink_to(repo / "fleets" / "retail.yaml")
+    (repo / "sites" / "st-0001-x").mkdir()
+    (repo / "sites" / "st-0001-x" / "site.yaml").write_text("x: 1\n")
+    (repo / "apps" / "linked").symlink_to(repo / "apps" / "pos")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], cwd=repo, check=True)
+
+    def tree() -> Tree:
+        if source == "workdir":
+            return WorkdirTree(repo)
+        return CommitTree(pygit2.Repository(str(repo)), "HEAD")
+
+    def listing(t: Tree, prefix: str, lenient: bool) -> Any:
+        try:
+            return t.files(prefix, lenient=lenient), sorted(t.links)
+        except OutpostError as exc:
+            return str(exc)
+
+    listed = _ListedTree(tree())
+    everything: list[str] = []
+    for top in ("sites", "apps", "fleets"):
+        everything += listed.files(top, lenient=True)
+    prefixes = sorted(_prefixes(everything) | {"sites/st-0002/vms/link.yaml", "apps/linked"})
+    for prefix in [*prefixes, "sites/none", "sites/st-0001/", "sites/./st-0001", "sites/.."]:
+        for lenient in (True, False):
+            plain = tree()
+            for top in ("sites", "apps", "fleets"):
+                plain.files(top, lenient=True)
+            assert listing(listed, prefix, lenient) == listing(plain, prefix, lenient), prefix
