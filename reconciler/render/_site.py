@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.errors import Mark, RenderError
-from reconciler.loader import Document, parse_yaml
+from reconciler.loader import Document, YamlDocument, parse_yaml
 from reconciler.model import (
     App,
     AppAssignment,
@@ -43,8 +43,10 @@ from reconciler.model import (
 from reconciler.render._params import (
     Layer,
     Scope,
+    copy_data,
     fill,
     merge_layers,
+    placeholder_names,
     used_parameters,
     validate_values,
 )
@@ -274,7 +276,6 @@ def _render_app(
     )
     layers, patches, _ = _layers(plan, app, overrides)
     values = merge_layers(layers)
-    validate_values(values, app.parameters, layers, app.doc)
     properties = app.parameters.get("properties")
     declared = frozenset(properties) if isinstance(properties, Mapping) else frozenset()
     namespace = app.namespace
@@ -294,8 +295,33 @@ def _render_app(
         images=app.images(plan.version),
         version=plan.version,
     )
+    checked = (plan.version, repr(values))
+    if not _CHECKED.seen(app, checked):
+        _check_app_values(app, layers, scope)
+        _CHECKED.add(app, checked)
+    objects: list[RenderedObject] = []
+    for doc in app.manifests:
+        names = placeholder_names(doc)
+        key = (*checked, tuple((n, v) for n, v in scope.builtins.items() if n in names))
+        body = _FILLED.get(doc, key)
+        if body is None:
+            body = _FILLED.put(doc, key, _fill_manifest(doc, app, scope))
+        objects.append(
+            RenderedObject(ObjectKey.of(body), copy_data(body), doc.mark(), app.name, source=doc)
+        )
+    objects = _apply_patches(objects, patches, overrides, app.name)
+    for obj in objects:
+        _label(obj.body, site_id, app.name, plan.version)
+        place(obj.body, app.required_device_types, folder.hardware)
+    instance = AppInstance(app.name, plan.version, namespace, values, plan.version_from.mark, app)
+    return instance, objects
+
+
+def _check_app_values(app: App, layers: Sequence[Layer], scope: Scope) -> None:
+    """The app's values against its parameters, and its parameters against its manifests."""
+    validate_values(scope.values, app.parameters, layers, app.doc)
     used = used_parameters(app.manifests, scope)
-    for name in sorted(declared - used):
+    for name in sorted(scope.declared - used):
         raise RenderError(
             f"parameter {name!r} of app {app.name!r} is declared but no manifest in "
             f"apps/{app.name}/manifests uses ${{{name}}}; use it or remove it",
@@ -307,35 +333,79 @@ def _render_app(
             mark=app.doc.mark(),
         )
 
-    objects: list[RenderedObject] = []
-    for doc in app.manifests:
-        mark = doc.mark()
-        body = fill(doc, scope)
-        _manifest_shape(body, mark)
-        metadata = body["metadata"]
-        if body["kind"] in CLUSTER_SCOPED_KINDS:
-            if metadata.get("namespace"):
-                raise RenderError(
-                    f"{body['kind']} is cluster-scoped and cannot have a namespace",
-                    mark=doc.mark("metadata", "namespace"),
-                )
-        elif metadata.get("namespace") in (None, ""):
-            metadata["namespace"] = namespace
-        elif metadata["namespace"] != namespace:
+
+def _fill_manifest(doc: YamlDocument, app: App, scope: Scope) -> dict[str, Any]:
+    """One manifest with its placeholders filled and its namespace set: before patches and labels.
+
+    A pure function of the manifest, the app's version and values, and the built-ins the
+    manifest uses: ``_render_app`` keeps the result per such combination (``_FILLED``),
+    and most stores of a fleet run the same combination.
+    """
+    namespace = app.namespace
+    mark = doc.mark()
+    body = fill(doc, scope)
+    _manifest_shape(body, mark)
+    metadata = body["metadata"]
+    if body["kind"] in CLUSTER_SCOPED_KINDS:
+        if metadata.get("namespace"):
             raise RenderError(
-                f"{body['kind']} {metadata['name']!r} sets namespace {metadata['namespace']!r}, "
-                f"but app {app.name!r} deploys to namespace {namespace!r} (spec.namespace in "
-                "app.yaml); leave metadata.namespace out or use ${app.namespace}",
+                f"{body['kind']} is cluster-scoped and cannot have a namespace",
                 mark=doc.mark("metadata", "namespace"),
             )
-        objects.append(RenderedObject(ObjectKey.of(body), body, mark, app.name, source=doc))
+    elif metadata.get("namespace") in (None, ""):
+        metadata["namespace"] = namespace
+    elif metadata["namespace"] != namespace:
+        raise RenderError(
+            f"{body['kind']} {metadata['name']!r} sets namespace {metadata['namespace']!r}, "
+            f"but app {app.name!r} deploys to namespace {namespace!r} (spec.namespace in "
+            "app.yaml); leave metadata.namespace out or use ${app.namespace}",
+            mark=doc.mark("metadata", "namespace"),
+        )
+    shaped: dict[str, Any] = body
+    return shaped
 
-    objects = _apply_patches(objects, patches, overrides, app.name)
-    for obj in objects:
-        _label(obj.body, site_id, app.name, plan.version)
-        place(obj.body, app.required_device_types, folder.hardware)
-    instance = AppInstance(app.name, plan.version, namespace, values, plan.version_from.mark, app)
-    return instance, objects
+
+class _PerObject:
+    """Results per object identity and key, bounded both ways; each entry keeps its object
+    alive, so an id is never reused while its results are kept."""
+
+    def __init__(self, objects: int, per_object: int) -> None:
+        self.objects = objects
+        self.per_object = per_object
+        self.entries: dict[int, tuple[object, dict[Any, Any]]] = {}
+
+    def _results(self, obj: object) -> dict[Any, Any] | None:
+        entry = self.entries.get(id(obj))
+        return entry[1] if entry is not None and entry[0] is obj else None
+
+    def get(self, obj: object, key: Any) -> Any:
+        results = self._results(obj)
+        return None if results is None else results.get(key)
+
+    def seen(self, obj: object, key: Any) -> bool:
+        results = self._results(obj)
+        return results is not None and key in results
+
+    def put(self, obj: object, key: Any, value: Any) -> Any:
+        results = self._results(obj)
+        if results is None:
+            if len(self.entries) >= self.objects:
+                del self.entries[next(iter(self.entries))]
+            results = {}
+            self.entries[id(obj)] = (obj, results)
+        if len(results) >= self.per_object:
+            del results[next(iter(results))]
+        results[key] = value
+        return value
+
+    def add(self, obj: object, key: Any) -> None:
+        self.put(obj, key, True)
+
+
+# Apps whose values passed their checks, by (version, values); manifests filled by
+# (version, values, the built-ins the manifest uses).
+_CHECKED = _PerObject(objects=64, per_object=1024)
+_FILLED = _PerObject(objects=512, per_object=256)
 
 
 def _apply_patches(

@@ -14,9 +14,11 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from render_world import tiny_files, workdir_repo, write_files
 
 from reconciler.errors import RenderError
 from reconciler.loader import YamlDocument, parse_yaml
+from reconciler.render import _site, render_site, to_json
 from reconciler.render._params import Scope, fill, substitute, used_parameters
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,3 +116,49 @@ def test_used_parameters_are_remembered_per_declaration() -> None:
     assert used_parameters(docs, scope({}, frozenset({"greeting", "x"}))) == {"greeting", "x"}
     with pytest.raises(RenderError, match=r"unknown placeholder \$\{x\}"):
         used_parameters(docs, scope({}, frozenset({"greeting"})))
+
+
+def _two_sites(tmp_path: Path, second: dict[str, str] | None = None) -> Any:
+    files = tiny_files()
+    for name in ("site.yaml", "hardware.yaml"):
+        files[f"sites/s2/{name}"] = files[f"sites/s1/{name}"].replace("name: s1", "name: s2")
+    files["sites/s2/hardware.yaml"] = files["sites/s2/hardware.yaml"].replace(
+        "0123456789abcdef", "1123456789abcdef"
+    )
+    files.update(second or {})
+    write_files(tmp_path, files)
+    return workdir_repo(tmp_path)
+
+
+def test_sites_with_the_same_values_share_one_fill(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = _two_sites(tmp_path)
+    calls: list[str] = []
+    real = _site.fill
+    monkeypatch.setattr(_site, "fill", lambda doc, s: calls.append(s.site) or real(doc, s))
+    first, second = render_site(repo, "s1"), render_site(repo, "s2")
+    # The ConfigMap says ${site.name}: filled at each site. The Deployment is shared.
+    assert calls == ["s1", "s1", "s2"]
+    config = {s.site: s.object("v1/ConfigMap/web/web-config") for s in (first, second)}
+    assert config["s1"].body["data"]["GREETING"] == "hello, s1!"
+    assert config["s2"].body["data"]["GREETING"] == "hello, s2!"
+    one = first.object("apps/v1/Deployment/web/web").body
+    two = second.object("apps/v1/Deployment/web/web").body
+    assert one["metadata"]["labels"]["outpost/site"] == "s1"
+    assert two["metadata"]["labels"]["outpost/site"] == "s2"
+    assert one is not two and one["spec"] is not two["spec"]
+
+
+def test_the_shared_fill_renders_what_a_fresh_one_renders(tmp_path: Path) -> None:
+    site2 = tiny_files()["sites/s1/site.yaml"].replace("name: s1", "name: s2")
+    site2 += '  apps:\n    web: {version: "1.0.0", values: {replicas: 2}}\n'
+    repo = _two_sites(tmp_path, {"sites/s2/site.yaml": site2})
+    cached = [to_json(render_site(repo, s)) for s in ("s1", "s2", "s1", "s2")]
+    fresh = []
+    for site in ("s1", "s2"):
+        _site._FILLED.entries.clear()
+        _site._CHECKED.entries.clear()
+        fresh.append(to_json(render_site(workdir_repo(tmp_path), site)))
+    assert cached == fresh * 2
+    assert '"replicas": 2' in cached[1] and '"replicas": 1' in cached[0]
