@@ -756,7 +756,11 @@ def check_site(
             outcome = cache.results.get(key)
             if outcome is None:
                 cache.misses += 1
-                outcome = evaluate(policy, cache.bindings.bind(variables))
+                # Only what the policy reads is converted into CEL values: the key above
+                # already trusts ``uses``, and converting a site's hardware for policies
+                # that never read it was most of the binding cost.
+                needed = {name: variables[name] for name in ("object", *sorted(policy.uses))}
+                outcome = evaluate(policy, cache.bindings.bind(needed))
                 cache.results[key] = outcome
             else:
                 cache.hits += 1
