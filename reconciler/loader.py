@@ -45,10 +45,80 @@ MAX_FILE_BYTES = 1024 * 1024
 MAX_NODES = 200_000
 
 _Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_STR = "tag:yaml.org,2002:str"
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
 _MERGE = "tag:yaml.org,2002:merge"
 
 Path_ = tuple[str | int, ...]
+
+# The line of one value: a scalar's is its line; a mapping's or a sequence's is
+# (line, children), children keyed like the value (str keys, or list positions).
+_Entry = Any
+
+
+class Lines(Mapping[Path_, int]):
+    """The line of every value of a document, shaped like the document.
+
+    A mapping of paths (``("spec", "nodes", 0, "name")``) to 1-based lines, stored as
+    a tree that mirrors the body, so loading allocates no path per value. A key's
+    own line stands for its value (a finding about ``spec.fleets`` points at the
+    ``fleets:`` line); a list item's line is where the item starts.
+    """
+
+    __slots__ = ("_root",)
+
+    def __init__(self, root: _Entry) -> None:
+        self._root = root
+
+    def nearest(self, keys: Path_) -> int:
+        """The line of ``keys``, or of the longest prefix of it that is in the document."""
+        entry = self._root
+        line, children = (entry, None) if type(entry) is int else entry
+        for key in keys:
+            if type(children) is dict:
+                entry = children.get(key)
+            elif type(children) is list and isinstance(key, int) and 0 <= key < len(children):
+                entry = children[key]
+            else:
+                break
+            if entry is None:
+                break
+            line, children = (entry, None) if type(entry) is int else entry
+        return int(line)
+
+    def _find(self, path: Path_) -> int | None:
+        entry = self._root
+        for key in path:
+            children = None if type(entry) is int else entry[1]
+            if type(children) is dict:
+                entry = children.get(key)
+            elif type(children) is list and isinstance(key, int) and 0 <= key < len(children):
+                entry = children[key]
+            else:
+                return None
+            if entry is None:
+                return None
+        return int(entry if type(entry) is int else entry[0])
+
+    def __getitem__(self, path: Path_) -> int:
+        line = self._find(tuple(path))
+        if line is None:
+            raise KeyError(path)
+        return line
+
+    def __iter__(self) -> Iterator[Path_]:
+        stack: list[tuple[Path_, _Entry]] = [((), self._root)]
+        while stack:
+            path, entry = stack.pop()
+            yield path
+            children = None if type(entry) is int else entry[1]
+            if type(children) is dict:
+                stack.extend(((*path, k), e) for k, e in reversed(children.items()))
+            elif type(children) is list:
+                stack.extend(((*path, i), e) for i, e in reversed(list(enumerate(children))))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 @dataclass(frozen=True)
@@ -57,18 +127,12 @@ class YamlDocument:
 
     path: str
     body: Any
-    lines: Mapping[Path_, int] = field(repr=False, compare=False)
+    lines: Lines = field(repr=False, compare=False)
     index: int = 0
 
     def mark(self, *keys: str | int) -> Mark:
         """The file:line of ``keys`` (a path into the body), or of its nearest ancestor."""
-        probe: Path_ = tuple(keys)
-        while probe:
-            line = self.lines.get(probe)
-            if line is not None:
-                return Mark(self.path, line)
-            probe = probe[:-1]
-        return Mark(self.path, self.lines.get((), 1))
+        return Mark(self.path, self.lines.nearest(keys))
 
 
 @dataclass(frozen=True)
@@ -116,9 +180,8 @@ def parse_yaml(data: bytes, path: str, *, multi: bool = False) -> list[YamlDocum
             node = loader.get_node()
             if node is None:
                 continue
-            lines: dict[Path_, int] = {}
-            body = _Converter(path, loader, lines).convert(node, ())
-            documents.append(YamlDocument(path, body, lines, len(documents)))
+            body, entry = _Converter(path, loader).convert(node)
+            documents.append(YamlDocument(path, body, Lines(entry), len(documents)))
     except yaml.MarkedYAMLError as exc:
         problem_mark = exc.problem_mark or exc.context_mark
         line = problem_mark.line + 1 if problem_mark is not None else 0
@@ -200,58 +263,71 @@ def _type_name(value: object) -> str:
 
 
 class _Converter:
-    """Turns a composed node graph into plain data, recording lines and refusing aliases."""
+    """Turns a composed node graph into plain data and its ``Lines``, refusing aliases."""
 
-    def __init__(self, path: str, loader: Any, lines: dict[Path_, int]) -> None:
+    def __init__(self, path: str, loader: Any) -> None:
         self.path = path
-        self.loader = loader
-        self.lines = lines
+        self.construct = loader.construct_object
         self.seen: set[int] = set()
 
-    def convert(self, node: yaml.Node, where: Path_) -> Any:
-        if id(node) in self.seen:
+    def convert(self, node: yaml.Node) -> tuple[Any, _Entry]:
+        seen = self.seen
+        if id(node) in seen:
             raise DocumentError(
                 "the value anchored here is reused through an alias; YAML anchors and aliases "
                 "are not allowed, write the value out in full",
                 mark=Mark(self.path, node.start_mark.line + 1),
             )
-        self.seen.add(id(node))
-        if len(self.seen) > MAX_NODES:
+        seen.add(id(node))
+        if len(seen) > MAX_NODES:
             raise DocumentError(
                 f"document has more than {MAX_NODES:,} values; split it",
                 mark=Mark(self.path, node.start_mark.line + 1),
             )
-        self.lines[where] = node.start_mark.line + 1
+        line = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
-            return dict(self._pairs(node, where))
+            return self._mapping(node, line)
         if isinstance(node, yaml.SequenceNode):
-            return [self.convert(item, (*where, i)) for i, item in enumerate(node.value)]
-        if node.tag == _TIMESTAMP:
-            return str(node.value)
-        return self.loader.construct_object(node, deep=True)
+            items: list[Any] = []
+            entries: list[_Entry] = []
+            for item in node.value:
+                value, entry = self.convert(item)
+                items.append(value)
+                entries.append(entry)
+            return items, (line, entries)
+        tag = node.tag
+        if tag == _STR:  # what SafeConstructor makes of a str scalar, without its dispatch
+            return node.value, line
+        if tag == _TIMESTAMP:
+            return str(node.value), line
+        return self.construct(node, deep=True), line
 
-    def _pairs(self, node: yaml.MappingNode, where: Path_) -> Iterator[tuple[str, Any]]:
-        first_line: dict[str, int] = {}
+    def _mapping(self, node: yaml.MappingNode, line: int) -> tuple[Any, _Entry]:
+        result: dict[str, Any] = {}
+        entries: dict[str, _Entry] = {}
         for key_node, value_node in node.value:
-            line = key_node.start_mark.line + 1
+            key_line = key_node.start_mark.line + 1
             if key_node.tag == _MERGE:
                 raise DocumentError(
                     "YAML merge keys (<<) are not allowed; write the keys out in full",
-                    mark=Mark(self.path, line),
+                    mark=Mark(self.path, key_line),
                 )
             if not isinstance(key_node, yaml.ScalarNode):
                 raise DocumentError(
-                    "mapping keys must be plain strings", mark=Mark(self.path, line)
+                    "mapping keys must be plain strings", mark=Mark(self.path, key_line)
                 )
             key = str(key_node.value)
-            if key in first_line:
+            if key in entries:
+                first = entries[key]
+                first_line = first if type(first) is int else first[0]
                 raise DocumentError(
-                    f"duplicate key {key!r} (first at line {first_line[key]}); "
+                    f"duplicate key {key!r} (first at line {first_line}); "
                     "YAML keeps only the last one, so remove one of them",
-                    mark=Mark(self.path, line),
+                    mark=Mark(self.path, key_line),
                 )
-            first_line[key] = line
-            value = self.convert(value_node, (*where, key))
+            entries[key] = key_line  # before the value: a duplicate inside it is not this one
+            value, entry = self.convert(value_node)
+            result[key] = value
             # A key's own line is the better pointer for findings about its value.
-            self.lines[(*where, key)] = line
-            yield key, value
+            entries[key] = key_line if type(entry) is int else (key_line, entry[1])
+        return result, (line, entries)

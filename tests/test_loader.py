@@ -129,3 +129,43 @@ def test_garbage_never_crashes(data: bytes) -> None:
     except DocumentError as exc:
         assert exc.mark is not None
         assert exc.mark.path == "g.yaml"
+
+
+def _reference_lines(text: str) -> dict[tuple[object, ...], int]:
+    """Every path's line, computed the plain way from PyYAML's node graph."""
+    lines: dict[tuple[object, ...], int] = {}
+
+    def walk(node: yaml.Node, where: tuple[object, ...]) -> None:
+        lines[where] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                walk(value_node, (*where, key_node.value))
+                lines[(*where, key_node.value)] = key_node.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, (*where, index))
+
+    walk(yaml.compose(text, Loader=yaml.SafeLoader), ())
+    return lines
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.dictionaries(_keys, _values, min_size=1, max_size=5),
+    st.booleans(),
+    st.lists(st.one_of(_keys, st.integers(-1, 5)), max_size=3),
+)
+def test_lines_and_marks_match_the_node_graph(
+    body: dict[str, object], flow: bool, extra: list[object]
+) -> None:
+    text = yaml.safe_dump(body, allow_unicode=True, sort_keys=False, default_flow_style=flow)
+    [doc] = parse_yaml(text.encode(), "p.yaml")
+    expected = _reference_lines(text)
+    assert dict(doc.lines) == expected
+    assert len(doc.lines) == len(expected)
+    for path, line in expected.items():
+        assert doc.lines[path] == line
+        assert doc.mark(*path).line == line  # type: ignore[arg-type]
+        probe = (*path, *extra)
+        nearest = next(probe[:n] for n in range(len(probe), -1, -1) if probe[:n] in expected)
+        assert doc.mark(*probe).line == expected[nearest]  # type: ignore[arg-type]
