@@ -101,6 +101,9 @@ def schema_errors(kind: str, body: Any) -> list[Any]:
 Check = Callable[[Any], bool]
 
 
+_DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
+
+
 class _Unsupported(Exception):
     """The schema uses something the fast check does not model; jsonschema decides alone."""
 
@@ -162,6 +165,8 @@ class _Compiler:
             if not root:
                 raise _Unsupported("$id below a resource's root")
             base = urljoin(base, str(schema["$id"]))
+        if schema.get("$schema", _DRAFT_2020_12) != _DRAFT_2020_12:
+            raise _Unsupported("another dialect: jsonschema switches validators for it")
         keywords = schema.keys() & self.validators
         if keywords & self._UNSUPPORTED:
             raise _Unsupported(", ".join(sorted(keywords & self._UNSUPPORTED)))
@@ -212,6 +217,16 @@ class _Compiler:
             uri, fragment = urldefrag(urljoin(base, ref))
         key = f"{uri}#{fragment}"
         cell = self.refs.get(key)
+        if cell is None and not fragment and uri.rstrip("#") == _DRAFT_2020_12:
+            # The dialect's metaschema (an App's parameters must be a JSON Schema). It
+            # resolves its $dynamicRefs to itself; jsonschema checks it, with the same
+            # validator class and format checker a $ref into it would use.
+            from jsonschema import Draft202012Validator
+
+            meta = Draft202012Validator(
+                Draft202012Validator.META_SCHEMA, format_checker=self.format_checker
+            )
+            cell = self.refs[key] = [meta.is_valid]
         if cell is None:
             if fragment and not fragment.startswith("/"):
                 raise _Unsupported(f"anchor reference {ref!r}")
