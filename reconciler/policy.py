@@ -890,6 +890,7 @@ def validate_policies(
     today: date,
     render: Callable[[Any, str], Any] | None = None,
     cache: PolicyCache | None = None,
+    workers: int | None = None,
 ) -> list[Finding]:
     """Render each site and check it against ``policies/``; the CI entry point.
 
@@ -898,6 +899,12 @@ def validate_policies(
     manifests are checked whether or not a site renders them (``check_unrendered_secrets``).
     Findings that differ only by site are collapsed (``aggregate``). ``today`` decides which
     exemptions have expired; the caller reads the clock.
+
+    Sites are independent once the repository is loaded, so a large run is split into
+    contiguous shards rendered and checked in forked processes (``workers`` None: one
+    per core from ``PARALLEL_MIN_SITES`` sites on; 1: in this process). Shards come back
+    in site order, so the findings are the same either way; ``cache`` counts the hits and
+    evaluations of every shard.
     """
     documents, findings = policy_documents(repo)
     try:
@@ -910,13 +917,72 @@ def validate_policies(
 
         render = render_site
     cache = cache if cache is not None else PolicyCache()
+    sites = list(site_ids if site_ids is not None else repo.site_ids)
+
+    from reconciler._fork import fork_map, workers_for
+
+    if workers is None:
+        workers = workers_for(len(sites), PARALLEL_MIN_SITES)
+    shards = _shards(sites, workers)
+    checker = render
+
+    def shard(index: int) -> tuple[list[Finding], list[Finding], int, int]:
+        hits, misses = cache.hits, cache.misses
+        errors, per_site = _check_sites(policies, repo, shards[index], checker, cache)
+        return errors, per_site, cache.hits - hits, cache.misses - misses
+
     per_site: list[Finding] = []
-    for site_id in site_ids if site_ids is not None else repo.site_ids:
+    results = fork_map(shard, len(shards), workers)
+    if workers > 1:  # the shards counted in the workers' copies of the cache
+        cache.hits += sum(r[2] for r in results)
+        cache.misses += sum(r[3] for r in results)
+    for errors, found, _, _ in results:
+        findings += errors
+        per_site += found
+    rendered_at = {(f.path, f.line, f.rule) for f in per_site}
+    for finding in check_unrendered_secrets(policies, repo, cache=cache):
+        if (finding.path, finding.line, finding.rule) not in rendered_at:
+            findings.append(finding)
+    return findings + aggregate(per_site)
+
+
+# Below this many sites a run stays in one process: forking and shipping findings back
+# cost more than rendering a few hundred sites.
+PARALLEL_MIN_SITES = 500
+_SHARDS_PER_WORKER = 4
+
+
+def _shards(sites: Sequence[str], workers: int) -> list[list[str]]:
+    """Contiguous runs of ``sites``, a few per worker so a slow shard does not hold the rest."""
+    if workers <= 1:
+        return [list(sites)]
+    count = min(len(sites), workers * _SHARDS_PER_WORKER)
+    size, extra = divmod(len(sites), count)
+    shards: list[list[str]] = []
+    start = 0
+    for index in range(count):
+        end = start + size + (1 if index < extra else 0)
+        shards.append(list(sites[start:end]))
+        start = end
+    return shards
+
+
+def _check_sites(
+    policies: PolicySet,
+    repo: Any,
+    site_ids: Sequence[str],
+    render: Callable[[Any, str], Any],
+    cache: PolicyCache,
+) -> tuple[list[Finding], list[Finding]]:
+    """Render and check ``site_ids`` in order: (render error findings, policy findings)."""
+    errors: list[Finding] = []
+    per_site: list[Finding] = []
+    for site_id in site_ids:
         try:
             rendered = render(repo, site_id)
             folder = repo.site(site_id)
         except OutpostError as exc:
-            findings.append(Finding.from_error(exc, rule="render", site=site_id))
+            errors.append(Finding.from_error(exc, rule="render", site=site_id))
             continue
         apps = {instance.name: instance.app for instance in getattr(rendered, "apps", ())}
         per_site += check_site(
@@ -928,11 +994,7 @@ def validate_policies(
             vms=folder.vms,
             cache=cache,
         )
-    rendered_at = {(f.path, f.line, f.rule) for f in per_site}
-    for finding in check_unrendered_secrets(policies, repo, cache=cache):
-        if (finding.path, finding.line, finding.rule) not in rendered_at:
-            findings.append(finding)
-    return findings + aggregate(per_site)
+    return errors, per_site
 
 
 def check_rendered_site(

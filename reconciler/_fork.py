@@ -1,0 +1,58 @@
+"""Independent pieces of one large validation run in forked processes, results in order.
+
+CI validates thousands of sites on a machine with a few cores, and after the
+repository is loaded each site's render and policy check depends on nothing but
+that loaded state. Forking shares the loaded state with the workers for free
+(copy-on-write); only the tasks' small results travel back, pickled. Nothing
+here runs on a node: a node renders one site, below any threshold.
+
+Where ``fork`` is not available, or the work is small, tasks run in this process.
+Results come back in task order, so the caller's output is the same either way.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, TypeVar
+
+R = TypeVar("R")
+
+_TASK: Callable[[int], Any] | None = None
+
+
+def workers_for(items: int, minimum: int) -> int:
+    """How many processes ``items`` pieces of work deserve: 1 below ``minimum`` or without fork."""
+    if items < minimum or "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, items))
+
+
+def _run(index: int) -> Any:
+    assert _TASK is not None, "a forked worker always inherits its task"
+    return _TASK(index)
+
+
+def fork_map(task: Callable[[int], R], count: int, workers: int) -> list[R]:
+    """``[task(0), ..., task(count - 1)]``, computed by ``workers`` forked processes.
+
+    ``task`` is inherited by the workers through fork, never pickled, so it may close
+    over anything; its results are pickled back. An exception in a task is raised
+    here. With one worker (or one task) everything runs in this process.
+    """
+    global _TASK
+    if workers <= 1 or count <= 1:
+        return [task(index) for index in range(count)]
+    _TASK = task
+    try:
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=min(workers, count), mp_context=context) as pool:
+            return list(pool.map(_run, range(count)))
+    finally:
+        _TASK = None

@@ -1,0 +1,80 @@
+"""A run split across forked workers finds exactly what one process finds, in the same order."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from reconciler._fork import fork_map, workers_for
+from reconciler.errors import RenderError
+from reconciler.model import Repository
+from reconciler.policy import PolicyCache, _shards, validate_policies
+from reconciler.source import WorkdirTree
+
+ROOT = Path(__file__).resolve().parents[2]
+TODAY = date(2026, 6, 1)
+
+
+def _broken_fleet(tmp_path: Path) -> Path:
+    """The example fleet with a policy violation at many sites and render errors at two."""
+    root = tmp_path / "repo"
+    for top in ("apps", "fleets", "sites", "policies"):
+        shutil.copytree(ROOT / top, root / top)
+    manifest = root / "apps/node-metrics/manifests/daemonset.yaml"
+    manifest.write_text(
+        manifest.read_text().replace("image: ${images.exporter}", "image: prom/exporter:latest")
+    )
+    for index in (3, 9):
+        site = sorted((root / "sites").iterdir())[index]
+        (site / "overrides.yaml").write_text(
+            "apiVersion: outpost/v1\nkind: SiteOverrides\n"
+            f"metadata: {{name: {site.name}}}\nspec:\n  apps:\n    nothing-here: {{}}\n"
+        )
+    return root
+
+
+def test_workers_find_what_one_process_finds(tmp_path: Path) -> None:
+    root = _broken_fleet(tmp_path)
+    one, many = PolicyCache(), PolicyCache()
+    alone = validate_policies(Repository(WorkdirTree(root)), today=TODAY, cache=one, workers=1)
+    split = validate_policies(Repository(WorkdirTree(root)), today=TODAY, cache=many, workers=2)
+    assert split == alone
+    assert {f.rule for f in alone} >= {"render", "image-digest", "no-latest-tag"}
+    assert any("sites:" in f.message for f in alone)  # aggregated across shards
+    # Each worker keeps its own cache: as many checks, a few more evaluations.
+    assert one.hits + one.misses == many.hits + many.misses
+    assert many.misses >= one.misses
+
+
+def test_shards_are_contiguous_and_cover_every_site() -> None:
+    sites = [f"s{i:03d}" for i in range(23)]
+    for workers in (1, 2, 3, 8):
+        shards = _shards(sites, workers)
+        assert [s for shard in shards for s in shard] == sites
+        assert all(shards)
+        assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+def test_fork_map_keeps_order_and_raises_what_a_task_raises() -> None:
+    parent = os.getpid()
+    results = fork_map(lambda i: (i * i, os.getpid() != parent), 6, 2)
+    assert [r[0] for r in results] == [0, 1, 4, 9, 16, 25]
+    assert all(r[1] for r in results)  # computed in the workers
+
+    def fails(index: int) -> int:
+        if index == 3:
+            raise RenderError("shard three is broken")
+        return index
+
+    with pytest.raises(RenderError, match="shard three is broken"):
+        fork_map(fails, 5, 2)
+
+
+def test_small_runs_stay_in_this_process() -> None:
+    assert workers_for(10, 500) == 1
+    parent = os.getpid()
+    assert fork_map(lambda i: os.getpid(), 3, 1) == [parent] * 3
