@@ -12,6 +12,7 @@ Results come back in task order, so the caller's output is the same either way.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 from collections.abc import Callable
@@ -34,8 +35,13 @@ def workers_for(items: int, minimum: int) -> int:
     return max(1, min(cores, items))
 
 
+_COLLECT = True
+
+
 def _run(index: int) -> Any:
     assert _TASK is not None, "a forked worker always inherits its task"
+    if _COLLECT and not gc.isenabled():
+        gc.enable()  # for what the worker allocates; the inherited heap stays frozen
     return _TASK(index)
 
 
@@ -46,13 +52,25 @@ def fork_map(task: Callable[[int], R], count: int, workers: int) -> list[R]:
     over anything; its results are pickled back. An exception in a task is raised
     here. With one worker (or one task) everything runs in this process.
     """
-    global _TASK
+    global _TASK, _COLLECT
     if workers <= 1 or count <= 1:
         return [task(index) for index in range(count)]
-    _TASK = task
+    _TASK, _COLLECT = task, gc.isenabled()
+    # The workers' collector never walks the heap they inherit (walking it would
+    # copy every page it touches), and this process unpickles results without
+    # collections: they are plain containers, rebuilt in bulk.
+    gc.disable()
+    gc.freeze()
     try:
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=min(workers, count), mp_context=context) as pool:
             return list(pool.map(_run, range(count)))
     finally:
+        # The results join this process's old objects without a collection walking
+        # them (freezing takes every object; unfreezing puts them all in the oldest
+        # generation): they are as long-lived as the repository they came with.
+        gc.freeze()
+        gc.unfreeze()
+        if _COLLECT:
+            gc.enable()
         _TASK = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 from datetime import date
@@ -78,3 +79,15 @@ def test_small_runs_stay_in_this_process() -> None:
     assert workers_for(10, 500) == 1
     parent = os.getpid()
     assert fork_map(lambda i: os.getpid(), 3, 1) == [parent] * 3
+
+
+def test_fork_map_leaves_the_collector_as_it_found_it() -> None:
+    assert gc.isenabled()
+    fork_map(lambda i: gc.isenabled(), 2, 2)
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    gc.disable()
+    try:
+        fork_map(lambda i: i, 2, 2)
+        assert not gc.isenabled() and gc.get_freeze_count() == 0
+    finally:
+        gc.enable()
