@@ -15,11 +15,12 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 _TASK: Callable[[int], Any] | None = None
 
@@ -36,6 +37,19 @@ def workers_for(items: int, minimum: int) -> int:
 
 
 _COLLECT = True
+
+
+def contiguous(items: Sequence[T], parts: int) -> list[list[T]]:
+    """``items`` cut into at most ``parts`` contiguous runs whose sizes differ by one at most."""
+    count = max(1, min(len(items), parts))
+    size, extra = divmod(len(items), count)
+    runs: list[list[T]] = []
+    start = 0
+    for index in range(count):
+        end = start + size + (1 if index < extra else 0)
+        runs.append(list(items[start:end]))
+        start = end
+    return runs
 
 
 def _run(index: int) -> Any:

@@ -954,17 +954,9 @@ _SHARDS_PER_WORKER = 4
 
 def _shards(sites: Sequence[str], workers: int) -> list[list[str]]:
     """Contiguous runs of ``sites``, a few per worker so a slow shard does not hold the rest."""
-    if workers <= 1:
-        return [list(sites)]
-    count = min(len(sites), workers * _SHARDS_PER_WORKER)
-    size, extra = divmod(len(sites), count)
-    shards: list[list[str]] = []
-    start = 0
-    for index in range(count):
-        end = start + size + (1 if index < extra else 0)
-        shards.append(list(sites[start:end]))
-        start = end
-    return shards
+    from reconciler._fork import contiguous
+
+    return contiguous(sites, 1 if workers <= 1 else workers * _SHARDS_PER_WORKER)
 
 
 def _check_sites(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import date
 from functools import cache
 from itertools import pairwise
@@ -117,15 +118,19 @@ def check_files(
 def _check_files(
     tree: Tree, include: Callable[[str], bool] | None, sites: Sequence[str] | None = None
 ) -> tuple[list[Finding], list[Document], frozenset[str], dict[str, list[YamlDocument]]]:
-    """``check_files``, plus the parsed documents of every file that loaded, by path.
+    """``check_files``, plus the parsed documents of every file that loaded, by path."""
+    findings, paths = _list_paths(tree, sites)
+    loaded, documents, tried, parsed = _load_paths(tree, paths, include)
+    return findings + loaded, documents, frozenset(tried), parsed
+
+
+def _list_paths(tree: Tree, sites: Sequence[str] | None) -> tuple[list[Finding], list[str]]:
+    """Every file under the config folders, and a finding for every link met on the way.
 
     With ``sites``, only those sites' folders are listed, not all of ``sites/``: at
     10,000 sites, walking every folder costs more than checking one.
     """
-    parsed: dict[str, list[YamlDocument]] = {}
     findings: list[Finding] = []
-    documents: list[Document] = []
-    tried: set[str] = set()
     paths: list[str] = []
     for top in CONFIG_DIRS:
         if top != "sites" or sites is None:
@@ -149,6 +154,17 @@ def _check_files(
                 rule="file",
             )
         )
+    return findings, paths
+
+
+def _load_paths(
+    tree: Tree, paths: Sequence[str], include: Callable[[str], bool] | None
+) -> tuple[list[Finding], list[Document], set[str], dict[str, list[YamlDocument]]]:
+    """Layer 1 over ``paths``: findings, documents, paths tried, parsed documents by path."""
+    parsed: dict[str, list[YamlDocument]] = {}
+    findings: list[Finding] = []
+    documents: list[Document] = []
+    tried: set[str] = set()
     for path in paths:
         if not path.endswith(YAML_SUFFIXES) or path.endswith(SECRET_SUFFIXES):
             continue
@@ -183,7 +199,56 @@ def _check_files(
             parsed[path] = [doc]
         except OutpostError as exc:
             findings.append(Finding.from_error(exc, rule="file"))
-    return findings, documents, frozenset(tried), parsed
+    return findings, documents, tried, parsed
+
+
+# From this many files on, a working directory is loaded and schema-checked by forked
+# workers, each taking contiguous runs of the paths (about 1,000 sites).
+PARALLEL_MIN_FILES = 3000
+
+
+@dataclass
+class _Checked:
+    """Layers 1 and 2 over the files of a run, or of one run of its paths."""
+
+    findings: list[Finding] = field(default_factory=list)
+    documents: list[Document] = field(default_factory=list)
+    tried: set[str] = field(default_factory=set)
+    parsed: dict[str, list[YamlDocument]] = field(default_factory=dict)
+    schema_findings: list[Finding] = field(default_factory=list)
+    valid: list[Document] = field(default_factory=list)
+
+
+def _files_and_schemas(
+    tree: Tree, include: Callable[[str], bool] | None, sites: Sequence[str] | None
+) -> _Checked:
+    """Layers 1 and 2: every file loaded, every document against its schema.
+
+    Files are independent of each other, so a large working directory is split into
+    contiguous runs of paths, each loaded and checked by a forked worker; documents
+    and findings come back in path order, as one process would produce them. A
+    commit's tree stays in this process (its git objects are not for sharing).
+    """
+    from reconciler._fork import contiguous, fork_map, workers_for
+
+    findings, paths = _list_paths(tree, sites)
+    workers = workers_for(len(paths), PARALLEL_MIN_FILES) if tree.revision is None else 1
+    runs = contiguous(paths, workers * 2)
+
+    def check(index: int) -> _Checked:
+        found, documents, tried, parsed = _load_paths(tree, runs[index], include)
+        schema_findings, valid = check_schemas(documents)
+        return _Checked(found, documents, tried, parsed, schema_findings, valid)
+
+    result = _Checked(findings)
+    for part in fork_map(check, len(runs), workers):
+        result.findings += part.findings
+        result.documents += part.documents
+        result.tried |= part.tried
+        result.parsed.update(part.parsed)
+        result.schema_findings += part.schema_findings
+        result.valid += part.valid
+    return result
 
 
 def _describe(error: Any) -> str:
@@ -538,13 +603,12 @@ def validate_tree(
             return path[: path.index("/", 6) + 1] in wanted
 
     tree = _ListedTree(tree)
-    findings, documents, tried, parsed = _check_files(tree, include, sites)
-    schema_findings, valid = check_schemas(documents)
-    findings += schema_findings
-    findings += check_references(valid, tried, partial=sites is not None)
+    checked = _files_and_schemas(tree, include, sites)
+    findings = checked.findings + checked.schema_findings
+    findings += check_references(checked.valid, frozenset(checked.tried), partial=sites is not None)
     if extra:
         # The extra checks see the same documents: each file is parsed once per run.
-        repo = Repository(tree, parsed=parsed)
+        repo = Repository(tree, parsed=checked.parsed)
         selected = list(repo.site_ids) if sites is None else list(sites)
         for check in extra:
             findings += check(repo, selected)

@@ -1,0 +1,67 @@
+"""Validation split across forked workers finds what one process finds, finding for finding."""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_validate_corpus import CASES, build_case
+
+from reconciler import _fork, validate
+from reconciler.policy import policy_check
+from reconciler.source import WorkdirTree
+from reconciler.validate import validate_tree
+
+ROOT = Path(__file__).resolve().parent.parent
+TWO_CORES = len(os.sched_getaffinity(0)) >= 2
+
+
+def _both_ways(
+    root: Path, monkeypatch: pytest.MonkeyPatch, **kwargs: Any
+) -> tuple[list[Any], list[Any], list[int]]:
+    workers: list[int] = []
+    real = _fork.fork_map
+
+    def spy(task: Any, count: int, n: int) -> Any:
+        workers.append(n)
+        return real(task, count, n)
+
+    monkeypatch.setattr(_fork, "fork_map", spy)
+    alone = validate_tree(WorkdirTree(root), **kwargs)
+    monkeypatch.setattr(validate, "PARALLEL_MIN_FILES", 0)
+    split = validate_tree(WorkdirTree(root), **kwargs)
+    return alone, split, workers
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_every_corpus_case_finds_the_same_split(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alone, split, workers = _both_ways(build_case(name, tmp_path), monkeypatch)
+    assert split == alone
+    assert alone  # every case is broken somehow
+    assert workers[0] == 1
+    assert workers[-1] == (2 if TWO_CORES else 1)
+
+
+def test_policies_on_top_find_the_same_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    check = policy_check(today=date(2026, 6, 1))
+    alone, split, _ = _both_ways(ROOT, monkeypatch, extra=[check])
+    assert split == alone
+
+
+def test_a_commit_is_loaded_in_this_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Commit(WorkdirTree):
+        @property
+        def revision(self) -> str | None:
+            return "0" * 40
+
+    workers: list[int] = []
+    real = _fork.fork_map
+    monkeypatch.setattr(_fork, "fork_map", lambda t, c, n: workers.append(n) or real(t, c, n))
+    monkeypatch.setattr(validate, "PARALLEL_MIN_FILES", 0)
+    validate_tree(Commit(ROOT))
+    assert workers == [1]
