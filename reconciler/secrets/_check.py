@@ -108,7 +108,13 @@ def check_secrets(
     """
     findings: list[Finding] = []
     tree = repo.tree
-    owners, keys_by_site = recipient_owners(repo, repo.site_ids)
+    selected = set(sites)
+    secret_files: dict[str, list[str]] = {}
+    for path in tree.files("sites", lenient=True):
+        parts = path.split("/")
+        if len(parts) >= 4 and parts[2] == "secrets":
+            secret_files.setdefault(parts[1], []).append(path)
+    owners, keys_by_site = _recipients(repo, selected, secret_files)
     key_recipients: set[str] = set()
     if key_file is not None:
         try:
@@ -116,12 +122,6 @@ def check_secrets(
         except OutpostError as exc:
             findings.append(Finding.from_error(exc, rule=RULE))
     to_verify: list[tuple[str, str, bytes]] = []
-    selected = set(sites)
-    secret_files: dict[str, list[str]] = {}
-    for path in tree.files("sites", lenient=True):
-        parts = path.split("/")
-        if len(parts) >= 4 and parts[2] == "secrets":
-            secret_files.setdefault(parts[1], []).append(path)
 
     for recipient, site_ids in sorted(owners.items()):
         for site_id in site_ids[1:]:
@@ -212,6 +212,47 @@ def check_secrets(
 
     findings.extend(scan_tree(repo, sites))
     return findings
+
+
+def _recipients(
+    repo: Repository, selected: set[str], secret_files: dict[str, list[str]]
+) -> tuple[dict[str, list[str]], dict[str, SiteKeys]]:
+    """``recipient_owners`` as far as the checks of ``selected`` sites can tell.
+
+    Those checks ask who else declares a selected site's recipient, who owns a
+    recipient its secret files are encrypted to, and whether any site declares a
+    recipient at all. A site.yaml can declare a recipient (``age1`` and 58 letters,
+    no space) only if its bytes hold it literally, or through a double-quoted
+    escape, which needs a backslash: a partial run (``--changed-since``) parses the
+    other sites' site.yaml only when their bytes could answer one of those
+    questions, instead of all 10,000 of them. Every site's are parsed otherwise.
+    """
+    every = list(repo.site_ids)
+    if selected.issuperset(every):
+        return recipient_owners(repo, every)
+    mine = [site_id for site_id in every if site_id in selected]
+    _, keys_by_site = recipient_owners(repo, mine)
+    wanted = {keys.recipient for keys in keys_by_site.values() if keys.recipient}
+    needles = [b"age1"] if not wanted else []
+    for site_id in mine:
+        for path in secret_files.get(site_id, []):
+            if path.endswith(SECRET_SUFFIXES):
+                try:
+                    wanted.update(inspect(repo.tree.read(path), path).recipients)
+                except OutpostError:
+                    continue  # the main loop reports the unreadable file
+    needles += [recipient.encode() for recipient in sorted(wanted)]
+    others: list[str] = []
+    for site_id in every:
+        if site_id in selected:
+            continue
+        try:
+            data = repo.tree.read(f"sites/{site_id}/site.yaml")
+        except OutpostError:
+            continue  # no site.yaml: no recipient either
+        if b"\\" in data or any(needle in data for needle in needles):
+            others.append(site_id)
+    return recipient_owners(repo, sorted({*mine, *others}))
 
 
 def _verify_macs(

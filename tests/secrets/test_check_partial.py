@@ -1,0 +1,96 @@
+"""A partial run (``--changed-since``) parses only the site.yaml files that can matter,
+and finds exactly what reading every site.yaml finds for the sites it checks."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sopsworld import World
+from test_check import CASES
+
+from reconciler.findings import Finding
+from reconciler.model import Repository
+from reconciler.secrets import _check, check_secrets
+from reconciler.secrets._recipients import recipient_owners
+from reconciler.source import WorkdirTree
+
+SITES = ("shop-a", "shop-b", "plant-c")
+
+
+class Counting(WorkdirTree):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.reads: Counter[str] = Counter()
+
+    def read(self, path: str) -> bytes:
+        self.reads[path] += 1
+        return super().read(path)
+
+
+def _both(world: World, sites: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+    partial = check_secrets(Repository(WorkdirTree(world.root)), sites, sops=world.sops)
+    with monkeypatch.context() as patched:
+        patched.setattr(
+            _check,
+            "_recipients",
+            lambda repo, selected, files: recipient_owners(repo, repo.site_ids),
+        )
+        every = check_secrets(Repository(WorkdirTree(world.root)), sites, sops=world.sops)
+    return partial, every
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("site", SITES)
+def test_partial_runs_find_what_full_knowledge_finds(
+    world: World, case: str, site: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    CASES[case][0](world)
+    partial, every = _both(world, [site], monkeypatch)
+    assert partial == every
+
+
+def _recipient_line(world: World, site: str) -> str:
+    text = (world.root / f"sites/{site}/site.yaml").read_text()
+    return re.search(r".*recipient.*", text).group(0)  # type: ignore[union-attr]
+
+
+def test_a_recipient_spelt_with_escapes_is_still_found(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # shop-b declares shop-a's recipient with its first letters as \x escapes.
+    shared = world.recipients["shop-a"]
+    escaped = "".join(f"\\x{ord(c):02x}" for c in shared[:6]) + shared[6:]
+    path = world.root / "sites/shop-b/site.yaml"
+    path.write_text(
+        path.read_text().replace(
+            _recipient_line(world, "shop-b"), (f'  sops: {{recipient: "{escaped}"}}')
+        )
+    )
+    assert shared.encode() not in path.read_bytes()
+    partial, every = _both(world, ["shop-a"], monkeypatch)
+    assert partial == every
+    assert any("shares its age recipient" in f.message for f in partial)
+
+
+def test_a_selected_site_without_recipient_still_needs_the_sops_config(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = world.root / "sites/shop-b/site.yaml"
+    path.write_text(path.read_text().replace(_recipient_line(world, "shop-b") + "\n", ""))
+    (world.root / ".sops.yaml").unlink()
+    partial, every = _both(world, ["shop-b"], monkeypatch)
+    assert partial == every
+    assert any(f.path == ".sops.yaml" for f in partial)
+
+
+def test_unrelated_sites_are_not_parsed(world: World) -> None:
+    tree = Counting(world.root)
+    findings: list[Finding] = check_secrets(Repository(tree), ["shop-a"], sops=world.sops)
+    assert findings == []
+    parsed_elsewhere = [p for p in tree.reads if p.endswith("site.yaml") and "shop-a" not in p]
+    # Read once for the byte check; their recipients are not shop-a's, so never parsed.
+    assert all(tree.reads[p] == 1 for p in parsed_elsewhere)
