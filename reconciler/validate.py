@@ -233,7 +233,7 @@ def _files_and_schemas(
 
     findings, paths = _list_paths(tree, sites)
     workers = workers_for(len(paths), PARALLEL_MIN_FILES) if tree.revision is None else 1
-    runs = contiguous(paths, workers * 2)
+    runs = contiguous(paths, 1 if workers <= 1 else workers * 2)
 
     def check(index: int) -> _Checked:
         found, documents, tried, parsed = _load_paths(tree, runs[index], include)

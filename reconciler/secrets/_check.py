@@ -274,19 +274,27 @@ def _verify_macs(
     return [f for f in results if f is not None]
 
 
+# From this many files on, a working directory's files are scanned by forked workers.
+PARALLEL_MIN_FILES = 3000
+
+
 def scan_tree(repo: Repository, sites: Sequence[str]) -> list[Finding]:
     """Plaintext secret material in the tree outside the secrets folders.
 
     With a narrowed ``sites`` only those site folders are read, plus everything
-    outside ``sites/``.
+    outside ``sites/``. Each file is scanned on its own, so a large working
+    directory is scanned by forked workers in contiguous runs of paths; the
+    findings come back in path order.
     """
+    from reconciler._fork import contiguous, fork_map, workers_for
+
     wanted = {f"sites/{s}/" for s in sites}
-    findings: list[Finding] = []
     tree = repo.tree
     try:
         paths = tree.files(lenient=True)
     except OutpostError:
-        return findings  # layer 1 of validation reports an unreadable tree
+        return []  # layer 1 of validation reports an unreadable tree
+    selected: list[tuple[str, str]] = []
     for path in paths:
         site = ""
         if path.startswith("sites/"):
@@ -294,14 +302,23 @@ def scan_tree(repo: Repository, sites: Sequence[str]) -> list[Finding]:
             site = parts[1] if len(parts) > 2 else ""
             if f"sites/{site}/" not in wanted:
                 continue
-        try:
-            data = tree.read(path)
-        except OutpostError:
-            continue
-        findings.extend(_finding(p, site) for p in scan_key_material(path, data))
-        if in_config(path):
-            findings.extend(_finding(p, site) for p in scan_config(path, data))
-    return findings
+        selected.append((path, site))
+    workers = workers_for(len(selected), PARALLEL_MIN_FILES) if tree.revision is None else 1
+    runs = contiguous(selected, 1 if workers <= 1 else workers * 2)
+
+    def scan(index: int) -> list[Finding]:
+        findings: list[Finding] = []
+        for path, site in runs[index]:
+            try:
+                data = tree.read(path)
+            except OutpostError:
+                continue
+            findings.extend(_finding(p, site) for p in scan_key_material(path, data))
+            if in_config(path):
+                findings.extend(_finding(p, site) for p in scan_config(path, data))
+        return findings
+
+    return [f for found in fork_map(scan, len(runs), workers) for f in found]
 
 
 Check = Callable[[Repository, Sequence[str]], Iterable[Finding]]

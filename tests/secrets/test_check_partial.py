@@ -3,6 +3,7 @@ and finds exactly what reading every site.yaml finds for the sites it checks."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from sopsworld import World
 from test_check import CASES
 
+from reconciler import _fork
 from reconciler.findings import Finding
 from reconciler.model import Repository
 from reconciler.secrets import _check, check_secrets
@@ -94,3 +96,20 @@ def test_unrelated_sites_are_not_parsed(world: World) -> None:
     parsed_elsewhere = [p for p in tree.reads if p.endswith("site.yaml") and "shop-a" not in p]
     # Read once for the byte check; their recipients are not shop-a's, so never parsed.
     assert all(tree.reads[p] == 1 for p in parsed_elsewhere)
+
+
+def test_the_tree_scan_split_across_workers_finds_the_same(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for case in ("plaintext file", "pem key", "age key", "password default", "env literal"):
+        CASES[case][0](world)
+    repo = Repository(WorkdirTree(world.root))
+    alone = _check.scan_tree(repo, list(SITES))
+    monkeypatch.setattr(_check, "PARALLEL_MIN_FILES", 0)
+    workers: list[int] = []
+    real = _fork.fork_map
+    monkeypatch.setattr(_fork, "fork_map", lambda t, c, n: workers.append(n) or real(t, c, n))
+    split = _check.scan_tree(Repository(WorkdirTree(world.root)), list(SITES))
+    assert split == alone
+    assert len({f.path for f in alone}) >= 4
+    assert workers and workers[0] == min(2, len(os.sched_getaffinity(0)))
