@@ -6,7 +6,7 @@ that loaded state. Forking shares the loaded state with the workers for free
 (copy-on-write); only the tasks' small results travel back, pickled. Nothing
 here runs on a node: a node renders one site, below any threshold.
 
-Where ``fork`` is not available, or the work is small, tasks run in this process.
+Off Linux, or when the work is small, tasks run in this process.
 Results come back in task order, so the caller's output is the same either way.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
@@ -26,14 +27,15 @@ _TASK: Callable[[int], Any] | None = None
 
 
 def workers_for(items: int, minimum: int) -> int:
-    """How many processes ``items`` pieces of work deserve: 1 below ``minimum`` or without fork."""
-    if items < minimum or "fork" not in multiprocessing.get_all_start_methods():
+    """How many processes ``items`` pieces of work deserve: 1 below ``minimum``, or off Linux.
+
+    Only Linux forks a process that has loaded native libraries (libgit2, libyaml,
+    the CEL engine) safely; macOS warns that such a child may crash, and Windows
+    cannot fork at all. Elsewhere the work runs in this process, as it always did.
+    """
+    if items < minimum or not sys.platform.startswith("linux"):
         return 1
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, items))
+    return max(1, min(len(os.sched_getaffinity(0)), items))
 
 
 _COLLECT = True
