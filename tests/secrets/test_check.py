@@ -174,7 +174,10 @@ def _shared_recipient(world: World) -> tuple[str, int]:
 
 def _bad_recipient(world: World) -> tuple[str, int]:
     path = "sites/shop-b/site.yaml"
-    _sub(world, path, world.recipients["shop-b"], world.recipients["shop-b"][:-1] + "x")
+    recipient = world.recipients["shop-b"]
+    # Change the last character to another one: the bech32 checksum no longer holds.
+    broken = recipient[:-1] + ("x" if recipient[-1] != "x" else "y")
+    _sub(world, path, recipient, broken)
     return path, _line(world, path, "recipient")
 
 
