@@ -134,9 +134,11 @@ class NodePipeline:
 
         tree = CommitTree(mirror.repo, revision)
         repo = Repository(tree)
+        if checks:
+            self._validate(tree)
         rendered = render_site(repo, self.site)
         if checks:
-            self._check(tree, repo, rendered)
+            self._check_policies(tree, repo, rendered)
         from reconciler.apply.order import key_of
 
         objects: list[Mapping[str, Any]] = [o.body for o in rendered.objects]
@@ -164,7 +166,8 @@ class NodePipeline:
             machine_ids=machine_ids,
         )
 
-    def _check(self, tree: Any, repo: Any, rendered: Any) -> None:
+    def _validate(self, tree: Any) -> None:
+        """Schemas and references first: render may assume well-formed documents."""
         from reconciler.validate import validate_tree
 
         findings = validate_tree(tree, sites=[self.site])
@@ -173,6 +176,8 @@ class NodePipeline:
             raise ValidationError(
                 f"revision {_short(tree.revision)} does not validate: {_first_errors(mine)}"
             )
+
+    def _check_policies(self, tree: Any, repo: Any, rendered: Any) -> None:
         if not self.check_policies:
             return
         from reconciler.policy import check_rendered_site

@@ -539,7 +539,23 @@ def render_site(repo: Repository, site_id: str) -> RenderedSite:
     A pure function of the tree and the site id: the same tree gives the same
     objects, in the same order, on every machine. Raises RenderError (or
     DocumentError for a malformed file) naming the file and line to change.
+
+    Rendering assumes documents that passed their schemas. Fed one that did not (a
+    number where a list belongs), it fails closed: the Python error becomes a
+    RenderError that sends the operator to ``outpost validate``, so the commit is
+    refused like any other bad input instead of crashing the node's tick.
     """
+    try:
+        return _render_site(repo, site_id)
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError) as exc:
+        raise RenderError(
+            f"site {site_id!r} cannot be rendered: its documents do not have the shape the "
+            f"schemas require ({type(exc).__name__}: {exc}); run `outpost validate` to see where",
+            mark=Mark(f"sites/{site_id}"),
+        ) from exc
+
+
+def _render_site(repo: Repository, site_id: str) -> RenderedSite:
     folder = repo.site(site_id)
     sources: set[str] = set(repo.tree.files(f"sites/{site_id}"))
     planned = _plan(repo, folder, sources)

@@ -450,3 +450,20 @@ def test_output_is_byte_stable_and_sorted(tmp_path: Path):
 def test_yaml_output_keeps_unicode_line_breaks(text: str):
     for fast in (False, True):
         assert yaml.safe_load(dump_yaml({"k": text}, fast=fast)) == {"k": text}
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        HARDWARE.replace("      devices:\n        - {name: scanner", "      devices: 7\n        # {name: scanner"),
+        HARDWARE.replace("  nodes:\n    - name: n1", "  nodes: 5\n  other:\n    - name: n1"),
+    ],
+)
+def test_a_document_that_breaks_its_schema_is_a_render_error_not_a_crash(
+    tmp_path: Path, broken: str
+) -> None:
+    """Render trusts the schemas; fed a document that does not pass them, it still fails
+    closed with a RenderError (the node refuses the commit) instead of a TypeError."""
+    error = fails(tmp_path, {"sites/s1/hardware.yaml": broken})
+    assert error.mark is not None and error.mark.path.startswith("sites/s1")
+    assert "outpost validate" in error.message or "hardware" in error.message
