@@ -60,9 +60,6 @@ if TYPE_CHECKING:
     from reconciler.schedule import Prediction
 
 _FORMATS = ("text", "markdown", "json")
-_TREE_CACHE_LIMIT = 64 << 20
-"""libgit2 caches a parsed tree only below 4 KiB by default; a 10,000-site repository's
-``sites`` tree is ~400 KiB and was re-parsed for every file read (4 ms each)."""
 
 
 def register(subparsers: Any) -> None:
@@ -305,7 +302,6 @@ def schedule_change(
     from reconciler.source import CommitTree, WorkdirTree
     from reconciler.trust import resolve
 
-    pygit2.settings.cache_object_limit(pygit2.enums.ObjectType.TREE, _TREE_CACHE_LIMIT)
     found = pygit2.discover_repository(str(root))
     if found is None:
         raise SourceUnavailable(f"{root} is not inside a git repository")
