@@ -29,6 +29,7 @@ from reconciler.agent import Agent, TickReport
 from reconciler.config import load_config
 from reconciler.pipeline import ManagerCluster, NodePipeline
 from reconciler.state import StateStore
+from tools.demo.__main__ import store_node as demo_store_node
 from tools.signedfleet import SignedFleet, create
 from tools.testcluster import Cluster
 
@@ -44,22 +45,6 @@ SITE_NAMESPACES = ("pos", "monitoring")
 # -- the cluster side -------------------------------------------------------------------
 
 
-def _node_body(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": name,
-            "annotations": {"kwok.x-k8s.io/node": "fake"},
-            "labels": {"kubernetes.io/hostname": name, "type": "kwok"},
-        },
-        "status": {
-            "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"},
-            "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
-        },
-    }
-
-
 @pytest.fixture(scope="module")
 def store_node(cluster: Cluster) -> Iterator[str]:
     """The store's edge node, named as in its hardware.yaml; the agent labels it."""
@@ -68,7 +53,7 @@ def store_node(cluster: Cluster) -> Iterator[str]:
     with cluster.api_client() as api:
         core = client.CoreV1Api(api)
         try:
-            core.create_node(_node_body("edge-1"))
+            core.create_node(demo_store_node("edge-1"))
         except client.ApiException as exc:
             if exc.status != 409:
                 raise

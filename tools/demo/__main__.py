@@ -24,6 +24,7 @@ import tempfile
 import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from tools.signedfleet import REPO_ROOT, SignedFleet, create
 from tools.testcluster import Cluster, running
@@ -74,20 +75,25 @@ def tick(config: Path, env: dict[str, str]) -> dict[str, object]:
     return last
 
 
-def add_store_node(cluster: Cluster) -> None:
-    node = {
+def store_node(name: str = "edge-1") -> dict[str, Any]:
+    """A kwok-managed Node named like a node of the store's hardware.yaml."""
+    return {
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {
-            "name": "edge-1",
+            "name": name,
             "annotations": {"kwok.x-k8s.io/node": "fake"},
-            "labels": {"kubernetes.io/hostname": "edge-1", "type": "kwok"},
+            "labels": {"kubernetes.io/hostname": name, "type": "kwok"},
         },
         "status": {
             "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"},
             "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
         },
     }
+
+
+def add_store_node(cluster: Cluster) -> None:
+    node = store_node()
     manifest = Path(tempfile.mkstemp(suffix=".json")[1])
     manifest.write_text(json.dumps(node))
     cluster.kubectl("create", "-f", str(manifest))
