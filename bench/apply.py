@@ -107,7 +107,7 @@ def slice_objects(namespace: str, count: int) -> list[dict[str, Any]]:
 def child(argv: list[str]) -> int:
     """``bench/apply.py --child MODE KUBECONFIG FILE WORKERS``: one ResourceManager call."""
     mode, kubeconfig, path, workers = argv
-    from reconciler.apply import Cluster, ResourceManager
+    from reconciler.node.apply import Cluster, ResourceManager
 
     objects = json.loads(Path(path).read_text())["items"]
     cluster = Cluster.from_kubeconfig(kubeconfig, pool_size=max(8, int(workers)))

@@ -56,7 +56,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from reconciler.schedule import (
+from reconciler.core.schedule import (
     Apply,
     Change,
     FleetRollout,
@@ -276,7 +276,7 @@ def make_repository(n: int, root: Path) -> tuple[str, str]:
 _CACHE_PEER = r"""
 import json, sys, time
 import pygit2
-from reconciler.source import CommitTree
+from reconciler.core.source import CommitTree
 root, count = sys.argv[1], int(sys.argv[2])
 repo = pygit2.Repository(root)
 tree = CommitTree(repo, "HEAD")
@@ -333,7 +333,7 @@ def repository_benchmark(n: int, keep: Path | None) -> None:
         )
 
         from reconciler.cli.schedule import schedule_change
-        from reconciler.schedule import render
+        from reconciler.core.schedule import render
 
         started = time.perf_counter()
         result = schedule_change(root, base, head, start=None, now=datetime.now(UTC))
@@ -349,9 +349,9 @@ def repository_benchmark(n: int, keep: Path | None) -> None:
         # Peer 1: render every site for its sources (sampled).
         import pygit2
 
-        from reconciler.model import Repository
-        from reconciler.render import render_site
-        from reconciler.source import CommitTree
+        from reconciler.core.model import Repository
+        from reconciler.core.render import render_site
+        from reconciler.core.source import CommitTree
 
         repo = Repository(CommitTree(pygit2.Repository(str(root)), head))
         sample = random.Random(7).sample(list(repo.site_ids), min(300, n))

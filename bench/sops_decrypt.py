@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from reconciler.secrets import Sops, decrypt_site_secrets, find_sops
-from reconciler.source import WorkdirTree
+from reconciler.core.secrets import Sops, decrypt_site_secrets, find_sops
+from reconciler.core.source import WorkdirTree
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ROOT / "tests/keys/age"

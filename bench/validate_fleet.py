@@ -10,8 +10,8 @@ process, so every figure includes imports and start-up as the CLI would:
   full       validate_tree over every site: files, schemas, references and every
              CEL policy (render + check), the figure the issue asks ≤ 30 s for;
   changed    one site's overrides edited in the working tree; the sites a change
-             since HEAD can affect (reconciler.validate.sites_changed_since when it
-             is available, else git status + reconciler.diff.affected_sites), then
+             since HEAD can affect (reconciler.core.validate.sites_changed_since when it
+             is available, else git status + reconciler.ci.diff.affected_sites), then
              the same validation for those sites only (goal ≤ 2 s);
   ten-site   full validation of a 10-site repository, for "about the time of a
              10-site repository";
@@ -56,9 +56,9 @@ import json, resource, sys, time
 t0 = time.perf_counter()
 from datetime import date
 from pathlib import Path
-from reconciler.source import WorkdirTree
-from reconciler.validate import validate_tree
-from reconciler.policy import PolicyCache, validate_policies
+from reconciler.core.source import WorkdirTree
+from reconciler.core.validate import validate_tree
+from reconciler.core.policy import PolicyCache, validate_policies
 phase, root = sys.argv[1], Path(sys.argv[2])
 today = date.fromisoformat(sys.argv[3])
 cache = PolicyCache()
@@ -70,13 +70,13 @@ t1 = time.perf_counter()
 sites = None
 if phase == "changed":
     import subprocess
-    from reconciler.model import Repository
+    from reconciler.core.model import Repository
     try:
-        from reconciler.validate import sites_changed_since
+        from reconciler.core.validate import sites_changed_since
         sites = sites_changed_since(root, "HEAD")
         how = "sites_changed_since"
     except Exception:
-        from reconciler.diff import affected_sites
+        from reconciler.ci.diff import affected_sites
         argv = ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=all"]
         out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
         changed = [line[3:] for line in out.splitlines() if line[3:]]
@@ -100,9 +100,9 @@ print(json.dumps({
 _RENDER = r"""
 import sys, time
 from pathlib import Path
-from reconciler.model import Repository
-from reconciler.source import WorkdirTree
-from reconciler.render import dump_yaml, render_site
+from reconciler.core.model import Repository
+from reconciler.core.source import WorkdirTree
+from reconciler.core.render import dump_yaml, render_site
 root, out = Path(sys.argv[1]), Path(sys.argv[2])
 repo = Repository(WorkdirTree(root))
 kinds = set()

@@ -120,9 +120,9 @@ class Outpost:
     def run(self) -> float:
         import pygit2
 
-        from reconciler.trust import rules, sshsig
-        from reconciler.trust.allowed_signers import parse_allowed_signers
-        from reconciler.trust.gitsource import verify_repository
+        from reconciler.core.trust import rules, sshsig
+        from reconciler.core.trust.allowed_signers import parse_allowed_signers
+        from reconciler.core.trust.gitsource import verify_repository
 
         now = datetime(2026, 1, 5, tzinfo=UTC) + timedelta(days=30)
         sshsig._verifier.cache_clear()

@@ -7,8 +7,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.errors import DocumentError
-from reconciler.loader import MAX_FILE_BYTES, load_document, parse_yaml
+from reconciler.core.errors import DocumentError
+from reconciler.core.loader import MAX_FILE_BYTES, load_document, parse_yaml
 
 SITE = b"""apiVersion: outpost/v1
 kind: Site

@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from reconciler.errors import OutpostError
-from reconciler.loader import KINDS, load_document
-from reconciler.schemas import _fast_check, compile_check, schema_errors, validator
+from reconciler.core.errors import OutpostError
+from reconciler.core.loader import KINDS, load_document
+from reconciler.core.schemas import _fast_check, compile_check, schema_errors, validator
 
 ROOT = Path(__file__).resolve().parent.parent
 FORMATS = Draft202012Validator.FORMAT_CHECKER

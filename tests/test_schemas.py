@@ -10,7 +10,7 @@ Three promises are checked here:
    grammar match, near misses (``4GB``, ``4 Gi``, ``24:00``, ``30m1h``) do not.
 
 The schemas are loaded here straight from schemas/ into a ``referencing``
-registry, independently of ``reconciler.schemas``, so a broken ``$id`` or
+registry, independently of ``reconciler.core.schemas``, so a broken ``$id`` or
 ``$ref`` fails in this file and not only at run time.
 """
 
@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from reconciler.loader import load_document
+from reconciler.core.loader import load_document
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = ROOT / "schemas"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.cli import main
-from reconciler.validate import sites_changed_since
+from reconciler.core.validate import sites_changed_since
 
 CORPUS = Path(__file__).parent / "corpus"
 

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from test_validate_corpus import CASES, build_case
 
-from reconciler import _fork, validate
-from reconciler.policy import policy_check
-from reconciler.source import WorkdirTree
-from reconciler.validate import validate_tree
+from reconciler.core import _fork, validate
+from reconciler.core.policy import policy_check
+from reconciler.core.source import WorkdirTree
+from reconciler.core.validate import validate_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 PARALLEL = _fork.workers_for(10**6, 0) >= 2  # Linux with two cores or more

@@ -12,10 +12,10 @@ from typing import Any
 import pygit2
 import pytest
 
-from reconciler.errors import OutpostError
-from reconciler.policy import policy_check
-from reconciler.source import CommitTree, Tree, WorkdirTree
-from reconciler.validate import _ListedTree, validate_tree
+from reconciler.core.errors import OutpostError
+from reconciler.core.policy import policy_check
+from reconciler.core.source import CommitTree, Tree, WorkdirTree
+from reconciler.core.validate import _ListedTree, validate_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -34,10 +34,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from reconciler.errors import OutpostError
-from reconciler.model import YAML_SUFFIXES, Repository, Site
-from reconciler.render import RenderedSite, dump_yaml, render_site
-from reconciler.source import Tree
+from reconciler.core.errors import OutpostError
+from reconciler.core.model import YAML_SUFFIXES, Repository, Site
+from reconciler.core.render import RenderedSite, dump_yaml, render_site
+from reconciler.core.source import Tree
 
 INDEXED_PREFIXES = ("sites", "fleets", "apps", "policies", "schemas")
 SIGNERS_PATHS = ("policies/signers.yaml", "policies/signers.yml")
@@ -74,7 +74,7 @@ def changed_paths_between_commits(git_repo: Any, base: str, head: str) -> set[st
     """
     import pygit2
 
-    from reconciler.errors import SourceUnavailable
+    from reconciler.core.errors import SourceUnavailable
 
     try:
         trees = [git_repo.revparse_single(rev).peel(pygit2.Commit).tree for rev in (base, head)]

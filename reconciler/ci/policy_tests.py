@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.errors import Mark
-from reconciler.policy import Policy, PolicySet, evaluate, new_context
+from reconciler.core.errors import Mark
+from reconciler.core.policy import Policy, PolicySet, evaluate, new_context
 
 
 @dataclass(frozen=True)

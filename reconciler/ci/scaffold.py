@@ -12,8 +12,8 @@ import secrets
 from collections import Counter
 from dataclasses import dataclass
 
-from reconciler.errors import ValidationError
-from reconciler.model import NAME_RE, Repository
+from reconciler.core.errors import ValidationError
+from reconciler.core.model import NAME_RE, Repository
 
 _DEVICE_TEMPLATES = {
     "usb": '{name: scanner, type: usb, vendor: "05e0", product: "1200"}  # TODO: lsusb',

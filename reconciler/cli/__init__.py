@@ -13,7 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from reconciler.errors import OutpostError
+from reconciler.core.errors import OutpostError
 
 COMMANDS: tuple[str, ...] = (
     "validate",

@@ -42,7 +42,7 @@ def register(subparsers: Any) -> None:
 def _logging() -> None:
     import logging
 
-    from reconciler.agent import JsonFormatter
+    from reconciler.node.agent import JsonFormatter
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
@@ -55,11 +55,11 @@ def _logging() -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from reconciler.agent import Agent
-    from reconciler.config import load_config
-    from reconciler.errors import ConfigError
-    from reconciler.pipeline import ManagerCluster, NodePipeline
-    from reconciler.state import AgentBusy
+    from reconciler.core.errors import ConfigError
+    from reconciler.node.agent import Agent
+    from reconciler.node.config import load_config
+    from reconciler.node.pipeline import ManagerCluster, NodePipeline
+    from reconciler.node.state import AgentBusy
 
     _logging()
     try:
@@ -94,9 +94,9 @@ def exit_code(outcome: str, *, temporary: bool) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
-    from reconciler.config import load_config
-    from reconciler.errors import ConfigError
-    from reconciler.state import StateStore
+    from reconciler.core.errors import ConfigError
+    from reconciler.node.config import load_config
+    from reconciler.node.state import StateStore
 
     if args.state_dir:
         state_dir = Path(args.state_dir)

@@ -50,8 +50,8 @@ def run_create(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
     from pathlib import Path
 
-    from reconciler.bundle import BundleError, create_bundle, manifest_path
-    from reconciler.errors import OutpostError
+    from reconciler.core.errors import OutpostError
+    from reconciler.node.inbox import BundleError, create_bundle, manifest_path
 
     out = Path(args.out)
     try:

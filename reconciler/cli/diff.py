@@ -34,11 +34,11 @@ def run(args: argparse.Namespace) -> int:
 
     import pygit2
 
-    from reconciler.diff import FORMATS as RENDERERS
-    from reconciler.diff import changed_paths_between_commits, diff
-    from reconciler.errors import OutpostError, SourceUnavailable
-    from reconciler.model import Repository
-    from reconciler.source import CommitTree, WorkdirTree
+    from reconciler.ci.diff import FORMATS as RENDERERS
+    from reconciler.ci.diff import changed_paths_between_commits, diff
+    from reconciler.core.errors import OutpostError, SourceUnavailable
+    from reconciler.core.model import Repository
+    from reconciler.core.source import CommitTree, WorkdirTree
 
     try:
         found = pygit2.discover_repository(args.repo)

@@ -62,8 +62,8 @@ def run_ingest(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
     from pathlib import Path
 
-    from reconciler.errors import OutpostError
-    from reconciler.fleetstatus import ingest_dir, load_fleet, save_fleet
+    from reconciler.core.errors import OutpostError
+    from reconciler.fleet.status import ingest_dir, load_fleet, save_fleet
 
     now = datetime.now(UTC)  # the CLI is the edge: the one place that reads the clock
     target = Path(args.into)
@@ -98,8 +98,8 @@ def run_status(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
     from pathlib import Path
 
-    from reconciler.errors import OutpostError
-    from reconciler.fleetstatus import format_text, load_fleet, summarize
+    from reconciler.core.errors import OutpostError
+    from reconciler.fleet.status import format_text, load_fleet, summarize
 
     source = Path(args.source)
     if not source.exists():

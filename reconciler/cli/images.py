@@ -40,10 +40,10 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from reconciler.cli.render import open_tree
-    from reconciler.errors import OutpostError
-    from reconciler.images import site_images
-    from reconciler.model import Repository
-    from reconciler.render import render_site
+    from reconciler.core.errors import OutpostError
+    from reconciler.core.model import Repository
+    from reconciler.core.render import render_site
+    from reconciler.fleet.images import site_images
 
     try:
         repo = Repository(open_tree(args.repo, args.rev))

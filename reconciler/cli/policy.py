@@ -46,11 +46,11 @@ def _policy_files(path: Path) -> list[Path]:
 def run_test(args: argparse.Namespace) -> int:
     from datetime import date
 
-    from reconciler.errors import OutpostError
-    from reconciler.findings import ERROR
-    from reconciler.loader import Document, load_document
-    from reconciler.policy import load_policies
-    from reconciler.policy_tests import run_tests, untested
+    from reconciler.ci.policy_tests import run_tests, untested
+    from reconciler.core.errors import OutpostError
+    from reconciler.core.findings import ERROR
+    from reconciler.core.loader import Document, load_document
+    from reconciler.core.policy import load_policies
 
     root = Path(args.path)
     if not root.exists():

@@ -34,14 +34,14 @@ def open_tree(repo_dir: str, rev: str | None) -> Any:
     """A working tree, or the commit ``rev`` of the git repository at ``repo_dir``."""
     from pathlib import Path
 
-    from reconciler.source import WorkdirTree
+    from reconciler.core.source import WorkdirTree
 
     if rev is None:
         return WorkdirTree(Path(repo_dir))
     import pygit2
 
-    from reconciler.errors import SourceUnavailable
-    from reconciler.source import CommitTree
+    from reconciler.core.errors import SourceUnavailable
+    from reconciler.core.source import CommitTree
 
     found = pygit2.discover_repository(repo_dir)
     if found is None:
@@ -50,9 +50,9 @@ def open_tree(repo_dir: str, rev: str | None) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reconciler.errors import OutpostError
-    from reconciler.model import Repository
-    from reconciler.render import render_site, to_json, to_yaml
+    from reconciler.core.errors import OutpostError
+    from reconciler.core.model import Repository
+    from reconciler.core.render import render_site, to_json, to_yaml
 
     try:
         repo = Repository(open_tree(args.repo, args.rev))

@@ -14,7 +14,7 @@ what the nodes will do, not an estimate:
   output says so);
 - ``diff.affected_sites`` names the candidates, and a site is scheduled when a
   commit touched a path its slice is read from (render's ``sources``);
-  :class:`reconciler.schedule.SignedRange` then gives its change time (the
+  :class:`reconciler.core.schedule.SignedRange` then gives its change time (the
   committer time of the last such commit) and the fleets whose waves gate it,
   exactly as ``NodePipeline.gate`` does through ``signed_change``;
 - a paused fleet's pause time comes from ``pipeline.paused_since``, the node's
@@ -55,9 +55,9 @@ from typing import TYPE_CHECKING, Any
 from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK
 
 if TYPE_CHECKING:
-    from reconciler.model import Repository, Site
-    from reconciler.pipeline import Change as RangeCommit
-    from reconciler.schedule import Prediction
+    from reconciler.core.model import Repository, Site
+    from reconciler.core.schedule import Prediction
+    from reconciler.node.pipeline import Change as RangeCommit
 
 _FORMATS = ("text", "markdown", "json")
 
@@ -135,8 +135,8 @@ def _usage(message: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from datetime import UTC
 
-    from reconciler.errors import OutpostError
-    from reconciler.schedule import load_zone, render
+    from reconciler.core.errors import OutpostError
+    from reconciler.core.schedule import load_zone, render
 
     now = datetime.now(UTC).replace(microsecond=0)  # the edge: the one clock reading
     start = None
@@ -199,9 +199,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_tree(args: argparse.Namespace, start: datetime, zone: Any) -> int:
-    from reconciler.model import Repository
-    from reconciler.schedule import Change, gate_inputs, predict, render
-    from reconciler.source import WorkdirTree
+    from reconciler.core.model import Repository
+    from reconciler.core.schedule import Change, gate_inputs, predict, render
+    from reconciler.core.source import WorkdirTree
 
     repo = Repository(WorkdirTree(Path(args.path)))
     site_ids = list(args.sites) if args.sites else list(repo.site_ids)
@@ -255,8 +255,8 @@ def _short(revision: str) -> str:
 def _cached_repository(tree: Any) -> Repository:
     """A Repository whose parsed documents are kept: affected_sites and the schedule
     both read every affected site.yaml, and parsing is most of the cost."""
-    from reconciler.loader import Document
-    from reconciler.model import Repository
+    from reconciler.core.loader import Document
+    from reconciler.core.model import Repository
 
     class Cached(Repository):
         def __init__(self, tree: Any) -> None:
@@ -295,12 +295,12 @@ def schedule_change(
 
     import pygit2
 
-    from reconciler.diff import changed_paths
-    from reconciler.errors import SourceUnavailable
-    from reconciler.pipeline import Change as RangeCommit
-    from reconciler.schedule import format_utc
-    from reconciler.source import CommitTree, WorkdirTree
-    from reconciler.trust import resolve
+    from reconciler.ci.diff import changed_paths
+    from reconciler.core.errors import SourceUnavailable
+    from reconciler.core.schedule import format_utc
+    from reconciler.core.source import CommitTree, WorkdirTree
+    from reconciler.core.trust import resolve
+    from reconciler.node.pipeline import Change as RangeCommit
 
     found = pygit2.discover_repository(str(root))
     if found is None:
@@ -393,10 +393,15 @@ def _read_range(
 
     import pygit2
 
-    from reconciler.config import DEFAULT_MAX_COMMITS
-    from reconciler.errors import SourceUnavailable
-    from reconciler.pipeline import Change as RangeCommit
-    from reconciler.trust import emergency_reason, parse_allowed_signers, read_range, verify_range
+    from reconciler.core.errors import SourceUnavailable
+    from reconciler.core.trust import (
+        emergency_reason,
+        parse_allowed_signers,
+        read_range,
+        verify_range,
+    )
+    from reconciler.node.config import DEFAULT_MAX_COMMITS
+    from reconciler.node.pipeline import Change as RangeCommit
 
     span = read_range(git, head_sha, base_sha, max_commits=DEFAULT_MAX_COMMITS)
     if len(span.commits) > DEFAULT_MAX_COMMITS:
@@ -483,11 +488,11 @@ def _schedule_sites(
     sites: Sequence[str] | None = None,
 ) -> _Scheduled:
     """Predict every site the commits reach, with its node's change, fleets and pauses."""
-    from reconciler.diff import affected_sites
-    from reconciler.errors import OutpostError
-    from reconciler.model import Site
-    from reconciler.pipeline import paused_since
-    from reconciler.schedule import FleetRollout, SignedRange, gate_inputs, predict
+    from reconciler.ci.diff import affected_sites
+    from reconciler.core.errors import OutpostError
+    from reconciler.core.model import Site
+    from reconciler.core.schedule import FleetRollout, SignedRange, gate_inputs, predict
+    from reconciler.node.pipeline import paused_since
 
     changed: set[str] = set()
     for item in commits:
@@ -590,7 +595,7 @@ class SliceSources:
         self.rendered = 0
 
     def __call__(self, site_id: str, site: Site) -> set[str]:
-        from reconciler.render import render_site
+        from reconciler.core.render import render_site
 
         key = (tuple(site.fleets), tuple(sorted({a.app for a in site.apps})))
         own = set(self.repo.tree.files(f"sites/{site_id}"))

@@ -126,7 +126,7 @@ def register(subparsers: Any) -> None:
 
 
 def _fail(command: str, exc: Exception) -> int:
-    from reconciler.errors import SecretError, ValidationError
+    from reconciler.core.errors import SecretError, ValidationError
 
     print(f"outpost secrets {command}: {exc}", file=sys.stderr)
     return EXIT_FINDINGS if isinstance(exc, SecretError | ValidationError) else EXIT_ERROR
@@ -135,7 +135,7 @@ def _fail(command: str, exc: Exception) -> int:
 def _env_key(given: Path | None) -> Path | None:
     if given is not None:
         return given
-    from reconciler.secrets import key_file_from_env
+    from reconciler.core.secrets import key_file_from_env
 
     return key_file_from_env()
 
@@ -147,8 +147,8 @@ def _now() -> Any:
 
 
 def run_init(args: argparse.Namespace) -> int:
-    from reconciler.errors import OutpostError
-    from reconciler.secrets import init_site
+    from reconciler.core.errors import OutpostError
+    from reconciler.core.secrets import init_site
 
     try:
         result = init_site(Path(args.repo), args.site_id, args.key_out, created=_now())
@@ -162,8 +162,8 @@ def run_init(args: argparse.Namespace) -> int:
 
 
 def run_rotate(args: argparse.Namespace) -> int:
-    from reconciler.errors import OutpostError
-    from reconciler.secrets import rotate_site
+    from reconciler.core.errors import OutpostError
+    from reconciler.core.secrets import rotate_site
 
     try:
         result = rotate_site(
@@ -187,8 +187,8 @@ def run_rotate(args: argparse.Namespace) -> int:
 
 
 def run_sync(args: argparse.Namespace) -> int:
-    from reconciler.errors import OutpostError
-    from reconciler.secrets import sync_site
+    from reconciler.core.errors import OutpostError
+    from reconciler.core.secrets import sync_site
 
     key = _env_key(args.key)
     if key is None:
@@ -204,8 +204,8 @@ def run_sync(args: argparse.Namespace) -> int:
 
 
 def run_encrypt(args: argparse.Namespace) -> int:
-    from reconciler.errors import OutpostError
-    from reconciler.secrets import encrypt_secret
+    from reconciler.core.errors import OutpostError
+    from reconciler.core.secrets import encrypt_secret
 
     root = Path(args.repo).resolve()
     if args.source == "-":
@@ -238,9 +238,9 @@ def run_encrypt(args: argparse.Namespace) -> int:
 def run_show(args: argparse.Namespace) -> int:
     import yaml
 
-    from reconciler.errors import OutpostError
-    from reconciler.secrets import decrypt_site_secrets, redact, redaction_key
-    from reconciler.source import WorkdirTree
+    from reconciler.core.errors import OutpostError
+    from reconciler.core.secrets import decrypt_site_secrets, redact, redaction_key
+    from reconciler.core.source import WorkdirTree
 
     key = _env_key(args.key)
     if key is None:
@@ -259,8 +259,8 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_sops_config(args: argparse.Namespace) -> int:
-    from reconciler.errors import OutpostError
-    from reconciler.secrets import SOPS_CONFIG, write_sops_config
+    from reconciler.core.errors import OutpostError
+    from reconciler.core.secrets import SOPS_CONFIG, write_sops_config
 
     try:
         changed = write_sops_config(Path(args.repo))
@@ -271,8 +271,8 @@ def run_sops_config(args: argparse.Namespace) -> int:
 
 
 def run_keygen(args: argparse.Namespace) -> int:
-    from reconciler.errors import OutpostError
-    from reconciler.secrets import keygen
+    from reconciler.core.errors import OutpostError
+    from reconciler.core.secrets import keygen
 
     try:
         recipient = keygen(args.key_out, Path(args.repo), created=_now(), comment=args.comment)
@@ -284,11 +284,11 @@ def run_keygen(args: argparse.Namespace) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     from reconciler import __version__
-    from reconciler.errors import OutpostError
-    from reconciler.findings import has_errors, render_findings
-    from reconciler.model import Repository
-    from reconciler.secrets import check_secrets
-    from reconciler.source import WorkdirTree
+    from reconciler.core.errors import OutpostError
+    from reconciler.core.findings import has_errors, render_findings
+    from reconciler.core.model import Repository
+    from reconciler.core.secrets import check_secrets
+    from reconciler.core.source import WorkdirTree
 
     try:
         repo = Repository(WorkdirTree(Path(args.path)))

@@ -26,12 +26,12 @@ def register(subparsers: Any) -> None:
 
 
 def run_new(args: argparse.Namespace) -> int:
-    from reconciler.errors import OutpostError
-    from reconciler.findings import format_text, has_errors
-    from reconciler.model import Repository
-    from reconciler.scaffold import new_site
-    from reconciler.source import WorkdirTree
-    from reconciler.validate import validate_tree
+    from reconciler.ci.scaffold import new_site
+    from reconciler.core.errors import OutpostError
+    from reconciler.core.findings import format_text, has_errors
+    from reconciler.core.model import Repository
+    from reconciler.core.source import WorkdirTree
+    from reconciler.core.validate import validate_tree
 
     root = Path(args.repo)
     try:

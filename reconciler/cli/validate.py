@@ -37,10 +37,10 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reconciler.errors import OutpostError, SourceUnavailable
-    from reconciler.findings import has_errors, render_findings
-    from reconciler.source import WorkdirTree
-    from reconciler.validate import extra_checks, sites_changed_since, validate_tree
+    from reconciler.core.errors import OutpostError, SourceUnavailable
+    from reconciler.core.findings import has_errors, render_findings
+    from reconciler.core.source import WorkdirTree
+    from reconciler.core.validate import extra_checks, sites_changed_since, validate_tree
 
     root = Path(args.path)
     try:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK
 
 if TYPE_CHECKING:
-    from reconciler.trust.verify import RangeResult
+    from reconciler.core.trust.verify import RangeResult
 
 FORMATS = ("text", "json")
 
@@ -76,10 +76,10 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, timedelta
 
-    from reconciler.errors import OutpostError
-    from reconciler.trust.allowed_signers import parse_allowed_signers
-    from reconciler.trust.gitsource import open_repository, verify_repository
-    from reconciler.trust.verify import DEFAULT_MAX_COMMITS
+    from reconciler.core.errors import OutpostError
+    from reconciler.core.trust.allowed_signers import parse_allowed_signers
+    from reconciler.core.trust.gitsource import open_repository, verify_repository
+    from reconciler.core.trust.verify import DEFAULT_MAX_COMMITS
 
     max_commits = args.max_commits if args.max_commits is not None else DEFAULT_MAX_COMMITS
     if max_commits < 1 or args.max_skew < 0:

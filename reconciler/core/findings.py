@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
-from reconciler.errors import Mark, OutpostError
+from reconciler.core.errors import Mark, OutpostError
 
 ERROR = "error"
 WARNING = "warning"

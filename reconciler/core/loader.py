@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import yaml
 
-from reconciler.errors import DocumentError, Mark
+from reconciler.core.errors import DocumentError, Mark
 
 API_VERSION = "outpost/v1"
 KINDS = frozenset(

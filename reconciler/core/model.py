@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, NewType
 
-from reconciler.errors import DocumentError, Mark
-from reconciler.loader import Document, YamlDocument, load_document, parse_yaml
-from reconciler.source import Tree
+from reconciler.core.errors import DocumentError, Mark
+from reconciler.core.loader import Document, YamlDocument, load_document, parse_yaml
+from reconciler.core.source import Tree
 
 SiteId = NewType("SiteId", str)
 FleetName = NewType("FleetName", str)

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
-from reconciler.errors import ConfigError
+from reconciler.core.errors import ConfigError
 
-_REPO_SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+_REPO_SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 
 
 def _schema_dir() -> Any:

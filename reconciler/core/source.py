@@ -18,7 +18,7 @@ import stat
 from pathlib import Path
 from typing import Any, Protocol
 
-from reconciler.errors import DocumentError, Mark, SourceUnavailable
+from reconciler.core.errors import DocumentError, Mark, SourceUnavailable
 
 _GIT_LINK = 0o160000
 _SYMLINK = 0o120000

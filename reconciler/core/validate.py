@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from reconciler.errors import Mark, OutpostError
-from reconciler.findings import Finding
-from reconciler.loader import Document, YamlDocument, load_document, parse_yaml
-from reconciler.model import (
+from reconciler.core.errors import Mark, OutpostError
+from reconciler.core.findings import Finding
+from reconciler.core.loader import Document, YamlDocument, load_document, parse_yaml
+from reconciler.core.model import (
     NAME_RE,
     SECRET_SUFFIXES,
     YAML_SUFFIXES,
@@ -44,8 +44,8 @@ from reconciler.model import (
     expect,
     selector_matches,
 )
-from reconciler.schemas import schema_errors
-from reconciler.source import Tree
+from reconciler.core.schemas import schema_errors
+from reconciler.core.source import Tree
 
 Check = Callable[[Repository, Sequence[str]], Iterable[Finding]]
 
@@ -229,7 +229,7 @@ def _files_and_schemas(
     and findings come back in path order, as one process would produce them. A
     commit's tree stays in this process (its git objects are not for sharing).
     """
-    from reconciler._fork import contiguous, fork_map, workers_for
+    from reconciler.core._fork import contiguous, fork_map, workers_for
 
     findings, paths = _list_paths(tree, sites)
     workers = workers_for(len(paths), PARALLEL_MIN_FILES) if tree.revision is None else 1
@@ -624,11 +624,11 @@ def extra_checks(*, today: date | None = None) -> list[Check]:
 
     ``today`` decides which policy exemptions have expired; the caller reads the clock.
     """
-    from reconciler.secrets import key_file_from_env, secrets_check
+    from reconciler.core.secrets import key_file_from_env, secrets_check
 
     checks: list[Check] = [secrets_check(key_file_from_env())]
     if today is not None:
-        from reconciler.policy import policy_check
+        from reconciler.core.policy import policy_check
 
         checks.append(policy_check(today=today))
     return checks
@@ -643,9 +643,9 @@ def sites_changed_since(root: Any, rev: str) -> list[str]:
     """
     import pygit2
 
-    from reconciler.diff import affected_sites
-    from reconciler.errors import SourceUnavailable
-    from reconciler.source import CommitTree, WorkdirTree
+    from reconciler.ci.diff import affected_sites
+    from reconciler.core.errors import SourceUnavailable
+    from reconciler.core.source import CommitTree, WorkdirTree
 
     try:
         repo = pygit2.Repository(str(root))

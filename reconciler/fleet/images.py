@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from reconciler.errors import Mark
+from reconciler.core.errors import Mark
 
 __all__ = ["ImageKind", "ImageUse", "ImageUser", "image_digest", "images_of", "site_images"]
 

@@ -1,7 +1,7 @@
 """Status carried back from sites: which sites run what, and why not yet.
 
 Every agent writes its status report (``kind: SiteStatus``, the shape of
-`reconciler.agent.status_document`) to its state directory and, when an outbox
+`reconciler.node.agent.status_document`) to its state directory and, when an outbox
 is configured, as ``outpost-status-<site>.json`` there. For an air-gapped plant
 that outbox is the same USB stick that brought the bundle; back at the desk,
 ``outpost fleet ingest DIR`` folds the reports it finds into one fleet status
@@ -33,8 +33,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from reconciler.errors import PermanentError, SourceUnavailable
-from reconciler.state import write_json
+from reconciler.core.errors import PermanentError, SourceUnavailable
+from reconciler.node.state import write_json
 
 __all__ = [
     "FLEET_STATUS_FILE",

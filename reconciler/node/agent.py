@@ -35,15 +35,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from reconciler.config import AgentConfig
-from reconciler.errors import (
+from reconciler.core.errors import (
     OutpostError,
     PermanentError,
     SourceUnavailable,
     TemporaryError,
 )
-from reconciler.fetch import APPLIED_REF, CANDIDATE_REF, Mirror
-from reconciler.state import AgentState, StateStore, prometheus_text
+from reconciler.node.config import AgentConfig
+from reconciler.node.fetch import APPLIED_REF, CANDIDATE_REF, Mirror
+from reconciler.node.state import AgentState, StateStore, prometheus_text
 
 log = logging.getLogger("outpost.agent")
 
@@ -100,7 +100,7 @@ class GateDecision:
 
 
 class Pipeline(Protocol):
-    """The pure-ish steps the tick wires together; the real one is `reconciler.pipeline`."""
+    """The pure-ish steps the tick wires together; the real one is `reconciler.node.pipeline`."""
 
     def verify(
         self, mirror: Mirror, since: str | None, candidate: str, now: datetime
@@ -218,7 +218,7 @@ class Agent:
         self, mirror: Mirror, state: AgentState, report: TickReport, now: datetime
     ) -> AgentState:
         """Bundles from the inbox feed the mirror; they are verified like fetched commits."""
-        from reconciler.bundle import import_inbox
+        from reconciler.node.inbox import import_inbox
 
         assert self.config.bundle_inbox is not None
         candidate = mirror.resolve(CANDIDATE_REF)

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.errors import ConfigError, DocumentError
-from reconciler.fetch import Credentials
-from reconciler.loader import load_document
+from reconciler.core.errors import ConfigError, DocumentError
+from reconciler.core.loader import load_document
+from reconciler.node.fetch import Credentials
 
 DEFAULT_HEALTH_DEADLINE = 300
 DEFAULT_STALE_AFTER = 3 * 24 * 3600
@@ -80,7 +80,7 @@ def load_config(path: Path) -> AgentConfig:
         raise ConfigError(exc.message, mark=exc.mark) from None
     if doc.kind != "AgentConfig":
         raise ConfigError(f"expected kind AgentConfig, found {doc.kind!r}", mark=doc.mark("kind"))
-    from reconciler.schemas import validator
+    from reconciler.core.schemas import validator
 
     for error in sorted(validator("AgentConfig").iter_errors(doc.body), key=lambda e: e.path):
         where = ".".join(str(p) for p in error.absolute_path)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler.errors import ConfigError, SourceUnavailable
+from reconciler.core.errors import ConfigError, SourceUnavailable
 
 CANDIDATE_REF = "refs/outpost/candidate"
 REMOTE_REF = "refs/outpost/remote"

@@ -73,14 +73,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from reconciler.errors import (
+from reconciler.core.errors import (
     ConfigError,
     OutpostError,
     PermanentError,
     SourceUnavailable,
 )
-from reconciler.fetch import APPLIED_REF, BUNDLE_REF, CANDIDATE_REF, Mirror
-from reconciler.state import atomic_write, write_json
+from reconciler.node.fetch import APPLIED_REF, BUNDLE_REF, CANDIDATE_REF, Mirror
+from reconciler.node.state import atomic_write, write_json
 
 __all__ = [
     "BUNDLE_SUFFIX",

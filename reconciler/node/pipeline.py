@@ -23,11 +23,11 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
-from reconciler.agent import Desired, GateDecision, Verified
-from reconciler.config import AgentConfig
-from reconciler.errors import ConfigError, OutpostError, PolicyError, ValidationError
-from reconciler.fetch import Mirror
-from reconciler.findings import ERROR, Finding
+from reconciler.core.errors import ConfigError, OutpostError, PolicyError, ValidationError
+from reconciler.core.findings import ERROR, Finding
+from reconciler.node.agent import Desired, GateDecision, Verified
+from reconciler.node.config import AgentConfig
+from reconciler.node.fetch import Mirror
 
 MAX_PAUSE_WALK = 2000
 NODE_LABEL_MANAGER = "outpost-placement"
@@ -73,7 +73,7 @@ class NodePipeline:
 
     @cached_property
     def trust(self) -> Any:
-        from reconciler.trust import parse_allowed_signers
+        from reconciler.core.trust import parse_allowed_signers
 
         try:
             data = self.config.trust_root.read_bytes()
@@ -87,7 +87,7 @@ class NodePipeline:
     # -- verify -----------------------------------------------------------------
 
     def verify(self, mirror: Mirror, since: str | None, candidate: str, now: datetime) -> Verified:
-        from reconciler.trust import read_range, verify_range
+        from reconciler.core.trust import read_range, verify_range
 
         span = read_range(mirror.repo, candidate, since, max_commits=self.config.max_commits)
         result = verify_range(
@@ -128,9 +128,9 @@ class NodePipeline:
 
     def desired(self, mirror: Mirror, revision: str, *, checks: bool = True) -> Desired:
         """The slice of ``revision``: rendered, checked (``checks``), secrets in memory."""
-        from reconciler.model import Repository
-        from reconciler.render import render_site
-        from reconciler.source import CommitTree
+        from reconciler.core.model import Repository
+        from reconciler.core.render import render_site
+        from reconciler.core.source import CommitTree
 
         tree = CommitTree(mirror.repo, revision)
         repo = Repository(tree)
@@ -139,11 +139,11 @@ class NodePipeline:
         rendered = render_site(repo, self.site)
         if checks:
             self._check_policies(tree, repo, rendered)
-        from reconciler.apply.order import key_of
+        from reconciler.node.apply.order import key_of
 
         objects: list[Mapping[str, Any]] = [o.body for o in rendered.objects]
         if rendered.secret_refs:
-            from reconciler.secrets import decrypt_site_secrets
+            from reconciler.core.secrets import decrypt_site_secrets
 
             if self.config.age_key is None:
                 raise ConfigError(
@@ -168,7 +168,7 @@ class NodePipeline:
 
     def _validate(self, tree: Any) -> None:
         """Schemas and references first: render may assume well-formed documents."""
-        from reconciler.validate import validate_tree
+        from reconciler.core.validate import validate_tree
 
         findings = validate_tree(tree, sites=[self.site])
         mine = [f for f in findings if not f.site or f.site == self.site]
@@ -180,7 +180,7 @@ class NodePipeline:
     def _check_policies(self, tree: Any, repo: Any, rendered: Any) -> None:
         if not self.check_policies:
             return
-        from reconciler.policy import check_rendered_site
+        from reconciler.core.policy import check_rendered_site
 
         today = datetime.now(UTC).date()
         policy_findings = check_rendered_site(repo, self.site, rendered, today=today)
@@ -194,9 +194,9 @@ class NodePipeline:
     def gate(
         self, mirror: Mirror, verified: Verified, desired: Desired, now: datetime
     ) -> GateDecision:
-        from reconciler.model import Repository
-        from reconciler.schedule import Wait, decide, gate_inputs, signed_change
-        from reconciler.source import CommitTree
+        from reconciler.core.model import Repository
+        from reconciler.core.schedule import Wait, decide, gate_inputs, signed_change
+        from reconciler.core.source import CommitTree
 
         assert isinstance(verified, NodeVerified)
         sources = set(desired.sources) if isinstance(desired, NodeDesired) else set()
@@ -233,7 +233,7 @@ def paused_since(git_repo: Any, revision: str, path: str) -> datetime | None:
     """
     import pygit2
 
-    from reconciler.loader import load_document
+    from reconciler.core.loader import load_document
 
     commit = git_repo[revision].peel(pygit2.Commit)
     since: datetime | None = None
@@ -268,7 +268,7 @@ class ManagerCluster:
 
     @classmethod
     def connect(cls, config: AgentConfig) -> ManagerCluster:
-        from reconciler.apply import Cluster, ResourceManager
+        from reconciler.node.apply import Cluster, ResourceManager
 
         if config.kubeconfig is None:
             raise ConfigError(f"{config.path}: spec.kubeconfig is not set")
@@ -277,7 +277,7 @@ class ManagerCluster:
 
     @staticmethod
     def _keys(keys: Sequence[str]) -> list[Any]:
-        from reconciler.apply import ObjectKey
+        from reconciler.node.apply import ObjectKey
 
         return [ObjectKey.parse(k) for k in keys]
 

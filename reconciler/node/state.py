@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from reconciler.errors import ConfigError
+from reconciler.core.errors import ConfigError
 
 STATE_FILE = "state.json"
 STATUS_FILE = "status.json"

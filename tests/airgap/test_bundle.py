@@ -15,7 +15,11 @@ from airgap_world import NOW, OTHER_PLANT, PLANT, History, Key, allowed_signers,
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.bundle import (
+from reconciler.cli import main
+from reconciler.core.trust.allowed_signers import parse_allowed_signers
+from reconciler.core.trust.gitsource import verify_repository
+from reconciler.node.fetch import APPLIED_REF, BUNDLE_REF, CANDIDATE_REF, Mirror
+from reconciler.node.inbox import (
     BundleError,
     BundleHeader,
     BundleManifest,
@@ -24,10 +28,6 @@ from reconciler.bundle import (
     parse_header,
     read_manifest,
 )
-from reconciler.cli import main
-from reconciler.fetch import APPLIED_REF, BUNDLE_REF, CANDIDATE_REF, Mirror
-from reconciler.trust.allowed_signers import parse_allowed_signers
-from reconciler.trust.gitsource import verify_repository
 
 
 class Plant:
@@ -471,7 +471,7 @@ def test_no_inbox_means_no_bundles(plant: Plant) -> None:
 
 
 def test_an_inbox_that_is_a_file_is_temporary_trouble(plant: Plant) -> None:
-    from reconciler.errors import SourceUnavailable
+    from reconciler.core.errors import SourceUnavailable
 
     (plant.inbox / "file").write_text("")
     with pytest.raises(SourceUnavailable, match="is not a directory"):

@@ -11,9 +11,8 @@ from airgap_world import NOW, OTHER_PLANT, PLANT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.agent import TickReport, status_document
 from reconciler.cli import main
-from reconciler.fleetstatus import (
+from reconciler.fleet.status import (
     FleetStatus,
     ReportError,
     format_text,
@@ -24,7 +23,8 @@ from reconciler.fleetstatus import (
     save_fleet,
     summarize,
 )
-from reconciler.state import AgentState, StateStore
+from reconciler.node.agent import TickReport, status_document
+from reconciler.node.state import AgentState, StateStore
 
 A = "a" * 40
 B = "b" * 40

@@ -10,10 +10,10 @@ import pytest
 from airgap_world import PLANT, REPO_ROOT, History
 
 from reconciler.cli import main
-from reconciler.images import image_digest, images_of, site_images
-from reconciler.model import Repository
-from reconciler.render import render_site
-from reconciler.source import WorkdirTree
+from reconciler.core.model import Repository
+from reconciler.core.render import render_site
+from reconciler.core.source import WorkdirTree
+from reconciler.fleet.images import image_digest, images_of, site_images
 
 HMI_DISK = (
     "registry.example.com/vm/win7e-hmi@sha256:"

@@ -1,6 +1,6 @@
 """A bundle-carried commit goes through the node's real pipeline like a fetched one.
 
-Bundle → inbox → mirror, then `reconciler.pipeline.NodePipeline` (what the agent's tick
+Bundle → inbox → mirror, then `reconciler.node.pipeline.NodePipeline` (what the agent's tick
 calls): trust over (applied, candidate] from the node's own allowed_signers, then render,
 validation, policies and secret decryption of the plant's slice at the candidate.
 """
@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from airgap_world import NOW, PLANT, REPO_ROOT, History, Key, allowed_signers, drop
 
-from reconciler.bundle import import_inbox
-from reconciler.config import AgentConfig, SourceConfig
-from reconciler.errors import VerificationError
-from reconciler.fetch import APPLIED_REF, CANDIDATE_REF, Mirror
-from reconciler.pipeline import NodePipeline
+from reconciler.core.errors import VerificationError
+from reconciler.node.config import AgentConfig, SourceConfig
+from reconciler.node.fetch import APPLIED_REF, CANDIDATE_REF, Mirror
+from reconciler.node.inbox import import_inbox
+from reconciler.node.pipeline import NodePipeline
 
 
 def node_config(root: Path, keys: dict[str, Key]) -> AgentConfig:

@@ -1,4 +1,4 @@
-"""An in-memory stand-in for :class:`reconciler.apply.Cluster`, for the manager's decision logic.
+"""An in-memory stand-in for :class:`reconciler.node.apply.Cluster`, for the manager's decision logic.
 
 It answers the seam's methods the way the API server does where the manager
 depends on it (201 on create, resourceVersion unchanged on a no-op apply, fields
@@ -14,8 +14,8 @@ import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from reconciler.apply.cluster import Resource
-from reconciler.errors import OutpostError
+from reconciler.core.errors import OutpostError
+from reconciler.node.apply.cluster import Resource
 
 BUILTIN = [
     Resource("", "v1", "Namespace", "namespaces", False),
@@ -59,7 +59,7 @@ class FakeCluster:
         self.served[(resource.group, resource.kind)] = resource
 
     def resource(self, api_version: str, kind: str) -> Resource:
-        from reconciler.errors import ApplyError
+        from reconciler.core.errors import ApplyError
 
         group = api_version.rpartition("/")[0]
         found = self.served.get((group, kind))

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.apply.health import Status, health_of, needs_status
+from reconciler.node.apply.health import Status, health_of, needs_status
 
 CURRENT, IN_PROGRESS, FAILED = Status.CURRENT, Status.IN_PROGRESS, Status.FAILED
 

@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from reconciler.apply import kubeconfig
-from reconciler.errors import ConfigError
+from reconciler.core.errors import ConfigError
+from reconciler.node.apply import kubeconfig
 
 
 def certificate(name: str) -> tuple[bytes, bytes]:

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from apply_fakes import FakeCluster, FakeTime
 
-from reconciler.apply import (
+from reconciler.core.errors import ApplyError, ClusterUnavailable, ConfigError
+from reconciler.node.apply import (
     INVENTORY_NAME,
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -20,7 +21,6 @@ from reconciler.apply import (
     Status,
     key_of,
 )
-from reconciler.errors import ApplyError, ClusterUnavailable, ConfigError
 
 SITE = "de-ber-0042"
 

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.apply.order import (
+from reconciler.core.errors import ApplyError, PermanentError
+from reconciler.node.apply.order import (
     STAGE_NAMES,
     ObjectKey,
     key_of,
@@ -19,7 +20,6 @@ from reconciler.apply.order import (
     stage_of,
     stages,
 )
-from reconciler.errors import ApplyError, PermanentError
 
 
 def obj(api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:

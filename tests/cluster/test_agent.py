@@ -25,10 +25,10 @@ from typing import Any
 
 import pytest
 
-from reconciler.agent import Agent, TickReport
-from reconciler.config import load_config
-from reconciler.pipeline import ManagerCluster, NodePipeline
-from reconciler.state import StateStore
+from reconciler.node.agent import Agent, TickReport
+from reconciler.node.config import load_config
+from reconciler.node.pipeline import ManagerCluster, NodePipeline
+from reconciler.node.state import StateStore
 from tools.demo.__main__ import store_node as demo_store_node
 from tools.signedfleet import SignedFleet, create
 from tools.testcluster import Cluster

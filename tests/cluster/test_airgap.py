@@ -47,11 +47,11 @@ from airgap_world import (
     make_key,
 )
 
-from reconciler.agent import Agent
-from reconciler.config import AgentConfig, SourceConfig
-from reconciler.fetch import APPLIED_REF, CANDIDATE_REF, Mirror
-from reconciler.fleetstatus import FleetStatus, ingest_dir, summarize
-from reconciler.pipeline import ManagerCluster, NodePipeline
+from reconciler.fleet.status import FleetStatus, ingest_dir, summarize
+from reconciler.node.agent import Agent
+from reconciler.node.config import AgentConfig, SourceConfig
+from reconciler.node.fetch import APPLIED_REF, CANDIDATE_REF, Mirror
+from reconciler.node.pipeline import ManagerCluster, NodePipeline
 from tools.testcluster import Cluster as ControlPlane
 
 pytestmark = pytest.mark.cluster

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from reconciler.apply import (
+from reconciler.core.errors import ApplyError, ClusterUnavailable
+from reconciler.node.apply import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
     PRUNE_ANNOTATION,
@@ -32,7 +33,6 @@ from reconciler.apply import (
     Status,
     key_of,
 )
-from reconciler.errors import ApplyError, ClusterUnavailable
 from tools.testcluster import Cluster as ControlPlane
 
 pytestmark = pytest.mark.cluster
@@ -631,7 +631,7 @@ def kubeconfig_with(cluster: ControlPlane, path: Path, user: dict[str, Any]) -> 
 
 PROBE = """
 import json, sys
-from reconciler.apply import Cluster, ResourceManager
+from reconciler.node.apply import Cluster, ResourceManager
 cluster = Cluster.from_kubeconfig(sys.argv[1])
 manager = ResourceManager(cluster, site=sys.argv[3], inventory_namespace=sys.argv[4])
 namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": sys.argv[2]}}

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from reconciler.errors import Mark
-from reconciler.loader import load_document
-from reconciler.policy import PolicySet, load_policies
+from reconciler.core.errors import Mark
+from reconciler.core.loader import load_document
+from reconciler.core.policy import PolicySet, load_policies
 
 TODAY = date(2026, 6, 1)
 

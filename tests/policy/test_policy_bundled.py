@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.ci.policy_tests import run_tests, untested
 from reconciler.cli import main
-from reconciler.loader import load_document
-from reconciler.model import Repository
-from reconciler.policy import load_policies, validate_policies
-from reconciler.policy_tests import run_tests, untested
-from reconciler.source import WorkdirTree
+from reconciler.core.loader import load_document
+from reconciler.core.model import Repository
+from reconciler.core.policy import load_policies, validate_policies
+from reconciler.core.source import WorkdirTree
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY_FILES = sorted(p for p in (ROOT / "policies").glob("*.yaml") if p.name != "signers.yaml")

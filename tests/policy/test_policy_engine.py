@@ -7,9 +7,9 @@ from datetime import date
 import pytest
 from policykit import Obj, Rendered, deployment, hardware, policies_from, policy_doc, site
 
-from reconciler.errors import Mark, PolicyError
-from reconciler.findings import ERROR, WARNING
-from reconciler.policy import PolicyCache, check_site, load_policies
+from reconciler.core.errors import Mark, PolicyError
+from reconciler.core.findings import ERROR, WARNING
+from reconciler.core.policy import PolicyCache, check_site, load_policies
 
 DIGEST = """\
 apiVersion: outpost/v1
@@ -289,10 +289,10 @@ def test_node_recheck_of_its_own_slice(tmp_path) -> None:
     import shutil
     from pathlib import Path
 
-    from reconciler.model import Repository
-    from reconciler.policy import check_rendered_site
-    from reconciler.render import render_site
-    from reconciler.source import WorkdirTree
+    from reconciler.core.model import Repository
+    from reconciler.core.policy import check_rendered_site
+    from reconciler.core.render import render_site
+    from reconciler.core.source import WorkdirTree
 
     root = Path(__file__).resolve().parents[2]
     for top in ("apps", "fleets", "sites", "policies"):

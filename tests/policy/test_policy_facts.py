@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from policykit import deployment, hardware
 
-from reconciler.policy_facts import (
+from reconciler.core.policy._facts import (
     QuantityError,
     containers,
     cpu_millis,

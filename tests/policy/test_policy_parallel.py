@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from reconciler._fork import fork_map, workers_for
-from reconciler.errors import RenderError
-from reconciler.model import Repository
-from reconciler.policy import PolicyCache, _shards, validate_policies
-from reconciler.source import WorkdirTree
+from reconciler.core._fork import fork_map, workers_for
+from reconciler.core.errors import RenderError
+from reconciler.core.model import Repository
+from reconciler.core.policy import PolicyCache, _shards, validate_policies
+from reconciler.core.source import WorkdirTree
 
 ROOT = Path(__file__).resolve().parents[2]
 TODAY = date(2026, 6, 1)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pygit2
 
-from reconciler.model import Repository
-from reconciler.source import CommitTree, WorkdirTree
+from reconciler.core.model import Repository
+from reconciler.core.source import CommitTree, WorkdirTree
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIRS = ("sites", "fleets", "apps", "policies", "schemas")

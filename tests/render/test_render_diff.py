@@ -17,8 +17,7 @@ from render_world import (
     write_files,
 )
 
-from reconciler.cli import main
-from reconciler.diff import (
+from reconciler.ci.diff import (
     affected_sites,
     changed_paths,
     changed_paths_between_commits,
@@ -27,6 +26,7 @@ from reconciler.diff import (
     format_markdown,
     format_text,
 )
+from reconciler.cli import main
 
 FLEET = "fleets/retail-eu.yaml"
 
@@ -221,10 +221,10 @@ def test_cli_render(tmp_path: Path, capsys: pytest.CaptureFixture[str], fleet_re
 
 
 def test_a_change_from_1_to_true_is_a_change(tmp_path: Path):
-    from reconciler.diff import site_diff
-    from reconciler.errors import Mark
-    from reconciler.model import SiteId
-    from reconciler.render import ObjectKey, RenderedObject, RenderedSite
+    from reconciler.ci.diff import site_diff
+    from reconciler.core.errors import Mark
+    from reconciler.core.model import SiteId
+    from reconciler.core.render import ObjectKey, RenderedObject, RenderedSite
 
     def site(value: object) -> RenderedSite:
         body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "x": value}

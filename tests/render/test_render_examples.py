@@ -25,7 +25,7 @@ import kubernetes_validate
 import pytest
 from render_world import example_repo
 
-from reconciler.render import render_site, to_yaml
+from reconciler.core.render import render_site, to_yaml
 
 HERE = Path(__file__).parent
 GOLDEN = HERE / "golden"

@@ -16,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from render_world import tiny_files, workdir_repo, write_files
 
-from reconciler.errors import RenderError
-from reconciler.loader import YamlDocument, parse_yaml
-from reconciler.render import _site, render_site, to_json
-from reconciler.render._params import Scope, fill, substitute, used_parameters
+from reconciler.core.errors import RenderError
+from reconciler.core.loader import YamlDocument, parse_yaml
+from reconciler.core.render import _site, render_site, to_json
+from reconciler.core.render._params import Scope, fill, substitute, used_parameters
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.render._patch import PatchError, json_equal, json_patch, merge_patch, parse_pointer
+from reconciler.core.render._patch import (
+    PatchError,
+    json_equal,
+    json_patch,
+    merge_patch,
+    parse_pointer,
+)
 
 # RFC 7386 Appendix A: (target, patch, result)
 MERGE_CASES = [

@@ -21,9 +21,9 @@ from render_world import (
     write_files,
 )
 
-from reconciler.diff import diff
-from reconciler.errors import OutpostError
-from reconciler.render import RenderedSite, render_site, to_json, to_yaml
+from reconciler.ci.diff import diff
+from reconciler.core.errors import OutpostError
+from reconciler.core.render import RenderedSite, render_site, to_json, to_yaml
 
 EXAMPLE = example_files()
 SITES = sorted({p.split("/")[1] for p in EXAMPLE if p.startswith("sites/")})

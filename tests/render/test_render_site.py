@@ -19,8 +19,8 @@ from render_world import (
     write_files,
 )
 
-from reconciler.errors import Mark, RenderError
-from reconciler.render import (
+from reconciler.core.errors import Mark, RenderError
+from reconciler.core.render import (
     RenderedSite,
     dump_yaml,
     node_labels,

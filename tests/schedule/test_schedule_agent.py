@@ -27,11 +27,11 @@ from typing import Any
 
 import pytest
 
-from reconciler.agent import Desired, Verified
 from reconciler.cli import main
-from reconciler.config import load_config
-from reconciler.fetch import Mirror
-from reconciler.pipeline import NodePipeline
+from reconciler.node.agent import Desired, Verified
+from reconciler.node.config import load_config
+from reconciler.node.fetch import Mirror
+from reconciler.node.pipeline import NodePipeline
 from tools.signedfleet import SignedFleet, create
 
 ROOT = Path(__file__).resolve().parents[2]

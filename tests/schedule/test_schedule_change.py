@@ -19,11 +19,11 @@ from hypothesis import strategies as st
 
 from reconciler.cli import main
 from reconciler.cli.schedule import SliceSources, schedule_change
-from reconciler.model import Repository, Site
-from reconciler.pipeline import NodePipeline
-from reconciler.render import render_site
-from reconciler.schedule import SignedRange, changed_fleets, signed_change
-from reconciler.source import WorkdirTree
+from reconciler.core.model import Repository, Site
+from reconciler.core.render import render_site
+from reconciler.core.schedule import SignedRange, changed_fleets, signed_change
+from reconciler.core.source import WorkdirTree
+from reconciler.node.pipeline import NodePipeline
 from tools.signedfleet import SignedFleet, create, make_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -249,8 +249,8 @@ def test_only_the_named_sites_and_removed_sites(
 def test_a_pause_in_the_range_blocks_like_the_node(
     tmp_path: Path, fleet_repo: SignedFleet, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from reconciler.config import load_config
-    from reconciler.fetch import Mirror
+    from reconciler.node.config import load_config
+    from reconciler.node.fetch import Mirror
 
     base = fleet_repo.head()
     bump_eu(fleet_repo)

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from reconciler.schedule import (
+from reconciler.core.schedule import (
     Apply,
     Change,
     Decision,
@@ -30,7 +30,7 @@ from reconciler.schedule import (
     resolve,
     wave_slot,
 )
-from reconciler.schedule._zones import DAYS
+from reconciler.core.schedule._zones import DAYS
 
 ZONES = ["Europe/Berlin", "America/Chicago", "Australia/Sydney", "Asia/Kolkata", "Asia/Kathmandu"]
 MINUTE = timedelta(minutes=1)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from reconciler.cli import main
-from reconciler.model import Repository
-from reconciler.schedule import Apply, Change, decide, gate_inputs, predict
-from reconciler.source import WorkdirTree
+from reconciler.core.model import Repository
+from reconciler.core.schedule import Apply, Change, decide, gate_inputs, predict
+from reconciler.core.source import WorkdirTree
 
 ROOT = Path(__file__).resolve().parents[2]
 START = datetime(2026, 11, 24, 12, tzinfo=UTC)  # inside the example fleets' peak season

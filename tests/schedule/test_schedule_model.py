@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.errors import ValidationError
-from reconciler.loader import load_document
-from reconciler.schedule import (
+from reconciler.core.errors import ValidationError
+from reconciler.core.loader import load_document
+from reconciler.core.schedule import (
     Change,
     FleetRollout,
     Freeze,
@@ -20,7 +20,7 @@ from reconciler.schedule import (
     Wave,
     WeeklyWindow,
 )
-from reconciler.schedule._zones import format_duration, parse_duration
+from reconciler.core.schedule._zones import format_duration, parse_duration
 
 SITE_SPEC: dict[str, Any] = {
     "type": "store",

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from reconciler.schedule import (
+from reconciler.core.schedule import (
     Change,
     FleetRollout,
     Prediction,
@@ -20,7 +20,7 @@ from reconciler.schedule import (
     render_text,
     summarize,
 )
-from reconciler.schedule._report import MARKDOWN_BUDGET
+from reconciler.core.schedule._report import MARKDOWN_BUDGET
 
 # Tuesday 24 November 2026, noon UTC: the change lands.
 START = datetime(2026, 11, 24, 12, tzinfo=UTC)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.schedule import Change, FleetRollout, SiteCalendar, hash_bucket, wave_slot
+from reconciler.core.schedule import Change, FleetRollout, SiteCalendar, hash_bucket, wave_slot
 
 CHANGE = Change(datetime(2026, 11, 2, 9, tzinfo=UTC))
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.schedule import format_local, resolve
-from reconciler.schedule._zones import wall
+from reconciler.core.schedule import format_local, resolve
+from reconciler.core.schedule._zones import wall
 
 ZONES = ["Europe/Berlin", "America/Chicago", "Australia/Sydney", "Asia/Kolkata", "Asia/Kathmandu"]
 SECOND = timedelta(seconds=1)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sopsworld import World, build_world
 
-from reconciler.secrets import Sops
+from reconciler.core.secrets import Sops
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.secrets import Sops, encrypt_secret, init_site, keygen
+from reconciler.core.secrets import Sops, encrypt_secret, init_site, keygen
 
 FLEET = """\
 apiVersion: outpost/v1

@@ -10,9 +10,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.errors import SecretError
-from reconciler.secrets import Sops, is_recipient, read_key_file
-from reconciler.secrets._age import (
+from reconciler.core.errors import SecretError
+from reconciler.core.secrets import Sops, is_recipient, read_key_file
+from reconciler.core.secrets._age import (
     Identity,
     bech32_decode,
     bech32_encode,

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from sopsworld import World
 
-from reconciler.findings import Finding
-from reconciler.model import Repository
-from reconciler.secrets import check_secrets, secrets_check
-from reconciler.secrets._scan import sensitive_name
-from reconciler.source import WorkdirTree
-from reconciler.validate import validate_tree
+from reconciler.core.findings import Finding
+from reconciler.core.model import Repository
+from reconciler.core.secrets import check_secrets, secrets_check
+from reconciler.core.secrets._scan import sensitive_name
+from reconciler.core.source import WorkdirTree
+from reconciler.core.validate import validate_tree
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,12 +12,12 @@ import pytest
 from sopsworld import World
 from test_check import CASES
 
-from reconciler import _fork
-from reconciler.findings import Finding
-from reconciler.model import Repository
-from reconciler.secrets import _check, check_secrets
-from reconciler.secrets._recipients import recipient_owners
-from reconciler.source import WorkdirTree
+from reconciler.core import _fork
+from reconciler.core.findings import Finding
+from reconciler.core.model import Repository
+from reconciler.core.secrets import _check, check_secrets
+from reconciler.core.secrets._recipients import recipient_owners
+from reconciler.core.source import WorkdirTree
 
 SITES = ("shop-a", "shop-b", "plant-c")
 

@@ -7,8 +7,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.errors import DocumentError
-from reconciler.secrets._edit import set_value
+from reconciler.core.errors import DocumentError
+from reconciler.core.secrets._edit import set_value
 
 R = "age1zvkyg2lqzraa2lnjvqej32nkuu0ues2s82hzrye869xeexvn73equnujwj"
 AT = ("spec", "sops")

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from sopsworld import SITE, World
 
-from reconciler.errors import SecretError
-from reconciler.secrets import (
+from reconciler.core.errors import SecretError
+from reconciler.core.secrets import (
     Sops,
     decrypt_site_secrets,
     encrypt_secret,
@@ -25,7 +25,7 @@ from reconciler.secrets import (
     rotate_site,
     sync_site,
 )
-from reconciler.source import WorkdirTree
+from reconciler.core.source import WorkdirTree
 
 
 def _site_yaml(world: World, site_id: str) -> str:

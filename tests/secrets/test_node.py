@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from sopsworld import World
 
-from reconciler.errors import SecretError
-from reconciler.secrets import Sops, decrypt_site_secrets, redact, redaction_key
-from reconciler.source import WorkdirTree
+from reconciler.core.errors import SecretError
+from reconciler.core.secrets import Sops, decrypt_site_secrets, redact, redaction_key
+from reconciler.core.source import WorkdirTree
 
 MARK = re.compile(r"^<redacted sha256:[0-9a-f]{12}>$")
 
@@ -192,7 +192,7 @@ def test_decrypts_from_a_commit(world: World) -> None:
     """The node reads a verified commit through pygit2, not a checkout."""
     import pygit2
 
-    from reconciler.source import CommitTree
+    from reconciler.core.source import CommitTree
 
     subprocess.run(["git", "init", "-q", str(world.root)], check=True)
     subprocess.run(["git", "-C", str(world.root), "add", "-A"], check=True)

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from trust_git import Key, make_key
 
-from reconciler.errors import ConfigError
-from reconciler.trust.allowed_signers import match_pattern_list, parse_allowed_signers
+from reconciler.core.errors import ConfigError
+from reconciler.core.trust.allowed_signers import match_pattern_list, parse_allowed_signers
 
 
 def parse(text: str, local_tz: timezone = UTC):  # type: ignore[no-untyped-def]

@@ -23,9 +23,9 @@ from trust_git import (
     trust_root,
 )
 
-from reconciler.errors import VerificationError
-from reconciler.trust.allowed_signers import TrustRoot
-from reconciler.trust.verify import RangeResult
+from reconciler.core.errors import VerificationError
+from reconciler.core.trust.allowed_signers import TrustRoot
+from reconciler.core.trust.verify import RangeResult
 
 SITE = "apiVersion: outpost/v1\nkind: Site\nmetadata: {name: de-ber-0042}\n"
 

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from trust_git import Key, signers_yaml
 
-from reconciler.errors import VerificationError
-from reconciler.trust.rules import Signer, compile_pattern, is_policy_path, parse_signers
+from reconciler.core.errors import VerificationError
+from reconciler.core.trust.rules import Signer, compile_pattern, is_policy_path, parse_signers
 
 
 @pytest.mark.parametrize(
@@ -91,7 +91,7 @@ def test_parse_signers(keys: dict[str, Key]) -> None:
 
 
 def keys_public(key: Key):  # type: ignore[no-untyped-def]
-    from reconciler.trust.sshsig import parse_public_key_line
+    from reconciler.core.trust.sshsig import parse_public_key_line
 
     return parse_public_key_line(key.public_line)
 

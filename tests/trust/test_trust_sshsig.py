@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from trust_git import PEER_VECTORS, Key, make_key
 
-from reconciler.errors import VerificationError
-from reconciler.trust import sshsig
+from reconciler.core.errors import VerificationError
+from reconciler.core.trust import sshsig
 
 MESSAGE = b"tree 1234\nauthor someone\n\nhello\n"
 

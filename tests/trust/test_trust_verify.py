@@ -10,8 +10,8 @@ import pytest
 from trust_git import NOW, Key, Repo, root_line, short, signers_yaml, trust_root
 
 from reconciler.cli import main
-from reconciler.errors import VerificationError
-from reconciler.trust.verify import (
+from reconciler.core.errors import VerificationError
+from reconciler.core.trust.verify import (
     CommitObject,
     CommitRecord,
     emergency_reason,

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pygit2
 
-from reconciler.trust.allowed_signers import TrustRoot, parse_allowed_signers
-from reconciler.trust.gitsource import verify_repository
-from reconciler.trust.sshsig import fingerprint
-from reconciler.trust.verify import RangeResult
+from reconciler.core.trust.allowed_signers import TrustRoot, parse_allowed_signers
+from reconciler.core.trust.gitsource import verify_repository
+from reconciler.core.trust.sshsig import fingerprint
+from reconciler.core.trust.verify import RangeResult
 
 BASE = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 BASE_TS = int(BASE.timestamp())

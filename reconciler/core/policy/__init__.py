@@ -49,10 +49,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Protocol
 
-from reconciler.errors import Mark, OutpostError, PolicyError
-from reconciler.findings import ERROR, WARNING, Finding
-from reconciler.loader import Document
-from reconciler.policy_facts import CEL_FUNCTIONS, site_status
+from reconciler.core.errors import Mark, OutpostError, PolicyError
+from reconciler.core.findings import ERROR, WARNING, Finding
+from reconciler.core.loader import Document
+from reconciler.core.policy._facts import CEL_FUNCTIONS, site_status
 
 OUTPOST_GROUP = "outpost"
 RESERVED_ANNOTATION = "outpost/source"
@@ -65,7 +65,7 @@ _SEVERITY = {"deny": ERROR, "warn": WARNING}
 
 
 class ObjectLike(Protocol):
-    """A rendered object as ``reconciler.render`` produces it."""
+    """A rendered object as ``reconciler.core.render`` produces it."""
 
     @property
     def body(self) -> dict[str, Any]: ...
@@ -150,7 +150,7 @@ class Policy:
         if self.site_types is not None and site_type not in self.site_types:
             return False
         if self.site_selector is not None:
-            from reconciler.model import selector_matches
+            from reconciler.core.model import selector_matches
 
             return selector_matches(self.site_selector, labels)
         return True
@@ -788,7 +788,7 @@ def check_site(
 
 def policy_documents(repo: Any) -> tuple[list[Document], list[Finding]]:
     """Load ``policies/*.yaml`` (not signers.yaml) one file at a time; broken files are findings."""
-    from reconciler.model import YAML_SUFFIXES
+    from reconciler.core.model import YAML_SUFFIXES
 
     documents: list[Document] = []
     findings: list[Finding] = []
@@ -913,13 +913,13 @@ def validate_policies(
         return [*findings, Finding.from_error(exc, rule=RULE_ENGINE)]
     findings.extend(policies.findings)
     if render is None:
-        from reconciler.render import render_site
+        from reconciler.core.render import render_site
 
         render = render_site
     cache = cache if cache is not None else PolicyCache()
     sites = list(site_ids if site_ids is not None else repo.site_ids)
 
-    from reconciler._fork import fork_map, workers_for
+    from reconciler.core._fork import fork_map, workers_for
 
     if workers is None:
         workers = workers_for(len(sites), PARALLEL_MIN_SITES)
@@ -954,7 +954,7 @@ _SHARDS_PER_WORKER = 4
 
 def _shards(sites: Sequence[str], workers: int) -> list[list[str]]:
     """Contiguous runs of ``sites``, a few per worker so a slow shard does not hold the rest."""
-    from reconciler._fork import contiguous
+    from reconciler.core._fork import contiguous
 
     return contiguous(sites, 1 if workers <= 1 else workers * _SHARDS_PER_WORKER)
 

@@ -286,8 +286,8 @@ def _vm_requests(obj: Mapping[str, Any], extended: dict[str, int], problems: lis
 
 def _device_resource(node: str, device: Mapping[str, Any]) -> str:
     """The resource name a device is offered under: render's naming (one source of truth)."""
-    from reconciler.model import Device
-    from reconciler.render import device_resource
+    from reconciler.core.model import Device
+    from reconciler.core.render import device_resource
 
     return device_resource(
         Device(

@@ -10,11 +10,11 @@ KubeVirt, ``_output`` for the byte-stable YAML/JSON.
 
 from __future__ import annotations
 
-from reconciler.model import selector_matches
-from reconciler.render._output import as_data, dump_yaml, to_json, to_yaml
-from reconciler.render._placement import node_labels
-from reconciler.render._site import render_site
-from reconciler.render._types import (
+from reconciler.core.model import selector_matches
+from reconciler.core.render._output import as_data, dump_yaml, to_json, to_yaml
+from reconciler.core.render._placement import node_labels
+from reconciler.core.render._site import render_site
+from reconciler.core.render._types import (
     CLUSTER_SCOPED_KINDS,
     KIND_ORDER,
     AppInstance,
@@ -24,7 +24,7 @@ from reconciler.render._types import (
     SecretRef,
     kind_rank,
 )
-from reconciler.render._vms import device_resource
+from reconciler.core.render._vms import device_resource
 
 __all__ = [
     "CLUSTER_SCOPED_KINDS",

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from reconciler.render._types import RenderedSite
+from reconciler.core.render._types import RenderedSite
 
 _WIDTH = 1 << 16
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from reconciler.errors import Mark, RenderError
-from reconciler.loader import Document, YamlDocument
+from reconciler.core.errors import Mark, RenderError
+from reconciler.core.loader import Document, YamlDocument
 
 PLACEHOLDER = re.compile(r"\$\$\{|\$\{([^{}]*)\}|\$\{")
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
@@ -121,7 +121,7 @@ def _validator(schema_text: str) -> Any:
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import SchemaError
 
-    from reconciler.schemas import compile_check
+    from reconciler.core.schemas import compile_check
 
     schema = json.loads(schema_text)
     try:

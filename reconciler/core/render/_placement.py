@@ -28,8 +28,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from reconciler.errors import Mark, RenderError
-from reconciler.model import Device, Hardware
+from reconciler.core.errors import Mark, RenderError
+from reconciler.core.model import Device, Hardware
 
 NODE_LABEL = "outpost/node"
 DEVICE_LABEL = "outpost/device.{type}"

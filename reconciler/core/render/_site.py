@@ -30,9 +30,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.errors import Mark, RenderError
-from reconciler.loader import Document, YamlDocument, parse_yaml
-from reconciler.model import (
+from reconciler.core.errors import Mark, RenderError
+from reconciler.core.loader import Document, YamlDocument, parse_yaml
+from reconciler.core.model import (
     App,
     AppAssignment,
     Repository,
@@ -40,7 +40,7 @@ from reconciler.model import (
     SiteId,
     selector_matches,
 )
-from reconciler.render._params import (
+from reconciler.core.render._params import (
     Layer,
     Scope,
     copy_data,
@@ -50,14 +50,14 @@ from reconciler.render._params import (
     used_parameters,
     validate_values,
 )
-from reconciler.render._patch import PatchError, json_patch, merge_patch
-from reconciler.render._placement import (
+from reconciler.core.render._patch import PatchError, json_patch, merge_patch
+from reconciler.core.render._placement import (
     check_requirements,
     node_labels,
     place,
     pod_template_metadata,
 )
-from reconciler.render._types import (
+from reconciler.core.render._types import (
     CLUSTER_SCOPED_KINDS,
     AppInstance,
     ObjectKey,
@@ -65,7 +65,7 @@ from reconciler.render._types import (
     RenderedSite,
     SecretRef,
 )
-from reconciler.render._vms import render_vm
+from reconciler.core.render._vms import render_vm
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 APP_NAME = "app.kubernetes.io/name"

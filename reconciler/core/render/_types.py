@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.errors import Mark
-from reconciler.loader import YamlDocument
-from reconciler.model import App, SiteId
+from reconciler.core.errors import Mark
+from reconciler.core.loader import YamlDocument
+from reconciler.core.model import App, SiteId
 
 # Kubernetes kinds whose objects have no namespace. Anything not listed is treated
 # as namespaced, which is what an unknown custom resource usually is.
@@ -177,7 +177,7 @@ class SecretRef:
     """A SOPS-encrypted ``v1 Secret`` of the site, named but not decrypted.
 
     Render never runs sops: the node decrypts these files into the apply set
-    (``reconciler.secrets.decrypt_site_secrets``); CI shows them redacted.
+    (``reconciler.core.secrets.decrypt_site_secrets``); CI shows them redacted.
     ``sha256`` is of the encrypted bytes, so a diff can say the file changed
     without knowing what it says.
     """

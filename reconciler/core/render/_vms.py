@@ -32,11 +32,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from reconciler.errors import RenderError
-from reconciler.loader import Document
-from reconciler.model import Device, Hardware
-from reconciler.render._placement import NODE_LABEL
-from reconciler.render._types import ObjectKey, RenderedObject
+from reconciler.core.errors import RenderError
+from reconciler.core.loader import Document
+from reconciler.core.model import Device, Hardware
+from reconciler.core.render._placement import NODE_LABEL
+from reconciler.core.render._types import ObjectKey, RenderedObject
 
 DEFAULT_NAMESPACE = "vms"
 USB_RESOURCE = "devices.kubevirt.io/usb-{vendor}-{product}"

@@ -43,7 +43,7 @@ Nothing here reads the clock: ``now``/``after`` are always arguments.
 
 from __future__ import annotations
 
-from reconciler.schedule._decide import (
+from reconciler.core.schedule._decide import (
     Apply,
     Decision,
     Prediction,
@@ -56,7 +56,7 @@ from reconciler.schedule._decide import (
     predict,
     wave_slot,
 )
-from reconciler.schedule._model import (
+from reconciler.core.schedule._model import (
     Change,
     FleetRollout,
     Freeze,
@@ -69,7 +69,7 @@ from reconciler.schedule._model import (
     WeeklyWindow,
     hash_bucket,
 )
-from reconciler.schedule._report import (
+from reconciler.core.schedule._report import (
     FORMATS,
     BlockSummary,
     DaySummary,
@@ -83,7 +83,7 @@ from reconciler.schedule._report import (
     summarize,
     to_json_data,
 )
-from reconciler.schedule._signed import (
+from reconciler.core.schedule._signed import (
     FleetDocument,
     SignedChange,
     SignedCommit,
@@ -93,7 +93,7 @@ from reconciler.schedule._signed import (
     signed_change,
     touched_apps,
 )
-from reconciler.schedule._zones import format_local, format_utc, load_zone, resolve
+from reconciler.core.schedule._zones import format_local, format_utc, load_zone, resolve
 
 __all__ = [
     "FORMATS",

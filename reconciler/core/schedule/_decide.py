@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from reconciler.schedule._model import (
+from reconciler.core.schedule._model import (
     Change,
     FleetRollout,
     Freeze,
@@ -45,7 +45,7 @@ from reconciler.schedule._model import (
     SpecDocument,
     WeeklyWindow,
 )
-from reconciler.schedule._zones import (
+from reconciler.core.schedule._zones import (
     DAY_TITLES,
     day_start,
     format_local,

@@ -2,7 +2,7 @@
 
 Every ``from_spec`` takes the plain ``spec`` dict of a document (as the loader
 produces it: timestamps and dates stay strings, but ``datetime``/``date``
-objects are accepted too) and raises :class:`~reconciler.errors.ValidationError`
+objects are accepted too) and raises :class:`~reconciler.core.errors.ValidationError`
 naming the key path (``spec.updateWindows[0].start``), what was expected and
 what was found. Pass ``mark=document.mark`` to attach ``file:line``.
 
@@ -23,8 +23,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from reconciler.errors import Mark, ValidationError
-from reconciler.schedule._zones import (
+from reconciler.core.errors import Mark, ValidationError
+from reconciler.core.schedule._zones import (
     DAYS,
     format_duration,
     load_zone,
@@ -159,7 +159,7 @@ class WeeklyWindow:
 
     A window belongs to the day it starts: ``{days: [sat], start: "22:00",
     duration: 6h}`` runs Saturday 22:00 to Sunday 04:00. ``start`` follows the
-    gap/overlap rule of :mod:`reconciler.schedule._zones` and ``duration`` is
+    gap/overlap rule of :mod:`reconciler.core.schedule._zones` and ``duration`` is
     elapsed time. Durations are capped at 7 days, above which a weekly window
     means nothing.
     """
@@ -551,7 +551,7 @@ class SiteCalendar:
     ``freezes`` holds the site's own freezes plus any fleet freezes the caller
     merged in with :meth:`with_freezes`: every fleet the site belongs to freezes
     it, not only the fleet whose change is being rolled out (whose freezes
-    :func:`~reconciler.schedule.decide` adds by itself). :func:`gate_inputs`
+    :func:`~reconciler.core.schedule.decide` adds by itself). :func:`gate_inputs`
     does this merge from documents.
     """
 

@@ -22,8 +22,8 @@ from datetime import UTC, date, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from reconciler.schedule._decide import Prediction
-from reconciler.schedule._zones import DAY_TITLES, require_aware
+from reconciler.core.schedule._decide import Prediction
+from reconciler.core.schedule._zones import DAY_TITLES, require_aware
 
 Format = Literal["text", "markdown", "json"]
 FORMATS: tuple[str, ...] = ("text", "markdown", "json")

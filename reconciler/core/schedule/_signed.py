@@ -16,7 +16,7 @@ guess. :func:`signed_change` is that single computation:
   ordinary one is an ordinary change: the newer content was not declared urgent.
 - **Which fleets' waves gate it.** A fleet whose own file changed, or one of
   whose apps (any path under ``apps/<app>/``) changed, in any counted commit;
-  :func:`~reconciler.schedule.gate_inputs` then picks the latest-opening one.
+  :func:`~reconciler.core.schedule.gate_inputs` then picks the latest-opening one.
   A change only to the site's own folder gates through no fleet's waves.
 
 Nothing here reads git or the clock: commits come in as plain records.
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from reconciler.schedule._model import Change
+from reconciler.core.schedule._model import Change
 
 __all__ = [
     "FleetDocument",
@@ -44,7 +44,7 @@ __all__ = [
 
 
 class SignedCommit(Protocol):
-    """One verified commit as the gate sees it (``reconciler.pipeline.Change`` is one)."""
+    """One verified commit as the gate sees it (``reconciler.node.pipeline.Change`` is one)."""
 
     @property
     def committed_at(self) -> datetime: ...
@@ -70,7 +70,7 @@ class _HasPath(Protocol):
 
 
 class FleetDocument(Protocol):
-    """What :func:`fleet_touched` needs of a loaded fleet (``reconciler.model.Fleet``)."""
+    """What :func:`fleet_touched` needs of a loaded fleet (``reconciler.core.model.Fleet``)."""
 
     @property
     def name(self) -> str: ...

@@ -22,16 +22,16 @@ Errors are ``SecretError`` naming the file (and line where there is one).
 
 from __future__ import annotations
 
-from reconciler.secrets._age import Identity, is_recipient, key_file_recipients, read_key_file
-from reconciler.secrets._check import (
+from reconciler.core.secrets._age import Identity, is_recipient, key_file_recipients, read_key_file
+from reconciler.core.secrets._check import (
     KEY_FILE_ENV,
     check_secrets,
     key_file_from_env,
     scan_tree,
     secrets_check,
 )
-from reconciler.secrets._files import EncryptedSecret, inspect
-from reconciler.secrets._manage import (
+from reconciler.core.secrets._files import EncryptedSecret, inspect
+from reconciler.core.secrets._manage import (
     KeyResult,
     encrypt_secret,
     init_site,
@@ -40,14 +40,14 @@ from reconciler.secrets._manage import (
     sync_site,
     write_sops_config,
 )
-from reconciler.secrets._node import (
+from reconciler.core.secrets._node import (
     REDACTED_PREFIX,
     decrypt_site_secrets,
     redact,
     redaction_key,
 )
-from reconciler.secrets._recipients import SOPS_CONFIG, SiteKeys, site_keys
-from reconciler.secrets._sops import ENCRYPTED_REGEX, Sops, find_sops
+from reconciler.core.secrets._recipients import SOPS_CONFIG, SiteKeys, site_keys
+from reconciler.core.secrets._sops import ENCRYPTED_REGEX, Sops, find_sops
 
 __all__ = [
     "ENCRYPTED_REGEX",

@@ -26,7 +26,7 @@ from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
-from reconciler.errors import Mark, SecretError
+from reconciler.core.errors import Mark, SecretError
 
 RECIPIENT_HRP = "age"
 IDENTITY_HRP = "age-secret-key-"

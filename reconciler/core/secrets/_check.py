@@ -25,12 +25,12 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from reconciler.errors import Mark, OutpostError
-from reconciler.findings import Finding
-from reconciler.model import SECRET_SUFFIXES, Repository
-from reconciler.secrets._age import read_key_file, short
-from reconciler.secrets._files import EncryptedSecret, Problem, inspect
-from reconciler.secrets._recipients import (
+from reconciler.core.errors import Mark, OutpostError
+from reconciler.core.findings import Finding
+from reconciler.core.model import SECRET_SUFFIXES, Repository
+from reconciler.core.secrets._age import read_key_file, short
+from reconciler.core.secrets._files import EncryptedSecret, Problem, inspect
+from reconciler.core.secrets._recipients import (
     SOPS_CONFIG,
     SiteKeys,
     compare_rule,
@@ -38,8 +38,8 @@ from reconciler.secrets._recipients import (
     recipient_owners,
     secrets_dir,
 )
-from reconciler.secrets._scan import in_config, scan_config, scan_key_material
-from reconciler.secrets._sops import Sops
+from reconciler.core.secrets._scan import in_config, scan_config, scan_key_material
+from reconciler.core.secrets._sops import Sops
 
 RULE = "secrets"
 KEY_FILE_ENV = "OUTPOST_AGE_KEY_FILE"
@@ -286,7 +286,7 @@ def scan_tree(repo: Repository, sites: Sequence[str]) -> list[Finding]:
     directory is scanned by forked workers in contiguous runs of paths; the
     findings come back in path order.
     """
-    from reconciler._fork import contiguous, fork_map, workers_for
+    from reconciler.core._fork import contiguous, fork_map, workers_for
 
     wanted = {f"sites/{s}/" for s in sites}
     tree = repo.tree

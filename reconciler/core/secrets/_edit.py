@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from reconciler.errors import DocumentError, Mark
+from reconciler.core.errors import DocumentError, Mark
 
 _Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # Keys that follow `sops` in the contract's order: the new line goes before the first present.

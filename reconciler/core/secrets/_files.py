@@ -23,10 +23,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.errors import Mark, OutpostError
-from reconciler.loader import YamlDocument, parse_yaml
-from reconciler.secrets._age import is_recipient
-from reconciler.secrets._sops import ENCRYPTED_REGEX
+from reconciler.core.errors import Mark, OutpostError
+from reconciler.core.loader import YamlDocument, parse_yaml
+from reconciler.core.secrets._age import is_recipient
+from reconciler.core.secrets._sops import ENCRYPTED_REGEX
 
 ENC_VALUE = re.compile(
     r"^ENC\[AES256_GCM,data:[A-Za-z0-9+/=]*,iv:[A-Za-z0-9+/=]+,tag:[A-Za-z0-9+/=]+,"

@@ -32,18 +32,18 @@ from typing import Any
 
 import yaml
 
-from reconciler.errors import DocumentError, Mark, SecretError
-from reconciler.model import SECRET_SUFFIXES, Repository
-from reconciler.secrets._age import (
+from reconciler.core.errors import DocumentError, Mark, SecretError
+from reconciler.core.model import SECRET_SUFFIXES, Repository
+from reconciler.core.secrets._age import (
     Identity,
     generate,
     key_file_text,
     short,
     write_key_file,
 )
-from reconciler.secrets._edit import set_value
-from reconciler.secrets._files import VALUE_FIELDS, inspect
-from reconciler.secrets._recipients import (
+from reconciler.core.secrets._edit import set_value
+from reconciler.core.secrets._files import VALUE_FIELDS, inspect
+from reconciler.core.secrets._recipients import (
     SOPS_CONFIG,
     SiteKeys,
     load_site_doc,
@@ -52,9 +52,9 @@ from reconciler.secrets._recipients import (
     site_keys,
     sops_config_text,
 )
-from reconciler.secrets._sops import Sops
-from reconciler.source import WorkdirTree
-from reconciler.state import atomic_write
+from reconciler.core.secrets._sops import Sops
+from reconciler.core.source import WorkdirTree
+from reconciler.node.state import atomic_write
 
 _Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _FILE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")

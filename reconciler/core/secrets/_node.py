@@ -38,13 +38,13 @@ from typing import Any
 
 import yaml
 
-from reconciler.errors import Mark, SecretError
-from reconciler.model import SECRET_SUFFIXES, Repository
-from reconciler.secrets._age import read_key_file, short
-from reconciler.secrets._files import VALUE_FIELDS, inspect
-from reconciler.secrets._recipients import SiteKeys, secrets_dir, site_keys
-from reconciler.secrets._sops import Sops
-from reconciler.source import Tree
+from reconciler.core.errors import Mark, SecretError
+from reconciler.core.model import SECRET_SUFFIXES, Repository
+from reconciler.core.secrets._age import read_key_file, short
+from reconciler.core.secrets._files import VALUE_FIELDS, inspect
+from reconciler.core.secrets._recipients import SiteKeys, secrets_dir, site_keys
+from reconciler.core.secrets._sops import Sops
+from reconciler.core.source import Tree
 
 log = logging.getLogger("reconciler.secrets")
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from reconciler.errors import Mark, OutpostError
-from reconciler.loader import Document
-from reconciler.model import Repository
-from reconciler.secrets._age import is_recipient
-from reconciler.secrets._files import Problem
-from reconciler.secrets._sops import ENCRYPTED_REGEX
+from reconciler.core.errors import Mark, OutpostError
+from reconciler.core.loader import Document
+from reconciler.core.model import Repository
+from reconciler.core.secrets._age import is_recipient
+from reconciler.core.secrets._files import Problem
+from reconciler.core.secrets._sops import ENCRYPTED_REGEX
 
 SOPS_CONFIG = ".sops.yaml"
 
@@ -153,7 +153,7 @@ def parse_sops_config(
     data: bytes, path: str = SOPS_CONFIG
 ) -> tuple[dict[str, tuple[str | None, tuple[str, ...], Mark]], list[Problem]]:
     """``.sops.yaml`` rules by path_regex: (encrypted_regex, age recipients, mark)."""
-    from reconciler.loader import parse_yaml
+    from reconciler.core.loader import parse_yaml
 
     problems: list[Problem] = []
     rules: dict[str, tuple[str | None, tuple[str, ...], Mark]] = {}

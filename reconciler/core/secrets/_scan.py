@@ -29,9 +29,9 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from reconciler.errors import Mark, OutpostError
-from reconciler.loader import YamlDocument, parse_yaml
-from reconciler.secrets._files import Problem
+from reconciler.core.errors import Mark, OutpostError
+from reconciler.core.loader import YamlDocument, parse_yaml
+from reconciler.core.secrets._files import Problem
 
 EXAMPLE_KEY_DIRS = ("tests/keys/",)
 CONFIG_DIRS = ("apps/", "fleets/", "sites/", "policies/", "deploy/")

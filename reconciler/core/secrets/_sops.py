@@ -32,7 +32,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from reconciler.errors import Mark, SecretError
+from reconciler.core.errors import Mark, SecretError
 
 log = logging.getLogger("reconciler.secrets")
 

@@ -24,11 +24,11 @@ Typical use (what ``outpost verify`` and the agent do)::
 
 from __future__ import annotations
 
-from reconciler.trust.allowed_signers import AllowedSigner, TrustRoot, parse_allowed_signers
-from reconciler.trust.gitsource import open_repository, read_range, resolve, verify_repository
-from reconciler.trust.rules import Signer, SignerRules, parse_signers
-from reconciler.trust.sshsig import PublicKey, fingerprint, parse_public_key_line
-from reconciler.trust.verify import (
+from reconciler.core.trust.allowed_signers import AllowedSigner, TrustRoot, parse_allowed_signers
+from reconciler.core.trust.gitsource import open_repository, read_range, resolve, verify_repository
+from reconciler.core.trust.rules import Signer, SignerRules, parse_signers
+from reconciler.core.trust.sshsig import PublicKey, fingerprint, parse_public_key_line
+from reconciler.core.trust.verify import (
     CommitObject,
     CommitRecord,
     RangeResult,

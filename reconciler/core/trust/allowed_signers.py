@@ -39,8 +39,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 
-from reconciler.errors import ConfigError, Mark, VerificationError
-from reconciler.trust.sshsig import PublicKey, check_supported, parse_public_key_line
+from reconciler.core.errors import ConfigError, Mark, VerificationError
+from reconciler.core.trust.sshsig import PublicKey, check_supported, parse_public_key_line
 
 __all__ = [
     "MAX_TRUST_ROOT_BYTES",

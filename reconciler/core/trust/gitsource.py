@@ -5,7 +5,7 @@ checkout: the raw commit object, the paths changed relative to each parent
 (a tree-to-tree diff, no rename detection, so a rename counts as the old and
 the new path), and each parent's ``policies/signers.yaml`` blob. Everything a
 trust decision depends on is then re-derived from those bytes by
-`reconciler.trust.verify`; this layer only fetches.
+`reconciler.core.trust.verify`; this layer only fetches.
 
 The walk is ``git rev-list last..candidate`` (libgit2's revwalk with the last
 applied commit hidden) and stops after ``max_commits + 1`` commits, so a huge
@@ -22,10 +22,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from reconciler.errors import SourceUnavailable
-from reconciler.trust.allowed_signers import TrustRoot
-from reconciler.trust.rules import SIGNERS_PATH
-from reconciler.trust.verify import (
+from reconciler.core.errors import SourceUnavailable
+from reconciler.core.trust.allowed_signers import TrustRoot
+from reconciler.core.trust.rules import SIGNERS_PATH
+from reconciler.core.trust.verify import (
     DEFAULT_MAX_COMMITS,
     DEFAULT_MAX_SKEW,
     CommitObject,

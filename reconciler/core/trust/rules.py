@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from reconciler.errors import DocumentError, Mark, OutpostError, VerificationError
-from reconciler.trust.sshsig import PublicKey, check_supported, parse_public_key_line
+from reconciler.core.errors import DocumentError, Mark, OutpostError, VerificationError
+from reconciler.core.trust.sshsig import PublicKey, check_supported, parse_public_key_line
 
 __all__ = [
     "EMPTY_RULES",
@@ -187,7 +187,7 @@ EMPTY_RULES = SignerRules()
 
 def _load(data: bytes, path: str) -> Any:
     """The one place signers.yaml is read as YAML: the shared loader (marks, caps, no aliases)."""
-    from reconciler.loader import load_documents
+    from reconciler.core.loader import load_documents
 
     return load_documents(data, path)[0]
 

@@ -49,7 +49,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from reconciler.errors import VerificationError
+from reconciler.core.errors import VerificationError
 
 __all__ = [
     "GIT_NAMESPACE",

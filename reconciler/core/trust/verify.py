@@ -1,7 +1,7 @@
 """The verification core: commit objects, the trust root and a clock reading in, verdicts out.
 
 Like python-tuf's ``TrustedMetadataSet``, this module does no I/O: the git layer
-(`reconciler.trust.gitsource`) hands it the raw commit objects of the range
+(`reconciler.core.trust.gitsource`) hands it the raw commit objects of the range
 (last applied, candidate], each with the paths it changes relative to each
 parent and the ``policies/signers.yaml`` bytes of each parent's tree. The core
 re-derives everything that matters for trust from the raw bytes itself — the
@@ -43,10 +43,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from reconciler.errors import VerificationError
-from reconciler.trust.allowed_signers import AllowedSigner, TrustRoot
-from reconciler.trust.rules import EMPTY_RULES, SIGNERS_PATH, SignerRules, parse_signers
-from reconciler.trust.sshsig import (
+from reconciler.core.errors import VerificationError
+from reconciler.core.trust.allowed_signers import AllowedSigner, TrustRoot
+from reconciler.core.trust.rules import EMPTY_RULES, SIGNERS_PATH, SignerRules, parse_signers
+from reconciler.core.trust.sshsig import (
     GIT_NAMESPACE,
     MAX_ARMORED_BYTES,
     SshSignature,

@@ -34,9 +34,9 @@ Drift on a tick with nothing new: ``manager.drift(applied_objects)``, then
 
 from __future__ import annotations
 
-from reconciler.apply.cluster import Cluster, Resource
-from reconciler.apply.health import Health, Status, health_of
-from reconciler.apply.manager import (
+from reconciler.node.apply.cluster import Cluster, Resource
+from reconciler.node.apply.health import Health, Status, health_of
+from reconciler.node.apply.manager import (
     INVENTORY_NAME,
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -53,7 +53,14 @@ from reconciler.apply.manager import (
     ResourceManager,
     Sleep,
 )
-from reconciler.apply.order import ObjectKey, key_of, keys_of, prune_order, sort_objects, stages
+from reconciler.node.apply.order import (
+    ObjectKey,
+    key_of,
+    keys_of,
+    prune_order,
+    sort_objects,
+    stages,
+)
 
 __all__ = [
     "INVENTORY_NAME",

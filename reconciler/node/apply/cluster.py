@@ -25,15 +25,15 @@ hand over an ``ApiClient`` (:meth:`Cluster.from_api_client`).
 Errors are normalised here (design rule: no third-party exception escapes its
 seam), split by what the agent should do next:
 
-- :class:`~reconciler.errors.ClusterUnavailable` (temporary, retry next
+- :class:`~reconciler.core.errors.ClusterUnavailable` (temporary, retry next
   tick): connection refused or reset, TLS failures, timeouts, 401 (the node's
   credentials are rejected — not the commit's fault), 408, 409 (a write race),
   429 and every 5xx, including webhooks that cannot be reached;
-- :class:`~reconciler.errors.ApplyError` (permanent for this input): every
+- :class:`~reconciler.core.errors.ApplyError` (permanent for this input): every
   other 4xx — an invalid object, an admission webhook or policy that denies it,
   RBAC that forbids it, a kind the cluster does not serve, a namespace that
   does not exist — with the object and the server's own message;
-- :class:`~reconciler.errors.ConfigError`: a kubeconfig that cannot be read.
+- :class:`~reconciler.core.errors.ConfigError`: a kubeconfig that cannot be read.
 
 Every request carries a timeout (connect and read); nothing waits forever.
 """
@@ -50,8 +50,8 @@ from urllib.parse import quote, urlencode
 
 import urllib3
 
-from reconciler.apply import kubeconfig
-from reconciler.errors import ApplyError, ClusterUnavailable, ConfigError
+from reconciler.core.errors import ApplyError, ClusterUnavailable, ConfigError
+from reconciler.node.apply import kubeconfig
 
 __all__ = ["Cluster", "Resource"]
 

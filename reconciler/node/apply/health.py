@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.apply.order import api_group
+from reconciler.node.apply.order import api_group
 
 __all__ = ["Health", "Status", "health_of", "needs_status"]
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from reconciler.errors import ConfigError
+from reconciler.core.errors import ConfigError
 
 __all__ = ["Endpoint", "read"]
 

@@ -69,21 +69,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from reconciler.apply.cluster import Cluster, Resource
-from reconciler.apply.health import Health, Status, health_of, needs_status
-from reconciler.apply.order import (
-    STAGE_CRDS,
-    ObjectKey,
-    key_of,
-    prune_order,
-    stages,
-)
-from reconciler.errors import (
+from reconciler.core.errors import (
     ApplyError,
     ClusterUnavailable,
     ConfigError,
     OutpostError,
     PermanentError,
+)
+from reconciler.node.apply.cluster import Cluster, Resource
+from reconciler.node.apply.health import Health, Status, health_of, needs_status
+from reconciler.node.apply.order import (
+    STAGE_CRDS,
+    ObjectKey,
+    key_of,
+    prune_order,
+    stages,
 )
 
 __all__ = [

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.errors import ApplyError
+from reconciler.core.errors import ApplyError
 
 __all__ = [
     "STAGE_NAMES",
