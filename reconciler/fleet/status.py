@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from reconciler.core.errors import PermanentError, SourceUnavailable
-from reconciler.node.state import write_json
+from reconciler.core.files import write_json
 
 __all__ = [
     "FLEET_STATUS_FILE",

@@ -79,8 +79,8 @@ from reconciler.core.errors import (
     PermanentError,
     SourceUnavailable,
 )
+from reconciler.core.files import atomic_write, write_json
 from reconciler.node.fetch import APPLIED_REF, BUNDLE_REF, CANDIDATE_REF, Mirror
-from reconciler.node.state import atomic_write, write_json
 
 __all__ = [
     "BUNDLE_SUFFIX",

@@ -1,6 +1,6 @@
 """The node's memory between ticks: what was applied, what failed, what the source offered.
 
-Every file here is written the way python-tuf persists metadata: a temporary
+Every file here is written by ``core.files`` the way python-tuf persists metadata: a temporary
 file in the same directory, ``fsync``, ``os.replace``, then ``fsync`` of the
 directory. A kill at any instant leaves either the old file or the new one,
 never a torn one, and the next tick converges from whichever it finds.
@@ -19,45 +19,19 @@ import errno
 import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from reconciler.core.errors import ConfigError
+from reconciler.core.files import atomic_write, write_json
 
 STATE_FILE = "state.json"
 STATUS_FILE = "status.json"
 METRICS_FILE = "outpost.prom"
 LOCK_FILE = "agent.lock"
 SCHEMA_VERSION = 1
-
-
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` so that readers see the old bytes or the new, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def write_json(path: Path, value: Any) -> None:
-    atomic_write(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
 
 
 @dataclass(frozen=True)

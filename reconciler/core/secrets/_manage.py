@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from reconciler.core.errors import DocumentError, Mark, SecretError
+from reconciler.core.files import atomic_write
 from reconciler.core.model import SECRET_SUFFIXES, Repository
 from reconciler.core.secrets._age import (
     Identity,
@@ -54,7 +55,6 @@ from reconciler.core.secrets._recipients import (
 )
 from reconciler.core.secrets._sops import Sops
 from reconciler.core.source import WorkdirTree
-from reconciler.node.state import atomic_write
 
 _Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _FILE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
