@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.core.commits import DEFAULT_MAX_COMMITS
 from reconciler.core.errors import ConfigError, DocumentError
 from reconciler.core.loader import load_document
 from reconciler.node.fetch import Credentials
 
 DEFAULT_HEALTH_DEADLINE = 300
 DEFAULT_STALE_AFTER = 3 * 24 * 3600
-DEFAULT_MAX_COMMITS = 1000
 
 
 def parse_duration(text: str, *, where: str) -> int:

@@ -23,25 +23,14 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
-from reconciler.core.errors import ConfigError, OutpostError, PolicyError, ValidationError
+from reconciler.core.commits import Change, paused_since
+from reconciler.core.errors import ConfigError, PolicyError, ValidationError
 from reconciler.core.findings import ERROR, Finding
 from reconciler.node.agent import Desired, GateDecision, Verified
 from reconciler.node.config import AgentConfig
 from reconciler.node.fetch import Mirror
 
-MAX_PAUSE_WALK = 2000
 NODE_LABEL_MANAGER = "outpost-placement"
-
-
-@dataclass(frozen=True)
-class Change:
-    """One verified commit of the range, as far as the gate cares."""
-
-    sha: str
-    committed_at: datetime
-    paths: frozenset[str]
-    emergency: bool
-    emergency_reason: str
 
 
 @dataclass(frozen=True)
@@ -223,33 +212,6 @@ class NodePipeline:
         if isinstance(decision, Wait):
             return GateDecision(False, decision.reason, decision.until)
         return GateDecision(True, decision.reason)
-
-
-def paused_since(git_repo: Any, revision: str, path: str) -> datetime | None:
-    """Committer time of the commit that set ``paused: true`` in ``path`` (first parents).
-
-    Shared by the node's gate and ``outpost schedule``: a pause stops the waves that had
-    not opened before this instant, so both must find the same commit.
-    """
-    import pygit2
-
-    from reconciler.core.loader import load_document
-
-    commit = git_repo[revision].peel(pygit2.Commit)
-    since: datetime | None = None
-    for _ in range(MAX_PAUSE_WALK):
-        try:
-            blob = git_repo[commit.tree[path].id].peel(pygit2.Blob)
-            paused = load_document(blob.data, path).spec.get("paused") is True
-        except (KeyError, ValueError, pygit2.GitError, OutpostError):
-            paused = False  # an unreadable version ends the pause as far as we can tell
-        if not paused:
-            return since
-        since = datetime.fromtimestamp(commit.commit_time, UTC)
-        if not commit.parents:
-            return since
-        commit = commit.parents[0]
-    return since
 
 
 def _short(revision: str | None) -> str:
