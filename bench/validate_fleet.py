@@ -10,7 +10,7 @@ process, so every figure includes imports and start-up as the CLI would:
   full       validate_tree over every site: files, schemas, references and every
              CEL policy (render + check), the figure the issue asks ≤ 30 s for;
   changed    one site's overrides edited in the working tree; the sites a change
-             since HEAD can affect (reconciler.core.validate.sites_changed_since when it
+             since HEAD can affect (reconciler.ci.validate.sites_changed_since when it
              is available, else git status + reconciler.ci.diff.affected_sites), then
              the same validation for those sites only (goal ≤ 2 s);
   ten-site   full validation of a 10-site repository, for "about the time of a
@@ -72,7 +72,7 @@ if phase == "changed":
     import subprocess
     from reconciler.core.model import Repository
     try:
-        from reconciler.core.validate import sites_changed_since
+        from reconciler.ci.validate import sites_changed_since
         sites = sites_changed_since(root, "HEAD")
         how = "sites_changed_since"
     except Exception:

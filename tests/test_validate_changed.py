@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.ci.validate import sites_changed_since
 from reconciler.cli import main
-from reconciler.core.validate import sites_changed_since
 
 CORPUS = Path(__file__).parent / "corpus"
 

@@ -37,17 +37,15 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from reconciler.ci.validate import validate_repository
     from reconciler.core.errors import OutpostError, SourceUnavailable
     from reconciler.core.findings import has_errors, render_findings
-    from reconciler.core.source import WorkdirTree
-    from reconciler.core.validate import extra_checks, sites_changed_since, validate_tree
 
-    root = Path(args.path)
+    today = None if args.no_policies else datetime.now(UTC).date()
     try:
-        tree = WorkdirTree(root)
-        sites = sites_changed_since(root, args.changed_since) if args.changed_since else None
-        today = None if args.no_policies else datetime.now(UTC).date()
-        findings = validate_tree(tree, extra=extra_checks(today=today), sites=sites)
+        findings = validate_repository(
+            Path(args.path), changed_since=args.changed_since, today=today
+        )
     except SourceUnavailable as exc:
         print(f"outpost validate: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -14,7 +14,8 @@ YAML has no fleets to check):
    device a VM or an app needs is declared in that site's hardware.
 
 Policies (CEL) and secrets add their own findings on top, through
-``validate_tree``'s ``extra`` checks, so this module stays about the format.
+``validate_tree``'s ``extra`` checks (CI's are ``ci.validate.extra_checks``), so
+this module stays about the format.
 """
 
 from __future__ import annotations
@@ -22,10 +23,8 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from functools import cache
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -617,51 +616,3 @@ def validate_tree(
 
 def site_ids_from(documents: Iterable[Document]) -> list[str]:
     return sorted({d.name for d in documents if d.kind == "Site"})
-
-
-def extra_checks(*, today: date | None = None) -> list[Check]:
-    """The checks that run on top of the format: secrets, then policies (CEL) if ``today``.
-
-    ``today`` decides which policy exemptions have expired; the caller reads the clock.
-    """
-    from reconciler.core.secrets import key_file_from_env, secrets_check
-
-    checks: list[Check] = [secrets_check(key_file_from_env())]
-    if today is not None:
-        from reconciler.core.policy import policy_check
-
-        checks.append(policy_check(today=today))
-    return checks
-
-
-def sites_changed_since(root: Any, rev: str) -> list[str]:
-    """Sites whose slice a change since ``rev`` can affect (working tree against ``rev``).
-
-    git answers which paths changed (the index's stat cache skips unchanged files,
-    so the cost follows the change, not the repository); ``diff.affected_sites``
-    maps paths to sites on both sides, so a site removed by the change is checked too.
-    """
-    import pygit2
-
-    from reconciler.ci.diff import affected_sites
-    from reconciler.core.errors import SourceUnavailable
-    from reconciler.core.source import CommitTree, WorkdirTree
-
-    try:
-        repo = pygit2.Repository(str(root))
-        base = repo.revparse_single(rev).peel(pygit2.Commit)
-        changed = {
-            path
-            for delta in base.tree.diff_to_index(repo.index).deltas
-            for path in (delta.old_file.path, delta.new_file.path)
-        }
-        changed |= {
-            path
-            for path, flags in repo.status().items()
-            if not flags & pygit2.enums.FileStatus.IGNORED
-        }
-    except (pygit2.GitError, KeyError, ValueError) as exc:
-        raise SourceUnavailable(f"--changed-since {rev}: {exc}") from None
-    head = Repository(WorkdirTree(Path(root)))
-    before = Repository(CommitTree(repo, str(base.id)))
-    return sorted(affected_sites(changed, before, head))
