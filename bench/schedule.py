@@ -332,7 +332,7 @@ def repository_benchmark(n: int, keep: Path | None) -> None:
             f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
         )
 
-        from reconciler.cli.schedule import schedule_change
+        from reconciler.ci.schedule import schedule_change
         from reconciler.core.schedule import render
 
         started = time.perf_counter()

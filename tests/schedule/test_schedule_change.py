@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reconciler.ci.schedule import SliceSources, schedule_change
 from reconciler.cli import main
-from reconciler.cli.schedule import SliceSources, schedule_change
 from reconciler.core.model import Repository, Site
 from reconciler.core.render import render_site
 from reconciler.core.schedule import SignedRange, changed_fleets, signed_change
