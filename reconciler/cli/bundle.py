@@ -51,7 +51,7 @@ def run_create(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from reconciler.core.errors import OutpostError
-    from reconciler.node.inbox import BundleError, create_bundle, manifest_path
+    from reconciler.fleet.bundle import BundleError, create_bundle, manifest_path
 
     out = Path(args.out)
     try:

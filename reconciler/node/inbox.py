@@ -6,22 +6,8 @@ trust stays the commit signature, which `trust` checks on the node exactly as
 for a fetched commit. The bundle and its manifest only have to get the bytes
 there intact; they are never a reason to trust anything.
 
-Workstation side — `create_bundle`:
-
-- a bundle of ``since..rev`` (or the whole history of ``rev``) made with the
-  ``git bundle create`` CLI. libgit2 (pygit2) can read bundles through a fetch
-  but cannot write them, so the operator's workstation needs git on PATH;
-- the operator's clone is never written to: the bundle is made in a throw-away
-  bare repository that borrows the clone's objects (``objects/info/alternates``)
-  and holds one ref, ``refs/heads/outpost/<site>``, at ``rev``. Any clone works,
-  whatever its branch names; a shallow clone is refused (its history is cut);
-- ``--since`` must be an ancestor of ``rev``: otherwise the plant could not
-  connect the bundle to what it has, and the operator learns it at the desk,
-  not at the plant;
-- ``<out>.manifest.json`` records site, from, to, the clock reading passed in,
-  the bundle's sha256 and size. The manifest is *not* signed: it catches a
-  truncated copy or a file swapped in transit, not a determined attacker (the
-  commit signatures do that).
+Workstation side — `create_bundle` — is ``reconciler.fleet.bundle``; it writes
+the format this module reads.
 
 Node side — `import_inbox` (called by the agent's tick, under its lock):
 
@@ -79,7 +65,7 @@ from reconciler.core.errors import (
     PermanentError,
     SourceUnavailable,
 )
-from reconciler.core.files import atomic_write, write_json
+from reconciler.core.files import atomic_write
 from reconciler.node.fetch import APPLIED_REF, BUNDLE_REF, CANDIDATE_REF, Mirror
 
 __all__ = [
@@ -95,7 +81,6 @@ __all__ = [
     "BundleManifest",
     "BundleResult",
     "Outcome",
-    "create_bundle",
     "import_bundle",
     "import_inbox",
     "parse_header",
@@ -348,29 +333,6 @@ def _node_env(home: Path) -> dict[str, str]:
     }
 
 
-def _workstation_env() -> dict[str, str]:
-    """The operator's environment minus variables that would point git elsewhere."""
-    drop = {
-        "GIT_DIR",
-        "GIT_WORK_TREE",
-        "GIT_INDEX_FILE",
-        "GIT_OBJECT_DIRECTORY",
-        "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-        "GIT_COMMON_DIR",
-        "GIT_NAMESPACE",
-        "GIT_CEILING_DIRECTORIES",
-        "GIT_REPLACE_REF_BASE",
-        "GIT_NO_REPLACE_OBJECTS",
-        "GIT_GRAFT_FILE",
-        "GIT_SHALLOW_FILE",
-    }
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    env["LC_ALL"] = "C"
-    env["GIT_TERMINAL_PROMPT"] = "0"
-    env["GIT_NO_REPLACE_OBJECTS"] = "1"  # a replace ref must not swap commits into a bundle
-    return env
-
-
 # Settings for every git run on the node: no hooks, no background gc while the
 # agent holds its lock, no FETCH_HEAD in the mirror.
 _NODE_CONFIG = (
@@ -411,144 +373,6 @@ def _git(
 def _stderr(proc: subprocess.CompletedProcess[str], limit: int = 600) -> str:
     text = " ".join(line.strip() for line in proc.stderr.splitlines() if line.strip())
     return text[:limit] or f"git exited with status {proc.returncode}"
-
-
-# -- workstation: create -----------------------------------------------------------
-
-
-def create_bundle(
-    repo_path: Path,
-    site: str,
-    since: str | None,
-    rev: str,
-    out: Path,
-    *,
-    now: datetime,
-    timeout: float = GIT_TIMEOUT,
-) -> BundleManifest:
-    """Write ``out`` (a git bundle of ``since..rev``, or all of ``rev`` when ``since`` is None)
-    and ``<out>.manifest.json``; return the manifest.
-
-    Needs the git CLI (libgit2 cannot write bundles). ``now`` is the clock reading for
-    ``created``. BundleError for unknown revisions, a ``since`` that is not an ancestor of
-    ``rev``, an empty range, a site the revision does not have, or a shallow clone.
-    """
-    if not _SITE.match(site):
-        raise BundleError(f"{site!r} is not a site id (lowercase letters, digits and '-')")
-    env = _workstation_env()
-    what = f"bundle for {site}"
-
-    def git(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = _git(["-C", str(repo_path), *args], env=env, timeout=timeout, what=what)
-        if check and proc.returncode != 0:
-            raise BundleError(f"{what}: git {args[0]} in {repo_path} failed: {_stderr(proc)}")
-        return proc
-
-    top = git("rev-parse", "--git-dir", check=False)
-    if top.returncode != 0:
-        raise BundleError(
-            f"{repo_path} is not a git repository (or cannot be read): {_stderr(top)}"
-        )
-    if git("rev-parse", "--is-shallow-repository").stdout.strip() == "true":
-        raise BundleError(
-            f"{repo_path} is a shallow clone: its history is cut, so a bundle from it could "
-            "not be connected on the plant; run `git fetch --unshallow` first"
-        )
-    to = _resolve(git, rev, "--rev")
-    start = _resolve(git, since, "--since") if since is not None else None
-    if git("cat-file", "-e", f"{to}:sites/{site}/site.yaml", check=False).returncode != 0:
-        raise BundleError(
-            f"revision {short(to)} has no sites/{site}/site.yaml: is {site!r} the right site id?"
-        )
-    if start is not None:
-        if start == to:
-            raise BundleError(
-                f"--since and --rev are the same commit {short(to)}: the plant already has "
-                "it, there is nothing to bundle"
-            )
-        ancestor = git("merge-base", "--is-ancestor", start, to, check=False)
-        if ancestor.returncode == 1:
-            raise BundleError(
-                f"--since {since} ({short(start)}) is not an ancestor of --rev {rev} "
-                f"({short(to)}): the plant could not connect such a bundle to the history it "
-                "has. Use the revision the plant runs (its status report names it), or --full"
-            )
-        if ancestor.returncode != 0:
-            raise BundleError(f"{what}: git merge-base failed: {_stderr(ancestor)}")
-    commits = int(
-        git("rev-list", "--count", to if start is None else f"{start}..{to}").stdout.strip()
-    )
-    object_format = git("rev-parse", "--show-object-format").stdout.strip() or "sha1"
-    objects = git("rev-parse", "--path-format=absolute", "--git-path", "objects").stdout.strip()
-    ref = f"{HEAD_REF_PREFIX}{site}"
-
-    out = out.absolute()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="outpost-bundle-") as scratch:
-        # A throw-away repository borrowing the clone's objects: the clone's refs,
-        # config and hooks are neither used nor touched.
-        temp = Path(scratch) / "export.git"
-        git_dir = ["--git-dir", str(temp)]
-
-        def scratch_git(*args: str) -> subprocess.CompletedProcess[str]:
-            proc = _git([*args], env=env, timeout=timeout, what=what)
-            if proc.returncode != 0:
-                raise BundleError(
-                    f"{what}: git {args[2] if len(args) > 2 else args[0]} failed: {_stderr(proc)}"
-                )
-            return proc
-
-        scratch_git("init", "--quiet", "--bare", f"--object-format={object_format}", str(temp))
-        (temp / "objects" / "info").mkdir(parents=True, exist_ok=True)
-        (temp / "objects" / "info" / "alternates").write_text(objects + "\n")
-        scratch_git(*git_dir, "update-ref", ref, to)
-        spec = [ref] if start is None else [ref, f"^{start}"]
-        scratch_git(
-            *git_dir,
-            "-c",
-            "core.hooksPath=/dev/null",
-            "bundle",
-            "create",
-            "--quiet",
-            str(out),
-            *spec,
-        )
-    digest, size = _hash_file(out)
-    manifest = BundleManifest(
-        site=site,
-        from_=start,
-        to=to,
-        created=now.astimezone(UTC).isoformat(),
-        sha256=digest,
-        size=size,
-        ref=ref,
-        commits=commits,
-    )
-    write_json(manifest_path(out), manifest.to_json())
-    return manifest
-
-
-def _resolve(git: Any, rev: str, option: str) -> str:
-    if not rev or rev.startswith("-"):
-        raise BundleError(f"{option} {rev!r} is not a revision")
-    proc = git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False)
-    commit = str(proc.stdout.strip())
-    if proc.returncode != 0 or not commit:
-        raise BundleError(
-            f"{option} {rev!r} does not name a commit in this clone (fetch it first, or "
-            "check the spelling)"
-        )
-    return commit
-
-
-def _hash_file(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 def manifest_path(bundle: Path) -> Path:

@@ -1,7 +1,7 @@
 """A signed copy of the example fleet, a plant's mirror and its inbox, for air-gap tests.
 
 Everything is real: keys from ssh-keygen, commits signed by git (``gpg.format=ssh``),
-bundles written by ``git bundle create`` through `reconciler.node.inbox.create_bundle`.
+bundles written by ``git bundle create`` through `reconciler.fleet.bundle.create_bundle`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from reconciler.fleet.bundle import BundleManifest, create_bundle
 from reconciler.node.fetch import Mirror
-from reconciler.node.inbox import BundleManifest, create_bundle
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_DIRS = ("sites", "fleets", "apps", "policies")

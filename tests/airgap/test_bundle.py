@@ -18,12 +18,12 @@ from hypothesis import strategies as st
 from reconciler.cli import main
 from reconciler.core.trust.allowed_signers import parse_allowed_signers
 from reconciler.core.trust.gitsource import verify_repository
+from reconciler.fleet.bundle import create_bundle
 from reconciler.node.fetch import APPLIED_REF, BUNDLE_REF, CANDIDATE_REF, Mirror
 from reconciler.node.inbox import (
     BundleError,
     BundleHeader,
     BundleManifest,
-    create_bundle,
     import_inbox,
     parse_header,
     read_manifest,
