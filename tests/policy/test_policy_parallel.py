@@ -13,7 +13,8 @@ import pytest
 from reconciler.core._fork import fork_map, workers_for
 from reconciler.core.errors import RenderError
 from reconciler.core.model import Repository
-from reconciler.core.policy import PolicyCache, _shards, validate_policies
+from reconciler.core.policy import PolicyCache, validate_policies
+from reconciler.core.policy._parallel import _shards
 from reconciler.core.source import WorkdirTree
 
 ROOT = Path(__file__).resolve().parents[2]

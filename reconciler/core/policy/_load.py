@@ -1,0 +1,314 @@
+"""Load ``kind: Policy`` documents: compile every expression once, report what does not load.
+
+A policy that does not load, an expression that does not compile and an expired
+exemption are findings at their file:line; no Policy documents at all is a PolicyError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from reconciler.core.errors import Mark, OutpostError, PolicyError
+from reconciler.core.findings import ERROR, WARNING, Finding
+from reconciler.core.loader import Document
+
+SITE_VARIABLES = ("site", "hardware", "app")
+
+_SEVERITY = {"deny": ERROR, "warn": WARNING}
+
+
+# --------------------------------------------------------------------------- model
+
+
+@dataclass(frozen=True)
+class Validation:
+    """One compiled CEL check; ``program`` is None when the expression did not compile."""
+
+    expression: str
+    mark: Mark
+    program: Any
+    message: str
+    message_program: Any = None
+
+
+@dataclass(frozen=True)
+class Exemption:
+    sites: frozenset[str] | None
+    apps: frozenset[str] | None
+    reason: str
+    expires: date | None
+    mark: Mark
+
+    def covers(self, site: str, app: str | None) -> bool:
+        if self.sites is not None and site not in self.sites:
+            return False
+        return self.apps is None or (app is not None and app in self.apps)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A loaded policy: what it matches, its compiled validations, who is exempt."""
+
+    name: str
+    doc: Document
+    index: int
+    severity: str
+    resources: tuple[tuple[frozenset[str], frozenset[str]], ...]
+    site_types: frozenset[str] | None
+    site_selector: Mapping[str, Any] | None
+    validations: tuple[Validation, ...]
+    exemptions: tuple[Exemption, ...]
+    uses: frozenset[str]
+
+    @property
+    def finding_severity(self) -> str:
+        return _SEVERITY.get(self.severity, ERROR)
+
+    def matches_kind(self, group: str, kind: str) -> bool:
+        return any(
+            (group in groups or "*" in groups) and (kind in kinds or "*" in kinds)
+            for groups, kinds in self.resources
+        )
+
+    def matches_site(self, site_type: str, labels: Mapping[str, str]) -> bool:
+        if self.site_types is not None and site_type not in self.site_types:
+            return False
+        if self.site_selector is not None:
+            from reconciler.core.model import selector_matches
+
+            return selector_matches(self.site_selector, labels)
+        return True
+
+    def exempt(self, site: str, app: str | None) -> bool:
+        return any(e.covers(site, app) for e in self.exemptions)
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """The loaded policies and the findings loading produced (compile errors, stale exemptions)."""
+
+    policies: tuple[Policy, ...]
+    findings: tuple[Finding, ...] = ()
+    _by_kind: dict[tuple[str, str], tuple[Policy, ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def for_kind(self, group: str, kind: str) -> tuple[Policy, ...]:
+        key = (group, kind)
+        found = self._by_kind.get(key)
+        if found is None:
+            found = tuple(p for p in self.policies if p.matches_kind(group, kind))
+            self._by_kind[key] = found
+        return found
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _compile(expression: str) -> tuple[Any, str | None]:
+    """Compile one expression; (program, None) or (None, the compiler's words)."""
+    import cel
+
+    try:
+        return cel.compile(expression), None
+    except Exception as exc:  # the cel seam: nothing of the binding's escapes
+        return None, str(exc).strip()
+
+
+def _references(program: Any) -> frozenset[str]:
+    try:
+        return frozenset(str(v) for v in program.variables())
+    except Exception:  # a binding without static analysis: assume everything is used
+        return frozenset(SITE_VARIABLES)
+
+
+def _strings(value: Any) -> frozenset[str] | None:
+    if not isinstance(value, list):
+        return None
+    return frozenset(str(v) for v in value)
+
+
+def _parse_date(value: Any) -> date | None:
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
+
+
+def load_policy(doc: Document, index: int, *, today: date) -> tuple[Policy | None, list[Finding]]:
+    """One Policy document → (Policy, findings). A policy too broken to run is (None, errors)."""
+    name = doc.name or doc.path
+    findings: list[Finding] = []
+
+    def add(mark: Mark, message: str, severity: str = ERROR) -> None:
+        findings.append(Finding.at(mark, message, severity=severity, rule=name))
+
+    spec = doc.spec
+    severity = spec.get("severity", "deny")
+    if severity not in _SEVERITY:
+        add(doc.mark("spec", "severity"), f"severity is {severity!r}; expected deny or warn")
+        severity = "deny"
+    match = spec.get("match") if isinstance(spec.get("match"), dict) else {}
+    assert isinstance(match, dict)
+    resources: list[tuple[frozenset[str], frozenset[str]]] = []
+    for entry in match.get("resources") or []:
+        if isinstance(entry, dict):
+            groups = _strings(entry.get("apiGroups")) or frozenset()
+            kinds = _strings(entry.get("kinds")) or frozenset()
+            resources.append((groups, kinds))
+    if not resources:
+        add(
+            doc.mark("spec", "match"),
+            "match.resources is empty, so the policy would check nothing; list the API groups "
+            'and kinds it applies to (group "outpost" for Site, Hardware, App, VirtualMachine)',
+        )
+    selector = match.get("siteSelector")
+    validations: list[Validation] = []
+    uses: set[str] = set()
+    raw = spec.get("validations")
+    if not isinstance(raw, list) or not raw:
+        add(
+            doc.mark("spec", "validations"), "the policy has no validations; it would pass anything"
+        )
+        raw = []
+    for i, entry in enumerate(raw):
+        entry = entry if isinstance(entry, dict) else {}
+        expression = entry.get("expression")
+        mark = doc.mark("spec", "validations", i, "expression")
+        if not isinstance(expression, str) or not expression.strip():
+            add(mark, f"validations[{i}] has no expression")
+            continue
+        program, error = _compile(expression)
+        if program is None:
+            add(
+                mark,
+                f"validations[{i}].expression does not compile, so this check cannot pass: {error}",
+            )
+        else:
+            uses |= _references(program)
+        message = entry.get("message")
+        message_program = None
+        source = entry.get("messageExpression")
+        if isinstance(source, str) and source.strip():
+            message_program, error = _compile(source)
+            if message_program is None:
+                add(
+                    doc.mark("spec", "validations", i, "messageExpression"),
+                    f"validations[{i}].messageExpression does not compile: {error}",
+                )
+            else:
+                uses |= _references(message_program)
+        validations.append(
+            Validation(
+                expression=expression,
+                mark=mark,
+                program=program,
+                message=message
+                if isinstance(message, str) and message
+                else f"failed: {expression.strip()}",
+                message_program=message_program,
+            )
+        )
+    exemptions: list[Exemption] = []
+    for i, entry in enumerate(spec.get("exemptions") or []):
+        if not isinstance(entry, dict):
+            continue
+        mark = doc.mark("spec", "exemptions", i)
+        expires = _parse_date(entry.get("expires"))
+        sites, apps = _strings(entry.get("sites")), _strings(entry.get("apps"))
+        if sites is None and apps is None:
+            add(mark, f"exemptions[{i}] names neither sites nor apps; it would exempt nothing")
+            continue
+        if expires is not None and expires < today:
+            who = ", ".join(sorted((sites or frozenset()) | (apps or frozenset())))
+            add(
+                doc.mark("spec", "exemptions", i, "expires"),
+                f"exemption for {who} expired on {expires.isoformat()} "
+                f"({entry.get('reason', 'no reason given')}); the policy applies to them again — "
+                "fix the objects and remove the exemption, or renew it with a new date",
+                severity=WARNING,
+            )
+            continue
+        exemptions.append(Exemption(sites, apps, str(entry.get("reason", "")), expires, mark))
+    if not resources or not validations:
+        return None, findings
+    site_types = _strings(match.get("siteTypes"))
+    policy = Policy(
+        name=name,
+        doc=doc,
+        index=index,
+        severity=str(severity),
+        resources=tuple(resources),
+        site_types=site_types,
+        site_selector=selector if isinstance(selector, dict) else None,
+        validations=tuple(validations),
+        exemptions=tuple(exemptions),
+        uses=frozenset(uses) & frozenset(SITE_VARIABLES),
+    )
+    return policy, findings
+
+
+def load_policies(documents: Sequence[Document], *, today: date) -> PolicySet:
+    """Compile every Policy document once. Raises PolicyError when there are none (fail closed)."""
+    if not documents:
+        raise PolicyError(
+            "no policies found (policies/*.yaml with kind: Policy); without policies nothing "
+            "would be checked, so validation refuses to pass — restore the policies folder",
+            mark=Mark("policies"),
+        )
+    policies: list[Policy] = []
+    findings: list[Finding] = []
+    seen: dict[str, Mark] = {}
+    for doc in documents:
+        if doc.kind != "Policy":
+            findings.append(
+                Finding.at(
+                    doc.mark("kind"), f"expected kind Policy, found {doc.kind!r}", rule="file"
+                )
+            )
+            continue
+        if doc.name in seen:
+            findings.append(
+                Finding.at(
+                    doc.mark("metadata", "name"),
+                    f"policy name {doc.name!r} is already used at {seen[doc.name]}; "
+                    "findings name the policy, so names must be unique",
+                    rule=doc.name,
+                )
+            )
+            continue
+        seen[doc.name] = doc.mark("metadata", "name")
+        policy, problems = load_policy(doc, len(policies), today=today)
+        findings.extend(problems)
+        if policy is not None:
+            policies.append(policy)
+    return PolicySet(tuple(policies), tuple(findings))
+
+
+def policy_documents(repo: Any) -> tuple[list[Document], list[Finding]]:
+    """Load ``policies/*.yaml`` (not signers.yaml) one file at a time; broken files are findings."""
+    from reconciler.core.model import YAML_SUFFIXES
+
+    documents: list[Document] = []
+    findings: list[Finding] = []
+    try:
+        paths = repo.tree.files("policies")
+    except OutpostError as exc:
+        return [], [Finding.from_error(exc, rule="file")]
+    for path in paths:
+        if path.count("/") != 1 or not path.endswith(YAML_SUFFIXES):
+            continue
+        if path.rsplit("/", 1)[1].rsplit(".", 1)[0] == "signers":
+            continue
+        try:
+            documents.append(repo.document(path, "Policy"))
+        except OutpostError as exc:
+            findings.append(Finding.from_error(exc, rule="file"))
+    return documents, findings
