@@ -16,6 +16,7 @@ lint:
 	ruff check .
 	ruff format --check reconciler
 	mypy
+	lint-imports
 
 test: install cluster lint
 	$(PYTHON) -m pytest -q
