@@ -394,6 +394,33 @@ def diff(
     )
 
 
+def diff_revisions(repo_dir: str, base: str, head: str | None) -> SiteDiffs:
+    """``diff`` of the commit ``base`` against ``head`` (None: the working tree at ``repo_dir``).
+
+    With two commits the changed paths come from git's tree diff. Raises OutpostError
+    (SourceUnavailable for a directory outside git or an unknown revision).
+    """
+    from pathlib import Path
+
+    import pygit2
+
+    from reconciler.core.errors import SourceUnavailable
+    from reconciler.core.source import CommitTree, WorkdirTree
+
+    found = pygit2.discover_repository(repo_dir)
+    if found is None:
+        raise SourceUnavailable(f"{repo_dir} is not inside a git repository")
+    git_repo = pygit2.Repository(found)
+    base_tree = CommitTree(git_repo, base)
+    if head is None:
+        head_tree: Any = WorkdirTree(Path(repo_dir))
+        changed = None
+    else:
+        head_tree = CommitTree(git_repo, head)
+        changed = changed_paths_between_commits(git_repo, base, head)
+    return diff(Repository(base_tree), Repository(head_tree), changed=changed)
+
+
 # -- output -----------------------------------------------------------------------------------
 
 

@@ -30,29 +30,12 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import pygit2
-
     from reconciler.ci.diff import FORMATS as RENDERERS
-    from reconciler.ci.diff import changed_paths_between_commits, diff
-    from reconciler.core.errors import OutpostError, SourceUnavailable
-    from reconciler.core.model import Repository
-    from reconciler.core.source import CommitTree, WorkdirTree
+    from reconciler.ci.diff import diff_revisions
+    from reconciler.core.errors import OutpostError
 
     try:
-        found = pygit2.discover_repository(args.repo)
-        if found is None:
-            raise SourceUnavailable(f"{args.repo} is not inside a git repository")
-        git_repo = pygit2.Repository(found)
-        base = CommitTree(git_repo, args.base)
-        if args.head is None:
-            head_tree: Any = WorkdirTree(Path(args.repo))
-            changed = None
-        else:
-            head_tree = CommitTree(git_repo, args.head)
-            changed = changed_paths_between_commits(git_repo, args.base, args.head)
-        result = diff(Repository(base), Repository(head_tree), changed=changed)
+        result = diff_revisions(args.repo, args.base, args.head)
     except OutpostError as exc:
         print(f"outpost diff: {exc}", file=sys.stderr)
         return EXIT_ERROR
