@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Any
 
-from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK
+from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
 
 
 def register(subparsers: Any) -> None:
@@ -20,6 +20,10 @@ def register(subparsers: Any) -> None:
         "bundle",
         help="carry signed history to an air-gapped plant as a git bundle",
         description="Make git bundles that an air-gapped plant's agent imports from its inbox.",
+        epilog=example(
+            "outpost bundle create --site cz-ova-plant --since 3f2c1a9 --trust allowed_signers "
+            "plant.bundle"
+        ),
     )
     commands = parser.add_subparsers(dest="bundle_command", metavar="COMMAND", required=True)
     create = commands.add_parser(
@@ -41,7 +45,7 @@ def register(subparsers: Any) -> None:
         "--full", action="store_true", help="the whole history of --rev (a first install)"
     )
     create.add_argument("--rev", default="HEAD", metavar="REV", help="bundle up to this revision")
-    create.add_argument("--repo", default=".", metavar="DIR", help="a clone (default: .)")
+    add_repo_argument(create)
     create.add_argument("out", metavar="OUT", help="the bundle file to write, e.g. plant.bundle")
     create.set_defaults(func=run_create)
 

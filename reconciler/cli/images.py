@@ -15,7 +15,7 @@ import json
 import sys
 from typing import Any
 
-from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK
+from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
 
 FORMATS = ("text", "json")
 
@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("site", metavar="SITE", help="site id (the folder name under sites/)")
     parser.add_argument("--rev", metavar="REV", help="git revision to read (default: working tree)")
-    parser.add_argument("--repo", default=".", metavar="DIR", help="repository root (default: .)")
+    add_repo_argument(parser)
     parser.add_argument("-o", "--output", choices=FORMATS, default="text", help="output format")
     parser.set_defaults(func=run)
 

@@ -52,7 +52,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK
+from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
 
 if TYPE_CHECKING:
     from reconciler.model import Repository, Site
@@ -75,8 +75,13 @@ def register(subparsers: Any) -> None:
             "by day. Exit 0 on success, 1 when --trust-root refuses the range, 2 on "
             "unreadable documents, revisions or arguments."
         ),
+        epilog=example(
+            "outpost schedule --repo . --base origin/main -o markdown",
+            "outpost schedule --site de-muc-0007 --from 2026-12-24T08:00:00Z",
+            'outpost schedule --base origin/main --emergency "CVE-2026-1234 hotfix"',
+        ),
     )
-    parser.add_argument("path", nargs="?", default=".", help="repository root (default: .)")
+    add_repo_argument(parser, positional_alias=True)
     parser.add_argument(
         "--site", action="append", dest="sites", metavar="ID", help="only this site (repeatable)"
     )
@@ -111,7 +116,7 @@ def register(subparsers: Any) -> None:
         help="with --head: verify base..head against this allowed_signers file as a node "
         "would, so only root-signed emergency trailers count",
     )
-    parser.add_argument("-o", "--output", choices=_FORMATS, default="text")
+    parser.add_argument("-o", "--output", choices=_FORMATS, default="text", help="output format")
     parser.set_defaults(func=run)
 
 
@@ -166,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
         return _usage("--trust-root checks the commits of base..head; give --head")
     try:
         result = schedule_change(
-            Path(args.path),
+            Path(args.repo),
             args.base,
             args.head,
             start=start,
@@ -203,7 +208,7 @@ def _run_tree(args: argparse.Namespace, start: datetime, zone: Any) -> int:
     from reconciler.schedule import Change, gate_inputs, predict, render
     from reconciler.source import WorkdirTree
 
-    repo = Repository(WorkdirTree(Path(args.path)))
+    repo = Repository(WorkdirTree(Path(args.repo)))
     site_ids = list(args.sites) if args.sites else list(repo.site_ids)
     change = Change(
         start, emergency=args.emergency is not None, emergency_reason=args.emergency or ""

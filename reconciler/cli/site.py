@@ -7,21 +7,32 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK
+from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("site", help="manage site folders")
+    parser = subparsers.add_parser(
+        "site",
+        help="manage site folders",
+        description="Manage the site folders under sites/.",
+        epilog=example("outpost site new de-dre-0301 --fleet retail-eu --timezone Europe/Berlin"),
+    )
     site_sub = parser.add_subparsers(dest="site_command", metavar="SUBCOMMAND", required=True)
     new = site_sub.add_parser(
         "new",
         help="scaffold sites/ID/ (site.yaml, hardware.yaml) for a fleet",
-        description="Write sites/ID/site.yaml and hardware.yaml; they validate as written.",
+        description=(
+            "Write sites/ID/site.yaml and hardware.yaml. Values only the site's people know "
+            "(node name, machine id) are written as REPLACE-ME placeholders that fail "
+            "`outpost validate` until they are filled in; a time zone taken from the fleet "
+            "instead of --timezone is marked as a guess."
+        ),
+        epilog=example("outpost site new de-dre-0301 --fleet retail-eu --timezone Europe/Berlin"),
     )
     new.add_argument("site_id", metavar="ID")
     new.add_argument("--fleet", required=True, help="the fleet the site joins")
     new.add_argument("--timezone", help="IANA time zone (default: the fleet's most common)")
-    new.add_argument("--repo", default=".", help="repository root (default: .)")
+    add_repo_argument(new)
     new.set_defaults(func=run_new)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import __version__
-from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK
+from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
 
 FORMATS = ("text", "json", "github", "sarif")
 
@@ -19,11 +19,14 @@ def register(subparsers: Any) -> None:
         "validate",
         help="check every document against its schema, its references and the policies",
         description=(
-            "Validate the repository at PATH (default: the current directory). "
+            "Validate the repository at --repo (default: the current directory). "
             "Exit 0 when clean, 1 when there are error findings, 2 on usage or I/O errors."
         ),
+        epilog=example(
+            "outpost validate --repo . --changed-since origin/main -o github",
+        ),
     )
-    parser.add_argument("path", nargs="?", default=".", help="repository root (default: .)")
+    add_repo_argument(parser, positional_alias=True)
     parser.add_argument("-o", "--output", choices=FORMATS, default="text", help="output format")
     parser.add_argument(
         "--changed-since",
@@ -42,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from reconciler.source import WorkdirTree
     from reconciler.validate import extra_checks, sites_changed_since, validate_tree
 
-    root = Path(args.path)
+    root = Path(args.repo)
     try:
         tree = WorkdirTree(root)
         sites = sites_changed_since(root, args.changed_since) if args.changed_since else None
