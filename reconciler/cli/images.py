@@ -27,12 +27,23 @@ def register(subparsers: Any) -> None:
         description=(
             "Render SITE's slice from the working tree at --repo, or from the commit --rev, "
             "and list every container image and KubeVirt VM disk image it uses, sorted and "
-            "deduplicated. Exit 0 when every image is pinned by digest, 1 when one is not, "
-            "2 when the site cannot be rendered or on usage/I/O errors."
+            "deduplicated. With --since REV, only the images the change since REV adds (what "
+            "a bundle created with the same --since needs mirrored: the plant has the rest). "
+            "Exit 0 when every image is pinned by digest, 1 when one is not, 2 when the site "
+            "cannot be rendered or on usage/I/O errors."
+        ),
+        epilog=example(
+            "outpost images cz-ova-plant --rev HEAD",
+            "outpost images cz-ova-plant --since 3f2c1a9 --rev HEAD | xargs -n1 skopeo copy …",
         ),
     )
     parser.add_argument("site", metavar="SITE", help="site id (the folder name under sites/)")
     parser.add_argument("--rev", metavar="REV", help="git revision to read (default: working tree)")
+    parser.add_argument(
+        "--since",
+        metavar="REV",
+        help="only images not already used at REV (the revision the plant runs)",
+    )
     add_repo_argument(parser)
     parser.add_argument("-o", "--output", choices=FORMATS, default="text", help="output format")
     parser.set_defaults(func=run)
@@ -41,21 +52,27 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from reconciler.cli.render import open_tree
     from reconciler.errors import OutpostError
-    from reconciler.images import site_images
+    from reconciler.images import new_images, site_images
     from reconciler.model import Repository
     from reconciler.render import render_site
 
     try:
         repo = Repository(open_tree(args.repo, args.rev))
         rendered = render_site(repo, args.site)
+        images = site_images(rendered)
+        if args.since:
+            old = Repository(open_tree(args.repo, args.since))
+            # A site that did not exist at --since needs every image of its slice.
+            before = site_images(render_site(old, args.site)) if args.site in old.site_ids else []
+            images = new_images(before, images)
     except OutpostError as exc:
         print(f"outpost images: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    images = site_images(rendered)
     if args.output == "json":
         document = {
             "site": args.site,
             "revision": rendered.revision,
+            "since": args.since,
             "images": [image.to_json() for image in images],
         }
         sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
