@@ -60,8 +60,32 @@ def run_new(args: argparse.Namespace) -> int:
     findings = [
         f for f in validate_tree(WorkdirTree(root)) if f.path.startswith(f"sites/{args.site_id}/")
     ]
-    if has_errors(findings):
-        sys.stderr.write(format_text(findings))
+    other = [f for f in findings if f.rule != "placeholder"]
+    if has_errors(other):
+        sys.stderr.write(format_text(other))
         return EXIT_FINDINGS
-    print(f"sites/{args.site_id}/ validates; fill in the lines marked TODO before you commit")
+    print(next_steps(args.site_id, args.repo, findings))
     return EXIT_OK
+
+
+def next_steps(site_id: str, repo: str, findings: list[Any]) -> str:
+    """What the operator does next, in order, with the commands."""
+    left = [f for f in findings if f.rule == "placeholder"]
+    repo_arg = "" if repo == "." else f" --repo {repo}"
+    steps = []
+    if left:
+        where = ", ".join(dict.fromkeys(f"{f.path}:{f.line}" for f in left))
+        steps.append(
+            f"Replace the {len(left)} REPLACE-ME placeholder line(s) ({where}); "
+            "`outpost validate` fails until you do. The node name must be the name the site's "
+            "cluster gives its node (`kubectl get nodes` there)."
+        )
+    steps += [
+        "Check the time zone and update windows in site.yaml (a GUESSED zone is marked).",
+        f"outpost secrets init-site {site_id} --key-out {site_id}.agekey{repo_arg}"
+        "   # the site's age key; enrollment installs it on the node",
+        f"outpost validate{repo_arg}, then a signed commit (git commit -S) and a pull request",
+        f"On the node: install outpost and write /etc/outpost/agent.yaml with site: {site_id}"
+        " (see deploy/agent.yaml and the README's 'On a node')",
+    ]
+    return "\n".join(["", "Next steps:", *(f"  {i}. {s}" for i, s in enumerate(steps, 1))])

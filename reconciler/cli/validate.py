@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from reconciler.errors import OutpostError, SourceUnavailable
     from reconciler.findings import has_errors, render_findings
     from reconciler.source import WorkdirTree
-    from reconciler.validate import extra_checks, sites_changed_since, validate_tree
+    from reconciler.validate import coverage, extra_checks, sites_changed_since, validate_tree
 
     root = Path(args.repo)
     try:
@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         sites = sites_changed_since(root, args.changed_since) if args.changed_since else None
         today = None if args.no_policies else datetime.now(UTC).date()
         findings = validate_tree(tree, extra=extra_checks(today=today), sites=sites)
+        checked = coverage(tree, sites=sites, policies=not args.no_policies)
     except SourceUnavailable as exc:
         print(f"outpost validate: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -58,4 +59,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"outpost validate: {exc}", file=sys.stderr)
         return EXIT_ERROR
     sys.stdout.write(render_findings(findings, args.output, version=__version__))
+    if args.output == "text":
+        print(checked)
     return EXIT_FINDINGS if has_errors(findings) else EXIT_OK
