@@ -92,8 +92,9 @@ def register(subparsers: Any) -> None:
             "write sites/SITE/secrets/<name>.sops.yaml. The plaintext never touches the tree."
         ),
         epilog=example(
-            "kubectl create secret generic pos-db --from-literal=password=… "
-            "--dry-run=client -o yaml | outpost secrets encrypt de-muc-0007"
+            "outpost secrets encrypt de-muc-0007 --from /run/user/1000/pos-db.yaml",
+            "outpost secrets encrypt de-muc-0007 < <(kubectl create secret generic pos-db "
+            "--from-literal=password=… --dry-run=client -o yaml)",
         ),
     )
     encrypt.add_argument("site_id", metavar="SITE")
