@@ -58,7 +58,9 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["--version"])
     assert exited.value.code == 0
-    assert capsys.readouterr().out.strip() == f"outpost {__version__} (outpost-gitops {__version__})"
+    assert (
+        capsys.readouterr().out.strip() == f"outpost {__version__} (outpost-gitops {__version__})"
+    )
 
 
 # -- the repository is --repo everywhere -------------------------------------------------
@@ -161,7 +163,6 @@ def _bash_complete(script: str, line: str) -> list[str]:
     return [w for w in done.stdout.splitlines() if w]
 
 
-@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
 def test_bash_completion(capsys: pytest.CaptureFixture[str]) -> None:
     script = _script("bash", capsys)
     assert _bash_complete(script, "outpost fl") == ["fleet"]
@@ -181,7 +182,7 @@ def test_bash_completion(capsys: pytest.CaptureFixture[str]) -> None:
 def _zsh_complete(script: str, line: str) -> list[str]:
     words = line.split(" ")
     program = (
-        "compadd() { [[ $1 == -- ]] && shift; print -l -- \"$@\"; }\n"
+        'compadd() { [[ $1 == -- ]] && shift; print -l -- "$@"; }\n'
         "_files() { print -- '<files>'; }\n"
         "compdef() { :; }\n"
         f"{script}\n"
@@ -195,7 +196,6 @@ def _zsh_complete(script: str, line: str) -> list[str]:
     return [w for w in done.stdout.splitlines() if w]
 
 
-@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed (.ci/run installs it)")
 def test_zsh_completion(capsys: pytest.CaptureFixture[str]) -> None:
     script = _script("zsh", capsys)
     assert script.startswith("#compdef outpost")
