@@ -277,7 +277,7 @@ class Agent:
         if candidate in state.refused:
             report.outcome = "refused"
             report.pending = candidate
-            report.pending_reason = state.refused[candidate]
+            report.pending_reason = _refused_reason(state.refused[candidate])
             return state
         if candidate in state.failed:
             report.outcome = "failed-before"
@@ -299,10 +299,7 @@ class Agent:
             refused[candidate] = str(exc)
             report.outcome = "refused"
             report.pending = candidate
-            report.pending_reason = (
-                f"{exc}; this commit is never retried: commit a fix on top of it, signed by "
-                "a signer allowed to change those paths"
-            )
+            report.pending_reason = _refused_reason(str(exc))
             self._error(report, str(exc))
             log.error("candidate refused", extra={"revision": candidate, "error": str(exc)})
             return state.with_(refused=_bounded(refused))
@@ -494,6 +491,14 @@ class _Refused:
 
     reason: str
     healthy: bool = False
+
+
+def _refused_reason(reason: str) -> str:
+    """Why a candidate is refused, and what to do: it is never retried."""
+    return (
+        f"{reason}; this commit is never retried: commit a fix on top of it, signed by a "
+        "signer allowed to change those paths"
+    )
 
 
 def _bounded(refused: dict[str, str], limit: int = 50) -> dict[str, str]:
