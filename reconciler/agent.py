@@ -385,9 +385,10 @@ class Agent:
     ) -> AgentState:
         """No last good revision to go back to: prune what the failed install applied.
 
-        Prune deletes only objects labelled as this site's (and not marked
-        ``outpost.io/prune: disabled``), so nothing the install did not create goes.
-        What is not deleted is listed in the status as ``leftover``.
+        Prune deletes only objects labelled as this site's — the labels every object
+        of a slice is applied with — and never one marked ``outpost.io/prune: disabled``
+        (the way to keep, say, a namespace an operator made by hand and then put in the
+        slice). What is not deleted is listed in the status as ``leftover``.
         """
         report.outcome = "failed"
         applied = sorted(set(state.inventory) | set(failed.keys))
