@@ -46,6 +46,7 @@ from reconciler.errors import (
     PermanentError,
     SourceUnavailable,
     TemporaryError,
+    VerificationError,
 )
 from reconciler.fetch import APPLIED_REF, CANDIDATE_REF, Mirror
 from reconciler.state import AgentState, StateStore, prometheus_text
@@ -277,7 +278,7 @@ class Agent:
         if candidate in state.refused:
             report.outcome = "refused"
             report.pending = candidate
-            report.pending_reason = _refused_reason(state.refused[candidate])
+            report.pending_reason = state.refused[candidate]
             return state
         if candidate in state.failed:
             report.outcome = "failed-before"
@@ -296,10 +297,10 @@ class Agent:
             decision = self.pipeline.gate(mirror, verified, desired, now)
         except PermanentError as exc:
             refused = dict(state.refused)
-            refused[candidate] = str(exc)
+            refused[candidate] = _refused_reason(exc, state.applied)
             report.outcome = "refused"
             report.pending = candidate
-            report.pending_reason = _refused_reason(str(exc))
+            report.pending_reason = refused[candidate]
             self._error(report, str(exc))
             log.error("candidate refused", extra={"revision": candidate, "error": str(exc)})
             return state.with_(refused=_bounded(refused))
@@ -494,12 +495,21 @@ class _Refused:
     healthy: bool = False
 
 
-def _refused_reason(reason: str) -> str:
-    """Why a candidate is refused, and what to do: it is never retried."""
-    return (
-        f"{reason}; this commit is never retried: commit a fix on top of it, signed by a "
-        "signer allowed to change those paths"
-    )
+def _refused_reason(exc: PermanentError, applied: str | None) -> str:
+    """Why a candidate is refused, and what to do: it is never retried.
+
+    A commit refused by trust stays in every later range, so nothing built on it can
+    be applied: the branch must be rewritten without it. A commit refused for its
+    content (schema, policy, render) is validly signed: a fix on top of it is enough.
+    """
+    if isinstance(exc, VerificationError):
+        base = _short(applied) if applied else "the last commit this site applied"
+        return (
+            f"{exc}; this commit is never retried and nothing built on it is applied: "
+            f"rewrite the branch without it (from {base}, every commit signed by a signer "
+            "allowed to change its paths)"
+        )
+    return f"{exc}; this commit is never retried: commit a fix on top of it"
 
 
 def _bounded(refused: dict[str, str], limit: int = 50) -> dict[str, str]:

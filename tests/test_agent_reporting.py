@@ -35,7 +35,7 @@ from reconciler.agent import (
 from reconciler.cli import main
 from reconciler.cli.agent import format_status
 from reconciler.config import load_config
-from reconciler.errors import ClusterUnavailable
+from reconciler.errors import ClusterUnavailable, ValidationError, VerificationError
 from reconciler.state import AgentState, StateStore
 
 T0 = datetime(2027, 2, 2, 21, 45, tzinfo=UTC)
@@ -63,12 +63,20 @@ class Health:
 
 
 class FakePipeline:
-    """Every candidate verifies, renders to KEYS and passes its gate."""
+    """Every candidate verifies, renders to KEYS and passes its gate, unless told otherwise."""
+
+    def __init__(self) -> None:
+        self.unsigned: set[str] = set()
+        self.invalid: set[str] = set()
 
     def verify(self, mirror: Any, since: str | None, candidate: str, now: datetime) -> Verified:
+        if candidate in self.unsigned:
+            raise VerificationError(f"commit {candidate[:7]}: not signed")
         return Verified(candidate, now, False, "", 1)
 
     def desired(self, mirror: Any, revision: str, *, checks: bool = True) -> Desired:
+        if checks and revision in self.invalid:
+            raise ValidationError("sites/x/site.yaml:3: unknown field(s) 'tmezone'")
         objects = tuple({"key": k} for k in KEYS)
         return Desired(revision, objects, KEYS)
 
@@ -310,6 +318,32 @@ def test_text_status_lists_failed_and_refused_revisions_with_reasons() -> None:
     text = format_status(doc)
     assert f"failed:     {'b' * 12}: pod p: container c: ImagePullBackOff (not retried)" in text
     assert f"refused:    {'c' * 12}: commit ccccccc is not signed (never retried)" in text
+
+
+def test_a_refusal_says_what_to_do_and_says_it_again_next_tick(
+    tmp_path: Path, source: Source
+) -> None:
+    agent = make_agent(tmp_path, FakeCluster(healthy=True), url=source.path.as_uri())
+    pipeline = agent.pipeline
+    assert isinstance(pipeline, FakePipeline)
+    good = source.commit()
+    agent.tick()
+    invalid = source.commit()  # signed, but its content breaks a schema
+    pipeline.invalid.add(invalid)
+    content = agent.tick()
+    assert content.outcome == "refused" and content.pending_reason is not None
+    assert content.pending_reason.endswith("never retried: commit a fix on top of it")
+
+    unsigned = source.commit()
+    pipeline.unsigned.add(unsigned)
+    first = agent.tick()
+    assert first.outcome == "refused"
+    assert first.pending_reason is not None
+    assert "nothing built on it is applied: rewrite the branch without it" in first.pending_reason
+    assert f"from {good[:12]}" in first.pending_reason  # a fix on top would still contain it
+    assert agent.tick().pending_reason == first.pending_reason
+    refused = status(tmp_path)["refused"]
+    assert refused[-1] == {"revision": unsigned, "reason": first.pending_reason}
 
 
 def test_a_missing_hardware_node_is_a_warning_in_the_status(tmp_path: Path, source: Source) -> None:
