@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -361,19 +362,27 @@ def _render(repo: Repository, site: str, side: str, errors: list[SiteError]) -> 
 
 
 def diff(
-    base_repo: Repository, head_repo: Repository, *, changed: Iterable[str] | None = None
+    base_repo: Repository,
+    head_repo: Repository,
+    *,
+    changed: Iterable[str] | None = None,
+    only: Iterable[str] | None = None,
 ) -> SiteDiffs:
     """Which sites' slices change between two trees, and how.
 
     ``changed`` is the set of changed paths when the caller knows it (a git tree
     diff); otherwise the config folders of both trees are compared byte by byte.
-    Only the sites those paths feed are rendered, each on both sides.
+    Only the sites those paths feed are rendered, each on both sides; ``only``
+    narrows them further to the named sites (``outpost diff --site``).
     """
     paths = set(changed) if changed is not None else changed_paths(base_repo.tree, head_repo.tree)
     # The head's index is enough: a site whose membership or own apps differ in the
     # base has a changed site.yaml, and a fleet whose apps differ is a changed fleet
     # file; both are affected by their own paths already.
     affected = affected_sites(paths, head_repo)
+    if only is not None:
+        wanted = set(only)
+        affected = {site: reasons for site, reasons in affected.items() if site in wanted}
     errors: list[SiteError] = []
     sites: list[SiteDiff] = []
     for site in sorted(affected):
@@ -394,7 +403,9 @@ def diff(
     )
 
 
-def diff_revisions(repo_dir: str, base: str, head: str | None) -> SiteDiffs:
+def diff_revisions(
+    repo_dir: str, base: str, head: str | None, *, only: Sequence[str] | None = None
+) -> SiteDiffs:
     """``diff`` of the commit ``base`` against ``head`` (None: the working tree at ``repo_dir``).
 
     With two commits the changed paths come from git's tree diff. Raises OutpostError
@@ -418,7 +429,7 @@ def diff_revisions(repo_dir: str, base: str, head: str | None) -> SiteDiffs:
     else:
         head_tree = CommitTree(git_repo, head)
         changed = changed_paths_between_commits(git_repo, base, head)
-    return diff(Repository(base_tree), Repository(head_tree), changed=changed)
+    return diff(Repository(base_tree), Repository(head_tree), changed=changed, only=only)
 
 
 # -- output -----------------------------------------------------------------------------------
@@ -435,18 +446,49 @@ def _summary(result: SiteDiffs) -> str:
     )
 
 
-def format_text(result: SiteDiffs) -> str:
-    """Plain text: a summary, then each changed site with its unified diffs."""
+def groups(result: SiteDiffs) -> list[list[SiteDiff]]:
+    """The changed sites grouped by what changes: a fleet-wide bump is one group, not 400."""
+    found: dict[tuple[Any, ...], list[SiteDiff]] = {}
+    for site in result.sites:
+        found.setdefault(site.fingerprint(), []).append(site)
+    return list(found.values())
+
+
+def _names(members: Sequence[SiteDiff], shown: int) -> str:
+    names = ", ".join(m.site for m in members[:shown])
+    if len(members) > shown:
+        names += f" and {len(members) - shown} more"
+    return names
+
+
+def format_text(result: SiteDiffs, *, summary_only: bool = False) -> str:
+    """Plain text: a summary, then each group of sites that change alike with its diffs.
+
+    A group is shown once, with the diff of its first site; ``summary_only`` leaves
+    the diffs out and prints one line per group.
+    """
     out = [f"outpost diff {_rev(result.base)} → {_rev(result.head)}: {_summary(result)}"]
     for error in result.errors:
         out.append(f"{error.location}: error: site {error.site} ({error.side}): {error.message}")
-    for site in result.sites:
+    all_groups = groups(result)
+    if len(all_groups) < len(result.sites):
+        out.append(f"{len(all_groups)} distinct change(s) across {len(result.sites)} site(s)")
+    for members in all_groups:
+        site = members[0]
         counts = site.counts()
-        out.append("")
-        out.append(
-            f"=== site {site.site} ({site.status}): {counts[ADDED]} added, "
-            f"{counts[REMOVED]} removed, {counts[CHANGED]} changed"
+        alike = (
+            f" — {len(members)} sites, same change; diff of {site.site}" if len(members) > 1 else ""
         )
+        heading = (
+            f"{'sites' if len(members) > 1 else 'site'} {_names(members, NAMES_SHOWN)} "
+            f"({site.status}): {counts[ADDED]} added, {counts[REMOVED]} removed, "
+            f"{counts[CHANGED]} changed{alike}"
+        )
+        if summary_only:
+            out.append(heading)
+            continue
+        out.append("")
+        out.append(f"=== {heading}")
         for secret in site.secrets:
             out.append(f"secret {secret.key} {secret.change} ({secret.path}; encrypted, not shown)")
         for obj in site.objects:
@@ -463,7 +505,9 @@ def _fence(text: str) -> str:
     return f"{fence}diff\n{text.rstrip()}\n{fence}"
 
 
-def format_markdown(result: SiteDiffs, *, limit: int = MARKDOWN_LIMIT) -> str:
+def format_markdown(
+    result: SiteDiffs, *, limit: int = MARKDOWN_LIMIT, summary_only: bool = False
+) -> str:
     """A pull-request comment: a table of sites, then one folded diff per group of sites
     that change alike (a version bump in a 400-store fleet is one diff, not 400)."""
     out = [f"### outpost diff `{_rev(result.base)}` → `{_rev(result.head)}`", ""]
@@ -487,17 +531,14 @@ def format_markdown(result: SiteDiffs, *, limit: int = MARKDOWN_LIMIT) -> str:
     if len(result.sites) > TABLE_ROWS:
         out.append(f"| … and {len(result.sites) - TABLE_ROWS} more | | | | |")
     out.append("")
-    groups: dict[tuple[Any, ...], list[SiteDiff]] = {}
-    for site in result.sites:
-        groups.setdefault(site.fingerprint(), []).append(site)
+    if summary_only:
+        return "\n".join(out) + "\n"
     body: list[str] = []
     used = sum(len(line) + 1 for line in out)
     left_out = 0
-    for members in groups.values():
+    for members in groups(result):
         first = members[0]
-        names = ", ".join(m.site for m in members[:NAMES_SHOWN])
-        if len(members) > NAMES_SHOWN:
-            names += f" and {len(members) - NAMES_SHOWN} more"
+        names = _names(members, NAMES_SHOWN)
         alike = (
             f" ({len(members)} sites, same change; diff of {first.site})"
             if len(members) > 1
@@ -525,14 +566,34 @@ def format_markdown(result: SiteDiffs, *, limit: int = MARKDOWN_LIMIT) -> str:
     return "\n".join(out) + "\n"
 
 
+def _camel(value: Any) -> Any:
+    """The JSON key style of every command's output (camelCase, like Kubernetes objects)."""
+    if isinstance(value, dict):
+        return {
+            re.sub(r"_([a-z])", lambda m: m.group(1).upper(), k): _camel(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_camel(v) for v in value]
+    return value
+
+
 def as_data(result: SiteDiffs) -> dict[str, Any]:
     data = asdict(result)
     data["changed"] = result.changed
-    return data
+    data["groups"] = [[m.site for m in members] for members in groups(result)]
+    converted: dict[str, Any] = _camel(data)
+    return converted
 
 
-def format_json(result: SiteDiffs) -> str:
-    return json.dumps(as_data(result), indent=2, sort_keys=True) + "\n"
+def format_json(result: SiteDiffs, *, summary_only: bool = False) -> str:
+    data = as_data(result)
+    if summary_only:
+        for site in data["sites"]:
+            for obj in site["objects"]:
+                obj.pop("diff")
+            site.pop("nodeLabels")
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
 FORMATS: Mapping[str, Any] = {"text": format_text, "markdown": format_markdown, "json": format_json}

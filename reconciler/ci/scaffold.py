@@ -1,25 +1,33 @@
-"""``outpost site new``: a new site folder that validates the moment it is written.
+"""``outpost site new``: a new site folder, complete except for what only the site knows.
 
 The scaffold borrows what the fleet already agrees on: the labels its selector
 requires, the time zone and update windows most of its members use, and one
-device of every type its apps need. What only the installer on site can know
-(machine id, serial, device ids) is marked ``# TODO`` so review catches it.
+device of every type its apps need. Nothing is written that looks real but is
+not: what only the installer on site can know (the node's name as the cluster
+knows it, its machine id and serial, device ids and ports) is the placeholder
+``REPLACE-ME``, which `outpost validate` refuses (rule ``placeholder``) until it
+is replaced; a time zone taken from the fleet rather than given is marked as a
+guess in a comment.
 """
 
 from __future__ import annotations
 
-import secrets
 from collections import Counter
 from dataclasses import dataclass
 
 from reconciler.core.errors import ValidationError
 from reconciler.core.model import NAME_RE, Repository
 
+PLACEHOLDER = "REPLACE-ME"
+
 _DEVICE_TEMPLATES = {
-    "usb": '{name: scanner, type: usb, vendor: "05e0", product: "1200"}  # TODO: lsusb',
-    "serial": "{name: plc-serial, type: serial, path: /dev/ttyS0}  # TODO: check the port",
+    "usb": "{name: scanner, type: usb, vendor: REPLACE-ME, product: REPLACE-ME}"
+    "  # vendor and product ids as `lsusb` shows them (4 hex digits each)",
+    "serial": "{name: plc-serial, type: serial, path: REPLACE-ME}"
+    "  # the port, e.g. /dev/ttyS0 or /dev/serial/by-id/...",
     "gpu": "{name: gpu0, type: gpu, resource: nvidia.com/gpu, count: 1}",
-    "pci": '{name: pci0, type: pci, address: "0000:03:00.0", vendor: "8086", product: "1533"}',
+    "pci": "{name: pci0, type: pci, address: REPLACE-ME, vendor: REPLACE-ME, product: REPLACE-ME}"
+    "  # `lspci -nn`: address like 0000:03:00.0, ids as 4 hex digits",
 }
 
 
@@ -52,6 +60,15 @@ def new_site(
     labels = dict(fleet.selector.get("matchLabels") or {})
     zones = Counter(s.timezone for s in members)
     zone = timezone or (zones.most_common(1)[0][0] if zones else "UTC")
+    zone_note = (
+        ""
+        if timezone
+        else (
+            f"  # GUESSED: the most common zone in fleet {fleet_name}; check it (or --timezone)"
+            if zones
+            else "  # GUESSED: fleet has no sites yet; set the site's IANA zone"
+        )
+    )
     site_type = Counter(s.type for s in members).most_common(1)[0][0] if members else "store"
     windows = members[0].doc.spec.get("updateWindows") if members else None
     windows = windows or [
@@ -79,10 +96,11 @@ def new_site(
         "metadata:\n"
         f"  name: {site_id}\n" + ("  labels:\n" + label_lines if label_lines else "") + "spec:\n"
         f"  type: {site_type}\n"
-        f"  timezone: {zone}\n"
+        f"  timezone: {zone}{zone_note}\n"
         f"  fleets: [{fleet_name}]\n"
         "  connectivity: online\n"
-        "  updateWindows:\n" + window_lines
+        f"  updateWindows:  # copied from {members[0].id if members else 'a default'}; "
+        "check them against the site's hours\n" + window_lines
     )
     devices = "".join(
         f"        - {_DEVICE_TEMPLATES[t]}\n"
@@ -96,9 +114,9 @@ def new_site(
         f"  name: {site_id}\n"
         "spec:\n"
         "  nodes:\n"
-        "    - name: edge-1\n"
-        f'      identity: {{machineId: "{secrets.token_hex(16)}", serial: TODO}}'
-        "  # TODO: /etc/machine-id and the chassis serial\n"
+        "    - name: REPLACE-ME  # the node's name in the site's cluster (`kubectl get nodes`)\n"
+        "      identity: {machineId: REPLACE-ME, serial: REPLACE-ME}"
+        "  # /etc/machine-id and `dmidecode -s system-serial-number`\n"
         "      arch: amd64\n"
         "      cpu: 8\n"
         "      memory: 32Gi\n" + ("      devices:\n" + devices if devices else "")

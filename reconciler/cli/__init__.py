@@ -4,6 +4,14 @@ Each command module exposes `register(subparsers)`, which adds its parser and
 sets `func` to a callable taking the parsed namespace and returning the exit
 code. Exit codes follow one rule across commands: 0 clean, 1 findings (or a
 refused input), 2 usage or I/O error.
+
+Habits every command keeps, checked by ``tests/test_cli_habits.py``:
+
+- every parser's ``--help`` ends with an ``Example:`` (its ``epilog``);
+- the configuration repository is ``--repo DIR`` (default: the current
+  directory) wherever a command reads one; the positional ``PATH`` some
+  commands used to take is still accepted, hidden from the help;
+- JSON output uses camelCase keys, like the Kubernetes objects it sits next to.
 """
 
 from __future__ import annotations
@@ -11,8 +19,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
+from reconciler import __version__
 from reconciler.core.errors import OutpostError
 
 COMMANDS: tuple[str, ...] = (
@@ -28,28 +37,95 @@ COMMANDS: tuple[str, ...] = (
     "images",
     "fleet",
     "agent",
+    "completion",
 )
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1
 EXIT_ERROR = 2
 
+DISTRIBUTION = "outpost-gitops"
+_REPO_POSITIONAL = "repo_positional"
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Wraps descriptions as usual but prints an ``Example:`` epilog line by line."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("Example"):
+            return "\n".join(indent + line for line in text.splitlines())
+        return super()._fill_text(text, width, indent)
+
+
+def example(*commands: str) -> str:
+    """An epilog of one or more example command lines."""
+    title = "Example:" if len(commands) == 1 else "Examples:"
+    return "\n".join([title, *(f"  {c}" for c in commands)])
+
+
+def add_repo_argument(parser: argparse.ArgumentParser, *, positional_alias: bool = False) -> None:
+    """``--repo DIR``, the one way every command names the configuration repository.
+
+    ``positional_alias`` keeps a command's old positional PATH working (CI lines and
+    pre-commit hooks written against it), hidden from the help.
+    """
+    parser.add_argument(
+        "--repo", default=".", metavar="DIR", help="the configuration repository (default: .)"
+    )
+    if positional_alias:
+        parser.add_argument(_REPO_POSITIONAL, nargs="?", default=None, help=argparse.SUPPRESS)
+
+
+def subparsers_of(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    """The direct subcommands of ``parser``: (name, parser), aliases left out."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            seen: set[int] = set()
+            for name, sub in action.choices.items():
+                if id(sub) not in seen:
+                    seen.add(id(sub))
+                    yield name, sub
+
+
+def walk(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    """Every parser of the command line with its command path, the root first."""
+    yield path, parser
+    for name, sub in subparsers_of(parser):
+        yield from walk(sub, (*path, name))
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="outpost",
         description="GitOps for retail stores and industrial plants.",
+        epilog=example(
+            "outpost validate --repo .",
+            "outpost diff --base origin/main --summary",
+            "outpost COMMAND --help",
+        ),
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"outpost {__version__} ({DISTRIBUTION} {__version__})",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         module = importlib.import_module(f"reconciler.cli.{name}")
         module.register(subparsers)
+    for _, each in walk(parser):
+        each.formatter_class = HelpFormatter
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    positional = getattr(args, _REPO_POSITIONAL, None)
+    if positional is not None:
+        args.repo = positional
     try:
         code: int = args.func(args)
     except OutpostError as exc:

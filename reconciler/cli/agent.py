@@ -8,14 +8,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK
+from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, example
 
 EXIT_TEMPORARY = 75  # EX_TEMPFAIL: the outside world was down; the unit treats it as success
 DEFAULT_CONFIG = "/etc/outpost/agent.yaml"
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("agent", help="run the node agent or show its status")
+    parser = subparsers.add_parser(
+        "agent",
+        help="run the node agent or show its status",
+        description="The node agent: one reconcile tick at a time, and what the last one did.",
+        epilog=example("outpost agent run --once", "outpost agent status"),
+    )
     sub = parser.add_subparsers(dest="agent_command", metavar="SUBCOMMAND", required=True)
     run_parser = sub.add_parser(
         "run",
@@ -25,27 +30,49 @@ def register(subparsers: Any) -> None:
             "1 when a candidate was refused or rolled back, 2 on configuration errors, "
             "75 when the source or the cluster did not answer (retried next tick)."
         ),
+        epilog=example(
+            "outpost agent run --config /etc/outpost/agent.yaml --once --log-format text"
+        ),
     )
     run_parser.add_argument("--config", default=DEFAULT_CONFIG, help="the agent config")
     run_parser.add_argument("--once", action="store_true", help="one tick, then exit")
     run_parser.add_argument(
         "--interval", type=float, default=300.0, help="seconds between ticks without --once"
     )
+    run_parser.add_argument(
+        "--log-format",
+        choices=("auto", "text", "json"),
+        default="auto",
+        help="log lines for a terminal (text) or journald (json); auto: json under systemd",
+    )
     run_parser.set_defaults(func=run)
-    status_parser = sub.add_parser("status", help="what the last tick did")
+    status_parser = sub.add_parser(
+        "status",
+        help="what the last tick did",
+        description=(
+            "Print the last tick's status: what runs, what waits and why, failed and refused "
+            "revisions with their reasons, how fresh the source is. Exit 0, 2 when no tick "
+            "has run."
+        ),
+        epilog=example(
+            "outpost agent status", "outpost agent status --state-dir /var/lib/outpost -o json"
+        ),
+    )
     status_parser.add_argument("--config", default=DEFAULT_CONFIG, help="the agent config")
     status_parser.add_argument("--state-dir", help="read this state directory instead")
     status_parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
     status_parser.set_defaults(func=status)
 
 
-def _logging() -> None:
+def _logging(choice: str) -> None:
     import logging
+    import os
 
-    from reconciler.node.agent import JsonFormatter
+    from reconciler.node.agent import JsonFormatter, TextFormatter, log_format
 
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    json_lines = log_format(choice, os.environ) == "json"
+    handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
     root = logging.getLogger("outpost")
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
@@ -61,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from reconciler.node.pipeline import ManagerCluster, NodePipeline
     from reconciler.node.state import AgentBusy
 
-    _logging()
+    _logging(args.log_format)
     try:
         config = load_config(Path(args.config))
     except ConfigError as exc:
@@ -121,14 +148,29 @@ def status(args: argparse.Namespace) -> int:
 
 def format_status(report: dict[str, Any]) -> str:
     applied = report.get("applied") or {}
+    leftover = report.get("leftover")
+    nothing = "nothing yet"
+    if leftover is not None:
+        left = leftover.get("objects") or []
+        nothing += (
+            f" (the failed install was removed again: {leftover.get('removed', 0)} objects "
+            "deleted" + (f"; {len(left)} not removed, see below)" if left else ")")
+        )
     lines = [
         f"site:       {report.get('site')}",
         f"outcome:    {report.get('outcome')} at {report.get('time')}",
-        f"applied:    {(applied.get('revision') or 'nothing yet')[:12]}"
+        f"applied:    {(applied.get('revision') or '')[:12] or nothing}"
         + (f" since {applied.get('at')}" if applied.get("at") else ""),
         f"health:     {report.get('health')}",
+        f"success:    last {report.get('lastSuccess') or 'never'}",
         f"source:     last answered {report.get('sourceLastAnswered') or 'never'}",
     ]
+    if leftover is not None:
+        lines.extend(
+            f"left:       {key} (not removed: not found, not this site's, or "
+            "outpost.io/prune: disabled)"
+            for key in leftover.get("objects") or []
+        )
     pending = report.get("pending")
     if pending:
         until = f" (until {pending['until']})" if pending.get("until") else ""
@@ -141,6 +183,14 @@ def format_status(report: dict[str, Any]) -> str:
             f"drift:      {drift['objects']} object(s), {drift.get('corrected', 0)} corrected"
         )
     if report.get("lastError"):
-        lines.append(f"last error: {report['lastError']}")
+        at = f" (at {report['lastErrorAt']})" if report.get("lastErrorAt") else ""
+        lines.append(f"last error: {report['lastError']}{at}")
+    for entry in report.get("failed") or []:
+        reason = entry.get("reason") or "failed its health check"
+        lines.append(f"failed:     {str(entry.get('revision'))[:12]}: {reason} (not retried)")
+    for entry in report.get("refused") or []:
+        lines.append(
+            f"refused:    {str(entry.get('revision'))[:12]}: {entry.get('reason')} (never retried)"
+        )
     lines.extend(f"warning:    {w}" for w in report.get("warnings") or [])
     return "\n".join(lines)

@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Any
 
-from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK
+from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
 
 
 def register(subparsers: Any) -> None:
@@ -20,6 +20,10 @@ def register(subparsers: Any) -> None:
         "bundle",
         help="carry signed history to an air-gapped plant as a git bundle",
         description="Make git bundles that an air-gapped plant's agent imports from its inbox.",
+        epilog=example(
+            "outpost bundle create --site cz-ova-plant --since 3f2c1a9 --trust allowed_signers "
+            "plant.bundle"
+        ),
     )
     commands = parser.add_subparsers(dest="bundle_command", metavar="COMMAND", required=True)
     create = commands.add_parser(
@@ -30,8 +34,16 @@ def register(subparsers: Any) -> None:
             "history of --rev with --full), and OUT.manifest.json (site, from, to, created, "
             "sha256, size). Use as --since the revision the plant runs (its status report "
             "names it): the bundle then carries only what the plant does not have. Needs the "
-            "git command line. Exit 0 when written, 1 when refused (unknown revision, --since "
-            "not an ancestor of --rev, nothing to bundle), 2 on usage or I/O errors."
+            "git command line. With --trust (the plant's allowed_signers) nothing is written "
+            "unless the plant would take it: every commit verified against those signers and "
+            "the delegations, and the site's slice validated, rendered and policy-checked. "
+            "Exit 0 when written, 1 when refused (unknown revision, --since not an ancestor of "
+            "--rev, nothing to bundle, a commit or slice the plant would refuse), 2 on usage "
+            "or I/O errors."
+        ),
+        epilog=example(
+            "outpost bundle create --site cz-ova-plant --since 3f2c1a9 --trust allowed_signers "
+            "plant.bundle"
         ),
     )
     create.add_argument("--site", required=True, metavar="SITE", help="the plant's site id")
@@ -41,7 +53,12 @@ def register(subparsers: Any) -> None:
         "--full", action="store_true", help="the whole history of --rev (a first install)"
     )
     create.add_argument("--rev", default="HEAD", metavar="REV", help="bundle up to this revision")
-    create.add_argument("--repo", default=".", metavar="DIR", help="a clone (default: .)")
+    create.add_argument(
+        "--trust",
+        metavar="FILE",
+        help="the plant's root signers (allowed_signers): refuse what the plant would refuse",
+    )
+    add_repo_argument(create)
     create.add_argument("out", metavar="OUT", help="the bundle file to write, e.g. plant.bundle")
     create.set_defaults(func=run_create)
 
@@ -54,6 +71,21 @@ def run_create(args: argparse.Namespace) -> int:
     from reconciler.fleet.bundle import BundleError, create_bundle, manifest_path
 
     out = Path(args.out)
+    trust = None
+    if args.trust:
+        from reconciler.core.trust.allowed_signers import parse_allowed_signers
+
+        try:
+            trust = parse_allowed_signers(Path(args.trust).read_bytes(), args.trust)
+        except OSError as exc:
+            print(
+                f"outpost bundle create: cannot read the trust file {args.trust}: {exc.strerror}",
+                file=sys.stderr,
+            )
+            return EXIT_ERROR
+        except OutpostError as exc:
+            print(f"outpost bundle create: {exc}", file=sys.stderr)
+            return EXIT_ERROR
     try:
         manifest = create_bundle(
             Path(args.repo),
@@ -62,6 +94,7 @@ def run_create(args: argparse.Namespace) -> int:
             args.rev,
             out,
             now=datetime.now(UTC),  # the CLI is the edge: the one place that reads the clock
+            trust=trust,
         )
     except BundleError as exc:
         print(f"outpost bundle create: {exc}", file=sys.stderr)

@@ -3,7 +3,11 @@
 ``outpost fleet ingest DIR`` reads every ``outpost-status-<site>.json`` at or
 below DIR (an air-gapped plant's outbox on the stick that came back) into the
 fleet status file; ``outpost fleet status`` prints which sites run what, and
-why a change has not landed yet.
+why a change has not landed yet, and which of the repository's sites never reported.
+
+The fleet status file is ``$OUTPOST_FLEET_STATUS``, else
+``$XDG_STATE_HOME/outpost/fleet-status.json`` (``~/.local/state/...``): neither
+command writes into the current directory unless told to with ``--into``/``--from``.
 
 Imports nothing heavy at module level: the agent's start-up builds this parser too.
 """
@@ -15,10 +19,10 @@ import json
 import sys
 from typing import Any
 
-from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK
+from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
 
 FORMATS = ("text", "json")
-DEFAULT_FILE = "fleet-status.json"
+DEFAULT_HELP = "$OUTPOST_FLEET_STATUS, else $XDG_STATE_HOME/outpost/fleet-status.json"
 
 
 def register(subparsers: Any) -> None:
@@ -26,6 +30,7 @@ def register(subparsers: Any) -> None:
         "fleet",
         help="collect status reports from sites and show which sites run what",
         description="Status reports carried back from sites (air-gapped plants' outboxes).",
+        epilog=example("outpost fleet ingest /media/usb", "outpost fleet status --repo ."),
     )
     commands = parser.add_subparsers(dest="fleet_command", metavar="COMMAND", required=True)
     ingest = commands.add_parser(
@@ -36,10 +41,11 @@ def register(subparsers: Any) -> None:
             "newest report (by its own time) wins; an older one changes nothing. Exit 0 when "
             "every report was read, 1 when one was refused (malformed), 2 on I/O errors."
         ),
+        epilog=example("outpost fleet ingest /media/usb"),
     )
     ingest.add_argument("directory", metavar="DIR", help="where the reports are (a stick)")
     ingest.add_argument(
-        "--into", default=DEFAULT_FILE, metavar="FILE", help=f"fleet status file ({DEFAULT_FILE})"
+        "--into", metavar="FILE", help=f"fleet status file (default: {DEFAULT_HELP})"
     )
     ingest.set_defaults(func=run_ingest)
     status = commands.add_parser(
@@ -47,26 +53,29 @@ def register(subparsers: Any) -> None:
         help="print which sites run what, and why a change has not landed yet",
         description=(
             "Print one line per site: applied revision, health, age of its last report, and "
-            "what waits and why. Exit 0, or 2 when the file cannot be read."
+            "what waits and why; then every site of the repository at --repo that never "
+            "reported. Exit 0, or 2 when the file cannot be read."
         ),
+        epilog=example("outpost fleet status --repo ~/src/stores -o json"),
     )
     status.add_argument(
-        "--from", dest="source", default=DEFAULT_FILE, metavar="FILE",
-        help=f"fleet status file ({DEFAULT_FILE})",
-    )  # fmt: skip
+        "--from", dest="source", metavar="FILE", help=f"fleet status file (default: {DEFAULT_HELP})"
+    )
+    add_repo_argument(status)
     status.add_argument("-o", "--output", choices=FORMATS, default="text", help="output format")
     status.set_defaults(func=run_status)
 
 
 def run_ingest(args: argparse.Namespace) -> int:
+    import os
     from datetime import UTC, datetime
     from pathlib import Path
 
     from reconciler.core.errors import OutpostError
-    from reconciler.fleet.status import ingest_dir, load_fleet, save_fleet
+    from reconciler.fleet.status import default_fleet_file, ingest_dir, load_fleet, save_fleet
 
     now = datetime.now(UTC)  # the CLI is the edge: the one place that reads the clock
-    target = Path(args.into)
+    target = Path(args.into) if args.into else default_fleet_file(os.environ)
     try:
         fleet = load_fleet(target)
         fleet, outcomes = ingest_dir(Path(args.directory), fleet, now=now)
@@ -95,28 +104,48 @@ def run_ingest(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    import os
     from datetime import UTC, datetime
     from pathlib import Path
 
     from reconciler.core.errors import OutpostError
-    from reconciler.fleet.status import format_text, load_fleet, summarize
+    from reconciler.core.model import Repository
+    from reconciler.core.source import WorkdirTree
+    from reconciler.fleet.status import (
+        default_fleet_file,
+        format_text,
+        load_fleet,
+        never_reported,
+        summarize,
+    )
 
-    source = Path(args.source)
-    if not source.exists():
+    source = Path(args.source) if args.source else default_fleet_file(os.environ)
+    repo_dir = Path(args.repo)
+    has_sites = (repo_dir / "sites").is_dir()
+    if not source.exists() and (args.source or not has_sites):
         print(
-            f"outpost fleet status: {source} does not exist; run `outpost fleet ingest DIR` first",
+            f"outpost fleet status: {source} does not exist; run `outpost fleet ingest DIR` "
+            "first, or pass --repo to list the sites that never reported",
             file=sys.stderr,
         )
         return EXIT_ERROR
     try:
         fleet = load_fleet(source)
+        site_ids = list(Repository(WorkdirTree(repo_dir)).site_ids) if has_sites else []
     except OutpostError as exc:
         print(f"outpost fleet status: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    if not has_sites:
+        print(
+            f"outpost fleet status: no sites/ under {repo_dir}; sites that never reported are "
+            "not listed (pass --repo DIR)",
+            file=sys.stderr,
+        )
+    never = never_reported(fleet, site_ids)
     rows = summarize(fleet, now=datetime.now(UTC))
     if args.output == "json":
-        document = {"sites": [row.to_json() for row in rows]}
+        document = {"sites": [row.to_json() for row in rows], "neverReported": never}
         sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
     else:
-        sys.stdout.write(format_text(rows))
+        sys.stdout.write(format_text(rows, never))
     return EXIT_OK

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK
+from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, example
 
 
 def register(subparsers: Any) -> None:
@@ -15,19 +15,26 @@ def register(subparsers: Any) -> None:
         "policy",
         help="work with the CEL policies in policies/",
         description="Work with the CEL policies in policies/.",
+        epilog=example("outpost policy test --repo . -v"),
     )
     commands = parser.add_subparsers(dest="policy_command", metavar="SUBCOMMAND", required=True)
     test = commands.add_parser(
         "test",
         help="run the pass/fail test cases every policy carries",
         description=(
-            "Run the test cases of every policy. PATH is a repository root (its policies/ "
-            "folder is used), a folder of policy files, or one policy file (default: .). "
+            "Run the test cases of every policy of the repository at --repo (its policies/ "
+            "folder), or of PATH: a folder of policy files or one policy file. "
             "Exit 0 when every case passes, 1 when a case fails, an expression does not "
             "compile or a policy has no pass or no fail case, 2 on I/O errors or no policies."
         ),
+        epilog=example("outpost policy test --repo .", "outpost policy test policies/pci.yaml"),
     )
-    test.add_argument("path", nargs="?", default=".", help="repository, folder or policy file")
+    test.add_argument(
+        "path", nargs="?", default=None, help="a folder of policy files or one policy file"
+    )
+    test.add_argument(
+        "--repo", default=".", metavar="DIR", help="the configuration repository (default: .)"
+    )
     test.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
     test.set_defaults(func=run_test)
 
@@ -52,7 +59,7 @@ def run_test(args: argparse.Namespace) -> int:
     from reconciler.core.loader import Document, load_document
     from reconciler.core.policy import load_policies
 
-    root = Path(args.path)
+    root = Path(args.path if args.path is not None else args.repo)
     if not root.exists():
         print(f"outpost policy test: {root} does not exist", file=sys.stderr)
         return EXIT_ERROR

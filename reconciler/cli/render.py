@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from reconciler.cli import EXIT_ERROR, EXIT_OK
+from reconciler.cli import EXIT_ERROR, EXIT_OK, add_repo_argument, example
 
 FORMATS = ("yaml", "json")
 
@@ -20,12 +20,13 @@ def register(subparsers: Any) -> None:
             "(read from git objects, no checkout). Secrets are listed, never decrypted. "
             "Exit 0 when rendered, 2 when the site cannot be rendered or on usage/I/O errors."
         ),
+        epilog=example("outpost render de-muc-0007 --rev HEAD -o json"),
     )
     parser.add_argument("site", metavar="SITE", help="site id (the folder name under sites/)")
     parser.add_argument(
         "--rev", metavar="REV", help="git revision to render (default: working tree)"
     )
-    parser.add_argument("--repo", default=".", metavar="DIR", help="repository root (default: .)")
+    add_repo_argument(parser)
     parser.add_argument("-o", "--output", choices=FORMATS, default="yaml", help="output format")
     parser.set_defaults(func=run)
 

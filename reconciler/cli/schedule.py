@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK
+from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
 
 _FORMATS = ("text", "markdown", "json")
 
@@ -33,8 +33,13 @@ def register(subparsers: Any) -> None:
             "by day. Exit 0 on success, 1 when --trust-root refuses the range, 2 on "
             "unreadable documents, revisions or arguments."
         ),
+        epilog=example(
+            "outpost schedule --repo . --base origin/main -o markdown",
+            "outpost schedule --site de-muc-0007 --from 2026-12-24T08:00:00Z",
+            'outpost schedule --base origin/main --emergency "CVE-2026-1234 hotfix"',
+        ),
     )
-    parser.add_argument("path", nargs="?", default=".", help="repository root (default: .)")
+    add_repo_argument(parser, positional_alias=True)
     parser.add_argument(
         "--site", action="append", dest="sites", metavar="ID", help="only this site (repeatable)"
     )
@@ -69,7 +74,7 @@ def register(subparsers: Any) -> None:
         help="with --head: verify base..head against this allowed_signers file as a node "
         "would, so only root-signed emergency trailers count",
     )
-    parser.add_argument("-o", "--output", choices=_FORMATS, default="text")
+    parser.add_argument("-o", "--output", choices=_FORMATS, default="text", help="output format")
     parser.set_defaults(func=run)
 
 
@@ -126,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         result = schedule_change(
-            Path(args.path),
+            Path(args.repo),
             args.base,
             args.head,
             start=start,
@@ -162,7 +167,7 @@ def _run_tree(args: argparse.Namespace, start: datetime, zone: Any) -> int:
     from reconciler.ci.schedule import schedule_tree
     from reconciler.core.schedule import render
 
-    result = schedule_tree(Path(args.path), start, sites=args.sites, emergency=args.emergency)
+    result = schedule_tree(Path(args.repo), start, sites=args.sites, emergency=args.emergency)
     if result.error is not None:
         print(f"outpost schedule: {result.error}", file=sys.stderr)
         return EXIT_ERROR

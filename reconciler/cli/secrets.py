@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK
+from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
 
 FORMATS = ("text", "json", "github", "sarif")
 
@@ -23,11 +23,14 @@ def register(subparsers: Any) -> None:
             "Secrets live in sites/<site>/secrets/<name>.sops.yaml, encrypted to the site's age "
             "recipient plus its fleets' break-glass recipients."
         ),
+        epilog=example(
+            "outpost secrets init-site de-muc-0007 --key-out ~/keys/de-muc-0007.agekey",
+            "outpost secrets encrypt de-muc-0007 --from /tmp/pos-db.yaml",
+        ),
     )
     sub = parser.add_subparsers(dest="secrets_command", metavar="SUBCOMMAND", required=True)
 
-    def repo_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--repo", default=".", help="repository root (default: .)")
+    repo_arg = add_repo_argument
 
     init = sub.add_parser(
         "init-site",
@@ -37,6 +40,7 @@ def register(subparsers: Any) -> None:
             "is what enrollment installs on the node), set spec.sops.recipient in its "
             "site.yaml and regenerate .sops.yaml."
         ),
+        epilog=example("outpost secrets init-site de-muc-0007 --key-out ~/keys/de-muc-0007.agekey"),
     )
     init.add_argument("site_id", metavar="SITE")
     init.add_argument("--key-out", required=True, type=Path, help="where to write the private key")
@@ -51,6 +55,10 @@ def register(subparsers: Any) -> None:
             "data key. --old-key is any key that can decrypt them: the old site key or a "
             "break-glass key (default: $OUTPOST_AGE_KEY_FILE)."
         ),
+        epilog=example(
+            "outpost secrets rotate-site de-muc-0007 --key-out ~/keys/de-muc-0007.new.agekey "
+            "--old-key ~/keys/break-glass.agekey"
+        ),
     )
     rotate.add_argument("site_id", metavar="SITE")
     rotate.add_argument("--key-out", required=True, type=Path, help="where to write the new key")
@@ -64,6 +72,9 @@ def register(subparsers: Any) -> None:
         description=(
             "After a fleet's breakGlass.recipients change: re-encrypt the sites' secrets to "
             "the current recipients and regenerate .sops.yaml."
+        ),
+        epilog=example(
+            "outpost secrets sync de-muc-0007 de-ber-0001 --key ~/keys/break-glass.agekey"
         ),
     )
     sync.add_argument("site_ids", metavar="SITE", nargs="+")
@@ -80,6 +91,11 @@ def register(subparsers: Any) -> None:
             "Read one plaintext v1 Secret (stdin, or --from a file outside the repository) and "
             "write sites/SITE/secrets/<name>.sops.yaml. The plaintext never touches the tree."
         ),
+        epilog=example(
+            "outpost secrets encrypt de-muc-0007 --from /run/user/1000/pos-db.yaml",
+            "outpost secrets encrypt de-muc-0007 < <(kubectl create secret generic pos-db "
+            "--from-literal=password=… --dry-run=client -o yaml)",
+        ),
     )
     encrypt.add_argument("site_id", metavar="SITE")
     encrypt.add_argument(
@@ -94,19 +110,33 @@ def register(subparsers: Any) -> None:
         "show",
         help="decrypt a site's secrets with a key and print them redacted",
         description="Each value is shown as <redacted sha256:…>: a change shows, the value not.",
+        epilog=example("outpost secrets show de-muc-0007 --key ~/keys/de-muc-0007.agekey"),
     )
     show.add_argument("site_id", metavar="SITE")
     show.add_argument("--key", type=Path, help="age key file (default: $OUTPOST_AGE_KEY_FILE)")
     repo_arg(show)
     show.set_defaults(func=run_show)
 
-    config = sub.add_parser("sops-config", help="regenerate .sops.yaml from the tree")
+    config = sub.add_parser(
+        "sops-config",
+        help="regenerate .sops.yaml from the tree",
+        description=(
+            "Write .sops.yaml with one creation rule per site (its age recipient plus its "
+            "fleets' break-glass recipients), so plain `sops` encrypts new files right."
+        ),
+        epilog=example("outpost secrets sops-config --repo ."),
+    )
     repo_arg(config)
     config.set_defaults(func=run_sops_config)
 
     keygen = sub.add_parser(
         "keygen",
         help="create an age key pair (e.g. a break-glass key) and print its recipient",
+        description=(
+            "Write a new age identity to --key-out (mode 0600) and print its public "
+            "recipient, to put in a fleet's spec.breakGlass.recipients."
+        ),
+        epilog=example("outpost secrets keygen --key-out ~/keys/break-glass.agekey"),
     )
     keygen.add_argument("--key-out", required=True, type=Path, help="where to write the key")
     keygen.add_argument("--comment", default="", help="a comment line for the key file")
@@ -116,8 +146,13 @@ def register(subparsers: Any) -> None:
     check = sub.add_parser(
         "check",
         help="the secrets part of `outpost validate` (MACs too, given a key)",
+        description=(
+            "Check every encrypted file: SOPS structure, recipients (site + break-glass), no "
+            "plaintext values; with a key, each file's MAC."
+        ),
+        epilog=example("outpost secrets check --repo . --key ~/keys/break-glass.agekey"),
     )
-    check.add_argument("path", nargs="?", default=".", help="repository root (default: .)")
+    add_repo_argument(check, positional_alias=True)
     check.add_argument(
         "--key", type=Path, help="age key for MAC checks (default: $OUTPOST_AGE_KEY_FILE)"
     )
@@ -291,7 +326,7 @@ def run_check(args: argparse.Namespace) -> int:
     from reconciler.core.source import WorkdirTree
 
     try:
-        repo = Repository(WorkdirTree(Path(args.path)))
+        repo = Repository(WorkdirTree(Path(args.repo)))
         findings = check_secrets(repo, list(repo.site_ids), key_file=_env_key(args.key))
     except OutpostError as exc:
         print(f"outpost secrets check: {exc}", file=sys.stderr)

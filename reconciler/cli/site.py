@@ -7,21 +7,32 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK
+from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("site", help="manage site folders")
+    parser = subparsers.add_parser(
+        "site",
+        help="manage site folders",
+        description="Manage the site folders under sites/.",
+        epilog=example("outpost site new de-dre-0301 --fleet retail-eu --timezone Europe/Berlin"),
+    )
     site_sub = parser.add_subparsers(dest="site_command", metavar="SUBCOMMAND", required=True)
     new = site_sub.add_parser(
         "new",
         help="scaffold sites/ID/ (site.yaml, hardware.yaml) for a fleet",
-        description="Write sites/ID/site.yaml and hardware.yaml; they validate as written.",
+        description=(
+            "Write sites/ID/site.yaml and hardware.yaml. Values only the site's people know "
+            "(node name, machine id) are written as REPLACE-ME placeholders that fail "
+            "`outpost validate` until they are filled in; a time zone taken from the fleet "
+            "instead of --timezone is marked as a guess."
+        ),
+        epilog=example("outpost site new de-dre-0301 --fleet retail-eu --timezone Europe/Berlin"),
     )
     new.add_argument("site_id", metavar="ID")
     new.add_argument("--fleet", required=True, help="the fleet the site joins")
     new.add_argument("--timezone", help="IANA time zone (default: the fleet's most common)")
-    new.add_argument("--repo", default=".", help="repository root (default: .)")
+    add_repo_argument(new)
     new.set_defaults(func=run_new)
 
 
@@ -49,8 +60,32 @@ def run_new(args: argparse.Namespace) -> int:
     findings = [
         f for f in validate_tree(WorkdirTree(root)) if f.path.startswith(f"sites/{args.site_id}/")
     ]
-    if has_errors(findings):
-        sys.stderr.write(format_text(findings))
+    other = [f for f in findings if f.rule != "placeholder"]
+    if has_errors(other):
+        sys.stderr.write(format_text(other))
         return EXIT_FINDINGS
-    print(f"sites/{args.site_id}/ validates; fill in the lines marked TODO before you commit")
+    print(next_steps(args.site_id, args.repo, findings))
     return EXIT_OK
+
+
+def next_steps(site_id: str, repo: str, findings: list[Any]) -> str:
+    """What the operator does next, in order, with the commands."""
+    left = [f for f in findings if f.rule == "placeholder"]
+    repo_arg = "" if repo == "." else f" --repo {repo}"
+    steps = []
+    if left:
+        where = ", ".join(dict.fromkeys(f"{f.path}:{f.line}" for f in left))
+        steps.append(
+            f"Replace the {len(left)} REPLACE-ME placeholder line(s) ({where}); "
+            "`outpost validate` fails until you do. The node name must be the name the site's "
+            "cluster gives its node (`kubectl get nodes` there)."
+        )
+    steps += [
+        "Check the time zone and update windows in site.yaml (a GUESSED zone is marked).",
+        f"outpost secrets init-site {site_id} --key-out {site_id}.agekey{repo_arg}"
+        "   # the site's age key; enrollment installs it on the node",
+        f"outpost validate{repo_arg}, then a signed commit (git commit -S) and a pull request",
+        f"On the node: install outpost and write /etc/outpost/agent.yaml with site: {site_id}"
+        " (see deploy/agent.yaml and the README's 'On a node')",
+    ]
+    return "\n".join(["", "Next steps:", *(f"  {i}. {s}" for i, s in enumerate(steps, 1))])

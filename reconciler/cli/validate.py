@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import __version__
-from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK
+from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
 
 FORMATS = ("text", "json", "github", "sarif")
 
@@ -19,11 +19,14 @@ def register(subparsers: Any) -> None:
         "validate",
         help="check every document against its schema, its references and the policies",
         description=(
-            "Validate the repository at PATH (default: the current directory). "
+            "Validate the repository at --repo (default: the current directory). "
             "Exit 0 when clean, 1 when there are error findings, 2 on usage or I/O errors."
         ),
+        epilog=example(
+            "outpost validate --repo . --changed-since origin/main -o github",
+        ),
     )
-    parser.add_argument("path", nargs="?", default=".", help="repository root (default: .)")
+    add_repo_argument(parser, positional_alias=True)
     parser.add_argument("-o", "--output", choices=FORMATS, default="text", help="output format")
     parser.add_argument(
         "--changed-since",
@@ -43,9 +46,8 @@ def run(args: argparse.Namespace) -> int:
 
     today = None if args.no_policies else datetime.now(UTC).date()
     try:
-        findings = validate_repository(
-            Path(args.path), changed_since=args.changed_since, today=today
-        )
+        result = validate_repository(Path(args.repo), changed_since=args.changed_since, today=today)
+        findings, checked = result.findings, result.checked
     except SourceUnavailable as exc:
         print(f"outpost validate: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -53,4 +55,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"outpost validate: {exc}", file=sys.stderr)
         return EXIT_ERROR
     sys.stdout.write(render_findings(findings, args.output, version=__version__))
+    if args.output == "text":
+        print(checked)
     return EXIT_FINDINGS if has_errors(findings) else EXIT_OK

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK
+from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
 
 if TYPE_CHECKING:
     from reconciler.core.trust.verify import RangeResult
@@ -32,6 +32,7 @@ def register(subparsers: Any) -> None:
             "the delegations in policies/signers.yaml. Exit 0 when all are verified, 1 when "
             "any is refused, 2 on usage or I/O errors."
         ),
+        epilog=example("outpost verify --trust allowed_signers --since origin/main HEAD"),
     )
     parser.add_argument(
         "rev", nargs="?", default="HEAD", metavar="REV", help="the candidate commit (default: HEAD)"
@@ -43,13 +44,7 @@ def register(subparsers: Any) -> None:
         metavar="FILE",
         help="the root signers, in git's allowed_signers format",
     )
-    parser.add_argument(
-        "--repo",
-        type=Path,
-        default=Path("."),
-        metavar="DIR",
-        help="the git repository (default: the current directory)",
-    )
+    add_repo_argument(parser)
     parser.add_argument(
         "--since",
         metavar="REV",
@@ -95,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     try:
         trust = parse_allowed_signers(data, str(args.trust))
-        repo = open_repository(args.repo)
+        repo = open_repository(Path(args.repo))
         result = verify_repository(
             repo,
             trust,

@@ -71,6 +71,58 @@ def _workstation_env() -> dict[str, str]:
     return env
 
 
+def plant_would_accept(
+    repo_path: Path, site: str, since: str | None, rev: str, trust: Any, *, now: datetime
+) -> None:
+    """The plant's own checks, run before a bundle is carried there: BundleError if it would
+    refuse ``since..rev``.
+
+    A refused bundle costs a trip to the plant. The node verifies every commit of the
+    range against its root signers and the delegations (``trust.verify_repository``, the
+    same call), then validates, renders and policy-checks its slice of ``rev``
+    (``NodePipeline.desired``); these are the same checks, without decrypting secrets
+    (the workstation does not hold the plant's key).
+    """
+    from reconciler.core.errors import OutpostError
+    from reconciler.core.findings import ERROR
+    from reconciler.core.model import Repository
+    from reconciler.core.policy import check_rendered_site
+    from reconciler.core.render import render_site
+    from reconciler.core.source import CommitTree
+    from reconciler.core.trust.gitsource import open_repository, verify_repository
+    from reconciler.core.validate import validate_tree
+
+    refuse = f"the plant would refuse this bundle, so it was not written: {short(rev)}"
+    try:
+        repo = open_repository(repo_path)
+        result = verify_repository(repo, trust, now=now, candidate=rev, since=since)
+        error = result.error
+        if error is not None:
+            raise BundleError(f"{refuse}: {error.message}")
+        tree = CommitTree(repo, rev)
+        findings = [
+            f
+            for f in validate_tree(tree, sites=[site])
+            if f.severity == ERROR and (not f.site or f.site == site)
+        ]
+        if not findings:
+            repository = Repository(tree)
+            rendered = render_site(repository, site)
+            findings = [
+                f
+                for f in check_rendered_site(repository, site, rendered, today=now.date())
+                if f.severity == ERROR
+            ]
+    except BundleError:
+        raise
+    except OutpostError as exc:
+        raise BundleError(f"{refuse}: {exc}") from None
+    if findings:
+        shown = "; ".join(f"{f.location}: {f.message}" for f in findings[:5])
+        more = f" and {len(findings) - 5} more" if len(findings) > 5 else ""
+        raise BundleError(f"{refuse}: site {site}'s slice does not pass its checks: {shown}{more}")
+
+
 def create_bundle(
     repo_path: Path,
     site: str,
@@ -80,9 +132,13 @@ def create_bundle(
     *,
     now: datetime,
     timeout: float = GIT_TIMEOUT,
+    trust: Any = None,
 ) -> BundleManifest:
     """Write ``out`` (a git bundle of ``since..rev``, or all of ``rev`` when ``since`` is None)
     and ``<out>.manifest.json``; return the manifest.
+
+    With ``trust`` (the plant's root signers, a ``TrustRoot``) nothing is written unless
+    the plant would take the bundle: see :func:`plant_would_accept`.
 
     Needs the git CLI (libgit2 cannot write bundles). ``now`` is the clock reading for
     ``created``. BundleError for unknown revisions, a ``since`` that is not an ancestor of
@@ -130,6 +186,8 @@ def create_bundle(
             )
         if ancestor.returncode != 0:
             raise BundleError(f"{what}: git merge-base failed: {_stderr(ancestor)}")
+    if trust is not None:
+        plant_would_accept(repo_path, site, start, to, trust, now=now)
     commits = int(
         git("rev-list", "--count", to if start is None else f"{start}..{to}").stdout.strip()
     )

@@ -33,7 +33,15 @@ from typing import Any, Literal
 
 from reconciler.core.errors import Mark
 
-__all__ = ["ImageKind", "ImageUse", "ImageUser", "image_digest", "images_of", "site_images"]
+__all__ = [
+    "ImageKind",
+    "ImageUse",
+    "ImageUser",
+    "image_digest",
+    "images_of",
+    "new_images",
+    "site_images",
+]
 
 ImageKind = Literal["container", "vm-disk"]
 
@@ -83,6 +91,16 @@ class ImageUse:
                 {"object": u.object, "field": u.field, "origin": u.origin} for u in self.users
             ],
         }
+
+
+def new_images(before: Iterable[ImageUse], after: Iterable[ImageUse]) -> list[ImageUse]:
+    """The images of ``after`` that ``before`` does not use: what a change needs mirrored.
+
+    An image is compared by its whole reference (name and digest): a new digest of a
+    known name is a new image to mirror, and an image that left the slice is not listed.
+    """
+    known = {(use.image, use.kind) for use in before}
+    return [use for use in after if (use.image, use.kind) not in known]
 
 
 def image_digest(image: str) -> str | None:

@@ -45,10 +45,12 @@ __all__ = [
     "ReportError",
     "SiteReport",
     "SiteRow",
+    "default_fleet_file",
     "format_text",
     "ingest_dir",
     "load_fleet",
     "merge",
+    "never_reported",
     "parse_report",
     "save_fleet",
     "summarize",
@@ -295,6 +297,19 @@ def load_fleet(path: Path) -> FleetStatus:
     return FleetStatus.from_json(data, str(path))
 
 
+def default_fleet_file(environ: Mapping[str, str]) -> Path:
+    """Where the fleet status file lives unless a command is told: never the current directory.
+
+    ``$OUTPOST_FLEET_STATUS`` names the file; otherwise it is under the XDG state
+    directory (``$XDG_STATE_HOME``, else ``~/.local/state``), like any per-user state.
+    """
+    named = environ.get("OUTPOST_FLEET_STATUS")
+    if named:
+        return Path(named)
+    base = environ.get("XDG_STATE_HOME") or str(Path(environ.get("HOME", "~")) / ".local/state")
+    return Path(base).expanduser() / "outpost" / FLEET_STATUS_FILE
+
+
 def save_fleet(path: Path, fleet: FleetStatus) -> None:
     write_json(path, fleet.to_json())
 
@@ -367,6 +382,11 @@ def summarize(fleet: FleetStatus, *, now: datetime) -> list[SiteRow]:
     return rows
 
 
+def never_reported(fleet: FleetStatus, site_ids: Sequence[str]) -> list[str]:
+    """The repository's sites with no report on record, sorted: new, unplugged or lost."""
+    return sorted(set(site_ids) - set(fleet.sites))
+
+
 def _opt_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
@@ -393,9 +413,13 @@ def _why(row: SiteRow) -> str:
     return "up to date" if row.outcome in ("unchanged", "applied") else row.outcome
 
 
-def format_text(rows: Sequence[SiteRow]) -> str:
-    """A table: site, applied revision, health, report age, and why a change has not landed."""
-    if not rows:
+def format_text(rows: Sequence[SiteRow], never: Sequence[str] = ()) -> str:
+    """A table: site, applied revision, health, report age, and why a change has not landed.
+
+    ``never`` are the repository's sites without any report: they are listed last, so a
+    store that was never enrolled (or whose reports never come home) is not invisible.
+    """
+    if not rows and not never:
         return "no status reports on record\n"
     header = ("SITE", "APPLIED", "HEALTH", "REPORTED", "WHY NOT YET")
     table = [
@@ -410,6 +434,11 @@ def format_text(rows: Sequence[SiteRow]) -> str:
         )
         for row in rows
     ]
+    table += [
+        (site, "-", "unknown", "never", "no status report on record: not enrolled, or its "
+         "reports do not come home")
+        for site in never
+    ]  # fmt: skip
     widths = [max(len(r[i]) for r in (header, *table)) for i in range(4)]
     lines = [
         "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:4])) + "  " + r[4]

@@ -19,8 +19,13 @@ The tick is the product. Its rules, in the order it applies them:
 6. **Apply, prune, wait for health.** The inventory written before applying is
    the union of old and new, so a kill mid-apply leaves nothing orphaned. If
    health fails within the deadline, the last good revision is applied again and
-   the failed commit is not retried until a newer one arrives.
-7. **Record atomically**: state, status JSON, Prometheus textfile, outbox.
+   the failed commit is not retried until a newer one arrives. A first install has
+   no last good revision: what it applied is pruned again, so the site is left
+   with nothing half-applied, and the status lists whatever could not be removed.
+7. **Record atomically**: state, status JSON, Prometheus textfile, outbox. Times
+   are read when they happen (a failure when it is found, the status when the
+   tick ends), and "last success" means a tick that ended with the site on a
+   revision it applied, healthy, with nothing it could not do.
 
 Errors are split by what the next tick should do (`errors`): permanent ones
 refuse the candidate; temporary ones leave everything as it was, to be retried.
@@ -40,6 +45,7 @@ from reconciler.core.errors import (
     PermanentError,
     SourceUnavailable,
     TemporaryError,
+    VerificationError,
 )
 from reconciler.node.config import AgentConfig
 from reconciler.node.fetch import APPLIED_REF, CANDIDATE_REF, Mirror
@@ -67,7 +73,9 @@ class Cluster(Protocol):
 
     def read_inventory(self) -> Sequence[str] | None: ...
 
-    def label_nodes(self, desired: Desired) -> Sequence[str]: ...
+    def label_nodes(self, desired: Desired) -> Sequence[str]:
+        """Label the cluster's nodes from hardware.yaml; return warnings (nodes not found)."""
+        ...
 
     def write_inventory(self, keys: Sequence[str], revision: str) -> None: ...
 
@@ -128,8 +136,11 @@ class TickReport:
     corrected: int = 0
     health: str = "unknown"
     error: str | None = None
+    error_at: str | None = None
     warnings: list[str] = field(default_factory=list)
     temporary: bool = False
+    leftover: list[str] | None = None
+    removed: int = 0
 
 
 def _short(revision: str | None) -> str:
@@ -154,6 +165,11 @@ class Agent:
         self.store = StateStore(config.state_dir)
 
     # -- the tick -------------------------------------------------------------
+
+    def _error(self, report: TickReport, message: str) -> None:
+        """Record a failure with the time it was found (a health wait can take minutes)."""
+        report.error = message
+        report.error_at = self.clock().astimezone(UTC).isoformat()
 
     def tick(self) -> TickReport:
         with self.store.lock():
@@ -267,9 +283,12 @@ class Agent:
         if candidate in state.failed:
             report.outcome = "failed-before"
             report.pending = candidate
+            why = state.failed_reasons.get(candidate)
             report.pending_reason = (
-                f"{_short(candidate)} failed its health check before; it is not retried "
-                "until a newer commit arrives"
+                f"{_short(candidate)} failed its health check before"
+                + (f" ({why})" if why else "")
+                + "; this commit is not retried: commit a fix (or a revert) and the node "
+                "takes the newer commit"
             )
             return state
         try:
@@ -278,11 +297,11 @@ class Agent:
             decision = self.pipeline.gate(mirror, verified, desired, now)
         except PermanentError as exc:
             refused = dict(state.refused)
-            refused[candidate] = str(exc)
+            refused[candidate] = _refused_reason(exc, state.applied)
             report.outcome = "refused"
             report.pending = candidate
-            report.pending_reason = str(exc)
-            report.error = str(exc)
+            report.pending_reason = refused[candidate]
+            self._error(report, str(exc))
             log.error("candidate refused", extra={"revision": candidate, "error": str(exc)})
             return state.with_(refused=_bounded(refused))
         if not decision.allowed:
@@ -311,7 +330,9 @@ class Agent:
             # The union goes on record first: a kill during apply leaves nothing unlisted.
             state = state.with_(inventory=tuple(sorted(set(previous) | set(desired.keys))))
             self.store.save(state)
-            cluster.label_nodes(desired)
+            for warning in cluster.label_nodes(desired):
+                report.warnings.append(warning)
+                log.warning(warning)
             cluster.apply(desired.objects, revision=revision)
             health = cluster.wait_healthy(
                 desired.objects, deadline_seconds=self.config.health_deadline
@@ -321,7 +342,7 @@ class Agent:
                 cluster.write_inventory(list(desired.keys), revision)
         except TemporaryError as exc:
             report.outcome = "interrupted"
-            report.error = f"applying {_short(revision)} was interrupted: {exc}"
+            self._error(report, f"applying {_short(revision)} was interrupted: {exc}")
             report.temporary = True
             log.warning("apply interrupted", extra={"revision": revision, "error": str(exc)})
             return state
@@ -342,13 +363,56 @@ class Agent:
             )
         reason = _health_reason(health)
         log.error("rollout failed", extra={"revision": revision, "reason": reason})
-        report.error = f"{_short(revision)} did not become healthy: {reason}"
+        self._error(report, f"{_short(revision)} did not become healthy: {reason}")
         report.health = "failed"
-        state = state.with_(failed=(*state.failed[-20:], revision))
+        kept = (*state.failed[-20:], revision)
+        state = state.with_(
+            failed=kept,
+            failed_reasons={
+                **{r: m for r, m in state.failed_reasons.items() if r in kept},
+                revision: reason,
+            },
+        )
         if state.last_good is None:
-            report.outcome = "failed"
-            return state
+            return self._undo_first_install(state, report, get_cluster, desired)
         return self._roll_back(mirror, state, report, get_cluster, desired)
+
+    def _undo_first_install(
+        self,
+        state: AgentState,
+        report: TickReport,
+        get_cluster: Callable[[], Cluster],
+        failed: Desired,
+    ) -> AgentState:
+        """No last good revision to go back to: prune what the failed install applied.
+
+        Prune deletes only objects labelled as this site's — the labels every object
+        of a slice is applied with — and never one marked ``outpost.io/prune: disabled``
+        (the way to keep, say, a namespace an operator made by hand and then put in the
+        slice). What is not deleted is listed in the status as ``leftover``.
+        """
+        report.outcome = "failed"
+        applied = sorted(set(state.inventory) | set(failed.keys))
+        try:
+            cluster = get_cluster()
+            deleted = set(cluster.prune(applied, []))
+            left = [key for key in applied if key not in deleted]
+            cluster.write_inventory(left, failed.revision)
+        except OutpostError as exc:
+            report.error = (
+                f"{report.error}; removing what the failed first install applied was "
+                f"interrupted ({exc}): up to {len(applied)} objects of it may remain"
+            )
+            report.leftover = applied
+            report.temporary = isinstance(exc, TemporaryError)
+            return state
+        report.removed = len(deleted)
+        report.leftover = left
+        log.warning(
+            "first install removed",
+            extra={"revision": failed.revision, "removed": len(deleted), "left": left},
+        )
+        return state.with_(inventory=tuple(left))
 
     def _roll_back(
         self,
@@ -370,7 +434,7 @@ class Agent:
             cluster.write_inventory(list(good.keys), good.revision)
         except OutpostError as exc:
             report.outcome = "interrupted"
-            report.error = f"{report.error}; rolling back was interrupted: {exc}"
+            self._error(report, f"{report.error}; rolling back was interrupted: {exc}")
             report.temporary = isinstance(exc, TemporaryError)
             return state
         mirror.pin(APPLIED_REF, good.revision)
@@ -409,13 +473,16 @@ class Agent:
 
     # -- records ----------------------------------------------------------------
 
-    def _record(self, state: AgentState, report: TickReport, now: datetime) -> None:
+    def _record(self, state: AgentState, report: TickReport, started: datetime) -> None:
+        ended = self.clock()
         state = state.with_(site=self.config.site)
+        if succeeded(state, report):
+            state = state.with_(last_success_at=ended.timestamp())
         self.store.save(state)
-        status = status_document(self.config.site, state, report, now)
+        status = status_document(self.config.site, state, report, ended, started=started)
         self.store.write_status(status, self.config.outbox)
         self.store.write_metrics(
-            metrics_text(self.config.site, state, report, now), self.config.metrics_dir
+            metrics_text(self.config.site, state, report, ended), self.config.metrics_dir
         )
         log.info("tick done", extra={"outcome": report.outcome, "applied": state.applied})
 
@@ -426,6 +493,23 @@ class _Refused:
 
     reason: str
     healthy: bool = False
+
+
+def _refused_reason(exc: PermanentError, applied: str | None) -> str:
+    """Why a candidate is refused, and what to do: it is never retried.
+
+    A commit refused by trust stays in every later range, so nothing built on it can
+    be applied: the branch must be rewritten without it. A commit refused for its
+    content (schema, policy, render) is validly signed: a fix on top of it is enough.
+    """
+    if isinstance(exc, VerificationError):
+        base = _short(applied) if applied else "the last commit this site applied"
+        return (
+            f"{exc}; this commit is never retried and nothing built on it is applied: "
+            f"rewrite the branch without it (from {base}, every commit signed by a signer "
+            "allowed to change its paths)"
+        )
+    return f"{exc}; this commit is never retried: commit a fix on top of it"
 
 
 def _bounded(refused: dict[str, str], limit: int = 50) -> dict[str, str]:
@@ -443,10 +527,35 @@ def _health_reason(health: Any) -> str:
     return str(summary()) if callable(summary) else "not healthy within the deadline"
 
 
+def succeeded(state: AgentState, report: TickReport) -> bool:
+    """A tick that ended with the site on a revision it applied, healthy, nothing left undone.
+
+    Not a success: nothing applied yet (a first install waiting, failing or not yet
+    fetched), an error, a source or cluster that did not answer, a refused or failed
+    candidate, a rollback (the site is on its last good revision, not its intended one).
+    """
+    return (
+        state.applied is not None
+        and report.outcome in ("applied", "unchanged", "waiting")
+        and report.error is None
+        and not report.temporary
+        and report.health not in ("failed", "degraded")
+    )
+
+
 def status_document(
-    site: str, state: AgentState, report: TickReport, now: datetime
+    site: str,
+    state: AgentState,
+    report: TickReport,
+    now: datetime,
+    *,
+    started: datetime | None = None,
 ) -> dict[str, Any]:
-    """The status report: what runs, what waits and why, how fresh the source is."""
+    """The status report: what runs, what waits and why, how fresh the source is.
+
+    ``now`` is when the tick ended (the report's ``time``); ``started`` when it began.
+    Keys are camelCase, like every JSON document Outpost writes.
+    """
 
     def iso(ts: float | None) -> str | None:
         return datetime.fromtimestamp(ts, UTC).isoformat() if ts is not None else None
@@ -456,6 +565,7 @@ def status_document(
         "kind": "SiteStatus",
         "site": site,
         "time": now.astimezone(UTC).isoformat(),
+        "started": (started or now).astimezone(UTC).isoformat(),
         "outcome": report.outcome,
         "applied": {"revision": state.applied, "at": iso(state.applied_at)},
         "lastGood": state.last_good,
@@ -473,9 +583,20 @@ def status_document(
         "health": report.health,
         "drift": {"objects": report.drift, "corrected": report.corrected},
         "lastError": report.error,
+        "lastErrorAt": report.error_at,
+        "lastSuccess": iso(state.last_success_at),
         "warnings": list(report.warnings),
         "failedRevisions": list(state.failed),
+        "failed": [
+            {"revision": r, "reason": state.failed_reasons.get(r)} for r in state.failed[-10:]
+        ],
+        "refused": [{"revision": r, "reason": m} for r, m in list(state.refused.items())[-10:]],
         "inventory": len(state.inventory),
+        "leftover": (
+            {"removed": report.removed, "objects": list(report.leftover)}
+            if report.leftover is not None
+            else None
+        ),
     }
 
 
@@ -508,13 +629,14 @@ def metrics_text(site: str, state: AgentState, report: TickReport, now: datetime
             now.timestamp(),
         ),
     ]
-    if report.outcome in ("applied", "unchanged", "waiting") and not report.error:
+    if state.last_success_at is not None:
         samples.append(
             (
                 "outpost_last_success_timestamp_seconds",
-                "When a tick last ended with the site on its intended revision.",
+                "When a tick last ended with the site on a revision it applied, healthy, "
+                "with nothing left undone.",
                 labels,
-                now.timestamp(),
+                state.last_success_at,
             )
         )
     if state.source_answered_at is not None:
@@ -535,6 +657,29 @@ def metrics_text(site: str, state: AgentState, report: TickReport, now: datetime
         )
     )
     return prometheus_text(samples)
+
+
+class TextFormatter(logging.Formatter):
+    """One line for a person at a terminal: time, level, message, then key=value fields."""
+
+    _skip = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created, UTC).strftime("%H:%M:%SZ")
+        fields = " ".join(
+            f"{key}={value}" for key, value in sorted(vars(record).items()) if key not in self._skip
+        )
+        line = f"{when} {record.levelname.lower():<7} {record.getMessage()}"
+        return f"{line}  {fields}" if fields else line
+
+
+def log_format(choice: str, environ: Mapping[str, str]) -> str:
+    """``text`` or ``json``: ``auto`` is JSON under systemd (journald reads one object per
+    line), text anywhere else. systemd sets ``INVOCATION_ID`` for every unit it starts and
+    ``JOURNAL_STREAM`` when stderr goes to the journal."""
+    if choice != "auto":
+        return choice
+    return "json" if environ.get("JOURNAL_STREAM") or environ.get("INVOCATION_ID") else "text"
 
 
 class JsonFormatter(logging.Formatter):

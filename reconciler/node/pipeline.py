@@ -17,6 +17,7 @@ store's edit) is not a change for this site: it is not gated.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ from reconciler.node.config import AgentConfig
 from reconciler.node.fetch import Mirror
 
 NODE_LABEL_MANAGER = "outpost-placement"
+log = logging.getLogger("outpost.agent")
 
 
 @dataclass(frozen=True)
@@ -254,8 +256,15 @@ class ManagerCluster:
         return [k.encode() for k in deleted]
 
     def wait_healthy(self, objects: Sequence[Mapping[str, Any]], *, deadline_seconds: float) -> Any:
+        def progress(report: Any) -> None:
+            log.info("waiting for health: %s", report.progress(deadline_seconds))
+
         return self.manager.wait_healthy(
-            objects, deadline_seconds=deadline_seconds, clock=self.monotonic, sleep=self.sleep
+            objects,
+            deadline_seconds=deadline_seconds,
+            clock=self.monotonic,
+            sleep=self.sleep,
+            progress=progress,
         )
 
     def read_inventory(self) -> Sequence[str] | None:
@@ -268,7 +277,11 @@ class ManagerCluster:
         self.manager.write_inventory(self._keys(keys), revision)
 
     def label_nodes(self, desired: Desired) -> Sequence[str]:
-        """Put hardware.yaml's placement labels on the cluster's nodes; return the nodes labelled.
+        """Put hardware.yaml's placement labels on the cluster's nodes; return warnings.
+
+        The warnings name each hardware.yaml node found in the cluster neither by machine
+        id nor by name: its placement labels go nowhere, and Pods that select them stay
+        Pending (Unschedulable) until the node joins or hardware.yaml names it right.
 
         A hardware node is found by its machine id (what the kubelet reports from
         /etc/machine-id), else by name; a site with one node and one hardware entry needs
@@ -285,13 +298,21 @@ class ManagerCluster:
             for n in nodes
         }
         by_name = {str(n["metadata"]["name"]): n for n in nodes}
-        labelled = []
+        warnings = []
         for hw_name, labels in sorted(desired.node_labels.items()):
             machine = desired.machine_ids.get(hw_name, "")
             node = (by_machine.get(machine) if machine else None) or by_name.get(hw_name)
             if node is None and len(nodes) == 1 and len(desired.node_labels) == 1:
                 node = nodes[0]
             if node is None:
+                known = ", ".join(sorted(by_name)) or "none"
+                machine_note = f" or machine id {machine}" if machine else ""
+                warnings.append(
+                    f"hardware.yaml names node {hw_name!r}, but no node in the cluster has that "
+                    f"name{machine_note} (nodes: {known}); its placement labels were not "
+                    "applied and Pods that need them will not be scheduled — rename the node "
+                    "in hardware.yaml (or set its machineId) to match the cluster"
+                )
                 continue
             name = str(node["metadata"]["name"])
             body = {
@@ -300,5 +321,4 @@ class ManagerCluster:
                 "metadata": {"name": name, "labels": dict(labels)},
             }
             cluster.apply(resource, body, field_manager=NODE_LABEL_MANAGER, obj=f"Node/{name}")
-            labelled.append(name)
-        return labelled
+        return warnings

@@ -43,11 +43,13 @@ class AgentState:
     applied_at: float | None = None
     last_good: str | None = None
     failed: tuple[str, ...] = ()
+    failed_reasons: Mapping[str, str] = field(default_factory=dict)
     refused: Mapping[str, str] = field(default_factory=dict)
     inventory: tuple[str, ...] = ()
     fetched: str | None = None
     fetched_at: float | None = None
     source_answered_at: float | None = None
+    last_success_at: float | None = None
     schema: int = SCHEMA_VERSION
 
     def with_(self, **changes: Any) -> AgentState:
@@ -58,6 +60,7 @@ class AgentState:
         data["failed"] = list(self.failed)
         data["inventory"] = list(self.inventory)
         data["refused"] = dict(self.refused)
+        data["failed_reasons"] = dict(self.failed_reasons)
         return data
 
     @classmethod
@@ -70,11 +73,13 @@ class AgentState:
             applied_at=data.get("applied_at"),
             last_good=data.get("last_good"),
             failed=tuple(data.get("failed", ())),
+            failed_reasons=dict(data.get("failed_reasons", {})),
             refused=dict(data.get("refused", {})),
             inventory=tuple(data.get("inventory", ())),
             fetched=data.get("fetched"),
             fetched_at=data.get("fetched_at"),
             source_answered_at=data.get("source_answered_at"),
+            last_success_at=data.get("last_success_at"),
         )
 
 

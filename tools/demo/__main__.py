@@ -56,7 +56,10 @@ def outpost(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 def tick(config: Path, env: dict[str, str]) -> dict[str, object]:
     done = subprocess.run(
-        [sys.executable, "-m", "reconciler.cli", "agent", "run", "--once", "--config", str(config)],
+        [
+            *(sys.executable, "-m", "reconciler.cli", "agent", "run", "--once"),
+            *("--config", str(config), "--log-format", "json"),  # parsed below, line by line
+        ],
         capture_output=True,
         text=True,
         env={**os.environ, **env},

@@ -26,18 +26,33 @@ Anything not final (image pull errors, unschedulable pods, a VM in
 turns a lasting InProgress into a failed rollout. Only signals that cannot
 get better by waiting are Failed, because Failed ends the wait at once and
 sends the site back to its last good revision.
+
+A workload's own status says *that* it is not ready ("0 of 1 replicas
+available"), not *why*. When a wait ends unhealthy, :func:`explain_pods` adds
+the reasons its Pods give, the way ``kubectl describe`` would show them: a
+scheduler's ``Unschedulable`` and its message, a container waiting in
+``ImagePullBackOff``/``ErrImagePull``/``CrashLoopBackOff`` (with the last exit
+code), a container that terminated with an error, an evicted Pod.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from reconciler.node.apply.order import api_group
 
-__all__ = ["Health", "Status", "health_of", "needs_status"]
+__all__ = [
+    "Health",
+    "Status",
+    "explain_pods",
+    "health_of",
+    "needs_status",
+    "pod_problems",
+    "pod_selector",
+]
 
 
 class Status(enum.StrEnum):
@@ -292,6 +307,95 @@ _STATUSLESS: frozenset[tuple[str, str]] = frozenset(
         ("storage.k8s.io", "StorageClass"),
     }
 )
+
+
+# Kinds whose health depends on Pods they own, found by their selector.
+_WORKLOADS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("apps", "Deployment"),
+        ("apps", "StatefulSet"),
+        ("apps", "DaemonSet"),
+        ("apps", "ReplicaSet"),
+        ("batch", "Job"),
+    }
+)
+# A container waiting for one of these reasons is on its way; anything else is a problem.
+_NORMAL_WAITS = frozenset({"ContainerCreating", "PodInitializing"})
+
+
+def pod_selector(group: str, kind: str, obj: Obj) -> str | None:
+    """The label selector of the Pods a workload owns, or None for kinds without Pods."""
+    if (group, kind) not in _WORKLOADS:
+        return None
+    spec = _map(obj.get("spec"))
+    if kind == "Job":
+        name = _map(obj.get("metadata")).get("name")
+        return f"job-name={name}" if isinstance(name, str) else None
+    labels = _map(_map(spec.get("selector")).get("matchLabels"))
+    if not labels:
+        return None
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def pod_problems(pod: Obj) -> list[str]:
+    """What keeps one Pod from running, in its own words; empty when nothing does."""
+    status = _map(pod.get("status"))
+    problems: list[str] = []
+    if status.get("phase") == "Failed":
+        problems.append(_says({"reason": status.get("reason") or "Failed", **status}))
+    scheduled = _conditions(pod).get("PodScheduled")
+    if scheduled is not None and scheduled.get("status") == "False":
+        problems.append(_says({"reason": scheduled.get("reason") or "NotScheduled", **scheduled}))
+    containers = [
+        *(status.get("initContainerStatuses") or []),
+        *(status.get("containerStatuses") or []),
+    ]
+    for container in containers:
+        if not isinstance(container, Mapping):
+            continue
+        name = container.get("name", "?")
+        state = _map(container.get("state"))
+        waiting = _map(state.get("waiting"))
+        terminated = _map(state.get("terminated"))
+        reason = waiting.get("reason")
+        if isinstance(reason, str) and reason not in _NORMAL_WAITS:
+            text = f"container {name}: {_says(waiting)}"
+            last = _map(_map(container.get("lastState")).get("terminated"))
+            if last:
+                text += (
+                    f" (last exit code {last.get('exitCode')}"
+                    + (f", {last['reason']}" if last.get("reason") else "")
+                    + f", {_int(container.get('restartCount'))} restarts)"
+                )
+            problems.append(text)
+        elif terminated and _int(terminated.get("exitCode")) != 0:
+            problems.append(
+                f"container {name}: terminated with exit code {terminated.get('exitCode')}"
+                + (f" ({terminated['reason']})" if terminated.get("reason") else "")
+            )
+    return problems
+
+
+def explain_pods(pods: Sequence[Obj], *, limit: int = 3) -> str:
+    """The distinct problems of a workload's Pods, most common first, with how many Pods
+    have each: ``pod web-7d9f: Unschedulable: 0/1 nodes are available: ...``."""
+    if not pods:
+        return "no pods found for it"
+    seen: dict[str, list[str]] = {}
+    for pod in pods:
+        name = str(_map(pod.get("metadata")).get("name", "?"))
+        for problem in pod_problems(pod):
+            seen.setdefault(problem, []).append(name)
+    if not seen:
+        return ""
+    ranked = sorted(seen.items(), key=lambda item: -len(item[1]))
+    parts = []
+    for problem, names in ranked[:limit]:
+        who = f"pod {names[0]}" if len(names) == 1 else f"{len(names)} pods ({names[0]}, …)"
+        parts.append(f"{who}: {problem}")
+    if len(ranked) > limit:
+        parts.append(f"and {len(ranked) - limit} more problem(s)")
+    return "; ".join(parts)
 
 
 def needs_status(group: str, kind: str) -> bool:

@@ -77,7 +77,14 @@ from reconciler.core.errors import (
     PermanentError,
 )
 from reconciler.node.apply.cluster import Cluster, Resource
-from reconciler.node.apply.health import Health, Status, health_of, needs_status
+from reconciler.node.apply.health import (
+    Health,
+    Status,
+    explain_pods,
+    health_of,
+    needs_status,
+    pod_selector,
+)
 from reconciler.node.apply.order import (
     STAGE_CRDS,
     ObjectKey,
@@ -226,6 +233,20 @@ class HealthReport:
     @property
     def pending(self) -> tuple[tuple[ObjectKey, Health], ...]:
         return tuple(item for item in self.objects if item[1].status is Status.IN_PROGRESS)
+
+    def progress(self, deadline_seconds: float) -> str:
+        """One line while waiting: how far along, and what the first slow object says."""
+        ready = sum(1 for _, health in self.objects if health.status is Status.CURRENT)
+        waiting = self.pending
+        line = (
+            f"{ready} of {len(self.objects)} objects ready after {self.elapsed_seconds:.0f}s "
+            f"(deadline {deadline_seconds:.0f}s)"
+        )
+        if waiting:
+            key, health = waiting[0]
+            more = f" and {len(waiting) - 1} more" if len(waiting) > 1 else ""
+            line += f"; waiting for {key}: {health.reason}{more}"
+        return line
 
     def summary(self) -> str:
         """One line for the status file and the log."""
@@ -925,6 +946,8 @@ class ResourceManager:
         clock: Clock,
         sleep: Sleep,
         interval_seconds: float = 2.0,
+        progress: Callable[[HealthReport], None] | None = None,
+        progress_seconds: float = 15.0,
     ) -> HealthReport:
         """Poll until every object is Current, any is Failed, or the deadline passes.
 
@@ -932,21 +955,56 @@ class ResourceManager:
         come from the agent (tests pass fakes). Objects already Current are
         not asked again. A lasting InProgress past the deadline is reported
         with ``timed_out`` — the agent treats it as a failed rollout.
+        ``progress`` is called with the verdicts so far every ``progress_seconds``
+        (a wait can last minutes; the operator sees it move). An unhealthy
+        result carries, for each workload not ready, what its Pods say.
         """
         targets = [(key_of(obj), str(obj["apiVersion"])) for obj in objects]
         resolved = [(key, self._resolve(key, api)) for key, api in targets]
+        bodies = {key_of(obj): obj for obj in objects}
         start = clock()
+        reported = start
         verdicts: dict[ObjectKey, Health] = {}
         pending = resolved
         while True:
             verdicts.update(self._look(pending))
             pending = [(k, r) for k, r in pending if verdicts[k].status is not Status.CURRENT]
-            elapsed = clock() - start
+            now = clock()
+            elapsed = now - start
             ordered = tuple((key, verdicts[key]) for key, _ in resolved)
             if any(verdicts[k].status is Status.FAILED for k, _ in pending):
-                return HealthReport(Status.FAILED, ordered, False, elapsed)
+                return HealthReport(Status.FAILED, self._explain(ordered, bodies), False, elapsed)
             if not pending:
                 return HealthReport(Status.CURRENT, ordered, False, elapsed)
             if elapsed >= deadline_seconds:
-                return HealthReport(Status.IN_PROGRESS, ordered, True, elapsed)
+                return HealthReport(
+                    Status.IN_PROGRESS, self._explain(ordered, bodies), True, elapsed
+                )
+            if progress is not None and now - reported >= progress_seconds:
+                reported = now
+                progress(HealthReport(Status.IN_PROGRESS, ordered, False, elapsed))
             sleep(max(0.0, min(interval_seconds, deadline_seconds - elapsed)))
+
+    def _explain(
+        self, verdicts: tuple[tuple[ObjectKey, Health], ...], bodies: Mapping[ObjectKey, Obj]
+    ) -> tuple[tuple[ObjectKey, Health], ...]:
+        """Add to each unready workload's reason what its Pods say (best effort: a Pod list
+        that fails is said, and never hides the verdict itself)."""
+        try:
+            pods = self.cluster.resource("v1", "Pod")
+        except OutpostError:
+            return verdicts
+
+        def one(item: tuple[ObjectKey, Health]) -> tuple[ObjectKey, Health]:
+            key, health = item
+            selector = pod_selector(key.group, key.kind, bodies.get(key, {}))
+            if health.status is Status.CURRENT or selector is None:
+                return item
+            try:
+                listed = self.cluster.list(pods, key.namespace, label_selector=selector)
+            except OutpostError as exc:
+                return key, Health(health.status, f"{health.reason}; pods not listed: {exc}")
+            said = explain_pods(listed)
+            return (key, Health(health.status, f"{health.reason}; {said}")) if said else item
+
+        return tuple(self._parallel(one, list(verdicts)))
