@@ -203,6 +203,8 @@ class Agent:
                 state = state.with_(
                     fetched=fetched, fetched_at=now.timestamp(), source_answered_at=now.timestamp()
                 )
+        if self.config.feed is not None:
+            state = self._follow_feed(mirror, state, report, now)
         if self.config.bundle_inbox is not None:
             state = self._import_bundles(mirror, state, report, now)
         silent_since = state.source_answered_at
@@ -221,11 +223,7 @@ class Agent:
         from reconciler.node.inbox import import_inbox
 
         assert self.config.bundle_inbox is not None
-        candidate = mirror.resolve(CANDIDATE_REF)
-        if candidate in state.refused and state.applied is not None:
-            # A refused commit is never applied, and neither is anything built on it: a
-            # corrected history that starts again from what runs here must be importable.
-            mirror.pin(CANDIDATE_REF, state.applied)
+        _unpin_refused(mirror, state)
         try:
             results = import_inbox(mirror, self.config.bundle_inbox, now=now)
         except SourceUnavailable as exc:
@@ -249,6 +247,43 @@ class Agent:
                 report.warnings.append(f"bundle {result.name} not read: {result.message}")
                 report.temporary = True
         return state
+
+    def _follow_feed(
+        self, mirror: Mirror, state: AgentState, report: TickReport, now: datetime
+    ) -> AgentState:
+        """The bundle feed: one conditional request, then only the bundles this node lacks,
+        imported like the inbox's. Its commits are verified like fetched ones."""
+        from reconciler.node.feed import follow_feed
+
+        assert self.config.feed is not None
+        _unpin_refused(mirror, state)
+        try:
+            result = follow_feed(mirror, self.config.feed, self.config.state_dir / "feed", now=now)
+        except TemporaryError as exc:
+            report.warnings.append(f"feed unavailable: {exc}")
+            report.temporary = True
+            log.warning("feed unavailable", extra={"error": str(exc)})
+            return state
+        except PermanentError as exc:
+            report.warnings.append(f"feed refused: {exc}")
+            log.error("feed refused", extra={"error": str(exc)})
+            return state
+        log.info("feed", extra={"outcome": result.outcome, "detail": result.message})
+        for bundle in result.bundles:
+            log.info(
+                "bundle",
+                extra={"bundle": bundle.name, "outcome": bundle.outcome, "detail": bundle.message},
+            )
+            if bundle.outcome == "rejected":
+                report.warnings.append(f"feed bundle {bundle.name} refused: {bundle.message}")
+        if result.error is not None:
+            report.warnings.append(f"feed: {result.error}")
+            report.temporary = report.temporary or isinstance(result.error, TemporaryError)
+        return state.with_(
+            fetched=mirror.resolve(CANDIDATE_REF),
+            fetched_at=now.timestamp(),
+            source_answered_at=now.timestamp(),
+        )
 
     def _consider(
         self,
@@ -418,6 +453,14 @@ class Agent:
             metrics_text(self.config.site, state, report, now), self.config.metrics_dir
         )
         log.info("tick done", extra={"outcome": report.outcome, "applied": state.applied})
+
+
+def _unpin_refused(mirror: Mirror, state: AgentState) -> None:
+    """A refused commit is never applied, and neither is anything built on it: a corrected
+    history that starts again from what runs here must be importable (inbox and feed)."""
+    candidate = mirror.resolve(CANDIDATE_REF)
+    if candidate in state.refused and state.applied is not None:
+        mirror.pin(CANDIDATE_REF, state.applied)
 
 
 @dataclass(frozen=True)
