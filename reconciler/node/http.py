@@ -132,7 +132,9 @@ class HttpClient:
                         f"{time.monotonic() - started:.0f} s, past this tick's deadline"
                     )
                 try:
-                    chunk = response.read(min(_CHUNK, max_bytes + 1 - received))
+                    # read1: one socket read at most. read(n) would wait for n bytes, and a
+                    # trickling server would keep it (and the tick) waiting past the deadline.
+                    chunk = response.read1(min(_CHUNK, max_bytes + 1 - received))
                 except urllib3.exceptions.HTTPError as exc:
                     raise SourceUnavailable(
                         f"GET {what}: the transfer broke after {received} bytes: {_reason(exc)}"
