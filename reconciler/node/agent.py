@@ -3,8 +3,8 @@
 The tick is the product. Its rules, in the order it applies them:
 
 1. **One at a time.** A lock in the state directory; a second agent exits at once.
-2. **Fetch, never trust.** The remote (or a bundle from the inbox) only feeds the
-   local mirror. An unreachable source is temporary: the site keeps running what
+2. **Fetch, never trust.** The remote (or a bundle feed, or a bundle from the inbox)
+   only feeds the local mirror. An unreachable source is temporary: the site keeps running what
    it runs, and the status says how long the source has been silent.
 3. **Verify everything new.** Every commit in (applied, candidate] must be signed
    by someone allowed to change what it touches; the candidate must descend from
@@ -564,7 +564,7 @@ def metrics_text(site: str, state: AgentState, report: TickReport, now: datetime
         samples.append(
             (
                 "outpost_source_last_answer_timestamp_seconds",
-                "When the git remote or bundle inbox last answered.",
+                "When the git remote, bundle feed or bundle inbox last answered.",
                 labels,
                 state.source_answered_at,
             )
