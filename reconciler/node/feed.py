@@ -8,9 +8,10 @@ small ``index.json`` plus immutable bundle files. One tick, under the agent's lo
    from the last answer, kept in ``<state>/feed/``). An unchanged feed costs one request
    answered 304, and the index kept from last time is used.
 2. **Nothing in the index is trusted.** It is parsed with every length capped
-   (`feed_index`), then compared with the mirror: a head the node already has changes
-   nothing; a head *older* than the node's candidate is a feed that went backwards (an old
-   copy restored, a stale cache, or another source was faster) — refused, by name, and the
+   (`feed_index`), then compared with the mirror: a head the node already has is not
+   downloaded again (a head trust refused stays refused, at the cost of one request); a
+   head *older* than the node's candidate is a feed that went backwards (an old copy
+   restored, a stale cache, or another source was faster) — refused, by name, and the
    site keeps what it runs (TUF's rollback attack).
 3. **Only what is missing is downloaded**: the chain's steps from a commit the mirror has
    to the head, or the full bundle when the node is new, too far behind (more than
@@ -200,6 +201,17 @@ def follow_feed(
                 f"(updated {index.updated}) is older than this node's {short(newer[0])}, "
                 "which descends from it — an old copy of the feed restored, a stale cache, "
                 "or another source was faster; keeping what this node has"
+            )
+        if candidate is None or mirror.descends(head, candidate):
+            # Imported before (the agent put the candidate back on what runs after trust
+            # refused the head): nothing to download; the candidate only moves forward.
+            mirror.pin(CANDIDATE_REF, head)
+            return FeedResult(
+                "unchanged" if answered_304 else "current",
+                f"this node already has the feed's head {short(head)}; candidate "
+                f"{short(candidate)} → {short(head)}",
+                head,
+                requests,
             )
     plan = _plan(index, mirror, settings.max_steps)
     partial = folder / _PARTIAL

@@ -132,7 +132,7 @@ def test_a_tampered_bundle_is_refused_and_nothing_changes(
 
 
 def test_a_consistent_feed_with_a_commit_nobody_signed_is_refused_by_trust(
-    history: History, desk: Desk, node: FeedNode, keys: dict[str, Key]
+    history: History, desk: Desk, node: FeedNode, keys: dict[str, Key], nginx: Nginx
 ) -> None:
     """Whoever controls the server can rewrite the index to match its bundle: the commit
     signature is what refuses it."""
@@ -146,6 +146,13 @@ def test_a_consistent_feed_with_a_commit_nobody_signed_is_refused_by_trust(
     assert rogue[:7] in (report.pending_reason or "")
     assert node.applied == history.a
     assert node.cluster.applied == [history.a]
+
+    # The refusal stands; the refused bundle is not downloaded again tick after tick.
+    mark = len(nginx.requests())
+    report = node.tick()
+    assert report.outcome == "refused"
+    assert uris(since(nginx, mark)) == [("/feed/index.json", 304)]
+    assert node.applied == history.a
 
 
 def test_an_unchanged_feed_costs_one_request_answered_304(
