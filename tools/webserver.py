@@ -7,6 +7,8 @@ free port on 127.0.0.1. Nothing of the system's nginx is used or touched.
 - ``root``: served as static files (the feed), with ETag and Last-Modified as nginx does
   for any file, so conditional requests get 304s as from a CDN or object store;
 - ``/slow/``: the same files at ``slow_rate`` bytes per second (nginx's ``limit_rate``);
+- ``/norange/``: the same files, ``Range`` ignored (``max_ranges 0``: always a 200);
+- ``tls``: (certificate, key) PEM files make it HTTPS;
 - ``/git/``: when ``git_root`` is given, ``git http-backend`` behind fcgiwrap, the usual
   way to serve smart HTTP from nginx (the peer in ``bench/feed.py``);
 - the access log has one line per request: method, URI, status, bytes sent (headers
@@ -76,12 +78,14 @@ class Nginx:
         git_root: Path | None = None,
         slow_rate: int = 2048,
         workers: int = 1,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.workdir = workdir
         self.root = root
         self.git_root = git_root
         self.slow_rate = slow_rate
         self.workers = workers
+        self.tls = tls
         self.port = 0
         self.access_log = workdir / "access.log"
         self.error_log = workdir / "error.log"
@@ -92,7 +96,7 @@ class Nginx:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def __enter__(self) -> Nginx:
         self.start()
@@ -178,6 +182,13 @@ class Nginx:
 
     def _config(self) -> str:
         user = "user root;" if os.geteuid() == 0 else ""
+        listen = f"listen 127.0.0.1:{self.port};"
+        if self.tls is not None:
+            cert, key = self.tls
+            listen = (
+                f"listen 127.0.0.1:{self.port} ssl;\n"
+                f"        ssl_certificate {cert};\n        ssl_certificate_key {key};"
+            )
         git = ""
         if self.git_root is not None:
             backend = "/usr/lib/git-core/git-http-backend"
@@ -220,11 +231,15 @@ http {{
     default_type application/octet-stream;
     keepalive_requests 100000;
     server {{
-        listen 127.0.0.1:{self.port};
+        {listen}
         root {self.root};
         location /slow/ {{
             alias {self.root}/;
             limit_rate {self.slow_rate};
+        }}
+        location /norange/ {{
+            alias {self.root}/;
+            max_ranges 0;
         }}{git}
     }}
 }}

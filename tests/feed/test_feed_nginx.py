@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from airgap_world import History, Key, snapshot
-from feed_world import Desk, FeedNode
+from feed_world import Desk, FeedNode, make_tls
 
 from tools.webserver import LogLine, Nginx
 
@@ -310,3 +310,64 @@ def test_a_server_that_never_answers_is_a_read_timeout_not_a_hang(
     assert report.temporary
     [warning] = report.warnings
     assert "stopped answering" in warning
+
+
+def test_a_server_ignoring_range_sends_the_whole_file_and_the_partial_copy_starts_over(
+    history: History, desk: Desk, node: FeedNode, nginx: Nginx
+) -> None:
+    history.repo.git("reset", "-q", "--hard", history.a)
+    desk.publish()
+    node.with_feed(url=f"{nginx.url}/slow/feed/", deadline=2.0)
+    assert node.tick().temporary
+    [part] = list((node.config.state_dir / "feed" / "partial").iterdir())
+    assert part.stat().st_size > 0
+
+    node.with_feed(url=f"{nginx.url}/norange/feed/", deadline=600.0)
+    mark = len(nginx.requests())
+    report = node.tick()
+
+    assert report.outcome == "applied", (report.error, report.warnings)
+    assert node.applied == history.a
+    # The node asked to resume; nginx ignored the Range and sent all of it, from byte 0.
+    [_index, whole] = since(nginx, mark)
+    assert whole.uri == f"/norange/feed/bundles/full-{history.a}.bundle"
+    assert whole.status == 200
+    assert whole.range.startswith("bytes=") and whole.range != "bytes=0-"
+
+
+def test_a_bundle_longer_than_the_index_says_is_refused(
+    history: History, desk: Desk, node: FeedNode
+) -> None:
+    install_at_a(history, desk, node)
+    head = history.repo.change_plant("Ostrava: publish every 750 ms", 750)
+    desk.publish()
+    step = desk.out / "bundles" / f"{history.a}-{head}.bundle"
+    step.write_bytes(step.read_bytes() + b"\0" * 4096)
+
+    report = node.tick()
+
+    assert node.applied == history.a
+    [warning] = report.warnings
+    assert "longer than the" in warning and "bytes the index names" in warning
+
+
+def test_https_with_the_configured_ca_bundle_and_refused_without_it(
+    history: History, keys: dict[str, Key], tmp_path: Path
+) -> None:
+    ca, cert, key = make_tls(tmp_path / "tls")
+    with Nginx(tmp_path / "tls-nginx", tmp_path / "tls-www", tls=(cert, key)) as server:
+        desk = Desk(history.repo, server)
+        desk.publish()
+        trusting = FeedNode(tmp_path / "trusting", keys["ops"], desk.url, ca_bundle=ca)
+        stranger = FeedNode(tmp_path / "stranger", keys["ops"], desk.url)
+
+        report = trusting.tick()
+        refused = stranger.tick()
+
+    assert desk.url.startswith("https://")
+    assert report.outcome == "applied", (report.error, report.warnings)
+    assert trusting.applied == history.c
+    assert refused.temporary
+    [warning] = refused.warnings
+    assert "TLS verification failed" in warning and "caBundle" in warning
+    assert stranger.applied is None
