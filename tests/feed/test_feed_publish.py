@@ -17,9 +17,9 @@ from reconciler.core.errors import ConfigError
 from reconciler.fleet.feed import RETIRE_GRACE, publish_feed
 from reconciler.node.config import load_config
 from reconciler.node.feed import check_feed_url
-from reconciler.node.feed_index import FeedError, parse_index
+from reconciler.node.feed_index import FeedEntry, FeedError, FeedIndex, parse_index
 from reconciler.node.fetch import CANDIDATE_REF, Mirror
-from reconciler.node.inbox import BundleError, import_inbox, read_manifest
+from reconciler.node.inbox import BundleError, BundleManifest, import_inbox, read_manifest
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 
@@ -333,3 +333,34 @@ spec:
     with pytest.raises(ConfigError, match="not loopback") as refused:
         load_config(config)
     assert str(refused.value).startswith(f"{config}:8: spec.feed.url")
+
+
+def _entry(start: str | None, to: str) -> FeedEntry:
+    name = f"bundles/{start or 'full'}-{to}.bundle"
+    manifest = BundleManifest("all", start, to, "2026-11-20T09:00:00+00:00", "0" * 64, 10)
+    return FeedEntry(name, "2026-11-20T09:00:00+00:00", manifest)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    length=st.integers(min_value=1, max_value=30),
+    kept=st.integers(min_value=0, max_value=30),
+    has=st.sets(st.integers(min_value=0, max_value=30)),
+)
+def test_the_walk_back_from_the_head_starts_at_the_newest_commit_the_node_has(
+    length: int, kept: int, has: set[int]
+) -> None:
+    commits = [f"{i:040x}" for i in range(length + 1)]  # c0 … c_length, the head last
+    first = max(0, length - kept)  # older steps expired from the chain
+    chain = tuple(_entry(commits[i], commits[i + 1]) for i in range(first, length))
+    index = FeedIndex("main", commits[-1], "now", 0, _entry(None, commits[-1]), chain)
+    known = {commits[i] for i in has if i <= length}
+
+    steps = index.steps_from(known.__contains__)
+
+    reachable = [i for i in range(first, length) if commits[i] in known]
+    if not reachable:
+        assert steps is None
+    else:
+        assert steps == chain[max(reachable) - first :]
+        assert steps is not None and steps[-1].manifest.to == index.head
