@@ -62,6 +62,31 @@ def register(subparsers: Any) -> None:
     create.add_argument("out", metavar="OUT", help="the bundle file to write, e.g. plant.bundle")
     create.set_defaults(func=run_create)
 
+    publish = commands.add_parser(
+        "publish",
+        help="keep a feed of bundles for nodes to pull from a static server or CDN",
+        description=(
+            "Bring the feed in OUT_DIR up to --branch: an incremental bundle from the head "
+            "published before, a full bundle for new nodes, and index.json naming them. "
+            "Publishing the same head again writes nothing. Steps older than --keep leave "
+            "the chain. Upload bundles/ first and index.json last. Needs the git command "
+            "line and the full history (no shallow clone). Exit 0 when the feed is current, "
+            "1 when refused (no such branch, history unrelated to the feed), 2 on I/O errors."
+        ),
+        epilog=example("outpost bundle publish --repo . --branch main --keep 30d public/feed"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    publish.add_argument("--branch", required=True, metavar="BRANCH", help="e.g. main")
+    add_repo_argument(publish)
+    publish.add_argument(
+        "--keep",
+        default="30d",
+        metavar="DURATION",
+        help="how long steps stay in the chain for offline nodes (default 30d)",
+    )
+    publish.add_argument("out_dir", metavar="OUT_DIR", help="the feed folder to update")
+    publish.set_defaults(func=run_publish)
+
 
 def run_create(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
@@ -111,4 +136,49 @@ def run_create(args: argparse.Namespace) -> int:
         f"{'' if manifest.commits == 1 else 's'}, {span}, for {manifest.site})"
     )
     print(f"wrote {manifest_path(out)} (sha256 {manifest.sha256})")
+    return EXIT_OK
+
+
+def run_publish(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from reconciler.core.errors import OutpostError
+    from reconciler.fleet.feed import publish_feed
+    from reconciler.node.config import parse_duration
+    from reconciler.node.inbox import BundleError
+
+    out = Path(args.out_dir)
+    try:
+        keep = parse_duration(args.keep, where="--keep")
+        result = publish_feed(
+            Path(args.repo),
+            args.branch,
+            out,
+            now=datetime.now(UTC),  # the CLI is the edge: the one place that reads the clock
+            keep_seconds=keep,
+        )
+    except BundleError as exc:
+        print(f"outpost bundle publish: {exc}", file=sys.stderr)
+        return EXIT_FINDINGS
+    except OutpostError as exc:
+        print(f"outpost bundle publish: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:
+        print(f"outpost bundle publish: cannot write {out}: {exc.strerror}", file=sys.stderr)
+        return EXIT_ERROR
+    index = result.index
+    if result.note:
+        print(f"note: {result.note}")
+    if result.outcome == "unchanged":
+        print(f"{out}: {index.branch} is already published at {index.head[:12]}")
+    for name in result.written:
+        print(f"wrote {out / name}")
+    for name in result.removed:
+        print(f"removed {out / name}")
+    print(
+        f"{out}/index.json: head {index.head[:12]}, {len(index.chain)} step(s) kept, "
+        f"latest {index.latest.name} ({index.latest.manifest.size} bytes, sha256 "
+        f"{index.latest.manifest.sha256})"
+    )
     return EXIT_OK

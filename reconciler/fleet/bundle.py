@@ -45,7 +45,7 @@ from reconciler.node.inbox import (
     short,
 )
 
-__all__ = ["BundleError", "BundleManifest", "create_bundle", "manifest_path"]
+__all__ = ["BundleError", "BundleManifest", "create_bundle", "manifest_path", "write_bundle"]
 
 
 def _workstation_env() -> dict[str, str]:
@@ -188,12 +188,52 @@ def create_bundle(
             raise BundleError(f"{what}: git merge-base failed: {_stderr(ancestor)}")
     if trust is not None:
         plant_would_accept(repo_path, site, start, to, trust, now=now)
-    commits = int(
-        git("rev-list", "--count", to if start is None else f"{start}..{to}").stdout.strip()
+    ref = f"{HEAD_REF_PREFIX}{site}"
+    digest, size, commits = write_bundle(
+        repo_path, ref, start, to, out, env=env, timeout=timeout, what=what
     )
+    manifest = BundleManifest(
+        site=site,
+        from_=start,
+        to=to,
+        created=now.astimezone(UTC).isoformat(),
+        sha256=digest,
+        size=size,
+        ref=ref,
+        commits=commits,
+    )
+    write_json(manifest_path(out), manifest.to_json())
+    return manifest
+
+
+def write_bundle(
+    repo_path: Path,
+    ref: str,
+    start: str | None,
+    to: str,
+    out: Path,
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = GIT_TIMEOUT,
+    what: str = "bundle",
+) -> tuple[str, int, int]:
+    """Write ``out``, a bundle of ``start..to`` (all of ``to`` when ``start`` is None) that
+    carries one ref, ``ref``; return its sha256, size and number of commits.
+
+    The caller has checked the revisions (full commit ids, ``start`` an ancestor of ``to``).
+    Shared by `create_bundle` (a plant's stick) and `reconciler.fleet.feed` (the feed).
+    """
+    env = env if env is not None else _workstation_env()
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        proc = _git(["-C", str(repo_path), *args], env=env, timeout=timeout, what=what)
+        if proc.returncode != 0:
+            raise BundleError(f"{what}: git {args[0]} in {repo_path} failed: {_stderr(proc)}")
+        return proc
+
+    commits = int(git("rev-list", "--count", to if start is None else f"{start}..{to}").stdout)
     object_format = git("rev-parse", "--show-object-format").stdout.strip() or "sha1"
     objects = git("rev-parse", "--path-format=absolute", "--git-path", "objects").stdout.strip()
-    ref = f"{HEAD_REF_PREFIX}{site}"
 
     out = out.absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -227,18 +267,7 @@ def create_bundle(
             *spec,
         )
     digest, size = _hash_file(out)
-    manifest = BundleManifest(
-        site=site,
-        from_=start,
-        to=to,
-        created=now.astimezone(UTC).isoformat(),
-        sha256=digest,
-        size=size,
-        ref=ref,
-        commits=commits,
-    )
-    write_json(manifest_path(out), manifest.to_json())
-    return manifest
+    return digest, size, commits
 
 
 def _resolve(git: Any, rev: str, option: str) -> str:

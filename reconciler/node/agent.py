@@ -3,8 +3,8 @@
 The tick is the product. Its rules, in the order it applies them:
 
 1. **One at a time.** A lock in the state directory; a second agent exits at once.
-2. **Fetch, never trust.** The remote (or a bundle from the inbox) only feeds the
-   local mirror. An unreachable source is temporary: the site keeps running what
+2. **Fetch, never trust.** The remote (or a bundle feed, or a bundle from the inbox)
+   only feeds the local mirror. An unreachable source is temporary: the site keeps running what
    it runs, and the status says how long the source has been silent.
 3. **Verify everything new.** Every commit in (applied, candidate] must be signed
    by someone allowed to change what it touches; the candidate must descend from
@@ -219,6 +219,8 @@ class Agent:
                 state = state.with_(
                     fetched=fetched, fetched_at=now.timestamp(), source_answered_at=now.timestamp()
                 )
+        if self.config.feed is not None:
+            state = self._follow_feed(mirror, state, report, now)
         if self.config.bundle_inbox is not None:
             state = self._import_bundles(mirror, state, report, now)
         silent_since = state.source_answered_at
@@ -237,11 +239,7 @@ class Agent:
         from reconciler.node.inbox import import_inbox
 
         assert self.config.bundle_inbox is not None
-        candidate = mirror.resolve(CANDIDATE_REF)
-        if candidate in state.refused and state.applied is not None:
-            # A refused commit is never applied, and neither is anything built on it: a
-            # corrected history that starts again from what runs here must be importable.
-            mirror.pin(CANDIDATE_REF, state.applied)
+        _unpin_refused(mirror, state)
         try:
             results = import_inbox(mirror, self.config.bundle_inbox, now=now)
         except SourceUnavailable as exc:
@@ -265,6 +263,43 @@ class Agent:
                 report.warnings.append(f"bundle {result.name} not read: {result.message}")
                 report.temporary = True
         return state
+
+    def _follow_feed(
+        self, mirror: Mirror, state: AgentState, report: TickReport, now: datetime
+    ) -> AgentState:
+        """The bundle feed: one conditional request, then only the bundles this node lacks,
+        imported like the inbox's. Its commits are verified like fetched ones."""
+        from reconciler.node.feed import follow_feed
+
+        assert self.config.feed is not None
+        _unpin_refused(mirror, state)
+        try:
+            result = follow_feed(mirror, self.config.feed, self.config.state_dir / "feed", now=now)
+        except TemporaryError as exc:
+            report.warnings.append(f"feed unavailable: {exc}")
+            report.temporary = True
+            log.warning("feed unavailable", extra={"error": str(exc)})
+            return state
+        except PermanentError as exc:
+            report.warnings.append(f"feed refused: {exc}")
+            log.error("feed refused", extra={"error": str(exc)})
+            return state
+        log.info("feed", extra={"outcome": result.outcome, "detail": result.message})
+        for bundle in result.bundles:
+            log.info(
+                "bundle",
+                extra={"bundle": bundle.name, "outcome": bundle.outcome, "detail": bundle.message},
+            )
+            if bundle.outcome == "rejected":
+                report.warnings.append(f"feed bundle {bundle.name} refused: {bundle.message}")
+        if result.error is not None:
+            report.warnings.append(f"feed: {result.error}")
+            report.temporary = report.temporary or isinstance(result.error, TemporaryError)
+        return state.with_(
+            fetched=mirror.resolve(CANDIDATE_REF),
+            fetched_at=now.timestamp(),
+            source_answered_at=now.timestamp(),
+        )
 
     def _consider(
         self,
@@ -487,6 +522,14 @@ class Agent:
         log.info("tick done", extra={"outcome": report.outcome, "applied": state.applied})
 
 
+def _unpin_refused(mirror: Mirror, state: AgentState) -> None:
+    """A refused commit is never applied, and neither is anything built on it: a corrected
+    history that starts again from what runs here must be importable (inbox and feed)."""
+    candidate = mirror.resolve(CANDIDATE_REF)
+    if candidate in state.refused and state.applied is not None:
+        mirror.pin(CANDIDATE_REF, state.applied)
+
+
 @dataclass(frozen=True)
 class _Refused:
     """The API server refused the slice: treated like a failed health check."""
@@ -643,7 +686,7 @@ def metrics_text(site: str, state: AgentState, report: TickReport, now: datetime
         samples.append(
             (
                 "outpost_source_last_answer_timestamp_seconds",
-                "When the git remote or bundle inbox last answered.",
+                "When the git remote, bundle feed or bundle inbox last answered.",
                 labels,
                 state.source_answered_at,
             )

@@ -13,6 +13,7 @@ from pathlib import Path
 from reconciler.core.commits import DEFAULT_MAX_COMMITS
 from reconciler.core.errors import ConfigError, DocumentError
 from reconciler.core.loader import load_document
+from reconciler.node.feed import DEFAULT_MAX_STEPS, FeedSettings, check_feed_url
 from reconciler.node.fetch import Credentials
 
 DEFAULT_HEALTH_DEADLINE = 300
@@ -62,6 +63,7 @@ class AgentConfig:
     field_manager: str
     max_commits: int
     metrics_dir: Path | None
+    feed: FeedSettings | None = None
 
     @property
     def mirror_dir(self) -> Path:
@@ -100,11 +102,31 @@ def load_config(path: Path) -> AgentConfig:
             password_file=opt_path(creds.get("passwordFile")),
             ssh_key_file=opt_path(creds.get("sshKeyFile")),
         )
-    if not source.get("url") and not spec.get("bundleInbox"):
+    if not source.get("url") and not spec.get("bundleInbox") and not spec.get("feed"):
         raise ConfigError(
-            "the agent needs a source: set spec.source.url (a git remote) or "
-            "spec.bundleInbox (a folder where bundles arrive), or both",
+            "the agent needs a source: set spec.source.url (a git remote), spec.feed.url "
+            "(a bundle feed) or spec.bundleInbox (a folder where bundles arrive)",
             mark=doc.mark("spec"),
+        )
+    feed = None
+    if spec.get("feed"):
+        raw = spec["feed"]
+        allow_http = bool(raw.get("allowHttp", False))
+        reason = check_feed_url(str(raw["url"]), allow_http=allow_http)
+        if reason is not None:
+            raise ConfigError(f"spec.feed.url: {reason}", mark=doc.mark("spec", "feed", "url"))
+
+        def seconds(key: str, default: str) -> int:
+            return parse_duration(raw.get(key, default), where=f"{path}: spec.feed.{key}")
+
+        feed = FeedSettings(
+            url=str(raw["url"]),
+            ca_bundle=opt_path(raw.get("caBundle")),
+            allow_http=allow_http,
+            connect_timeout=seconds("connectTimeout", "10s"),
+            read_timeout=seconds("readTimeout", "30s"),
+            deadline=seconds("deadline", "10m"),
+            max_steps=int(raw.get("maxSteps", DEFAULT_MAX_STEPS)),
         )
     return AgentConfig(
         path=path,
@@ -125,4 +147,5 @@ def load_config(path: Path) -> AgentConfig:
         field_manager=str(spec.get("fieldManager", "outpost")),
         max_commits=int(spec.get("maxCommitsPerTick", DEFAULT_MAX_COMMITS)),
         metrics_dir=opt_path(spec.get("metricsDir")),
+        feed=feed,
     )

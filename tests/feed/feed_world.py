@@ -1,0 +1,205 @@
+"""A store's node that follows a bundle feed served by nginx, and the desk that publishes it.
+
+The node is the real agent (`Agent` + `NodePipeline`: trust, render, policies, secrets) with
+the real feed client talking HTTP to nginx. Only the Kubernetes side is a recording stand-in
+(`RecordingCluster`): what is under test here is how commits reach the mirror; applying them
+to the real API server is `tests/cluster`'s job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from airgap_world import PLANT, REPO_ROOT, Key, SignedRepo, allowed_signers
+
+from reconciler.fleet.feed import PublishResult, publish_feed
+from reconciler.node.agent import Agent, Desired, TickReport
+from reconciler.node.config import AgentConfig, SourceConfig
+from reconciler.node.feed import FeedSettings
+from reconciler.node.fetch import APPLIED_REF, CANDIDATE_REF, Mirror
+from reconciler.node.pipeline import NodePipeline
+from tools.webserver import Nginx
+
+# Saturday 23:00 in Prague: inside plant-ostrava's weekly window, weeks after the commits.
+WINDOW = datetime(2026, 11, 28, 22, 0, tzinfo=UTC)
+
+
+@dataclass
+class RecordingCluster:
+    """Takes what the agent applies and says it is healthy (see the module docstring)."""
+
+    applied: list[str] = field(default_factory=list)
+    inventory: list[str] = field(default_factory=list)
+
+    def apply(self, objects: Sequence[Mapping[str, Any]], *, revision: str) -> Any:
+        self.applied.append(revision)
+        return None
+
+    def drift(self, objects: Sequence[Mapping[str, Any]]) -> Sequence[str]:
+        return []
+
+    def prune(self, previous: Sequence[str], desired: Sequence[str]) -> Sequence[str]:
+        return []
+
+    def wait_healthy(self, objects: Sequence[Mapping[str, Any]], *, deadline_seconds: float) -> Any:
+        return True
+
+    def read_inventory(self) -> Sequence[str] | None:
+        return self.inventory or None
+
+    def label_nodes(self, desired: Desired) -> Sequence[str]:
+        return []
+
+    def write_inventory(self, keys: Sequence[str], revision: str) -> None:
+        self.inventory = list(keys)
+
+
+class Desk:
+    """Headquarters: the signed clone and the feed folder nginx serves."""
+
+    def __init__(self, repo: SignedRepo, nginx: Nginx) -> None:
+        self.repo = repo
+        self.nginx = nginx
+        self.out = nginx.root / "feed"
+        self.clock = WINDOW - timedelta(days=3)
+
+    def publish(self, **options: Any) -> PublishResult:
+        self.clock += timedelta(minutes=10)
+        return publish_feed(self.repo.path, "main", self.out, now=self.clock, **options)
+
+    @property
+    def url(self) -> str:
+        return f"{self.nginx.url}/feed/"
+
+
+class FeedNode:
+    """plant-ostrava's node with spec.feed pointing at the desk's feed."""
+
+    def __init__(self, root: Path, ops: Key, url: str, **feed: Any) -> None:
+        root.mkdir(parents=True)
+        trust = root / "allowed_signers"
+        trust.write_bytes(allowed_signers(ops))
+        self.cluster = RecordingCluster()
+        self.config = AgentConfig(
+            path=root / "agent.yaml",
+            site=PLANT,
+            source=SourceConfig(url=None, branch="main", credentials=None),
+            bundle_inbox=None,
+            outbox=None,
+            trust_root=trust,
+            age_key=REPO_ROOT / "tests" / "keys" / "age" / f"{PLANT}.key",
+            kubeconfig=None,
+            state_dir=root / "state",
+            health_deadline=60,
+            stale_after=30 * 86400,
+            field_manager="outpost",
+            max_commits=1000,
+            metrics_dir=None,
+            feed=FeedSettings(url=url, **feed),
+        )
+        self.now = WINDOW
+
+    def with_feed(self, **changes: Any) -> None:
+        assert self.config.feed is not None
+        self.config = replace(self.config, feed=replace(self.config.feed, **changes))
+
+    def tick(self) -> TickReport:
+        agent = Agent(
+            self.config,
+            pipeline=NodePipeline(self.config),
+            cluster=lambda: self.cluster,
+            clock=lambda: self.now,
+        )
+        return agent.tick()
+
+    @property
+    def mirror(self) -> Mirror:
+        return Mirror(self.config.mirror_dir)
+
+    @property
+    def applied(self) -> str | None:
+        return self.mirror.resolve(APPLIED_REF)
+
+    @property
+    def candidate(self) -> str | None:
+        return self.mirror.resolve(CANDIDATE_REF)
+
+
+def make_tls(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA of our own and a certificate it signs for 127.0.0.1: (ca.pem, cert.pem, key.pem)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    start = datetime.now(UTC) - timedelta(hours=1)  # the real clock: TLS checks it
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Outpost test feed CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = (directory / "ca.pem", directory / "cert.pem", directory / "key.pem")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
