@@ -74,7 +74,6 @@ def register(subparsers: Any) -> None:
             "1 when refused (no such branch, history unrelated to the feed), 2 on I/O errors."
         ),
         epilog=example("outpost bundle publish --repo . --branch main --keep 30d public/feed"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     publish.add_argument("--branch", required=True, metavar="BRANCH", help="e.g. main")
     add_repo_argument(publish)
