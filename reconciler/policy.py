@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Protocol
 
+from reconciler.core.labels import SITE_LABEL
 from reconciler.errors import Mark, OutpostError, PolicyError
 from reconciler.findings import ERROR, WARNING, Finding
 from reconciler.loader import Document
@@ -56,7 +57,6 @@ from reconciler.policy_facts import CEL_FUNCTIONS, site_status
 
 OUTPOST_GROUP = "outpost"
 RESERVED_ANNOTATION = "outpost/source"
-SITE_LABEL = "outpost/site"
 SOPS_SOURCE = "sops"
 SITE_VARIABLES = ("site", "hardware", "app")
 RULE_ENGINE = "policy"
