@@ -19,6 +19,7 @@ import errno
 import fcntl
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -32,6 +33,7 @@ STATUS_FILE = "status.json"
 METRICS_FILE = "outpost.prom"
 LOCK_FILE = "agent.lock"
 SCHEMA_VERSION = 1
+MAX_STATUS_BYTES = 4 * 1024 * 1024
 
 
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
@@ -146,10 +148,32 @@ class StateStore:
             write_json(outbox / f"outpost-status-{site}.json", status)
 
     def read_status(self) -> dict[str, Any] | None:
+        """The last tick's status; None before the first tick.
+
+        `StatusUnreadable` (naming the file) when it is not a status document: a disk
+        error, a hand edit, a truncated copy. The agent never reads it back, so the next
+        tick rewrites it whole.
+        """
+        path = self.directory / STATUS_FILE
         try:
-            data: dict[str, Any] = json.loads((self.directory / STATUS_FILE).read_bytes())
+            raw = _read_bounded(path, MAX_STATUS_BYTES)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise StatusUnreadable(f"cannot read {path}: {exc.strerror or exc}") from None
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise StatusUnreadable(
+                f"{path} is not valid JSON ({exc}); truncated or corrupt — the next tick "
+                "rewrites it"
+            ) from None
+        if not isinstance(data, dict) or data.get("kind") != "SiteStatus":
+            raise StatusUnreadable(
+                f"{path} is not a SiteStatus document (found {type(data).__name__}"
+                f"{' of kind ' + repr(data.get('kind')) if isinstance(data, dict) else ''}); "
+                "the next tick rewrites it"
+            )
         return data
 
     def write_metrics(self, text: str, textfile_dir: Path | None = None) -> None:
@@ -178,6 +202,28 @@ class StateStore:
             yield
         finally:
             os.close(fd)
+
+
+def _read_bounded(path: Path, limit: int) -> bytes:
+    """At most ``limit`` bytes of a regular file, opened without blocking or following links."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise OSError(errno.EFBIG, f"larger than {limit:,} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+class StatusUnreadable(ConfigError):
+    """status.json exists but is not a status document."""
 
 
 class AgentBusy(ConfigError):
