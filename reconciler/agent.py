@@ -237,6 +237,8 @@ class Agent:
                 "bundle",
                 extra={"bundle": result.name, "outcome": result.outcome, "detail": result.message},
             )
+            if result.note:
+                report.warnings.append(f"bundle {result.name}: {result.note}")
             if result.outcome in ("imported", "replay"):
                 state = state.with_(
                     fetched=mirror.resolve(CANDIDATE_REF),
