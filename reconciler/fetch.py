@@ -103,6 +103,23 @@ class Mirror:
         except (KeyError, ValueError, pygit2.GitError):
             return False
 
+    def count(self, base: str, head: str, *, limit: int = 100_000) -> int:
+        """How many commits ``head`` has that ``base`` has not (``git rev-list base..head``),
+        counting at most ``limit``."""
+        import pygit2
+
+        try:
+            walker = self.repo.walk(pygit2.Oid(hex=head), pygit2.enums.SortMode.NONE)
+            walker.hide(pygit2.Oid(hex=base))
+            total = 0
+            for _ in walker:
+                total += 1
+                if total >= limit:
+                    break
+        except (KeyError, ValueError, pygit2.GitError):
+            return 0
+        return total
+
     def resolve(self, ref: str) -> str | None:
         try:
             return str(self.repo.references[ref].peel().id)

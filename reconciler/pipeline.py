@@ -315,6 +315,12 @@ class ManagerCluster:
     def write_inventory(self, keys: Sequence[str], revision: str) -> None:
         self.manager.write_inventory(self._keys(keys), revision)
 
+    def applied_revision(self) -> str | None:
+        inventory = self.manager.read_inventory()
+        if inventory is None or not inventory.complete or not inventory.revision:
+            return None
+        return str(inventory.revision)
+
     def label_nodes(self, desired: Desired) -> Sequence[str]:
         """Put hardware.yaml's placement labels on the cluster's nodes; return the nodes labelled.
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from reconciler.node import seen as seen_module
 from reconciler.node.seen import FIRST_SEEN_FILE, FirstSeen
 
@@ -27,10 +29,7 @@ def test_a_lost_or_corrupt_file_only_makes_commits_look_newer(tmp_path: Path) ->
     assert store.see(["a"], 1000.0) == {"a": 1000.0}
 
 
-def test_the_file_is_bounded_oldest_first(tmp_path: Path, monkeypatch: object) -> None:
-    import pytest
-
-    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+def test_the_file_is_bounded_oldest_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(seen_module, "MAX_ENTRIES", 3)
     store = FirstSeen(tmp_path)
     store.see(["a"], 1.0)
