@@ -263,7 +263,13 @@ class Agent:
         source = self.config.source
         if source.url:
             try:
-                fetched = mirror.fetch(source.url, source.branch, source.credentials)
+                fetched = mirror.fetch(
+                    source.url,
+                    source.branch,
+                    source.credentials,
+                    max_bytes=self.config.fetch_max_bytes,
+                    max_objects=self.config.fetch_max_objects,
+                )
             except SourceUnavailable as exc:
                 report.warnings.append(str(exc))
                 report.temporary = True
