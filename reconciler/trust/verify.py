@@ -311,7 +311,17 @@ class RangeResult:
             return VerificationError(self.problem)
         for verdict in self.verdicts:
             if not verdict.ok:
-                return VerificationError(verdict.message)
+                if verdict.sha == self.candidate:
+                    return VerificationError(verdict.message)
+                back = (
+                    f"reset the branch to {short(self.last_applied)}, what the sites run,"
+                    if self.last_applied is not None
+                    else "reset the branch to the commit the sites run"
+                )
+                return VerificationError(
+                    f"{verdict.message} — the candidate {short(self.candidate)} is built on it "
+                    f"and refused with it: {back} and commit the work again"
+                )
         return None
 
     def raise_for_refusal(self) -> None:

@@ -206,7 +206,8 @@ def test_unsigned_commit_in_the_middle_of_the_range(repo: Repo, keys: dict[str, 
 
     assert refused(result) == (
         f"commit {short(unsigned)}: not signed; every commit must carry an SSH signature "
-        "(git commit -S)"
+        f"(git commit -S) — the candidate {short(later)} is built on it and refused with it: "
+        f"reset the branch to {short(applied)}, what the sites run, and commit the work again"
     )
     assert result.verdict_for(later) is not None
     assert result.verdict_for(later).reason == (  # type: ignore[union-attr]
@@ -375,7 +376,9 @@ def test_delegated_signer_adding_a_key_then_using_it_later(
 
     assert refused(result) == (
         f"commit {short(grant)}: signed by pos-team, a delegated signer, but it changes "
-        "policies/signers.yaml; only root signers may change policies/**"
+        "policies/signers.yaml; only root signers may change policies/** — the candidate "
+        f"{short(use)} is built on it and refused with it: reset the branch to {short(applied)}, "
+        "what the sites run, and commit the work again"
     )
     assert result.verdict_for(use).reason == (  # type: ignore[union-attr]
         f"built on {short(grant)}, which was refused (signed by pos-team, a delegated signer, but "
@@ -665,7 +668,11 @@ def test_a_delegated_signer_vouches_only_within_its_scope(repo: Repo, keys: dict
     pos = repo.commit({"apps/pos/app.yaml": "version: 4\n"}, keys["pos"])
     result = repo.verify(trust, since=applied)
     assert refused(result).startswith(f"commit {short(outside)}: signed by alice@example.com")
-    assert refused(result).endswith("whose scope covers fleets/retail-eu.yaml")
+    assert refused(result).endswith(
+        f"whose scope covers fleets/retail-eu.yaml — the candidate {short(pos)} is built on it "
+        f"and refused with it: reset the branch to {short(applied)}, what the sites run, and "
+        "commit the work again"
+    )
     assert result.verdict_for(in_scope).ok  # type: ignore[union-attr]
     assert not result.verdict_for(pos).ok  # type: ignore[union-attr]
 
