@@ -525,7 +525,9 @@ class Agent:
         state = state.with_(site=self.config.site)
         self.store.save(state)
         status = status_document(self.config.site, state, report, now)
-        self.store.write_status(status, self.config.outbox)
+        problem = self.store.write_status(status, self.config.outbox)
+        if problem:
+            log.warning("outbox not written", extra={"detail": problem})
         self.store.write_metrics(
             metrics_text(self.config.site, state, report, now), self.config.metrics_dir
         )

@@ -58,6 +58,40 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
         os.close(dir_fd)
 
 
+def write_into_folder(folder: Path, name: str, data: bytes) -> None:
+    """Atomically write ``folder/name`` through a handle on ``folder`` that follows no link.
+
+    The folder is made if missing. One that is a symlink (or not a folder) raises OSError
+    with ``strerror`` saying so: a removable medium cannot redirect the write.
+    """
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(parents=True)
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise OSError(exc.errno, "it is a symbolic link or not a folder") from None
+        raise
+    temp = f".{name}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(
+            temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd
+        )
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp, dir_fd=dir_fd)
+            raise
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 def write_json(path: Path, value: Any) -> None:
     atomic_write(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
 
@@ -141,11 +175,23 @@ class StateStore:
     def save(self, state: AgentState) -> None:
         write_json(self.state_path, state.to_json())
 
-    def write_status(self, status: Mapping[str, Any], outbox: Path | None = None) -> None:
+    def write_status(self, status: Mapping[str, Any], outbox: Path | None = None) -> str | None:
+        """Write status.json, and a copy into ``outbox`` (removable media) when set.
+
+        The outbox usually lives on a USB stick, which is not trusted: it is written only
+        if it is a real folder (opened without following a link), never through a symlink.
+        Returns why the copy was not written, or None.
+        """
         write_json(self.directory / STATUS_FILE, status)
-        if outbox is not None:
-            site = str(status.get("site", "site"))
-            write_json(outbox / f"outpost-status-{site}.json", status)
+        if outbox is None:
+            return None
+        site = str(status.get("site", "site"))
+        data = (json.dumps(status, indent=2, sort_keys=True) + "\n").encode()
+        try:
+            write_into_folder(outbox, f"outpost-status-{site}.json", data)
+        except OSError as exc:
+            return f"the status copy was not written to the outbox {outbox}: {exc.strerror or exc}"
+        return None
 
     def read_status(self) -> dict[str, Any] | None:
         """The last tick's status; None before the first tick.

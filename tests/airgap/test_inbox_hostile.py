@@ -159,3 +159,28 @@ def test_a_fifo_in_place_of_the_result_folder(stick: tuple[Mirror, Path, Path]) 
 
     assert result.outcome == "imported"
     assert "processed/ in the inbox is a FIFO (named pipe), not a folder" in (result.note or "")
+
+
+def test_a_symlinked_outbox_is_never_written_through(tmp_path: Path) -> None:
+    """The status copy for headquarters goes to the stick's outbox, never through a link."""
+    from reconciler.state import StateStore
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    (stick / "outbox").symlink_to(outside)
+    store = StateStore(tmp_path / "state")
+    status = {"apiVersion": "outpost/v1", "kind": "SiteStatus", "site": "plant-ostrava"}
+
+    problem = store.write_status(status, stick / "outbox")
+
+    assert problem == (
+        f"the status copy was not written to the outbox {stick / 'outbox'}: it is a symbolic "
+        "link or not a folder"
+    )
+    assert list(outside.iterdir()) == []
+    assert store.read_status() == status  # the node's own copy is written all the same
+    (stick / "outbox").unlink()
+    assert store.write_status(status, stick / "outbox") is None
+    assert (stick / "outbox" / "outpost-status-plant-ostrava.json").is_file()
