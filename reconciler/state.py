@@ -6,8 +6,9 @@ directory. A kill at any instant leaves either the old file or the new one,
 never a torn one, and the next tick converges from whichever it finds.
 
 A state file that cannot be read (a disk error, a hand edit) is not guessed
-at: it is moved aside as ``state.json.corrupt-<time>`` and the agent starts
-from the cluster's own inventory, which it wrote last.
+at: it is moved aside as ``state.json.corrupt-<time>``, and the agent recovers
+what it applied, refused and failed from the mirror's refs and the cluster's
+inventory (`reconciler.node.recovery`): a lost file never lowers the floor.
 
 Nothing secret is ever written here: rendered Secrets live only in memory.
 """

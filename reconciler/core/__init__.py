@@ -1,4 +1,2 @@
 """The shared core: documents, sources, render, trust, schedule, secrets, policy, labels.
-
-It runs everywhere — on a site's node, in CI and at headquarters — and imports no other part.
-"""
+It runs everywhere (a site's node, CI, headquarters) and imports no other part."""
