@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -589,20 +590,48 @@ def _listing(paths: Sequence[str], limit: int = 3) -> str:
     return ", ".join(paths[:limit]) + (f" and {more} more" if more > 0 else "")
 
 
+def _root_vouchers_below(
+    order: Sequence[str],
+    children: dict[str, list[str]],
+    ok: Callable[[str], bool],
+    ctx: _Context,
+) -> dict[str, str]:
+    """For each commit, an accepted commit on top of it signed by a root key valid now.
+
+    One pass over the range, newest first: a root signer's scope is everything, so this
+    answers most retired-key commits without a search of their own.
+    """
+    below: dict[str, str] = {}
+    for sha in reversed(order):
+        for child in children.get(sha, ()):
+            if child in ctx.vouchers and ctx.vouchers[child] is None and ok(child):
+                below[sha] = child
+                break
+            if child in below:
+                below[sha] = below[child]
+                break
+    return below
+
+
 def _voucher_for(
     retired: str,
     children: dict[str, list[str]],
     ok: Callable[[str], bool],
     records: dict[str, CommitRecord],
     ctx: _Context,
+    root_below: dict[str, str],
 ) -> str | None:
-    """The first commit on top of ``retired`` signed by a key valid now whose scope covers
-    every path ``retired`` changes, and itself accepted (``ok``); None if there is none."""
+    """An accepted commit on top of ``retired`` signed by a key valid now whose scope covers
+    every path ``retired`` changes; None if there is none."""
+    if retired in root_below:
+        return root_below[retired]
+    if all(signer is None for signer in ctx.vouchers.values()):
+        return None  # no delegated signer in the range: no other voucher to look for
     paths = _changed_paths(records[retired])
     seen: set[str] = set()
-    queue = list(children.get(retired, ()))
+    queue = deque(children.get(retired, ()))
     while queue:
-        sha = queue.pop(0)
+        sha = queue.popleft()
         if sha in seen:
             continue
         seen.add(sha)
@@ -633,11 +662,17 @@ def _settle(
         for parent in ctx.parsed[sha].parents:
             children.setdefault(parent, []).append(sha)
     vouched: dict[str, str] = {}
-    for sha in ctx.retired:
-        if own[sha].ok:
-            voucher = _voucher_for(sha, children, lambda c: own[c].ok, records, ctx)
-            if voucher is not None:
-                vouched[sha] = voucher
+    if ctx.retired:
+
+        def good(sha: str) -> bool:
+            return own[sha].ok
+
+        root_below = _root_vouchers_below(order, children, good, ctx)
+        for sha in ctx.retired:
+            if own[sha].ok:
+                voucher = _voucher_for(sha, children, good, records, ctx, root_below)
+                if voucher is not None:
+                    vouched[sha] = voucher
     way_back = (
         f"reset the branch to {short(last_sha)}, what the sites run, and commit the work again"
         if last_sha is not None
@@ -669,9 +704,10 @@ def _settle(
                 cause[sha] = sha
             final[sha] = verdict
         accepted = {sha for sha, verdict in final.items() if verdict.ok}
+        root_below = _root_vouchers_below(order, children, accepted.__contains__, ctx)
         still: dict[str, str] = {}
         for sha in vouched:
-            voucher = _voucher_for(sha, children, accepted.__contains__, records, ctx)
+            voucher = _voucher_for(sha, children, accepted.__contains__, records, ctx, root_below)
             if voucher is not None:
                 still[sha] = voucher
         if still == vouched:
