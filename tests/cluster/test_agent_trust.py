@@ -273,3 +273,29 @@ def test_a_truncated_status_json_is_an_error_until_the_next_tick_rewrites_it(
     assert applied is not None and f"applied:    {applied[:12]}" in fixed.stdout
     data: dict[str, Any] = json.loads(status.read_text())
     assert data["applied"]["revision"] == applied
+
+
+def test_a_commit_that_failed_its_health_check_is_not_retried_after_state_loss(
+    tmp_path: Path, fleet: SignedFleet, cluster: Cluster, node: Callable[..., Agent]
+) -> None:
+    agent = node(Clock(IN_WINDOW), health="20s")
+    good = agent.tick().applied
+    fleet.write(
+        f"sites/{SITE}/overrides.yaml",
+        "apiVersion: outpost/v1\nkind: SiteOverrides\nmetadata:\n"
+        f"  name: {SITE}\nspec:\n  apps:\n    pos:\n      patches:\n"
+        "        - target: {kind: Deployment, name: pos-server}\n"
+        "          merge: {spec: {template: {spec: {nodeSelector: {outpost/node: nowhere}}}}}\n",
+    )
+    bad = fleet.commit("pin pos-server to a node that does not exist", when=T0 + timedelta(hours=1))
+    assert agent.tick().outcome == "rolled-back"
+
+    (tmp_path / "state" / "state.json").unlink()
+    report = agent.tick()
+
+    assert report.outcome == "failed-before", report
+    assert (report.pending, report.applied) == (bad, good)
+    assert any("1 failed commit(s) from the mirror" in w for w in report.warnings)
+    deployment = read(cluster, "deployment", "pos", "pos-server")
+    assert deployment is not None
+    assert deployment["spec"]["template"]["spec"]["nodeSelector"] == {"outpost/device.usb": "true"}
