@@ -211,21 +211,23 @@ def schedule_change(
         )
     else:
         head_sha = resolve(git, head)
-        read = _read_range(git, base_sha, head_sha, trust_root=trust_root, now=now)
+        head_time = datetime.fromtimestamp(git[head_sha].peel(pygit2.Commit).commit_time, UTC)
+        seen_at = start or head_time
+        read = _read_range(git, base_sha, head_sha, trust_root=trust_root, now=now, seen_at=seen_at)
         if read.refused is not None:
             return ChangeSchedule((), now, (), {}, refused=read.refused)
-        head_time = datetime.fromtimestamp(git[head_sha].peel(pygit2.Commit).commit_time, UTC)
         commits, notes = read.commits, read.notes
         notes.append(
             f"change {_short(base_sha)}..{_short(head_sha)}: {len(commits)} commit(s); each "
-            "site's change time is the committer time of the last of them that changed its "
-            "slice, as its node computes it"
+            "site's change time is, for the last of them that changed its slice, the later "
+            "of its committer time and the time its node first sees it — the rule the node "
+            "applies, so a commit dated back does not shorten a wave's soak"
         )
-        if start is None:
-            notes.append(
-                f"scheduled from {_short(head_sha)}'s committer time {format_utc(head_time)}, "
-                "when nodes can first see it"
-            )
+        how = "--from" if start is not None else f"{_short(head_sha)}'s committer time"
+        notes.append(
+            f"nodes are assumed to first see every commit of the change at "
+            f"{format_utc(seen_at)} ({how}); a node that sees it later starts its soak later"
+        )
         scheduled = _schedule_sites(
             git,
             base_sha,
@@ -260,7 +262,13 @@ class _Range:
 
 
 def _read_range(
-    git: Any, base_sha: str, head_sha: str, *, trust_root: Path | None, now: datetime
+    git: Any,
+    base_sha: str,
+    head_sha: str,
+    *,
+    trust_root: Path | None,
+    now: datetime,
+    seen_at: datetime | None = None,
 ) -> _Range:
     """The commits of base..head as the node's pipeline builds them (``NodePipeline.verify``)."""
     from datetime import UTC
@@ -334,6 +342,7 @@ def _read_range(
                 paths=frozenset(p for per_parent in record.changes for p in per_parent),
                 emergency=flagged,
                 emergency_reason=reason,
+                first_seen=seen_at,
             )
         )
     commits.sort(key=lambda c: c.committed_at)  # as NodePipeline.verify orders them

@@ -123,7 +123,7 @@ def exit_code(outcome: str, *, temporary: bool) -> int:
 def status(args: argparse.Namespace) -> int:
     from reconciler.core.errors import ConfigError
     from reconciler.node.config import load_config
-    from reconciler.node.state import StateStore
+    from reconciler.node.state import StateStore, StatusUnreadable
 
     if args.state_dir:
         state_dir = Path(args.state_dir)
@@ -133,7 +133,11 @@ def status(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             print(f"outpost agent status: {exc}", file=sys.stderr)
             return EXIT_ERROR
-    report = StateStore(state_dir).read_status()
+    try:
+        report = StateStore(state_dir).read_status()
+    except StatusUnreadable as exc:
+        print(f"outpost agent status: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     if report is None:
         print(
             f"outpost agent status: no status in {state_dir} yet (no tick has run)", file=sys.stderr
@@ -142,7 +146,16 @@ def status(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps(report, indent=2, sort_keys=True))
         return EXIT_OK
-    print(format_status(report))
+    try:
+        text = format_status(report)
+    except (AttributeError, TypeError, KeyError, ValueError) as exc:
+        print(
+            f"outpost agent status: {state_dir / 'status.json'} has a field of the wrong shape "
+            f"({type(exc).__name__}: {exc}); the next tick rewrites it",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    print(text)
     return EXIT_OK
 
 

@@ -28,6 +28,8 @@ class Change:
     paths: frozenset[str]
     emergency: bool
     emergency_reason: str
+    first_seen: datetime | None = None
+    """When the node first saw the commit (None: not known, e.g. CI's own view)."""
 
 
 def paused_since(git_repo: Any, revision: str, path: str) -> datetime | None:

@@ -8,6 +8,7 @@ the secrets' key files and the fleet's status store.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -39,3 +40,37 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
 
 def write_json(path: Path, value: Any) -> None:
     atomic_write(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+
+
+def write_into_folder(folder: Path, name: str, data: bytes) -> None:
+    """Atomically write ``folder/name`` through a handle on ``folder`` that follows no link.
+
+    The folder is made if missing. One that is a symlink (or not a folder) raises OSError
+    with ``strerror`` saying so: a removable medium cannot redirect the write.
+    """
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(parents=True)
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise OSError(exc.errno, "it is a symbolic link or not a folder") from None
+        raise
+    temp = f".{name}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(
+            temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd
+        )
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp, dir_fd=dir_fd)
+            raise
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

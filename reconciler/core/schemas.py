@@ -53,6 +53,15 @@ def _registry() -> tuple[Any, dict[str, Any]]:
     return Registry().with_resources(resources_), by_file
 
 
+def schema_of(kind: str) -> Any:
+    """The JSON Schema document of one kind, as parsed (read it, do not change it)."""
+    _, by_file = _registry()
+    schema = by_file.get(f"{kind.lower()}.schema.json")
+    if schema is None:
+        raise ConfigError(f"no schema for kind {kind!r} (expected {kind.lower()}.schema.json)")
+    return schema
+
+
 @cache
 def validator(kind: str) -> Any:
     """A compiled Draft 2020-12 validator for one document kind (``Site`` → site.schema.json)."""

@@ -8,8 +8,13 @@ The tick is the product. Its rules, in the order it applies them:
    it runs, and the status says how long the source has been silent.
 3. **Verify everything new.** Every commit in (applied, candidate] must be signed
    by someone allowed to change what it touches; the candidate must descend from
-   what was applied. A refused candidate is remembered and never retried; only a
-   newer commit can replace it.
+   what was applied, and from ``spec.trust.floor`` (pinned at enrollment; history
+   before it is not verified again). A refused candidate is remembered and never
+   retried; only a newer commit can replace it. A source whose branch moved back
+   to an ancestor of what runs holds the site back, and the status says by how
+   many commits. What was applied, refused and failed is also kept in the mirror
+   and the cluster's inventory (`reconciler.node.recovery`): a lost ``state.json``
+   never lowers the floor.
 4. **Render and check the slice** of that commit, from git objects (no checkout):
    schemas, policies, secrets decrypted in memory. A failure is permanent for
    that commit, like a refused signature.
@@ -49,6 +54,7 @@ from reconciler.core.errors import (
 )
 from reconciler.node.config import AgentConfig
 from reconciler.node.fetch import APPLIED_REF, CANDIDATE_REF, Mirror
+from reconciler.node.recovery import recover, remember
 from reconciler.node.state import AgentState, StateStore, prometheus_text
 
 log = logging.getLogger("outpost.agent")
@@ -72,6 +78,10 @@ class Cluster(Protocol):
     ) -> Any: ...
 
     def read_inventory(self) -> Sequence[str] | None: ...
+
+    def applied_revision(self) -> str | None:
+        """The revision of the last complete apply, as the cluster's inventory records it."""
+        ...
 
     def label_nodes(self, desired: Desired) -> Sequence[str]:
         """Label the cluster's nodes from hardware.yaml; return warnings (nodes not found)."""
@@ -141,6 +151,9 @@ class TickReport:
     temporary: bool = False
     leftover: list[str] | None = None
     removed: int = 0
+    source_behind: int = 0
+    """Commits the source's branch lacks of what this site runs (it moved back)."""
+    source_head: str | None = None
 
 
 def _short(revision: str | None) -> str:
@@ -187,9 +200,6 @@ class Agent:
 
     def _tick(self, state: AgentState, report: TickReport, now: datetime) -> AgentState:
         mirror = Mirror(self.config.mirror_dir)
-        state = self._fetch(mirror, state, report, now)
-        candidate = mirror.resolve(CANDIDATE_REF)
-        report.candidate = candidate
         cluster: Cluster | None = None
 
         def get_cluster() -> Cluster:
@@ -198,11 +208,69 @@ class Agent:
                 cluster = self.cluster_factory()
             return cluster
 
-        if candidate and candidate != state.applied:
+        recovered = True
+        if state.applied is None:
+            state, recovered = self._recover(mirror, state, report, get_cluster)
+        state = self._fetch(mirror, state, report, now)
+        candidate = mirror.resolve(CANDIDATE_REF)
+        report.candidate = candidate
+        if state.applied is not None and not mirror.has(state.applied):
+            message = (
+                f"this site runs {_short(state.applied)}, which the source has not brought "
+                "(its branch does not contain it); nothing is applied until it does"
+            )
+            report.warnings.append(message)
+            report.temporary = True
+            log.warning("applied revision missing", extra={"revision": state.applied})
+        elif candidate and candidate != state.applied and recovered:
             state = self._consider(mirror, state, report, candidate, now, get_cluster)
-        if report.outcome not in ("applied", "rolled-back") and state.applied:
+        if (
+            report.outcome not in ("applied", "rolled-back")
+            and state.applied
+            and mirror.has(state.applied)
+        ):
             self._correct_drift(mirror, state, report, get_cluster)
+        remember(mirror, state.refused, state.failed)
         return state
+
+    def _recover(
+        self,
+        mirror: Mirror,
+        state: AgentState,
+        report: TickReport,
+        get_cluster: Callable[[], Cluster],
+    ) -> tuple[AgentState, bool]:
+        """No applied revision on record: ask the mirror and the cluster (`recovery`).
+
+        A node that cannot ask the cluster considers no candidate this tick: believing
+        it applied nothing could let it accept an older history than what runs.
+        """
+        cluster_revision: str | None = None
+        answered = True
+        try:
+            cluster_revision = get_cluster().applied_revision()
+        except OutpostError as exc:
+            answered = False
+            cluster_error = str(exc)
+        found = recover(mirror, cluster_revision=cluster_revision, floor=self.config.floor)
+        for note in found.notes:
+            report.warnings.append(note)
+            log.warning("state recovered", extra={"detail": note})
+        state = state.with_(
+            applied=found.applied,
+            last_good=state.last_good or found.applied,
+            refused={**found.refused, **state.refused},
+            failed=tuple(dict.fromkeys((*found.failed, *state.failed))),
+        )
+        report.applied = found.applied
+        if not answered and found.applied is None:
+            report.warnings.append(
+                "no applied revision on record and the cluster's inventory could not be read "
+                f"({cluster_error}); no candidate is considered until it can"
+            )
+            report.temporary = True
+            return state, False
+        return state, True
 
     def _fetch(
         self, mirror: Mirror, state: AgentState, report: TickReport, now: datetime
@@ -210,7 +278,13 @@ class Agent:
         source = self.config.source
         if source.url:
             try:
-                fetched = mirror.fetch(source.url, source.branch, source.credentials)
+                fetched = mirror.fetch(
+                    source.url,
+                    source.branch,
+                    source.credentials,
+                    max_bytes=self.config.fetch_max_bytes,
+                    max_objects=self.config.fetch_max_objects,
+                )
             except SourceUnavailable as exc:
                 report.warnings.append(str(exc))
                 report.temporary = True
@@ -219,6 +293,7 @@ class Agent:
                 state = state.with_(
                     fetched=fetched, fetched_at=now.timestamp(), source_answered_at=now.timestamp()
                 )
+                self._behind(mirror, state, report, fetched)
         if self.config.feed is not None:
             state = self._follow_feed(mirror, state, report, now)
         if self.config.bundle_inbox is not None:
@@ -231,6 +306,24 @@ class Agent:
                 f"{self.config.stale_after / 3600:.0f} h): a broken link, or updates withheld"
             )
         return state
+
+    def _behind(self, mirror: Mirror, state: AgentState, report: TickReport, head: str) -> None:
+        """A branch that moved back to an ancestor of what runs holds the site back: say so."""
+        applied = state.applied
+        report.source_head = head
+        if applied is None or head == applied or not mirror.descends(applied, head):
+            return
+        behind = mirror.count(head, applied)
+        report.source_behind = behind
+        branch = self.config.source.branch
+        message = (
+            f"the source's {branch} is {behind} commit{'s' if behind != 1 else ''} behind what "
+            f"this site runs ({branch} is at {_short(head)}, an ancestor of {_short(applied)}); "
+            "the site keeps what it runs and takes nothing from the source until its branch "
+            "moves forward again"
+        )
+        report.warnings.append(message)
+        log.warning("source behind", extra={"behind": behind, "source": head, "applied": applied})
 
     def _import_bundles(
         self, mirror: Mirror, state: AgentState, report: TickReport, now: datetime
@@ -251,6 +344,8 @@ class Agent:
                 "bundle",
                 extra={"bundle": result.name, "outcome": result.outcome, "detail": result.message},
             )
+            if result.note:
+                report.warnings.append(f"bundle {result.name}: {result.note}")
             if result.outcome in ("imported", "replay"):
                 state = state.with_(
                     fetched=mirror.resolve(CANDIDATE_REF),
@@ -315,6 +410,8 @@ class Agent:
             report.pending = candidate
             report.pending_reason = state.refused[candidate]
             return state
+        floor = self.config.floor
+        since = state.applied
         if candidate in state.failed:
             report.outcome = "failed-before"
             report.pending = candidate
@@ -327,7 +424,9 @@ class Agent:
             )
             return state
         try:
-            verified = self.pipeline.verify(mirror, state.applied, candidate, now)
+            if floor is not None:
+                since = self._since_floor(mirror, state.applied, candidate, floor)
+            verified = self.pipeline.verify(mirror, since, candidate, now)
             desired = self.pipeline.desired(mirror, candidate)
             decision = self.pipeline.gate(mirror, verified, desired, now)
         except PermanentError as exc:
@@ -347,6 +446,18 @@ class Agent:
             log.info("change waits", extra={"revision": candidate, "reason": decision.reason})
             return state
         return self._roll_out(mirror, state, report, desired, get_cluster)
+
+    def _since_floor(self, mirror: Mirror, applied: str | None, candidate: str, floor: str) -> str:
+        """Where verification starts under ``spec.trust.floor``; refuses what is not above it."""
+        if candidate != floor and not mirror.descends(candidate, floor):
+            raise VerificationError(
+                f"candidate {_short(candidate)} does not descend from the enrolled floor "
+                f"{_short(floor)} (spec.trust.floor in {self.config.path}): nothing older than "
+                "the floor, or beside it, is ever accepted"
+            )
+        if applied is not None and (applied == floor or mirror.descends(applied, floor)):
+            return applied
+        return floor
 
     def _roll_out(
         self,
@@ -515,7 +626,9 @@ class Agent:
             state = state.with_(last_success_at=ended.timestamp())
         self.store.save(state)
         status = status_document(self.config.site, state, report, ended, started=started)
-        self.store.write_status(status, self.config.outbox)
+        problem = self.store.write_status(status, self.config.outbox)
+        if problem:
+            log.warning("outbox not written", extra={"detail": problem})
         self.store.write_metrics(
             metrics_text(self.config.site, state, report, ended), self.config.metrics_dir
         )
@@ -624,6 +737,11 @@ def status_document(
             else None
         ),
         "health": report.health,
+        "sourceBehind": (
+            {"commits": report.source_behind, "revision": report.source_head}
+            if report.source_behind
+            else None
+        ),
         "drift": {"objects": report.drift, "corrected": report.corrected},
         "lastError": report.error,
         "lastErrorAt": report.error_at,
@@ -658,6 +776,12 @@ def metrics_text(site: str, state: AgentState, report: TickReport, now: datetime
             "Objects found drifted from the applied revision at the last tick.",
             labels,
             report.drift,
+        ),
+        (
+            "outpost_source_behind_commits",
+            "Commits the source's branch lacks of what this site runs (0: not behind).",
+            labels,
+            report.source_behind,
         ),
         (
             "outpost_pending_change",

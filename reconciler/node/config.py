@@ -64,6 +64,10 @@ class AgentConfig:
     max_commits: int
     metrics_dir: Path | None
     feed: FeedSettings | None = None
+    floor: str | None = None
+    """``spec.trust.floor``: nothing that does not descend from this commit is accepted."""
+    fetch_max_bytes: int = 512 * 1024 * 1024
+    fetch_max_objects: int = 1_000_000
 
     @property
     def mirror_dir(self) -> Path:
@@ -102,6 +106,7 @@ def load_config(path: Path) -> AgentConfig:
             password_file=opt_path(creds.get("passwordFile")),
             ssh_key_file=opt_path(creds.get("sshKeyFile")),
         )
+    limits = spec.get("fetchLimits") or {}
     if not source.get("url") and not spec.get("bundleInbox") and not spec.get("feed"):
         raise ConfigError(
             "the agent needs a source: set spec.source.url (a git remote), spec.feed.url "
@@ -148,4 +153,15 @@ def load_config(path: Path) -> AgentConfig:
         max_commits=int(spec.get("maxCommitsPerTick", DEFAULT_MAX_COMMITS)),
         metrics_dir=opt_path(spec.get("metricsDir")),
         feed=feed,
+        floor=(spec.get("trust") or {}).get("floor"),
+        fetch_max_bytes=int(limits.get("maxBytes", fetch_default("maxBytes"))),
+        fetch_max_objects=int(limits.get("maxObjects", fetch_default("maxObjects"))),
     )
+
+
+def fetch_default(name: str) -> int:
+    """A ``spec.fetchLimits`` default, as the AgentConfig schema states it (one source)."""
+    from reconciler.core.schemas import schema_of
+
+    spec = schema_of("AgentConfig")["properties"]["spec"]["properties"]
+    return int(spec["fetchLimits"]["properties"][name]["default"])

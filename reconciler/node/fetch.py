@@ -10,10 +10,19 @@ under ``refs/outpost/applied`` so those objects are never lost.
 Every pygit2 error becomes `SourceUnavailable` (temporary: the remote may come
 back) or `ConfigError` (a credentials file that does not exist will not appear
 by retrying).
+
+A fetch is bounded (``spec.fetchLimits`` in agent.yaml, defaults in the
+AgentConfig schema): libgit2 reports every chunk it receives, and past the byte
+or object cap the transfer is stopped, whatever the server announced. That is a
+temporary error naming the figures; the pack files the fetch had begun are
+removed and no ref moves, so a hostile or broken server cannot fill the node's
+disk a tick at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,15 +76,39 @@ class Mirror:
             for lock in refs.rglob("*.lock"):
                 lock.unlink(missing_ok=True)
 
-    def fetch(self, url: str, branch: str, credentials: Credentials | None = None) -> str:
-        """Fetch ``branch`` of ``url``; return the commit id it points at."""
+    def fetch(
+        self,
+        url: str,
+        branch: str,
+        credentials: Credentials | None = None,
+        *,
+        max_bytes: int | None = None,
+        max_objects: int | None = None,
+    ) -> str:
+        """Fetch ``branch`` of ``url``; return the commit id it points at.
+
+        Past ``max_bytes`` received or ``max_objects`` the fetch stops: `SourceUnavailable`
+        with the figures, and the packs it had begun are removed.
+        """
         import pygit2
 
         refspec = f"+refs/heads/{branch}:{REMOTE_REF}"
+        callbacks = _callbacks(credentials, max_bytes=max_bytes, max_objects=max_objects)
+        packs = self.path / "objects" / "pack"
+        before = _files(packs)
         try:
             remote = self.repo.remotes.create_anonymous(url)
-            remote.fetch([refspec], callbacks=_callbacks(credentials), depth=0)
+            remote.fetch([refspec], callbacks=callbacks, depth=0)
+        except _OverLimit as exc:
+            removed = _remove_new(packs, before)
+            raise SourceUnavailable(
+                f"fetching {branch!r} from {_safe(url)} stopped: {exc}; "
+                f"removed what it had written ({removed} file(s) under objects/pack). A "
+                "configuration repository's history is megabytes: check the remote (or raise "
+                "spec.fetchLimits in agent.yaml if it really is this big)"
+            ) from None
         except pygit2.GitError as exc:
+            _remove_new(packs, before, temporary_only=True)
             raise SourceUnavailable(
                 f"fetching {branch!r} from {_safe(url)} failed: {exc}"
             ) from None
@@ -102,6 +135,23 @@ class Mirror:
             return bool(self.repo.descendant_of(pygit2.Oid(hex=commit), pygit2.Oid(hex=ancestor)))
         except (KeyError, ValueError, pygit2.GitError):
             return False
+
+    def count(self, base: str, head: str, *, limit: int = 100_000) -> int:
+        """How many commits ``head`` has that ``base`` has not (``git rev-list base..head``),
+        counting at most ``limit``."""
+        import pygit2
+
+        try:
+            walker = self.repo.walk(pygit2.Oid(hex=head), pygit2.enums.SortMode.NONE)
+            walker.hide(pygit2.Oid(hex=base))
+            total = 0
+            for _ in walker:
+                total += 1
+                if total >= limit:
+                    break
+        except (KeyError, ValueError, pygit2.GitError):
+            return 0
+        return total
 
     def resolve(self, ref: str) -> str | None:
         try:
@@ -136,15 +186,66 @@ def _safe(url: str) -> str:
     return url
 
 
-def _callbacks(credentials: Credentials | None) -> Any:
+class _OverLimit(Exception):
+    """Raised inside libgit2's progress callback; pygit2 aborts the transfer and re-raises."""
+
+
+def _files(directory: Path) -> set[str]:
+    try:
+        return set(os.listdir(directory))
+    except FileNotFoundError:
+        return set()
+
+
+def _remove_new(directory: Path, before: set[str], *, temporary_only: bool = False) -> int:
+    """Delete files a failed fetch left in ``directory``; return how many."""
+    removed = 0
+    for name in _files(directory) - before:
+        if temporary_only and not name.startswith(("pack_git2_", "tmp_")):
+            continue
+        with contextlib.suppress(OSError):
+            (directory / name).unlink()
+            removed += 1
+    return removed
+
+
+def _make_callbacks() -> type:
+    """The callbacks class, defined on first use so that pygit2 is imported lazily."""
     import pygit2
 
-    if credentials is None:
-        return None
+    class Callbacks(pygit2.RemoteCallbacks):
+        def __init__(
+            self,
+            credentials: Credentials | None,
+            *,
+            max_bytes: int | None = None,
+            max_objects: int | None = None,
+        ) -> None:
+            super().__init__()
+            self.credentials_from = credentials
+            self.max_bytes = max_bytes
+            self.max_objects = max_objects
 
-    class _Callbacks(pygit2.RemoteCallbacks):
+        def transfer_progress(self, stats: Any) -> None:
+            received = int(stats.received_bytes)
+            objects = int(stats.received_objects)
+            total = int(stats.total_objects)
+            figures = f"{received:,} bytes and {objects:,} of {total:,} objects received"
+            if self.max_bytes is not None and received > self.max_bytes:
+                raise _OverLimit(
+                    f"{figures}, over the limit of {self.max_bytes:,} bytes "
+                    "(spec.fetchLimits.maxBytes)"
+                )
+            if self.max_objects is not None and max(objects, total) > self.max_objects:
+                raise _OverLimit(
+                    f"{figures}, over the limit of {self.max_objects:,} objects "
+                    "(spec.fetchLimits.maxObjects)"
+                )
+
         def credentials(self, url: str, username_from_url: str | None, allowed: Any) -> Any:
-            assert credentials is not None
+            credentials = self.credentials_from
+            if credentials is None:
+                raise pygit2.Passthrough  # no credentials configured: libgit2's own default
             user = credentials.username or username_from_url or "git"
             if (
                 credentials.ssh_key_file is not None
@@ -163,6 +264,12 @@ def _callbacks(credentials: Credentials | None) -> Any:
                         f"{exc.strerror}"
                     ) from None
                 return pygit2.UserPass(user, password)
-            return None
+            raise pygit2.Passthrough
 
-    return _Callbacks()
+    return Callbacks
+
+
+def _callbacks(
+    credentials: Credentials | None, *, max_bytes: int | None, max_objects: int | None
+) -> Any:
+    return _make_callbacks()(credentials, max_bytes=max_bytes, max_objects=max_objects)

@@ -11,8 +11,11 @@ the format this module reads.
 
 Node side — `import_inbox` (called by the agent's tick, under its lock):
 
-1. every ``*.bundle`` in the inbox, by name; a symlink or a non-regular file is
-   refused (a stick must not make the node read ``/etc``);
+1. every ``*.bundle`` in the inbox, by name. Only regular files are read, and
+   they are opened without following links and without blocking: a symlink (a
+   stick must not make the node read ``/etc``), a FIFO (it would hang the tick,
+   and the lock with it), a folder or a device named ``*.bundle`` — or such a
+   manifest — is refused with its name and what it is, and the tick goes on;
 2. size cap (`MAX_BUNDLE_BYTES`, python-tuf's bounded inputs); the file is
    copied once into the mirror's staging folder while hashing, so what is
    checked is what is imported (no time-of-check/time-of-use on the stick);
@@ -30,7 +33,11 @@ Node side — `import_inbox` (called by the agent's tick, under its lock):
    the candidate like a fetched one. A failed fetch leaves no temporary pack
    behind: nothing in the mirror changes;
 7. the bundle (and its manifest) move to ``processed/`` or ``rejected/`` with
-   ``<name>.result.json`` (atomic writes). A bundle whose prerequisites are
+   ``<name>.result.json`` (atomic writes), through a handle on that folder opened
+   without following links: a ``processed/`` or ``rejected/`` that is a symlink
+   (or anything but a real folder) is never written through — the bundle stays
+   in the inbox and the result says why, so a stick cannot make the node move
+   files or write results outside the inbox. A bundle whose prerequisites are
    missing is retried once after the others in the same run — two sticks' worth
    dropped at once need not be named in order.
 
@@ -65,7 +72,6 @@ from reconciler.core.errors import (
     PermanentError,
     SourceUnavailable,
 )
-from reconciler.core.files import atomic_write
 from reconciler.node.fetch import APPLIED_REF, BUNDLE_REF, CANDIDATE_REF, Mirror
 
 __all__ = [
@@ -379,9 +385,53 @@ def manifest_path(bundle: Path) -> Path:
     return bundle.with_name(bundle.name + MANIFEST_SUFFIX)
 
 
+def _kind(mode: int) -> str:
+    """What a directory entry is, for a refusal: "a FIFO", "a folder"..."""
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _open_regular(path: Path) -> int:
+    """Open a file on the stick for reading: no link followed, no blocking on a FIFO, and
+    only a regular file accepted. BundleError names what else it is; FileNotFoundError and
+    other OSErrors pass through."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise BundleError(
+                f"{path.name} is a symbolic link; the inbox takes plain files only "
+                "(a link is not followed)"
+            ) from None
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise BundleError(
+                f"{path.name} is {_kind(mode)}, not a regular file; the inbox takes plain "
+                "files only (it is not read)"
+            )
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def read_manifest(path: Path) -> BundleManifest:
-    """Read a manifest file; BundleError if it is malformed, OSError passes through."""
-    with path.open("rb") as handle:
+    """Read a manifest file; BundleError if it is malformed or not a regular file, OSError
+    passes through."""
+    fd = _open_regular(path)
+    with os.fdopen(fd, "rb") as handle:
         raw = handle.read(MAX_MANIFEST_BYTES + 1)
     if len(raw) > MAX_MANIFEST_BYTES:
         raise BundleError(f"{path.name} is over {MAX_MANIFEST_BYTES} bytes: not a manifest")
@@ -541,19 +591,13 @@ def _staged(staging: Path) -> Iterator[Path]:
 def _copy_in(source: Path, staged: Path, max_bytes: int) -> tuple[str, int]:
     """Copy the bundle off the stick once, hashing as it goes; refuse links and oversize."""
     try:
-        fd = os.open(source, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = _open_regular(source)
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise BundleError(
-                f"{source.name} is a symbolic link; a bundle must be a plain file on the stick"
-            ) from None
         raise SourceUnavailable(f"cannot open {source}: {exc.strerror}") from None
     digest = hashlib.sha256()
     copied = 0
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise BundleError(f"{source.name} is not a regular file")
         if info.st_size > max_bytes:
             raise BundleError(
                 f"{source.name} is {info.st_size} bytes, over the cap of {max_bytes} bytes: "
@@ -767,34 +811,111 @@ def _listing(directory: Path) -> set[str]:
 
 
 def _finish(path: Path, now: datetime, result: BundleResult) -> BundleResult:
-    """Move the bundle and its manifest aside and write ``<name>.result.json`` next to them."""
-    folder = path.parent / (REJECTED_DIR if result.outcome == "rejected" else PROCESSED_DIR)
+    """Move the bundle and its manifest aside and write ``<name>.result.json`` next to them.
+
+    The folder is opened without following links and every move and write goes through
+    that handle: a ``processed/`` swapped for a symlink cannot redirect them.
+    """
+    name = REJECTED_DIR if result.outcome == "rejected" else PROCESSED_DIR
     try:
-        folder.mkdir(exist_ok=True)
+        folder = _open_folder(path.parent, name)
+    except _NotAFolder as exc:
+        note = (
+            f"{exc}; nothing is moved or written through it — {path.name} stays in the inbox "
+            f"(replace {name}/ with a real folder)"
+        )
+        return replace(result, note=note)
+    except OSError as exc:
+        note = (
+            f"could not open {name}/ ({exc.strerror or exc}); {path.name} stays in the inbox "
+            "and is looked at again next time (a read-only stick?)"
+        )
+        return replace(result, note=note)
+    try:
         target = _free_name(folder, path.name)
-        os.replace(path, target)
+        os.replace(path, target, dst_dir_fd=folder)
         manifest = manifest_path(path)
-        if manifest.exists():
-            os.replace(manifest, manifest_path(target))
-        moved = replace(result, moved_to=target)
-        atomic_write(
-            target.with_name(target.name + RESULT_SUFFIX),
+        if os.path.lexists(manifest):
+            os.replace(manifest, target + MANIFEST_SUFFIX, dst_dir_fd=folder)
+        moved = replace(result, moved_to=path.parent / name / target)
+        _write_at(
+            folder,
+            target + RESULT_SUFFIX,
             (json.dumps(moved.to_json(now), indent=2, sort_keys=True) + "\n").encode(),
         )
     except OSError as exc:
         note = (
-            f"could not move {path.name} to {folder.name}/ ({exc.strerror or exc}); it stays "
+            f"could not move {path.name} to {name}/ ({exc.strerror or exc}); it stays "
             "in the inbox and is looked at again next time (a read-only stick?)"
         )
         return replace(result, note=note)
+    finally:
+        os.close(folder)
     return moved
 
 
-def _free_name(folder: Path, name: str) -> Path:
-    target = folder / name
+class _NotAFolder(Exception):
+    """processed/ or rejected/ exists but is not a real folder."""
+
+
+def _open_folder(inbox: Path, name: str) -> int:
+    """A handle on ``inbox/name``, made if missing; never through a symlink."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(inbox / name)
+    try:
+        fd = os.open(inbox / name, flags)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+        try:
+            mode = os.lstat(inbox / name).st_mode
+        except OSError:
+            raise exc from None
+        where = ""
+        if stat.S_ISLNK(mode):
+            with contextlib.suppress(OSError):
+                where = f" (to {os.readlink(inbox / name)})"
+        raise _NotAFolder(f"{name}/ in the inbox is {_kind(mode)}{where}, not a folder") from None
+    return fd
+
+
+def _write_at(folder: int, name: str, data: bytes) -> None:
+    """Atomic write of ``name`` inside the folder handle ``folder`` (temp, fsync, rename)."""
+    temp = f".{name}.{os.getpid()}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+    fd = os.open(temp, flags, 0o644, dir_fd=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp, dir_fd=folder)
+        raise
+    os.fsync(folder)
+
+
+def _free_name(folder: int, name: str) -> str:
+    """A name in the folder handle ``folder`` that neither a bundle nor a result uses yet."""
+
+    def taken(candidate: str) -> bool:
+        return any(_exists_at(folder, n) for n in (candidate, candidate + RESULT_SUFFIX))
+
+    target = name
     stem = name[: -len(BUNDLE_SUFFIX)] if name.endswith(BUNDLE_SUFFIX) else name
     counter = 1
-    while target.exists() or (folder / (target.name + RESULT_SUFFIX)).exists():
-        target = folder / f"{stem}.{counter}{BUNDLE_SUFFIX}"
+    while taken(target):
+        target = f"{stem}.{counter}{BUNDLE_SUFFIX}"
         counter += 1
     return target
+
+
+def _exists_at(folder: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=folder, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True

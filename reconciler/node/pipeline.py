@@ -6,10 +6,12 @@ calling the module that owns the decision:
 - verify: `trust` over (applied, candidate], from the node's own trust root;
 - desired: `render` from the commit's git objects, `validate` and `policy` on
   the slice (fail closed), `secrets` decrypted into memory only;
-- gate: `schedule.decide`, fed from signed data only — the committer time of
-  the last commit in the range that changed a path this site's slice is read
-  from, the emergency trailer as `trust` judged it, and the committer time of
-  the commit that paused a fleet.
+- gate: `schedule.decide`, fed from signed data and the node's own memory — the
+  change time of the last commit in the range that changed a path this site's
+  slice is read from, which is the *later* of its committer time and the time
+  this node first saw it (`reconciler.node.seen`: a signer cannot date a commit
+  back to skip a wave's soak), the emergency trailer as `trust` judged it, and
+  the committer time of the commit that paused a fleet.
 
 A range in which no commit touched a path this site's slice is read from (another
 store's edit) is not a change for this site: it is not gated.
@@ -90,6 +92,11 @@ class NodePipeline:
             max_commits=self.config.max_commits,
         )
         result.raise_for_refusal()
+        from reconciler.node.seen import FirstSeen
+
+        seen = FirstSeen(self.config.state_dir).see(
+            (record.sha for record in span.commits), now.timestamp()
+        )
         by_sha = {v.sha: v for v in result.verdicts}
         changes = []
         for record in span.commits:
@@ -102,13 +109,14 @@ class NodePipeline:
                     paths=paths,
                     emergency=verdict.emergency,
                     emergency_reason=verdict.emergency_reason,
+                    first_seen=datetime.fromtimestamp(seen[record.sha], UTC),
                 )
             )
         changes.sort(key=lambda c: c.committed_at)
         latest = changes[-1] if changes else None
         return NodeVerified(
             revision=candidate,
-            changed_at=latest.committed_at if latest else now,
+            changed_at=max(latest.committed_at, latest.first_seen or now) if latest else now,
             emergency=bool(latest and latest.emergency),
             emergency_reason=latest.emergency_reason if latest else "",
             commits=len(changes),
@@ -275,6 +283,12 @@ class ManagerCluster:
 
     def write_inventory(self, keys: Sequence[str], revision: str) -> None:
         self.manager.write_inventory(self._keys(keys), revision)
+
+    def applied_revision(self) -> str | None:
+        inventory = self.manager.read_inventory()
+        if inventory is None or not inventory.complete or not inventory.revision:
+            return None
+        return str(inventory.revision)
 
     def label_nodes(self, desired: Desired) -> Sequence[str]:
         """Put hardware.yaml's placement labels on the cluster's nodes; return warnings.

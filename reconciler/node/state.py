@@ -6,8 +6,9 @@ directory. A kill at any instant leaves either the old file or the new one,
 never a torn one, and the next tick converges from whichever it finds.
 
 A state file that cannot be read (a disk error, a hand edit) is not guessed
-at: it is moved aside as ``state.json.corrupt-<time>`` and the agent starts
-from the cluster's own inventory, which it wrote last.
+at: it is moved aside as ``state.json.corrupt-<time>``, and the agent recovers
+what it applied, refused and failed from the mirror's refs and the cluster's
+inventory (`reconciler.node.recovery`): a lost file never lowers the floor.
 
 Nothing secret is ever written here: rendered Secrets live only in memory.
 """
@@ -19,19 +20,21 @@ import errno
 import fcntl
 import json
 import os
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from reconciler.core.errors import ConfigError
-from reconciler.core.files import atomic_write, write_json
+from reconciler.core.files import atomic_write, write_into_folder, write_json
 
 STATE_FILE = "state.json"
 STATUS_FILE = "status.json"
 METRICS_FILE = "outpost.prom"
 LOCK_FILE = "agent.lock"
 SCHEMA_VERSION = 1
+MAX_STATUS_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -118,17 +121,51 @@ class StateStore:
     def save(self, state: AgentState) -> None:
         write_json(self.state_path, state.to_json())
 
-    def write_status(self, status: Mapping[str, Any], outbox: Path | None = None) -> None:
+    def write_status(self, status: Mapping[str, Any], outbox: Path | None = None) -> str | None:
+        """Write status.json, and a copy into ``outbox`` (removable media) when set.
+
+        The outbox usually lives on a USB stick, which is not trusted: it is written only
+        if it is a real folder (opened without following a link), never through a symlink.
+        Returns why the copy was not written, or None.
+        """
         write_json(self.directory / STATUS_FILE, status)
-        if outbox is not None:
-            site = str(status.get("site", "site"))
-            write_json(outbox / f"outpost-status-{site}.json", status)
+        if outbox is None:
+            return None
+        site = str(status.get("site", "site"))
+        data = (json.dumps(status, indent=2, sort_keys=True) + "\n").encode()
+        try:
+            write_into_folder(outbox, f"outpost-status-{site}.json", data)
+        except OSError as exc:
+            return f"the status copy was not written to the outbox {outbox}: {exc.strerror or exc}"
+        return None
 
     def read_status(self) -> dict[str, Any] | None:
+        """The last tick's status; None before the first tick.
+
+        `StatusUnreadable` (naming the file) when it is not a status document: a disk
+        error, a hand edit, a truncated copy. The agent never reads it back, so the next
+        tick rewrites it whole.
+        """
+        path = self.directory / STATUS_FILE
         try:
-            data: dict[str, Any] = json.loads((self.directory / STATUS_FILE).read_bytes())
+            raw = _read_bounded(path, MAX_STATUS_BYTES)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise StatusUnreadable(f"cannot read {path}: {exc.strerror or exc}") from None
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise StatusUnreadable(
+                f"{path} is not valid JSON ({exc}); truncated or corrupt — the next tick "
+                "rewrites it"
+            ) from None
+        if not isinstance(data, dict) or data.get("kind") != "SiteStatus":
+            raise StatusUnreadable(
+                f"{path} is not a SiteStatus document (found {type(data).__name__}"
+                f"{' of kind ' + repr(data.get('kind')) if isinstance(data, dict) else ''}); "
+                "the next tick rewrites it"
+            )
         return data
 
     def write_metrics(self, text: str, textfile_dir: Path | None = None) -> None:
@@ -157,6 +194,28 @@ class StateStore:
             yield
         finally:
             os.close(fd)
+
+
+def _read_bounded(path: Path, limit: int) -> bytes:
+    """At most ``limit`` bytes of a regular file, opened without blocking or following links."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise OSError(errno.EFBIG, f"larger than {limit:,} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+class StatusUnreadable(ConfigError):
+    """status.json exists but is not a status document."""
 
 
 class AgentBusy(ConfigError):

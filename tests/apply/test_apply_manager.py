@@ -621,3 +621,31 @@ def test_wait_counts_a_missing_object_as_not_ready(manager: ResourceManager) -> 
 def test_wait_on_nothing_is_healthy(manager: ResourceManager) -> None:
     time = FakeTime()
     assert manager.wait_healthy([], deadline_seconds=10, clock=time.clock, sleep=time.sleep).healthy
+
+
+def test_one_site_label_and_objects_with_the_older_key_are_still_pruned(
+    fake: FakeCluster, manager: ResourceManager
+) -> None:
+    """Render and apply stamp the same key; an object applied by an earlier version, which
+    carries only ``outpost.io/site``, is still recognised as this site's and pruned."""
+    from reconciler.core.labels import LEGACY_SITE_LABELS
+    from reconciler.core.labels import SITE_LABEL as CORE_SITE_LABEL
+    from reconciler.core.render._site import SITE_LABEL as RENDER_SITE_LABEL
+
+    assert SITE_LABEL == CORE_SITE_LABEL == RENDER_SITE_LABEL == "outpost/site"
+    applied = manager.apply([cm("current"), cm("legacy"), cm("other")], revision="r1")
+    live = fake.objects[("", "ConfigMap", "pos", "current")]
+    assert live["metadata"]["labels"][SITE_LABEL] == SITE
+    assert not set(live["metadata"]["labels"]) & set(LEGACY_SITE_LABELS)
+    # As an earlier version left them: the old key only (decrypted Secrets had no other).
+    fake.objects[("", "ConfigMap", "pos", "legacy")]["metadata"]["labels"] = {
+        MANAGED_BY_LABEL: MANAGED_BY,
+        "outpost.io/site": SITE,
+    }
+    fake.objects[("", "ConfigMap", "pos", "other")]["metadata"]["labels"] = {
+        MANAGED_BY_LABEL: MANAGED_BY,
+        "outpost.io/site": "fr-par-0001",
+    }
+    deleted = manager.prune(applied.keys, set())
+    assert sorted(k.name for k in deleted) == ["current", "legacy"]
+    assert ("", "ConfigMap", "pos", "other") in fake.objects

@@ -131,6 +131,7 @@ def write_config(
     url: str | None = None,
     health: str = "60s",
     name: str = "agent.yaml",
+    extra: str = "",
 ) -> Path:
     config = tmp_path / name
     config.write_text(
@@ -144,7 +145,7 @@ def write_config(
         f"  kubeconfig: {kubeconfig}\n"
         f"  stateDir: {tmp_path / 'state'}\n"
         f"  healthDeadline: {health}\n"
-        "  staleAfter: 1d\n"
+        "  staleAfter: 1d\n" + extra
     )
     return config
 

@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ from airgap_world import (
 )
 
 from reconciler.fleet.status import FleetStatus, ingest_dir, summarize
-from reconciler.node.agent import Agent
+from reconciler.node.agent import Agent, TickReport
 from reconciler.node.config import AgentConfig, SourceConfig
 from reconciler.node.fetch import APPLIED_REF, CANDIDATE_REF, Mirror
 from reconciler.node.pipeline import ManagerCluster, NodePipeline
@@ -57,8 +57,13 @@ from tools.testcluster import Cluster as ControlPlane
 pytestmark = pytest.mark.cluster
 
 # Saturday 23:00 in Prague: inside plant-ostrava's weekly window (sat 22:00 for 30 h),
-# weeks after the commits (BASE_TS in airgap_world), so every wave's soak has passed.
+# weeks after the commits (BASE_TS in airgap_world). For a change to fleet plants, the
+# plant's wave ('all') opens 7 days after the change time, which is the later of the
+# committer time and when the plant first saw the commit: the day the stick arrives. A week
+# later, at the start of the next window, the wave is open. Changes to the plant's own
+# folder go through no fleet's waves.
 WINDOW = datetime(2026, 11, 28, 22, 0, tzinfo=UTC)
+SOAK = timedelta(days=7)
 VOLUMES = (("1Ti", "historian"), ("200Gi", "broker"), ("20Gi", "recipes"))
 PLANT_NAMESPACES = ("monitoring", "plant-data", "vms")
 
@@ -193,6 +198,15 @@ class PlantNode:
                 results.append(_Outcome(json.loads(path.read_text())["outcome"]))
         return results, report
 
+    def after_the_soak(self, report: TickReport) -> TickReport:
+        """The plant waits for its wave, counted from the stick's arrival; a week later it
+        applies (a commit's date, typed by its signer, cannot shorten that)."""
+        assert report.outcome == "waiting", (report.error, report.pending_reason)
+        opens = (self.now + SOAK).strftime("%Y-%m-%d %H:%M UTC")
+        assert f"waiting for wave 'all' (opens {opens})" in str(report.pending_reason)
+        self.now += SOAK
+        return self.agent.tick()
+
 
 @dataclass(frozen=True)
 class _Outcome:
@@ -225,13 +239,14 @@ def test_an_air_gapped_plant_moves_by_bundles_alone(
     history.repo.bundle(desk / "install.bundle", None, history.a)
     results, report = node.deliver(desk / "install.bundle")
     assert [r.outcome for r in results] == ["imported"]
+    report = node.after_the_soak(report)  # the whole fleet is new: fleet plants' waves gate it
     assert report.outcome == "applied", (report.error, report.pending_reason)
     assert report.applied == history.a
     assert publish_interval(cluster) == "500"
 
     history.repo.bundle(desk / "a-c.bundle", history.a, history.c)
     results, report = node.deliver(desk / "a-c.bundle")
-    assert [r.outcome for r in results] == ["imported"]
+    assert [r.outcome for r in results] == ["imported"]  # its own folder only: no wave gates it
     assert report.outcome == "applied", (report.error, report.pending_reason)
     assert report.applied == history.c
     assert node.mirror.resolve(APPLIED_REF) == history.c

@@ -13,9 +13,12 @@ every 15 minutes from C3's committer time and then minute by minute over the
 last step, when it first allows the apply. It must be the predicted instant,
 and the node's first Wait must already name that instant as ``until``.
 
-de-ham-0113 (all wave of retail-eu) shows why the change time is per site: its
-slice last changed in C1, so its wave opens 96 h after 21:00, not after C3's
-21:45 — and it is inside its Sunday window at both, so the answers differ.
+A site's change time is the later of the committer time of the last commit that
+changed its slice and the time its node first saw that commit (a signer cannot
+date a commit back to skip a wave's soak). Here every node first sees the three
+commits together, at C3, as the schedule assumes for a committed head; a node
+that saw C1 on its own at 21:00 counts de-ham-0113's soak from then — the change
+time is still per site and per commit.
 """
 
 from __future__ import annotations
@@ -137,11 +140,11 @@ def test_the_node_applies_exactly_when_the_schedule_says(
     assert set(SITES) <= set(rows)
     assert data["start"] == _iso(C3)  # a committed head is scheduled from its committer time
     assert data["change"]["commits"] == 3
-    # The per-site change time: de-ham-0113's slice last changed in C1, de-fra-0088's in C3.
-    assert rows["de-ham-0113"]["waveOpens"] == _iso(C1 + timedelta(hours=96))
-    assert rows["de-ham-0113"]["firstAllowed"] == _iso(C1 + timedelta(hours=96))
+    # Nodes first see C1 and C2 with C3: their soak counts from C3, not from their dates.
+    assert rows["de-ham-0113"]["waveOpens"] == _iso(C3 + timedelta(hours=96))
     assert rows["de-fra-0088"]["waveOpens"] == _iso(C3 + timedelta(hours=48))
-    assert rows["in-blr-0601"]["waveOpens"] == _iso(C2 + timedelta(hours=48))
+    assert rows["in-blr-0601"]["waveOpens"] == _iso(C3 + timedelta(hours=48))
+    assert any("first see every commit of the change at" in n for n in data["notes"])
 
     for site, wave in SITES.items():
         row = rows[site]
@@ -151,7 +154,7 @@ def test_the_node_applies_exactly_when_the_schedule_says(
         pipeline, mirror = _node(tmp_path, fleet, site)
         candidate = mirror.fetch(fleet.url, "main")
         assert candidate == after
-        verified = pipeline.verify(mirror, before, candidate, C3 + timedelta(minutes=1))
+        verified = pipeline.verify(mirror, before, candidate, C3)  # first sees the change
         desired = pipeline.desired(mirror, candidate)
         applied, until = _first_apply(pipeline, mirror, verified, desired, C3)
         assert applied == expected, (site, applied, expected)
@@ -173,3 +176,56 @@ def test_a_site_the_range_does_not_touch_is_not_scheduled_and_not_gated(
     decision = pipeline.gate(mirror, verified, desired, C3)
     assert decision.allowed
     assert "no commit in the range changed this site's slice" in decision.reason
+
+
+def test_a_commit_seen_earlier_keeps_its_earlier_change_time(
+    tmp_path: Path, change: tuple[SignedFleet, str, str]
+) -> None:
+    """The node saw C1 alone at 21:00 (its own tick), then C2 and C3 at 21:45: de-ham-0113's
+    slice last changed in C1, so its wave opens 96 h after 21:00 — per site, per commit."""
+    fleet, before, after = change
+    pipeline, mirror = _node(tmp_path, fleet, "de-ham-0113")
+    candidate = mirror.fetch(fleet.url, "main")
+    c1 = fleet.git("rev-parse", f"{after}~2")
+    pipeline.verify(mirror, before, c1, C1)
+    verified = pipeline.verify(mirror, before, candidate, C3 + timedelta(minutes=1))
+    desired = pipeline.desired(mirror, candidate)
+    applied, _ = _first_apply(pipeline, mirror, verified, desired, C3)
+    assert applied == C1 + timedelta(hours=96)
+
+
+def test_a_commit_dated_back_does_not_skip_the_soak(tmp_path: Path) -> None:
+    """A signer dates a fleet-wide change a week back, just after its parent. The node first
+    sees it at C3 + 1 h: the hypermarkets' 24 h soak runs from then, and `outpost schedule`,
+    told when nodes see it (--from), predicts the same instant."""
+    fleet = create(tmp_path / "repo", when=T0)
+    after = fleet.head()
+    fleet.edit(
+        "fleets/retail-eu.yaml",
+        lambda t: t.replace(
+            "values: {currency: EUR}", "values: {currency: EUR, offlineQueueHours: 12}"
+        ),
+    )
+    backdated = fleet.commit("retail-eu: dated back", when=T0 + timedelta(minutes=1))
+    seen = C3 + timedelta(hours=1)
+    pipeline, mirror = _node(tmp_path, fleet, "de-ber-0042")
+    candidate = mirror.fetch(fleet.url, "main")
+    assert candidate == backdated
+    verified = pipeline.verify(mirror, after, candidate, seen)
+    assert verified.changed_at == seen
+    desired = pipeline.desired(mirror, candidate)
+    applied, _ = _first_apply(pipeline, mirror, verified, desired, seen)
+
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(
+            ["schedule", str(fleet.path), "--base", after, "--head", backdated, "--from",
+             _iso(seen), "-o", "json"]
+        )  # fmt: skip
+    assert code == 0
+    rows = {row["site"]: row for row in json.loads(out.getvalue())["sites"]}
+    assert rows["de-ber-0042"]["firstAllowed"] == _iso(applied)
+    assert applied >= seen + timedelta(hours=24)  # hypermarkets open a day after the canaries

@@ -41,6 +41,7 @@ class Commit:
     paths: frozenset[str]
     emergency: bool = False
     emergency_reason: str = ""
+    first_seen: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,9 @@ def test_signed_range_equals_the_rule_over_the_union_of_paths(
     )
     fleets = [EU, VISION, fleet("plants", "historian")]
     found = SignedRange(commits).change_for(sources, fleets)
-    folders = {"/".join(p.split("/")[:2]) + "/" for p in sources if p.startswith(("sites/", "apps/"))}
+    folders = {
+        "/".join(p.split("/")[:2]) + "/" for p in sources if p.startswith(("sites/", "apps/"))
+    }
     touching = [
         c
         for c in commits
@@ -397,3 +400,17 @@ def test_a_deleted_file_in_the_site_folder_is_a_change() -> None:
     found = SignedRange([manifest]).change_for(sources, [EU])
     assert found is not None
     assert found.changed_fleets == ("retail-eu",)
+
+
+def test_change_time_is_the_later_of_committer_time_and_first_seen() -> None:
+    """A commit dated back does not move the change time before the node saw it; one the node
+    saw before its (skewed) committer time keeps the committer time."""
+    paths = frozenset({"fleets/retail-eu.yaml"})
+    dated_back = Commit(at(-72), paths, first_seen=at(2))
+    on_time = Commit(at(1), paths, first_seen=at(0))
+    unknown = Commit(at(3), paths)
+    assert signed_change([dated_back], SOURCES, [EU]).change.changed_at == at(2)  # type: ignore[union-attr]
+    assert signed_change([on_time], SOURCES, [EU]).change.changed_at == at(1)  # type: ignore[union-attr]
+    assert signed_change([unknown], SOURCES, [EU]).change.changed_at == at(3)  # type: ignore[union-attr]
+    both = signed_change([on_time, dated_back], SOURCES, [EU])
+    assert both is not None and both.change.changed_at == at(2)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 from trust_git import (
@@ -205,11 +206,14 @@ def test_unsigned_commit_in_the_middle_of_the_range(repo: Repo, keys: dict[str, 
 
     assert refused(result) == (
         f"commit {short(unsigned)}: not signed; every commit must carry an SSH signature "
-        "(git commit -S)"
+        f"(git commit -S) — the candidate {short(later)} is built on it and refused with it: "
+        f"reset the branch to {short(applied)}, what the sites run, and commit the work again"
     )
     assert result.verdict_for(later) is not None
     assert result.verdict_for(later).reason == (  # type: ignore[union-attr]
-        f"its parent {short(unsigned)} was refused; nothing built on a refused commit is accepted"
+        f"built on {short(unsigned)}, which was refused (not signed; every commit must carry an "
+        "SSH signature (git commit -S)); nothing built on a refused commit is accepted: reset "
+        f"the branch to {short(applied)}, what the sites run, and commit the work again"
     )
 
 
@@ -257,7 +261,8 @@ def test_root_key_expired(repo: Repo, keys: dict[str, Key]) -> None:
     edge = repo.commit({"a": "2\n"}, keys["root"], when=BASE_TS + 3600)  # 09:00:00Z, inclusive
     late = repo.commit({"a": "3\n"}, keys["root"], when=BASE_TS + 3601)
 
-    result = repo.verify(trust)
+    # Judged by a node whose clock reads 08:59Z, before the key retired.
+    result = repo.verify(trust, now=datetime.fromtimestamp(BASE_TS + 3540, UTC))
 
     assert [v.ok for v in result.verdicts] == [True, True, False]
     assert result.verdicts[0].sha == ok and result.verdicts[1].sha == edge
@@ -371,10 +376,15 @@ def test_delegated_signer_adding_a_key_then_using_it_later(
 
     assert refused(result) == (
         f"commit {short(grant)}: signed by pos-team, a delegated signer, but it changes "
-        "policies/signers.yaml; only root signers may change policies/**"
+        "policies/signers.yaml; only root signers may change policies/** — the candidate "
+        f"{short(use)} is built on it and refused with it: reset the branch to {short(applied)}, "
+        "what the sites run, and commit the work again"
     )
     assert result.verdict_for(use).reason == (  # type: ignore[union-attr]
-        f"its parent {short(grant)} was refused; nothing built on a refused commit is accepted"
+        f"built on {short(grant)}, which was refused (signed by pos-team, a delegated signer, but "
+        "it changes policies/signers.yaml; only root signers may change policies/**); nothing "
+        f"built on a refused commit is accepted: reset the branch to {short(applied)}, what the "
+        "sites run, and commit the work again"
     )
 
 
@@ -585,3 +595,181 @@ def test_verification_agrees_with_git_verify_commit(repo: Repo, keys: dict[str, 
     assert result.ok, result.error
     for verdict in result.verdicts:
         repo.git("-c", f"gpg.ssh.allowedSignersFile={allowed}", "verify-commit", verdict.sha)
+
+
+# --- retired keys, merges and the way back (issue 13) ----------------------------------------
+
+
+def retiring_trust(keys: dict[str, Key]) -> TrustRoot:
+    """Alice's root key retired at 2026-03-02 10:00Z; Bob's is valid."""
+    return trust_root(
+        root_line("alice@example.com", keys["root"], 'valid-before="20260302100000Z"'),
+        root_line("bob@example.com", keys["root2"]),
+    )
+
+
+def test_retired_key_cannot_start_new_history_on_a_quiet_repository(
+    repo: Repo, keys: dict[str, Key]
+) -> None:
+    trust = retiring_trust(keys)
+    applied = repo.commit(
+        {"policies/signers.yaml": delegations(keys), "a": "1\n"}, keys["root"], when=BASE_TS + 600
+    )
+    # The repository stays quiet; a month later whoever holds Alice's retired key signs a commit
+    # dated 09:30, inside its old validity and after the last applied commit.
+    evil = repo.commit({"sites/de-ber-0042/site.yaml": "evil\n"}, keys["root"], when=BASE_TS + 5400)
+    expected = (
+        f"commit {short(evil)}: signed by alice@example.com with key {keys['root'].fingerprint}, "
+        "valid at its committer time 2026-03-02 09:30:00Z but retired since 2026-03-02 10:00:00Z "
+        "(node clock 2026-04-01 08:00:00Z): a retired key cannot start new history; it counts "
+        "only under a commit on top of it signed by a signer valid now whose scope covers "
+        "sites/de-ber-0042/site.yaml"
+    )
+    assert refused(repo.verify(trust, since=applied)) == expected
+    # A freshly enrolled node, verifying the whole history, refuses it too (and the first
+    # commit, whose key is as retired and which no current signer has signed on top of).
+    fresh = repo.verify(trust)
+    assert [v.ok for v in fresh.verdicts] == [False, False]
+    assert fresh.verdicts[0].reason.endswith("whose scope covers a, policies/signers.yaml")
+    assert fresh.verdicts[1].message == expected
+    # Before the key retired, a node took the same commit: the key was valid then and now.
+    before = datetime.fromtimestamp(BASE_TS + 5500, UTC)
+    assert repo.verify(trust, since=applied, now=before).ok
+
+
+def test_late_bundle_signed_while_valid_gets_in_once_a_current_signer_signs_on_top(
+    repo: Repo, keys: dict[str, Key]
+) -> None:
+    trust = retiring_trust(keys)
+    applied = seeded(repo, keys)
+    late = repo.commit({"sites/de-ber-0042/site.yaml": SITE + "# late\n"}, keys["root"])
+    assert refused(repo.verify(trust, since=applied)).startswith(
+        f"commit {short(late)}: signed by alice@example.com with key"
+    )
+    vouch = repo.commit({"fleets/retail-eu.yaml": "x: 1\n"}, keys["root2"], "On top")
+
+    result = repo.verify(trust, since=applied)
+
+    assert result.ok, result.error
+    assert result.verdict_for(late).reason == (  # type: ignore[union-attr]
+        "signed by root signer alice@example.com (key retired since 2026-03-02 10:00:00Z; "
+        f"vouched for by a root signer in {short(vouch)})"
+    )
+
+
+def test_a_delegated_signer_vouches_only_within_its_scope(repo: Repo, keys: dict[str, Key]) -> None:
+    trust = retiring_trust(keys)
+    applied = seeded(repo, keys)
+    in_scope = repo.commit({"apps/pos/app.yaml": "version: 2\n"}, keys["root"])
+    repo.commit({"apps/pos/app.yaml": "version: 3\n"}, keys["pos"])
+    assert repo.verify(trust, since=applied).ok
+
+    outside = repo.commit({"fleets/retail-eu.yaml": "x: 1\n"}, keys["root"])
+    pos = repo.commit({"apps/pos/app.yaml": "version: 4\n"}, keys["pos"])
+    result = repo.verify(trust, since=applied)
+    assert refused(result).startswith(f"commit {short(outside)}: signed by alice@example.com")
+    assert refused(result).endswith(
+        f"whose scope covers fleets/retail-eu.yaml — the candidate {short(pos)} is built on it "
+        f"and refused with it: reset the branch to {short(applied)}, what the sites run, and "
+        "commit the work again"
+    )
+    assert result.verdict_for(in_scope).ok  # type: ignore[union-attr]
+    assert not result.verdict_for(pos).ok  # type: ignore[union-attr]
+
+
+def test_a_refused_commit_cannot_vouch_for_a_retired_key(repo: Repo, keys: dict[str, Key]) -> None:
+    trust = retiring_trust(keys)
+    applied = seeded(repo, keys)
+    retired = repo.commit({"a": "1\n"}, keys["root"])
+    unsigned = repo.commit({"a": "2\n"}, None)
+    on_top = repo.commit({"a": "3\n"}, keys["root2"])
+
+    result = repo.verify(trust, since=applied)
+
+    assert "a retired key cannot start new history" in result.verdict_for(retired).reason  # type: ignore[union-attr]
+    assert not result.verdict_for(unsigned).ok  # type: ignore[union-attr]
+    assert result.verdict_for(on_top).reason.startswith(f"built on {short(unsigned)}, ")  # type: ignore[union-attr]
+
+
+def test_ordinary_merge_of_a_branch_started_before_the_last_applied_commit(
+    repo: Repo, keys: dict[str, Key]
+) -> None:
+    base = seeded(repo, keys)
+    repo.checkout("-b", "feature")
+    early = repo.commit({"apps/pos/app.yaml": "version: 2\n"}, keys["pos"], "POS 2")
+    repo.checkout("main")
+    applied = repo.commit({"sites/de-ber-0042/site.yaml": SITE + "# y\n"}, keys["ops"])
+    merge = repo.merge("feature", keys["root"], "Merge POS 2")
+
+    result = repo.verify(standard_trust(keys), since=applied)
+
+    assert result.ok, result.error
+    assert {v.sha for v in result.verdicts} == {early, merge}
+    # The same by a delegated signer allowed for the whole change: POS on both sides.
+    repo.git("reset", "-q", "--hard", base)
+    repo.checkout("-b", "feature2")
+    repo.commit({"apps/pos/manifests/a.yaml": "a: 1\n"}, keys["pos"])
+    repo.checkout("main")
+    applied = repo.commit({"apps/pos/manifests/b.yaml": "b: 1\n"}, keys["pos"])
+    repo.merge("feature2", keys["pos"])
+    assert repo.verify(standard_trust(keys), since=applied).ok
+
+
+def test_merged_in_commits_are_still_judged_by_their_signatures(
+    repo: Repo, keys: dict[str, Key]
+) -> None:
+    seeded(repo, keys)
+    repo.checkout("-b", "feature")
+    rogue = repo.commit({"apps/pos/app.yaml": "version: evil\n"}, keys["rogue"])
+    repo.checkout("main")
+    applied = repo.commit({"sites/de-ber-0042/site.yaml": SITE + "# y\n"}, keys["ops"])
+    merge = repo.merge("feature", keys["root"])
+
+    result = repo.verify(standard_trust(keys), since=applied)
+
+    assert refused(result).startswith(f"commit {short(rogue)}: signed by an unknown key")
+    assert result.verdict_for(merge).reason.startswith(
+        f"built on {short(rogue)}, which was refused"
+    )  # type: ignore[union-attr]
+    # Along first parents time still never goes back, and never before the applied commit.
+    repo.git("reset", "-q", "--hard", applied)
+    back = repo.commit({"a": "1\n"}, keys["root"], when=BASE_TS)
+    assert "is earlier than that of the last applied commit" in refused(
+        repo.verify(standard_trust(keys), since=applied)
+    )
+    assert back
+
+
+def test_refusal_names_the_refused_ancestor_not_just_the_parent(
+    repo: Repo, keys: dict[str, Key]
+) -> None:
+    applied = seeded(repo, keys)
+    bad = repo.commit({"apps/pos/app.yaml": "version: evil\n"}, keys["rogue"])
+    one = repo.commit({"apps/pos/app.yaml": "version: 2\n"}, keys["pos"])
+    two = repo.commit({"apps/pos/app.yaml": "version: 3\n"}, keys["pos"])
+
+    result = repo.verify(standard_trust(keys), since=applied)
+
+    for sha in (one, two):
+        verdict = result.verdict_for(sha)
+        assert verdict is not None
+        assert verdict.message.startswith(f"commit {short(sha)}: built on {short(bad)}, which")
+        assert verdict.message.endswith(
+            f"reset the branch to {short(applied)}, what the sites run, and commit the work again"
+        )
+
+
+def test_no_message_advises_a_revert_on_top_of_a_refused_commit() -> None:
+    """A refused commit is never built upon: no text may suggest reverting it."""
+    root = Path(__file__).resolve().parents[2]
+    offenders = []
+    for path in [
+        *(root / "reconciler").rglob("*.py"),
+        root / "README.md",
+        root / "ARCHITECTURE.md",
+    ]:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            lowered = line.lower()
+            if "revert" in lowered and ("refus" in lowered or "rejected" in lowered):
+                offenders.append(f"{path.relative_to(root)}:{number}: {line.strip()}")
+    assert offenders == []

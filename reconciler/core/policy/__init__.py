@@ -48,6 +48,7 @@ site of a repository, sharded over forked workers; CI's entry point) and ``_fact
 
 from __future__ import annotations
 
+from reconciler.core.labels import SITE_LABEL
 from reconciler.core.policy._evaluate import Outcome, PolicyCache, evaluate, new_context
 from reconciler.core.policy._load import (
     SITE_VARIABLES,
@@ -70,7 +71,6 @@ from reconciler.core.policy._site import (
     OUTPOST_GROUP,
     RESERVED_ANNOTATION,
     RULE_ENGINE,
-    SITE_LABEL,
     SOPS_SOURCE,
     ObjectLike,
     RenderedLike,

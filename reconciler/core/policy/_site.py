@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from reconciler.core.errors import Mark
 from reconciler.core.findings import Finding
+from reconciler.core.labels import SITE_LABEL
 from reconciler.core.loader import Document
 from reconciler.core.policy._evaluate import (
     _FAILURE,
@@ -29,7 +30,6 @@ from reconciler.core.policy._load import (
 
 OUTPOST_GROUP = "outpost"
 RESERVED_ANNOTATION = "outpost/source"
-SITE_LABEL = "outpost/site"
 SOPS_SOURCE = "sops"
 RULE_ENGINE = "policy"
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.core.errors import Mark, RenderError
+from reconciler.core.labels import MANAGED_BY, MANAGED_BY_LABEL, SITE_LABEL
 from reconciler.core.loader import Document, YamlDocument, parse_yaml
 from reconciler.core.model import (
     App,
@@ -67,10 +68,8 @@ from reconciler.core.render._types import (
 )
 from reconciler.core.render._vms import render_vm
 
-MANAGED_BY = "app.kubernetes.io/managed-by"
 APP_NAME = "app.kubernetes.io/name"
 APP_VERSION = "app.kubernetes.io/version"
-SITE_LABEL = "outpost/site"
 APP_LABEL = "outpost/app"
 _LABEL_VALUE_BAD = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -220,7 +219,7 @@ def _check_overrides(
 
 
 def _standard_labels(site: str, app: str | None, version: str | None) -> dict[str, str]:
-    labels = {MANAGED_BY: "outpost", SITE_LABEL: site}
+    labels = {MANAGED_BY_LABEL: MANAGED_BY, SITE_LABEL: site}
     if app is not None:
         labels[APP_LABEL] = app
     return labels

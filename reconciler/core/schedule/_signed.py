@@ -8,9 +8,11 @@ guess. :func:`signed_change` is that single computation:
 - **Which commits count.** Only commits whose changed paths meet the paths this
   site's slice is read from (render's ``sources``). Another store's edit, or a
   policy change, is not a change for this site and is not gated.
-- **When the change happened.** The committer time of the *last* such commit
-  (signed data, never the node's clock), so a later commit that touches only
-  other sites cannot restart this site's soak times.
+- **When the change happened.** The *later* of two instants, for the last such
+  commit: its committer time (signed, but typed by its signer) and the time
+  the node first saw it (the node's own record; CI predicts it). A signer who
+  dates a commit back cannot skip a wave's soak, and a later commit that
+  touches only other sites cannot restart this site's soak times.
 - **Emergency.** That last commit's ``Outpost-Emergency`` trailer, as the trust
   module judged it (root-signed only). An older emergency commit followed by an
   ordinary one is an ordinary change: the newer content was not declared urgent.
@@ -36,6 +38,7 @@ __all__ = [
     "SignedChange",
     "SignedCommit",
     "SignedRange",
+    "change_time",
     "changed_fleets",
     "fleet_touched",
     "signed_change",
@@ -57,6 +60,17 @@ class SignedCommit(Protocol):
 
     @property
     def emergency_reason(self) -> str: ...
+
+    @property
+    def first_seen(self) -> datetime | None:
+        """When the node first saw the commit; None when unknown (the committer time rules)."""
+        ...
+
+
+def change_time(commit: SignedCommit) -> datetime:
+    """The later of the committer time and when the node first saw the commit."""
+    seen = commit.first_seen
+    return commit.committed_at if seen is None else max(commit.committed_at, seen)
 
 
 class _AppAssignment(Protocol):
@@ -162,7 +176,7 @@ class SignedRange:
         ]
         return SignedChange(
             change=Change(
-                changed_at=latest.committed_at,
+                changed_at=max(change_time(self.commits[i]) for i in found),
                 emergency=latest.emergency,
                 emergency_reason=latest.emergency_reason,
                 revision=revision,

@@ -21,14 +21,23 @@ Checks, each refusing with the commit, the signer, the path and the rule:
    paths its patterns allow relative to *that* parent — merges included, so a
    merge cannot mix in content its signer could not have committed
    (mix-and-match); ``policies/**`` needs a root signer;
-4. committer times never go backwards along the range nor before the last
-   applied commit, and none lies beyond ``max_skew`` of the node's clock: a
-   retired key cannot backdate a commit into its old validity (the date is
-   whatever the signer typed; monotonicity is what makes it meaningful);
-5. the candidate descends from the last applied commit: no rollback, no
+4. a retired key cannot start new history: a commit signed by a root key
+   whose ``valid-before`` has passed at the node's clock counts only if a
+   commit on top of it, in the same range, is signed by a signer valid now
+   whose scope covers every path it changes (a late USB bundle, signed while
+   its key was valid, gets in once a current signer vouches for it; a stolen
+   retired key that backdates a commit into its old validity gets nothing);
+5. committer times never go backwards along first parents, nor before the
+   last applied commit for a commit that descends from it; none lies beyond
+   ``max_skew`` of the node's clock. Commits a merge brings in from a branch
+   started before the last applied commit are judged by their signatures,
+   scopes and the merge's signer, not by their dates (an ordinary merge);
+6. the candidate descends from the last applied commit: no rollback, no
    unrelated history (TUF "rollback" and a force-push by a compromised server);
-6. nothing built on a refused commit is accepted, and at most
-   ``max_commits`` commits are examined (bounded work per run).
+7. nothing built on a refused commit is accepted — the refusal names the
+   refused ancestor and the way back (reset the branch to what the sites run,
+   commit again) — and at most ``max_commits`` commits are examined (bounded
+   work per run).
 
 A verdict also says whether a commit carries an ``Outpost-Emergency:`` trailer
 *and* is signed by a root signer — the only emergency the schedule honours.
@@ -38,14 +47,21 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from reconciler.core.errors import VerificationError
 from reconciler.core.trust.allowed_signers import AllowedSigner, TrustRoot
-from reconciler.core.trust.rules import EMPTY_RULES, SIGNERS_PATH, SignerRules, parse_signers
+from reconciler.core.trust.rules import (
+    EMPTY_RULES,
+    SIGNERS_PATH,
+    Signer,
+    SignerRules,
+    parse_signers,
+)
 from reconciler.core.trust.sshsig import (
     GIT_NAMESPACE,
     MAX_ARMORED_BYTES,
@@ -302,7 +318,17 @@ class RangeResult:
             return VerificationError(self.problem)
         for verdict in self.verdicts:
             if not verdict.ok:
-                return VerificationError(verdict.message)
+                if verdict.sha == self.candidate:
+                    return VerificationError(verdict.message)
+                back = (
+                    f"reset the branch to {short(self.last_applied)}, what the sites run,"
+                    if self.last_applied is not None
+                    else "reset the branch to the commit the sites run"
+                )
+                return VerificationError(
+                    f"{verdict.message} — the candidate {short(self.candidate)} is built on it "
+                    f"and refused with it: {back} and commit the work again"
+                )
         return None
 
     def raise_for_refusal(self) -> None:
@@ -326,6 +352,14 @@ class _Refusal(Exception):
         self.fingerprint = fingerprint
 
 
+@dataclass(frozen=True)
+class _Retired:
+    """A commit signed by a root key that was valid then but is retired at the node's clock."""
+
+    principal: str
+    retired_at: int
+
+
 @dataclass
 class _Context:
     trust: TrustRoot
@@ -335,7 +369,12 @@ class _Context:
     floor: int | None
     floor_sha: str | None
     parsed: dict[str, ParsedCommit] = field(default_factory=dict)
-    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    descends: set[str] = field(default_factory=set)
+    """Commits of the range that descend from the last applied commit."""
+    retired: dict[str, _Retired] = field(default_factory=dict)
+    vouchers: dict[str, Signer | None] = field(default_factory=dict)
+    """For each commit verified on its own merits and signed by a key valid now: the
+    delegated signer (None for a root signer, whose scope is everything)."""
 
 
 def _rules(source: ParentSigners, parent: str) -> SignerRules:
@@ -365,6 +404,19 @@ def _root_identity(
     return None, first_problem
 
 
+def _retired_at(lines: Iterable[AllowedSigner], namespace: str, now: int) -> int | None:
+    """When the key retired, if no trust-root line allows it at the node's clock; else None."""
+    ends: list[int] = []
+    for line in lines:
+        if line.namespace_problem(namespace) is not None:
+            continue
+        if line.validity_problem(now) is None:
+            return None
+        if line.valid_before is not None and line.valid_before < now:
+            ends.append(line.valid_before)
+    return max(ends) if ends else None
+
+
 def _judge(record: CommitRecord, commit: ParsedCommit, ctx: _Context) -> Verdict:
     """Verify one commit on its own merits (the parent-refused rule is applied by the caller)."""
     parents = commit.parents
@@ -380,20 +432,20 @@ def _judge(record: CommitRecord, commit: ParsedCommit, ctx: _Context) -> Verdict
             f"committer time {_when(when)} lies in the future (node clock {_when(ctx.now)}, "
             f"allowed skew {ctx.max_skew}s)"
         )
-    if ctx.floor is not None and when < ctx.floor:
+    if ctx.floor is not None and commit.sha in ctx.descends and when < ctx.floor:
         raise _Refusal(
             f"committer time {_when(when)} is earlier than that of the last applied commit "
             f"{short(ctx.floor_sha or '')} ({_when(ctx.floor)}); committer times may not go "
             "backwards (a backdated commit could slip inside a retired key's valid-before)"
         )
-    for parent in parents:
-        before = ctx.parsed.get(parent)
-        if before is not None and when < before.committer_time:
-            raise _Refusal(
-                f"committer time {_when(when)} is earlier than that of its parent "
-                f"{short(parent)} ({_when(before.committer_time)}); committer times may not go "
-                "backwards (a backdated commit could slip inside a retired key's valid-before)"
-            )
+    # Along first parents only: a merge may bring in a branch older than its first parent.
+    before = ctx.parsed.get(parents[0]) if parents else None
+    if before is not None and when < before.committer_time:
+        raise _Refusal(
+            f"committer time {_when(when)} is earlier than that of its parent "
+            f"{short(parents[0])} ({_when(before.committer_time)}); committer times may not go "
+            "backwards (a backdated commit could slip inside a retired key's valid-before)"
+        )
     if commit.signature is None:
         raise _Refusal("not signed; every commit must carry an SSH signature (git commit -S)")
     if len(commit.signature) > MAX_ARMORED_BYTES:
@@ -415,6 +467,11 @@ def _judge(record: CommitRecord, commit: ParsedCommit, ctx: _Context) -> Verdict
     root_line, root_problem = _root_identity(ctx.trust.find(key), ctx.namespace, when)
     if root_line is not None:
         _check_crypto(signature, commit, ctx, root_line.principal, fp)
+        retired = _retired_at(ctx.trust.find(key), ctx.namespace, ctx.now)
+        if retired is None:
+            ctx.vouchers[commit.sha] = None
+        else:
+            ctx.retired[commit.sha] = _Retired(root_line.principal, retired)
         return _verified(
             commit,
             root_line.principal,
@@ -463,6 +520,7 @@ def _judge(record: CommitRecord, commit: ParsedCommit, ctx: _Context) -> Verdict
             relative = f" (relative to parent {short(parent)})" if len(parents) > 1 else ""
             raise _Refusal(problem + relative, principal, fp)
     reason = f"signed by {principal} within {', '.join(found[0].paths)}"
+    ctx.vouchers[commit.sha] = found[0]
     return _verified(commit, principal, fp, root=False, reason=reason)
 
 
@@ -527,6 +585,172 @@ def _topological(
         state[sha] = 2
         order.append(sha)
     return order
+
+
+def _changed_paths(record: CommitRecord) -> tuple[str, ...]:
+    return tuple(sorted({path for per_parent in record.changes for path in per_parent}))
+
+
+def _listing(paths: Sequence[str], limit: int = 3) -> str:
+    more = len(paths) - limit
+    return ", ".join(paths[:limit]) + (f" and {more} more" if more > 0 else "")
+
+
+def _root_vouchers_below(
+    order: Sequence[str],
+    children: dict[str, list[str]],
+    ok: Callable[[str], bool],
+    ctx: _Context,
+) -> dict[str, str]:
+    """For each commit, an accepted commit on top of it signed by a root key valid now.
+
+    One pass over the range, newest first: a root signer's scope is everything, so this
+    answers most retired-key commits without a search of their own.
+    """
+    below: dict[str, str] = {}
+    for sha in reversed(order):
+        for child in children.get(sha, ()):
+            if child in ctx.vouchers and ctx.vouchers[child] is None and ok(child):
+                below[sha] = child
+                break
+            if child in below:
+                below[sha] = below[child]
+                break
+    return below
+
+
+def _voucher_for(
+    retired: str,
+    children: dict[str, list[str]],
+    ok: Callable[[str], bool],
+    records: dict[str, CommitRecord],
+    ctx: _Context,
+    root_below: dict[str, str],
+) -> str | None:
+    """An accepted commit on top of ``retired`` signed by a key valid now whose scope covers
+    every path ``retired`` changes; None if there is none."""
+    if retired in root_below:
+        return root_below[retired]
+    if all(signer is None for signer in ctx.vouchers.values()):
+        return None  # no delegated signer in the range: no other voucher to look for
+    paths = _changed_paths(records[retired])
+    seen: set[str] = set()
+    queue = deque(children.get(retired, ()))
+    while queue:
+        sha = queue.popleft()
+        if sha in seen:
+            continue
+        seen.add(sha)
+        if sha in ctx.vouchers and ok(sha):
+            signer = ctx.vouchers[sha]
+            if signer is None or signer.scope_problem(paths) is None:
+                return sha
+        queue.extend(children.get(sha, ()))
+    return None
+
+
+def _settle(
+    order: Sequence[str],
+    own: dict[str, Verdict],
+    records: dict[str, CommitRecord],
+    ctx: _Context,
+    last_sha: str | None,
+) -> tuple[Verdict, ...]:
+    """Final verdicts: retired keys need a voucher on top; nothing stands on a refusal.
+
+    A retired-key commit counts when an *accepted* commit on top of it vouches for it,
+    and that commit's acceptance may depend on the retired one: start from every voucher
+    that is good on its own merits and drop, until nothing changes, those whose voucher
+    ends up refused (the set only shrinks, so this ends).
+    """
+    children: dict[str, list[str]] = {}
+    for sha in order:
+        for parent in ctx.parsed[sha].parents:
+            children.setdefault(parent, []).append(sha)
+    vouched: dict[str, str] = {}
+    if ctx.retired:
+
+        def good(sha: str) -> bool:
+            return own[sha].ok
+
+        root_below = _root_vouchers_below(order, children, good, ctx)
+        for sha in ctx.retired:
+            if own[sha].ok:
+                voucher = _voucher_for(sha, children, good, records, ctx, root_below)
+                if voucher is not None:
+                    vouched[sha] = voucher
+    way_back = (
+        f"reset the branch to {short(last_sha)}, what the sites run, and commit the work again"
+        if last_sha is not None
+        else "reset the branch to the commit the sites run and commit the work again"
+    )
+    while True:
+        final: dict[str, Verdict] = {}
+        cause: dict[str, str] = {}
+        for sha in order:
+            verdict = own[sha]
+            retired = ctx.retired.get(sha)
+            if verdict.ok and retired is not None:
+                verdict = _retired_verdict(verdict, retired, vouched.get(sha), records[sha], ctx)
+            bad = next((p for p in ctx.parsed[sha].parents if p in cause), None)
+            if verdict.ok and bad is not None:
+                origin = cause[bad]
+                verdict = replace(
+                    verdict,
+                    verdict=REFUSED,
+                    reason=(
+                        f"built on {short(origin)}, which was refused ({final[origin].reason}); "
+                        f"nothing built on a refused commit is accepted: {way_back}"
+                    ),
+                    emergency=False,
+                    emergency_reason="",
+                )
+                cause[sha] = origin
+            elif not verdict.ok:
+                cause[sha] = sha
+            final[sha] = verdict
+        accepted = {sha for sha, verdict in final.items() if verdict.ok}
+        root_below = _root_vouchers_below(order, children, accepted.__contains__, ctx)
+        still: dict[str, str] = {}
+        for sha in vouched:
+            voucher = _voucher_for(sha, children, accepted.__contains__, records, ctx, root_below)
+            if voucher is not None:
+                still[sha] = voucher
+        if still == vouched:
+            return tuple(final[sha] for sha in order)
+        vouched = still
+
+
+def _retired_verdict(
+    verdict: Verdict,
+    retired: _Retired,
+    voucher: str | None,
+    record: CommitRecord,
+    ctx: _Context,
+) -> Verdict:
+    since = f"retired since {_when(retired.retired_at)}"
+    if voucher is not None:
+        who = ctx.vouchers[voucher]
+        name = "a root signer" if who is None else who.name
+        return replace(
+            verdict,
+            reason=f"{verdict.reason} (key {since}; vouched for by {name} in {short(voucher)})",
+        )
+    paths = _changed_paths(record)
+    return replace(
+        verdict,
+        verdict=REFUSED,
+        reason=(
+            f"signed by {retired.principal} with key {verdict.fingerprint}, valid at its "
+            f"committer time {_when(verdict.committer_time or 0)} but {since} (node clock "
+            f"{_when(ctx.now)}): a retired key cannot start new history; it counts only "
+            "under a commit on top of it signed by a signer valid now whose scope covers "
+            f"{_listing(paths) or 'its changes'}"
+        ),
+        root=False,
+        emergency=False,
+        emergency_reason="",
+    )
 
 
 def verify_range(
@@ -599,13 +823,15 @@ def verify_range(
             f"from the candidate {short(candidate)}"
         )
 
-    verdicts: list[Verdict] = []
+    own: dict[str, Verdict] = {}
     for sha in order:
         commit = ctx.parsed[sha]
+        if last_sha is not None and any(p == last_sha or p in ctx.descends for p in commit.parents):
+            ctx.descends.add(sha)
         try:
-            verdict = _judge(records[sha], commit, ctx)
+            own[sha] = _judge(records[sha], commit, ctx)
         except _Refusal as refusal:
-            verdict = Verdict(
+            own[sha] = Verdict(
                 sha,
                 REFUSED,
                 refusal.reason,
@@ -613,26 +839,8 @@ def verify_range(
                 fingerprint=refusal.fingerprint,
                 committer_time=commit.committer_time,
             )
-        bad_parent = next(
-            (p for p in commit.parents if p in ctx.verdicts and not ctx.verdicts[p].ok), None
-        )
-        if verdict.ok and bad_parent is not None:
-            verdict = Verdict(
-                sha,
-                REFUSED,
-                f"its parent {short(bad_parent)} was refused; nothing built on a refused "
-                "commit is accepted",
-                principal=verdict.principal,
-                fingerprint=verdict.fingerprint,
-                root=verdict.root,
-                committer_time=verdict.committer_time,
-            )
-        ctx.verdicts[sha] = verdict
-        verdicts.append(verdict)
-
-    if last_applied is not None and not any(
-        last_applied.sha in ctx.parsed[sha].parents for sha in order if sha in ctx.parsed
-    ):
+    verdicts = _settle(order, own, records, ctx, last_sha)
+    if last_applied is not None and candidate not in ctx.descends:
         return refuse(
             f"candidate {short(candidate)} does not descend from the last applied commit "
             f"{short(last_applied.sha)}: unrelated history (a force-push, or another branch) "

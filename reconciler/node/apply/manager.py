@@ -9,7 +9,8 @@ Modelled on Flux's ``fluxcd/pkg/ssa`` ResourceManager, with these decisions:
   Fields the repository does not set stay with whoever set them (replica
   counts owned by an HPA, annotations added by an operator).
 - **Stamped ownership.** Every applied object gets the labels
-  ``app.kubernetes.io/managed-by: outpost`` and ``outpost.io/site: <site>``;
+  ``app.kubernetes.io/managed-by: outpost`` and ``outpost/site: <site>`` (one key,
+  `reconciler.core.labels`; prune also recognises the older ``outpost.io/site``);
   prune deletes only objects that carry both (never delete what we did not
   create) and not those annotated ``outpost.io/prune: disabled`` (the opt-out,
   as in Flux's ``kustomize.toolkit.fluxcd.io/prune: disabled``).
@@ -76,6 +77,7 @@ from reconciler.core.errors import (
     OutpostError,
     PermanentError,
 )
+from reconciler.core.labels import MANAGED_BY, MANAGED_BY_LABEL, SITE_LABEL, site_of
 from reconciler.node.apply.cluster import Cluster, Resource
 from reconciler.node.apply.health import (
     Health,
@@ -111,9 +113,6 @@ __all__ = [
     "Sleep",
 ]
 
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-MANAGED_BY = "outpost"
-SITE_LABEL = "outpost.io/site"
 PRUNE_ANNOTATION = "outpost.io/prune"
 PRUNE_DISABLED = "disabled"
 INVENTORY_NAME = "outpost-inventory"
@@ -898,7 +897,7 @@ class ResourceManager:
             metadata = live.get("metadata") or {}
             labels = metadata.get("labels") or {}
             annotations = metadata.get("annotations") or {}
-            if labels.get(MANAGED_BY_LABEL) != MANAGED_BY or labels.get(SITE_LABEL) != self.site:
+            if labels.get(MANAGED_BY_LABEL) != MANAGED_BY or site_of(labels) != self.site:
                 return None
             if annotations.get(PRUNE_ANNOTATION) == PRUNE_DISABLED:
                 return None

@@ -1,0 +1,48 @@
+"""The labels and annotations Outpost puts on what it renders and applies: one key each.
+
+**One site label: ``outpost/site``.** Render stamps it on every object of a site's
+slice, apply stamps it again on whatever it sends (decrypted Secrets included), and
+prune deletes only objects that carry it with this node's site id. It shares its
+``outpost/`` prefix with every other label render writes (``outpost/app``,
+``outpost/node``, ``outpost/vm``, ``outpost/device.<type>``), so ``outpost render``
+shows exactly the labels that run.
+
+Earlier versions had apply stamp ``outpost.io/site`` as well (render stamped
+``outpost/site``): live objects carry both, and objects applied before the change
+that since left the slice may carry only the old key. `site_of` recognises either, so
+nothing is orphaned on upgrade; the next apply of an object drops the old key (server-
+side apply removes a label its field manager no longer sends).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+__all__ = [
+    "LEGACY_SITE_LABELS",
+    "MANAGED_BY",
+    "MANAGED_BY_LABEL",
+    "SITE_LABEL",
+    "SITE_LABELS",
+    "site_of",
+]
+
+SITE_LABEL = "outpost/site"
+"""The one key saying which site an object belongs to."""
+LEGACY_SITE_LABELS = ("outpost.io/site",)
+"""Keys that meant the same before: read, never written."""
+SITE_LABELS = (SITE_LABEL, *LEGACY_SITE_LABELS)
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "outpost"
+
+
+def site_of(labels: Mapping[str, object]) -> str | None:
+    """The site an object's labels name, under the current key or a legacy one; None if none.
+
+    The current key wins when both are present (they agree on everything Outpost applied).
+    """
+    for key in SITE_LABELS:
+        value = labels.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
