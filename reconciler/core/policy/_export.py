@@ -19,7 +19,17 @@ the site as a whole) and is not marked ``enforce: ci-and-node``:
   a ``paramRef`` to the site's facts with ``parameterNotFoundAction: Deny``;
 - one ``ConfigMap`` ``outpost-system/outpost-policy-facts`` holding the facts those
   policies read (see ``_translate`` for its keys and typed values), and for each
-  app the namespaces its objects are rendered into.
+  app the namespaces its objects are rendered into;
+- a policy and binding of that name that check the facts ConfigMap itself (every
+  entry typed) and use it as their parameter. They are also the anchor that keeps
+  the API server resolving ConfigMap parameters: Kubernetes up to at least v1.36.3
+  stops the ConfigMap parameter informer for good (until the API server restarts)
+  once no binding with a ConfigMap ``paramKind`` is left for a second, after which
+  every binding with ``parameterNotFoundAction: Deny`` refuses every request it
+  matches (kubernetes/kubernetes#130887, #133827). The anchor is exported whenever
+  any policy is, changes only with Outpost, and the apply never withdraws it
+  (``node/apply/order.py``), so removing the last policy that reads facts, or
+  re-creating its binding, never leaves the informer without a user.
 
 A policy kept from the API server is listed with the reason (``SiteExport.kept``),
 never silently left out; a policy that should be exported but cannot be is a
@@ -90,6 +100,67 @@ class SiteExport:
 
 def object_name(policy: str) -> str:
     return f"outpost-{policy}"
+
+
+_TYPED = "['b:', 'i:', 'd:', 's:', 'n:', 'm:', 'l:']"
+
+
+def _anchor(labels: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The policy and binding that check the facts ConfigMap (see the module docstring)."""
+    metadata = {"name": FACTS_NAME, "labels": dict(labels)}
+    return [
+        {
+            "apiVersion": ADMISSION_API,
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": metadata,
+            "spec": {
+                "failurePolicy": "Fail",
+                "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": [""],
+                            "apiVersions": ["*"],
+                            "operations": list(_OPERATIONS),
+                            "resources": ["configmaps"],
+                            "resourceNames": [FACTS_NAME],
+                        }
+                    ]
+                },
+                "validations": [
+                    {
+                        "expression": (
+                            "!has(object.data) || object.data.all(k, k.startsWith("
+                            f"'{APP_MARKER}') || {_TYPED}.exists(p, object.data[k].startsWith(p)))"
+                        ),
+                        "message": (
+                            "every entry of the policy facts is typed (b:, i:, d:, s:, n:, m:, "
+                            "l:); the Outpost agent writes this ConfigMap, do not edit it"
+                        ),
+                    }
+                ],
+            },
+        },
+        {
+            "apiVersion": ADMISSION_API,
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {**metadata, "labels": dict(labels)},
+            "spec": {
+                "policyName": FACTS_NAME,
+                "validationActions": ["Deny"],
+                "paramRef": {
+                    "namespace": FACTS_NAMESPACE,
+                    "name": FACTS_NAME,
+                    "parameterNotFoundAction": "Allow",
+                },
+                "matchResources": {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": FACTS_NAMESPACE}
+                    }
+                },
+            },
+        },
+    ]
 
 
 # --------------------------------------------------------------------------- facts
@@ -286,6 +357,7 @@ def export_site(
     hardware: Mapping[str, Any],
     apps: Mapping[str, Mapping[str, Any]],
     app_namespaces: Mapping[str, Iterable[str]],
+    strict: bool = True,
 ) -> SiteExport:
     """The admission objects for one site (see the module docstring).
 
@@ -293,7 +365,9 @@ def export_site(
     ``site``), ``hardware`` the Hardware document, ``apps`` the App documents the
     site runs by name, ``app_namespaces`` the namespaces of each app's objects.
     Raises PolicyError for a policy that applies here, is not marked ci-and-node
-    and cannot be expressed for the API server.
+    and cannot be expressed for the API server; with ``strict=False`` (re-applying
+    a revision the node accepted before, say after an upgrade of Outpost) such a
+    policy is listed in ``kept`` instead, so a rollback is never refused.
     """
     spec = site.get("spec") if isinstance(site.get("spec"), Mapping) else {}
     metadata = site.get("metadata") if isinstance(site.get("metadata"), Mapping) else {}
@@ -317,6 +391,9 @@ def export_site(
         if policy.enforce == ENFORCE_CI_AND_NODE:
             kept.append((policy.name, _why_kept(policy)))
             continue
+        if policy.admission is None and not strict:
+            kept.append((policy.name, f"cannot be exported: {policy.not_exportable}"))
+            continue
         if policy.admission is None:
             raise PolicyError(
                 f"policy {policy.name} applies to site {site_id} but the API server cannot "
@@ -331,6 +408,12 @@ def export_site(
             for app in sorted(exemption.apps)
             for namespace in app_namespaces.get(app, ())
         ]
+        if object_name(policy.name) == FACTS_NAME:
+            raise PolicyError(
+                f"a policy named {policy.name!r} would be exported as {FACTS_NAME}, the name of "
+                "the site's policy facts; rename the policy",
+                mark=policy.doc.mark("metadata", "name"),
+            )
         objects += admission_objects(
             policy,
             policy.admission,
@@ -341,22 +424,16 @@ def export_site(
         )
         facts |= policy.admission.facts
         exported.append(policy.name)
-    if facts:
-        objects.insert(
-            0,
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {
-                    "name": FACTS_NAME,
-                    "namespace": FACTS_NAMESPACE,
-                    "labels": dict(own_labels),
-                },
-                "data": facts_data(
-                    facts, site=site, hardware=hardware, apps=apps, app_namespaces=app_namespaces
-                ),
-            },
-        )
+    if exported:
+        facts_map = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": FACTS_NAME, "namespace": FACTS_NAMESPACE, "labels": own_labels},
+            "data": facts_data(
+                facts, site=site, hardware=hardware, apps=apps, app_namespaces=app_namespaces
+            ),
+        }
+        objects[:0] = [facts_map, *_anchor(own_labels)]
     return SiteExport(site_id, tuple(objects), tuple(exported), tuple(kept))
 
 
@@ -366,7 +443,9 @@ def _body(doc: Any) -> dict[str, Any]:
     return dict(body) if isinstance(body, Mapping) else {}
 
 
-def export_rendered_site(repo: Any, site_id: str, rendered: Any, *, today: date) -> SiteExport:
+def export_rendered_site(
+    repo: Any, site_id: str, rendered: Any, *, today: date, strict: bool = True
+) -> SiteExport:
     """``export_site`` for a site rendered from ``repo``: the node's and the CLI's entry point.
 
     Loads the policies (``today`` decides which exemptions still hold), computes
@@ -404,6 +483,7 @@ def export_rendered_site(repo: Any, site_id: str, rendered: Any, *, today: date)
         hardware=hardware_body,
         apps=apps,
         app_namespaces=namespaces,
+        strict=strict,
     )
 
 
