@@ -82,7 +82,9 @@ class ClusterLike(Protocol):
         force: bool = True,
     ) -> tuple[dict[str, Any], bool]: ...
 
-    def get(self, resource: Any, namespace: str, name: str, *, obj: str) -> dict[str, Any] | None: ...
+    def get(
+        self, resource: Any, namespace: str, name: str, *, obj: str
+    ) -> dict[str, Any] | None: ...
 
     def delete(
         self,
@@ -196,7 +198,7 @@ def _prepare(
     if app_name is not None:
         labels[_APP_LABEL] = app_name
     metadata.setdefault("name", f"case-{ident}")
-    variables = {k: case[k] for k in ("site", "hardware", "app") if k in case}
+    variables: dict[str, Any] = {k: case[k] for k in ("site", "hardware", "app") if k in case}
     name = f"outpost-test-{ident}"
     params = None
     objects: list[dict[str, Any]] = []
@@ -228,9 +230,7 @@ def _prepare(
         match_resources={"objectSelector": {"matchLabels": {TEST_LABEL: ident}}},
         validation_actions=["Deny"],
     )
-    return _Case(
-        policy, expect, index, str(case.get("name", "")), ident, body, variables, objects
-    )
+    return _Case(policy, expect, index, str(case.get("name", "")), ident, body, variables, objects)
 
 
 def _sentinel(run: str, namespace: str) -> list[dict[str, Any]]:
@@ -276,9 +276,7 @@ def _sentinel(run: str, namespace: str) -> list[dict[str, Any]]:
                     "namespace": namespace,
                     "parameterNotFoundAction": "Deny",
                 },
-                "matchResources": {
-                    "objectSelector": {"matchLabels": {TEST_LABEL: f"{run}-ready"}}
-                },
+                "matchResources": {"objectSelector": {"matchLabels": {TEST_LABEL: f"{run}-ready"}}},
             },
         },
     ]
@@ -362,7 +360,9 @@ class _Session:
         resource = self._resource(body)
         _, created = self.cluster.apply(resource, body, field_manager=FIELD_MANAGER, obj=what)
         if created and not keep:
-            self.created.append((resource, str(metadata.get("namespace", "")), metadata["name"], what))
+            self.created.append(
+                (resource, str(metadata.get("namespace", "")), metadata["name"], what)
+            )
 
     def ensure(self, body: Mapping[str, Any]) -> None:
         """Create ``body`` if it does not exist; never delete it (the keepalive)."""
@@ -375,9 +375,7 @@ class _Session:
     def dry_run(self, body: Mapping[str, Any], what: str) -> tuple[str, str]:
         try:
             resource = self._resource(body)
-            self.cluster.apply(
-                resource, body, field_manager=FIELD_MANAGER, obj=what, dry_run=True
-            )
+            self.cluster.apply(resource, body, field_manager=FIELD_MANAGER, obj=what, dry_run=True)
         except ApplyError as exc:
             return REFUSED, exc.message
         return ADMITTED, ""
@@ -412,7 +410,10 @@ def compare_on_cluster(
     run = run or uuid.uuid4().hex[:8]
     namespace = f"outpost-policy-test-{run}"
     kept = tuple(
-        (p.name, "marked enforce: ci-and-node" if p.enforce == ENFORCE_CI_AND_NODE else p.not_exportable)
+        (
+            p.name,
+            "marked enforce: ci-and-node" if p.enforce == ENFORCE_CI_AND_NODE else p.not_exportable,
+        )
         for p in items
         if p.enforce == ENFORCE_CI_AND_NODE or p.admission is None
     )
@@ -430,7 +431,9 @@ def compare_on_cluster(
     verdicts: list[CaseVerdict] = []
     try:
         namespaces = {namespace} | {
-            str(c.body["metadata"]["namespace"]) for c in cases if c.body["metadata"].get("namespace")
+            str(c.body["metadata"]["namespace"])
+            for c in cases
+            if c.body["metadata"].get("namespace")
         }
         ns_resource = cluster.resource("v1", "Namespace")
         for name in sorted(namespaces):
@@ -445,9 +448,11 @@ def compare_on_cluster(
         # Parameters first, then policies, then bindings: a binding never waits for its policy.
         ordered = sorted(
             (obj for case in cases for obj in case.objects),
-            key=lambda o: ("ConfigMap", "ValidatingAdmissionPolicy").index(o["kind"])
-            if o["kind"] in ("ConfigMap", "ValidatingAdmissionPolicy")
-            else 2,
+            key=lambda o: (
+                ("ConfigMap", "ValidatingAdmissionPolicy").index(o["kind"])
+                if o["kind"] in ("ConfigMap", "ValidatingAdmissionPolicy")
+                else 2
+            ),
         )
         for body in ordered:
             try:

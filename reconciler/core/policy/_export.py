@@ -262,11 +262,8 @@ def admission_objects(
     are left out; ``match_resources`` the binding's selection (default: every
     namespace but Kubernetes' own); ``validation_actions`` default from severity.
     """
-    metadata = {
-        "name": name,
-        "labels": dict(labels),
-        "annotations": {_SOURCE_ANNOTATION: policy.doc.path},
-    }
+    annotations = {_SOURCE_ANNOTATION: policy.doc.path}
+    metadata = {"name": name, "labels": dict(labels), "annotations": annotations}
     validations = []
     for check in admission.validations:
         entry: dict[str, Any] = {"expression": check.expression, "message": check.message}
@@ -336,7 +333,11 @@ def admission_objects(
         {
             "apiVersion": ADMISSION_API,
             "kind": "ValidatingAdmissionPolicyBinding",
-            "metadata": {**metadata, "labels": dict(labels), "annotations": dict(metadata["annotations"])},
+            "metadata": {
+                **metadata,
+                "labels": dict(labels),
+                "annotations": dict(annotations),
+            },
             "spec": binding,
         },
     ]
@@ -344,7 +345,9 @@ def admission_objects(
 
 def _why_kept(policy: Policy) -> str:
     if policy.enforce == ENFORCE_CI_AND_NODE:
-        because = f" (the API server could not: {policy.not_exportable})" if policy.not_exportable else ""
+        because = (
+            f" (the API server could not: {policy.not_exportable})" if policy.not_exportable else ""
+        )
         return f"marked enforce: ci-and-node{because}"
     return policy.not_exportable
 
@@ -397,7 +400,8 @@ def export_site(
         if policy.admission is None:
             raise PolicyError(
                 f"policy {policy.name} applies to site {site_id} but the API server cannot "
-                f"enforce it: {policy.not_exportable}; mark it `enforce: ci-and-node` or rewrite it",
+                f"enforce it: {policy.not_exportable}; mark it `enforce: ci-and-node` or "
+                "rewrite it",
                 mark=policy.doc.mark("spec"),
             )
         exempt = [
@@ -465,13 +469,16 @@ def export_rendered_site(
     hardware_body = (
         _body(folder.hardware)
         if folder.hardware is not None
-        else {"apiVersion": "outpost/v1", "kind": "Hardware", "metadata": {"name": site_id}, "spec": {"nodes": []}}
+        else {
+            "apiVersion": "outpost/v1",
+            "kind": "Hardware",
+            "metadata": {"name": site_id},
+            "spec": {"nodes": []},
+        }
     )
     apps = {i.name: _body(i.app) for i in getattr(rendered, "apps", ())}
     bodies = [o.body for o in rendered.objects]
-    status, _ = site_status(
-        bodies, hardware_body, (_body(vm) for vm in folder.vms), apps.values()
-    )
+    status, _ = site_status(bodies, hardware_body, (_body(vm) for vm in folder.vms), apps.values())
     namespaces: dict[str, set[str]] = {name: set() for name in apps}
     for obj in rendered.objects:
         if obj.app in namespaces:

@@ -272,8 +272,11 @@ def load_policy(doc: Document, index: int, *, today: date) -> tuple[Policy | Non
             )
         except NotExportable as exc:
             not_exportable = str(exc)
-    if admission is None and not_exportable and enforce == ENFORCE_EVERYWHERE and (
-        all(v.program is not None for v in validations)
+    if (
+        admission is None
+        and not_exportable
+        and enforce == ENFORCE_EVERYWHERE
+        and (all(v.program is not None for v in validations))
     ):
         add(
             doc.mark("spec", "enforce") if "enforce" in spec else doc.mark("spec"),

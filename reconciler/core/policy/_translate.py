@@ -1,4 +1,4 @@
-"""One policy in the API server's CEL: what Outpost's expressions become in a ValidatingAdmissionPolicy.
+"""One policy in the API server's CEL: what Outpost's expressions become at admission.
 
 Outpost's CEL and Kubernetes' CEL are the same language; what differs is what an
 expression may name. At the API server a ValidatingAdmissionPolicy sees ``object``,
@@ -59,7 +59,9 @@ OUTPOST_VARIABLES = ("site", "hardware", "app")
 # The prefix of the parameter entry naming the namespaces of an app's objects at the site.
 APP_MARKER = "outpost-app."
 
-_POD_KINDS = "['Deployment', 'StatefulSet', 'DaemonSet', 'ReplicaSet', 'Job', 'ReplicationController']"
+_POD_KINDS = (
+    "['Deployment', 'StatefulSet', 'DaemonSet', 'ReplicaSet', 'Job', 'ReplicationController']"
+)
 
 # Kubernetes CEL for what ``_facts`` computes in Python; each may use the ones before it.
 _POD_SPEC = (
@@ -101,7 +103,9 @@ _INEXACT = {
     "cpuMillis": "cpuMillis() has no exact equivalent in the API server's CEL",
     "memoryBytes": "memoryBytes() has no exact equivalent in the API server's CEL",
 }
-_MACROS = frozenset({"all", "exists", "exists_one", "map", "filter", "transformList", "transformMap"})
+_MACROS = frozenset(
+    {"all", "exists", "exists_one", "map", "filter", "transformList", "transformMap"}
+)
 
 # A typed fact read: ``params.data[K]`` as the value its prefix says. (The API server's
 # CEL has no cel.bind, so the read is repeated; each is a map lookup.)
@@ -327,7 +331,7 @@ _PLURALS = {
 
 
 def resource_of(kind: str) -> str:
-    """The REST resource (plural) of a kind, by Kubernetes' naming rule (``Ingress`` → ingresses)."""
+    """The REST resource (plural) of a kind by Kubernetes' rule (``Ingress`` → ingresses)."""
     if kind == "*":
         return "*"
     if kind in _PLURALS:

@@ -532,7 +532,9 @@ class ResourceManager:
         previous = self._track(keys, revision)
         entries: list[ApplyEntry] = []
         try:
-            self._withdraw_bindings(previous, [obj for _, group in staged for obj in group], revision)
+            self._withdraw_bindings(
+                previous, [obj for _, group in staged for obj in group], revision
+            )
             for stage, group in staged:
                 items = self._plan(group)
                 before = self._snapshot(
