@@ -58,7 +58,8 @@ from reconciler.core.policy import (
 __all__ = ["CaseVerdict", "ClusterLike", "ClusterReport", "compare_on_cluster"]
 
 FIELD_MANAGER = "outpost-policy-test"
-TEST_LABEL = "outpost.io/policy-test"
+TEST_LABEL = "outpost.io/policy-test"  # on a case's object: the binding selects by it
+RUN_LABEL = "outpost.io/policy-test-run"  # on everything else a run creates
 KEEPALIVE = "outpost-test-keepalive"
 _APP_LABEL = "outpost/app"
 ADMITTED = "admitted"
@@ -217,7 +218,7 @@ def _prepare(
             {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
-                "metadata": {"name": name, "namespace": namespace, "labels": {TEST_LABEL: ident}},
+                "metadata": {"name": name, "namespace": namespace, "labels": {RUN_LABEL: ident}},
                 "data": data,
             }
         )
@@ -225,7 +226,7 @@ def _prepare(
         policy,
         policy.admission,
         name=name,
-        labels={TEST_LABEL: ident},
+        labels={RUN_LABEL: ident},
         params=params,
         match_resources={"objectSelector": {"matchLabels": {TEST_LABEL: ident}}},
         validation_actions=["Deny"],
@@ -236,7 +237,7 @@ def _prepare(
 def _sentinel(run: str, namespace: str) -> list[dict[str, Any]]:
     """A policy that denies its probe once the API server has caught up with this run."""
     name = f"outpost-test-{run}-ready"
-    labels = {TEST_LABEL: run}
+    labels = {RUN_LABEL: run}
     return [
         {
             "apiVersion": "v1",
@@ -284,7 +285,7 @@ def _sentinel(run: str, namespace: str) -> list[dict[str, Any]]:
 
 def _keepalive() -> list[dict[str, Any]]:
     """See the module docstring: keeps ConfigMap parameters working after this run."""
-    labels = {TEST_LABEL: "keepalive"}
+    labels = {RUN_LABEL: "keepalive"}
     return [
         {
             "apiVersion": ADMISSION_API,
@@ -442,7 +443,7 @@ def compare_on_cluster(
                     {
                         "apiVersion": "v1",
                         "kind": "Namespace",
-                        "metadata": {"name": name, "labels": {TEST_LABEL: run}},
+                        "metadata": {"name": name, "labels": {RUN_LABEL: run}},
                     }
                 )
         # Parameters first, then policies, then bindings: a binding never waits for its policy.
