@@ -146,6 +146,8 @@ class ClusterReport:
         for verdict in self.verdicts:
             if verbose or not verdict.agree:
                 yield str(verdict)
+        for what in self.left:
+            yield f"warn could not delete {what}; delete it by hand"
 
     def summary(self) -> str:
         agreed = sum(v.agree for v in self.verdicts)

@@ -293,6 +293,13 @@ def test_policy_changes_exemptions_and_removals_reach_the_admission_chain(
     assert "outpost-image-registry" in kubectl_apply(cluster, tmp_path, quay).stderr
     assert kubectl_apply(cluster, tmp_path, latest_pos).returncode != 0
 
+    # A binding deleted by hand is drift: the next tick puts it back, window or not.
+    cluster.kubectl("delete", "validatingadmissionpolicybinding", "outpost-image-registry")
+    eventually(lambda: kubectl_apply(cluster, tmp_path, quay).returncode == 0)
+    drift = test_agent.make_agent_at(agent, IN_WINDOW + timedelta(hours=12)).tick()
+    assert (drift.outcome, drift.corrected) == ("unchanged", 1), drift
+    eventually(lambda: kubectl_apply(cluster, tmp_path, quay).returncode != 0)
+
     # A relaxed policy and an exemption, in one signed commit.
     fleet.edit("policies/image-registry.yaml", _allow_quay)
     fleet.edit("policies/no-latest-tag.yaml", _exempt_pos)
