@@ -329,3 +329,63 @@ def test_policy_changes_exemptions_and_removals_reach_the_admission_chain(
     eventually(lambda: kubectl_apply(cluster, tmp_path, unlabelled).returncode == 0)
     state = json.loads((tmp_path / "state/state.json").read_text())
     assert not any("no-latest-tag" in key for key in state["inventory"])
+
+
+def test_the_facts_anchor_keeps_configmap_parameters_current(
+    fresh_cluster: Cluster, tmp_path: Path
+) -> None:
+    """Withdraw the only policy that reads facts, change the facts, bring it back: it sees them.
+
+    Without the facts anchor, Kubernetes v1.36.3 stops its ConfigMap parameter informer for
+    good once no binding with a ConfigMap paramKind is left (kubernetes/kubernetes#130887):
+    the re-added policy then judges by the facts frozen in that informer (here: the POS app
+    still allowed to run privileged) or, if they were gone, refuses everything it matches.
+    """
+    from reconciler.core.model import Repository
+    from reconciler.core.policy import export_rendered_site
+    from reconciler.core.render import render_site
+    from reconciler.core.source import WorkdirTree
+    from reconciler.node.apply import ResourceManager, key_of
+
+    site = test_agent.SITE
+    repo = Repository(WorkdirTree(ROOT))
+    export = export_rendered_site(repo, site, render_site(repo, site), today=date(2027, 2, 1))
+    full = list(export.objects)
+    without = [o for o in full if o["metadata"]["name"] != "outpost-host-access"]
+    assert len(without) == len(full) - 2
+    revoked = copy.deepcopy(full)  # the POS app loses its privileged allowance
+    [facts] = [o for o in revoked if o["kind"] == "ConfigMap"]
+    facts["data"]["app.pos.spec.allow.privileged"] = "b:false"
+    with ApiCluster.from_kubeconfig(Path(fresh_cluster.kubeconfig)) as api:
+        manager = ResourceManager(api, site=site)
+        for revision, objects in (("r1", full), ("r2", without), ("r3", revoked)):
+            if revision == "r3":
+                time.sleep(3)  # several of the API server's one-second policy refreshes
+            before = manager.read_inventory()
+            manager.apply(objects, revision=revision)
+            keys = [key_of(o) for o in objects]
+            manager.prune(before.keys if before else keys, keys)
+            manager.write_inventory(keys, revision)
+            if revision == "r2":
+                names = fresh_cluster.kubectl(
+                    "get", "validatingadmissionpolicybindings", "-o", "name"
+                ).stdout
+                assert "outpost-host-access" not in names
+    fresh_cluster.kubectl("create", "namespace", "pos")
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "bridge", "namespace": "pos", "labels": {"outpost/app": "pos"}},
+        "spec": {
+            "containers": [
+                {
+                    "name": "c",
+                    "image": f"registry.example.com/pos/bridge@{DIGEST}",
+                    "resources": LIMITS,
+                    "securityContext": {"privileged": True},
+                }
+            ]
+        },
+    }
+    denial = "binding 'outpost-host-access' denied request: privileged containers (c)"
+    eventually(lambda: denial in kubectl_apply(fresh_cluster, tmp_path, pod).stderr)
