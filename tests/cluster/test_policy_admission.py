@@ -331,15 +331,16 @@ def test_policy_changes_exemptions_and_removals_reach_the_admission_chain(
     assert not any("no-latest-tag" in key for key in state["inventory"])
 
 
-def test_the_facts_anchor_keeps_configmap_parameters_current(
+def test_a_policy_deleted_by_hand_returns_with_the_next_commit_and_its_new_facts(
     fresh_cluster: Cluster, tmp_path: Path
 ) -> None:
-    """Withdraw the only policy that reads facts, change the facts, bring it back: it sees them.
+    """A technician deletes the only policy that reads facts; the next commit changes the
+    facts and brings the policy back: the API server judges by the new facts.
 
-    Without the facts anchor, Kubernetes v1.36.3 stops its ConfigMap parameter informer for
-    good once no binding with a ConfigMap paramKind is left (kubernetes/kubernetes#130887):
-    the re-added policy then judges by the facts frozen in that informer (here: the POS app
-    still allowed to run privileged) or, if they were gone, refuses everything it matches.
+    This is the sequence in which Kubernetes' ConfigMap parameter informer can freeze
+    (kubernetes/kubernetes#130887; the facts anchor in core/policy/_export.py is there for
+    it). In these runs the freeze did not reproduce through this sequence even without the
+    anchor, so this test shows the behaviour, not that the anchor is needed.
     """
     from reconciler.core.model import Repository
     from reconciler.core.policy import export_rendered_site
@@ -351,26 +352,9 @@ def test_the_facts_anchor_keeps_configmap_parameters_current(
     repo = Repository(WorkdirTree(ROOT))
     export = export_rendered_site(repo, site, render_site(repo, site), today=date(2027, 2, 1))
     full = list(export.objects)
-    without = [o for o in full if o["metadata"]["name"] != "outpost-host-access"]
-    assert len(without) == len(full) - 2
-    revoked = copy.deepcopy(full)  # the POS app loses its privileged allowance
+    revoked = copy.deepcopy(full)  # the next commit: the POS app loses its privileged allowance
     [facts] = [o for o in revoked if o["kind"] == "ConfigMap"]
     facts["data"]["app.pos.spec.allow.privileged"] = "b:false"
-    with ApiCluster.from_kubeconfig(Path(fresh_cluster.kubeconfig)) as api:
-        manager = ResourceManager(api, site=site)
-        for revision, objects in (("r1", full), ("r2", without), ("r3", revoked)):
-            if revision == "r3":
-                time.sleep(3)  # several of the API server's one-second policy refreshes
-            before = manager.read_inventory()
-            manager.apply(objects, revision=revision)
-            keys = [key_of(o) for o in objects]
-            manager.prune(before.keys if before else keys, keys)
-            manager.write_inventory(keys, revision)
-            if revision == "r2":
-                names = fresh_cluster.kubectl(
-                    "get", "validatingadmissionpolicybindings", "-o", "name"
-                ).stdout
-                assert "outpost-host-access" not in names
     fresh_cluster.kubectl("create", "namespace", "pos")
     pod = {
         "apiVersion": "v1",
@@ -387,5 +371,18 @@ def test_the_facts_anchor_keeps_configmap_parameters_current(
             ]
         },
     }
+    with ApiCluster.from_kubeconfig(Path(fresh_cluster.kubeconfig)) as api:
+        manager = ResourceManager(api, site=site)
+        manager.apply(full, revision="r1")
+        manager.write_inventory([key_of(o) for o in full], "r1")
+        # The POS app may run privileged: its facts are in use.
+        eventually(lambda: kubectl_apply(fresh_cluster, tmp_path, pod).returncode == 0)
+        fresh_cluster.kubectl(
+            "delete",
+            "validatingadmissionpolicy,validatingadmissionpolicybinding",
+            "outpost-host-access",
+        )
+        time.sleep(5)  # several of the API server's one-second policy refreshes
+        manager.apply(revoked, revision="r2")
     denial = "binding 'outpost-host-access' denied request: privileged containers (c)"
     eventually(lambda: denial in kubectl_apply(fresh_cluster, tmp_path, pod).stderr)

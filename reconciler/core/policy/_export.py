@@ -26,10 +26,15 @@ the site as a whole) and is not marked ``enforce: ci-and-node``:
   stops the ConfigMap parameter informer for good (until the API server restarts)
   once no binding with a ConfigMap ``paramKind`` is left for a second, after which
   every binding with ``parameterNotFoundAction: Deny`` refuses every request it
-  matches (kubernetes/kubernetes#130887, #133827). The anchor is exported whenever
-  any policy is, changes only with Outpost, and the apply never withdraws it
-  (``node/apply/order.py``), so removing the last policy that reads facts, or
-  re-creating its binding, never leaves the informer without a user.
+  matches (kubernetes/kubernetes#130887, #133827), or judges by the parameters it
+  held when it stopped. Reproduced on the test control plane (v1.36.3) with kubectl:
+  delete the policies and the facts and apply them again, and every matched request
+  is refused with "no params found"; delete the one policy reading facts, change the
+  facts, apply it again, and it judges by the old facts. With the anchor in place,
+  neither happens. The anchor is exported whenever any policy is, changes only with
+  Outpost, and the apply never withdraws it (``node/apply/order.py``), so removing
+  the last policy that reads facts, or re-creating its binding, never leaves the
+  informer without a user.
 
 A policy kept from the API server is listed with the reason (``SiteExport.kept``),
 never silently left out; a policy that should be exported but cannot be is a
