@@ -31,7 +31,7 @@ the site as a whole) and is not marked ``enforce: ci-and-node``:
   delete the policies and the facts and apply them again, and every matched request
   is refused with "no params found"; delete the one policy reading facts, change the
   facts, apply it again, and it judges by the old facts. With the anchor in place,
-  neither happens. The anchor is exported whenever any policy is, changes only with
+  neither happens. The anchor is part of every site's export, changes only with
   Outpost, and the apply never withdraws it (``node/apply/order.py``), so removing
   the last policy that reads facts, or re-creating its binding, never leaves the
   informer without a user.
@@ -433,16 +433,17 @@ def export_site(
         )
         facts |= policy.admission.facts
         exported.append(policy.name)
-    if exported:
-        facts_map = {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": FACTS_NAME, "namespace": FACTS_NAMESPACE, "labels": own_labels},
-            "data": facts_data(
-                facts, site=site, hardware=hardware, apps=apps, app_namespaces=app_namespaces
-            ),
-        }
-        objects[:0] = [facts_map, *_anchor(own_labels)]
+    # Always, even with nothing exported: the anchor must outlive every policy that reads
+    # facts, including the last one a commit removes (see the module docstring).
+    facts_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": FACTS_NAME, "namespace": FACTS_NAMESPACE, "labels": own_labels},
+        "data": facts_data(
+            facts, site=site, hardware=hardware, apps=apps, app_namespaces=app_namespaces
+        ),
+    }
+    objects[:0] = [facts_map, *_anchor(own_labels)]
     return SiteExport(site_id, tuple(objects), tuple(exported), tuple(kept))
 
 
