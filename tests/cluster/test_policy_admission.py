@@ -145,12 +145,35 @@ spec:
 """
 
 
+TYPED_POLICY = """\
+apiVersion: outpost/v1
+kind: Policy
+metadata:
+  name: mixed-types
+spec:
+  severity: deny
+  match:
+    resources:
+      - {apiGroups: [""], kinds: [ConfigMap]}
+  validations:
+    - expression: "'a' == 1 || has(object.data)"
+      message: a ConfigMap needs data
+  tests:
+    pass:
+      - object: {apiVersion: v1, kind: ConfigMap, metadata: {name: m}, data: {a: b}}
+    fail:
+      - object: {apiVersion: v1, kind: ConfigMap, metadata: {name: m}}
+"""
+
+
 def test_a_difference_between_the_engines_is_reported(cluster: Cluster, tmp_path: Path) -> None:
     # cel-rust's size() of a string counts UTF-8 bytes, cel-go's (and the CEL spec's) code
-    # points: 'héé' is 5 long here and 3 long at the API server.
+    # points: 'héé' is 5 long here and 3 long at the API server. And cel-rust evaluates
+    # 'a' == 1 (false), where the API server's type checker refuses the whole policy.
     folder = tmp_path / "policies"
     folder.mkdir()
     (folder / "short-note.yaml").write_text(NOTE_POLICY, encoding="utf-8")
+    (folder / "mixed-types.yaml").write_text(TYPED_POLICY, encoding="utf-8")
     done = subprocess.run(
         [sys.executable, "-m", "reconciler.cli", "policy", "test", str(tmp_path), "--cluster"],
         env={**os.environ, **cluster.env()},
@@ -160,12 +183,18 @@ def test_a_difference_between_the_engines_is_reported(cluster: Cluster, tmp_path
         cwd=ROOT,
     )
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "policy tests: 2 passed, 0 failed" in done.stdout
+    assert "policy tests: 4 passed, 0 failed" in done.stdout
     assert (
         "DISAGREE policies/short-note.yaml:20: short-note fail[0] 'three accented letters': "
         "Outpost's engine says denied, the API server says admitted"
     ) in done.stdout
-    assert "both engines: 1 cases agree, 1 do not" in done.stdout
+    refused = [line for line in done.stdout.splitlines() if "mixed-types" in line]
+    assert len(refused) == 2, done.stdout
+    for line in refused:
+        assert line.startswith("FAIL policies/mixed-types.yaml:")
+        assert "the API server refused the exported policy (policies/mixed-types.yaml)" in line
+        assert "no matching overload" in line
+    assert "both engines: 1 cases agree, 3 do not" in done.stdout
 
 
 # --------------------------------------------------------------------------- at the site
