@@ -376,3 +376,27 @@ def test_outpost_policy_export_of_an_unknown_site_is_an_error() -> None:
     assert done.returncode == 2
     assert "xx-nowhere" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_policy_test_names_the_line_of_an_unmarked_policy_the_api_server_cannot_take(
+    tmp_path: Path,
+) -> None:
+    text = (ROOT / "policies/resources-fit.yaml").read_text()
+    unmarked = text.replace(
+        "  # It checks Outpost documents (group outpost), which never reach the API server.\n"
+        "  enforce: ci-and-node\n",
+        "",
+    )
+    assert unmarked != text
+    (tmp_path / "resources-fit.yaml").write_text(unmarked)
+    done = subprocess.run(
+        [sys.executable, "-m", "reconciler.cli", "policy", "test", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    [line] = [x for x in done.stdout.splitlines() if "cannot enforce" in x]
+    assert line.startswith("FAIL resources-fit.yaml:5: resources-fit: the site's API server")
+    assert "mark it `enforce: ci-and-node`" in line.replace("Mark", "mark")
