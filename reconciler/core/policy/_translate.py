@@ -272,8 +272,9 @@ def translate_expression(source: str) -> AdmissionForm:
         fact = FactPath(name, tuple(path))
         if after in ("[", ".") or _text(tokens, index - 1) == "in":
             raise NotExportable(
-                f"it reads {fact} as a list or map; only scalar facts (strings, numbers, "
-                "booleans) and has() can be passed to the API server through a ConfigMap"
+                f"it reads {fact} as a list or map, or calls a method on it; only scalar "
+                "facts (strings, numbers, booleans), compared or tested with has(), can be "
+                "passed to the API server through a ConfigMap"
             )
         facts.add(fact)
         if name == "app":
