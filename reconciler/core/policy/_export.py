@@ -438,7 +438,7 @@ def export_site(
     facts_map = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": FACTS_NAME, "namespace": FACTS_NAMESPACE, "labels": own_labels},
+        "metadata": {"name": FACTS_NAME, "namespace": FACTS_NAMESPACE, "labels": dict(own_labels)},
         "data": facts_data(
             facts, site=site, hardware=hardware, apps=apps, app_namespaces=app_namespaces
         ),
