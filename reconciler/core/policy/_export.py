@@ -16,7 +16,9 @@ the site as a whole) and is not marked ``enforce: ci-and-node``:
   ``namespaceSelector`` that leaves out Kubernetes' own namespaces (k3s ships its
   system images by tag from docker.io and re-applies them at every start; Outpost
   does not own them); and, for a policy reading ``site``, ``hardware`` or ``app``,
-  a ``paramRef`` to the site's facts with ``parameterNotFoundAction: Deny``;
+  a ``paramRef`` to the site's facts with ``parameterNotFoundAction: Deny`` (fail
+  closed: facts deleted by hand refuse what those policies match, new Pods included,
+  until the agent's next tick puts them back as drift — never admit everything);
 - one ``ConfigMap`` ``outpost-system/outpost-policy-facts`` holding the facts those
   policies read (see ``_translate`` for its keys and typed values), and for each
   app the namespaces its objects are rendered into;
