@@ -1,4 +1,9 @@
-"""``outpost policy test [PATH]``: run every policy's own test cases."""
+"""``outpost policy test [PATH] [--cluster]`` and ``outpost policy export SITE``.
+
+``test`` runs every policy's own cases in Outpost's engine and, with ``--cluster``,
+in the API server of a reachable cluster too, reporting where the two disagree.
+``export`` prints the admission objects the node applies for a site.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +41,35 @@ def register(subparsers: Any) -> None:
         "--repo", default=".", metavar="DIR", help="the configuration repository (default: .)"
     )
     test.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
+    test.add_argument(
+        "--cluster",
+        action="store_true",
+        help=(
+            "also run every case of every policy enforced at sites through the API server of "
+            "the cluster in $KUBECONFIG (server-side dry run) and report disagreements; it "
+            "creates and then deletes test policies there, so use a test cluster"
+        ),
+    )
+    test.add_argument(
+        "--kubeconfig", metavar="FILE", help="kubeconfig for --cluster (default: $KUBECONFIG)"
+    )
     test.set_defaults(func=run_test)
+    export = commands.add_parser(
+        "export",
+        help="print a site's policies as ValidatingAdmissionPolicy objects",
+        description=(
+            "Print the ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding and parameter "
+            "ConfigMap objects the node applies for SITE, so its API server refuses what CI "
+            "refuses. Policies kept to CI and the node are listed with the reason. Exit 0 when "
+            "exported, 1 when a policy that applies to the site cannot be exported, 2 on "
+            "usage or I/O errors."
+        ),
+    )
+    export.add_argument("site", metavar="SITE", help="site id (the folder name under sites/)")
+    export.add_argument("--rev", metavar="REV", help="git revision (default: working tree)")
+    export.add_argument("--repo", default=".", metavar="DIR", help="repository root (default: .)")
+    export.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
+    export.set_defaults(func=run_export)
 
 
 def _policy_files(path: Path) -> list[Path]:
@@ -110,4 +143,62 @@ def run_test(args: argparse.Namespace) -> int:
             failed += 1
             print(result)
     print(f"policy tests: {passed} passed, {failed} failed ({len(policies.policies)} policies)")
+    if args.cluster:
+        code = _run_cluster(args, policies)
+        if code == EXIT_ERROR:
+            return EXIT_ERROR
+        failed += code != EXIT_OK
     return EXIT_FINDINGS if failed else EXIT_OK
+
+
+def _run_cluster(args: argparse.Namespace, policies: Any) -> int:
+    """Both engines on every case; print each disagreement. Exit-code style result."""
+    import os
+    import time
+
+    from reconciler.ci.policy_cluster import compare_on_cluster
+    from reconciler.core.errors import OutpostError
+    from reconciler.node.apply.cluster import Cluster
+
+    kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG")
+    if not kubeconfig:
+        print(
+            "outpost policy test: --cluster needs a kubeconfig (--kubeconfig or $KUBECONFIG)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    try:
+        with Cluster.from_kubeconfig(Path(kubeconfig)) as cluster:
+            report = compare_on_cluster(policies, cluster, sleep=time.sleep)
+    except OutpostError as exc:
+        print(f"outpost policy test --cluster: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    for line in report.lines(verbose=args.verbose):
+        print(line)
+    print(report.summary())
+    return EXIT_FINDINGS if report.failed else EXIT_OK
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from datetime import date
+
+    from reconciler.cli.render import open_tree
+    from reconciler.core.errors import OutpostError, PolicyError
+    from reconciler.core.model import Repository
+    from reconciler.core.policy import export_rendered_site
+    from reconciler.core.policy._export import to_json, to_yaml
+    from reconciler.core.render import render_site
+
+    try:
+        repo = Repository(open_tree(args.repo, args.rev))
+        rendered = render_site(repo, args.site)
+        # The clock is read here, at the edge: it decides which exemptions still hold.
+        export = export_rendered_site(repo, args.site, rendered, today=date.today())
+    except PolicyError as exc:
+        print(f"outpost policy export: {exc}", file=sys.stderr)
+        return EXIT_FINDINGS
+    except OutpostError as exc:
+        print(f"outpost policy export: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    sys.stdout.write(to_json(export) if args.output == "json" else to_yaml(export))
+    return EXIT_OK

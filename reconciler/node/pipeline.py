@@ -5,7 +5,9 @@ calling the module that owns the decision:
 
 - verify: `trust` over (applied, candidate], from the node's own trust root;
 - desired: `render` from the commit's git objects, `validate` and `policy` on
-  the slice (fail closed), `secrets` decrypted into memory only;
+  the slice (fail closed), the policies as the site's admission objects
+  (`policy.export_rendered_site`: the API server enforces them too), `secrets`
+  decrypted into memory only;
 - gate: `schedule.decide`, fed from signed data and the node's own memory — the
   change time of the last commit in the range that changed a path this site's
   slice is read from, which is the *later* of its committer time and the time
@@ -141,6 +143,7 @@ class NodePipeline:
         from reconciler.node.apply.order import key_of
 
         objects: list[Mapping[str, Any]] = [o.body for o in rendered.objects]
+        objects.extend(self._admission(repo, rendered, strict=checks))
         if rendered.secret_refs:
             from reconciler.core.secrets import decrypt_site_secrets
 
@@ -175,6 +178,18 @@ class NodePipeline:
             raise ValidationError(
                 f"revision {_short(tree.revision)} does not validate: {_first_errors(mine)}"
             )
+
+    def _admission(self, repo: Any, rendered: Any, *, strict: bool) -> list[Mapping[str, Any]]:
+        """The policies as ValidatingAdmissionPolicy objects, part of the slice.
+
+        Today's date decides which exemptions still hold, so an expired one leaves the
+        site's admission chain at the next drift check of the applied revision.
+        """
+        from reconciler.core.policy import export_rendered_site
+
+        today = datetime.now(UTC).date()
+        export = export_rendered_site(repo, self.site, rendered, today=today, strict=strict)
+        return list(export.objects)
 
     def _check_policies(self, tree: Any, repo: Any, rendered: Any) -> None:
         if not self.check_policies:

@@ -28,6 +28,20 @@ BUILTIN = [
         "apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", False
     ),
     Resource("kubevirt.io", "v1", "VirtualMachine", "virtualmachines", True),
+    Resource(
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingAdmissionPolicy",
+        "validatingadmissionpolicies",
+        False,
+    ),
+    Resource(
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingAdmissionPolicyBinding",
+        "validatingadmissionpolicybindings",
+        False,
+    ),
 ]
 
 Key = tuple[str, str, str, str]

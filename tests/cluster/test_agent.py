@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from admissionkit import clear_outpost_policies
 
 from reconciler.node.agent import Agent, TickReport
 from reconciler.node.config import load_config
@@ -73,9 +74,10 @@ def store_node(cluster: Cluster) -> Iterator[str]:
 
 @pytest.fixture
 def clean_site(cluster: Cluster, store_node: str) -> Iterator[None]:
-    """No trace of an earlier test's site: namespaces and the inventory are gone."""
+    """No trace of an earlier test's site: namespaces, the inventory and its policies are gone."""
     from kubernetes import client
 
+    clear_outpost_policies(cluster)
     with cluster.api_client() as api:
         core = client.CoreV1Api(api)
         for namespace in SITE_NAMESPACES:
@@ -99,6 +101,7 @@ def clean_site(cluster: Cluster, store_node: str) -> Iterator[None]:
             raise AssertionError("site namespaces were not deleted")
     yield
     # Leave no inventory behind: the cluster serves the next test's site.
+    clear_outpost_policies(cluster)
     cluster.kubectl(
         "delete", "configmap", "outpost-inventory", "-n", "outpost-system", "--ignore-not-found"
     )

@@ -48,8 +48,8 @@ from test_agent import (  # noqa: F401  (fixtures used by name)
     write_config,
 )
 
+from reconciler.fleet.bundle import create_bundle
 from reconciler.node.agent import Agent, TickReport
-from reconciler.node.inbox import create_bundle
 from tools.signedfleet import SignedFleet
 from tools.testcluster import Cluster
 

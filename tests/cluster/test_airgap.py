@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from admissionkit import clear_outpost_policies
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "airgap"))
 
@@ -82,6 +83,7 @@ def clear_site(cluster: ControlPlane) -> None:
     A cluster serves one site, so an inventory left by an earlier test (another site)
     would rightly make the agent refuse to touch this one.
     """
+    clear_outpost_policies(cluster)
     cluster.kubectl("delete", "namespace", *PLANT_NAMESPACES, "--ignore-not-found", "--wait=false")
     cluster.kubectl(
         "delete", "configmap", "outpost-inventory", "-n", "outpost-system", "--ignore-not-found"

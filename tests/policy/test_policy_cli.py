@@ -87,3 +87,32 @@ def test_no_policies_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[s
     (tmp_path / "policies").mkdir()
     assert main(["policy", "test", str(tmp_path)]) == 2
     assert "no policies" in capsys.readouterr().err
+
+
+def test_policy_test_cluster_without_a_reachable_cluster_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:9', "
+        "insecure-skip-tls-verify: true}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    code = main(["policy", "test", str(root), "--cluster", "--kubeconfig", str(kubeconfig)])
+    out, err = capsys.readouterr()
+    assert code == 2, out + err
+    assert "outpost policy test --cluster:" in err
+    assert "127.0.0.1:9" in err
+    assert "policy tests: 41 passed, 0 failed" in out  # Outpost's own run is still reported
+
+
+def test_policy_test_cluster_needs_a_kubeconfig(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    root = Path(__file__).resolve().parents[2]
+    assert main(["policy", "test", str(root), "--cluster"]) == 2
+    assert "--cluster needs a kubeconfig" in capsys.readouterr().err

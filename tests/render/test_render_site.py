@@ -455,7 +455,9 @@ def test_yaml_output_keeps_unicode_line_breaks(text: str):
 @pytest.mark.parametrize(
     "broken",
     [
-        HARDWARE.replace("      devices:\n        - {name: scanner", "      devices: 7\n        # {name: scanner"),
+        HARDWARE.replace(
+            "      devices:\n        - {name: scanner", "      devices: 7\n        # {name: scanner"
+        ),
         HARDWARE.replace("  nodes:\n    - name: n1", "  nodes: 5\n  other:\n    - name: n1"),
     ],
 )
@@ -467,3 +469,23 @@ def test_a_document_that_breaks_its_schema_is_a_render_error_not_a_crash(
     error = fails(tmp_path, {"sites/s1/hardware.yaml": broken})
     assert error.mark is not None and error.mark.path.startswith("sites/s1")
     assert "outpost validate" in error.message or "hardware" in error.message
+
+
+def test_a_cronjobs_jobs_carry_the_apps_labels(tmp_path: Path):
+    # The Jobs the CronJob controller creates take spec.jobTemplate.metadata: labelled, the
+    # site's API server knows them as the app's (its allow-list, its exemptions).
+    cronjob = (
+        "apiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: cleanup\nspec:\n"
+        '  schedule: "0 3 * * *"\n  jobTemplate:\n    spec:\n      template:\n'
+        "        spec:\n          restartPolicy: Never\n          containers:\n"
+        "            - {name: c, image: '${images.server}'}\n"
+    )
+    rendered = render(tmp_path, {"apps/web/manifests/cleanup.yaml": cronjob})
+    cron = body(rendered, "batch/v1/CronJob/web/cleanup")
+    for metadata in (
+        cron["metadata"],
+        cron["spec"]["jobTemplate"]["metadata"],
+        cron["spec"]["jobTemplate"]["spec"]["template"]["metadata"],
+    ):
+        assert metadata["labels"]["outpost/app"] == "web"
+        assert metadata["labels"]["outpost/site"] == "s1"

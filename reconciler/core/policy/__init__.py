@@ -40,17 +40,38 @@ object across the fleet; one that does is keyed on the site too, so a result tha
 depends on a site is never reused at another (see ``PolicyCache``). Every
 expression is compiled once, when the policy is loaded.
 
+Where a policy is enforced (``enforce``): ``everywhere`` (the default) is CI, the node
+before it applies a commit, and the site's own API server, to which the node applies
+the policy as a ValidatingAdmissionPolicy with the slice (``_translate``, ``_export``);
+``ci-and-node`` keeps it from the API server. A policy the API server cannot evaluate
+and that is not marked ``ci-and-node`` is an error finding at its line.
+
 One job per file: ``_load`` (documents to compiled policies), ``_evaluate`` (CEL and
 the cache), ``_site`` (one site's slice; the node's re-check), ``_parallel`` (every
-site of a repository, sharded over forked workers; CI's entry point) and ``_facts``
-(what CEL sees besides the documents: usage, capacity, helper functions).
+site of a repository, sharded over forked workers; CI's entry point), ``_facts``
+(what CEL sees besides the documents: usage, capacity, helper functions),
+``_translate`` (an expression in the API server's CEL) and ``_export`` (a site's
+policies as admission objects).
 """
 
 from __future__ import annotations
 
 from reconciler.core.labels import SITE_LABEL
 from reconciler.core.policy._evaluate import Outcome, PolicyCache, evaluate, new_context
+from reconciler.core.policy._export import (
+    ADMISSION_API,
+    FACTS_NAME,
+    FACTS_NAMESPACE,
+    SYSTEM_NAMESPACES,
+    SiteExport,
+    admission_objects,
+    export_rendered_site,
+    export_site,
+    facts_data,
+)
 from reconciler.core.policy._load import (
+    ENFORCE_CI_AND_NODE,
+    ENFORCE_EVERYWHERE,
     SITE_VARIABLES,
     Exemption,
     Policy,
@@ -80,6 +101,11 @@ from reconciler.core.policy._site import (
 )
 
 __all__ = [
+    "ADMISSION_API",
+    "ENFORCE_CI_AND_NODE",
+    "ENFORCE_EVERYWHERE",
+    "FACTS_NAME",
+    "FACTS_NAMESPACE",
     "OUTPOST_GROUP",
     "PARALLEL_MIN_SITES",
     "RESERVED_ANNOTATION",
@@ -87,6 +113,7 @@ __all__ = [
     "SITE_LABEL",
     "SITE_VARIABLES",
     "SOPS_SOURCE",
+    "SYSTEM_NAMESPACES",
     "Exemption",
     "ObjectLike",
     "Outcome",
@@ -95,12 +122,17 @@ __all__ = [
     "PolicySet",
     "RenderedLike",
     "SecretRefLike",
+    "SiteExport",
     "Validation",
+    "admission_objects",
     "aggregate",
     "check_rendered_site",
     "check_site",
     "check_unrendered_secrets",
     "evaluate",
+    "export_rendered_site",
+    "export_site",
+    "facts_data",
     "load_policies",
     "load_policy",
     "new_context",

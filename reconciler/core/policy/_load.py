@@ -14,10 +14,16 @@ from typing import Any
 from reconciler.core.errors import Mark, OutpostError, PolicyError
 from reconciler.core.findings import ERROR, WARNING, Finding
 from reconciler.core.loader import Document
+from reconciler.core.policy._translate import Admission, NotExportable, admission_of
 
 SITE_VARIABLES = ("site", "hardware", "app")
 
 _SEVERITY = {"deny": ERROR, "warn": WARNING}
+
+# Where a policy is enforced (spec.enforce): everywhere includes the site's API server.
+ENFORCE_EVERYWHERE = "everywhere"
+ENFORCE_CI_AND_NODE = "ci-and-node"
+_ENFORCE = (ENFORCE_EVERYWHERE, ENFORCE_CI_AND_NODE)
 
 
 # --------------------------------------------------------------------------- model
@@ -32,6 +38,7 @@ class Validation:
     program: Any
     message: str
     message_program: Any = None
+    message_source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,10 @@ class Policy:
     validations: tuple[Validation, ...]
     exemptions: tuple[Exemption, ...]
     uses: frozenset[str]
+    enforce: str = ENFORCE_EVERYWHERE
+    # The API server's form of the policy (None when it has none; ``not_exportable`` says why).
+    admission: Admission | None = None
+    not_exportable: str = ""
 
     @property
     def finding_severity(self) -> str:
@@ -155,6 +166,14 @@ def load_policy(doc: Document, index: int, *, today: date) -> tuple[Policy | Non
     if severity not in _SEVERITY:
         add(doc.mark("spec", "severity"), f"severity is {severity!r}; expected deny or warn")
         severity = "deny"
+    enforce = spec.get("enforce", ENFORCE_EVERYWHERE)
+    if enforce not in _ENFORCE:
+        add(
+            doc.mark("spec", "enforce"),
+            f"enforce is {enforce!r}; expected everywhere (CI, the node and the site's API "
+            "server) or ci-and-node",
+        )
+        enforce = ENFORCE_EVERYWHERE
     match = spec.get("match") if isinstance(spec.get("match"), dict) else {}
     assert isinstance(match, dict)
     resources: list[tuple[frozenset[str], frozenset[str]]] = []
@@ -214,6 +233,7 @@ def load_policy(doc: Document, index: int, *, today: date) -> tuple[Policy | Non
                 if isinstance(message, str) and message
                 else f"failed: {expression.strip()}",
                 message_program=message_program,
+                message_source=source if isinstance(source, str) and source.strip() else None,
             )
         )
     exemptions: list[Exemption] = []
@@ -240,6 +260,30 @@ def load_policy(doc: Document, index: int, *, today: date) -> tuple[Policy | Non
     if not resources or not validations:
         return None, findings
     site_types = _strings(match.get("siteTypes"))
+    admission: Admission | None = None
+    not_exportable = ""
+    if any(v.program is None for v in validations):
+        # Already an error at the expression's line; the API server would refuse it too.
+        not_exportable = "an expression of it does not compile"
+    else:
+        try:
+            admission = admission_of(
+                resources, [(v.expression, v.message, v.message_source) for v in validations]
+            )
+        except NotExportable as exc:
+            not_exportable = str(exc)
+    if (
+        admission is None
+        and not_exportable
+        and enforce == ENFORCE_EVERYWHERE
+        and (all(v.program is not None for v in validations))
+    ):
+        add(
+            doc.mark("spec", "enforce") if "enforce" in spec else doc.mark("spec"),
+            f"the site's API server cannot enforce this policy: {not_exportable}. Mark it "
+            "`enforce: ci-and-node` (it is then enforced in CI and on the node only) or "
+            "rewrite it so the API server can evaluate it (see `outpost policy export`)",
+        )
     policy = Policy(
         name=name,
         doc=doc,
@@ -251,6 +295,9 @@ def load_policy(doc: Document, index: int, *, today: date) -> tuple[Policy | Non
         validations=tuple(validations),
         exemptions=tuple(exemptions),
         uses=frozenset(uses) & frozenset(SITE_VARIABLES),
+        enforce=str(enforce),
+        admission=admission,
+        not_exportable=not_exportable,
     )
     return policy, findings
 

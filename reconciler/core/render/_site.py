@@ -234,6 +234,18 @@ def _label(body: dict[str, Any], site: str, app: str, version: str) -> None:
     template = pod_template_metadata(body)
     if template is not None:
         targets.append(template)
+    spec = body.get("spec")
+    job_template = (
+        spec.get("jobTemplate")
+        if body.get("kind") == "CronJob" and isinstance(spec, dict)
+        else None
+    )
+    if isinstance(job_template, dict):
+        # The Jobs a CronJob creates carry these labels: the site's API server knows
+        # them by their app (an app's allow-list or exemption, see core/policy/_export).
+        metadata = job_template.setdefault("metadata", {})
+        if isinstance(metadata, dict):
+            targets.append(metadata)
     for metadata in targets:
         labels = metadata.get("labels")
         if not isinstance(labels, dict):

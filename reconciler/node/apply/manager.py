@@ -48,6 +48,10 @@ Modelled on Flux's ``fluxcd/pkg/ssa`` ResourceManager, with these decisions:
   forced apply would produce and compares that with the live object, minus
   server noise (managedFields, resourceVersion, generation, status). Defaults
   the server fills in match on both sides, so only a real difference counts.
+- **Policies never block their own slice.** Bindings of admission policies
+  that leave the slice or change are withdrawn before the first stage and
+  re-created last (the reasoning is in :mod:`.order`); the binding of the
+  site's policy facts is never withdrawn.
 - **Immutable fields** (a Job's template, a Service's clusterIP) are refused by
   the server and reported as ApplyError; unlike Flux's ``force`` mode the
   object is not deleted and re-created behind the operator's back. Name such
@@ -78,6 +82,7 @@ from reconciler.core.errors import (
     PermanentError,
 )
 from reconciler.core.labels import MANAGED_BY, MANAGED_BY_LABEL, SITE_LABEL, site_of
+from reconciler.core.policy import FACTS_NAME
 from reconciler.node.apply.cluster import Cluster, Resource
 from reconciler.node.apply.health import (
     Health,
@@ -90,6 +95,7 @@ from reconciler.node.apply.health import (
 from reconciler.node.apply.order import (
     STAGE_CRDS,
     ObjectKey,
+    is_policy_binding,
     key_of,
     prune_order,
     stages,
@@ -543,9 +549,12 @@ class ResourceManager:
         """
         staged = stages(objects)  # validates keys and refuses duplicates before any request
         keys = frozenset(key_of(obj) for _, group in staged for obj in group)
-        self._track(keys, revision)
+        previous = self._track(keys, revision)
         entries: list[ApplyEntry] = []
         try:
+            self._withdraw_bindings(
+                previous, [obj for _, group in staged for obj in group], revision
+            )
             for stage, group in staged:
                 items = self._plan(group)
                 before = self._snapshot(
@@ -578,6 +587,37 @@ class ResourceManager:
             raise
         self._save_prints()
         return ApplyResult(revision, tuple(entries))
+
+    def _withdraw_bindings(
+        self, previous: Inventory | None, objects: Sequence[Obj], revision: str
+    ) -> list[ObjectKey]:
+        """Delete the policy bindings that leave the slice or change, before the payload.
+
+        "Leave" is judged only when this apply takes the cluster to another revision
+        (or finishes one that was interrupted): a drift correction sends a few
+        objects of the applied revision and must not withdraw the rest. "Change"
+        means the body differs from the fingerprint of what we last applied (no
+        fingerprint counts as a change). The facts binding stays (see :mod:`.order`).
+        """
+        if previous is None:
+            return []
+        keys = {key_of(obj): obj for obj in objects}
+        moving = previous.revision != revision or not previous.complete
+        candidates: set[ObjectKey] = set()
+        if moving:
+            candidates |= {key for key in previous.keys - keys.keys() if is_policy_binding(key)}
+        with self._lock:
+            prints = dict(self._prints)
+        for key, obj in keys.items():
+            if key in previous.keys and is_policy_binding(key):
+                known = prints.get(key)
+                if known is None or known.digest != _digest(self._prepare(obj)):
+                    candidates.add(key)
+        withdrawn = sorted(k for k in candidates if k.name != FACTS_NAME)
+        done = [k for k in self._parallel(self._delete_owned, withdrawn) if k is not None]
+        for key in done:
+            self._remember(key, None)
+        return done
 
     def _await_crds(self, items: Sequence[_Item]) -> None:
         """Block until every CRD of the slice is Established and teach discovery its kinds."""
@@ -845,8 +885,9 @@ class ResourceManager:
             kept = {k.encode(): p.encode() for k, p in self._prints.items() if k in keys}
         return json.dumps(dict(sorted(kept.items())), separators=(",", ":"))
 
-    def _track(self, keys: frozenset[ObjectKey], revision: str) -> None:
-        """Widen the stored inventory to cover ``keys`` before they are applied."""
+    def _track(self, keys: frozenset[ObjectKey], revision: str) -> Inventory | None:
+        """Widen the stored inventory to cover ``keys`` before they are applied; return the
+        inventory as it was before (None when there was none or it was unreadable)."""
         try:
             previous = self.read_inventory()
         except ApplyError:
@@ -854,9 +895,10 @@ class ResourceManager:
             with self._lock:
                 self._prints, self._prints_loaded = {}, True
         if previous is not None and keys <= previous.keys:
-            return
+            return previous
         known = previous.keys if previous is not None else frozenset()
         self._write_inventory(known | keys, revision, complete=False)
+        return previous
 
     def _protected(self, key: ObjectKey) -> bool:
         """The inventory and its namespace are never pruned, whatever a slice says."""
@@ -884,33 +926,33 @@ class ResourceManager:
         """
         gone = set(previous_keys) - set(desired_keys)
         deleted: list[ObjectKey] = []
-
-        def one(key: ObjectKey) -> ObjectKey | None:
-            if self._protected(key):
-                return None
-            resource = self.cluster.preferred_resource(key.group, key.kind)
-            if resource is None or resource.namespaced != bool(key.namespace):
-                return None
-            live = self.cluster.get(resource, key.namespace, key.name, obj=str(key))
-            if live is None:
-                return None
-            metadata = live.get("metadata") or {}
-            labels = metadata.get("labels") or {}
-            annotations = metadata.get("annotations") or {}
-            if labels.get(MANAGED_BY_LABEL) != MANAGED_BY or site_of(labels) != self.site:
-                return None
-            if annotations.get(PRUNE_ANNOTATION) == PRUNE_DISABLED:
-                return None
-            if metadata.get("deletionTimestamp"):
-                return None
-            removed = self.cluster.delete(
-                resource, key.namespace, key.name, obj=str(key), uid=metadata.get("uid")
-            )
-            return key if removed else None
-
         for _, keys in prune_order(gone):
-            deleted.extend(k for k in self._parallel(one, keys) if k is not None)
+            deleted.extend(k for k in self._parallel(self._delete_owned, keys) if k is not None)
         return deleted
+
+    def _delete_owned(self, key: ObjectKey) -> ObjectKey | None:
+        """Delete one object if it is ours (see :meth:`prune`); the key when deleted."""
+        if self._protected(key):
+            return None
+        resource = self.cluster.preferred_resource(key.group, key.kind)
+        if resource is None or resource.namespaced != bool(key.namespace):
+            return None
+        live = self.cluster.get(resource, key.namespace, key.name, obj=str(key))
+        if live is None:
+            return None
+        metadata = live.get("metadata") or {}
+        labels = metadata.get("labels") or {}
+        annotations = metadata.get("annotations") or {}
+        if labels.get(MANAGED_BY_LABEL) != MANAGED_BY or site_of(labels) != self.site:
+            return None
+        if annotations.get(PRUNE_ANNOTATION) == PRUNE_DISABLED:
+            return None
+        if metadata.get("deletionTimestamp"):
+            return None
+        removed = self.cluster.delete(
+            resource, key.namespace, key.name, obj=str(key), uid=metadata.get("uid")
+        )
+        return key if removed else None
 
     # -- health ------------------------------------------------------------
 

@@ -12,16 +12,46 @@ Order follows the rule that a thing must exist before what uses it
    served (``Established``) first;
 1. Namespaces — every namespaced object needs its namespace;
 2. configuration: RBAC, ServiceAccounts, ConfigMaps, Secrets, storage,
-   Services, quotas, network policies — what workloads mount or call;
+   Services, quotas, network policies — what workloads mount or call — and
+   ValidatingAdmissionPolicies with their parameter ConfigMaps (see below);
 3. everything else (custom resources, Ingress, PodDisruptionBudget, HPA, ...);
 4. workloads: Deployment, StatefulSet, DaemonSet, ReplicaSet, Pod, Job, CronJob;
 5. KubeVirt virtual machines — last of the payload: a legacy HMI VM boots
    against services that are already there;
-6. admission webhooks and policies — a webhook applied early could reject
-   the rest of its own slice while its backend is not yet running.
+6. admission: ValidatingAdmissionPolicyBindings and webhooks — a webhook
+   applied early could reject the rest of its own slice while its backend is
+   not yet running.
 
 Pruning walks the same stages backwards, so a Namespace or CRD goes last,
 after the objects inside it.
+
+Outpost's own policies at the API server (``core/policy/_export``) must never block
+the slice they come with, forwards or in a rollback. A policy acts only through
+its binding, and every object of a slice has passed that slice's policies on the
+node already; what can block an apply is the *other* revision's policies still
+being in force. So, per apply (``ResourceManager.apply``):
+
+- bindings that leave the slice or change are withdrawn (deleted) before the
+  first stage: a removed or relaxed policy (a new allowed registry, deny → warn)
+  stops denying before the workloads that need the relaxation arrive, and in a
+  rollback the failed revision's new policies stop denying the old workloads;
+- the policies themselves and their parameters go with the configuration (stage
+  2), before the workloads: a relaxed expression or a new allow-listed app is in
+  force when its workloads arrive; a tightened one passes them too, since they
+  were checked against it;
+- bindings are (re)created last (stage 6), once the payload is in: a new policy
+  starts denying only after the workloads it was checked with are there, and
+  pods their controllers create afterwards conform.
+
+The price is a window of a few seconds per changed policy in which it is not
+enforced at the site (the node enforced it before applying, and CI before
+that). The binding of the site's policy facts is never withdrawn (it is the
+anchor that keeps Kubernetes' ConfigMap parameter informer alive, see
+``_export``). The API server takes a new policy, binding or parameter into
+admission through its informers, a few milliseconds after the write; the
+stages in between are normally longer than that, and a refusal in that gap is
+an ApplyError the agent treats like any other (rollback, retried on the next
+commit).
 
 Everything here is pure: object dicts in, keys and stages out.
 """
@@ -38,6 +68,7 @@ __all__ = [
     "STAGE_NAMES",
     "ObjectKey",
     "api_group",
+    "is_policy_binding",
     "key_of",
     "keys_of",
     "prune_order",
@@ -98,7 +129,7 @@ _STAGE: dict[tuple[str, str], int] = {
     ("kubevirt.io", "VirtualMachineInstance"): STAGE_VMS,
     (_ADMISSION, "MutatingWebhookConfiguration"): STAGE_ADMISSION,
     (_ADMISSION, "ValidatingWebhookConfiguration"): STAGE_ADMISSION,
-    (_ADMISSION, "ValidatingAdmissionPolicy"): STAGE_ADMISSION,
+    (_ADMISSION, "ValidatingAdmissionPolicy"): STAGE_CONFIG,
     (_ADMISSION, "ValidatingAdmissionPolicyBinding"): STAGE_ADMISSION,
 }
 
@@ -170,6 +201,11 @@ def key_of(obj: Mapping[str, Any]) -> ObjectKey:
         return ObjectKey(api_group(api_version), kind, namespace or "", name)
     except ValueError as exc:
         raise ApplyError(f"object {api_version} {kind} {name!r}: {exc}") from exc
+
+
+def is_policy_binding(key: ObjectKey) -> bool:
+    """A ValidatingAdmissionPolicyBinding: withdrawn before an apply when it leaves or changes."""
+    return key.group_kind == (_ADMISSION, "ValidatingAdmissionPolicyBinding")
 
 
 def stage_of(key: ObjectKey) -> int:
