@@ -801,3 +801,19 @@ def test_log_lines_are_one_json_object_each() -> None:
     )
     entry = json.loads(JsonFormatter().format(record))
     assert (entry["msg"], entry["level"], entry["revision"]) == ("applied", "info", "abc")
+
+
+def test_temporary_files_of_a_killed_write_are_cleared_under_the_lock(node: Node) -> None:
+    """A kill between writing a temp file and renaming it leaves the temp behind; the next
+    tick, holding the lock, removes it (and nothing else)."""
+    state_dir = node.tmp / "state"
+    state_dir.mkdir()
+    stale = state_dir / ".state.json.k1ll3d.tmp"
+    stale.write_text('{"half": ')
+    kept = state_dir / "notes.tmp"
+    kept.write_text("not ours to judge")
+    node.commit("first", ["v1/ConfigMap/pos/a"])
+    assert node.tick().outcome == "applied"
+    assert not stale.exists()
+    assert kept.exists()
+    assert sorted(p.name for p in state_dir.glob(".*.tmp")) == []
