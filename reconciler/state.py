@@ -180,7 +180,6 @@ class StateStore:
         finally:
             os.close(fd)
 
-
     def _clear_stale_temps(self) -> None:
         """Remove the temporary files of writes a kill cut short (``.state.json.x1y2.tmp``).
 
