@@ -400,7 +400,11 @@ class Agent:
                 cluster.apply(objects, revision=desired.revision)
                 report.corrected = len(objects)
                 log.warning("drift corrected", extra={"objects": sorted(drifted)})
-            report.health = report.health if report.health != "unknown" else "healthy"
+            if report.health == "unknown":
+                # One look, no waiting: after a degraded rollback the status must not call
+                # the site healthy only because nothing drifted.
+                look = cluster.wait_healthy(desired.objects, deadline_seconds=0)
+                report.health = "healthy" if _healthy(look) else "degraded"
         except TemporaryError as exc:
             report.warnings.append(f"drift check skipped: {exc}")
             report.temporary = True
