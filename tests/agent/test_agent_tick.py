@@ -595,8 +595,16 @@ def test_rollback_that_stays_unhealthy_is_degraded(running: tuple[Node, str]) ->
     report = node.tick()
     assert (report.outcome, report.applied, report.health) == ("rolled-back", good, "degraded")
     assert node.status["health"] == "degraded"
-    # The next tick has nothing new; drift is still checked against the good revision.
-    assert node.tick().outcome == "failed-before"
+    # The next tick has nothing new to apply and nothing drifted: still degraded while the
+    # good revision is not healthy, healthy once the cluster heals (nothing is re-applied).
+    later = node.tick()
+    assert (later.outcome, later.health) == ("failed-before", "degraded")
+    assert node.status["health"] == "degraded"
+    node.cluster.unhealthy.discard(good)
+    applied = node.cluster.applied_revisions()
+    healed = node.tick()
+    assert (healed.outcome, healed.health) == ("failed-before", "healthy")
+    assert node.cluster.applied_revisions() == applied
 
 
 @pytest.mark.parametrize(
