@@ -122,6 +122,10 @@ def _malformed_commit(
             parsed = parse_commit(CommitObject(sha, bytes(raw)))
         except VerificationError as exc:
             return VerificationError(f"commit {sha[:7]}: {exc.message}")
+        try:
+            repo.get(sha)
+        except _errors() as exc:  # well formed for trust, but not for git (an author line)
+            return VerificationError(f"commit {sha[:7]}: git cannot read the commit: {exc}")
         stack.extend(parsed.parents)
     return None
 
