@@ -150,6 +150,15 @@ def test_a_malformed_committer_line_is_refused(
     assert message.startswith(f"commit {short(bad)}: {problem}"), message
 
 
+def test_a_malformed_author_line_is_refused_too(repo: Repo, keys: dict[str, Key]) -> None:
+    """Trust does not read the author line, but git cannot load the commit without it."""
+    base = seeded(repo, keys)
+    head = repo.commit({"apps/pos/app.yaml": "version: 2\n"}, keys["pos"])
+    bad = literally(repo, head, lambda raw: raw.replace(b"\nauthor ", b"\nauthr ", 1))
+    message = refusal(repo, keys, rev=bad, since=base)
+    assert message.startswith(f"commit {short(bad)}: git cannot read the commit: "), message
+
+
 def test_an_oversized_commit_is_refused_unread(repo: Repo, keys: dict[str, Key]) -> None:
     base = seeded(repo, keys)
     message_file = repo.path.parent / "long-message"
