@@ -285,6 +285,16 @@ class Agent:
             report.error = str(exc)
             log.error("candidate refused", extra={"revision": candidate, "error": str(exc)})
             return state.with_(refused=_bounded(refused))
+        except TemporaryError as exc:
+            # Not the candidate's fault (a mirror object unreadable, say): not remembered,
+            # checked again next tick, and the status does not call the tick a success.
+            report.outcome = "interrupted"
+            report.pending = candidate
+            report.pending_reason = f"checking {_short(candidate)} was interrupted: {exc}"
+            report.error = report.pending_reason
+            report.temporary = True
+            log.warning("checking interrupted", extra={"revision": candidate, "error": str(exc)})
+            return state
         if not decision.allowed:
             report.outcome = "waiting"
             report.pending = candidate
