@@ -480,12 +480,20 @@ def test_a_temporary_error_while_verifying_changes_nothing(running: tuple[Node, 
     as refused, retried next tick, and the tick ends with the site as it was."""
     node, good = running
     newer = node.commit("next", ["v1/ConfigMap/pos/a"])
-    node.pipeline.temporary[newer] = SourceUnavailable("the mirror is locked")
-    with pytest.raises(TemporaryError):
-        node.tick()
+    node.pipeline.temporary[newer] = SourceUnavailable("an object of the mirror is unreadable")
+    report = node.tick()
+    assert (report.outcome, report.applied, report.pending) == ("interrupted", good, newer)
+    assert report.temporary
+    assert report.error == (
+        f"checking {newer[:12]} was interrupted: an object of the mirror is unreadable"
+    )
     assert node.state.refused == {}
     assert node.state.applied == good
-    assert node.status["applied"]["revision"] == good  # recorded even so
+    status = node.status
+    assert (status["outcome"], status["lastError"]) == ("interrupted", report.error)
+    assert status["pending"]["revision"] == newer
+    assert "outpost_last_success_timestamp_seconds" not in node.metrics
+    assert report.health == "healthy"  # the drift check ran all the same
     del node.pipeline.temporary[newer]
     assert node.tick().applied == newer
 
