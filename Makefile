@@ -18,5 +18,11 @@ lint:
 	mypy
 	lint-imports
 
+# What runs on a store's node; its branch coverage (cluster tests included) must stay >= 90 %.
+NODE_PART = reconciler/node/*
+
 test: install cluster lint
-	$(PYTHON) -m pytest -q
+	rm -f .coverage .coverage.*
+	$(PYTHON) -m pytest -q --cov --cov-report=term
+	@echo "branch coverage of the node's part (reconciler/node: agent, pipeline, fetch, inbox, feed, state, config, apply):"
+	$(PYTHON) -m coverage report --include='$(NODE_PART)' --no-skip-covered --fail-under=90

@@ -71,7 +71,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, timedelta
 
-    from reconciler.core.errors import OutpostError
+    from reconciler.core.errors import OutpostError, VerificationError
     from reconciler.core.trust.allowed_signers import parse_allowed_signers
     from reconciler.core.trust.gitsource import open_repository, verify_repository
     from reconciler.core.trust.verify import DEFAULT_MAX_COMMITS
@@ -100,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
             max_commits=max_commits,
             max_skew=timedelta(seconds=args.max_skew),
         )
+    except VerificationError as exc:  # a commit object too malformed to read: refused
+        print(f"outpost verify: refused: {exc}", file=sys.stderr)
+        return EXIT_FINDINGS
     except OutpostError as exc:
         print(f"outpost verify: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -9,6 +9,11 @@ verification and rendering.
 Neither view follows a symlink or a submodule: a link could point outside the
 tree (``/etc/outpost/age.key``) or at content nobody reviewed, so either one is
 an error naming its path.
+
+A working directory inside a git repository shows what git would commit: files git
+ignores (``.gitignore``, ``.git/info/exclude``, ``core.excludesFile``) and are not
+tracked are left out, so a virtualenv or a build folder in the repository root is
+neither validated nor scanned for secrets — a commit would not carry it either.
 """
 
 from __future__ import annotations
@@ -68,6 +73,63 @@ def _clean(path: str) -> str:
     return "/".join(parts)
 
 
+class _GitIgnore:
+    """Which paths of a working directory git ignores and does not track.
+
+    Asks libgit2 (every ``.gitignore`` on the way, ``.git/info/exclude``,
+    ``core.excludesFile``), so the rules are git's own and not a re-implementation.
+    A path git ignores but tracks is kept, as ``git add`` keeps it. Outside a git
+    repository nothing is ignored.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self._repo: Any = None
+        self._base = ""
+        self._tracked: frozenset[str] | None = None
+        import pygit2
+
+        try:
+            found = pygit2.discover_repository(str(root))
+            repo = pygit2.Repository(found) if found else None
+        except (pygit2.GitError, OSError):
+            repo = None
+        if repo is None or repo.is_bare or repo.workdir is None:
+            return
+        workdir = Path(repo.workdir).resolve()
+        try:
+            base = root.relative_to(workdir).as_posix()
+        except ValueError:
+            return
+        self._repo = repo
+        self._base = "" if base == "." else base + "/"
+
+    def _tracked_paths(self) -> frozenset[str]:
+        """Tracked files and every folder above one; read once, on the first ignored path."""
+        if self._tracked is None:
+            import pygit2
+
+            tracked: set[str] = set()
+            try:
+                entries = [entry.path for entry in self._repo.index]
+            except (pygit2.GitError, OSError):  # an unreadable index: nothing counts as tracked
+                entries = []
+            for path in entries:
+                tracked.add(path)
+                parts = path.split("/")
+                tracked.update("/".join(parts[:i]) for i in range(1, len(parts)))
+            self._tracked = frozenset(tracked)
+        return self._tracked
+
+    def __call__(self, rel: str) -> bool:
+        """True if git ignores ``rel`` (relative to the tree's root) and tracks nothing there."""
+        if self._repo is None or not rel:
+            return False
+        path = self._base + rel
+        if not self._repo.path_is_ignored(path):
+            return False
+        return path not in self._tracked_paths()
+
+
 class WorkdirTree:
     """A working directory: what CI and ``outpost validate`` read by default."""
 
@@ -77,6 +139,7 @@ class WorkdirTree:
         self._links: dict[str, list[str]] = {}
         if not self.root.is_dir():
             raise SourceUnavailable(f"{root} is not a directory")
+        self._ignored = _GitIgnore(self.root)
 
     @property
     def revision(self) -> str | None:
@@ -94,6 +157,10 @@ class WorkdirTree:
         found: list[str] = []
         links: list[str] = []
         start = self.root / prefix if prefix else self.root
+        if prefix and self._ignored_on_the_way(prefix):
+            self._listed[prefix] = []
+            self._links[prefix] = []
+            return []
         if start.is_symlink():
             links.append(prefix)
         elif start.is_file():
@@ -103,13 +170,15 @@ class WorkdirTree:
             rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/")
             for name in list(dirnames):
                 rel = f"{rel_dir}/{name}" if rel_dir else name
-                if name in _IGNORED_DIRS and not rel_dir:
+                if (name in _IGNORED_DIRS and not rel_dir) or self._ignored(rel):
                     dirnames.remove(name)
                 elif (Path(dirpath) / name).is_symlink():
                     dirnames.remove(name)
                     links.append(rel)
             for name in filenames:
                 rel = f"{rel_dir}/{name}" if rel_dir else name
+                if self._ignored(rel):
+                    continue
                 mode = (Path(dirpath) / name).lstat().st_mode
                 if stat.S_ISLNK(mode):
                     links.append(rel)
@@ -127,14 +196,24 @@ class WorkdirTree:
             raise DocumentError(_LINK_MESSAGE, mark=Mark(self._links[prefix][0]))
         return found
 
+    def _ignored_on_the_way(self, path: str) -> bool:
+        """True if git ignores ``path`` or a folder above it."""
+        parts = path.split("/")
+        return any(self._ignored("/".join(parts[:i])) for i in range(1, len(parts) + 1))
+
     def exists(self, path: str) -> bool:
         path = _clean(path)
         full = self.root / path
-        return full.is_file() and not full.is_symlink()
+        return full.is_file() and not full.is_symlink() and not self._ignored_on_the_way(path)
 
     def read(self, path: str) -> bytes:
         path = _clean(path)
         full = self.root / path
+        if path and self._ignored_on_the_way(path):
+            raise DocumentError(
+                "is ignored by git (.gitignore) and so is not part of the repository",
+                mark=Mark(path),
+            )
         if full.is_symlink():
             raise DocumentError(_LINK_MESSAGE, mark=Mark(path))
         try:

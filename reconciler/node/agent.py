@@ -438,6 +438,16 @@ class Agent:
             self._error(report, str(exc))
             log.error("candidate refused", extra={"revision": candidate, "error": str(exc)})
             return state.with_(refused=_bounded(refused))
+        except TemporaryError as exc:
+            # Not the candidate's fault (a mirror object unreadable, say): not remembered,
+            # checked again next tick, and the status does not call the tick a success.
+            report.outcome = "interrupted"
+            report.pending = candidate
+            report.pending_reason = f"checking {_short(candidate)} was interrupted: {exc}"
+            report.error = report.pending_reason
+            report.temporary = True
+            log.warning("checking interrupted", extra={"revision": candidate, "error": str(exc)})
+            return state
         if not decision.allowed:
             report.outcome = "waiting"
             report.pending = candidate
@@ -610,7 +620,11 @@ class Agent:
                 cluster.apply(objects, revision=desired.revision)
                 report.corrected = len(objects)
                 log.warning("drift corrected", extra={"objects": sorted(drifted)})
-            report.health = report.health if report.health != "unknown" else "healthy"
+            if report.health == "unknown":
+                # One look, no waiting: after a degraded rollback the status must not call
+                # the site healthy only because nothing drifted.
+                look = cluster.wait_healthy(desired.objects, deadline_seconds=0)
+                report.health = "healthy" if _healthy(look) else "degraded"
         except TemporaryError as exc:
             report.warnings.append(f"drift check skipped: {exc}")
             report.temporary = True

@@ -191,9 +191,21 @@ class StateStore:
                 raise
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            self._clear_stale_temps()
             yield
         finally:
             os.close(fd)
+
+    def _clear_stale_temps(self) -> None:
+        """Remove the temporary files of writes a kill cut short (``.state.json.x1y2.tmp``).
+
+        Only called with the lock held: no other writer can own one, so each was left by a
+        process killed between writing it and renaming it into place. Without this, every
+        power cut at the wrong instant would leave one more file behind for good.
+        """
+        for temp in self.directory.glob(".*.tmp"):
+            if temp.is_file() and not temp.is_symlink():
+                temp.unlink(missing_ok=True)
 
 
 def _read_bounded(path: Path, limit: int) -> bytes:

@@ -471,55 +471,134 @@ def test_api_server_gone_mid_apply_fails_cleanly_and_the_next_tick_converges(
     assert read(cluster, "deployment", "pos", "pos-server") is not None
 
 
+def _kill_change(n: int) -> str:
+    """A ConfigMap added to the POS app: each change gives the next run a new object to apply."""
+    return (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n"
+        f"  name: kill-{n}\n  namespace: ${{app.namespace}}\n  labels:\n"
+        "    app.kubernetes.io/name: pos\n    app.kubernetes.io/part-of: pos\n"
+        "    app.kubernetes.io/version: ${app.version}\n"
+        f'data:\n  RUN: "{n}"\n'
+    )
+
+
+def _state(path: Path) -> dict[str, Any] | None:
+    try:
+        raw = path.read_text()
+    except FileNotFoundError:
+        return None
+    found: dict[str, Any] = json.loads(raw)  # never torn: a kill leaves old bytes or new
+    return found
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Which write of ``path`` is there: each atomic write replaces the file (a new inode)."""
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        return None
+    return found.st_ino, found.st_mtime_ns
+
+
+def _unfinished(state: dict[str, Any] | None, revision: str, key: str) -> bool:
+    """The state shows an apply of ``revision`` begun and not finished: its new object is on
+    record (the union goes on record before anything is sent) but it is not applied."""
+    return state is not None and key in state["inventory"] and state["applied"] != revision
+
+
 def test_sigkill_at_random_points_never_corrupts_state(
     tmp_path: Path, cluster: Cluster, clean_site: None
 ) -> None:
-    """20 runs of the real CLI, each killed at a random instant; then one tick converges.
+    """20 runs of the real CLI, each killed with SIGKILL; then one run converges.
 
-    The CLI reads the real clock, so the commit is an emergency (root-signed trailer),
-    which passes windows and freezes whatever the date the suite runs on.
+    Each run has something new to apply (a commit adding a ConfigMap, made whenever the
+    previous run got through). Even runs are killed at a random instant after start; odd
+    runs once the apply has begun (the union of old and new is on record), after a random
+    0–150 ms — so kills provably land mid-apply, and the test counts that they did.
+
+    The CLI reads the real clock, so the commits are emergencies (root-signed trailer),
+    which pass windows and freezes whatever the date the suite runs on.
     """
+    from reconciler.apply import MANAGED_BY, MANAGED_BY_LABEL, SITE_LABEL
+
     now = datetime.now(UTC)
-    fleet = create(tmp_path / "repo", when=now - timedelta(hours=1))
-    fleet.edit("fleets/retail-eu.yaml", lambda t: t + "# emergency change\n")
-    head = fleet.commit("hotfix", when=now - timedelta(minutes=5), emergency="card terminal fix")
+    fleet = create(tmp_path / "repo", when=now - timedelta(hours=2))
     config = write_config(tmp_path, fleet, Path(cluster.kubeconfig), health="30s")
+    state_path = tmp_path / "state" / "state.json"
+    argv = [sys.executable, "-m", "reconciler.cli", "agent", "run", "--once"]
+    argv += ["--config", str(config)]
     rng = random.Random(7)
     env = {**os.environ, **cluster.env()}
-    for _ in range(20):
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "reconciler.cli",
-                "agent",
-                "run",
-                "--once",
-                "--config",
-                str(config),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
-        )
-        time.sleep(rng.uniform(0.05, 2.5))
+    changes = 0
+    mid_apply = 0
+    for run in range(20):
+        state = _state(state_path)
+        if state is None or state["applied"] == fleet.head():
+            changes += 1
+            fleet.write(f"apps/pos/manifests/kill-{changes}.yaml", _kill_change(changes))
+            fleet.commit(
+                f"kill run {changes}",
+                when=now - timedelta(hours=1) + timedelta(seconds=changes),
+                emergency="card terminal fix",
+            )
+        head, key = fleet.head(), f"/ConfigMap/pos/kill-{changes}"
+        before = _identity(state_path)
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        if run % 2 == 0:
+            time.sleep(rng.uniform(0.05, 4.0))
+        else:
+            # The run's first write of the state is the union, just before it applies.
+            deadline = time.monotonic() + 120
+            while _identity(state_path) == before and proc.poll() is None:
+                assert time.monotonic() < deadline, "the apply never began"
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 0.15))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         for path in (tmp_path / "state").glob("*.json"):
             json.loads(path.read_text())  # never torn
-    done = subprocess.run(
-        [sys.executable, "-m", "reconciler.cli", "agent", "run", "--once", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+        if proc.returncode == -signal.SIGKILL:  # else the run was through before its kill
+            began = _identity(state_path) != before
+            mid_apply += began and _unfinished(_state(state_path), head, key)
+    # Most odd runs are killed inside their apply; a few may finish within the 150 ms.
+    assert mid_apply >= 5, f"only {mid_apply} of 20 kills landed mid-apply"
+    print(f"{mid_apply} of 20 kills landed mid-apply; {changes} changes")
+
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
-    state = json.loads((tmp_path / "state/state.json").read_text())
-    assert state["applied"] == head
+    state = _state(state_path)
+    assert state is not None
+    assert state["applied"] == fleet.head()
+    assert state["failed"] == [] and state["refused"] == {}
     assert read(cluster, "deployment", "pos", "pos-server") is not None
-    leftovers = [p.name for p in (tmp_path / "state").iterdir() if p.name.endswith(".tmp")]
-    assert leftovers == [] or all(p.startswith(".") for p in leftovers)
+    for n in range(1, changes + 1):
+        assert read(cluster, "configmap", "pos", f"kill-{n}") is not None, n
+    inventory = read(cluster, "configmap", "outpost-system", "outpost-inventory")
+    assert inventory is not None
+    assert sorted(json.loads(inventory["data"]["keys"])) == sorted(state["inventory"])
+    # Nothing orphaned: every object labelled as this site's is on the inventory.
+    selector = f"{MANAGED_BY_LABEL}={MANAGED_BY},{SITE_LABEL}={SITE}"
+    listed = json.loads(
+        cluster.kubectl(
+            "get",
+            "configmaps,secrets,services,deployments.apps,daemonsets.apps",
+            "-A",
+            "-l",
+            selector,
+            "-o",
+            "json",
+        ).stdout
+    )
+    for item in listed["items"]:
+        group = item["apiVersion"].rpartition("/")[0]
+        meta = item["metadata"]
+        key = f"{group}/{item['kind']}/{meta['namespace']}/{meta['name']}"
+        if key == "/ConfigMap/outpost-system/outpost-inventory":
+            continue  # the inventory itself, never on it and never pruned
+        assert key in state["inventory"], f"{key} is in the cluster but on no inventory"
+    # A kill between writing a temp file and renaming it leaves one; the run that holds the
+    # lock next removes it, so none is left.
+    assert sorted(p.name for p in (tmp_path / "state").iterdir() if p.name.endswith(".tmp")) == []
 
 
 def test_second_agent_exits_at_once(tmp_path: Path, fleet: SignedFleet, cluster: Cluster) -> None:

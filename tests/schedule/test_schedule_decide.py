@@ -8,11 +8,13 @@ instant :func:`next_allowed` predicted, and every ``Wait`` before it says so.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+import schedule_reference as reference
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -27,7 +29,6 @@ from reconciler.core.schedule import (
     governing_rollout,
     next_allowed,
     predict,
-    resolve,
     wave_slot,
 )
 from reconciler.core.schedule._zones import DAYS
@@ -390,9 +391,71 @@ windows = st.builds(
 )
 
 
+SITE_IDS = ["s-1", "de-ber-0042", "us-chi-0201", "au-syd-0501", "np-ktm-0001", "in-blr-0601"]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One generated case: the raw specs (for the reference model) and what the product
+    parses from them (for ``decide`` and ``next_allowed``)."""
+
+    site_spec: dict[str, Any]
+    site_id: str
+    labels: dict[str, str]
+    fleet_spec: dict[str, Any] | None
+    paused_at: datetime | None
+    change: Change
+    after: datetime
+    calendar: SiteCalendar
+    rollout: FleetRollout | None
+
+    def reference(self, t: datetime, *, emergency: bool | None = None) -> bool:
+        """What the independent model says about applying at ``t``."""
+        return reference.allowed(
+            self.site_spec,
+            self.site_id,
+            self.labels,
+            self.fleet_spec,
+            self.change.changed_at,
+            self.change.emergency if emergency is None else emergency,
+            self.paused_at,
+            t,
+        )
+
+    def opens(self, *, paused: bool = True) -> datetime | None:
+        """When the independent model opens the site's wave (``paused=False``: as if not)."""
+        fleet = self.fleet_spec
+        if fleet is not None and not paused:
+            fleet = {**fleet, "paused": False}
+        return reference.wave_opens(
+            fleet, self.site_id, self.labels, self.change.changed_at, self.paused_at
+        )
+
+
 @st.composite
-def scenarios(draw: st.DrawFn) -> tuple[SiteCalendar, FleetRollout | None, Change, datetime]:
+def wave_specs(draw: st.DrawFn, site_id: str) -> list[dict[str, Any]]:
+    """1–3 waves selecting by list, label, percent or (last) everyone left."""
+    waves: list[dict[str, Any]] = []
+    n_waves = draw(st.integers(1, 3))
+    for i in range(n_waves):
+        wave: dict[str, Any] = {"name": f"w{i}", "soak": f"{draw(st.integers(0, 36))}h"}
+        if i < n_waves - 1 or draw(st.booleans()):
+            how = draw(st.sampled_from(["sites", "sites", "selector", "percent"]))
+            if how == "sites":
+                wave["sites"] = [site_id] if draw(st.booleans()) else ["other"]
+            elif how == "selector":
+                wave["selector"] = {"matchLabels": {"tier": draw(st.sampled_from(["a", "b"]))}}
+            else:
+                wave["percent"] = draw(st.integers(1, 10_000)) / 100
+        waves.append(wave)
+    return waves
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> Scenario:
     zone = draw(st.sampled_from(ZONES))
+    site_id = draw(st.sampled_from(SITE_IDS))
+    labels = {"tier": draw(st.sampled_from(["a", "b"]))}
     anchor = draw(st.sampled_from(ANCHORS))
     changed_at = anchor + MINUTE * draw(st.integers(-3 * 24 * 60, 24 * 60))
     spec: dict[str, Any] = {
@@ -412,17 +475,11 @@ def scenarios(draw: st.DrawFn) -> tuple[SiteCalendar, FleetRollout | None, Chang
         last = first + timedelta(days=draw(st.integers(0, 3)))
         freezes.append({"name": f"f{i}", "from": first.isoformat(), "to": last.isoformat()})
     spec["freezes"] = freezes
-    calendar = SiteCalendar.from_spec(spec, site_id="s-1")
+    calendar = SiteCalendar.from_spec(spec, site_id=site_id, labels=labels)
+    fleet_spec: dict[str, Any] | None = None
     rollout: FleetRollout | None = None
+    paused_at: datetime | None = None
     if draw(st.booleans()):
-        n_waves = draw(st.integers(1, 3))
-        mine = draw(st.integers(0, n_waves - 1))
-        waves = []
-        for i in range(n_waves):
-            wave: dict[str, Any] = {"name": f"w{i}", "soak": f"{draw(st.integers(0, 36))}h"}
-            if i < n_waves - 1:
-                wave["sites"] = ["s-1"] if i == mine else ["other"]
-            waves.append(wave)
         fleet_freezes = []
         if draw(st.booleans()):
             first = base + timedelta(days=draw(st.integers(-1, 3)))
@@ -431,58 +488,27 @@ def scenarios(draw: st.DrawFn) -> tuple[SiteCalendar, FleetRollout | None, Chang
             )
         paused = draw(st.booleans()) and draw(st.booleans())
         paused_at = changed_at + MINUTE * draw(st.integers(-60, 48 * 60)) if paused else None
-        rollout = FleetRollout.from_spec(
-            {"waves": waves, "paused": paused, "freezes": fleet_freezes},
-            fleet="fleet",
-            paused_at=paused_at,
-        )
+        fleet_spec = {
+            "waves": draw(wave_specs(site_id)),
+            "paused": paused,
+            "freezes": fleet_freezes,
+        }
+        fleet = draw(st.sampled_from(["retail-eu", "retail-us", "plants"]))
+        rollout = FleetRollout.from_spec(fleet_spec, fleet=fleet, paused_at=paused_at)
+        fleet_spec["name"] = fleet
     change = Change(changed_at, emergency=draw(st.sampled_from([False] * 7 + [True])))
     after = changed_at - MINUTE * draw(st.integers(0, 12 * 60))
-    return calendar, rollout, change, after
+    return Scenario(spec, site_id, labels, fleet_spec, paused_at, change, after, calendar, rollout)
 
 
-# --------------------------------------------------------------------------- oracle
-
-
-def oracle(
-    calendar: SiteCalendar, rollout: FleetRollout | None, change: Change, t: datetime
-) -> bool:
-    """The rules restated as directly as possible, sharing only ``resolve`` and the wave choice.
-
-    Freezes are checked by the local date of ``t`` (the contract's wording), windows by
-    scanning every occurrence that could hold ``t`` without the search's shortcuts.
-    """
-    slot = wave_slot(calendar, rollout, change)
-    if slot.opens is None or t < slot.opens:
-        return False
-    if change.emergency:
-        return True
-    zone = calendar.timezone
-    today = t.astimezone(zone).date()
-    freezes = list(calendar.freezes) + list(rollout.freezes if rollout else ())
-    if any(f.start <= today <= f.end for f in freezes):
-        return False
-    if not calendar.windows and not calendar.maintenance:
-        return True
-    for w in calendar.windows:
-        for back in range(-2, 10):
-            day = today - timedelta(days=back)
-            if day.weekday() in w.days:
-                start = resolve(zone, day, w.start)
-                if start <= t < start + w.duration:
-                    return True
-    return any(m.start <= t < m.end for m in calendar.maintenance)
-
-
-def never_is_justified(
-    calendar: SiteCalendar, rollout: FleetRollout | None, change: Change, after: datetime
-) -> bool:
+def never_is_justified(scenario: Scenario) -> bool:
     """next_allowed may say "never" only for a blocked wave or a site whose windows ran out."""
-    if wave_slot(calendar, rollout, change).opens is None:
+    if scenario.opens() is None:
         return True
     # Weekly windows recur forever and freezes end, so "never" needs a maintenance-only site
-    # (whose windows may have passed or be frozen over; the stepped oracle checks those).
-    return not change.emergency and not calendar.windows and bool(calendar.maintenance)
+    # (whose windows may have passed or be frozen over; the stepped check covers those).
+    calendar = scenario.calendar
+    return not scenario.change.emergency and not calendar.windows and bool(calendar.maintenance)
 
 
 # --------------------------------------------------------------------------- properties
@@ -492,21 +518,24 @@ STEP_SPAN = timedelta(days=10)
 
 @settings(max_examples=30, deadline=None)
 @given(scenarios())
-def test_stepped_clock_first_applies_exactly_when_predicted(
-    scenario: tuple[SiteCalendar, FleetRollout | None, Change, datetime],
-) -> None:
-    calendar, rollout, change, after = scenario
+def test_stepped_clock_first_applies_exactly_when_predicted(scenario: Scenario) -> None:
+    calendar, rollout, change, after = (
+        scenario.calendar,
+        scenario.rollout,
+        scenario.change,
+        scenario.after,
+    )
     predicted = next_allowed(calendar, rollout, change, after)
     limit = after + STEP_SPAN
     if predicted is not None:
         assert predicted >= after
         limit = min(limit, predicted)
     else:
-        assert never_is_justified(calendar, rollout, change, after)
+        assert never_is_justified(scenario)
     t = after
     while t <= limit:
         decision = decide(calendar, rollout, change, t)
-        assert applies(decision) is oracle(calendar, rollout, change, t), (t, decision)
+        assert applies(decision) is scenario.reference(t), (t, decision)
         if isinstance(decision, Apply):
             assert t == predicted, (t, predicted, decision)
             return
@@ -517,62 +546,72 @@ def test_stepped_clock_first_applies_exactly_when_predicted(
 
 @settings(max_examples=300, deadline=None)
 @given(scenarios(), st.integers(0, 20 * 24 * 3600), st.integers(0, 999_999))
-def test_decide_agrees_with_next_allowed_at_any_instant(
-    scenario: tuple[SiteCalendar, FleetRollout | None, Change, datetime], seconds: int, micros: int
+def test_decide_agrees_with_the_reference_and_next_allowed_at_any_instant(
+    scenario: Scenario, seconds: int, micros: int
 ) -> None:
-    calendar, rollout, change, after = scenario
-    now = after + timedelta(seconds=seconds, microseconds=micros)
+    calendar, rollout, change = scenario.calendar, scenario.rollout, scenario.change
+    now = scenario.after + timedelta(seconds=seconds, microseconds=micros)
     decision = decide(calendar, rollout, change, now)
     predicted = next_allowed(calendar, rollout, change, now)
-    assert applies(decision) is oracle(calendar, rollout, change, now), decision
+    assert applies(decision) is scenario.reference(now), decision
     if predicted is None:
-        assert never_is_justified(calendar, rollout, change, now)
+        assert never_is_justified(scenario)
     if isinstance(decision, Apply):
         assert predicted == now
     else:
         assert decision.until == predicted
         assert predicted is None or predicted > now
+    if predicted is not None:
+        # The prediction is an instant the reference allows, and the minute before it
+        # (if after now) is one it does not.
+        assert scenario.reference(predicted), predicted
+        if predicted - MINUTE >= now:
+            assert not scenario.reference(predicted - MINUTE), predicted
 
 
 @settings(max_examples=300, deadline=None)
 @given(scenarios(), st.integers(0, 20 * 24 * 3600))
 def test_no_site_applies_inside_a_freeze_without_emergency(
-    scenario: tuple[SiteCalendar, FleetRollout | None, Change, datetime], seconds: int
+    scenario: Scenario, seconds: int
 ) -> None:
-    calendar, rollout, change, after = scenario
-    now = after + timedelta(seconds=seconds)
+    calendar, rollout, change = scenario.calendar, scenario.rollout, scenario.change
+    now = scenario.after + timedelta(seconds=seconds)
     calm = Change(change.changed_at)
-    freezes = list(calendar.freezes) + list(rollout.freezes if rollout else ())
-    local_day = now.astimezone(calendar.timezone).date()
-    frozen = any(f.start <= local_day <= f.end for f in freezes)
-    if frozen:
+    frozen_days = [
+        (date.fromisoformat(f["from"]), date.fromisoformat(f["to"]))
+        for f in [*scenario.site_spec["freezes"], *(scenario.fleet_spec or {}).get("freezes", [])]
+    ]
+    zone = ZoneInfo(scenario.site_spec["timezone"])
+    local_day = now.astimezone(zone).date()
+    if any(first <= local_day <= last for first, last in frozen_days):
         assert not applies(decide(calendar, rollout, calm, now))
-        first = next_allowed(calendar, rollout, calm, now)
-        if first is not None:
-            first_day = first.astimezone(calendar.timezone).date()
-            assert not any(f.start <= first_day <= f.end for f in freezes)
+        first_allowed = next_allowed(calendar, rollout, calm, now)
+        if first_allowed is not None:
+            day = first_allowed.astimezone(zone).date()
+            assert not any(first <= day <= last for first, last in frozen_days)
     # The emergency flag passes the freeze whenever the wave is open.
     urgent = Change(change.changed_at, emergency=True)
-    slot = wave_slot(calendar, rollout, urgent)
-    if slot.opens is not None and now >= slot.opens:
+    opens = scenario.opens()
+    if opens is not None and now >= opens:
         assert applies(decide(calendar, rollout, urgent, now))
+        assert scenario.reference(now, emergency=True)
 
 
 @settings(max_examples=100, deadline=None)
 @given(scenarios(), st.integers(0, 10 * 24 * 3600), st.integers(-48 * 60, 96 * 60))
 def test_paused_fleet_opens_no_new_wave(
-    scenario: tuple[SiteCalendar, FleetRollout | None, Change, datetime],
-    seconds: int,
-    pause_offset: int,
+    scenario: Scenario, seconds: int, pause_offset: int
 ) -> None:
-    calendar, rollout, change, after = scenario
+    rollout = scenario.rollout
     assume(rollout is not None and rollout.waves)
     assert rollout is not None
+    assume(scenario.opens(paused=False) is not None)
+    calendar, change = scenario.calendar, scenario.change
     running = FleetRollout(rollout.fleet, rollout.waves, False, None, rollout.freezes)
     paused_at = change.changed_at + MINUTE * pause_offset
     paused = FleetRollout(rollout.fleet, rollout.waves, True, paused_at, rollout.freezes)
-    now = after + timedelta(seconds=seconds)
-    opens = wave_slot(calendar, running, change).opens
+    now = scenario.after + timedelta(seconds=seconds)
+    opens = scenario.opens(paused=False)
     assert opens is not None
     if opens < paused_at:
         assert decide(calendar, paused, change, now) == decide(calendar, running, change, now)

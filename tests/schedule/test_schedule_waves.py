@@ -1,12 +1,17 @@
-"""Wave assignment: first match wins, percent by a stable hash, cumulative over the fleet."""
+"""Wave assignment: first match wins, percent by a stable hash, cumulative over the fleet.
+
+Expected buckets never come from the code's own formula: the reference model's SHA-256
+(``schedule_reference.sha256``, written from FIPS 180-4) is first checked against the
+standard's published test values, and the buckets follow from it by the contract's words.
+"""
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
+import schedule_reference as reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,11 +29,38 @@ PINNED = [
 ]
 
 
+# FIPS 180-2 Appendix B (and RFC 6234 §8.5, TEST1, TEST2_1): SHA-256's published values.
+FIPS_VECTORS = [
+    (b"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+    (
+        b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+        "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1",
+    ),
+    (b"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
+    # RFC 6234 TEST4: "0123456701234567012345670123456701234567012345670123456701234567" x 10
+    (
+        b"01234567" * 80,
+        "594847328451bdfa85056225462cc1d867d877fb388df0ce35f25ab5562bfbb5",
+    ),
+]
+
+
+@pytest.mark.parametrize(("message", "digest"), FIPS_VECTORS)
+def test_the_reference_sha256_gives_the_published_values(message: bytes, digest: str) -> None:
+    assert reference.sha256(message).hex() == digest
+
+
+def test_the_bucket_of_a_published_digest() -> None:
+    """The contract's reduction of FIPS's "abc" digest: first 8 bytes big-endian,
+    0xba7816bf8f01cfea = 13,436,514,500,253,700,074, modulo 10,000 = 74."""
+    digest = bytes.fromhex(FIPS_VECTORS[0][1])
+    assert reference.bucket_of_digest(digest) == 74
+
+
 @pytest.mark.parametrize(("fleet", "site", "bucket"), PINNED)
 def test_hash_bucket_is_pinned(fleet: str, site: str, bucket: int) -> None:
     assert hash_bucket(fleet, site) == bucket
-    digest = hashlib.sha256(f"{fleet}/{site}".encode()).digest()
-    assert int.from_bytes(digest[:8], "big") % 10_000 == bucket
+    assert reference.bucket(fleet, site) == bucket
 
 
 @settings(max_examples=200, deadline=None)
@@ -37,9 +69,9 @@ def test_hash_bucket_is_pinned(fleet: str, site: str, bucket: int) -> None:
     st.from_regex(r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True),
 )
 def test_same_site_same_bucket_and_wave(fleet: str, site_id: str) -> None:
-    bucket = hash_bucket(fleet, site_id)
-    assert 0 <= bucket < 10_000
+    bucket = reference.bucket(fleet, site_id)
     assert hash_bucket(fleet, site_id) == bucket
+    assert hash_bucket(fleet, site_id) == bucket  # stable within a run
     rollout = FleetRollout.from_spec(
         {"waves": [{"name": "early", "percent": 10}, {"name": "all", "soak": "24h"}]}, fleet=fleet
     )
@@ -100,7 +132,7 @@ def test_percent_waves_are_cumulative_and_skip_earlier_waves() -> None:
     assert sum(counts.values()) == 10_000
     for s in SITES[:500]:
         slot = wave_slot(s, rollout, CHANGE)
-        bucket = hash_bucket("retail-eu", s.site_id)
+        bucket = reference.bucket("retail-eu", s.site_id)
         if s.site_id in canary:
             assert slot.name == "canary"
         elif bucket < 1000:

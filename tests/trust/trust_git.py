@@ -21,7 +21,6 @@ BASE = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 BASE_TS = int(BASE.timestamp())
 NOW = BASE + timedelta(days=30)
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PEER_VECTORS = (REPO_ROOT / "../shared/testdata/openssh-sshsig").resolve()
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,10 @@ unrelated history costs one bounded walk, not a verification of every commit.
 
 Every pygit2 error becomes `SourceUnavailable`: the repository or an object in
 it could not be read (a mirror with missing objects is fixed by fetching again).
+Except one: a commit object that is there but that libgit2 cannot parse (a malformed
+parent or tree line, say) will not read better on the next fetch. It is found from the
+raw objects and refused by name, as a `VerificationError` the node remembers, instead
+of being retried as a temporary failure forever.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from reconciler.core.errors import SourceUnavailable
+from reconciler.core.errors import SourceUnavailable, VerificationError
 from reconciler.core.trust.allowed_signers import TrustRoot
 from reconciler.core.trust.rules import SIGNERS_PATH
 from reconciler.core.trust.verify import (
@@ -33,6 +37,7 @@ from reconciler.core.trust.verify import (
     ParentSigners,
     RangeResult,
     SignersUnreadable,
+    parse_commit,
     verify_range,
 )
 
@@ -73,10 +78,56 @@ def resolve(repo: Any, revision: str) -> str:
     try:
         commit = repo.revparse_single(revision).peel(pygit2.Commit)
     except _errors() as exc:
+        malformed = _malformed_commit(repo, [_named_id(repo, revision)], None, limit=1)
+        if malformed is not None:
+            raise malformed from None
         raise SourceUnavailable(
             f"revision {revision!r} does not name a commit in {repo.path}: {exc}"
         ) from None
     return str(commit.id)
+
+
+def _named_id(repo: Any, revision: str) -> str:
+    """The object id a commit id or a reference names, without parsing the object."""
+    if len(revision) in (40, 64) and all(c in "0123456789abcdefABCDEF" for c in revision):
+        return revision.lower()
+    try:
+        return str(repo.lookup_reference_dwim(revision).resolve().target)
+    except _errors():
+        return ""
+
+
+def _malformed_commit(
+    repo: Any, start: list[str], stop: str | None, *, limit: int
+) -> VerificationError | None:
+    """The refusal for the first commit from ``start`` back to ``stop`` whose raw bytes do
+    not parse (read from the object database, as libgit2 cannot load such a commit), or
+    None when every commit read is well formed or an object is simply missing."""
+    import pygit2
+
+    seen: set[str] = set()
+    stack = [sha for sha in start if sha]
+    while stack and len(seen) <= limit:
+        sha = stack.pop()
+        if sha in seen or sha == stop:
+            continue
+        seen.add(sha)
+        try:
+            kind, raw = repo.odb.read(pygit2.Oid(hex=sha))
+        except _errors():
+            return None
+        if kind != pygit2.enums.ObjectType.COMMIT:
+            return None
+        try:
+            parsed = parse_commit(CommitObject(sha, bytes(raw)))
+        except VerificationError as exc:
+            return VerificationError(f"commit {sha[:7]}: {exc.message}")
+        try:
+            repo.get(sha)
+        except _errors() as exc:  # well formed for trust, but not for git (an author line)
+            return VerificationError(f"commit {sha[:7]}: git cannot read the commit: {exc}")
+        stack.extend(parsed.parents)
+    return None
 
 
 class _Reader:
@@ -161,6 +212,9 @@ def read_range(
         else:
             records = tuple(reader.record(c) for c in found)
     except _errors() as exc:
+        malformed = _malformed_commit(repo, [candidate], last_applied, limit=max_commits)
+        if malformed is not None:
+            raise malformed from None
         raise SourceUnavailable(f"cannot read commits from {repo.path}: {exc}") from None
     return CommitRange(candidate, last, records)
 
