@@ -17,6 +17,8 @@ from reconciler.loader import load_document
 DEFAULT_HEALTH_DEADLINE = 300
 DEFAULT_STALE_AFTER = 3 * 24 * 3600
 DEFAULT_MAX_COMMITS = 1000
+DEFAULT_REPORT_INTERVAL = 3600
+DEFAULT_REPORT_SPOOL = 100
 
 
 def parse_duration(text: str, *, where: str) -> int:
@@ -45,6 +47,16 @@ class SourceConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    """Where signed status reports go (``spec.report``)."""
+
+    url: str
+    ca_bundle: Path | None = None
+    interval: int = DEFAULT_REPORT_INTERVAL
+    spool: int = DEFAULT_REPORT_SPOOL
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     """Everything one node needs to reconcile its site."""
 
@@ -62,6 +74,8 @@ class AgentConfig:
     field_manager: str
     max_commits: int
     metrics_dir: Path | None
+    identity_key: Path | None = None
+    report: ReportConfig | None = None
 
     @property
     def mirror_dir(self) -> Path:
@@ -106,6 +120,23 @@ def load_config(path: Path) -> AgentConfig:
             "spec.bundleInbox (a folder where bundles arrive), or both",
             mark=doc.mark("spec"),
         )
+    report = None
+    if spec.get("report"):
+        if not spec.get("identityKey"):
+            raise ConfigError(
+                "spec.report needs spec.identityKey: reports are signed with the node's key "
+                "(make one with `outpost agent keygen`)",
+                mark=doc.mark("spec", "report"),
+            )
+        section = spec["report"]
+        report = ReportConfig(
+            url=str(section["url"]),
+            ca_bundle=opt_path(section.get("caBundle")),
+            interval=parse_duration(
+                section.get("interval", "1h"), where=f"{path}: spec.report.interval"
+            ),
+            spool=int(section.get("spool", DEFAULT_REPORT_SPOOL)),
+        )
     return AgentConfig(
         path=path,
         site=str(spec["site"]),
@@ -125,4 +156,6 @@ def load_config(path: Path) -> AgentConfig:
         field_manager=str(spec.get("fieldManager", "outpost")),
         max_commits=int(spec.get("maxCommitsPerTick", DEFAULT_MAX_COMMITS)),
         metrics_dir=opt_path(spec.get("metricsDir")),
+        identity_key=opt_path(spec.get("identityKey")),
+        report=report,
     )
