@@ -21,6 +21,9 @@ The tick is the product. Its rules, in the order it applies them:
    health fails within the deadline, the last good revision is applied again and
    the failed commit is not retried until a newer one arrives.
 7. **Record atomically**: state, status JSON, Prometheus textfile, outbox.
+8. **Report home** (`reconciler.node.report`): the status, signed with the node
+   key, to the collector and the outbox, after everything else is on disk;
+   sending never delays the decisions or fails the tick.
 
 Errors are split by what the next tick should do (`errors`): permanent ones
 refuse the candidate; temporary ones leave everything as it was, to be retried.
@@ -43,6 +46,7 @@ from reconciler.errors import (
     TemporaryError,
 )
 from reconciler.fetch import APPLIED_REF, CANDIDATE_REF, Mirror
+from reconciler.node.report import Reporter
 from reconciler.state import AgentState, StateStore, prometheus_text
 
 log = logging.getLogger("outpost.agent")
@@ -146,12 +150,14 @@ class Agent:
         pipeline: Pipeline,
         cluster: Callable[[], Cluster],
         clock: Clock = lambda: datetime.now(UTC),
+        reporter: Reporter | None = None,
     ) -> None:
         self.config = config
         self.pipeline = pipeline
         self.cluster_factory = cluster
         self.clock = clock
         self.store = StateStore(config.state_dir)
+        self.reporter = reporter or Reporter.from_config(config)
 
     # -- the tick -------------------------------------------------------------
 
@@ -413,9 +419,13 @@ class Agent:
         state = state.with_(site=self.config.site)
         self.store.save(state)
         status = status_document(self.config.site, state, report, now)
-        self.store.write_status(status, self.config.outbox)
+        # A node with a key writes only signed reports to its outbox (the reporter does).
+        self.store.write_status(status, None if self.reporter.signs else self.config.outbox)
+        delivery = self.reporter.after_tick(status, now)
         self.store.write_metrics(
-            metrics_text(self.config.site, state, report, now), self.config.metrics_dir
+            metrics_text(self.config.site, state, report, now)
+            + (prometheus_text(delivery.samples(self.config.site)) if self.reporter.signs else ""),
+            self.config.metrics_dir,
         )
         log.info("tick done", extra={"outcome": report.outcome, "applied": state.applied})
 

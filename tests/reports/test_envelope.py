@@ -80,8 +80,10 @@ def test_a_changed_payload_is_refused(muc_key: Path) -> None:
     forged = envelope.payload.replace(b'"applied"', b'"rolled-back"', 1)
     assert forged != envelope.payload
     with pytest.raises(ReportRefused, match="does not match"):
-        open_envelope(Envelope(forged, envelope.signature, envelope.site, envelope.time),
-                      keys_of("de-muc-0007"))  # fmt: skip
+        open_envelope(
+            Envelope(forged, envelope.signature, envelope.site, envelope.time),
+            keys_of("de-muc-0007"),
+        )
 
 
 def test_a_signature_made_for_git_does_not_count(muc_key: Path, tmp_path: Path) -> None:
@@ -90,10 +92,12 @@ def test_a_signature_made_for_git_does_not_count(muc_key: Path, tmp_path: Path) 
     message.write_bytes(envelope.payload)
     subprocess.run(
         ["ssh-keygen", "-q", "-Y", "sign", "-n", "git", "-f", str(muc_key), str(message)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    git_signed = Envelope(envelope.payload, (tmp_path / "payload.sig").read_text(),
-                          envelope.site, envelope.time)  # fmt: skip
+        check=True,
+        capture_output=True,
+    )
+    git_signed = Envelope(
+        envelope.payload, (tmp_path / "payload.sig").read_text(), envelope.site, envelope.time
+    )
     with pytest.raises(ReportRefused, match="namespace 'git'"):
         open_envelope(git_signed, keys_of("de-muc-0007"))
 
@@ -102,11 +106,28 @@ def test_a_real_ssh_keygen_signature_in_our_namespace_opens(muc_key: Path, tmp_p
     payload = json.dumps(status()).encode()
     (tmp_path / "p").write_bytes(payload)
     subprocess.run(
-        ["ssh-keygen", "-q", "-Y", "sign", "-n", REPORT_NAMESPACE, "-f", str(muc_key),
-         str(tmp_path / "p")], check=True, capture_output=True,
-    )  # fmt: skip
-    wire = json.dumps({"apiVersion": "outpost/v1", "kind": "SignedSiteStatus",
-                       "payload": payload.decode(), "signature": (tmp_path / "p.sig").read_text()})
+        [
+            "ssh-keygen",
+            "-q",
+            "-Y",
+            "sign",
+            "-n",
+            REPORT_NAMESPACE,
+            "-f",
+            str(muc_key),
+            str(tmp_path / "p"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    wire = json.dumps(
+        {
+            "apiVersion": "outpost/v1",
+            "kind": "SignedSiteStatus",
+            "payload": payload.decode(),
+            "signature": (tmp_path / "p.sig").read_text(),
+        }
+    )
     assert open_envelope(read_envelope(wire.encode(), "w"), keys_of("de-muc-0007")).time == NOW
 
 
@@ -116,14 +137,22 @@ def test_a_real_ssh_keygen_signature_in_our_namespace_opens(muc_key: Path, tmp_p
         (b"nope", "not JSON"),
         (b"[]", "expected a JSON object"),
         (b'{"apiVersion": "outpost/v1", "kind": "SiteStatus"}', "kind SignedSiteStatus"),
-        (b'{"apiVersion":"outpost/v1","kind":"SignedSiteStatus","payload":1,"signature":"x"}',
-         "must both be strings"),
-        (b'{"apiVersion":"outpost/v1","kind":"SignedSiteStatus","payload":"{","signature":"x"}',
-         "payload is not JSON"),
-        (b'{"apiVersion":"outpost/v1","kind":"SignedSiteStatus","payload":"{\\"kind\\":\\"SiteStatus\\",\\"site\\":\\"../x\\"}","signature":"x"}',
-         "not a site id"),
-        (b'{"apiVersion":"outpost/v1","kind":"SignedSiteStatus","payload":"{\\"kind\\":\\"SiteStatus\\",\\"site\\":\\"x\\",\\"time\\":\\"2026-01-01T00:00:00\\"}","signature":"x"}',
-         "with an offset"),
+        (
+            b'{"apiVersion":"outpost/v1","kind":"SignedSiteStatus","payload":1,"signature":"x"}',
+            "must both be strings",
+        ),
+        (
+            b'{"apiVersion":"outpost/v1","kind":"SignedSiteStatus","payload":"{","signature":"x"}',
+            "payload is not JSON",
+        ),
+        (
+            b'{"apiVersion":"outpost/v1","kind":"SignedSiteStatus","payload":"{\\"kind\\":\\"SiteStatus\\",\\"site\\":\\"../x\\"}","signature":"x"}',
+            "not a site id",
+        ),
+        (
+            b'{"apiVersion":"outpost/v1","kind":"SignedSiteStatus","payload":"{\\"kind\\":\\"SiteStatus\\",\\"site\\":\\"x\\",\\"time\\":\\"2026-01-01T00:00:00\\"}","signature":"x"}',
+            "with an offset",
+        ),
         (b" " * (MAX_ENVELOPE_BYTES + 1), "over the cap"),
     ],
 )

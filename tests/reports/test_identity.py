@@ -30,10 +30,23 @@ def ssh_verify(tmp_path: Path, public_line: str, message: bytes, signature: str,
     sig = tmp_path / "message.sig"
     sig.write_text(signature)
     done = subprocess.run(
-        ["ssh-keygen", "-Y", "verify", "-f", str(signers), "-I", "node@example", "-n", ns,
-         "-s", str(sig)],
-        input=message, capture_output=True, check=False,
-    )  # fmt: skip
+        [
+            "ssh-keygen",
+            "-Y",
+            "verify",
+            "-f",
+            str(signers),
+            "-I",
+            "node@example",
+            "-n",
+            ns,
+            "-s",
+            str(sig),
+        ],
+        input=message,
+        capture_output=True,
+        check=False,
+    )
     return done.returncode == 0
 
 
@@ -159,9 +172,20 @@ def test_ssh_keygen_signatures_by_a_node_key_verify_in_process(
     message = tmp_path / "m"
     message.write_bytes(b"report")
     subprocess.run(
-        ["ssh-keygen", "-q", "-Y", "sign", "-n", REPORT_NAMESPACE, "-f", str(muc_key), str(message)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            "ssh-keygen",
+            "-q",
+            "-Y",
+            "sign",
+            "-n",
+            REPORT_NAMESPACE,
+            "-f",
+            str(muc_key),
+            str(message),
+        ],
+        check=True,
+        capture_output=True,
+    )
     armored = (tmp_path / "m.sig").read_text()
     signature = parse_signature(armored)
     verify_signature(signature, b"report", namespace=REPORT_NAMESPACE)

@@ -25,9 +25,14 @@ def config(tmp_path: Path, extra: str) -> Path:
 
 
 def test_report_settings_are_read_with_defaults(tmp_path: Path) -> None:
-    loaded = load_config(config(tmp_path, "  identityKey: node.key\n  report:\n"
-                                "    url: https://hq.example.com/api/v1/reports\n"
-                                "    caBundle: ca.pem\n"))  # fmt: skip
+    loaded = load_config(
+        config(
+            tmp_path,
+            "  identityKey: node.key\n  report:\n"
+            "    url: https://hq.example.com/api/v1/reports\n"
+            "    caBundle: ca.pem\n",
+        )
+    )
     assert loaded.identity_key == tmp_path / "node.key"
     assert loaded.report is not None
     assert loaded.report.url == "https://hq.example.com/api/v1/reports"
@@ -42,9 +47,13 @@ def test_a_report_url_needs_a_node_key(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["http://hq.example.com/api/v1/reports", "ftp://x/y", "http://127.0.0.1.evil.com/r",
-     "https://hq.example.com/a b"],
-)  # fmt: skip
+    [
+        "http://hq.example.com/api/v1/reports",
+        "ftp://x/y",
+        "http://127.0.0.1.evil.com/r",
+        "https://hq.example.com/a b",
+    ],
+)
 def test_plain_http_only_to_this_machine(tmp_path: Path, url: str) -> None:
     with pytest.raises(ConfigError, match=r"report\.url"):
         load_config(config(tmp_path, f"  identityKey: k\n  report: {{url: '{url}'}}\n"))
