@@ -56,7 +56,9 @@ def test_a_tick_with_the_collector_down_still_ends_and_signs_its_outbox(
     assert (tmp_path / "state" / "status.json").is_file()  # the unsigned copy stays local
 
 
-def test_the_fleet_status_file_reads_signed_outbox_reports(tmp_path: Path, muc_key: Path) -> None:
+def test_the_fleet_status_file_reads_signed_outbox_reports(
+    tmp_path: Path, muc_key: Path, capsys
+) -> None:
     from reconciler.cli import main
     from reconciler.node.report import Reporter
 
@@ -69,4 +71,6 @@ def test_the_fleet_status_file_reads_signed_outbox_reports(tmp_path: Path, muc_k
              report=None, outbox=tmp_path / "stick").after_tick(status, NOW)  # fmt: skip
     into = tmp_path / "fleet.json"
     assert main(["fleet", "ingest", str(tmp_path / "stick"), "--into", str(into)]) == 0
+    capsys.readouterr()
     assert main(["fleet", "status", "--from", str(into), "-o", "json"]) == 0
+    assert '"applied": "' + "c" * 40 in capsys.readouterr().out
