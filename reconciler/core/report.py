@@ -52,7 +52,9 @@ __all__ = [
     "MAX_ENVELOPE_BYTES",
     "REPORT_NAMESPACE",
     "Envelope",
+    "ReportMalformed",
     "ReportRefused",
+    "ReportUnverified",
     "VerifiedReport",
     "open_envelope",
     "read_envelope",
@@ -69,6 +71,14 @@ _SITE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 class ReportRefused(PermanentError):
     """A signed report is malformed, unsigned, or signed by a key not of its site."""
+
+
+class ReportMalformed(ReportRefused):
+    """The envelope or its payload is not shaped like a signed SiteStatus report."""
+
+
+class ReportUnverified(ReportRefused):
+    """The signature does not verify against a node key of the site the report names."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +143,7 @@ def read_envelope(data: bytes, source: str) -> Envelope:
     """Check an envelope's shape and read the site and time its payload claims (unverified)."""
 
     def bad(reason: str) -> ReportRefused:
-        return ReportRefused(f"{source}: {reason}")
+        return ReportMalformed(f"{source}: {reason}")
 
     if len(data) > MAX_ENVELOPE_BYTES:
         raise bad(f"{len(data):,} bytes, over the cap of {MAX_ENVELOPE_BYTES:,} for a report")
@@ -175,23 +185,23 @@ def open_envelope(envelope: Envelope, keys: Iterable[PublicKey]) -> VerifiedRepo
     allowed = {key.blob: key for key in keys}
     where = f"report from {envelope.site}"
     if not allowed:
-        raise ReportRefused(
+        raise ReportUnverified(
             f"{where}: the site has no node key in its hardware.yaml (spec.nodes[].publicKey); "
             "nobody can report for it"
         )
     try:
         signature = parse_signature(envelope.signature)
     except VerificationError as exc:
-        raise ReportRefused(f"{where}: {exc}") from None
+        raise ReportUnverified(f"{where}: {exc}") from None
     key = allowed.get(signature.public_key.blob)
     if key is None:
-        raise ReportRefused(
+        raise ReportUnverified(
             f"{where}: signed by {signature.public_key}, which is not a node key of "
             f"{envelope.site} (it has {len(allowed)})"
         )
     try:
         verify_signature(signature, envelope.payload, namespace=REPORT_NAMESPACE)
     except VerificationError as exc:
-        raise ReportRefused(f"{where}: {exc}") from None
+        raise ReportUnverified(f"{where}: {exc}") from None
     body = json.loads(envelope.payload)
     return VerifiedReport(envelope.site, envelope.time, body, envelope.payload, key)

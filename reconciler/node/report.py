@@ -184,17 +184,31 @@ class Delivery:
     def samples(self, site: str) -> list[tuple[str, str, Mapping[str, str], float]]:
         labels = {"site": site}
         samples: list[tuple[str, str, Mapping[str, str], float]] = [
-            ("outpost_report_spool_reports", "Signed reports waiting to be sent.", labels,
-             self.spooled),
-            ("outpost_reports_dropped",
-             "Reports dropped unsent because the spool was full (oldest first).", labels,
-             self.dropped),
-            ("outpost_reports_refused",
-             "Reports the collector refused for good (malformed, unknown key, too big).", labels,
-             self.refused),
-            ("outpost_report_send_failures", "Failed sending rounds in a row.", labels,
-             self.failures),
-        ]  # fmt: skip
+            (
+                "outpost_report_spool_reports",
+                "Signed reports waiting to be sent.",
+                labels,
+                self.spooled,
+            ),
+            (
+                "outpost_reports_dropped",
+                "Reports dropped unsent because the spool was full (oldest first).",
+                labels,
+                self.dropped,
+            ),
+            (
+                "outpost_reports_refused",
+                "Reports the collector refused for good (malformed, unknown key, too big).",
+                labels,
+                self.refused,
+            ),
+            (
+                "outpost_report_send_failures",
+                "Failed sending rounds in a row.",
+                labels,
+                self.failures,
+            ),
+        ]
         if self.last_sent_at is not None:
             samples.append(
                 (
