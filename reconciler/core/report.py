@@ -176,14 +176,16 @@ def read_envelope(data: bytes, source: str) -> Envelope:
     return Envelope(payload.encode("utf-8"), signature, site, time)
 
 
-def open_envelope(envelope: Envelope, keys: Iterable[PublicKey]) -> VerifiedReport:
+def open_envelope(
+    envelope: Envelope, keys: Iterable[PublicKey], *, source: str = ""
+) -> VerifiedReport:
     """Verify ``envelope`` against ``keys`` (its site's node keys, from the signed repository).
 
     ReportRefused when the site has no keys, the signature's key is not one of
     them, or the signature does not verify over the payload.
     """
     allowed = {key.blob: key for key in keys}
-    where = f"report from {envelope.site}"
+    where = f"{source}: report from {envelope.site}" if source else f"report from {envelope.site}"
     if not allowed:
         raise ReportUnverified(
             f"{where}: the site has no node key in its hardware.yaml (spec.nodes[].publicKey); "

@@ -198,7 +198,7 @@ class Ingestor:
                 f"{source}: site {envelope.site!r} is not in the fleet repository (at "
                 f"{self.view().revision[:12]}); nobody can report for it"
             )
-        report = open_envelope(envelope, info.keys)
+        report = open_envelope(envelope, info.keys, source=source)
         if self.limiter is not None:
             self.limiter.take(envelope.site)
         return Checked(report, info.nodes.get(report.key.blob, "?"), envelope.signature)
