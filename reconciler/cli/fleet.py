@@ -174,8 +174,14 @@ def _open(args: argparse.Namespace, *, need_repository: bool) -> tuple[Any, Any]
             raise ConfigError("--repo needs --trust (the root signers' allowed_signers file)")
         source = FleetSource(Path(repo), Path(args.trust), rev=args.rev)
         status = source.refresh(now)
-        if status.view is None:
+        if status.view is None and need_repository:
             raise ConfigError(f"the fleet repository did not verify: {status.problem}")
+        if status.view is None:
+            print(
+                f"warning: the fleet repository did not verify, so sites that never reported "
+                f"are not listed: {status.problem}",
+                file=sys.stderr,
+            )
     store = open_store(args.db or args.url, now=now)
     return store, source
 

@@ -14,11 +14,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pg
 import pytest
 
 from reconciler.core.report import Envelope, seal
 from reconciler.node.identity import load_identity
+from tools import postgres as pg
 from tools import signedfleet
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

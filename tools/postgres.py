@@ -1,4 +1,4 @@
-"""A real PostgreSQL server for the tests, started from Debian's binaries in a temporary folder.
+"""A real PostgreSQL for tests and benchmarks, from Debian's binaries in a temporary folder.
 
 ``initdb`` refuses to run as root (a database cluster owned by root is a classic
 privilege escalation), and CI runs as root: there the server is initialised and run
