@@ -230,7 +230,8 @@ def demo(work: Path, fleet: SignedFleet, now: datetime, collector: str) -> None:
 
         say("Headquarters: the store's signed reports arrived at the collector")
         repo = ["--repo", str(fleet.path), "--trust", str(fleet.allowed_signers)]
-        outpost("fleet", "status", "--db", str(work / "collector.db"), *repo)
+        # The head is the refused commit: list the sites of the last signed one.
+        outpost("fleet", "status", "--db", str(work / "collector.db"), *repo, "--rev", "HEAD~1")
 
         say("Stopping the control plane and the collector")
 
