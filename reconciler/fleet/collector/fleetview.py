@@ -133,47 +133,66 @@ class FleetSource:
         try:
             repo = open_repository(self.path)
             return bool(repo.descendant_of(revision, ancestor))
-        except (OutpostError, ValueError, KeyError, Exception):  # pygit2 raises several
+        except Exception:  # pygit2: GitError, KeyError or ValueError for an unknown id
             return None
 
 
 def read_view(repo: Any, revision: str) -> FleetView:
-    """Sites, node keys, fleets and waves at ``revision`` (already verified)."""
-    from reconciler.model import Repository
+    """Sites, node keys, fleets and waves at ``revision`` (already verified).
+
+    Each site's two documents are parsed, distilled into a `SiteInfo` and dropped before
+    the next site's: the collector's peak memory grows with what it keeps, not with the
+    parsed YAML of 10,000 sites at once.
+    """
+    from reconciler.loader import load_document
+    from reconciler.model import Hardware, Repository, Site, expect
     from reconciler.schedule import FleetRollout, SiteCalendar
     from reconciler.source import CommitTree
 
-    model = Repository(CommitTree(repo, revision))
+    tree = CommitTree(repo, revision)
+    model = Repository(tree)
     rollouts: dict[str, FleetRollout] = {}
     for name in model.fleet_names:
         fleet = model.fleet(name)
         if fleet is not None:
             rollouts[name] = FleetRollout.from_document(fleet.doc)
+    present = set(tree.files("sites", lenient=True))
     sites: dict[str, SiteInfo] = {}
     for site_id in model.site_ids:
-        folder = model.site(site_id)
-        calendar = SiteCalendar.from_document(folder.site.doc)
+        site_path = f"sites/{site_id}/site.yaml"
+        if site_path not in present:
+            continue
+        site = Site(expect(load_document(tree.read(site_path), site_path), "Site", site_id))
+        hardware_path = f"sites/{site_id}/hardware.yaml"
+        hardware = (
+            Hardware(
+                expect(load_document(tree.read(hardware_path), hardware_path), "Hardware", site_id)
+            )
+            if hardware_path in present
+            else None
+        )
+        labels = SiteCalendar.from_document(site.doc).label_map
         waves: dict[str, str | None] = {}
         order: dict[str, int] = {}
-        for fleet_name in folder.site.fleets:
+        for fleet_name in site.fleets:
             rollout = rollouts.get(fleet_name)
             if rollout is None:
                 continue
             waves[fleet_name] = None
             for index, wave in enumerate(rollout.waves):
-                if wave.selects(fleet_name, site_id, calendar.label_map):
+                if wave.selects(fleet_name, site_id, labels):
                     waves[fleet_name], order[fleet_name] = wave.name, index
                     break
         nodes: dict[bytes, str] = {}
-        for node in folder.hardware.nodes if folder.hardware else ():
+        for node in hardware.nodes if hardware else ():
             line = node.get("publicKey")
             if isinstance(line, str):
-                key = parse_public_key_line(line, what=f"sites/{site_id}/hardware.yaml publicKey")
+                key = parse_public_key_line(line, what=f"{hardware_path} publicKey")
                 nodes[key.blob] = str(node.get("name"))
         sites[site_id] = SiteInfo(
             site=site_id,
-            connectivity=folder.site.connectivity,
-            fleets=tuple(folder.site.fleets),
+            connectivity=site.connectivity,
+            fleets=tuple(site.fleets),
             waves=waves,
             wave_order=order,
             nodes=nodes,

@@ -182,6 +182,11 @@ class Row:
         )
 
 
+def _list(text: str) -> tuple[str, ...]:
+    """A stored JSON list of strings; most are empty, and skip the parser."""
+    return () if text == "[]" else tuple(json.loads(text))
+
+
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -228,9 +233,9 @@ class SiteRecord:
             pending_reason=values["pending_reason"],
             pending_until=values["pending_until"],
             last_error=values["last_error"],
-            failed=tuple(json.loads(values["failed"])),
+            failed=_list(values["failed"]),
             source_answered=values["source_answered"],
-            warnings=tuple(json.loads(values["warnings"])),
+            warnings=_list(values["warnings"]),
         )
 
 
@@ -365,25 +370,51 @@ class Store:
     # -- reports -----------------------------------------------------------------
 
     def ingest(self, rows: Sequence[Row]) -> list[IngestResult]:
-        """Store each row that is newer than the site's stored report; outcomes in order."""
-        upsert = self._sql(_UPSERT)
-        history = self._sql(_HISTORY_INSERT)
-        current = self._sql("SELECT report_us FROM sites WHERE site = ?")
-        results: dict[int, IngestResult] = {}
+        """Store each row that is newer than the site's stored report; outcomes in order.
+
+        Rows are applied in (site, time) order. On PostgreSQL the statements of a batch go
+        in pipeline mode (psycopg's ``executemany``): one round trip per batch, not per row.
+        """
         order = sorted(range(len(rows)), key=lambda i: (rows[i].site, rows[i].time))
+        values = [rows[i].values() for i in order]
         with self._transaction(write=True, what=f"storing {len(rows)} report(s)") as cur:
-            for index in order:
-                values = rows[index].values()
-                cur.execute(upsert, values)
-                if cur.rowcount == 1:
-                    cur.execute(history, values)
-                    results[index] = "stored"
-                    continue
-                cur.execute(current, (rows[index].site,))
-                found = cur.fetchone()
-                same = found is not None and int(found[0]) == values[2]
-                results[index] = "replay" if same else "older"
+            if self.dialect == "postgresql":
+                stored = self._upsert_pipelined(cur, values)
+            else:
+                stored = []
+                for value in values:
+                    cur.execute(_UPSERT, value)
+                    stored.append(cur.rowcount == 1)
+            kept = [value for value, ok in zip(values, stored, strict=True) if ok]
+            if kept:
+                cur.executemany(self._sql(_HISTORY_INSERT), kept)
+            lost = sorted({value[0] for value, ok in zip(values, stored, strict=True) if not ok})
+            current: dict[str, int] = {}
+            for start in range(0, len(lost), 500):
+                chunk = lost[start : start + 500]
+                marks = ", ".join("?" for _ in chunk)
+                cur.execute(
+                    self._sql(f"SELECT site, report_us FROM sites WHERE site IN ({marks})"),  # noqa: S608
+                    chunk,
+                )
+                current.update((str(site), int(us)) for site, us in cur.fetchall())
+        results: dict[int, IngestResult] = {}
+        for index, value, ok in zip(order, values, stored, strict=True):
+            if ok:
+                results[index] = "stored"
+            else:
+                results[index] = "replay" if current.get(value[0]) == value[2] else "older"
         return [results[i] for i in range(len(rows))]
+
+    def _upsert_pipelined(self, cur: Any, values: list[tuple[Any, ...]]) -> list[bool]:
+        """Upsert every row in one pipeline; which ones were stored (RETURNING a row)."""
+        cur.executemany(self._sql(_UPSERT) + " RETURNING 1", values, returning=True)
+        stored = []
+        while True:
+            stored.append(cur.fetchone() is not None)
+            if not cur.nextset():
+                break
+        return stored
 
     def prune_history(self, keep: int) -> int:
         """Delete all but the newest ``keep`` history rows per site; how many went."""
