@@ -270,7 +270,7 @@ class Reporter:
 
     def after_tick(self, status: Mapping[str, Any], now: datetime) -> Delivery:
         """Queue, write the outbox, send; never raises (a reporting failure is not a tick's)."""
-        if not self.signs:
+        if not self.signs or (self.report is None and self.outbox is None):
             return Delivery()
         try:
             return self._after_tick(status, now)
