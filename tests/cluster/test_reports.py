@@ -53,7 +53,7 @@ class RunningCollector:
         helpers = str(ROOT / "tests" / "reports")
         if helpers not in sys.path:
             sys.path.insert(0, helpers)
-        from tls import make_tls  # the throwaway CA of the reporter's tests
+        from report_tls import make_tls  # the throwaway CA of the reporter's tests
 
         self.tls = make_tls(tmp / "tls", "collector")
         store = open_store(str(tmp / "collector.db"), now=clock())

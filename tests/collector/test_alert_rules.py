@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, signed
+from collector_world import REPO_ROOT, signed
 
 from reconciler.fleet.collector.app import Collector
 from reconciler.fleet.collector.fleetview import FleetSource

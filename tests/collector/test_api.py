@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import urllib3
-from conftest import REPO_ROOT, Keys, Server, signed, start_server, status
+from collector_world import REPO_ROOT, Keys, Server, signed, start_server, status
 
 from reconciler.core.report import Envelope, seal
 from reconciler.fleet.collector.store import open_store

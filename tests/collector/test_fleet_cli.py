@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from conftest import Keys, signed
+from collector_world import Keys, signed
 
 from reconciler.cli import main
 
@@ -138,11 +137,11 @@ def test_a_repository_that_does_not_verify_is_an_error(
     assert not (tmp_path / "c.db").exists()
 
 
-def test_status_over_many_sites_is_quick_enough_to_measure(tmp_path: Path, capsys) -> None:
-    """Not a timing assertion (bench/collector.py measures): the command works on 2,000 rows."""
+def test_status_lists_every_stored_site(tmp_path: Path, capsys) -> None:
+    """2,000 stored sites, one line each (bench/collector.py measures 10,000 for speed)."""
     import hashlib
 
-    from conftest import status
+    from collector_world import status
 
     from reconciler.fleet.collector.store import Row, open_store
 
@@ -165,7 +164,7 @@ def test_status_over_many_sites_is_quick_enough_to_measure(tmp_path: Path, capsy
         )
     store.ingest(rows)
     store.close()
-    started = time.perf_counter()
     assert main(["fleet", "status", "--db", str(tmp_path / "c.db")]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 2001
-    assert time.perf_counter() - started >= 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2001
+    assert lines[1].split()[:2] == ["site-00000", "ok"] and "up to date" in lines[-1]

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import Keys, signed
+from collector_world import Keys, signed
 
 from reconciler.fleet.collector.app import Collector
 from reconciler.fleet.collector.fleetview import FleetSource
@@ -30,11 +30,11 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                if receiver.status == 200:  # recorded before the sender hears back
+                    receiver.messages.append(json.loads(body))
                 self.send_response(receiver.status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
-                if receiver.status == 200:
-                    receiver.messages.append(json.loads(body))
 
             def log_message(self, *args: object) -> None:
                 pass

@@ -8,7 +8,7 @@ import multiprocessing
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import Keys, signed
+from collector_world import Keys, signed
 
 from reconciler.fleet.collector.store import MIGRATIONS, Row, StoreError, open_store
 
@@ -17,7 +17,7 @@ NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
 def row(keys: Keys | None, site: str, at: datetime, **kw: object) -> Row:
     if keys is None:
-        from conftest import status
+        from collector_world import status
 
         payload = json.dumps(status(site, at, **kw)).encode()
         signature = "unsigned (store test)"

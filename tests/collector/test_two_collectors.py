@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import urllib3
-from conftest import Keys, signed, start_server
+from collector_world import Keys, signed, start_server
 
 from reconciler.fleet.collector.store import open_store
 

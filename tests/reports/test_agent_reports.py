@@ -6,7 +6,7 @@ import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
-from conftest import NODE_KEYS
+from node_keys import NODE_KEYS
 
 from reconciler.agent import Agent
 from reconciler.config import load_config

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import NODE_KEYS, node_key
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from node_keys import NODE_KEYS, node_key
 
 from reconciler.core.report import (
     MAX_ENVELOPE_BYTES,

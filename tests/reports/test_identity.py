@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import NODE_KEYS
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from node_keys import NODE_KEYS
 
 from reconciler.cli import main
 from reconciler.core.report import REPORT_NAMESPACE
@@ -148,7 +148,7 @@ def _example_key() -> Path:
     if not _KEY_COPY:
         import tempfile
 
-        from conftest import node_key
+        from node_keys import node_key
 
         _KEY_COPY.append(node_key(Path(tempfile.mkdtemp()), "plant-lyon", "ipc-1"))
     return _KEY_COPY[0]

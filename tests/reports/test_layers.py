@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from conftest import REPO_ROOT
+from node_keys import REPO_ROOT
 
 FORBIDDEN = ("reconciler.fleet", "starlette", "uvicorn", "psycopg", "sqlite3", "anyio")
 

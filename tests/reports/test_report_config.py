@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
+from node_keys import REPO_ROOT
 
 from reconciler.cli import main
 from reconciler.config import load_config

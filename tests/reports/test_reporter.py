@@ -13,10 +13,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import NODE_KEYS
 from hypothesis import given
 from hypothesis import strategies as st
-from tls import Tls, make_tls
+from node_keys import NODE_KEYS
+from report_tls import Tls, make_tls
 
 from reconciler.config import ReportConfig
 from reconciler.core.report import open_envelope, read_envelope
@@ -41,6 +41,8 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers["Content-Length"])
                 body = self.rfile.read(length)
+                if receiver.status == 200:  # recorded before the sender hears back
+                    receiver.bodies.append(body)
                 self.send_response(receiver.status)
                 for key, value in receiver.headers.items():
                     self.send_header(key, value)
@@ -52,8 +54,6 @@ class Receiver:
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
-                if receiver.status == 200:
-                    receiver.bodies.append(body)
 
             def log_message(self, *args: object) -> None:
                 pass
