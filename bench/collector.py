@@ -2,9 +2,10 @@
 
 What it measures, in one run:
 
-- **verified and stored per second**: 10,000 signed reports POSTed concurrently (keep-alive
-  connections from an asyncio client in this process) to ``outpost fleet serve`` on SQLite,
-  then on PostgreSQL (a durable server: fsync on, started here with initdb/pg_ctl);
+- **verified and stored per second**: 10,000 signed reports POSTed concurrently (256 keep-alive
+  connections from an asyncio client in this process, as many nodes behind a proxy would
+  be) to ``outpost fleet serve`` on SQLite, then on PostgreSQL (a durable server: fsync on,
+  started here with initdb/pg_ctl);
 - **the peer**: a plain psycopg upsert of the same 10,000 rows into the same PostgreSQL
   schema, batched 500 per transaction, without HTTP or verification — the ratio says what
   the HTTP, JSON and Ed25519 work costs on top of the database;
@@ -346,7 +347,7 @@ def status_ms(store: list[str]) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sites", type=int, default=10_000)
-    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--connections", type=int, default=256)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="outpost-bench-") as tmp:
         work = Path(tmp)
