@@ -161,3 +161,13 @@ def test_two_writers_on_one_postgresql_lose_nothing(postgres) -> None:
     # The newest report of every site is worker 2's last round, whoever wrote last.
     assert {r.time for r in records} == {NOW + timedelta(seconds=4 * 10 + 2)}
     assert store.count() == (200, 200 * 5 * 2)
+
+
+def test_site_records_read_columns_in_field_order() -> None:
+    """`SiteRecord.from_row` reads by position: the column list and the fields must agree."""
+    from dataclasses import fields
+
+    from reconciler.fleet.collector.store import _SUMMARY, SiteRecord
+
+    renamed = {"report_us": "time", "received_us": "received"}
+    assert [f.name for f in fields(SiteRecord)] == [renamed.get(c, c) for c in _SUMMARY]

@@ -218,25 +218,12 @@ class SiteRecord:
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> SiteRecord:
-        values = dict(zip(_SUMMARY, row, strict=False))
+        """A row of ``_SUMMARY`` columns, whose order is this class's field order."""
+        r = row
         return cls(
-            site=values["site"],
-            node=values["node"],
-            time=_from_us(values["report_us"]),
-            received=_from_us(values["received_us"]),
-            digest=values["digest"],
-            outcome=values["outcome"],
-            health=values["health"],
-            applied=values["applied"],
-            applied_at=values["applied_at"],
-            pending=values["pending"],
-            pending_reason=values["pending_reason"],
-            pending_until=values["pending_until"],
-            last_error=values["last_error"],
-            failed=_list(values["failed"]),
-            source_answered=values["source_answered"],
-            warnings=_list(values["warnings"]),
-        )
+            r[0], r[1], _from_us(r[2]), _from_us(r[3]), r[4], r[5], r[6], r[7], r[8], r[9],
+            r[10], r[11], r[12], _list(r[13]), r[14], _list(r[15]),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
