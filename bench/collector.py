@@ -355,7 +355,7 @@ def verify_floor(count: int = 3000) -> float:
         public.verify(signature, message)
     rate = count / (time.perf_counter() - started)
     print(
-        f"{'Ed25519 verify alone':<26} {rate:7.0f}/s on one core (the floor of any verifying collector)"
+        f"{'Ed25519 verify alone':<26} {rate:7.0f}/s on one core (a verifier's ceiling)"
     )
     return rate
 
