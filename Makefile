@@ -1,13 +1,16 @@
 # The two commands of the README: `make demo` and `make test`.
 PYTHON ?= python3
 
-.PHONY: install cluster demo test lint
+.PHONY: install cluster promtool demo test lint
 
 install:
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev,fleet]'
 
 cluster: install
 	$(PYTHON) -m tools.testcluster build
+
+promtool: install
+	$(PYTHON) -m tools.promtool build
 
 demo: install cluster
 	$(PYTHON) -m tools.demo
@@ -21,7 +24,7 @@ lint:
 # What runs on a store's node; its branch coverage (cluster tests included) must stay >= 90 %.
 NODE_PART = reconciler/node/*
 
-test: install cluster lint
+test: install cluster promtool lint
 	rm -f .coverage .coverage.*
 	$(PYTHON) -m pytest -q --cov --cov-report=term
 	@echo "branch coverage of the node's part (reconciler/node: agent, pipeline, fetch, inbox, feed, state, config, apply):"

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from reconciler.errors import DocumentError
-from reconciler.source import WorkdirTree
+
+from reconciler.core.errors import DocumentError
+from reconciler.core.source import WorkdirTree
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ("sites", "fleets", "apps", "policies", "schemas")

@@ -62,6 +62,21 @@ def register(subparsers: Any) -> None:
     status_parser.add_argument("--state-dir", help="read this state directory instead")
     status_parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
     status_parser.set_defaults(func=status)
+    keygen_parser = sub.add_parser(
+        "keygen",
+        help="make this node's own key, which signs its status reports",
+        description=(
+            "Write a new ed25519 key (OpenSSH format, mode 0600) to the config's "
+            "spec.identityKey or --out, and its public half to <key>.pub; print the public key "
+            "line for the node's publicKey in sites/<site>/hardware.yaml. Refuses to replace an "
+            "existing key without --force. Exit 0, or 2 when the key cannot be written."
+        ),
+    )
+    keygen_parser.add_argument("--config", default=DEFAULT_CONFIG, help="the agent config")
+    keygen_parser.add_argument("--out", help="write the key here instead of spec.identityKey")
+    keygen_parser.add_argument("--comment", help="the key's comment (default outpost-node@SITE)")
+    keygen_parser.add_argument("--force", action="store_true", help="replace an existing key")
+    keygen_parser.set_defaults(func=keygen)
 
 
 def _logging(choice: str) -> None:
@@ -207,3 +222,34 @@ def format_status(report: dict[str, Any]) -> str:
         )
     lines.extend(f"warning:    {w}" for w in report.get("warnings") or [])
     return "\n".join(lines)
+
+
+def keygen(args: argparse.Namespace) -> int:
+    from reconciler.core.errors import ConfigError
+    from reconciler.node.config import load_config
+    from reconciler.node.identity import generate
+
+    try:
+        site = None
+        if args.out:
+            path = Path(args.out)
+        else:
+            config = load_config(Path(args.config))
+            if config.identity_key is None:
+                raise ConfigError(
+                    f"{config.path}: spec.identityKey is not set; set it (e.g. "
+                    "/etc/outpost/node.key) or pass --out"
+                )
+            path, site = config.identity_key, config.site
+        comment = args.comment or (f"outpost-node@{site}" if site else "outpost-node")
+        identity = generate(path, comment=comment, force=args.force)
+    except ConfigError as exc:
+        print(f"outpost agent keygen: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(identity.public_key.line())
+    print(
+        f"wrote {path} (0600) and {path}.pub; add the line above as this node's publicKey in "
+        "sites/<site>/hardware.yaml and commit it, signed",
+        file=sys.stderr,
+    )
+    return EXIT_OK

@@ -1,9 +1,13 @@
-"""``outpost fleet``: fold status reports carried back from sites into one file, and print it.
+"""``outpost fleet``: status reports from sites, in a file or in the collector's store.
 
 ``outpost fleet ingest DIR`` reads every ``outpost-status-<site>.json`` at or
-below DIR (an air-gapped plant's outbox on the stick that came back) into the
-fleet status file; ``outpost fleet status`` prints which sites run what, and
-why a change has not landed yet, and which of the repository's sites never reported.
+below DIR (an air-gapped plant's outbox on the stick that came back): into the
+fleet status file (``--into``, reports taken as they claim), or verified
+against the signed repository into the collector's store (``--db PATH`` for
+SQLite, ``--url postgresql://…``). ``outpost fleet status`` prints which sites
+run what, why a change has not landed yet, and which of the repository's sites
+never reported, from either. ``outpost fleet serve`` is the collector itself;
+``outpost fleet token`` manages its read API's bearer tokens.
 
 The fleet status file is ``$OUTPOST_FLEET_STATUS``, else
 ``$XDG_STATE_HOME/outpost/fleet-status.json`` (``~/.local/state/...``): neither
@@ -19,9 +23,9 @@ import json
 import sys
 from typing import Any
 
-from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
+from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, example
 
-FORMATS = ("text", "json")
+FORMATS = ("text", "json", "markdown")
 DEFAULT_HELP = "$OUTPOST_FLEET_STATUS, else $XDG_STATE_HOME/outpost/fleet-status.json"
 
 
@@ -47,6 +51,7 @@ def register(subparsers: Any) -> None:
     ingest.add_argument(
         "--into", metavar="FILE", help=f"fleet status file (default: {DEFAULT_HELP})"
     )
+    _store_arguments(ingest, repository_required=False)
     ingest.set_defaults(func=run_ingest)
     status = commands.add_parser(
         "status",
@@ -61,12 +66,133 @@ def register(subparsers: Any) -> None:
     status.add_argument(
         "--from", dest="source", metavar="FILE", help=f"fleet status file (default: {DEFAULT_HELP})"
     )
-    add_repo_argument(status)
+    _store_arguments(status, repository_required=False)
     status.add_argument("-o", "--output", choices=FORMATS, default="text", help="output format")
     status.set_defaults(func=run_status)
+    serve = commands.add_parser(
+        "serve",
+        help="run the collector: signed reports in, fleet API and /metrics out",
+        description=(
+            "Serve the collector's HTTP API. Reports are verified against the node keys in the "
+            "fleet repository (--repo), itself verified against --trust and re-read every "
+            "--refresh seconds. TLS: --tls-cert/--tls-key, or a reverse proxy in front (see "
+            "README). Exit 2 on configuration errors."
+        ),
+    )
+    _store_arguments(serve, repository_required=True)
+    serve.add_argument(
+        "--listen",
+        default="127.0.0.1:8080",
+        metavar="HOST:PORT",
+        help="address to listen on (127.0.0.1:8080)",
+    )
+    serve.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate chain")
+    serve.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    serve.add_argument(
+        "--refresh",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how often to re-verify the repository and prune history (60)",
+    )
+    serve.add_argument(
+        "--history", type=int, default=100, metavar="N", help="earlier reports kept per site (100)"
+    )
+    serve.add_argument(
+        "--rate",
+        default="30/5",
+        metavar="BURST/SECONDS",
+        help="per-site limit: BURST reports at once, then one per SECONDS (30/5)",
+    )
+    serve.add_argument(
+        "--webhook",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="POST alerts (firing and resolved) to URL; repeatable",
+    )
+    serve.add_argument(
+        "--webhook-format",
+        choices=("json", "slack"),
+        default="json",
+        help="generic JSON or a Slack-compatible {text} body (json)",
+    )
+    serve.set_defaults(func=run_serve)
+    token = commands.add_parser(
+        "token",
+        help="add or remove a bearer token of the collector's read API",
+        description=(
+            "`add NAME` prints a new token once; only its SHA-256 hash is stored. "
+            "`remove NAME` revokes it (collectors notice within 10 s)."
+        ),
+    )
+    token.add_argument("action", choices=("add", "remove"))
+    token.add_argument("name", metavar="NAME", help="who the token is for, e.g. grafana")
+    _store_arguments(token, repository_required=False, repository=False)
+    token.set_defaults(func=run_token)
+
+
+def _store_arguments(
+    parser: argparse.ArgumentParser, *, repository_required: bool, repository: bool = True
+) -> None:
+    where = parser.add_mutually_exclusive_group(required=repository_required or not repository)
+    where.add_argument("--db", metavar="PATH", help="the collector's SQLite store (a file)")
+    where.add_argument(
+        "--url", metavar="URL", help="the collector's PostgreSQL store (postgresql://…)"
+    )
+    if repository:
+        parser.add_argument(
+            "--repo",
+            metavar="DIR",
+            required=repository_required,
+            help="the fleet repository (a git clone) whose node keys verify reports",
+        )
+        parser.add_argument(
+            "--trust",
+            metavar="FILE",
+            required=repository_required,
+            help="root signers for --repo (allowed_signers), as for outpost verify",
+        )
+        parser.add_argument("--rev", default="HEAD", help="the revision of --repo to follow (HEAD)")
+
+
+def _open(args: argparse.Namespace, *, need_repository: bool) -> tuple[Any, Any]:
+    """The store and the verified repository view (None without --repo)."""
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from reconciler.core.errors import ConfigError
+    from reconciler.fleet.collector.fleetview import FleetSource
+    from reconciler.fleet.collector.store import open_store
+
+    now = datetime.now(UTC)
+    source = None
+    repo = getattr(args, "repo", None)
+    if need_repository and repo is None:
+        raise ConfigError(
+            "--repo and --trust are needed: reports are verified against the "
+            "node keys in the fleet repository"
+        )
+    if repo is not None:
+        if not args.trust:
+            raise ConfigError("--repo needs --trust (the root signers' allowed_signers file)")
+        source = FleetSource(Path(repo), Path(args.trust), rev=args.rev)
+        status = source.refresh(now)
+        if status.view is None and need_repository:
+            raise ConfigError(f"the fleet repository did not verify: {status.problem}")
+        if status.view is None:
+            print(
+                f"warning: the fleet repository did not verify, so sites that never reported "
+                f"are not listed: {status.problem}",
+                file=sys.stderr,
+            )
+    store = open_store(args.db or args.url, now=now)
+    return store, source
 
 
 def run_ingest(args: argparse.Namespace) -> int:
+    if args.db or args.url:
+        return _ingest_store(args)
     import os
     from datetime import UTC, datetime
     from pathlib import Path
@@ -104,6 +230,8 @@ def run_ingest(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    if args.db or args.url:
+        return _status_store(args)
     import os
     from datetime import UTC, datetime
     from pathlib import Path
@@ -120,7 +248,7 @@ def run_status(args: argparse.Namespace) -> int:
     )
 
     source = Path(args.source) if args.source else default_fleet_file(os.environ)
-    repo_dir = Path(args.repo)
+    repo_dir = Path(args.repo or ".")
     has_sites = (repo_dir / "sites").is_dir()
     if not source.exists() and (args.source or not has_sites):
         print(
@@ -146,6 +274,115 @@ def run_status(args: argparse.Namespace) -> int:
     if args.output == "json":
         document = {"sites": [row.to_json() for row in rows], "neverReported": never}
         sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    elif args.output == "markdown":
+        print("outpost fleet status: -o markdown needs the store (--db or --url)", file=sys.stderr)
+        return EXIT_ERROR
     else:
         sys.stdout.write(format_text(rows, never))
     return EXIT_OK
+
+
+def _ingest_store(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from reconciler.core.errors import OutpostError
+    from reconciler.fleet.collector.ingest import Ingestor
+    from reconciler.fleet.collector.offline import ingest_directory
+
+    try:
+        store, source = _open(args, need_repository=True)
+        try:
+            ingestor = Ingestor(store, source, clock=lambda: datetime.now(UTC))
+            outcomes = ingest_directory(ingestor, Path(args.directory))
+            sites, _ = store.count()
+        finally:
+            store.close()
+    except OutpostError as exc:
+        print(f"outpost fleet ingest: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    refused = 0
+    for outcome in outcomes:
+        if outcome.outcome == "refused":
+            refused += 1
+            print(f"refused {outcome.message}", file=sys.stderr)
+        else:
+            print(f"{outcome.outcome} {outcome.message}")
+    if not outcomes:
+        print(f"no outpost-status-*.json reports under {args.directory}", file=sys.stderr)
+    stored = sum(1 for o in outcomes if o.outcome == "stored")
+    print(f"{args.db or 'the store'}: {stored} stored, {refused} refused; {sites} sites on record")
+    return EXIT_FINDINGS if refused else EXIT_OK
+
+
+def _status_store(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from reconciler.core.errors import OutpostError
+    from reconciler.fleet.collector.offline import format_markdown, format_text, site_rows
+
+    try:
+        store, source = _open(args, need_repository=False)
+        try:
+            records = {r.site: r for r in store.sites()}
+        finally:
+            store.close()
+    except OutpostError as exc:
+        print(f"outpost fleet status: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    view = source.status.view if source is not None else None
+    rows = site_rows(records, view, now=datetime.now(UTC))
+    if args.output == "json":
+        sys.stdout.write(json.dumps({"sites": rows}, indent=2, sort_keys=True) + "\n")
+    elif args.output == "markdown":
+        sys.stdout.write(format_markdown(rows))
+    else:
+        sys.stdout.write(format_text(rows))
+    return EXIT_OK
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from reconciler.core.errors import OutpostError
+    from reconciler.fleet.collector.server import ServeOptions, serve
+
+    try:
+        options = ServeOptions.from_args(args)
+        store, source = _open(args, need_repository=True)
+    except OutpostError as exc:
+        print(f"outpost fleet serve: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except ImportError as exc:
+        print(
+            f"outpost fleet serve: {exc.name} is missing; install 'outpost-gitops[fleet]'",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    return serve(store, source, options)
+
+
+def run_token(args: argparse.Namespace) -> int:
+    import secrets
+    from datetime import UTC, datetime
+
+    from reconciler.core.errors import OutpostError
+    from reconciler.fleet.collector.app import hash_token
+
+    try:
+        store, _ = _open(args, need_repository=False)
+        try:
+            if args.action == "add":
+                token = secrets.token_urlsafe(32)
+                store.add_token(args.name, hash_token(token), now=datetime.now(UTC))
+                print(token)
+                print(f"token {args.name!r} added; it is shown only now", file=sys.stderr)
+                return EXIT_OK
+            if not store.remove_token(args.name):
+                print(f"outpost fleet token: no token named {args.name!r}", file=sys.stderr)
+                return EXIT_FINDINGS
+            print(f"token {args.name!r} removed", file=sys.stderr)
+            return EXIT_OK
+        finally:
+            store.close()
+    except OutpostError as exc:
+        print(f"outpost fleet token: {exc}", file=sys.stderr)
+        return EXIT_ERROR

@@ -507,6 +507,27 @@ class _RefChecker:
                         site_id,
                     )
                 owners.setdefault(machine, site_id)
+        self._unique_node_keys()
+
+    def _unique_node_keys(self) -> None:
+        """A node key reports for one node of one site: a shared key would let one site's
+        node report as another (the collector files a report under every site listing it)."""
+        owners: dict[str, str] = {}
+        for site_id, hardware in sorted(self.hardware.items()):
+            for index, node in enumerate(hardware.nodes):
+                line = node.get("publicKey")
+                if not isinstance(line, str):
+                    continue
+                key = " ".join(line.split()[:2])
+                where = f"{site_id}/{node.get('name')}"
+                if key in owners:
+                    self.add(
+                        hardware.doc.mark("spec", "nodes", index, "publicKey"),
+                        f"this node key is already the key of {owners[key]}; every node needs "
+                        "its own (`outpost agent keygen` on the node)",
+                        site_id,
+                    )
+                owners.setdefault(key, where)
 
     def _fleet(self, name: str, fleet: Fleet) -> None:
         for assignment in fleet.apps:

@@ -105,6 +105,15 @@ def parse_report(data: bytes, source: str) -> SiteReport:
         raise bad(f"not JSON ({exc})") from None
     if not isinstance(body, dict):
         raise bad(f"expected a JSON object, found {type(body).__name__}")
+    if body.get("kind") == "SignedSiteStatus" and isinstance(body.get("payload"), str):
+        # A node with a key writes signed reports. This file keeps what they claim; the
+        # collector's store (`outpost fleet ingest --db`) is where signatures are checked.
+        try:
+            body = json.loads(body["payload"])
+        except ValueError as exc:
+            raise bad(f"the signed report's payload is not JSON ({exc})") from None
+        if not isinstance(body, dict):
+            raise bad("the signed report's payload is not a JSON object")
     if body.get("apiVersion") != "outpost/v1" or body.get("kind") != "SiteStatus":
         raise bad(
             "expected apiVersion outpost/v1 and kind SiteStatus, found "

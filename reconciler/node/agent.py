@@ -31,6 +31,9 @@ The tick is the product. Its rules, in the order it applies them:
    are read when they happen (a failure when it is found, the status when the
    tick ends), and "last success" means a tick that ended with the site on a
    revision it applied, healthy, with nothing it could not do.
+8. **Report home** (`reconciler.node.report`): the status, signed with the node
+   key, to the collector and the outbox, after everything else is on disk;
+   sending never delays the decisions or fails the tick.
 
 Errors are split by what the next tick should do (`errors`): permanent ones
 refuse the candidate; temporary ones leave everything as it was, to be retried.
@@ -55,6 +58,7 @@ from reconciler.core.errors import (
 from reconciler.node.config import AgentConfig
 from reconciler.node.fetch import APPLIED_REF, CANDIDATE_REF, Mirror
 from reconciler.node.recovery import recover, remember
+from reconciler.node.report import Reporter
 from reconciler.node.state import AgentState, StateStore, prometheus_text
 
 log = logging.getLogger("outpost.agent")
@@ -170,12 +174,14 @@ class Agent:
         pipeline: Pipeline,
         cluster: Callable[[], Cluster],
         clock: Clock = lambda: datetime.now(UTC),
+        reporter: Reporter | None = None,
     ) -> None:
         self.config = config
         self.pipeline = pipeline
         self.cluster_factory = cluster
         self.clock = clock
         self.store = StateStore(config.state_dir)
+        self.reporter = reporter or Reporter.from_config(config)
 
     # -- the tick -------------------------------------------------------------
 
@@ -640,11 +646,17 @@ class Agent:
             state = state.with_(last_success_at=ended.timestamp())
         self.store.save(state)
         status = status_document(self.config.site, state, report, ended, started=started)
-        problem = self.store.write_status(status, self.config.outbox)
+        # A node with a key writes only signed reports to its outbox (the reporter does).
+        problem = self.store.write_status(
+            status, None if self.reporter.signs else self.config.outbox
+        )
         if problem:
             log.warning("outbox not written", extra={"detail": problem})
+        delivery = self.reporter.after_tick(status, ended)
         self.store.write_metrics(
-            metrics_text(self.config.site, state, report, ended), self.config.metrics_dir
+            metrics_text(self.config.site, state, report, ended)
+            + (prometheus_text(delivery.samples(self.config.site)) if self.reporter.signs else ""),
+            self.config.metrics_dir,
         )
         log.info("tick done", extra={"outcome": report.outcome, "applied": state.applied})
 

@@ -18,6 +18,8 @@ from reconciler.node.fetch import Credentials
 
 DEFAULT_HEALTH_DEADLINE = 300
 DEFAULT_STALE_AFTER = 3 * 24 * 3600
+DEFAULT_REPORT_INTERVAL = 3600
+DEFAULT_REPORT_SPOOL = 100
 
 
 def parse_duration(text: str, *, where: str) -> int:
@@ -46,6 +48,16 @@ class SourceConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    """Where signed status reports go (``spec.report``)."""
+
+    url: str
+    ca_bundle: Path | None = None
+    interval: int = DEFAULT_REPORT_INTERVAL
+    spool: int = DEFAULT_REPORT_SPOOL
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     """Everything one node needs to reconcile its site."""
 
@@ -68,6 +80,8 @@ class AgentConfig:
     """``spec.trust.floor``: nothing that does not descend from this commit is accepted."""
     fetch_max_bytes: int = 512 * 1024 * 1024
     fetch_max_objects: int = 1_000_000
+    identity_key: Path | None = None
+    report: ReportConfig | None = None
 
     @property
     def mirror_dir(self) -> Path:
@@ -133,6 +147,23 @@ def load_config(path: Path) -> AgentConfig:
             deadline=seconds("deadline", "10m"),
             max_steps=int(raw.get("maxSteps", DEFAULT_MAX_STEPS)),
         )
+    report = None
+    if spec.get("report"):
+        if not spec.get("identityKey"):
+            raise ConfigError(
+                "spec.report needs spec.identityKey: reports are signed with the node's key "
+                "(make one with `outpost agent keygen`)",
+                mark=doc.mark("spec", "report"),
+            )
+        section = spec["report"]
+        report = ReportConfig(
+            url=str(section["url"]),
+            ca_bundle=opt_path(section.get("caBundle")),
+            interval=parse_duration(
+                section.get("interval", "1h"), where=f"{path}: spec.report.interval"
+            ),
+            spool=int(section.get("spool", DEFAULT_REPORT_SPOOL)),
+        )
     return AgentConfig(
         path=path,
         site=str(spec["site"]),
@@ -156,6 +187,8 @@ def load_config(path: Path) -> AgentConfig:
         floor=(spec.get("trust") or {}).get("floor"),
         fetch_max_bytes=int(limits.get("maxBytes", fetch_default("maxBytes"))),
         fetch_max_objects=int(limits.get("maxObjects", fetch_default("maxObjects"))),
+        identity_key=opt_path(spec.get("identityKey")),
+        report=report,
     )
 
 

@@ -25,16 +25,8 @@ from typing import Any
 
 import pygit2
 import pytest
-from reconciler.agent import (
-    Agent,
-    Desired,
-    GateDecision,
-    JsonFormatter,
-    Verified,
-    metrics_text,
-)
-from reconciler.config import AgentConfig, SourceConfig
-from reconciler.errors import (
+
+from reconciler.core.errors import (
     ApplyError,
     ClusterUnavailable,
     OutpostError,
@@ -43,8 +35,17 @@ from reconciler.errors import (
     TemporaryError,
     VerificationError,
 )
-from reconciler.fetch import APPLIED_REF, Mirror
-from reconciler.state import AgentState, StateStore
+from reconciler.node.agent import (
+    Agent,
+    Desired,
+    GateDecision,
+    JsonFormatter,
+    Verified,
+    metrics_text,
+)
+from reconciler.node.config import AgentConfig, SourceConfig
+from reconciler.node.fetch import APPLIED_REF, Mirror
+from reconciler.node.state import AgentState, StateStore
 
 SITE = "de-muc-0007"
 T0 = datetime(2027, 2, 2, 21, 45, tzinfo=UTC)
@@ -735,7 +736,7 @@ def test_bundle_outcomes_feed_the_mirror_and_the_warnings(
     replaced by one that moves the candidate like the real one, to drive the agent's
     handling of each outcome."""
     first = node.commit("first", ["v1/ConfigMap/pos/a"])
-    import reconciler.bundle as bundle
+    import reconciler.node.inbox as bundle
 
     def import_inbox(mirror: Mirror, inbox: Path, *, now: datetime) -> list[FakeBundle]:
         mirror.repo.remotes.create_anonymous(node.source.path.as_uri()).fetch(
@@ -763,7 +764,7 @@ def test_bundle_outcomes_feed_the_mirror_and_the_warnings(
 
 
 def test_an_unreadable_inbox_is_temporary(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
-    import reconciler.bundle as bundle
+    import reconciler.node.inbox as bundle
 
     def import_inbox(mirror: Mirror, inbox: Path, *, now: datetime) -> list[FakeBundle]:
         raise SourceUnavailable("cannot list /media/outpost: Input/output error")
@@ -783,7 +784,7 @@ def test_a_refused_candidate_is_unpinned_so_a_corrected_bundle_can_import(
     bad = node.commit("bad", ["x"])
     node.pipeline.refuse[bad] = VerificationError("unknown key")
     assert node.tick().outcome == "refused"
-    import reconciler.bundle as bundle
+    import reconciler.node.inbox as bundle
 
     seen: list[str | None] = []
 
@@ -802,7 +803,7 @@ def test_a_refused_candidate_is_unpinned_so_a_corrected_bundle_can_import(
 
 
 def test_metrics_without_any_source_answer(tmp_path: Path) -> None:
-    from reconciler.agent import TickReport
+    from reconciler.node.agent import TickReport
 
     text = metrics_text(SITE, AgentState(site=SITE), TickReport(outcome="failed"), T0)
     assert "outpost_source_last_answer_timestamp_seconds" not in text

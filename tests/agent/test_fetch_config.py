@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pygit2
 import pytest
-from reconciler.config import load_config
-from reconciler.errors import ConfigError, SourceUnavailable
-from reconciler.fetch import (
+
+from reconciler.core.errors import ConfigError, SourceUnavailable
+from reconciler.node.config import load_config
+from reconciler.node.fetch import (
     APPLIED_REF,
     CANDIDATE_REF,
     Credentials,

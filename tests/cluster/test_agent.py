@@ -519,7 +519,7 @@ def test_sigkill_at_random_points_never_corrupts_state(
     The CLI reads the real clock, so the commits are emergencies (root-signed trailer),
     which pass windows and freezes whatever the date the suite runs on.
     """
-    from reconciler.apply import MANAGED_BY, MANAGED_BY_LABEL, SITE_LABEL
+    from reconciler.node.apply import MANAGED_BY, MANAGED_BY_LABEL, SITE_LABEL
 
     now = datetime.now(UTC)
     fleet = create(tmp_path / "repo", when=now - timedelta(hours=2))

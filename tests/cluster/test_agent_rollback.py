@@ -32,9 +32,9 @@ from typing import Any
 
 import pytest
 import test_agent
-from reconciler.agent import Agent
 from test_agent import IN_WINDOW, SITE, T0, Clock, read, status_of, write_config
 
+from reconciler.node.agent import Agent
 from tools.signedfleet import SignedFleet, create
 from tools.testcluster import Cluster
 

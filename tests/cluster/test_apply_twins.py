@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 import test_apply
-from reconciler.apply import Action, key_of
 from test_apply import World, settle
+
+from reconciler.node.apply import Action, key_of
 
 pytestmark = pytest.mark.cluster
 

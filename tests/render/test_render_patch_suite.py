@@ -14,8 +14,8 @@ import json
 from typing import Any
 
 import pytest
-from reconciler.render._patch import PatchError, json_equal, json_patch
 
+from reconciler.core.render._patch import PatchError, json_equal, json_patch
 from tests.peers import peer_available, peer_path
 
 SUITE = "json-patch-tests"

@@ -13,8 +13,9 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).parent)]
 
-from reconciler.render import render_site, to_yaml  # noqa: E402
 from render_world import example_repo  # noqa: E402
+
+from reconciler.core.render import render_site, to_yaml  # noqa: E402
 
 GOLDEN = Path(__file__).parent / "golden"
 

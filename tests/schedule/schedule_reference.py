@@ -1,7 +1,7 @@
 """An independent reference model of the schedule, for property tests to compare against.
 
 It reads the raw specs (the dicts a site.yaml and a fleet.yaml hold), not the parsed
-objects, and shares no code with ``reconciler.schedule``: it never calls ``wave_slot``,
+objects, and shares no code with ``reconciler.core.schedule``: it never calls ``wave_slot``,
 ``resolve``, ``hash_bucket`` or any parser of the product. It is written from the
 contract's words and is slow and simple on purpose:
 

@@ -13,17 +13,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from reconciler.errors import SourceUnavailable, VerificationError
-from reconciler.trust.allowed_signers import TrustRoot
-from reconciler.trust.verify import (
+from trust_git import NOW, Key, Repo, root_line, short, signers_yaml, trust_root
+
+from reconciler.cli import main
+from reconciler.core.errors import SourceUnavailable, VerificationError
+from reconciler.core.trust.allowed_signers import TrustRoot
+from reconciler.core.trust.verify import (
     MAX_COMMIT_BYTES,
     CommitObject,
     CommitRecord,
     verify_range,
 )
-from trust_git import NOW, Key, Repo, root_line, short, signers_yaml, trust_root
-
-from reconciler.cli import main
 
 
 def trust(keys: dict[str, Key]) -> TrustRoot:

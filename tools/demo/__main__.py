@@ -11,13 +11,18 @@ What it does, with the real parts a store uses:
    tick by tick: the gate (today's window and the retail peak-season freeze), an
    emergency fix signed by the root signer that passes them, drift corrected, and an
    unsigned commit refused while the store keeps its last good revision;
-4. stops everything. Nothing is left running.
+4. sends the store's signed status report after each tick to a collector
+   (``outpost fleet serve`` on loopback, SQLite), which verifies it against the node key
+   in the store's ``hardware.yaml``; ``outpost fleet status`` shows what headquarters sees;
+5. stops everything. Nothing is left running.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -103,7 +108,53 @@ def add_store_node(cluster: Cluster) -> None:
     cluster.kubectl("wait", "--for=condition=Ready", "node/edge-1", "--timeout=60s")
 
 
-def agent_config(work: Path, fleet: SignedFleet, cluster: Cluster) -> Path:
+def start_collector(work: Path, fleet: SignedFleet) -> tuple[subprocess.Popen[bytes], str]:
+    """``outpost fleet serve`` on a free loopback port; its URL once it answers."""
+    import time
+
+    import urllib3
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "reconciler.cli",
+            "fleet",
+            "serve",
+            "--db",
+            str(work / "collector.db"),
+            "--repo",
+            str(fleet.path),
+            "--trust",
+            str(fleet.allowed_signers),
+            "--listen",
+            f"127.0.0.1:{port}",
+        ],
+        stdout=(work / "collector.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        cwd=REPO_ROOT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if urllib3.request("GET", url + "/healthz", timeout=1.0, retries=False).status == 200:
+                return process, url
+        except urllib3.exceptions.HTTPError:
+            pass
+        if process.poll() is not None:
+            break
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"the collector did not start: {(work / 'collector.log').read_text()}")
+
+
+def agent_config(work: Path, fleet: SignedFleet, cluster: Cluster, collector: str) -> Path:
+    key = work / "node.key"  # the store node's own key (its public half is in hardware.yaml)
+    shutil.copyfile(REPO_ROOT / "tests/keys/node" / f"{SITE}-edge-1.key", key)
+    key.chmod(0o600)
     config = work / "agent.yaml"
     config.write_text(
         "apiVersion: outpost/v1\n"
@@ -116,6 +167,8 @@ def agent_config(work: Path, fleet: SignedFleet, cluster: Cluster) -> Path:
         f"  kubeconfig: {cluster.kubeconfig}\n"
         f"  stateDir: {work / 'state'}\n"
         "  healthDeadline: 2m\n"
+        f"  identityKey: {key}\n"
+        f"  report: {{url: '{collector}/api/v1/reports'}}\n"
     )
     return config
 
@@ -130,44 +183,60 @@ def main() -> int:
         outpost("validate", str(fleet.path))
         outpost("verify", "--trust", str(fleet.allowed_signers), "--repo", str(fleet.path))
 
-        say("Starting the test control plane (kube-apiserver + etcd + kwok nodes, on loopback)")
-        with running(work / "cluster") as cluster:
-            add_store_node(cluster)
-            show(cluster.kubectl("get", "nodes").stdout)
-            env = cluster.env()
-            config = agent_config(work, fleet, cluster)
-
-            say(f"Tick 1 — store {SITE} sees the fleet for the first time")
-            report = tick(config, env)
-            outpost("agent", "status", "--config", str(config))
-            if report.get("outcome") != "applied":
-                say("The gate held it back (window or freeze); an emergency fix may pass")
-                fleet.edit(f"sites/{SITE}/site.yaml", lambda t: t + "# card terminals: TLS fix\n")
-                fleet.commit(
-                    "Munich: card terminal TLS fix",
-                    when=now - timedelta(minutes=30),
-                    emergency="card terminals reject the new acquirer certificate",
-                )
-                show("root signer committed with trailer 'Outpost-Emergency: ...'")
-                tick(config, env)
-                outpost("agent", "status", "--config", str(config))
-            show(cluster.kubectl("get", "deploy,ds,svc,secret", "-n", "pos").stdout)
-
-            say("Drift — someone deletes the POS service by hand")
-            cluster.kubectl("delete", "service", "pos-server", "-n", "pos")
-            tick(config, env)
-            outpost("agent", "status", "--config", str(config))
-            show(cluster.kubectl("get", "svc", "-n", "pos").stdout)
-
-            say("An unsigned commit arrives (a stolen push credential)")
-            fleet.edit("fleets/retail-eu.yaml", lambda t: t + "# not reviewed\n")
-            fleet.commit("sneaky change", when=now - timedelta(minutes=10), sign=False)
-            tick(config, env)
-            outpost("agent", "status", "--config", str(config))
-
-            say("Stopping the control plane")
+        say("Headquarters: the collector (outpost fleet serve, SQLite, on loopback)")
+        collector, collector_url = start_collector(work, fleet)
+        show(f"collecting at {collector_url}, store {work / 'collector.db'}")
+        try:
+            demo(work, fleet, now, collector_url)
+        finally:
+            collector.terminate()
+            collector.wait(timeout=30)
         show("done: nothing left running")
     return 0
+
+
+def demo(work: Path, fleet: SignedFleet, now: datetime, collector: str) -> None:
+    say("Starting the test control plane (kube-apiserver + etcd + kwok nodes, on loopback)")
+    with running(work / "cluster") as cluster:
+        add_store_node(cluster)
+        show(cluster.kubectl("get", "nodes").stdout)
+        env = cluster.env()
+        config = agent_config(work, fleet, cluster, collector)
+
+        say(f"Tick 1 — store {SITE} sees the fleet for the first time")
+        report = tick(config, env)
+        outpost("agent", "status", "--config", str(config))
+        if report.get("outcome") != "applied":
+            say("The gate held it back (window or freeze); an emergency fix may pass")
+            fleet.edit(f"sites/{SITE}/site.yaml", lambda t: t + "# card terminals: TLS fix\n")
+            fleet.commit(
+                "Munich: card terminal TLS fix",
+                when=now - timedelta(minutes=30),
+                emergency="card terminals reject the new acquirer certificate",
+            )
+            show("root signer committed with trailer 'Outpost-Emergency: ...'")
+            tick(config, env)
+            outpost("agent", "status", "--config", str(config))
+        show(cluster.kubectl("get", "deploy,ds,svc,secret", "-n", "pos").stdout)
+
+        say("Drift — someone deletes the POS service by hand")
+        cluster.kubectl("delete", "service", "pos-server", "-n", "pos")
+        tick(config, env)
+        outpost("agent", "status", "--config", str(config))
+        show(cluster.kubectl("get", "svc", "-n", "pos").stdout)
+
+        say("An unsigned commit arrives (a stolen push credential)")
+        fleet.edit("fleets/retail-eu.yaml", lambda t: t + "# not reviewed\n")
+        fleet.commit("sneaky change", when=now - timedelta(minutes=10), sign=False)
+        tick(config, env)
+        outpost("agent", "status", "--config", str(config))
+
+        say("Headquarters: the store's signed reports arrived at the collector")
+        repo = ["--repo", str(fleet.path), "--trust", str(fleet.allowed_signers)]
+        # The head is the refused commit: list the sites of the last signed one.
+        outpost("fleet", "status", "--db", str(work / "collector.db"), *repo, "--rev", "HEAD~1")
+
+        say("Stopping the control plane and the collector")
 
 
 if __name__ == "__main__":

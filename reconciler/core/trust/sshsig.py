@@ -31,6 +31,12 @@ What is accepted, and why the rest is refused:
 
 Every failure is a `VerificationError`; nothing from `cryptography` or
 `base64` escapes.
+
+Signing (`sign_message`) exists for one key type only, ``ssh-ed25519``: a
+node signs its status reports with the key ``outpost agent keygen`` made. It
+writes exactly what ``ssh-keygen -Y sign`` writes (hash ``sha512``, 70-column
+armor), so ``ssh-keygen -Y verify`` accepts its signatures and an operator can
+check a report by hand.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ from functools import lru_cache
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from reconciler.core.errors import VerificationError
@@ -63,6 +69,8 @@ __all__ = [
     "parse_public_key_blob",
     "parse_public_key_line",
     "parse_signature",
+    "public_key_of",
+    "sign_message",
     "verify_signature",
 ]
 
@@ -483,19 +491,56 @@ def verify_signature(signature: SshSignature, message: bytes, *, namespace: str)
             f"signature hash algorithm {_shown(signature.hash_algorithm)!r} is not supported "
             "(expected sha256 or sha512)"
         )
+    signed = _signed_data(message, namespace, signature.hash_algorithm, hasher)
+    _verifier(signature.public_key.blob)(signature.signature_algorithm, signature.signature, signed)
+
+
+def _signed_data(
+    message: bytes, namespace: str, hash_algorithm: str, hasher: Callable[[bytes], bytes]
+) -> bytes:
+    """What an SSHSIG signature covers (``PROTOCOL.sshsig``, "Signed Data")."""
     ns = namespace.encode("utf-8")
-    algorithm = signature.hash_algorithm.encode("ascii")
-    digest = hasher(message)
-    signed = b"".join(
+    algorithm = hash_algorithm.encode("ascii")
+    parts = (ns, b"", algorithm, hasher(message))
+    return MAGIC + b"".join(_ssh_string(part) for part in parts)
+
+
+def _ssh_string(data: bytes) -> bytes:
+    return _U32.pack(len(data)) + data
+
+
+ARMOR_COLUMNS = 70
+"""ssh-keygen wraps the armored body at 70 characters; so do we."""
+
+
+def public_key_of(private_key: Ed25519PrivateKey, *, comment: str = "") -> PublicKey:
+    """The OpenSSH public key of an ed25519 private key."""
+    raw = private_key.public_key().public_bytes_raw()
+    return PublicKey(ED25519, _ssh_string(ED25519.encode()) + _ssh_string(raw), comment)
+
+
+def sign_message(private_key: Ed25519PrivateKey, message: bytes, *, namespace: str) -> str:
+    """An armored SSHSIG over ``message`` for ``namespace``, as ``ssh-keygen -Y sign`` makes it.
+
+    The namespace must not be empty (OpenSSH refuses one too): a signature without a
+    purpose could be replayed for any purpose.
+    """
+    if not namespace:
+        raise VerificationError("refusing to sign without a namespace")
+    hash_algorithm = "sha512"
+    signed = _signed_data(message, namespace, hash_algorithm, _MESSAGE_HASHES[hash_algorithm])
+    raw = private_key.sign(signed)
+    blob = b"".join(
         (
             MAGIC,
-            struct.pack(">I", len(ns)),
-            ns,
-            b"\0\0\0\0",
-            struct.pack(">I", len(algorithm)),
-            algorithm,
-            struct.pack(">I", len(digest)),
-            digest,
+            _U32.pack(VERSION),
+            _ssh_string(public_key_of(private_key).blob),
+            _ssh_string(namespace.encode("utf-8")),
+            _ssh_string(b""),
+            _ssh_string(hash_algorithm.encode("ascii")),
+            _ssh_string(_ssh_string(ED25519.encode()) + _ssh_string(raw)),
         )
     )
-    _verifier(signature.public_key.blob)(signature.signature_algorithm, signature.signature, signed)
+    body = base64.b64encode(blob).decode("ascii")
+    lines = [body[i : i + ARMOR_COLUMNS] for i in range(0, len(body), ARMOR_COLUMNS)]
+    return "\n".join((BEGIN, *lines, END)) + "\n"

@@ -1,0 +1,421 @@
+"""The collector under load: signed reports from 10,000 synthetic sites, sent at once over loopback.
+
+What it measures, in one run:
+
+- **verified and stored per second**: 10,000 signed reports POSTed concurrently (256 keep-alive
+  connections from an asyncio client in this process, as many nodes behind a proxy would
+  be) to ``outpost fleet serve`` on SQLite, then on PostgreSQL (a durable server: fsync on,
+  started here with initdb/pg_ctl);
+- **the peer**: a plain psycopg upsert of the same 10,000 rows into the same PostgreSQL
+  schema, batched 500 per transaction, without HTTP or verification — the ratio says what
+  the HTTP, JSON and Ed25519 work costs on top of the database;
+- ``outpost fleet status`` over the 10,000 sites (the whole command, Python start included);
+- the collector's peak RSS (``VmHWM`` of its process).
+
+Goals (issue 16): ≥ 2,000 reports/s and ≥ 0.5× the plain upsert on 2 cores; status ≤ 300 ms;
+RSS ≤ 150 MB. 10,000 sites every 5 minutes is 33 reports/s.
+
+The synthetic repository has 10,000 sites with one node key each in one fleet with waves,
+signed by one root key; the collector verifies it and reads every site before serving.
+
+    python bench/collector.py [--sites N] [--connections C]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+
+from reconciler.core.report import seal  # noqa: E402
+from reconciler.core.trust.sshsig import public_key_of  # noqa: E402
+from tools import postgres  # noqa: E402
+from tools.signedfleet import make_key  # noqa: E402
+
+SITE_YAML = """apiVersion: outpost/v1
+kind: Site
+metadata:
+  name: {site}
+  labels: {{country: de, format: supermarket, region: eu-central}}
+spec:
+  type: store
+  timezone: Europe/Berlin
+  fleets: [bench]
+  connectivity: online
+"""
+HARDWARE_YAML = """apiVersion: outpost/v1
+kind: Hardware
+metadata:
+  name: {site}
+spec:
+  nodes:
+    - name: edge-1
+      identity: {{machineId: {machine}}}
+      publicKey: "{key}"
+      arch: amd64
+      cpu: 8
+      memory: 32Gi
+"""
+FLEET_YAML = """apiVersion: outpost/v1
+kind: Fleet
+metadata:
+  name: bench
+spec:
+  selector: {matchLabels: {region: eu-central}}
+  waves:
+    - {name: canary, sites: [s00000, s00001]}
+    - {name: early, percent: 10, soak: 24h}
+    - {name: all, soak: 48h}
+"""
+
+
+def git(repo: Path, *args: str, when: datetime | None = None) -> str:
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+    if when is not None:
+        env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = when.isoformat()
+    return subprocess.run(
+        ["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def make_fleet(work: Path, count: int) -> tuple[Path, Path, list[tuple[str, Ed25519PrivateKey]]]:
+    keys = work / "keys"
+    root = make_key(keys, "root")
+    public = root.with_suffix(".pub").read_text().split()
+    trust = keys / "allowed_signers"
+    trust.write_text(f'root@example.com namespaces="git" {public[0]} {public[1]}\n')
+    repo = work / "fleet"
+    (repo / "fleets").mkdir(parents=True)
+    (repo / "fleets" / "bench.yaml").write_text(FLEET_YAML)
+    sites = []
+    for index in range(count):
+        site = f"s{index:05d}"
+        key = Ed25519PrivateKey.generate()
+        folder = repo / "sites" / site
+        folder.mkdir(parents=True)
+        (folder / "site.yaml").write_text(SITE_YAML.format(site=site))
+        (folder / "hardware.yaml").write_text(
+            HARDWARE_YAML.format(
+                site=site,
+                machine=f"{index:032x}",
+                key=public_key_of(key, comment=f"bench@{site}").line(),
+            )
+        )
+        sites.append((site, key))
+    git(repo, "init", "-q", "-b", "main")
+    for key, value in (
+        ("user.name", "Bench"),
+        ("user.email", "root@example.com"),
+        ("gpg.format", "ssh"),
+        ("user.signingkey", str(root)),
+    ):
+        git(repo, "config", key, value)
+    git(repo, "add", "-A")
+    git(
+        repo, "commit", "-q", "-S", "-m", "bench fleet", when=datetime.now(UTC) - timedelta(hours=1)
+    )
+    return repo, trust, sites
+
+
+def reports(sites: list[tuple[str, Ed25519PrivateKey]], now: datetime) -> list[bytes]:
+    out = []
+    for site, key in sites:
+        status = {
+            "apiVersion": "outpost/v1",
+            "kind": "SiteStatus",
+            "site": site,
+            "time": now.isoformat(),
+            "outcome": "applied",
+            "applied": {"revision": "a" * 40, "at": now.isoformat()},
+            "lastGood": "a" * 40,
+            "fetched": {"revision": "a" * 40, "at": now.isoformat()},
+            "sourceLastAnswered": now.isoformat(),
+            "pending": None,
+            "health": "healthy",
+            "drift": {"objects": 0, "corrected": 0},
+            "lastError": None,
+            "warnings": [],
+            "failedRevisions": [],
+            "inventory": 12,
+        }
+        out.append(seal(status, key).to_bytes())
+    return out
+
+
+def start_collector(
+    work: Path, store: list[str], repo: Path, trust: Path
+) -> tuple[subprocess.Popen[bytes], int, float]:
+    port = postgres.free_port()
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "reconciler.cli",
+            "fleet",
+            "serve",
+            *store,
+            "--repo",
+            str(repo),
+            "--trust",
+            str(trust),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--refresh",
+            "3600",
+        ],
+        stdout=(work / f"collector-{port}.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    import urllib3
+
+    while True:
+        if process.poll() is not None:
+            raise SystemExit((work / f"collector-{port}.log").read_text())
+        try:
+            if (
+                urllib3.request(
+                    "GET", f"http://127.0.0.1:{port}/healthz", timeout=1, retries=False
+                ).status
+                == 200
+            ):
+                return process, port, time.perf_counter() - started
+        except urllib3.exceptions.HTTPError:
+            time.sleep(0.2)
+
+
+async def _send_all(port: int, bodies: list[bytes], connections: int) -> dict[int, int]:
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    codes: dict[int, int] = {}
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while not queue.empty():
+                body = queue.get_nowait()
+                writer.write(
+                    b"POST /api/v1/reports HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: "
+                    + str(len(body)).encode()
+                    + b"\r\n\r\n"
+                    + body
+                )
+                status = int((await reader.readline()).split()[1])
+                length = 0
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = line.partition(b":")
+                    if name.lower() == b"content-length":
+                        length = int(value)
+                await reader.readexactly(length)
+                codes[status] = codes.get(status, 0) + 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    return codes
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/PID/stat, clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_collector(
+    label: str,
+    work: Path,
+    store: list[str],
+    repo: Path,
+    trust: Path,
+    bodies: list[bytes],
+    connections: int,
+) -> dict[str, float]:
+    process, port, start_seconds = start_collector(work, store, repo, trust)
+    try:
+        cpu_before = cpu_seconds(process.pid)
+        started = time.perf_counter()
+        codes = asyncio.run(_send_all(port, bodies, connections))
+        seconds = time.perf_counter() - started
+        cpu = cpu_seconds(process.pid) - cpu_before
+        rss = peak_rss_mb(process.pid)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    if codes != {200: len(bodies)}:
+        raise SystemExit(f"{label}: unexpected answers {codes}")
+    rate = len(bodies) / seconds
+    print(
+        f"{label:<26} {len(bodies):>6} reports in {seconds:6.2f} s = {rate:7.0f}/s   "
+        f"(collector CPU {cpu:.2f} s = {len(bodies) / cpu:.0f} reports per CPU-second; "
+        f"start incl. verifying the repository {start_seconds:.1f} s; peak RSS {rss:.0f} MB)"
+    )
+    return {"rate": rate, "rss": rss, "per_cpu": len(bodies) / cpu}
+
+
+def plain_upsert(url: str, bodies: list[bytes]) -> float:
+    """The same rows into the same schema with psycopg alone: no HTTP, no verification."""
+    import hashlib
+
+    import psycopg
+
+    from reconciler.core.report import read_envelope
+    from reconciler.fleet.collector.store import _UPSERT, Row
+
+    now = datetime.now(UTC)
+    rows = []
+    for body in bodies:
+        envelope = read_envelope(body, "bench")
+        rows.append(
+            Row(
+                envelope.site,
+                "edge-1",
+                envelope.time,
+                now,
+                hashlib.sha256(envelope.payload).hexdigest(),
+                json.loads(envelope.payload),
+                envelope.payload.decode(),
+                envelope.signature,
+            ).values()
+        )
+    statement = _UPSERT.replace("?", "%s")
+    started = time.perf_counter()
+    with psycopg.connect(url) as conn:
+        for start in range(0, len(rows), 500):
+            with conn.cursor() as cur:
+                cur.executemany(statement, rows[start : start + 500])
+            conn.commit()
+    seconds = time.perf_counter() - started
+    rate = len(rows) / seconds
+    print(
+        f"{'plain psycopg upsert (PG)':<26} {len(rows):>6} rows    in {seconds:6.2f} s = "
+        f"{rate:7.0f}/s   (same rows, same schema, 500 per transaction)"
+    )
+    return rate
+
+
+def status_ms(store: list[str]) -> float:
+    """Wall and CPU time of the whole command; CPU is what a loaded machine cannot inflate."""
+    import resource
+
+    times, cpu = [], []
+    for _ in range(5):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "reconciler.cli", "fleet", "status", *store],
+            capture_output=True,
+            cwd=ROOT,
+            check=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        times.append((time.perf_counter() - started) * 1000)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append((after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000)
+        lines = done.stdout.count(b"\n")
+    print(
+        f"outpost fleet status {store[0]:<5} {lines - 1:>6} sites, median of 5: "
+        f"{statistics.median(times):6.0f} ms wall, {statistics.median(cpu):.0f} ms CPU "
+        f"(min wall {min(times):.0f} ms)"
+    )
+    return statistics.median(times)
+
+
+def verify_floor(count: int = 3000) -> float:
+    """Ed25519 verifications per second with `cryptography` alone: the ceiling per core for
+    any collector that checks every report's signature."""
+    key = Ed25519PrivateKey.generate()
+    message = b"x" * 1500
+    signature, public = key.sign(message), key.public_key()
+    started = time.perf_counter()
+    for _ in range(count):
+        public.verify(signature, message)
+    rate = count / (time.perf_counter() - started)
+    print(
+        f"{'Ed25519 verify alone':<26} {rate:7.0f}/s on one core (a verifier's ceiling)"
+    )
+    return rate
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sites", type=int, default=10_000)
+    parser.add_argument("--connections", type=int, default=256)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="outpost-bench-") as tmp:
+        work = Path(tmp)
+        started = time.perf_counter()
+        repo, trust, sites = make_fleet(work, args.sites)
+        bodies = reports(sites, datetime.now(UTC))
+        print(
+            f"setup: {args.sites} sites, keys and signed reports in "
+            f"{time.perf_counter() - started:.1f} s; {os.cpu_count()} CPUs, "
+            f"load {os.getloadavg()[0]:.1f}"
+        )
+        sqlite = run_collector(
+            "collector, SQLite",
+            work,
+            ["--db", str(work / "c.db")],
+            repo,
+            trust,
+            bodies,
+            args.connections,
+        )
+        status_sqlite = status_ms(["--db", str(work / "c.db")])
+        server = postgres.start(durable=True)
+        try:
+            url = server.create_database()
+            pg = run_collector(
+                "collector, PostgreSQL", work, ["--url", url], repo, trust, bodies, args.connections
+            )
+            status_pg = status_ms(["--url", url])
+            plain_url = server.create_database()
+            from reconciler.fleet.collector.store import open_store
+
+            open_store(plain_url, now=datetime.now(UTC)).close()
+            plain = plain_upsert(plain_url, bodies)
+        finally:
+            server.stop()
+        print()
+        floor = verify_floor()
+        print(
+            f"ratio collector(PG) / plain upsert: {pg['rate'] / plain:.2f}  (goal ≥ 0.5); "
+            f"Ed25519 verification alone / plain upsert: {floor / plain:.2f}"
+        )
+        print(
+            f"reports/s: SQLite {sqlite['rate']:.0f}, PostgreSQL {pg['rate']:.0f} (goal ≥ 2,000); "
+            f"per collector CPU-second: {sqlite['per_cpu']:.0f} and {pg['per_cpu']:.0f}"
+        )
+        print(
+            f"fleet status: {status_sqlite:.0f} ms (SQLite), {status_pg:.0f} ms (PostgreSQL) "
+            "(goal ≤ 300 ms)"
+        )
+        print(f"collector peak RSS: {max(sqlite['rss'], pg['rss']):.0f} MB (goal ≤ 150 MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Signed status reports: the envelope a node seals and headquarters opens.
+
+A node's ``SiteStatus`` report (the shape of `reconciler.node.agent.status_document`)
+travels home inside an envelope::
+
+    {"apiVersion": "outpost/v1", "kind": "SignedSiteStatus",
+     "payload": "<the report's exact JSON text>",
+     "signature": "-----BEGIN SSH SIGNATURE-----\\n..."}
+
+Decisions:
+
+- **The payload is the signed bytes, carried as text.** Nothing is
+  canonicalised: the collector verifies the very bytes the node signed, then
+  parses them. Re-serialising JSON before verifying is how signature schemes
+  grow bypasses (duplicate keys, number formats, Unicode escapes).
+- **SSHSIG in its own namespace**, `REPORT_NAMESPACE`: a node key's signature
+  over a report can never pass as a commit signature (namespace ``git``) or
+  the other way round. ``ssh-keygen -Y verify -n outpost-report`` checks one
+  by hand.
+- **The key must be one of the site's own node keys**, listed in the signed
+  repository (``sites/<site>/hardware.yaml``). The report names its site; the
+  caller looks that site's keys up and passes them in. Whoever holds another
+  site's key cannot report for this one.
+- **Bounded**: an envelope over `MAX_ENVELOPE_BYTES` is refused unread.
+
+Opening does no I/O: bytes and keys in, a verified report or a
+`ReportRefused` out. Sealing takes the private key as an object; reading the
+key file is the node's business (`reconciler.node.identity`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from reconciler.core.errors import PermanentError, VerificationError
+from reconciler.core.trust.sshsig import (
+    PublicKey,
+    parse_signature,
+    sign_message,
+    verify_signature,
+)
+
+__all__ = [
+    "ENVELOPE_KIND",
+    "MAX_ENVELOPE_BYTES",
+    "REPORT_NAMESPACE",
+    "Envelope",
+    "ReportMalformed",
+    "ReportRefused",
+    "ReportUnverified",
+    "VerifiedReport",
+    "open_envelope",
+    "read_envelope",
+    "seal",
+]
+
+REPORT_NAMESPACE = "outpost-report"
+ENVELOPE_KIND = "SignedSiteStatus"
+MAX_ENVELOPE_BYTES = 256 * 1024
+"""A report is about 2 KiB; warnings and failed revisions are bounded by the agent."""
+
+_SITE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+class ReportRefused(PermanentError):
+    """A signed report is malformed, unsigned, or signed by a key not of its site."""
+
+
+class ReportMalformed(ReportRefused):
+    """The envelope or its payload is not shaped like a signed SiteStatus report."""
+
+
+class ReportUnverified(ReportRefused):
+    """The signature does not verify against a node key of the site the report names."""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A parsed envelope whose signature has not been checked yet."""
+
+    payload: bytes = field(repr=False)
+    signature: str = field(repr=False)
+    site: str
+    time: datetime
+
+    def to_bytes(self) -> bytes:
+        return (
+            json.dumps(
+                {
+                    "apiVersion": "outpost/v1",
+                    "kind": ENVELOPE_KIND,
+                    "payload": self.payload.decode("utf-8"),
+                    "signature": self.signature,
+                },
+                sort_keys=True,
+            ).encode("utf-8")
+            + b"\n"
+        )
+
+
+@dataclass(frozen=True)
+class VerifiedReport:
+    """A report whose signature verified against one of its site's node keys."""
+
+    site: str
+    time: datetime
+    body: Mapping[str, Any] = field(hash=False, compare=False)
+    payload: bytes = field(repr=False)
+    key: PublicKey
+
+
+def seal(status: Mapping[str, Any], private_key: Ed25519PrivateKey) -> Envelope:
+    """Sign ``status`` (a ``SiteStatus`` document) with the node's key."""
+    payload = json.dumps(status, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    signature = sign_message(private_key, payload, namespace=REPORT_NAMESPACE)
+    wire = {
+        "apiVersion": "outpost/v1",
+        "kind": ENVELOPE_KIND,
+        "payload": payload.decode("utf-8"),
+        "signature": signature,
+    }
+    return read_envelope(json.dumps(wire).encode("utf-8"), "the report being sealed")
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.astimezone(UTC) if parsed.tzinfo is not None else None
+
+
+def read_envelope(data: bytes, source: str) -> Envelope:
+    """Check an envelope's shape and read the site and time its payload claims (unverified)."""
+
+    def bad(reason: str) -> ReportRefused:
+        return ReportMalformed(f"{source}: {reason}")
+
+    if len(data) > MAX_ENVELOPE_BYTES:
+        raise bad(f"{len(data):,} bytes, over the cap of {MAX_ENVELOPE_BYTES:,} for a report")
+    try:
+        outer = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad(f"not JSON ({exc})") from None
+    if not isinstance(outer, dict):
+        raise bad(f"expected a JSON object, found {type(outer).__name__}")
+    if outer.get("apiVersion") != "outpost/v1" or outer.get("kind") != ENVELOPE_KIND:
+        raise bad(
+            f"expected apiVersion outpost/v1 and kind {ENVELOPE_KIND}, found "
+            f"{outer.get('apiVersion')!r} / {str(outer.get('kind'))[:40]!r}"
+        )
+    payload, signature = outer.get("payload"), outer.get("signature")
+    if not isinstance(payload, str) or not isinstance(signature, str):
+        raise bad("payload and signature must both be strings")
+    try:
+        body = json.loads(payload)
+    except ValueError as exc:
+        raise bad(f"the payload is not JSON ({exc})") from None
+    if not isinstance(body, dict) or body.get("kind") != "SiteStatus":
+        raise bad("the payload is not a SiteStatus report")
+    site = body.get("site")
+    if not isinstance(site, str) or not _SITE.match(site):
+        raise bad(f"site {str(site)[:70]!r} is not a site id")
+    time = _time(body.get("time"))
+    if time is None:
+        raise bad(f"time {str(body.get('time'))[:40]!r} is not an RFC 3339 time with an offset")
+    return Envelope(payload.encode("utf-8"), signature, site, time)
+
+
+def open_envelope(
+    envelope: Envelope, keys: Iterable[PublicKey], *, source: str = ""
+) -> VerifiedReport:
+    """Verify ``envelope`` against ``keys`` (its site's node keys, from the signed repository).
+
+    ReportRefused when the site has no keys, the signature's key is not one of
+    them, or the signature does not verify over the payload.
+    """
+    allowed = {key.blob: key for key in keys}
+    where = f"{source}: report from {envelope.site}" if source else f"report from {envelope.site}"
+    if not allowed:
+        raise ReportUnverified(
+            f"{where}: the site has no node key in its hardware.yaml (spec.nodes[].publicKey); "
+            "nobody can report for it"
+        )
+    try:
+        signature = parse_signature(envelope.signature)
+    except VerificationError as exc:
+        raise ReportUnverified(f"{where}: {exc}") from None
+    key = allowed.get(signature.public_key.blob)
+    if key is None:
+        raise ReportUnverified(
+            f"{where}: signed by {signature.public_key}, which is not a node key of "
+            f"{envelope.site} (it has {len(allowed)})"
+        )
+    try:
+        verify_signature(signature, envelope.payload, namespace=REPORT_NAMESPACE)
+    except VerificationError as exc:
+        raise ReportUnverified(f"{where}: {exc}") from None
+    body = json.loads(envelope.payload)
+    return VerifiedReport(envelope.site, envelope.time, body, envelope.payload, key)

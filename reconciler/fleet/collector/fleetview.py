@@ -1,0 +1,204 @@
+"""What the collector knows from the signed repository: each site's node keys, fleets and waves.
+
+The collector trusts a report only if a key listed in the site's
+``hardware.yaml`` signed it, so it must read that file from a commit it has
+verified itself, exactly as a node does: every commit from the root (first
+read) or since the last verified head (each refresh) must pass `outpost verify`
+against the collector's own trust root (``allowed_signers``, installed with the
+collector and never read from the repository).
+
+Rules:
+
+- **Fail closed, keep the last good view.** A head that does not verify (or a
+  repository that cannot be read) leaves the last verified view in force and is
+  reported (`RepositoryStatus.problem`, the ``outpost_collector_repository_ok``
+  series); with no verified view yet the collector refuses every report.
+- **History rewritten** (the branch reset after a refused commit, see the
+  design's trust rules): the new head does not descend from the last verified
+  one, so its whole history is verified again.
+- **Silence depends on connectivity**: a site is silent when no report came
+  for `SILENT_AFTER` of its ``connectivity`` (online nodes report hourly,
+  air-gapped plants when a stick comes back).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from reconciler.core.errors import OutpostError, SourceUnavailable
+from reconciler.core.trust.sshsig import PublicKey, parse_public_key_line
+
+__all__ = ["SILENT_AFTER", "FleetSource", "FleetView", "RepositoryStatus", "SiteInfo"]
+
+SILENT_AFTER: Mapping[str, timedelta] = {
+    "online": timedelta(hours=2),
+    "intermittent": timedelta(hours=26),
+    "air-gapped": timedelta(days=35),
+}
+MAX_COMMITS = 200_000
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    """One site as the verified repository describes it."""
+
+    site: str
+    connectivity: str
+    fleets: tuple[str, ...]
+    waves: Mapping[str, str | None] = field(hash=False)
+    """fleet → the name of the wave that selects the site (None: the fleet has no waves)."""
+    wave_order: Mapping[str, int] = field(hash=False)
+    """fleet → the index of that wave, for sorting."""
+    nodes: Mapping[bytes, str] = field(hash=False, repr=False)
+    """node key blob → node name."""
+
+    @property
+    def keys(self) -> tuple[PublicKey, ...]:
+        return tuple(PublicKey("ssh-ed25519", blob, name) for blob, name in self.nodes.items())
+
+    @property
+    def silent_after(self) -> timedelta:
+        return SILENT_AFTER.get(self.connectivity, SILENT_AFTER["online"])
+
+
+@dataclass(frozen=True)
+class FleetView:
+    """The sites of one verified revision."""
+
+    revision: str
+    sites: Mapping[str, SiteInfo] = field(hash=False)
+    waves: Mapping[str, tuple[str, ...]] = field(hash=False)
+    """fleet → its wave names in rollout order."""
+
+
+@dataclass(frozen=True)
+class RepositoryStatus:
+    view: FleetView | None
+    checked_at: datetime | None
+    problem: str | None
+
+
+class FleetSource:
+    """A repository path and a trust root; `refresh` verifies what is new and rereads the view."""
+
+    def __init__(self, path: Path, trust: Path, *, rev: str = "HEAD") -> None:
+        self.path = path
+        self.trust = trust
+        self.rev = rev
+        self.status = RepositoryStatus(None, None, "the repository has not been read yet")
+
+    def refresh(self, now: datetime) -> RepositoryStatus:
+        """Verify the head and reread the view if it moved; never raises."""
+        try:
+            view = self._refresh(now)
+        except OutpostError as exc:
+            self.status = RepositoryStatus(self.status.view, now, f"{self.path}: {exc}")
+        else:
+            self.status = RepositoryStatus(view, now, None)
+        return self.status
+
+    def _refresh(self, now: datetime) -> FleetView:
+        from reconciler.core.trust.allowed_signers import parse_allowed_signers
+        from reconciler.core.trust.gitsource import open_repository, resolve, verify_repository
+
+        try:
+            data = self.trust.read_bytes()
+        except OSError as exc:
+            raise SourceUnavailable(f"cannot read the trust root {self.trust}: {exc}") from None
+        trust = parse_allowed_signers(data, str(self.trust))
+        repo = open_repository(self.path)
+        head = resolve(repo, self.rev)
+        known = self.status.view
+        if known is not None and known.revision == head:
+            return known
+        since = None
+        if known is not None and repo.descendant_of(head, known.revision):
+            since = known.revision
+        result = verify_repository(
+            repo, trust, now=now, candidate=head, since=since, max_commits=MAX_COMMITS
+        )
+        result.raise_for_refusal()
+        return read_view(repo, head)
+
+    def descends(self, revision: str, ancestor: str) -> bool | None:
+        """True when ``revision`` is ``ancestor`` or descends from it; None if unknown here."""
+        if revision == ancestor:
+            return True
+        from reconciler.core.trust.gitsource import open_repository
+
+        try:
+            repo = open_repository(self.path)
+            return bool(repo.descendant_of(revision, ancestor))
+        except Exception:  # pygit2: GitError, KeyError or ValueError for an unknown id
+            return None
+
+
+def read_view(repo: Any, revision: str) -> FleetView:
+    """Sites, node keys, fleets and waves at ``revision`` (already verified).
+
+    Each site's two documents are parsed, distilled into a `SiteInfo` and dropped before
+    the next site's: the collector's peak memory grows with what it keeps, not with the
+    parsed YAML of 10,000 sites at once.
+    """
+    from reconciler.core.loader import load_document
+    from reconciler.core.model import Hardware, Repository, Site, expect
+    from reconciler.core.schedule import FleetRollout, SiteCalendar
+    from reconciler.core.source import CommitTree
+
+    tree = CommitTree(repo, revision)
+    model = Repository(tree)
+    rollouts: dict[str, FleetRollout] = {}
+    for name in model.fleet_names:
+        fleet = model.fleet(name)
+        if fleet is not None:
+            rollouts[name] = FleetRollout.from_document(fleet.doc)
+    present = set(tree.files("sites", lenient=True))
+    sites: dict[str, SiteInfo] = {}
+    for site_id in model.site_ids:
+        site_path = f"sites/{site_id}/site.yaml"
+        if site_path not in present:
+            continue
+        site = Site(expect(load_document(tree.read(site_path), site_path), "Site", site_id))
+        hardware_path = f"sites/{site_id}/hardware.yaml"
+        hardware = (
+            Hardware(
+                expect(load_document(tree.read(hardware_path), hardware_path), "Hardware", site_id)
+            )
+            if hardware_path in present
+            else None
+        )
+        labels = SiteCalendar.from_document(site.doc).label_map
+        waves: dict[str, str | None] = {}
+        order: dict[str, int] = {}
+        for fleet_name in site.fleets:
+            rollout = rollouts.get(fleet_name)
+            if rollout is None:
+                continue
+            waves[fleet_name] = None
+            for index, wave in enumerate(rollout.waves):
+                if wave.selects(fleet_name, site_id, labels):
+                    waves[fleet_name], order[fleet_name] = wave.name, index
+                    break
+        nodes: dict[bytes, str] = {}
+        for node in hardware.nodes if hardware else ():
+            line = node.get("publicKey")
+            if isinstance(line, str):
+                key = parse_public_key_line(line, what=f"{hardware_path} publicKey")
+                nodes[key.blob] = str(node.get("name"))
+        sites[site_id] = SiteInfo(
+            site=site_id,
+            connectivity=site.connectivity,
+            fleets=tuple(site.fleets),
+            waves=waves,
+            wave_order=order,
+            nodes=nodes,
+        )
+    return FleetView(
+        revision=revision,
+        sites=sites,
+        waves={name: tuple(w.name for w in r.waves) for name, r in rollouts.items()},
+    )

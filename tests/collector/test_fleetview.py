@@ -1,0 +1,70 @@
+"""The collector's view of the signed repository: verified, refreshed, and kept when a head fails."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from collector_world import FLEET_TIME, Keys, signed
+
+from reconciler.core.report import ReportUnverified
+from reconciler.fleet.collector.fleetview import FleetSource
+from reconciler.fleet.collector.ingest import Ingestor, NotReady
+from reconciler.fleet.collector.store import open_store
+from reconciler.node.identity import generate
+from tools.signedfleet import create
+
+NOW = FLEET_TIME + timedelta(days=1)
+SITE = "de-ham-0113"
+
+
+def test_a_rotated_node_key_counts_after_a_signed_commit_and_not_before(
+    tmp_path: Path, keys: Keys
+) -> None:
+    fleet = create(tmp_path / "repo", when=FLEET_TIME)
+    source = FleetSource(fleet.path, fleet.allowed_signers)
+    ingestor = Ingestor(open_store(str(tmp_path / "c.db"), now=NOW), source, clock=lambda: NOW)
+    with pytest.raises(NotReady, match="has not verified the fleet repository yet"):
+        ingestor.check(signed(keys, SITE, NOW).to_bytes(), "r")
+    status = source.refresh(NOW)
+    assert status.problem is None and status.view is not None
+    assert status.view.sites[SITE].waves == {"retail-eu": "all"}
+    assert ingestor.ingest(signed(keys, SITE, NOW).to_bytes(), "r") == "stored"
+
+    # The node is replaced: a new key, committed and signed. Until the refresh, it is unknown.
+    new = generate(tmp_path / "new.key", comment="outpost-node@de-ham-0113/edge-1")
+    old_line = next(
+        line
+        for line in (fleet.path / f"sites/{SITE}/hardware.yaml").read_text().splitlines()
+        if "publicKey" in line
+    )
+    fleet.edit(
+        f"sites/{SITE}/hardware.yaml",
+        lambda text: text.replace(old_line, f'      publicKey: "{new.public_key.line()}"'),
+    )
+    fleet.commit("de-ham-0113: new edge-1", when=FLEET_TIME + timedelta(hours=1))
+    from collector_world import status as site_status
+
+    from reconciler.core.report import seal
+
+    fresh = seal(site_status(SITE, NOW + timedelta(minutes=1)), new.private_key).to_bytes()
+    with pytest.raises(ReportUnverified, match="not a node key of de-ham-0113"):
+        ingestor.check(fresh, "r")
+    assert source.refresh(NOW).view.revision == fleet.head()
+    assert ingestor.ingest(fresh, "r") == "stored"
+    with pytest.raises(ReportUnverified, match="not a node key"):
+        ingestor.check(signed(keys, SITE, NOW + timedelta(minutes=2)).to_bytes(), "r")
+
+    # An unsigned head: refused, and the last verified view stays in force.
+    verified = fleet.head()
+    fleet.edit(
+        f"sites/{SITE}/hardware.yaml",
+        lambda text: text.replace(new.public_key.line(), old_line.split('"')[1]),
+    )
+    fleet.commit("put the old key back, unsigned", when=FLEET_TIME + timedelta(hours=2), sign=False)
+    status = source.refresh(NOW)
+    assert status.problem is not None and "not signed" in status.problem
+    assert status.view is not None and status.view.revision == verified
+    with pytest.raises(ReportUnverified):
+        ingestor.check(signed(keys, SITE, NOW + timedelta(minutes=3)).to_bytes(), "r")
