@@ -20,6 +20,50 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+TEST_CHART = Path(__file__).resolve().parents[1] / "tests" / "vendor" / "chart"
+"""``shop-broker``: a small real chart (ConfigMap, Service, Deployment) the tests publish."""
+TEST_IMAGE = (
+    "registry.example.com/plant/mosquitto@sha256:"
+    "166cd4a92b4598584d10cefb214c24307677b6b38351095e26ff1d7e958fb4dc"
+)
+
+
+def shop_broker_app(repository: str, versions: dict[str, str], namespace: str = "broker") -> str:
+    """``apps/shop-broker/app.yaml`` from ``repository``: app version → chart version; the
+    values carry site placeholders (``${maxConnections}``, ``${site.name}``)."""
+    releases = "".join(
+        f'    "{app}":\n      images: {{broker: "{TEST_IMAGE}"}}\n'
+        f"      source: {{version: {chart}}}\n"
+        for app, chart in versions.items()
+    )
+    return (
+        "apiVersion: outpost/v1\nkind: App\nmetadata: {name: shop-broker}\nspec:\n"
+        f"  namespace: {namespace}\n"
+        "  source:\n    helm:\n      chart: shop-broker\n"
+        f"      repository: {repository}\n"
+        "      values:\n"
+        "        image: ${images.broker}\n"
+        "        maxConnections: ${maxConnections}\n"
+        "        siteName: ${site.name}\n"
+        f"  versions:\n{releases}"
+        "  parameters:\n    type: object\n"
+        "    properties:\n      maxConnections: {type: integer, minimum: 1}\n"
+        "    required: [maxConnections]\n    additionalProperties: false\n"
+        "  defaults: {maxConnections: 100}\n"
+    )
+
+
+def add_to_fleet(fleet_file: Path, app: str, version: str) -> None:
+    """Set ``app: {version: V}`` in a fleet file's ``spec.apps`` (added or replaced)."""
+    lines = [
+        line
+        for line in fleet_file.read_text().splitlines(keepends=True)
+        if f"    {app}:" not in line
+    ]
+    at = lines.index("  apps:\n") + 1
+    lines.insert(at, f"    {app}: {{version: {version}}}\n")
+    fleet_file.write_text("".join(lines))
+
 
 @dataclass
 class ChartRepository:

@@ -21,38 +21,12 @@ import yaml
 from reconciler.core.model import Repository
 from reconciler.core.render import render_site
 from reconciler.core.source import WorkdirTree
-from tools.chartrepo import ChartRepository, sha256
+from tools.chartrepo import TEST_CHART as CHART
+from tools.chartrepo import ChartRepository, add_to_fleet, sha256
+from tools.chartrepo import shop_broker_app as app_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-CHART = Path(__file__).parent / "chart"
-IMAGE = (
-    "registry.example.com/plant/mosquitto@sha256:"
-    "166cd4a92b4598584d10cefb214c24307677b6b38351095e26ff1d7e958fb4dc"
-)
 VENDORED = "apps/shop-broker/manifests"
-
-
-def app_yaml(repository: str, versions: dict[str, str]) -> str:
-    """shop-broker's app.yaml: app version → chart version, values with site placeholders."""
-    releases = "".join(
-        f'    "{app}":\n      images: {{broker: "{IMAGE}"}}\n      source: {{version: {chart}}}\n'
-        for app, chart in versions.items()
-    )
-    return (
-        "apiVersion: outpost/v1\nkind: App\nmetadata: {name: shop-broker}\nspec:\n"
-        "  namespace: broker\n"
-        "  source:\n    helm:\n      chart: shop-broker\n"
-        f"      repository: {repository}\n"
-        "      values:\n"
-        "        image: ${images.broker}\n"
-        "        maxConnections: ${maxConnections}\n"
-        "        siteName: ${site.name}\n"
-        f"  versions:\n{releases}"
-        "  parameters:\n    type: object\n"
-        "    properties:\n      maxConnections: {type: integer, minimum: 1}\n"
-        "    required: [maxConnections]\n    additionalProperties: false\n"
-        "  defaults: {maxConnections: 100}\n"
-    )
 
 
 def example_with_broker(tmp_path: Path, repository: ChartRepository, version: str) -> Path:
@@ -72,13 +46,7 @@ def example_with_broker(tmp_path: Path, repository: ChartRepository, version: st
 
 
 def set_broker_version(root: Path, version: str) -> None:
-    fleet = root / "fleets/plants.yaml"
-    lines = [
-        line for line in fleet.read_text().splitlines(keepends=True) if "shop-broker" not in line
-    ]
-    at = lines.index("  apps:\n") + 1
-    lines.insert(at, f"    shop-broker: {{version: {version}}}\n")
-    fleet.write_text("".join(lines))
+    add_to_fleet(root / "fleets/plants.yaml", "shop-broker", version)
 
 
 def outpost(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -252,8 +220,11 @@ def test_the_example_fleet_vendored_output_is_fresh(tool_env: dict[str, str]) ->
     assert checked.returncode == 0, checked.stderr
     lock = json.loads((ROOT / "apps/opcua-gateway/vendor.lock.json").read_text())
     assert lock["versions"]["2.2.0"]["tools"] == {"kustomize": "v5.8.2"}
-    assert yaml.safe_load((ROOT / "apps/mqtt-broker/chart/Chart.yaml").read_text())["version"] == (
-        json.loads((ROOT / "apps/mqtt-broker/vendor.lock.json").read_text())["versions"]["2.0.20"][
-            "source"
-        ]["version"]
+    assert (
+        yaml.safe_load((ROOT / "apps/mqtt-broker/chart/Chart.yaml").read_text())["version"]
+        == (
+            json.loads((ROOT / "apps/mqtt-broker/vendor.lock.json").read_text())["versions"][
+                "2.0.20"
+            ]["source"]["version"]
+        )
     )
