@@ -325,8 +325,10 @@ def read_lock(tree: Tree, app: str) -> dict[str, Any]:
 
 def split_objects(text: str, what: str) -> dict[str, bytes]:
     """A rendered stream as one file per object, each document's text kept as the tool wrote
-    it (comments included): ``<kind>-<name>.yaml``, with the namespace when names collide."""
+    it (comments included): ``<kind>-<name>.yaml``; with the namespace, then a number, when
+    file names collide. Two objects of one kind, namespace and name are refused."""
     files: dict[str, bytes] = {}
+    seen: set[tuple[str, str, str]] = set()
     for chunk in _SEPARATOR.split(text):
         try:
             body = yaml.safe_load(chunk)
@@ -337,13 +339,16 @@ def split_objects(text: str, what: str) -> dict[str, bytes]:
         metadata = body.get("metadata") if isinstance(body, dict) else None
         if not isinstance(metadata, dict) or not metadata.get("name") or not body.get("kind"):
             raise VendorError(f"{what} has a document without kind and metadata.name: {chunk!r}")
-        name = metadata["name"]
-        stem = _FILE_NAME.sub("-", f"{body['kind']}-{name}".lower())
-        file = f"{stem}.yaml"
-        if file in files:
-            file = _FILE_NAME.sub("-", f"{stem}-{metadata.get('namespace', '')}".lower()) + ".yaml"
-        if file in files:
-            raise VendorError(f"{what} has two objects {body['kind']}/{name} in one namespace")
+        kind, name, namespace = (
+            str(x) for x in (body["kind"], metadata["name"], metadata.get("namespace", ""))
+        )
+        if (kind, name, namespace) in seen:
+            raise VendorError(f"{what} has two objects {kind}/{name} in namespace {namespace!r}")
+        seen.add((kind, name, namespace))
+        stem = _FILE_NAME.sub("-", f"{kind}-{name}".lower())
+        candidates = [stem, _FILE_NAME.sub("-", f"{stem}-{namespace}".lower())]
+        candidates += [f"{candidates[1]}-{n}" for n in range(2, len(files) + 3)]
+        file = next(f"{c}.yaml" for c in candidates if f"{c}.yaml" not in files)
         files[file] = (chunk.strip("\n") + "\n").encode()
     if not files:
         raise VendorError(f"{what} has no objects")
@@ -399,7 +404,13 @@ def _check_app(tree: Tree, app: App) -> list[Finding]:
                     Finding.at(
                         mark,
                         f"{inputs.folder}/ changed since version {version} was vendored from it: "
-                        f"the output is stale; {run}",
+                        f"the output is stale; {run}"
+                        + (
+                            f" (a changed chart needs a new version: raise the version in "
+                            f"{inputs.folder}/Chart.yaml and name it in a new app version)"
+                            if inputs.kind == "helm"
+                            else ""
+                        ),
                         rule=RULE,
                     )
                 )

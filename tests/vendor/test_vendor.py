@@ -228,3 +228,42 @@ def test_the_example_fleet_vendored_output_is_fresh(tool_env: dict[str, str]) ->
             ]["source"]["version"]
         )
     )
+
+
+def test_a_chart_folder_changed_under_its_version_is_refused(
+    tmp_path: Path, tool_env: dict[str, str]
+) -> None:
+    root = tmp_path / "repo"
+    for part in ("apps", "fleets", "sites", "policies", "schemas"):
+        shutil.copytree(ROOT / part, root / part)
+    template = root / "apps/mqtt-broker/chart/templates/service.yaml"
+    template.write_text(template.read_text().replace("name: mqtt", "name: mqtt-tcp"))
+    before = (root / "apps/mqtt-broker/vendor.lock.json").read_bytes()
+    done = outpost(tool_env, "app", "vendor", "mqtt-broker", "--repo", str(root))
+    assert done.returncode == 1
+    assert "refused" in done.stderr and "apps/mqtt-broker/chart" in done.stderr
+    assert (root / "apps/mqtt-broker/vendor.lock.json").read_bytes() == before
+
+    # With a new chart version in a new app version, the same change is vendored.
+    chart = root / "apps/mqtt-broker/chart/Chart.yaml"
+    chart.write_text(chart.read_text().replace("version: 1.0.0", "version: 1.1.0"))
+    app = root / "apps/mqtt-broker/app.yaml"
+    release = app.read_text().split('    "2.0.20":\n')[1].split("  parameters:")[0]
+    app.write_text(
+        app.read_text().replace(
+            "  parameters:",
+            '    "2.0.21":\n'
+            + release.replace("version: 1.0.0", "version: 1.1.0")
+            + "  parameters:",
+            1,
+        )
+    )
+    done = outpost(
+        tool_env, "app", "vendor", "mqtt-broker", "--version", "2.0.21", "--repo", str(root)
+    )
+    assert done.returncode == 0, done.stderr
+    service = (root / "apps/mqtt-broker/manifests/2.0.21/service-mqtt-broker.yaml").read_text()
+    assert "name: mqtt-tcp" in service
+    # 2.0.18 and 2.0.20 keep their reviewed output: the folder moved on to 1.1.0.
+    checked = outpost(tool_env, "app", "vendor", "--check", "--repo", str(root))
+    assert checked.returncode == 0, checked.stderr
