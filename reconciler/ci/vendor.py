@@ -220,7 +220,9 @@ def refuse_changed_chart(
         return
     new = record.get("chartDigest") or record.get("folderDigest")
     for other, entry in sorted(lock.items()):
-        old_source = entry.get("source", {}) if isinstance(entry, dict) else {}
+        if not isinstance(entry, dict) or not isinstance(entry.get("source"), dict):
+            continue
+        old_source = entry["source"]
         same_chart = all(
             old_source.get(k) == source.get(k) for k in ("chart", "version", "repository", "path")
         )
