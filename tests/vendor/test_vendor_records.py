@@ -201,3 +201,36 @@ def test_a_changed_kustomize_base_makes_its_output_stale(repo: Path) -> None:
     found = findings(repo)
     assert len(found) == 2, found
     assert all("apps/opcua-gateway/kustomize/ changed since version" in f for f in found)
+
+
+def _app_with(source: dict[str, object], release_source: dict[str, object]) -> dict[str, object]:
+    app = yaml.safe_load((ROOT / BROKER / "app.yaml").read_text())
+    app["spec"]["source"] = source
+    app["spec"]["versions"]["2.0.20"]["source"] = release_source
+    return app
+
+
+@pytest.mark.parametrize(
+    ("source", "release_source", "valid"),
+    [
+        ({"helm": {"chart": "x", "path": "apps/x/chart"}}, {"version": "1.0.0"}, True),
+        ({"helm": {"chart": "x", "repository": "https://charts.example.com"}}, {}, True),
+        ({"helm": {"chart": "x", "repository": "oci://registry.example.com/c"}}, {}, True),
+        ({"helm": {"chart": "x", "path": "a", "repository": "https://c.example.com"}}, {}, False),
+        ({"helm": {"chart": "x"}}, {}, False),
+        ({"helm": {"chart": "x", "path": "../outside"}}, {}, False),
+        ({"helm": {"chart": "x", "path": "/etc"}}, {}, False),
+        ({"helm": {"chart": "x", "repository": "ftp://c.example.com"}}, {}, False),
+        ({"kustomize": {"path": "apps/x/base"}}, {"path": "apps/x/v2"}, True),
+        ({"kustomize": {"path": "apps/x"}, "helm": {"chart": "x", "path": "y"}}, {}, False),
+        ({"helm": {"chart": "x", "path": "p"}}, {"version": "latest"}, False),
+        ({"helm": {"chart": "x", "path": "p"}}, {"chart": "y"}, False),
+    ],
+)
+def test_the_app_schema_takes_one_source_of_a_clear_shape(
+    source: dict[str, object], release_source: dict[str, object], valid: bool
+) -> None:
+    from reconciler.core.schemas import schema_errors
+
+    errors = schema_errors("App", _app_with(source, release_source))
+    assert (errors == []) is valid, errors
