@@ -128,3 +128,130 @@ def serve(workdir: Path, helm: Path) -> Iterator[ChartRepository]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+@dataclass
+class OciRegistry:
+    """Serves packaged charts as OCI artifacts under ``/v2/<namespace>/<chart>``; ``url`` is
+    the ``oci://`` reference without the chart name, ``ca_file`` the certificate to trust."""
+
+    url: str
+    ca_file: Path
+    artifacts: dict[str, bytes]
+
+    def publish(self, archive: Path, namespace: str = "charts") -> str:
+        """Store a ``helm package`` archive as ``<namespace>/<name>:<version>``."""
+        import json
+        import tarfile
+
+        import yaml
+
+        with tarfile.open(archive) as tar:
+            chart_yaml = next(m for m in tar.getmembers() if m.name.endswith("/Chart.yaml"))
+            handle = tar.extractfile(chart_yaml)
+            assert handle is not None
+            meta = yaml.safe_load(handle.read())
+        config = json.dumps(meta).encode()
+        layer = archive.read_bytes()
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": _OCI_MANIFEST,
+                "config": _descriptor("application/vnd.cncf.helm.config.v1+json", config),
+                "layers": [
+                    _descriptor("application/vnd.cncf.helm.chart.content.v1.tar+gzip", layer)
+                ],
+            }
+        ).encode()
+        repository = f"{namespace}/{meta['name']}"
+        for blob in (config, layer, manifest):
+            self.artifacts[f"{repository}/blobs/{sha256_bytes(blob)}"] = blob
+        self.artifacts[f"{repository}/manifests/{meta['version']}"] = manifest
+        self.artifacts[f"{repository}/manifests/{sha256_bytes(manifest)}"] = manifest
+        tags = sorted(
+            key.rsplit("/", 1)[1]
+            for key in self.artifacts
+            if key.startswith(f"{repository}/manifests/") and ":" not in key.rsplit("/", 1)[1]
+        )
+        self.artifacts[f"{repository}/tags/list"] = json.dumps(
+            {"name": repository, "tags": tags}
+        ).encode()
+        return f"{self.url}/{meta['name']}"
+
+
+_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def _descriptor(media_type: str, data: bytes) -> dict[str, object]:
+    return {
+        "mediaType": media_type,
+        "digest": "sha256:" + hashlib.sha256(data).hexdigest(),
+        "size": len(data),
+    }
+
+
+def sha256_bytes(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@contextmanager
+def serve_oci(workdir: Path) -> Iterator[OciRegistry]:
+    """A read-only OCI distribution endpoint over TLS on 127.0.0.1 (a certificate made here).
+
+    Stands in for a registry: none ships in a package registry this project reaches, and
+    ``helm pull oci://`` only needs the distribution API's GET/HEAD of manifests, blobs and
+    tags, which this serves byte for byte as ``publish`` stored them."""
+    import ssl
+
+    from tools.testcluster._pki import generate
+
+    pki = generate(workdir / "pki", {})
+    artifacts: dict[str, bytes] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def _answer(self, body: bool) -> None:
+            path = self.path.split("?", 1)[0]
+            if path in ("/v2", "/v2/"):
+                data: bytes | None = b"{}"
+            else:
+                data = artifacts.get(path.removeprefix("/v2/"))
+            if data is None:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            kind = "application/json"
+            if "/manifests/" in path:
+                kind = _OCI_MANIFEST
+                self.send_header("Docker-Content-Digest", sha256_bytes(data))
+            elif "/blobs/" in path:
+                kind = "application/octet-stream"
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if body:
+                self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            self._answer(True)
+
+        def do_HEAD(self) -> None:
+            self._answer(False)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(pki.serving_cert), str(pki.serving_key))
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        yield OciRegistry(f"oci://127.0.0.1:{port}/charts", pki.ca_cert, artifacts)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

@@ -22,7 +22,7 @@ from reconciler.core.model import Repository
 from reconciler.core.render import render_site
 from reconciler.core.source import WorkdirTree
 from tools.chartrepo import TEST_CHART as CHART
-from tools.chartrepo import ChartRepository, add_to_fleet, sha256
+from tools.chartrepo import ChartRepository, add_to_fleet, serve_oci, sha256
 from tools.chartrepo import shop_broker_app as app_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -267,3 +267,24 @@ def test_a_chart_folder_changed_under_its_version_is_refused(
     # 2.0.18 and 2.0.20 keep their reviewed output: the folder moved on to 1.1.0.
     checked = outpost(tool_env, "app", "vendor", "--check", "--repo", str(root))
     assert checked.returncode == 0, checked.stderr
+
+
+def test_a_chart_from_an_oci_reference_is_vendored(
+    tmp_path: Path, chart_repo: ChartRepository, tool_env: dict[str, str]
+) -> None:
+    archive = chart_repo.publish(CHART, "1.0.0")  # helm package; the registry serves the .tgz
+    with serve_oci(tmp_path / "oci") as registry:
+        registry.publish(archive)
+        root = example_with_broker(tmp_path, chart_repo, "1.0.0")
+        app = root / "apps/shop-broker/app.yaml"
+        app.write_text(app.read_text().replace(chart_repo.url, registry.url))
+        env = {**tool_env, "SSL_CERT_FILE": str(registry.ca_file)}
+        done = outpost(env, "app", "vendor", "shop-broker", "--repo", str(root))
+        assert done.returncode == 0, done.stderr
+    record = json.loads((root / "apps/shop-broker/vendor.lock.json").read_text())["versions"]
+    assert record["1.0.0"]["chartDigest"] == sha256(archive)
+    assert record["1.0.0"]["source"]["repository"] == registry.url
+    assert (
+        "max_connections ${maxConnections}"
+        in (root / VENDORED / "1.0.0/configmap-shop-broker.yaml").read_text()
+    )
