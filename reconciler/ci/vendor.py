@@ -190,15 +190,35 @@ def render(root: Path, app: App, version: str, tools: Tools) -> Rendered:
     return Rendered(files, record)
 
 
-def vendor(
-    root: Path, app_name: str, versions: Sequence[str] | None, tools: Tools
-) -> dict[str, list[str]]:
-    """Render ``versions`` (default: every version) of an app into its manifests and record
-    them. Returns, per version, the files that changed (written, or removed). A chart that
-    changed under a recorded chart version is refused before anything is written."""
+@dataclass(frozen=True)
+class VendorResult:
+    """What :func:`vendor` did: per version, the files written or removed; and the versions
+    left as they are because their chart folder has moved on to another chart version."""
+
+    changed: Mapping[str, list[str]]
+    kept: Mapping[str, str]
+
+
+def vendor(root: Path, app_name: str, versions: Sequence[str] | None, tools: Tools) -> VendorResult:
+    """Render ``versions`` of an app into its manifests and record them. Without
+    ``versions``: every version that can still be rendered (a repository chart folder
+    renders only the chart version its Chart.yaml names; older app versions keep their
+    reviewed output). A chart that changed under a recorded chart version is refused
+    before anything is written."""
     app = _sourced_app(root, app_name)
+    tree = WorkdirTree(root)
     chosen = list(versions) if versions else sorted(app.versions)
-    lock = read_lock(WorkdirTree(root), app.name)
+    kept: dict[str, str] = {}
+    if not versions:
+        for version in list(chosen):
+            inputs = inputs_for(app, version)
+            if _folder_moved_on(tree, inputs, {}):
+                found = _chart_folder_version(tree, str(inputs.folder))
+                kept[version] = (
+                    f"{inputs.folder}/Chart.yaml is at {found}, not {inputs.settings['version']}"
+                )
+                chosen.remove(version)
+    lock = read_lock(tree, app.name)
     results = {version: render(root, app, version, tools) for version in chosen}
     for version, result in results.items():
         refuse_changed_chart(app, lock, version, result.record)
@@ -207,7 +227,7 @@ def vendor(
         changed[version] = _write_version(root / "apps" / app.name, version, result.files)
         lock[version] = dict(result.record)
     _write_lock(root / "apps" / app.name / LOCK_FILE, lock)
-    return changed
+    return VendorResult(changed, kept)
 
 
 def refuse_changed_chart(
@@ -541,11 +561,13 @@ def _kustomize(
 
 
 def _helm_env(work: Path) -> dict[str, str]:
-    """A private Helm home: no user repositories, registries or plugins leak in."""
+    """A private Helm home: no user repositories or plugins leak in. Credentials for a
+    private OCI registry come only from ``$HELM_REGISTRY_CONFIG`` (``helm registry login``
+    writes that file), proxies and a CA bundle from the usual variables."""
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(work), "KUBECONFIG": os.devnull}
     for name in ("CACHE", "CONFIG", "DATA"):
         env[f"HELM_{name}_HOME"] = str(work / f"helm-{name.lower()}")
-    for name in ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "SSL_CERT_FILE"):
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "SSL_CERT_FILE", "HELM_REGISTRY_CONFIG"):
         if name in os.environ:
             env[name] = os.environ[name]
     return env

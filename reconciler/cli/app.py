@@ -68,16 +68,18 @@ def run_vendor(args: argparse.Namespace) -> int:
         if not args.app:
             print("outpost app vendor: name the APP to vendor (or use --check)", file=sys.stderr)
             return EXIT_ERROR
-        changed = vendor(root, args.app, args.versions, tools)
+        result = vendor(root, args.app, args.versions, tools)
     except ChangedChartError as exc:
         print(f"outpost app vendor: refused: {exc}", file=sys.stderr)
         return EXIT_FINDINGS
     except OutpostError as exc:
         print(f"outpost app vendor: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    for version, files in changed.items():
+    for version, files in result.changed.items():
         base = f"apps/{args.app}/manifests"
         listed = "".join(f"\n  {base}/{f}" for f in files) if files else " (no change)"
         print(f"{args.app} {version}:{listed}")
+    for version, why in result.kept.items():
+        print(f"{args.app} {version}: kept as vendored ({why})")
     print(f"recorded in apps/{args.app}/vendor.lock.json; review with `git diff`, then commit")
     return EXIT_OK

@@ -258,10 +258,12 @@ def test_a_chart_folder_changed_under_its_version_is_refused(
             1,
         )
     )
-    done = outpost(
-        tool_env, "app", "vendor", "mqtt-broker", "--version", "2.0.21", "--repo", str(root)
-    )
+    done = outpost(tool_env, "app", "vendor", "mqtt-broker", "--repo", str(root))
     assert done.returncode == 0, done.stderr
+    assert (
+        "mqtt-broker 2.0.20: kept as vendored (apps/mqtt-broker/chart/Chart.yaml is at 1.1.0"
+        in (done.stdout)
+    )
     service = (root / "apps/mqtt-broker/manifests/2.0.21/service-mqtt-broker.yaml").read_text()
     assert "name: mqtt-tcp" in service
     # 2.0.18 and 2.0.20 keep their reviewed output: the folder moved on to 1.1.0.
