@@ -234,3 +234,53 @@ def test_the_app_schema_takes_one_source_of_a_clear_shape(
 
     errors = schema_errors("App", _app_with(source, release_source))
     assert (errors == []) is valid, errors
+
+
+def test_a_parameter_a_new_version_introduces_does_not_break_sites_on_the_old_one(
+    repo: Path,
+) -> None:
+    app = repo / BROKER / "app.yaml"
+    text = app.read_text()
+    release = text.split('    "2.0.20":\n')[1].split("  parameters:")[0]
+    text = text.replace("  parameters:", '    "2.0.21":\n' + release + "  parameters:", 1)
+    text = text.replace(
+        "    required: [storageSize, maxConnections]",
+        "      retainHours: {type: integer, minimum: 1}\n"
+        "    required: [storageSize, maxConnections]",
+    )
+    app.write_text(
+        text.replace("    maxConnections: 500\n", "    maxConnections: 500\n    retainHours: 24\n")
+    )
+    shutil.copytree(repo / BROKER / "manifests/2.0.20", repo / BROKER / "manifests/2.0.21")
+    config = repo / BROKER / "manifests/2.0.21/configmap-mqtt-broker.yaml"
+    config.write_text(config.read_text() + "    retain_hours ${retainHours}\n")
+
+    def mosquitto_conf() -> str:
+        rendered = render_site(Repository(WorkdirTree(repo)), "plant-lyon")
+        [body] = [
+            o.body
+            for o in rendered.objects
+            if o.key.name == "mqtt-broker" and o.key.kind == "ConfigMap"
+        ]
+        return str(body["data"]["mosquitto.conf"])
+
+    assert "retain_hours" not in mosquitto_conf()  # still on 2.0.20: renders as before
+    fleet = repo / "fleets/plants.yaml"
+    fleet.write_text(
+        fleet.read_text().replace(
+            "mqtt-broker: {version: 2.0.20}", "mqtt-broker: {version: 2.0.21}"
+        )
+    )
+    assert "retain_hours 24\n" in mosquitto_conf()
+
+    # A parameter no version uses is still an error.
+    app.write_text(
+        app.read_text()
+        .replace("retainHours: 24\n", "retainHours: 24\n    unusedKnob: 1\n")
+        .replace(
+            "      retainHours: {type: integer, minimum: 1}\n",
+            "      retainHours: {type: integer, minimum: 1}\n      unusedKnob: {type: integer}\n",
+        )
+    )
+    with pytest.raises(RenderError, match="'unusedKnob' of app 'mqtt-broker' is declared but no"):
+        mosquitto_conf()

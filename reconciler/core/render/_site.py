@@ -329,6 +329,8 @@ def _check_app_values(app: App, layers: Sequence[Layer], scope: Scope) -> None:
             mark=app.doc.mark("spec", "versions", scope.version),
         )
     used = used_parameters(manifests, scope)
+    if app.source:  # a parameter a newer (or older) vendored version uses is not unused
+        used = used | {n.split(".")[0] for doc in app.manifests for n in placeholder_names(doc)}
     for name in sorted(scope.declared - used):
         raise RenderError(
             f"parameter {name!r} of app {app.name!r} is declared but no manifest in "
