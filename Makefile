@@ -1,7 +1,7 @@
 # The two commands of the README: `make demo` and `make test`.
 PYTHON ?= python3
 
-.PHONY: install cluster promtool demo test lint
+.PHONY: install cluster promtool charttools demo test lint
 
 install:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev,fleet]'
@@ -11,6 +11,10 @@ cluster: install
 
 promtool: install
 	$(PYTHON) -m tools.promtool build
+
+# helm and kustomize for `outpost app vendor` and its tests, from the Go module proxy
+charttools:
+	$(PYTHON) -m tools.charttools build
 
 demo: install cluster
 	$(PYTHON) -m tools.demo
@@ -24,7 +28,7 @@ lint:
 # What runs on a store's node; its branch coverage (cluster tests included) must stay >= 90 %.
 NODE_PART = reconciler/node/*
 
-test: install cluster promtool lint
+test: install cluster promtool charttools lint
 	rm -f .coverage .coverage.*
 	$(PYTHON) -m pytest -q --cov --cov-report=term
 	@echo "branch coverage of the node's part (reconciler/node: agent, pipeline, fetch, inbox, feed, state, config, apply):"

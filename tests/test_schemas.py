@@ -25,6 +25,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, available_timezones
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
@@ -210,12 +211,22 @@ def _kind_for(rel: str) -> str | None:
     return None
 
 
+def _source_folders() -> tuple[str, ...]:
+    """Folders an app renders from (a Helm chart, a Kustomize base): not Outpost documents."""
+    folders = []
+    for app_yaml in sorted((ROOT / "apps").glob("*/app.yaml")):
+        source = yaml.safe_load(app_yaml.read_text()).get("spec", {}).get("source", {})
+        folders += [s["path"] + "/" for s in source.values() if "path" in s]
+    return tuple(folders)
+
+
 def _example_paths() -> list[str]:
     found = []
+    sources = _source_folders()
     for top in ("sites", "fleets", "apps", "policies"):
         for path in sorted((ROOT / top).rglob("*.yaml")):
             rel = path.relative_to(ROOT).as_posix()
-            if "/secrets/" in rel or "/manifests/" in rel:
+            if "/secrets/" in rel or "/manifests/" in rel or rel.startswith(sources):
                 continue
             found.append(rel)
     return [*found, "deploy/agent.yaml"]

@@ -27,6 +27,7 @@ from reconciler.core.errors import OutpostError
 COMMANDS: tuple[str, ...] = (
     "validate",
     "site",
+    "app",
     "secrets",
     "policy",
     "schedule",

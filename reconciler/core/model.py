@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, NewType
 
@@ -120,6 +120,25 @@ class App:
 
     doc: Document
     manifests: tuple[YamlDocument, ...]
+    """Every manifest, of every version (secret scans and policies read them all)."""
+    by_version: Mapping[str, tuple[YamlDocument, ...]] = field(
+        default_factory=dict, hash=False, compare=False
+    )
+    """An app with a ``source``: the vendored ``manifests/<version>/`` of each version, each
+    with the files directly in ``manifests/`` (shared by every version) in front."""
+
+    def manifests_for(self, version: str) -> tuple[YamlDocument, ...]:
+        """What a site running ``version`` renders: all manifests, or, for an app with a
+        ``source``, the shared ones and that version's vendored output."""
+        if not self.source:
+            return self.manifests
+        return self.by_version.get(version, ())
+
+    @property
+    def source(self) -> Mapping[str, Any]:
+        """``spec.source`` (a Helm chart or a Kustomize directory), or empty."""
+        source = self.doc.spec.get("source")
+        return source if isinstance(source, dict) else {}
 
     @property
     def name(self) -> AppName:
@@ -376,7 +395,7 @@ class Repository:
                 for path in self.tree.files(f"{base}/manifests"):
                     if path.endswith(YAML_SUFFIXES):
                         manifests.extend(self._yaml(path))
-                self._apps[name] = App(doc, tuple(manifests))
+                self._apps[name] = App(doc, tuple(manifests), _by_version(doc, manifests))
         return self._apps[name]
 
     def policies(self) -> tuple[Document, ...]:
@@ -390,6 +409,23 @@ class Repository:
     def signers(self) -> Document | None:
         path = "policies/signers.yaml"
         return self.document(path, "Signers") if self.tree.exists(path) else None
+
+
+def _by_version(
+    doc: Document, manifests: list[YamlDocument]
+) -> dict[str, tuple[YamlDocument, ...]]:
+    """For an app with ``spec.source``: ``manifests/<version>/`` per version, shared files first."""
+    if not isinstance(doc.spec.get("source"), dict):
+        return {}
+    shared: list[YamlDocument] = []
+    vendored: dict[str, list[YamlDocument]] = {}
+    for manifest in manifests:
+        parts = manifest.path.split("/")
+        if len(parts) == 4:
+            shared.append(manifest)
+        else:
+            vendored.setdefault(parts[3], []).append(manifest)
+    return {version: (*shared, *docs) for version, docs in vendored.items()}
 
 
 def _is_signers(path: str) -> bool:

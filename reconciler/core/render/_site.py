@@ -311,7 +311,7 @@ def _render_app(
         _check_app_values(app, layers, scope)
         _CHECKED.add(app, checked)
     objects: list[RenderedObject] = []
-    for doc in app.manifests:
+    for doc in app.manifests_for(plan.version):
         names = placeholder_names(doc)
         key = (*checked, tuple((n, v) for n, v in scope.builtins.items() if n in names))
         body = _FILLED.get(doc, key)
@@ -331,14 +331,24 @@ def _render_app(
 def _check_app_values(app: App, layers: Sequence[Layer], scope: Scope) -> None:
     """The app's values against its parameters, and its parameters against its manifests."""
     validate_values(scope.values, app.parameters, layers, app.doc)
-    used = used_parameters(app.manifests, scope)
+    manifests = app.manifests_for(scope.version)
+    if not manifests and app.source:
+        raise RenderError(
+            f"app {app.name!r} version {scope.version} comes from a {'/'.join(app.source)} "
+            f"source but has no vendored output in apps/{app.name}/manifests/{scope.version}/; "
+            f"run `outpost app vendor {app.name} --version {scope.version}` and commit the result",
+            mark=app.doc.mark("spec", "versions", scope.version),
+        )
+    used = used_parameters(manifests, scope)
+    if app.source:  # a parameter a newer (or older) vendored version uses is not unused
+        used = used | {n.split(".")[0] for doc in app.manifests for n in placeholder_names(doc)}
     for name in sorted(scope.declared - used):
         raise RenderError(
             f"parameter {name!r} of app {app.name!r} is declared but no manifest in "
             f"apps/{app.name}/manifests uses ${{{name}}}; use it or remove it",
             mark=app.doc.mark("spec", "parameters", "properties", name),
         )
-    if not app.manifests:
+    if not manifests:
         raise RenderError(
             f"app {app.name!r} has no manifests (apps/{app.name}/manifests/*.yaml)",
             mark=app.doc.mark(),

@@ -1,0 +1,3 @@
+{{- define "mqtt-broker.name" -}}
+{{ .Release.Name }}
+{{- end -}}
