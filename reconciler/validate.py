@@ -31,7 +31,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from reconciler.errors import Mark, OutpostError
 from reconciler.findings import Finding
-from reconciler.loader import Document, YamlDocument, load_document, parse_yaml
+from reconciler.loader import (
+    MAX_FILE_BYTES,
+    Document,
+    YamlDocument,
+    load_document,
+    parse_yaml,
+)
 from reconciler.model import (
     NAME_RE,
     SECRET_SUFFIXES,
@@ -45,7 +51,7 @@ from reconciler.model import (
     selector_matches,
 )
 from reconciler.schemas import schema_errors
-from reconciler.source import Tree
+from reconciler.source import MAX_READ_BYTES, Tree, unreadable_message
 
 Check = Callable[[Repository, Sequence[str]], Iterable[Finding]]
 
@@ -145,15 +151,15 @@ def _list_paths(tree: Tree, sites: Sequence[str] | None) -> tuple[list[Finding],
                 continue
             if folder not in tree.links:  # a linked folder is reported, never read through
                 paths += listed
+    unreadable: dict[str, str] = getattr(tree, "unreadable", {})
     for link in tree.links:
-        findings.append(
-            Finding.at(
-                Mark(link),
-                "is a symbolic link or submodule; the repository must hold plain files and "
-                "folders (a link can point outside the tree, at content nobody reviewed)",
-                rule="file",
-            )
+        message = (
+            unreadable_message(unreadable[link])
+            if link in unreadable
+            else "is a symbolic link or submodule; the repository must hold plain files and "
+            "folders (a link can point outside the tree, at content nobody reviewed)"
         )
+        findings.append(Finding.at(Mark(link), message, rule="file"))
     return findings, paths
 
 
@@ -190,7 +196,7 @@ def _load_paths(
         try:
             if kind != "manifest":
                 tried.add(path)
-            data = tree.read(path)
+            data = tree.read(path, MAX_FILE_BYTES)
             if kind == "manifest":
                 parsed[path] = parse_yaml(data, path, multi=True)
                 continue
@@ -559,8 +565,12 @@ class _ListedTree:
     def links(self) -> list[str]:
         return self._tree.links
 
-    def read(self, path: str) -> bytes:
-        return self._tree.read(path)
+    @property
+    def unreadable(self) -> dict[str, str]:
+        return dict(getattr(self._tree, "unreadable", {}))
+
+    def read(self, path: str, limit: int = MAX_READ_BYTES) -> bytes:
+        return self._tree.read(path, limit)
 
     def exists(self, path: str) -> bool:
         return self._tree.exists(path)

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from reconciler.errors import Mark, OutpostError
 from reconciler.findings import Finding
-from reconciler.model import SECRET_SUFFIXES, Repository
+from reconciler.loader import MAX_FILE_BYTES
+from reconciler.model import SECRET_SUFFIXES, YAML_SUFFIXES, Repository
 from reconciler.secrets._age import read_key_file, short
 from reconciler.secrets._files import EncryptedSecret, Problem, inspect
 from reconciler.secrets._recipients import (
@@ -42,6 +43,7 @@ from reconciler.secrets._scan import in_config, scan_config, scan_key_material
 from reconciler.secrets._sops import Sops
 
 RULE = "secrets"
+_VALIDATED_DIRS = ("sites/", "fleets/", "apps/", "policies/")
 KEY_FILE_ENV = "OUTPOST_AGE_KEY_FILE"
 
 
@@ -166,7 +168,11 @@ def check_secrets(
                     )
                 )
                 continue
-            data = tree.read(path)
+            try:
+                data = tree.read(path, MAX_FILE_BYTES)
+            except OutpostError as exc:
+                findings.append(Finding.from_error(exc, rule=RULE, site=site_id))
+                continue
             encrypted = inspect(data, path)
             findings.extend(_finding(p, site_id) for p in encrypted.problems)
             if encrypted.document is None or not encrypted.recipients:
@@ -311,7 +317,11 @@ def scan_tree(repo: Repository, sites: Sequence[str]) -> list[Finding]:
         for path, site in runs[index]:
             try:
                 data = tree.read(path)
-            except OutpostError:
+            except OutpostError as exc:
+                # Unread is unscanned: a key could hide in a file too large or not regular.
+                # Validation's file layer already reports the YAML files it reads.
+                if not (path.endswith(YAML_SUFFIXES) and path.startswith(_VALIDATED_DIRS)):
+                    findings.append(Finding.from_error(exc, rule=RULE, site=site))
                 continue
             findings.extend(_finding(p, site) for p in scan_key_material(path, data))
             if in_config(path):
