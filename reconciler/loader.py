@@ -282,7 +282,7 @@ def _check_depth(text: str, path: str) -> None:
                     raise DocumentError(
                         f"values are nested more than {MAX_DEPTH} levels deep; flatten the "
                         "document",
-                        mark=Mark(path, event.start_mark.line + 1),
+                        mark=Mark(path, event.start_mark.line + 1 if event.start_mark else 0),
                     )
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1

@@ -179,6 +179,7 @@ class WorkdirTree:
             links.append(prefix)
         elif start.is_file():
             found.append(prefix)
+
         def unreadable(error: OSError) -> None:
             # os.walk skips a folder it cannot list; skipping would drop its files silently
             # (a secrets/ folder the CI user cannot read would vanish from the render).

@@ -349,12 +349,30 @@ class _RefChecker:
         self.findings.append(Finding.at(mark, message, rule="reference", site=site))
 
     def run(self) -> list[Finding]:
+        for app in self.apps.values():
+            self._parameters(app)
         self._unique_machines()
         for site_id, site in sorted(self.sites.items()):
             self._site(site_id, site)
         for name, fleet in sorted(self.fleets.items()):
             self._fleet(name, fleet)
         return self.findings
+
+    def _parameters(self, app: App) -> None:
+        """The app's parameter schema passes the guard every render compiles it under."""
+        import json
+
+        from reconciler.core.schema_guard import SchemaProblem, compile_parameters
+
+        schema = app.doc.spec.get("parameters")
+        if not isinstance(schema, dict):
+            return
+        compiled = compile_parameters(json.dumps(schema, sort_keys=True))
+        if isinstance(compiled, SchemaProblem):
+            self.add(
+                app.doc.mark("spec", "parameters", *compiled.at),
+                f"spec.parameters: {compiled.message}",
+            )
 
     def _assignment(self, mark: Mark, app_name: str, version: str, site: str = "") -> App | None:
         app = self.apps.get(app_name)
