@@ -47,8 +47,9 @@ import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
+from reconciler.core.cel_cost import BUDGET, Cost, analyse, estimate, largest
 from reconciler.errors import Mark, OutpostError, PolicyError
 from reconciler.findings import ERROR, WARNING, Finding
 from reconciler.loader import Document
@@ -105,6 +106,8 @@ class Validation:
     program: Any
     message: str
     message_program: Any = None
+    cost: Cost = field(default_factory=Cost, compare=False)
+    message_cost: Cost = field(default_factory=Cost, compare=False)
 
 
 @dataclass(frozen=True)
@@ -287,6 +290,8 @@ def load_policy(doc: Document, index: int, *, today: date) -> tuple[Policy | Non
                 if isinstance(message, str) and message
                 else f"failed: {expression.strip()}",
                 message_program=message_program,
+                cost=analyse(expression),
+                message_cost=analyse(source) if message_program is not None else Cost(),
             )
         )
     exemptions: list[Exemption] = []
@@ -434,17 +439,71 @@ def _explain(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-def evaluate(policy: Policy, context: Any, *, strict_messages: bool = False) -> Outcome:
+class _Sizes:
+    """The largest collection (and longest string) in an evaluation's variables, on demand."""
+
+    _memo: ClassVar[dict[int, tuple[Any, int, int]]] = {}
+
+    def __init__(self, variables: Mapping[str, Any] | None) -> None:
+        self.variables = variables
+        self.found: tuple[int, int] | None = None
+
+    def get(self) -> tuple[int, int]:
+        if self.found is None:
+            items = longest = 0
+            for value in (self.variables or {}).values():
+                entry = self._memo.get(id(value))
+                if entry is None or entry[0] is not value:
+                    if len(self._memo) >= 256:
+                        self._memo.clear()
+                    entry = (value, largest(value), largest(value, strings=True))
+                    self._memo[id(value)] = entry
+                items, longest = max(items, entry[1]), max(longest, entry[2])
+            self.found = (items, longest)
+        return self.found
+
+
+def _over_budget(cost: Cost, sizes: _Sizes, mark: Mark, what: str) -> str | None:
+    """Why ``cost`` may not run on these variables, or None (only nested loops can explode)."""
+    if not cost.nested:
+        return None
+    items, longest = sizes.get()
+    steps = estimate(cost, items, longest)
+    if steps <= BUDGET:
+        return None
+    return (
+        f"{what} at {mark} was not evaluated: on this object its nested comprehensions "
+        f"could take about {steps:,} steps (collections of up to {max(items, 1):,} items), "
+        f"over the budget of {BUDGET:,} per evaluation; restructure the expression or "
+        "bound the lists it walks"
+    )
+
+
+def evaluate(
+    policy: Policy,
+    context: Any,
+    *,
+    strict_messages: bool = False,
+    variables: Mapping[str, Any] | None = None,
+) -> Outcome:
     """Run every compiled validation of ``policy``; return its violations and failures.
 
     Validations that did not compile are skipped here: loading already reported them
     as error findings at their line, once rather than once per object. A
     ``messageExpression`` that fails falls back to ``message`` (as in Kubernetes);
     with ``strict_messages`` (policy tests) its failure is reported instead.
+
+    Each expression runs only if its cost bound (``core.cel_cost``) on ``variables``, the
+    values bound in ``context``, is within the budget; otherwise it is a failure.
     """
     results: list[tuple[str, str]] = []
+    sizes = _Sizes(variables)
     for validation in policy.validations:
         if validation.program is None:
+            continue
+        refused = _over_budget(validation.cost, sizes, validation.mark, "the expression")
+        if refused is not None:
+            results.append((_FAILURE, refused))
             continue
         try:
             value = validation.program.execute(context)
@@ -468,7 +527,13 @@ def evaluate(policy: Policy, context: Any, *, strict_messages: bool = False) -> 
             )
             continue
         message = validation.message
-        if validation.message_program is not None:
+        refused = _over_budget(
+            validation.message_cost, sizes, validation.mark, "the messageExpression"
+        )
+        if refused is not None and strict_messages:
+            results.append((_FAILURE, refused))
+            continue
+        if validation.message_program is not None and refused is None:
             try:
                 custom = validation.message_program.execute(context)
             except Exception as exc:  # fall back to the static message, as Kubernetes does
@@ -760,7 +825,7 @@ def check_site(
                 # already trusts ``uses``, and converting a site's hardware for policies
                 # that never read it was most of the binding cost.
                 needed = {name: variables[name] for name in ("object", *sorted(policy.uses))}
-                outcome = evaluate(policy, cache.bindings.bind(needed))
+                outcome = evaluate(policy, cache.bindings.bind(needed), variables=needed)
                 cache.results[key] = outcome
             else:
                 cache.hits += 1
@@ -867,7 +932,7 @@ def check_unrendered_secrets(
             for policy in matching:
                 if policy.exempt("", str(name)):
                     continue
-                outcome = evaluate(policy, cache.bindings.bind(variables))
+                outcome = evaluate(policy, cache.bindings.bind(variables), variables=variables)
                 for kind, message in outcome:
                     text = f"{label}: {message}"
                     if kind == _FAILURE:
