@@ -291,7 +291,7 @@ def load_policy(doc: Document, index: int, *, today: date) -> tuple[Policy | Non
                 else f"failed: {expression.strip()}",
                 message_program=message_program,
                 cost=analyse(expression),
-                message_cost=analyse(source) if message_program is not None else Cost(),
+                message_cost=analyse(str(source)) if message_program is not None else Cost(),
             )
         )
     exemptions: list[Exemption] = []
