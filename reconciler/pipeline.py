@@ -194,11 +194,31 @@ class NodePipeline:
     def gate(
         self, mirror: Mirror, verified: Verified, desired: Desired, now: datetime
     ) -> GateDecision:
+        """The schedule's verdict; an error of the gate's own is a refusal with its reason.
+
+        Validation refuses the dates and durations the schedule cannot compute with, so
+        this is a second line: an exception here must refuse the commit (recorded, and
+        drift still corrected), never crash the tick.
+        """
+        assert isinstance(verified, NodeVerified)
+        try:
+            return self._gate(mirror, verified, desired, now)
+        except OutpostError:
+            raise
+        except Exception as exc:  # the gate's own failure refuses the commit, never the tick
+            raise ValidationError(
+                f"the update gate cannot decide for revision {_short(verified.revision)}: "
+                f"{type(exc).__name__}: {exc}; the commit is refused (fix the windows, "
+                "freezes or waves it declares)"
+            ) from None
+
+    def _gate(
+        self, mirror: Mirror, verified: NodeVerified, desired: Desired, now: datetime
+    ) -> GateDecision:
         from reconciler.model import Repository
         from reconciler.schedule import Wait, decide, gate_inputs, signed_change
         from reconciler.source import CommitTree
 
-        assert isinstance(verified, NodeVerified)
         sources = set(desired.sources) if isinstance(desired, NodeDesired) else set()
         repo = Repository(CommitTree(mirror.repo, verified.revision))
         folder = repo.site(self.site)

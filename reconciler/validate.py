@@ -351,12 +351,34 @@ class _RefChecker:
     def run(self) -> list[Finding]:
         for app in self.apps.values():
             self._parameters(app)
+        self._schedules()
         self._unique_machines()
         for site_id, site in sorted(self.sites.items()):
             self._site(site_id, site)
         for name, fleet in sorted(self.fleets.items()):
             self._fleet(name, fleet)
         return self.findings
+
+    def _schedules(self) -> None:
+        """What the gate computes with, read the way the gate reads it.
+
+        A freeze whose ``to`` is before its ``from``, a window of zero length, a wave name
+        used twice and dates or durations the gate cannot add without overflowing all
+        pass the schemas; the schedule model refuses them with the line to change.
+        """
+        from reconciler.errors import ValidationError
+        from reconciler.schedule import FleetRollout, SiteCalendar
+
+        for site_id, site in sorted(self.sites.items()):
+            try:
+                SiteCalendar.from_document(site.doc)
+            except ValidationError as exc:
+                self.findings.append(Finding.from_error(exc, rule="schedule", site=site_id))
+        for _, fleet in sorted(self.fleets.items()):
+            try:
+                FleetRollout.from_document(fleet.doc)
+            except ValidationError as exc:
+                self.findings.append(Finding.from_error(exc, rule="schedule"))
 
     def _parameters(self, app: App) -> None:
         """The app's parameter schema passes the guard every render compiles it under."""
