@@ -67,6 +67,14 @@ class Tree(Protocol):
         ...
 
 
+_LAST_READ: list[str] = [""]
+
+
+def last_read() -> str:
+    """The repository path read last in this process (for an internal error's one line)."""
+    return _LAST_READ[0]
+
+
 def _too_large(size: int, limit: int, path: str) -> DocumentError:
     return DocumentError(
         f"file is {size:,} bytes; the limit is {limit:,} bytes "
@@ -93,6 +101,7 @@ def read_file(full: Path, shown: str, limit: int = MAX_READ_BYTES) -> bytes:
     is read, and never more than that many bytes even if it grows meanwhile.
     """
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    _LAST_READ[0] = shown
     try:
         fd = os.open(full, flags)
     except FileNotFoundError:
@@ -341,6 +350,7 @@ class CommitTree:
     def read(self, path: str, limit: int = MAX_READ_BYTES) -> bytes:
         path = _clean(path)
         oid = self._lookup(path)
+        _LAST_READ[0] = path
         if oid is None:
             raise DocumentError(f"file not found in commit {self._revision[:12]}", mark=Mark(path))
         _, size = self._repo.odb.read_header(oid)  # the size, without inflating the blob
