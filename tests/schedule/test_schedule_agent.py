@@ -90,6 +90,9 @@ def _schedule(fleet: SignedFleet, before: str, after: str) -> dict[str, Any]:
 
 def _node(tmp_path: Path, fleet: SignedFleet, site: str) -> tuple[NodePipeline, Mirror]:
     config = tmp_path / f"{site}.yaml"
+    key = tmp_path / f"{site}.key"  # a checkout leaves the example key readable by all
+    key.write_bytes((ROOT / "tests/keys/age" / f"{site}.key").read_bytes())
+    key.chmod(0o600)
     config.write_text(
         "apiVersion: outpost/v1\n"
         "kind: AgentConfig\n"
@@ -97,7 +100,7 @@ def _node(tmp_path: Path, fleet: SignedFleet, site: str) -> tuple[NodePipeline, 
         f"  site: {site}\n"
         f'  source: {{url: "{fleet.url}", branch: main}}\n'
         f"  trustRoot: {fleet.allowed_signers}\n"
-        f"  ageKey: {ROOT / 'tests/keys/age' / (site + '.key')}\n"
+        f"  ageKey: {key}\n"
         f"  stateDir: {tmp_path / site}\n"
     )
     loaded = load_config(config)

@@ -269,7 +269,7 @@ def test_a_pause_in_the_range_blocks_like_the_node(
         "apiVersion: outpost/v1\nkind: AgentConfig\nspec:\n  site: de-muc-0007\n"
         f'  source: {{url: "{fleet_repo.url}", branch: main}}\n'
         f"  trustRoot: {fleet_repo.allowed_signers}\n"
-        f"  ageKey: {ROOT / 'tests/keys/age/de-muc-0007.key'}\n"
+        f"  ageKey: {ROOT / 'tests/keys/age/de-muc-0007.key'}\n"  # never read: checks=False
         f"  stateDir: {tmp_path / 'state'}\n"
     )
     pipeline = NodePipeline(load_config(config))
