@@ -19,7 +19,6 @@ from reconciler.fetch import APPLIED_REF, CANDIDATE_REF, Mirror
 from reconciler.pipeline import NodePipeline
 
 
-
 def _private_key(root: Path) -> Path:
     """The plant's example key, copied to mode 0600: a checkout leaves it readable by all."""
     key = root / f"{PLANT}.key"
