@@ -704,15 +704,14 @@ def sites_changed_since(root: Any, rev: str) -> list[str]:
             f"--changed-since needs a git repository, and {root} is not one"
         ) from None
     try:
-        base = repo.revparse_single(rev)
+        found = repo.revparse_single(rev)
     except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
         raise SourceUnavailable(
             f"no revision {rev!r} in {Path(root).resolve()} (a commit id, branch or tag; "
-            "fetch it first in "
-            "a shallow clone)"
+            "in a shallow clone, fetch it first)"
         ) from None
     try:
-        base = base.peel(pygit2.Commit)
+        base = found.peel(pygit2.Commit)
         changed = {
             path
             for delta in base.tree.diff_to_index(repo.index).deltas
