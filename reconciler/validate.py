@@ -30,7 +30,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from reconciler.errors import Mark, OutpostError
-from reconciler.findings import Finding
+from reconciler.findings import Finding, aggregate
 from reconciler.loader import (
     MAX_FILE_BYTES,
     Document,
@@ -319,9 +319,14 @@ class _RefChecker:
     """Layer 3: references between documents that each passed their schema."""
 
     def __init__(
-        self, documents: Sequence[Document], present: frozenset[str], partial: bool
+        self,
+        documents: Sequence[Document],
+        present: frozenset[str],
+        partial: bool,
+        manifest_apps: frozenset[str] | None = None,
     ) -> None:
         self.present = present
+        self.manifest_apps = manifest_apps
         self.partial = partial
         self.findings: list[Finding] = []
         self.sites: dict[str, Site] = {}
@@ -349,8 +354,14 @@ class _RefChecker:
         self.findings.append(Finding.at(mark, message, rule="reference", site=site))
 
     def run(self) -> list[Finding]:
-        for app in self.apps.values():
+        for name, app in sorted(self.apps.items()):
             self._parameters(app)
+            if self.manifest_apps is not None and name not in self.manifest_apps:
+                self.add(
+                    app.doc.mark(),
+                    f"app {name!r} has no manifests: expected Kubernetes objects in "
+                    f"apps/{name}/manifests/*.yaml (is the folder missing or misnamed?)",
+                )
         self._schedules()
         self._unique_machines()
         for site_id, site in sorted(self.sites.items()):
@@ -571,7 +582,11 @@ class _RefChecker:
 
 
 def check_references(
-    documents: Sequence[Document], present: frozenset[str] = frozenset(), *, partial: bool = False
+    documents: Sequence[Document],
+    present: frozenset[str] = frozenset(),
+    *,
+    partial: bool = False,
+    manifest_apps: frozenset[str] | None = None,
 ) -> list[Finding]:
     """Layer 3 over the documents that passed layers 1 and 2.
 
@@ -580,7 +595,7 @@ def check_references(
     only some sites were read (``--changed-since``), so a site that was not read is not
     missing.
     """
-    return _RefChecker(documents, present, partial).run()
+    return _RefChecker(documents, present, partial, manifest_apps).run()
 
 
 class _ListedTree:
@@ -655,14 +670,24 @@ def validate_tree(
     tree = _ListedTree(tree)
     checked = _files_and_schemas(tree, include, sites)
     findings = checked.findings + checked.schema_findings
-    findings += check_references(checked.valid, frozenset(checked.tried), partial=sites is not None)
+    manifest_apps = frozenset(
+        path.split("/")[1]
+        for path in (*checked.parsed, *(f.path for f in checked.findings))
+        if path.startswith("apps/") and path.split("/")[2:3] == ["manifests"]
+    )
+    findings += check_references(
+        checked.valid,
+        frozenset(checked.tried),
+        partial=sites is not None,
+        manifest_apps=manifest_apps,
+    )
     if extra:
         # The extra checks see the same documents: each file is parsed once per run.
         repo = Repository(tree, parsed=checked.parsed)
         selected = list(repo.site_ids) if sites is None else list(sites)
         for check in extra:
             findings += check(repo, selected)
-    return sorted(set(findings), key=lambda f: (f.path, f.line, f.rule, f.message))
+    return sorted(set(aggregate(findings)), key=lambda f: (f.path, f.line, f.rule, f.message))
 
 
 def site_ids_from(documents: Iterable[Document]) -> list[str]:

@@ -44,9 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="outpost",
         description="GitOps for retail stores and industrial plants.",
     )
-    parser.add_argument(
-        "--debug", action="store_true", help="print the stack of an internal error"
-    )
+    parser.add_argument("--debug", action="store_true", help="print the stack of an internal error")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         module = importlib.import_module(f"reconciler.cli.{name}")

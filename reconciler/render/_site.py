@@ -319,6 +319,12 @@ def _render_app(
 
 def _check_app_values(app: App, layers: Sequence[Layer], scope: Scope) -> None:
     """The app's values against its parameters, and its parameters against its manifests."""
+    if not app.manifests:
+        raise RenderError(
+            f"app {app.name!r} has no manifests: expected Kubernetes objects in "
+            f"apps/{app.name}/manifests/*.yaml (is the folder missing or misnamed?)",
+            mark=app.doc.mark(),
+        )
     validate_values(scope.values, app.parameters, layers, app.doc)
     used = used_parameters(app.manifests, scope)
     for name in sorted(scope.declared - used):
@@ -326,11 +332,6 @@ def _check_app_values(app: App, layers: Sequence[Layer], scope: Scope) -> None:
             f"parameter {name!r} of app {app.name!r} is declared but no manifest in "
             f"apps/{app.name}/manifests uses ${{{name}}}; use it or remove it",
             mark=app.doc.mark("spec", "parameters", "properties", name),
-        )
-    if not app.manifests:
-        raise RenderError(
-            f"app {app.name!r} has no manifests (apps/{app.name}/manifests/*.yaml)",
-            mark=app.doc.mark(),
         )
 
 
