@@ -363,12 +363,26 @@ class _RefChecker:
                     f"apps/{name}/manifests/*.yaml (is the folder missing or misnamed?)",
                 )
         self._schedules()
+        self._site_files()
         self._unique_machines()
         for site_id, site in sorted(self.sites.items()):
             self._site(site_id, site)
         for name, fleet in sorted(self.fleets.items()):
             self._fleet(name, fleet)
         return self.findings
+
+    def _site_files(self) -> None:
+        """A site folder with files but no site.yaml: nothing would render it, silently."""
+        folders = sorted({p.split("/")[1] for p in self.present if p.startswith("sites/")})
+        for site_id in folders:
+            if f"sites/{site_id}/site.yaml" not in self.present:
+                self.add(
+                    Mark(f"sites/{site_id}"),
+                    f"site folder sites/{site_id}/ has no site.yaml; without it the site is "
+                    "neither validated nor rendered (add one with kind: Site, or remove the "
+                    "folder)",
+                    site_id,
+                )
 
     def _schedules(self) -> None:
         """What the gate computes with, read the way the gate reads it.

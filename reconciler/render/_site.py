@@ -244,7 +244,7 @@ def _label(body: dict[str, Any], site: str, app: str, version: str) -> None:
         labels.update(owned)
 
 
-def _manifest_shape(body: Any, mark: Mark) -> None:
+def _manifest_shape(body: Any, mark: Mark, name_mark: Mark | None = None) -> None:
     if not isinstance(body, dict):
         raise RenderError("a manifest document must be a Kubernetes object (a map)", mark=mark)
     for key in ("apiVersion", "kind"):
@@ -253,6 +253,29 @@ def _manifest_shape(body: Any, mark: Mark) -> None:
     metadata = body.get("metadata")
     if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
         raise RenderError("the object has no metadata.name", mark=mark)
+    name = metadata["name"]
+    label = body["kind"] in _LABEL_NAMED and body["apiVersion"] == "v1"
+    if not (_DNS_LABEL if label else _DNS_SUBDOMAIN).fullmatch(name) or len(name) > (
+        63 if label else 253
+    ):
+        form = (
+            "a DNS label: at most 63 lowercase letters, digits and '-'"
+            if label
+            else "a DNS subdomain: at most 253 lowercase letters, digits, '-' and '.'"
+        )
+        raise RenderError(
+            f"{body['kind']} name {name[:80]!r} is not a valid Kubernetes name ({form}, "
+            "starting and ending with a letter or digit); the API server would refuse it — "
+            "check the placeholders in metadata.name",
+            mark=name_mark or mark,
+        )
+
+
+# Kubernetes names (apimachinery's IsDNS1123Subdomain / IsDNS1123Label); a Service's and a
+# Namespace's name must be a label (it becomes a DNS name of its own).
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_LABEL_NAMED = frozenset({"Namespace", "Service"})
 
 
 def _render_app(
@@ -345,7 +368,7 @@ def _fill_manifest(doc: YamlDocument, app: App, scope: Scope) -> dict[str, Any]:
     namespace = app.namespace
     mark = doc.mark()
     body = fill(doc, scope)
-    _manifest_shape(body, mark)
+    _manifest_shape(body, mark, doc.mark("metadata", "name"))
     metadata = body["metadata"]
     if body["kind"] in CLUSTER_SCOPED_KINDS:
         if metadata.get("namespace"):
