@@ -63,6 +63,8 @@ SITE_VARIABLES = ("site", "hardware", "app")
 RULE_ENGINE = "policy"
 
 _SEVERITY = {"deny": ERROR, "warn": WARNING}
+# A further check of each rendered site: (repository, site folder, rendered) → findings.
+ObjectCheck = Callable[[Any, Any, Any], list[Finding]]
 
 
 class ObjectLike(Protocol):
@@ -930,6 +932,7 @@ def validate_policies(
     render: Callable[[Any, str], Any] | None = None,
     cache: PolicyCache | None = None,
     workers: int | None = None,
+    objects: ObjectCheck | None = None,
 ) -> list[Finding]:
     """Render each site and check it against ``policies/``; the CI entry point.
 
@@ -943,7 +946,8 @@ def validate_policies(
     contiguous shards rendered and checked in forked processes (``workers`` None: one
     per core from ``PARALLEL_MIN_SITES`` sites on; 1: in this process). Shards come back
     in site order, so the findings are the same either way; ``cache`` counts the hits and
-    evaluations of every shard.
+    evaluations of every shard. ``objects`` checks each rendered site further (CI's
+    Kubernetes API schemas, ``ci.kube_schema``); its findings join the policies'.
     """
     documents, findings = policy_documents(repo)
     try:
@@ -967,7 +971,7 @@ def validate_policies(
 
     def shard(index: int) -> tuple[list[Finding], list[Finding], int, int]:
         hits, misses = cache.hits, cache.misses
-        errors, per_site = _check_sites(policies, repo, shards[index], checker, cache)
+        errors, per_site = _check_sites(policies, repo, shards[index], checker, cache, objects)
         return errors, per_site, cache.hits - hits, cache.misses - misses
 
     per_site: list[Finding] = []
@@ -1004,6 +1008,7 @@ def _check_sites(
     site_ids: Sequence[str],
     render: Callable[[Any, str], Any],
     cache: PolicyCache,
+    objects: ObjectCheck | None = None,
 ) -> tuple[list[Finding], list[Finding]]:
     """Render and check ``site_ids`` in order: (render error findings, policy findings)."""
     errors: list[Finding] = []
@@ -1016,6 +1021,8 @@ def _check_sites(
             errors.append(Finding.from_error(exc, rule="render", site=site_id))
             continue
         apps = {instance.name: instance.app for instance in getattr(rendered, "apps", ())}
+        if objects is not None:
+            per_site += objects(repo, folder, rendered)
         per_site += check_site(
             policies,
             rendered,
@@ -1054,10 +1061,12 @@ def check_rendered_site(
     return findings
 
 
-def policy_check(*, today: date) -> Callable[[Any, Sequence[str]], list[Finding]]:
+def policy_check(
+    *, today: date, objects: ObjectCheck | None = None
+) -> Callable[[Any, Sequence[str]], list[Finding]]:
     """``validate_policies`` as a ``validate.Check`` (repository, site ids) → findings."""
 
     def check(repo: Any, site_ids: Sequence[str]) -> list[Finding]:
-        return validate_policies(repo, site_ids, today=today)
+        return validate_policies(repo, site_ids, today=today, objects=objects)
 
     return check

@@ -717,9 +717,10 @@ def extra_checks(*, today: date | None = None) -> list[Check]:
 
     checks: list[Check] = [secrets_check(key_file_from_env())]
     if today is not None:
+        from reconciler.ci.kube_schema import object_check
         from reconciler.policy import policy_check
 
-        checks.append(policy_check(today=today))
+        checks.append(policy_check(today=today, objects=object_check()))
     return checks
 
 
