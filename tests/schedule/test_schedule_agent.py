@@ -176,3 +176,27 @@ def test_a_site_the_range_does_not_touch_is_not_scheduled_and_not_gated(
     decision = pipeline.gate(mirror, verified, desired, C3)
     assert decision.allowed
     assert "no commit in the range changed this site's slice" in decision.reason
+
+
+def test_an_error_of_the_gate_is_a_refusal_with_its_reason(
+    tmp_path: Path, change: tuple[SignedFleet, str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Validation refuses what the schedule cannot compute; should anything still overflow
+    in the gate, the commit is refused (a PermanentError the tick records) — never a crash."""
+    import reconciler.schedule
+    from reconciler.errors import PermanentError
+
+    fleet, before, after = change
+    pipeline, mirror = _node(tmp_path, fleet, "de-muc-0007")
+    candidate = mirror.fetch(fleet.url, "main")
+    verified = pipeline.verify(mirror, before, candidate, C3 + timedelta(minutes=1))
+    desired = pipeline.desired(mirror, candidate, checks=False)
+
+    def overflowing(*args: Any, **kwargs: Any) -> Any:
+        raise OverflowError("date value out of range")
+
+    monkeypatch.setattr(reconciler.schedule, "decide", overflowing)
+    with pytest.raises(PermanentError) as refused:
+        pipeline.gate(mirror, verified, desired, C3)
+    assert f"the update gate cannot decide for revision {after[:12]}" in str(refused.value)
+    assert "OverflowError: date value out of range" in str(refused.value)
