@@ -229,7 +229,7 @@ def parse_yaml(data: bytes, path: str, *, multi: bool = False) -> list[YamlDocum
             body, entry = _Converter(path, loader).convert(node)
             documents.append(YamlDocument(path, body, Lines(entry), len(documents)))
     except yaml.YAMLError as exc:
-        raise _yaml_error(exc, text, path) from None
+        raise yaml_error(exc, text, path) from None
     finally:
         loader.dispose()
     documents = [d for d in documents if d.body is not None]
@@ -245,8 +245,12 @@ def parse_yaml(data: bytes, path: str, *, multi: bool = False) -> list[YamlDocum
     return documents
 
 
-def _yaml_error(exc: yaml.YAMLError, text: str, path: str) -> DocumentError:
-    """PyYAML's error at ``path:line``, in its own words but without ``<unicode string>``."""
+def yaml_error(exc: yaml.YAMLError, text: str, path: str) -> DocumentError:
+    """PyYAML's error at ``path:line``, in its own words but without ``<unicode string>``.
+
+    Every reader of YAML text goes through this, so an operator sees the file they
+    edit and its line, never PyYAML's name for an in-memory string.
+    """
     if isinstance(exc, yaml.MarkedYAMLError):
         problem_mark = exc.problem_mark or exc.context_mark
         line = problem_mark.line + 1 if problem_mark is not None else 0
@@ -287,7 +291,7 @@ def _check_depth(text: str, path: str) -> None:
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
     except yaml.YAMLError as exc:
-        raise _yaml_error(exc, text, path) from None
+        raise yaml_error(exc, text, path) from None
     finally:
         loader.dispose()
 
