@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.errors import SourceUnavailable
+from reconciler.loader import MAX_FILE_BYTES
 from reconciler.trust.allowed_signers import TrustRoot
 from reconciler.trust.rules import SIGNERS_PATH
 from reconciler.trust.verify import (
@@ -103,6 +104,10 @@ class _Reader:
                 found = SignersUnreadable(
                     f"is not a regular file (git mode {entry.filemode:o}); it is ignored"
                 )
+            elif self.repo.odb.read_header(entry.id)[1] > MAX_FILE_BYTES:
+                found = SignersUnreadable(
+                    f"is larger than {MAX_FILE_BYTES:,} bytes; it is not read"
+                )  # the size from the object header: a huge blob is never inflated
             else:
                 found = bytes(entry.data)
             self.signers[blob_id] = found
