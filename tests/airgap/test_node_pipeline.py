@@ -26,6 +26,7 @@ def _private_key(root: Path) -> Path:
     key.chmod(0o600)
     return key
 
+
 def node_config(root: Path, keys: dict[str, Key]) -> AgentConfig:
     trust = root / "allowed_signers"
     root.mkdir(parents=True, exist_ok=True)

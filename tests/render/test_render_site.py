@@ -455,7 +455,9 @@ def test_yaml_output_keeps_unicode_line_breaks(text: str):
 @pytest.mark.parametrize(
     "broken",
     [
-        HARDWARE.replace("      devices:\n        - {name: scanner", "      devices: 7\n        # {name: scanner"),
+        HARDWARE.replace(
+            "      devices:\n        - {name: scanner", "      devices: 7\n        # {name: scanner"
+        ),
         HARDWARE.replace("  nodes:\n    - name: n1", "  nodes: 5\n  other:\n    - name: n1"),
     ],
 )

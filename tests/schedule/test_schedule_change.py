@@ -147,7 +147,9 @@ def test_signed_range_equals_the_rule_over_the_union_of_paths(
     )
     fleets = [EU, VISION, fleet("plants", "historian")]
     found = SignedRange(commits).change_for(sources, fleets)
-    folders = {"/".join(p.split("/")[:2]) + "/" for p in sources if p.startswith(("sites/", "apps/"))}
+    folders = {
+        "/".join(p.split("/")[:2]) + "/" for p in sources if p.startswith(("sites/", "apps/"))
+    }
     touching = [
         c
         for c in commits

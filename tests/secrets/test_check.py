@@ -212,7 +212,9 @@ def _sops_top_level(world: World) -> tuple[str, int]:
 
 
 def _sops_annotation(world: World) -> tuple[str, int]:
-    _sub(world, A_WIFI, r"\nmetadata:\n", "\nmetadata:\n    annotations: {adminPassword: hunter2}\n")
+    _sub(
+        world, A_WIFI, r"\nmetadata:\n", "\nmetadata:\n    annotations: {adminPassword: hunter2}\n"
+    )
     return A_WIFI, _line(world, A_WIFI, "annotations:")
 
 
