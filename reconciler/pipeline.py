@@ -30,6 +30,9 @@ from reconciler.fetch import Mirror
 from reconciler.findings import ERROR, Finding
 
 MAX_PAUSE_WALK = 2000
+# The policy check of one slice runs in a child ended after this long (node.deadline): CEL
+# evaluations are costed up front, and this bounds whatever the estimate misses.
+POLICY_DEADLINE_S = 120.0
 NODE_LABEL_MANAGER = "outpost-placement"
 
 
@@ -180,10 +183,15 @@ class NodePipeline:
     def _check_policies(self, tree: Any, repo: Any, rendered: Any) -> None:
         if not self.check_policies:
             return
+        from reconciler.node.deadline import call_with_deadline
         from reconciler.policy import check_rendered_site
 
         today = datetime.now(UTC).date()
-        policy_findings = check_rendered_site(repo, self.site, rendered, today=today)
+        policy_findings = call_with_deadline(
+            lambda: check_rendered_site(repo, self.site, rendered, today=today),
+            POLICY_DEADLINE_S,
+            f"the policy check of revision {_short(tree.revision)}",
+        )
         if any(f.severity == ERROR for f in policy_findings):
             raise PolicyError(
                 f"revision {_short(tree.revision)} breaks policy: {_first_errors(policy_findings)}"
