@@ -263,9 +263,10 @@ class CommitTree:
         try:
             obj = repo.revparse_single(commit)
             peeled = obj.peel(pygit2.Commit)
-        except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError) as exc:
+        except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
+            where = str(repo.workdir or repo.path).rstrip("/")
             raise SourceUnavailable(
-                f"revision {commit!r} not found in {repo.path}: {exc}"
+                f"no revision {commit!r} in {where} (a commit id, branch or tag)"
             ) from None
         self._commit = peeled
         self._revision = str(peeled.id)
