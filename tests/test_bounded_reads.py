@@ -10,6 +10,8 @@ import pytest
 
 from reconciler.cli import main
 from reconciler.errors import DocumentError
+from reconciler.model import Repository
+from reconciler.render import render_site
 from reconciler.source import MAX_READ_BYTES, WorkdirTree, read_file
 
 BASE = Path(__file__).parent / "corpus" / "_base"
@@ -82,3 +84,7 @@ def test_an_unreadable_folder_is_reported_not_skipped(
     assert "sites/st-0001/vms: error: folder cannot be read (Permission denied)" in out
     with pytest.raises(DocumentError, match="folder cannot be read"):
         WorkdirTree(repo).files("sites/st-0001")
+    # Render fails rather than rendering the site without what the folder holds.
+    with pytest.raises(DocumentError, match="folder cannot be read") as refused:
+        render_site(Repository(WorkdirTree(repo)), "st-0001")
+    assert refused.value.mark is not None and refused.value.mark.path == "sites/st-0001/vms"
