@@ -53,7 +53,11 @@ MAX_INT_CHARS = 100
 
 # Below this many nesting indicators a document cannot be deep enough to hurt the composer.
 _SAFE_INDICATORS = 2000
-_DEPTH_INDICATORS = (b"\n", b"-", b"?", b":", b"[", b"{")
+# Every YAML line break (PyYAML's: CR, LF, NEL, LS, PS) and every indicator that opens a level.
+_DEPTH_INDICATORS = (
+    b"\n", b"\r", "\x85".encode(), "\u2028".encode(), "\u2029".encode(),
+    b"-", b"?", b":", b"[", b"{",
+)  # fmt: skip
 
 _BaseLoader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _RESOLVED_MAX = 1 << 16
@@ -272,8 +276,8 @@ def _check_depth(text: str, path: str) -> None:
     """Refuse values nested deeper than ``MAX_DEPTH`` before anything recursive sees them.
 
     Reads parser events (libyaml's parser is iterative; its composer is not). Only
-    files with many nesting indicators come here: a line, ``-``, ``?``, ``:``, ``[``
-    and ``{`` are the only ways to open a level, so fewer of them bound the depth.
+    files with many nesting indicators come here: a line break, ``-``, ``?``, ``:``,
+    ``[`` and ``{`` are the only ways to open a level, so fewer of them bound the depth.
     """
     loader = _BaseLoader(text)
     depth = 0
