@@ -197,8 +197,15 @@ def check_secrets(
     if key_file is not None and to_verify:
         findings.extend(_verify_macs(to_verify, key_file, sops or Sops()))
 
-    if tree.exists(SOPS_CONFIG):
-        rules, problems = parse_sops_config(tree.read(SOPS_CONFIG))
+    sops_config: bytes | None = None
+    has_config = tree.exists(SOPS_CONFIG)
+    if has_config:
+        try:
+            sops_config = tree.read(SOPS_CONFIG, MAX_FILE_BYTES)
+        except OutpostError as exc:  # a FIFO, a huge file: said, not read
+            findings.append(Finding.from_error(exc, rule=RULE))
+    if sops_config is not None:
+        rules, problems = parse_sops_config(sops_config)
         findings.extend(_finding(p) for p in problems)
         if not problems:
             for site_id in sorted(selected):
@@ -206,7 +213,7 @@ def check_secrets(
                 problem = compare_rule(site, rules, SOPS_CONFIG) if site else None
                 if problem is not None:
                     findings.append(_finding(problem, site_id))
-    elif any(k.recipient for k in keys_by_site.values()):
+    elif not has_config and any(k.recipient for k in keys_by_site.values()):
         findings.append(
             Finding.at(
                 Mark(SOPS_CONFIG),
