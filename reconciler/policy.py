@@ -63,8 +63,11 @@ SITE_VARIABLES = ("site", "hardware", "app")
 RULE_ENGINE = "policy"
 
 _SEVERITY = {"deny": ERROR, "warn": WARNING}
-# A further check of each rendered site: (repository, site folder, rendered) → findings.
-ObjectCheck = Callable[[Any, Any, Any], list[Finding]]
+# Rendered bodies as policies see them, and their digests, by id of the rendered body.
+Digests = dict[int, tuple[Mapping[str, Any], bytes]]
+# A further check of each rendered site: (repository, site folder, rendered, the digests
+# the policy check computed) → findings.
+ObjectCheck = Callable[[Any, Any, Any, Digests], list[Finding]]
 
 
 class ObjectLike(Protocol):
@@ -697,8 +700,13 @@ def check_site(
     *,
     vms: Iterable[Any] = (),
     cache: PolicyCache | None = None,
+    digests: Digests | None = None,
 ) -> list[Finding]:
     """Every policy finding for one site.
+
+    ``digests``, when given, receives each rendered object's body as policies see it
+    (without the site label) and its digest, by ``id`` of the rendered body: a further
+    check of the same objects (``ObjectCheck``) keys its own cache on them for free.
 
     ``site_doc``, ``hardware_doc``, ``vms`` and the values of ``apps`` (app name →
     App) may be loader Documents, model wrappers (``Site``, ``Hardware``, ``App``)
@@ -847,6 +855,11 @@ def check_site(
                         site=site_id,
                     )
                 )
+    if digests is not None:
+        for obj, subject in zip(rendered_site.objects, subjects, strict=False):
+            if subject.digest is None:
+                subject.digest = _digest(subject.body)
+            digests[id(obj.body)] = (subject.body, subject.digest)
     return findings
 
 
@@ -1021,8 +1034,7 @@ def _check_sites(
             errors.append(Finding.from_error(exc, rule="render", site=site_id))
             continue
         apps = {instance.name: instance.app for instance in getattr(rendered, "apps", ())}
-        if objects is not None:
-            per_site += objects(repo, folder, rendered)
+        digests: Digests | None = {} if objects is not None else None
         per_site += check_site(
             policies,
             rendered,
@@ -1031,7 +1043,10 @@ def _check_sites(
             apps,
             vms=folder.vms,
             cache=cache,
+            digests=digests,
         )
+        if objects is not None and digests is not None:
+            per_site += objects(repo, folder, rendered, digests)
     return errors, per_site
 
 

@@ -24,14 +24,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from reconciler.errors import Mark
 from reconciler.findings import WARNING, Finding
-from reconciler.policy import _without_site_label
+from reconciler.policy import Digests, ObjectCheck, _without_site_label
 
 RULE = "kubernetes"
 _RESULTS_MAX = 50_000
@@ -114,9 +114,16 @@ def _for(version: tuple[int, int]) -> _Version:
 _RESULTS: dict[tuple[tuple[int, int], bytes], tuple[str, ...]] = {}
 
 
-def object_errors(body: dict[str, Any], version: tuple[int, int]) -> tuple[str, ...]:
-    """What the API server's schema of ``version`` says is wrong with ``body`` (empty: valid)."""
-    digest = hashlib.blake2b(repr(body).encode(), digest_size=16).digest()
+def object_errors(
+    body: Mapping[str, Any], version: tuple[int, int], digest: bytes | None = None
+) -> tuple[str, ...]:
+    """What the API server's schema of ``version`` says is wrong with ``body`` (empty: valid).
+
+    ``digest`` identifies ``body``'s content (the policy engine's digest of it, when it
+    computed one); results are kept per version and digest.
+    """
+    if digest is None:
+        digest = hashlib.blake2b(repr(body).encode(), digest_size=16).digest()
     key = (version, digest)
     found = _RESULTS.get(key)
     if found is not None:
@@ -156,12 +163,13 @@ def _declared(repo: Any, fleets: Sequence[str]) -> list[tuple[str, Mark]]:
     return found
 
 
-def object_check() -> Callable[[Any, Any, Any], list[Finding]]:
+def object_check() -> ObjectCheck:
     """The check ``policy.validate_policies`` runs on every rendered site: (repo, folder,
-    rendered) → findings at each object's origin, for every version its fleets declare."""
+    rendered, digests) → findings at each object's origin, for every version its fleets
+    declare. ``digests`` are the policy engine's, by id of each rendered body."""
     warned: set[str] = set()
 
-    def check(repo: Any, folder: Any, rendered: Any) -> list[Finding]:
+    def check(repo: Any, folder: Any, rendered: Any, digests: Digests) -> list[Finding]:
         site_id = str(folder.id)
         findings: list[Finding] = []
         for declared, mark in _declared(repo, folder.site.fleets):
@@ -185,8 +193,11 @@ def object_check() -> Callable[[Any, Any, Any], list[Finding]]:
                     )
                 continue
             for obj in rendered.objects:
-                body = _without_site_label(obj.body, site_id)
-                for message in object_errors(body, version):
+                body, digest = digests.get(id(obj.body)) or (
+                    _without_site_label(obj.body, site_id),
+                    None,
+                )
+                for message in object_errors(body, version, digest):
                     findings.append(
                         Finding.at(
                             obj.origin,
