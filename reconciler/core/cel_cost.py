@@ -20,7 +20,10 @@ per call). This module does the static half with the sizes of the actual data:
 
 CEL has no loops, recursion or ranges: a comprehension can only walk a list that
 exists, and lists come from the data, from literals or from ``+``/``split``/``map``. So
-the estimate bounds the work, give or take a constant per step.
+the estimate bounds the work, give or take a constant per step — except for a library
+function that returns a list longer than any one collection of the data (one that
+flattens several): the node runs its policy check under a deadline as well
+(``node.deadline``), which bounds what this estimate misses.
 """
 
 from __future__ import annotations
