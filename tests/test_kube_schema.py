@@ -72,3 +72,19 @@ def test_kinds_without_a_schema_are_not_checked() -> None:
     assert object_errors(vm, version) == ()
     bad = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"a": 1}}
     assert object_errors(bad, version) == ("data.a: 1 is not of type 'string', 'null'",)
+
+
+def test_rbac_names_follow_their_own_rule(fleet: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A ClusterRole may be called system:aggregate-to-edit; a ConfigMap may not."""
+    role = fleet / "apps/pos/manifests/role.yaml"
+    role.write_text(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\n"
+        "metadata:\n  name: pos:aggregate-to-view\nrules: []\n"
+    )
+    code, findings = validate(fleet, capsys)
+    assert [f for f in findings if "name" in str(f["message"])] == []
+    manifest = fleet / CONFIGMAP
+    manifest.write_text(manifest.read_text().replace("name: pos-config", "name: pos:config", 1))
+    code, findings = validate(fleet, capsys)
+    assert code == 1
+    assert any("ConfigMap name 'pos:config' is not a valid" in str(f["message"]) for f in findings)

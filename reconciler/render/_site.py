@@ -254,6 +254,15 @@ def _manifest_shape(body: Any, mark: Mark, name_mark: Mark | None = None) -> Non
     if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
         raise RenderError("the object has no metadata.name", mark=mark)
     name = metadata["name"]
+    if body["apiVersion"].startswith("rbac.authorization.k8s.io/"):
+        # RBAC names are path segments (system:aggregate-to-edit): no '/', no '%', not . or ..
+        if name and name not in (".", "..") and not set(name) & {"/", "%"}:
+            return
+        raise RenderError(
+            f"{body['kind']} name {name[:80]!r} is not a valid RBAC name (no '/' or '%', "
+            "not '.' or '..'); check the placeholders in metadata.name",
+            mark=name_mark or mark,
+        )
     label = body["kind"] in _LABEL_NAMED and body["apiVersion"] == "v1"
     if not (_DNS_LABEL if label else _DNS_SUBDOMAIN).fullmatch(name) or len(name) > (
         63 if label else 253
