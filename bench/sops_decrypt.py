@@ -17,6 +17,7 @@ import argparse
 import statistics
 import sys
 import sysconfig
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +26,12 @@ from reconciler.core.secrets import Sops, decrypt_site_secrets, find_sops
 from reconciler.core.source import WorkdirTree
 
 ROOT = Path(__file__).resolve().parents[1]
-KEYS = ROOT / "tests/keys/age"
+EXAMPLE_KEYS = ROOT / "tests/keys/age"
+# A checkout leaves the example keys readable by all, which the key reader refuses.
+KEYS = Path(tempfile.mkdtemp(prefix="outpost-bench-keys-"))
+for example in EXAMPLE_KEYS.glob("*.key"):
+    (KEYS / example.name).write_bytes(example.read_bytes())
+    (KEYS / example.name).chmod(0o600)
 
 
 def _median(rounds: int, run: Callable[[], object]) -> float:

@@ -15,6 +15,15 @@ process, so every figure includes imports and start-up as the CLI would:
              the same validation for those sites only (goal ≤ 2 s);
   ten-site   full validation of a 10-site repository, for "about the time of a
              10-site repository";
+  kube       the full validation plus every rendered object against the Kubernetes
+             API schemas of the fleets' kubernetesVersion (ci.kube_schema), as
+             `outpost validate` runs it; printed as a ratio to full;
+  baseline   with --baseline REV: REV's code (git archive into a temporary folder)
+             and this tree's code validate the same repository, alternately,
+             --rounds times each (without the Kubernetes schema check, which REV
+             lacks): the cost of what changed since REV, as CPU seconds of the
+             process and its workers (less sensitive to a busy machine than wall
+             time) and wall time, medians and their ratio;
   kubeconform  `kubeconform -strict -summary` over the same rendered manifests
              (rendered and written beforehand, not timed), against standalone
              JSON schemas built from the kubernetes-validate package's bundled
@@ -29,6 +38,7 @@ and checks in forked worker processes, whose own peak (the largest worker's, mos
 of it pages shared with the parent) is printed next to it.
 
 Usage: python bench/validate_fleet.py [--sites 1000 10000] [--keep DIR]
+                                     [--baseline REV [--rounds 3]]
 Needs kubeconform on PATH or in ~/go/bin
 (GOFLAGS=-mod=mod go install github.com/yannh/kubeconform/cmd/kubeconform@latest).
 """
@@ -63,8 +73,15 @@ phase, root = sys.argv[1], Path(sys.argv[2])
 today = date.fromisoformat(sys.argv[3])
 cache = PolicyCache()
 
+objects = None
+if phase == "kube":
+    from reconciler.ci.kube_schema import object_check
+    objects = object_check()
+
 def policies(repo, sites):
-    return validate_policies(repo, sites, today=today, cache=cache)
+    if objects is None:
+        return validate_policies(repo, sites, today=today, cache=cache)
+    return validate_policies(repo, sites, today=today, cache=cache, objects=objects)
 
 t1 = time.perf_counter()
 sites = None
@@ -91,6 +108,11 @@ print(json.dumps({
     "errors": sum(f.severity == "error" for f in findings),
     "sites": len(sites) if sites is not None else None,
     "how": how, "hits": cache.hits, "misses": cache.misses,
+    "cpu": sum(
+        getattr(resource.getrusage(who), field)
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+        for field in ("ru_utime", "ru_stime")
+    ),
     "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     "workers_maxrss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     "sample": [f"{f.location}: {f.message[:160]} [{f.rule}]" for f in findings[:5]],
@@ -121,20 +143,22 @@ for g, v, k in sorted(kinds):
 """
 
 
-def _run_child(code: str, *args: str) -> str:
+def _run_child(code: str, *args: str, cwd: Path = ROOT) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run(
         [sys.executable, "-c", code, *args],
         check=True,
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=cwd,  # the code validated is the one in ``cwd`` (first on sys.path)
+        env=env,
     )
     return result.stdout
 
 
-def _phase(phase: str, root: Path) -> dict[str, Any]:
+def _phase(phase: str, root: Path, code: Path = ROOT) -> dict[str, Any]:
     started = time.perf_counter()
-    data: dict[str, Any] = json.loads(_run_child(_CHILD, phase, str(root), TODAY))
+    data: dict[str, Any] = json.loads(_run_child(_CHILD, phase, str(root), TODAY, cwd=code))
     data["wall"] = time.perf_counter() - started
     return data
 
@@ -317,7 +341,57 @@ def _peak(data: dict[str, Any]) -> str:
     return f"peak {data['maxrss_mb']:.0f} MiB{extra}"
 
 
-def bench(n: int, keep: Path | None, rng: random.Random, ten: dict[str, Any]) -> None:
+def checkout(revision: str) -> Path:
+    """``revision``'s files in a temporary folder (git archive: no worktree, no checkout)."""
+    target = Path(tempfile.mkdtemp(prefix="outpost-bench-baseline-"))
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", revision], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
+
+def compare(baseline: Path, root: Path, rounds: int) -> None:
+    """The same full validation by the baseline's code and by this tree's, alternately."""
+    import statistics
+
+    # The baseline may not know fields added since (a fleet's kubernetesVersion): both
+    # validate the fleets without them, so both do the same work; restored afterwards.
+    saved = {path: path.read_text() for path in (root / "fleets").glob("*.yaml")}
+    for path, text in saved.items():
+        path.write_text(re.sub(r"(?m)^  kubernetesVersion:.*\n", "", text))
+    runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "this tree": []}
+    try:
+        for _ in range(rounds):
+            runs["baseline"].append(_phase("full", root, baseline))
+            runs["this tree"].append(_phase("full", root))
+    finally:
+        for path, text in saved.items():
+            path.write_text(text)
+    for name, found in runs.items():
+        if any(r["findings"] for r in found):
+            print(f"    {name}: {found[0]['findings']} findings: {found[0]['sample'][:2]}")
+    median = {
+        name: {key: statistics.median(r[key] for r in found) for key in ("cpu", "seconds")}
+        for name, found in runs.items()
+    }
+    for name, m in median.items():
+        print(f"{name:<22}{m['seconds']:7.2f} s  ({m['cpu']:.1f} s CPU, median of {rounds})")
+    base, this = median["baseline"], median["this tree"]
+    print(
+        f"ratio this tree / baseline = {this['cpu'] / base['cpu']:.3f} CPU, "
+        f"{this['seconds'] / base['seconds']:.3f} wall"
+    )
+
+
+def bench(
+    n: int,
+    keep: Path | None,
+    rng: random.Random,
+    ten: dict[str, Any],
+    baseline: Path | None = None,
+    rounds: int = 3,
+) -> None:
     work = Path(tempfile.mkdtemp(prefix=f"outpost-bench-{n}-", dir=keep))
     root = work / "repo"
     started = time.perf_counter()
@@ -337,6 +411,15 @@ def bench(n: int, keep: Path | None, rng: random.Random, ten: dict[str, Any]) ->
     )
     for line in full["sample"]:
         print(f"    {line}")
+    kube = _phase("kube", root)
+    print(
+        f"full + Kubernetes API  {kube['seconds']:7.2f} s  ({kube['cpu']:.1f} s CPU)  "
+        f"{_peak(kube)}  {kube['findings']} findings ({kube['errors']} errors)"
+    )
+    print(
+        f"ratio with Kubernetes API schemas / full = {kube['cpu'] / full['cpu']:.3f} CPU "
+        f"({full['cpu']:.1f} s CPU without), {kube['seconds'] / full['seconds']:.3f} wall"
+    )
     peer = kubeconform_run(root, work)
     if peer is None:
         print("kubeconform           not found (see the docstring for how to install it)")
@@ -355,6 +438,8 @@ def bench(n: int, keep: Path | None, rng: random.Random, ten: dict[str, Any]) ->
             "(Outpost renders, checks Outpost schemas, references and CEL policies; "
             "kubeconform schema-checks pre-rendered manifests)"
         )
+    if baseline is not None:
+        compare(baseline, root, rounds)
     site = change_one_site(root)
     changed = _phase("changed", root)
     print(
@@ -374,7 +459,10 @@ def main() -> None:
     parser.add_argument("--sites", type=int, nargs="+", default=[1_000, 10_000])
     parser.add_argument("--keep", type=Path, help="generate under DIR and keep it")
     parser.add_argument("--seed", type=int, default=4)
+    parser.add_argument("--baseline", metavar="REV", help="compare with REV's code")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of --baseline")
     args = parser.parse_args()
+    baseline = checkout(args.baseline) if args.baseline else None
     rng = random.Random(args.seed)
     print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory(prefix="outpost-bench-10-") as tmp:
@@ -386,7 +474,9 @@ def main() -> None:
             f"{_peak(ten)}  ({len(list((small / 'sites').iterdir()))} sites)"
         )
     for n in args.sites:
-        bench(n, args.keep, rng, ten)
+        bench(n, args.keep, rng, ten, baseline, args.rounds)
+    if baseline is not None:
+        shutil.rmtree(baseline, ignore_errors=True)
 
 
 if __name__ == "__main__":

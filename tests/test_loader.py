@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 from hypothesis import given, settings
@@ -169,3 +171,46 @@ def test_lines_and_marks_match_the_node_graph(
         probe = (*path, *extra)
         nearest = next(probe[:n] for n in range(len(probe), -1, -1) if probe[:n] in expected)
         assert doc.mark(*probe).line == expected[nearest]  # type: ignore[arg-type]
+
+
+# -- edge cases that used to escape as Python errors ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        (b"a: 1\nb: !!bool maybe\n", 2, "cannot read 'maybe' as !!bool"),
+        (b"a: !!int abc\n", 1, "cannot read 'abc' as !!int"),
+        (b"a: !!float x\n", 1, "cannot read 'x' as !!float"),
+        (b"a:\n  b: !!binary aGk=\n", 2, "as !!binary: only strings, numbers"),
+        (b"a: !!set {x}\n", 1, "as !!set"),
+        (b"a: " + b"9" * 5000 + b"\n", 1, "has 5,000 characters; the limit is 100"),
+        (b"a: 1\nb: x\x07y\n", 2, "character U+0007 is not allowed"),
+    ],
+)
+def test_values_yaml_cannot_give_us_are_findings_at_their_line(
+    text: bytes, line: int, message: str
+) -> None:
+    with pytest.raises(DocumentError, match=re.escape(message)) as caught:
+        parse_yaml(text, "f.yaml")
+    assert caught.value.mark is not None
+    assert (caught.value.mark.path, caught.value.mark.line) == ("f.yaml", line)
+    assert "<unicode string>" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"a: " + b"[" * 200_000 + b"]" * 200_000 + b"\n",  # libyaml's composer would crash
+        b"- " * 5000 + b"x\n",
+        b"a: " + b"{b: " * 300 + b"1" + b"}" * 300 + b"\n",
+        b"".join(b"  " * i + b"k:\n" for i in range(100)) + b"  " * 100 + b"v: 1\n",
+    ],
+)
+def test_deep_nesting_is_a_finding(text: bytes) -> None:
+    with pytest.raises(DocumentError, match="nested more than 64 levels"):
+        parse_yaml(text, "f.yaml")
+
+
+def test_a_long_binary_integer_within_the_limit_still_loads() -> None:
+    assert parse_yaml(b"a: 0b" + b"1" * 64 + b"\n", "f.yaml")[0].body == {"a": 2**64 - 1}

@@ -22,5 +22,7 @@ def test_every_subpackage_is_listed_for_installation() -> None:
 def test_every_command_module_is_registered() -> None:
     from reconciler.cli import COMMANDS
 
-    modules = {p.stem for p in (ROOT / "reconciler" / "cli").glob("*.py") if not p.stem.startswith("__")}
+    modules = {
+        p.stem for p in (ROOT / "reconciler" / "cli").glob("*.py") if not p.stem.startswith("__")
+    }
     assert modules == set(COMMANDS)

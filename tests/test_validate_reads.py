@@ -28,9 +28,9 @@ class CountingTree(WorkdirTree):
         self.reads: Counter[str] = Counter()
         self.listed: Counter[str] = Counter()
 
-    def read(self, path: str) -> bytes:
+    def read(self, path: str, limit: int = 1 << 23) -> bytes:
         self.reads[path] += 1
-        return super().read(path)
+        return super().read(path, limit)
 
     def files(self, prefix: str = "", *, lenient: bool = False) -> list[str]:
         self.listed[prefix] += 1

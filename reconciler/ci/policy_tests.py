@@ -70,7 +70,7 @@ def _run_case(policy: Policy, expect: str, index: int, case: Any) -> CaseResult:
     if broken:
         return result(False, f"the expression at {broken[0].mark} does not compile")
     variables = {k: case[k] for k in ("object", "site", "hardware", "app") if k in case}
-    outcome = evaluate(policy, new_context(variables), strict_messages=True)
+    outcome = evaluate(policy, new_context(variables), strict_messages=True, variables=variables)
     errors = [message for kind_, message in outcome if kind_ == "error"]
     violations = [message for kind_, message in outcome if kind_ == "violation"]
     if expect == "pass":

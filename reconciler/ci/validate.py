@@ -54,9 +54,10 @@ def extra_checks(*, today: date | None = None) -> list[Check]:
 
     checks: list[Check] = [secrets_check(key_file_from_env()), vendor_check()]
     if today is not None:
+        from reconciler.ci.kube_schema import object_check
         from reconciler.core.policy import policy_check
 
-        checks.append(policy_check(today=today))
+        checks.append(policy_check(today=today, objects=object_check()))
     return checks
 
 
@@ -75,7 +76,19 @@ def sites_changed_since(root: Any, rev: str) -> list[str]:
 
     try:
         repo = pygit2.Repository(str(root))
-        base = repo.revparse_single(rev).peel(pygit2.Commit)
+    except pygit2.GitError:
+        raise SourceUnavailable(
+            f"--changed-since needs a git repository, and {root} is not one"
+        ) from None
+    try:
+        found = repo.revparse_single(rev)
+    except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
+        raise SourceUnavailable(
+            f"no revision {rev!r} in {Path(root).resolve()} (a commit id, branch or tag; "
+            "in a shallow clone, fetch it first)"
+        ) from None
+    try:
+        base = found.peel(pygit2.Commit)
         changed = {
             path
             for delta in base.tree.diff_to_index(repo.index).deltas

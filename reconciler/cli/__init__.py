@@ -12,6 +12,10 @@ Habits every command keeps, checked by ``tests/test_cli_habits.py``:
   directory) wherever a command reads one; the positional ``PATH`` some
   commands used to take is still accepted, hidden from the help;
 - JSON output uses camelCase keys, like the Kubernetes objects it sits next to.
+
+An exception that is not Outpost's own is a defect, never the input's fault: it
+exits 2 (never 1, which means findings) with one line naming the file read last,
+and prints the stack only with ``--debug``.
 """
 
 from __future__ import annotations
@@ -112,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="version",
         version=f"outpost {__version__} ({DISTRIBUTION} {__version__})",
     )
+    parser.add_argument("--debug", action="store_true", help="print the stack of an internal error")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         module = importlib.import_module(f"reconciler.cli.{name}")
@@ -123,7 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in arguments  # accepted anywhere: `outpost validate . --debug` too
+    args = parser.parse_args([a for a in arguments if a != "--debug"])
+    args.debug = debug
     positional = getattr(args, _REPO_POSITIONAL, None)
     if positional is not None:
         args.repo = positional
@@ -134,6 +142,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a defect: one line for the operator, the stack on request
+        from reconciler.core.source import last_read
+
+        where = f" (last file read: {last_read()})" if last_read() else ""
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        print(
+            f"outpost: internal error{where}: {type(exc).__name__}: {text[:300]}"
+            f"{'' if args.debug else '; run again with --debug for the stack'}",
+            file=sys.stderr,
+        )
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        return EXIT_ERROR
     return code
 
 

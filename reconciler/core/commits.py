@@ -40,13 +40,16 @@ def paused_since(git_repo: Any, revision: str, path: str) -> datetime | None:
     """
     import pygit2
 
-    from reconciler.core.loader import load_document
+    from reconciler.core.loader import MAX_FILE_BYTES, load_document
 
     commit = git_repo[revision].peel(pygit2.Commit)
     since: datetime | None = None
     for _ in range(MAX_PAUSE_WALK):
         try:
-            blob = git_repo[commit.tree[path].id].peel(pygit2.Blob)
+            oid = commit.tree[path].id
+            if git_repo.odb.read_header(oid)[1] > MAX_FILE_BYTES:
+                raise ValueError("too large to read")  # never inflated: read as not paused
+            blob = git_repo[oid].peel(pygit2.Blob)
             paused = load_document(blob.data, path).spec.get("paused") is True
         except (KeyError, ValueError, pygit2.GitError, OutpostError):
             paused = False  # an unreadable version ends the pause as far as we can tell

@@ -134,3 +134,29 @@ def render_findings(findings: Sequence[Finding], fmt: str, *, version: str = "")
     if fmt == "sarif":
         return format_sarif(findings, version=version)
     return format_text(findings)
+
+
+def aggregate(findings: Iterable[Finding], *, show: int = 3) -> list[Finding]:
+    """Collapse findings that differ only in their site into one that names the sites.
+
+    A bad image in a manifest 9,000 stores render is one line to change, so it is one
+    finding ("… at 9,000 sites: de-ber-0042, de-muc-0007, … and 8,997 more"), not 9,000
+    annotations on the pull request.
+    """
+    groups: dict[tuple[str, int, str, str, str], list[str]] = {}
+    for f in findings:
+        groups.setdefault((f.path, f.line, f.message, f.severity, f.rule), []).append(f.site)
+    result: list[Finding] = []
+    for (path, line, message, severity, rule), sites in groups.items():
+        named = sorted({s for s in sites if s})
+        if len(named) <= 1:
+            result.append(Finding(path, line, message, severity, rule, named[0] if named else ""))
+            continue
+        shown = ", ".join(named[:show])
+        more = f" and {len(named) - show:,} more" if len(named) > show else ""
+        result.append(
+            Finding(
+                path, line, f"{message} (at {len(named):,} sites: {shown}{more})", severity, rule
+            )
+        )
+    return result

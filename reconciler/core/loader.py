@@ -7,8 +7,13 @@ in production, so this module composes the node graph itself and refuses:
   the first ``replicas:`` and the node runs the second);
 - anchors, aliases and merge keys (the "billion laughs" expansion bomb, and
   values that change in two places when a reviewer sees one);
-- files over ``MAX_FILE_BYTES`` and documents over ``MAX_NODES`` nodes;
-- bytes that are not UTF-8, and empty files;
+- files over ``MAX_FILE_BYTES``, documents over ``MAX_NODES`` nodes and values nested
+  deeper than ``MAX_DEPTH`` (libyaml's composer recurses in C and crashes the process
+  on a few hundred thousand ``[``; every reader after it recurses in Python);
+- integers written with more than ``MAX_INT_CHARS`` characters (no schema allows one,
+  and Python's own limit on digits would raise mid-parse), and explicit tags YAML cannot apply
+  (``!!bool maybe``, ``!!int abc``) or that make no JSON value (``!!binary``, ``!!set``);
+- bytes that are not UTF-8, control characters, and empty files;
 - several documents where one is expected, and unknown ``apiVersion``/``kind``.
 
 Mapping keys are always the text the author wrote (``1.10`` stays ``"1.10"``),
@@ -43,6 +48,16 @@ KINDS = frozenset(
 )
 MAX_FILE_BYTES = 1024 * 1024
 MAX_NODES = 200_000
+MAX_DEPTH = 64
+MAX_INT_CHARS = 100
+
+# Below this many nesting indicators a document cannot be deep enough to hurt the composer.
+_SAFE_INDICATORS = 2000
+# Every YAML line break (PyYAML's: CR, LF, NEL, LS, PS) and every indicator that opens a level.
+_DEPTH_INDICATORS = (
+    b"\n", b"\r", "\x85".encode(), "\u2028".encode(), "\u2029".encode(),
+    b"-", b"?", b":", b"[", b"{",
+)  # fmt: skip
 
 _BaseLoader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _RESOLVED_MAX = 1 << 16
@@ -74,6 +89,13 @@ class _Loader(_BaseLoader):  # type: ignore[misc]
 _STR = "tag:yaml.org,2002:str"
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
 _MERGE = "tag:yaml.org,2002:merge"
+_INT = "tag:yaml.org,2002:int"
+# Scalars the converter constructs: JSON's types. Anything else (binary, set, omap,
+# pairs, python/...) is refused with its line.
+_SCALAR_TAGS = frozenset(
+    {_INT, "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null"}
+)
+_COLLECTION_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
 
 Path_ = tuple[str | int, ...]
 
@@ -199,6 +221,8 @@ def parse_yaml(data: bytes, path: str, *, multi: bool = False) -> list[YamlDocum
         ) from None
     if text.startswith("\ufeff"):
         text = text[1:]
+    if sum(data.count(c) for c in _DEPTH_INDICATORS) > _SAFE_INDICATORS:
+        _check_depth(text, path)
     loader = _Loader(text)
     documents: list[YamlDocument] = []
     try:
@@ -208,13 +232,8 @@ def parse_yaml(data: bytes, path: str, *, multi: bool = False) -> list[YamlDocum
                 continue
             body, entry = _Converter(path, loader).convert(node)
             documents.append(YamlDocument(path, body, Lines(entry), len(documents)))
-    except yaml.MarkedYAMLError as exc:
-        problem_mark = exc.problem_mark or exc.context_mark
-        line = problem_mark.line + 1 if problem_mark is not None else 0
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise DocumentError(f"YAML syntax error: {problem}", mark=Mark(path, line)) from None
     except yaml.YAMLError as exc:
-        raise DocumentError(f"YAML error: {exc}", mark=Mark(path)) from None
+        raise yaml_error(exc, text, path) from None
     finally:
         loader.dispose()
     documents = [d for d in documents if d.body is not None]
@@ -228,6 +247,57 @@ def parse_yaml(data: bytes, path: str, *, multi: bool = False) -> list[YamlDocum
             mark=second.mark(),
         )
     return documents
+
+
+def yaml_error(exc: yaml.YAMLError, text: str, path: str) -> DocumentError:
+    """PyYAML's error at ``path:line``, in its own words but without ``<unicode string>``.
+
+    Every reader of YAML text goes through this, so an operator sees the file they
+    edit and its line, never PyYAML's name for an in-memory string.
+    """
+    if isinstance(exc, yaml.MarkedYAMLError):
+        problem_mark = exc.problem_mark or exc.context_mark
+        line = problem_mark.line + 1 if problem_mark is not None else 0
+        problem = exc.problem or exc.context or "invalid YAML"
+        return DocumentError(f"YAML syntax error: {problem}", mark=Mark(path, line))
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text.count("\n", 0, exc.position) + 1
+        char = exc.character
+        code = ord(char) if isinstance(char, str) else int(char)
+        return DocumentError(
+            f"character U+{code:04X} is not allowed in YAML (control characters must be "
+            "written as escapes inside double quotes)",
+            mark=Mark(path, line),
+        )
+    return DocumentError(f"YAML error: {str(exc).splitlines()[0]}", mark=Mark(path))
+
+
+def _check_depth(text: str, path: str) -> None:
+    """Refuse values nested deeper than ``MAX_DEPTH`` before anything recursive sees them.
+
+    Reads parser events (libyaml's parser is iterative; its composer is not). Only
+    files with many nesting indicators come here: a line break, ``-``, ``?``, ``:``,
+    ``[`` and ``{`` are the only ways to open a level, so fewer of them bound the depth.
+    """
+    loader = _BaseLoader(text)
+    depth = 0
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise DocumentError(
+                        f"values are nested more than {MAX_DEPTH} levels deep; flatten the "
+                        "document",
+                        mark=Mark(path, event.start_mark.line + 1 if event.start_mark else 0),
+                    )
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError as exc:
+        raise yaml_error(exc, text, path) from None
+    finally:
+        loader.dispose()
 
 
 def load_documents(data: bytes, path: str, *, multi: bool = False) -> list[Document]:
@@ -295,6 +365,7 @@ class _Converter:
         self.path = path
         self.construct = loader.construct_object
         self.seen: set[int] = set()
+        self.depth = 0
 
     def convert(self, node: yaml.Node) -> tuple[Any, _Entry]:
         seen = self.seen
@@ -310,6 +381,55 @@ class _Converter:
                 f"document has more than {MAX_NODES:,} values; split it",
                 mark=Mark(self.path, node.start_mark.line + 1),
             )
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node)
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise DocumentError(
+                    f"values are nested more than {MAX_DEPTH} levels deep; flatten the document",
+                    mark=Mark(self.path, node.start_mark.line + 1),
+                )
+            if node.tag not in _COLLECTION_TAGS:
+                raise self._tag_error(node)
+            return self._collection(node)
+        finally:
+            self.depth -= 1
+
+    def _tag_error(self, node: yaml.Node, why: str = "") -> DocumentError:
+        tag = str(node.tag).replace("tag:yaml.org,2002:", "!!")
+        value = f" {node.value!r}" if isinstance(node, yaml.ScalarNode) else ""
+        reason = why or "only strings, numbers, booleans, null, lists and mappings are allowed"
+        return DocumentError(
+            f"cannot read{value} as {tag}: {reason}",
+            mark=Mark(self.path, node.start_mark.line + 1),
+        )
+
+    def _scalar(self, node: yaml.ScalarNode) -> tuple[Any, _Entry]:
+        line = node.start_mark.line + 1
+        tag = node.tag
+        if tag == _STR:  # what SafeConstructor makes of a str scalar, without its dispatch
+            return node.value, line
+        if tag == _TIMESTAMP:
+            return str(node.value), line
+        if tag not in _SCALAR_TAGS:
+            raise self._tag_error(node)
+        if tag == _INT and len(node.value) > MAX_INT_CHARS:  # before int(): 4,300 digits raise
+            raise self._int_error(node)
+        try:
+            value = self.construct(node, deep=True)
+        except (ValueError, KeyError, TypeError, yaml.YAMLError):
+            raise self._tag_error(node, "the value is not of that type") from None
+        return value, line
+
+    def _int_error(self, node: yaml.ScalarNode) -> DocumentError:
+        return DocumentError(
+            f"integer {node.value[:20]}… has {len(node.value):,} characters; the limit is "
+            f"{MAX_INT_CHARS} (quote it if it is an identifier, not a number)",
+            mark=Mark(self.path, node.start_mark.line + 1),
+        )
+
+    def _collection(self, node: yaml.Node) -> tuple[Any, _Entry]:
         line = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, line)
@@ -321,12 +441,7 @@ class _Converter:
                 items.append(value)
                 entries.append(entry)
             return items, (line, entries)
-        tag = node.tag
-        if tag == _STR:  # what SafeConstructor makes of a str scalar, without its dispatch
-            return node.value, line
-        if tag == _TIMESTAMP:
-            return str(node.value), line
-        return self.construct(node, deep=True), line
+        raise self._tag_error(node)
 
     def _mapping(self, node: yaml.MappingNode, line: int) -> tuple[Any, _Entry]:
         result: dict[str, Any] = {}

@@ -19,7 +19,7 @@ from functools import cached_property
 from typing import Any, NewType
 
 from reconciler.core.errors import DocumentError, Mark
-from reconciler.core.loader import Document, YamlDocument, load_document, parse_yaml
+from reconciler.core.loader import MAX_FILE_BYTES, Document, YamlDocument, load_document, parse_yaml
 from reconciler.core.source import Tree
 
 SiteId = NewType("SiteId", str)
@@ -308,13 +308,13 @@ class Repository:
         parsed = self._parsed.get(path)
         if parsed is not None and len(parsed) == 1 and isinstance(parsed[0], Document):
             return expect(parsed[0], kind, name)
-        return expect(load_document(self.tree.read(path), path), kind, name)
+        return expect(load_document(self.tree.read(path, MAX_FILE_BYTES), path), kind, name)
 
     def _yaml(self, path: str) -> Sequence[YamlDocument]:
         parsed = self._parsed.get(path)
         if parsed is not None:
             return parsed
-        return parse_yaml(self.tree.read(path), path, multi=True)
+        return parse_yaml(self.tree.read(path, MAX_FILE_BYTES), path, multi=True)
 
     @cached_property
     def site_ids(self) -> tuple[SiteId, ...]:

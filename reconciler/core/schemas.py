@@ -147,7 +147,9 @@ class _Compiler:
     _COMPANIONS = frozenset({"then", "else", "minContains", "maxContains"})
     _UNSUPPORTED = frozenset({"$dynamicRef", "unevaluatedItems", "unevaluatedProperties"})
 
-    def __init__(self, registry: Any, format_checker: Any) -> None:
+    def __init__(
+        self, registry: Any, format_checker: Any, search: Callable[[str], Check] | None = None
+    ) -> None:
         from jsonschema import Draft202012Validator
         from jsonschema._utils import equal, uniq
 
@@ -158,6 +160,7 @@ class _Compiler:
         self.equal = equal
         self.uniq = uniq
         self.refs: dict[str, list[Check]] = {}
+        self.search: Callable[[str], Check] = search or _re_search
 
     def root(self, schema: Any) -> Check:
         base = schema.get("$id", "") if isinstance(schema, dict) else ""
@@ -269,10 +272,9 @@ class _Compiler:
         if not isinstance(patterns, dict):
             raise _Unsupported("patternProperties")
         props = [(str(k), self.compile(v, base)) for k, v in properties.items()]
-        pattern_checks = [
-            (re.compile(p).search, self.compile(v, base)) for p, v in patterns.items()
-        ]
-        joined = re.compile("|".join(patterns)).search if patterns else None
+        pattern_checks = [(self.search(p), self.compile(v, base)) for p, v in patterns.items()]
+        searches = [search for search, _ in pattern_checks]
+        joined = (lambda key: any(s(key) for s in searches)) if patterns else None
         declared = frozenset(properties)
         additional = None
         if "additionalProperties" in schema:
@@ -368,7 +370,7 @@ class _Compiler:
     def _string(self, schema: dict[str, Any], base: str) -> Check | None:
         if not any(name in schema for name in ("pattern", "minLength", "maxLength")):
             return None
-        search = re.compile(schema["pattern"]).search if "pattern" in schema else None
+        search = self.search(schema["pattern"]) if "pattern" in schema else None
         min_l, max_l = schema.get("minLength"), schema.get("maxLength")
 
         def check(instance: Any) -> bool:
@@ -378,7 +380,7 @@ class _Compiler:
                 return False
             if max_l is not None and len(instance) > max_l:
                 return False
-            return search is None or search(instance) is not None
+            return search is None or bool(search(instance))
 
         return check
 
@@ -451,6 +453,11 @@ class _Compiler:
         return checks
 
 
+def _re_search(pattern: str) -> Check:
+    search = re.compile(pattern).search
+    return lambda text: search(text) is not None
+
+
 def _is_multiple(value: Any, divisor: Any) -> bool:
     """jsonschema's multipleOf arithmetic, float quotient first, Fraction when it overflows."""
     if isinstance(divisor, float):
@@ -464,11 +471,19 @@ def _is_multiple(value: Any, divisor: Any) -> bool:
     return not (value % divisor)
 
 
-def compile_check(schema: Any, registry: Any = None, format_checker: Any = None) -> Check | None:
+def compile_check(
+    schema: Any,
+    registry: Any = None,
+    format_checker: Any = None,
+    *,
+    search: Callable[[str], Check] | None = None,
+) -> Check | None:
     """A fast ``instance -> is valid`` for ``schema``, or None if it uses an unmodelled keyword.
 
     Only "valid" is trusted: callers ask jsonschema for the errors (their messages,
-    paths and order) whenever the fast check says no or cannot decide.
+    paths and order) whenever the fast check says no or cannot decide. ``search`` turns a
+    pattern into a search function (default: Python's ``re``; RE2 for schemas from the
+    repository, see ``core.schema_guard``).
     """
     if registry is None:
         from referencing import Registry, Resource
@@ -477,6 +492,6 @@ def compile_check(schema: Any, registry: Any = None, format_checker: Any = None)
         resource = Resource.from_contents(schema, default_specification=DRAFT202012)
         registry = Registry().with_resource(resource.id() or "", resource)
     try:
-        return _Compiler(registry, format_checker).root(schema)
-    except (_Unsupported, re.error, TypeError, KeyError, IndexError, ValueError):
+        return _Compiler(registry, format_checker, search).root(schema)
+    except (_Unsupported, re.error, TypeError, KeyError, IndexError, ValueError, RecursionError):
         return None

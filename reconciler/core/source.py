@@ -14,6 +14,12 @@ A working directory inside a git repository shows what git would commit: files g
 ignores (``.gitignore``, ``.git/info/exclude``, ``core.excludesFile``) and are not
 tracked are left out, so a virtualenv or a build folder in the repository root is
 neither validated nor scanned for secrets — a commit would not carry it either.
+
+Every read is bounded (``read_file``): only a regular file is read, opened
+without following a link and without blocking (a FIFO in place of
+``site.yaml`` would wait forever for a writer), and its size is checked with
+``fstat`` before a byte is read, so a 1 GB ``hardware.yaml`` costs a stat,
+not 2 GB of memory. A git blob's size comes from its object header the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +30,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from reconciler.core.errors import DocumentError, Mark, SourceUnavailable
+
+# The most any repository file may hold. YAML documents have their own, smaller limit
+# (``loader.MAX_FILE_BYTES``); this one bounds everything else read from the tree.
+MAX_READ_BYTES = 8 * 1024 * 1024
 
 _GIT_LINK = 0o160000
 _SYMLINK = 0o120000
@@ -49,16 +59,95 @@ class Tree(Protocol):
 
     @property
     def links(self) -> list[str]:
-        """Symlinks and submodules met by lenient listings."""
+        """Symlinks, submodules and unreadable folders met by lenient listings."""
         ...
 
-    def read(self, path: str) -> bytes:
-        """The bytes of one file; DocumentError if it is not a regular file of the tree."""
+    def read(self, path: str, limit: int = MAX_READ_BYTES) -> bytes:
+        """The bytes of one file; DocumentError if it is not a regular file of the tree
+        or holds more than ``limit`` bytes (checked before reading)."""
         ...
 
     def exists(self, path: str) -> bool:
         """True if ``path`` is a regular file of the tree."""
         ...
+
+
+_LAST_READ: list[str] = [""]
+
+
+def last_read() -> str:
+    """The repository path read last in this process (for an internal error's one line)."""
+    return _LAST_READ[0]
+
+
+def _too_large(size: int, limit: int, path: str) -> DocumentError:
+    return DocumentError(
+        f"file is {size:,} bytes; the limit is {limit:,} bytes "
+        "(split it, or move large data out of the repository)",
+        mark=Mark(path),
+    )
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def read_file(full: Path, shown: str, limit: int = MAX_READ_BYTES) -> bytes:
+    """The bytes of the regular file ``full``, at most ``limit``; DocumentError naming ``shown``.
+
+    The one bounded reader for files on disk: opened with ``O_NOFOLLOW`` (a link is
+    refused, not followed) and ``O_NONBLOCK`` (opening a FIFO returns at once), then
+    ``fstat`` decides before reading: only a regular file of at most ``limit`` bytes
+    is read, and never more than that many bytes even if it grows meanwhile.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    _LAST_READ[0] = shown
+    try:
+        fd = os.open(full, flags)
+    except FileNotFoundError:
+        raise DocumentError("file not found", mark=Mark(shown)) from None
+    except OSError as exc:
+        if full.is_symlink():
+            raise DocumentError(_LINK_MESSAGE, mark=Mark(shown)) from None
+        raise DocumentError(f"cannot read file: {exc.strerror}", mark=Mark(shown)) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            what = next((name for test, name in _KINDS if test(info.st_mode)), "not a file")
+            raise DocumentError(
+                f"is {what}, not a regular file; the repository must hold plain files",
+                mark=Mark(shown),
+            )
+        if info.st_size > limit:
+            raise _too_large(info.st_size, limit, shown)
+        chunks: list[bytes] = []
+        left = info.st_size + 1  # one byte more tells a file that grew while we read
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+        if len(data) > limit:
+            raise _too_large(len(data), limit, shown)
+        return data
+    except OSError as exc:
+        raise DocumentError(f"cannot read file: {exc.strerror}", mark=Mark(shown)) from None
+    finally:
+        os.close(fd)
+
+
+def unreadable_message(reason: str) -> str:
+    return (
+        f"folder cannot be read ({reason}); its files would be left out, so nothing below "
+        "it is checked or rendered — fix its permissions"
+    )
 
 
 def _under(prefix: str, path: str) -> bool:
@@ -137,6 +226,7 @@ class WorkdirTree:
         self.root = root.resolve()
         self._listed: dict[str, list[str]] = {}
         self._links: dict[str, list[str]] = {}
+        self.unreadable: dict[str, str] = {}
         if not self.root.is_dir():
             raise SourceUnavailable(f"{root} is not a directory")
         self._ignored = _GitIgnore(self.root)
@@ -165,7 +255,17 @@ class WorkdirTree:
             links.append(prefix)
         elif start.is_file():
             found.append(prefix)
-        for dirpath, dirnames, filenames in os.walk(start, followlinks=False):
+
+        def unreadable(error: OSError) -> None:
+            # os.walk skips a folder it cannot list; skipping would drop its files silently
+            # (a secrets/ folder the CI user cannot read would vanish from the render).
+            if isinstance(error, FileNotFoundError | NotADirectoryError):
+                return  # a prefix that is absent or a file: nothing below it
+            rel = os.path.relpath(str(error.filename), self.root).replace(os.sep, "/")
+            self.unreadable[rel] = error.strerror or "cannot be read"
+            links.append(rel)
+
+        for dirpath, dirnames, filenames in os.walk(start, onerror=unreadable, followlinks=False):
             rel_dir = os.path.relpath(dirpath, self.root)
             rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/")
             for name in list(dirnames):
@@ -182,7 +282,7 @@ class WorkdirTree:
                 mode = (Path(dirpath) / name).lstat().st_mode
                 if stat.S_ISLNK(mode):
                     links.append(rel)
-                elif stat.S_ISREG(mode):
+                else:  # a FIFO or a device is listed so that reading it says what it is
                     found.append(rel)
         result = sorted(found)
         self._listed[prefix] = result
@@ -193,7 +293,10 @@ class WorkdirTree:
         prefix = _clean(prefix)
         found = self._walk(prefix)
         if self._links[prefix] and not lenient:
-            raise DocumentError(_LINK_MESSAGE, mark=Mark(self._links[prefix][0]))
+            first = self._links[prefix][0]
+            if first in self.unreadable:
+                raise DocumentError(unreadable_message(self.unreadable[first]), mark=Mark(first))
+            raise DocumentError(_LINK_MESSAGE, mark=Mark(first))
         return found
 
     def _ignored_on_the_way(self, path: str) -> bool:
@@ -203,25 +306,22 @@ class WorkdirTree:
 
     def exists(self, path: str) -> bool:
         path = _clean(path)
-        full = self.root / path
-        return full.is_file() and not full.is_symlink() and not self._ignored_on_the_way(path)
+        if self._ignored_on_the_way(path):
+            return False
+        try:
+            mode = (self.root / path).lstat().st_mode
+        except OSError:
+            return False
+        return not stat.S_ISDIR(mode) and not stat.S_ISLNK(mode)
 
-    def read(self, path: str) -> bytes:
+    def read(self, path: str, limit: int = MAX_READ_BYTES) -> bytes:
         path = _clean(path)
-        full = self.root / path
         if path and self._ignored_on_the_way(path):
             raise DocumentError(
                 "is ignored by git (.gitignore) and so is not part of the repository",
                 mark=Mark(path),
             )
-        if full.is_symlink():
-            raise DocumentError(_LINK_MESSAGE, mark=Mark(path))
-        try:
-            return full.read_bytes()
-        except FileNotFoundError:
-            raise DocumentError("file not found", mark=Mark(path)) from None
-        except OSError as exc:
-            raise DocumentError(f"cannot read file: {exc.strerror}", mark=Mark(path)) from None
+        return read_file(self.root / path, path, limit)
 
 
 _TREE_CACHE_BYTES = 64 << 20
@@ -244,9 +344,10 @@ class CommitTree:
         try:
             obj = repo.revparse_single(commit)
             peeled = obj.peel(pygit2.Commit)
-        except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError) as exc:
+        except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
+            where = str(repo.workdir or repo.path).rstrip("/")
             raise SourceUnavailable(
-                f"revision {commit!r} not found in {repo.path}: {exc}"
+                f"no revision {commit!r} in {where} (a commit id, branch or tag)"
             ) from None
         self._commit = peeled
         self._revision = str(peeled.id)
@@ -328,10 +429,14 @@ class CommitTree:
     def exists(self, path: str) -> bool:
         return self._lookup(_clean(path)) is not None
 
-    def read(self, path: str) -> bytes:
+    def read(self, path: str, limit: int = MAX_READ_BYTES) -> bytes:
         path = _clean(path)
         oid = self._lookup(path)
+        _LAST_READ[0] = path
         if oid is None:
             raise DocumentError(f"file not found in commit {self._revision[:12]}", mark=Mark(path))
+        _, size = self._repo.odb.read_header(oid)  # the size, without inflating the blob
+        if size > limit:
+            raise _too_large(size, limit, path)
         data: bytes = self._repo[oid].data
         return data

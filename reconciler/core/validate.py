@@ -29,8 +29,14 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from reconciler.core.errors import Mark, OutpostError
-from reconciler.core.findings import Finding
-from reconciler.core.loader import Document, YamlDocument, load_document, parse_yaml
+from reconciler.core.findings import Finding, aggregate
+from reconciler.core.loader import (
+    MAX_FILE_BYTES,
+    Document,
+    YamlDocument,
+    load_document,
+    parse_yaml,
+)
 from reconciler.core.model import (
     NAME_RE,
     SECRET_SUFFIXES,
@@ -44,7 +50,7 @@ from reconciler.core.model import (
     selector_matches,
 )
 from reconciler.core.schemas import schema_errors
-from reconciler.core.source import Tree
+from reconciler.core.source import MAX_READ_BYTES, Tree, unreadable_message
 
 Check = Callable[[Repository, Sequence[str]], Iterable[Finding]]
 
@@ -144,15 +150,15 @@ def _list_paths(tree: Tree, sites: Sequence[str] | None) -> tuple[list[Finding],
                 continue
             if folder not in tree.links:  # a linked folder is reported, never read through
                 paths += listed
+    unreadable: dict[str, str] = getattr(tree, "unreadable", {})
     for link in tree.links:
-        findings.append(
-            Finding.at(
-                Mark(link),
-                "is a symbolic link or submodule; the repository must hold plain files and "
-                "folders (a link can point outside the tree, at content nobody reviewed)",
-                rule="file",
-            )
+        message = (
+            unreadable_message(unreadable[link])
+            if link in unreadable
+            else "is a symbolic link or submodule; the repository must hold plain files and "
+            "folders (a link can point outside the tree, at content nobody reviewed)"
         )
+        findings.append(Finding.at(Mark(link), message, rule="file"))
     return findings, paths
 
 
@@ -189,7 +195,7 @@ def _load_paths(
         try:
             if kind != "manifest":
                 tried.add(path)
-            data = tree.read(path)
+            data = tree.read(path, MAX_FILE_BYTES)
             if site_part is not None:
                 findings += placeholders(data, path)
             if kind == "manifest":
@@ -314,9 +320,14 @@ class _RefChecker:
     """Layer 3: references between documents that each passed their schema."""
 
     def __init__(
-        self, documents: Sequence[Document], present: frozenset[str], partial: bool
+        self,
+        documents: Sequence[Document],
+        present: frozenset[str],
+        partial: bool,
+        manifest_apps: frozenset[str] | None = None,
     ) -> None:
         self.present = present
+        self.manifest_apps = manifest_apps
         self.partial = partial
         self.findings: list[Finding] = []
         self.sites: dict[str, Site] = {}
@@ -344,12 +355,80 @@ class _RefChecker:
         self.findings.append(Finding.at(mark, message, rule="reference", site=site))
 
     def run(self) -> list[Finding]:
+        for name, app in sorted(self.apps.items()):
+            self._parameters(app)
+            if self.manifest_apps is not None and name not in self.manifest_apps:
+                self.add(
+                    app.doc.mark(),
+                    f"app {name!r} has no manifests: expected Kubernetes objects in "
+                    f"apps/{name}/manifests/*.yaml (is the folder missing or misnamed?)",
+                )
+        self._schedules()
+        self._site_files()
         self._unique_machines()
         for site_id, site in sorted(self.sites.items()):
             self._site(site_id, site)
         for name, fleet in sorted(self.fleets.items()):
             self._fleet(name, fleet)
         return self.findings
+
+    def _site_files(self) -> None:
+        """A site folder with files but no site.yaml: nothing would render it, silently."""
+        folders = sorted({p.split("/")[1] for p in self.present if p.startswith("sites/")})
+        for site_id in folders:
+            if f"sites/{site_id}/site.yaml" not in self.present:
+                self.add(
+                    Mark(f"sites/{site_id}"),
+                    f"site folder sites/{site_id}/ has no site.yaml; without it the site is "
+                    "neither validated nor rendered (add one with kind: Site, or remove the "
+                    "folder)",
+                    site_id,
+                )
+
+    def _schedules(self) -> None:
+        """What the gate computes with, read the way the gate reads it.
+
+        A freeze whose ``to`` is before its ``from``, a window of zero length, a wave name
+        used twice and dates or durations the gate cannot add without overflowing all
+        pass the schemas; the schedule model refuses them with the line to change.
+        """
+        from reconciler.core.errors import ValidationError
+        from reconciler.core.schedule import FleetRollout, SiteCalendar
+
+        valid: set[str] = set()  # most stores share their windows: parse each shape once
+        for site_id, site in sorted(self.sites.items()):
+            spec = site.doc.spec
+            shape = repr([spec.get(k) for k in ("timezone", "updateWindows", "maintenance")])
+            shape += repr(spec.get("freezes"))
+            if shape in valid:
+                continue
+            try:
+                SiteCalendar.from_document(site.doc)
+            except ValidationError as exc:
+                self.findings.append(Finding.from_error(exc, rule="schedule", site=site_id))
+            else:
+                valid.add(shape)
+        for _, fleet in sorted(self.fleets.items()):
+            try:
+                FleetRollout.from_document(fleet.doc)
+            except ValidationError as exc:
+                self.findings.append(Finding.from_error(exc, rule="schedule"))
+
+    def _parameters(self, app: App) -> None:
+        """The app's parameter schema passes the guard every render compiles it under."""
+        import json
+
+        from reconciler.core.schema_guard import SchemaProblem, compile_parameters
+
+        schema = app.doc.spec.get("parameters")
+        if not isinstance(schema, dict):
+            return
+        compiled = compile_parameters(json.dumps(schema, sort_keys=True))
+        if isinstance(compiled, SchemaProblem):
+            self.add(
+                app.doc.mark("spec", "parameters", *compiled.at),
+                f"spec.parameters: {compiled.message}",
+            )
 
     def _assignment(self, mark: Mark, app_name: str, version: str, site: str = "") -> App | None:
         app = self.apps.get(app_name)
@@ -547,7 +626,11 @@ class _RefChecker:
 
 
 def check_references(
-    documents: Sequence[Document], present: frozenset[str] = frozenset(), *, partial: bool = False
+    documents: Sequence[Document],
+    present: frozenset[str] = frozenset(),
+    *,
+    partial: bool = False,
+    manifest_apps: frozenset[str] | None = None,
 ) -> list[Finding]:
     """Layer 3 over the documents that passed layers 1 and 2.
 
@@ -556,7 +639,7 @@ def check_references(
     only some sites were read (``--changed-since``), so a site that was not read is not
     missing.
     """
-    return _RefChecker(documents, present, partial).run()
+    return _RefChecker(documents, present, partial, manifest_apps).run()
 
 
 class _ListedTree:
@@ -581,8 +664,12 @@ class _ListedTree:
     def links(self) -> list[str]:
         return self._tree.links
 
-    def read(self, path: str) -> bytes:
-        return self._tree.read(path)
+    @property
+    def unreadable(self) -> dict[str, str]:
+        return dict(getattr(self._tree, "unreadable", {}))
+
+    def read(self, path: str, limit: int = MAX_READ_BYTES) -> bytes:
+        return self._tree.read(path, limit)
 
     def exists(self, path: str) -> bool:
         return self._tree.exists(path)
@@ -627,7 +714,17 @@ def validate_tree(
     tree = _ListedTree(tree)
     checked = _files_and_schemas(tree, include, sites)
     findings = checked.findings + checked.schema_findings
-    findings += check_references(checked.valid, frozenset(checked.tried), partial=sites is not None)
+    manifest_apps = frozenset(
+        path.split("/")[1]
+        for path in (*checked.parsed, *(f.path for f in checked.findings))
+        if path.startswith("apps/") and path.split("/")[2:3] == ["manifests"]
+    )
+    findings += check_references(
+        checked.valid,
+        frozenset(checked.tried),
+        partial=sites is not None,
+        manifest_apps=manifest_apps,
+    )
     if extra:
         # The extra checks see the same documents: each file is parsed once per run.
         repo = Repository(tree, parsed=checked.parsed)
@@ -637,7 +734,7 @@ def validate_tree(
     # A placeholder breaks its field's schema too; the placeholder finding says it better.
     marked = {(f.path, f.line) for f in findings if f.rule == "placeholder"}
     findings = [f for f in findings if f.rule == "placeholder" or (f.path, f.line) not in marked]
-    return sorted(set(findings), key=lambda f: (f.path, f.line, f.rule, f.message))
+    return sorted(set(aggregate(findings)), key=lambda f: (f.path, f.line, f.rule, f.message))
 
 
 PLACEHOLDER = b"REPLACE-ME"

@@ -29,12 +29,15 @@ from functools import cached_property
 from typing import Any
 
 from reconciler.core.commits import Change, paused_since
-from reconciler.core.errors import ConfigError, PolicyError, ValidationError
+from reconciler.core.errors import ConfigError, OutpostError, PolicyError, ValidationError
 from reconciler.core.findings import ERROR, Finding
 from reconciler.node.agent import Desired, GateDecision, Verified
 from reconciler.node.config import AgentConfig
 from reconciler.node.fetch import Mirror
 
+# The policy check of one slice runs in a child ended after this long (node.deadline): CEL
+# evaluations are costed up front, and this bounds whatever the estimate misses.
+POLICY_DEADLINE_S = 120.0
 NODE_LABEL_MANAGER = "outpost-placement"
 log = logging.getLogger("outpost.agent")
 
@@ -195,9 +198,14 @@ class NodePipeline:
         if not self.check_policies:
             return
         from reconciler.core.policy import check_rendered_site
+        from reconciler.node.deadline import call_with_deadline
 
         today = datetime.now(UTC).date()
-        policy_findings = check_rendered_site(repo, self.site, rendered, today=today)
+        policy_findings = call_with_deadline(
+            lambda: check_rendered_site(repo, self.site, rendered, today=today),
+            POLICY_DEADLINE_S,
+            f"the policy check of revision {_short(tree.revision)}",
+        )
         if any(f.severity == ERROR for f in policy_findings):
             raise PolicyError(
                 f"revision {_short(tree.revision)} breaks policy: {_first_errors(policy_findings)}"
@@ -208,11 +216,31 @@ class NodePipeline:
     def gate(
         self, mirror: Mirror, verified: Verified, desired: Desired, now: datetime
     ) -> GateDecision:
+        """The schedule's verdict; an error of the gate's own is a refusal with its reason.
+
+        Validation refuses the dates and durations the schedule cannot compute with, so
+        this is a second line: an exception here must refuse the commit (recorded, and
+        drift still corrected), never crash the tick.
+        """
+        assert isinstance(verified, NodeVerified)
+        try:
+            return self._gate(mirror, verified, desired, now)
+        except OutpostError:
+            raise
+        except Exception as exc:  # the gate's own failure refuses the commit, never the tick
+            raise ValidationError(
+                f"the update gate cannot decide for revision {_short(verified.revision)}: "
+                f"{type(exc).__name__}: {exc}; the commit is refused (fix the windows, "
+                "freezes or waves it declares)"
+            ) from None
+
+    def _gate(
+        self, mirror: Mirror, verified: NodeVerified, desired: Desired, now: datetime
+    ) -> GateDecision:
         from reconciler.core.model import Repository
         from reconciler.core.schedule import Wait, decide, gate_inputs, signed_change
         from reconciler.core.source import CommitTree
 
-        assert isinstance(verified, NodeVerified)
         sources = set(desired.sources) if isinstance(desired, NodeDesired) else set()
         repo = Repository(CommitTree(mirror.repo, verified.revision))
         folder = repo.site(self.site)

@@ -19,6 +19,14 @@ from reconciler.node.inbox import import_inbox
 from reconciler.node.pipeline import NodePipeline
 
 
+def _private_key(root: Path) -> Path:
+    """The plant's example key, copied to mode 0600: a checkout leaves it readable by all."""
+    key = root / f"{PLANT}.key"
+    key.write_bytes((REPO_ROOT / "tests" / "keys" / "age" / f"{PLANT}.key").read_bytes())
+    key.chmod(0o600)
+    return key
+
+
 def node_config(root: Path, keys: dict[str, Key]) -> AgentConfig:
     trust = root / "allowed_signers"
     root.mkdir(parents=True, exist_ok=True)
@@ -30,7 +38,7 @@ def node_config(root: Path, keys: dict[str, Key]) -> AgentConfig:
         bundle_inbox=root / "stick",
         outbox=root / "stick" / "outbox",
         trust_root=trust,
-        age_key=REPO_ROOT / "tests" / "keys" / "age" / f"{PLANT}.key",
+        age_key=_private_key(root),
         kubeconfig=None,
         state_dir=root / "state",
         health_deadline=60,

@@ -137,6 +137,9 @@ def write_config(
     extra: str = "",
 ) -> Path:
     config = tmp_path / name
+    key = tmp_path / f"{SITE}.key"  # a checkout leaves the example key readable by all
+    key.write_bytes((ROOT / "tests/keys/age" / f"{SITE}.key").read_bytes())
+    key.chmod(0o600)
     config.write_text(
         "apiVersion: outpost/v1\n"
         "kind: AgentConfig\n"
@@ -144,7 +147,7 @@ def write_config(
         f"  site: {SITE}\n"
         f'  source: {{url: "{url or fleet.url}", branch: main}}\n'
         f"  trustRoot: {fleet.allowed_signers}\n"
-        f"  ageKey: {ROOT / 'tests/keys/age' / (SITE + '.key')}\n"
+        f"  ageKey: {key}\n"
         f"  kubeconfig: {kubeconfig}\n"
         f"  stateDir: {tmp_path / 'state'}\n"
         f"  healthDeadline: {health}\n"

@@ -93,6 +93,9 @@ def _schedule(fleet: SignedFleet, before: str, after: str) -> dict[str, Any]:
 
 def _node(tmp_path: Path, fleet: SignedFleet, site: str) -> tuple[NodePipeline, Mirror]:
     config = tmp_path / f"{site}.yaml"
+    key = tmp_path / f"{site}.key"  # a checkout leaves the example key readable by all
+    key.write_bytes((ROOT / "tests/keys/age" / f"{site}.key").read_bytes())
+    key.chmod(0o600)
     config.write_text(
         "apiVersion: outpost/v1\n"
         "kind: AgentConfig\n"
@@ -100,7 +103,7 @@ def _node(tmp_path: Path, fleet: SignedFleet, site: str) -> tuple[NodePipeline, 
         f"  site: {site}\n"
         f'  source: {{url: "{fleet.url}", branch: main}}\n'
         f"  trustRoot: {fleet.allowed_signers}\n"
-        f"  ageKey: {ROOT / 'tests/keys/age' / (site + '.key')}\n"
+        f"  ageKey: {key}\n"
         f"  stateDir: {tmp_path / site}\n"
     )
     loaded = load_config(config)
@@ -229,3 +232,25 @@ def test_a_commit_dated_back_does_not_skip_the_soak(tmp_path: Path) -> None:
     rows = {row["site"]: row for row in json.loads(out.getvalue())["sites"]}
     assert rows["de-ber-0042"]["firstAllowed"] == _iso(applied)
     assert applied >= seen + timedelta(hours=24)  # hypermarkets open a day after the canaries
+def test_an_error_of_the_gate_is_a_refusal_with_its_reason(
+    tmp_path: Path, change: tuple[SignedFleet, str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Validation refuses what the schedule cannot compute; should anything still overflow
+    in the gate, the commit is refused (a PermanentError the tick records) — never a crash."""
+    import reconciler.core.schedule
+    from reconciler.core.errors import PermanentError
+
+    fleet, before, after = change
+    pipeline, mirror = _node(tmp_path, fleet, "de-muc-0007")
+    candidate = mirror.fetch(fleet.url, "main")
+    verified = pipeline.verify(mirror, before, candidate, C3 + timedelta(minutes=1))
+    desired = pipeline.desired(mirror, candidate, checks=False)
+
+    def overflowing(*args: Any, **kwargs: Any) -> Any:
+        raise OverflowError("date value out of range")
+
+    monkeypatch.setattr(reconciler.core.schedule, "decide", overflowing)
+    with pytest.raises(PermanentError) as refused:
+        pipeline.gate(mirror, verified, desired, C3)
+    assert f"the update gate cannot decide for revision {after[:12]}" in str(refused.value)
+    assert "OverflowError: date value out of range" in str(refused.value)

@@ -268,11 +268,14 @@ def test_a_pause_in_the_range_blocks_like_the_node(
     assert all(row["firstAllowed"] is None for row in data["sites"])
 
     config = tmp_path / "agent.yaml"
+    key = tmp_path / "de-muc-0007.key"  # a checkout leaves the example key readable by all
+    key.write_bytes((ROOT / "tests/keys/age/de-muc-0007.key").read_bytes())
+    key.chmod(0o600)
     config.write_text(
         "apiVersion: outpost/v1\nkind: AgentConfig\nspec:\n  site: de-muc-0007\n"
         f'  source: {{url: "{fleet_repo.url}", branch: main}}\n'
         f"  trustRoot: {fleet_repo.allowed_signers}\n"
-        f"  ageKey: {ROOT / 'tests/keys/age/de-muc-0007.key'}\n"
+        f"  ageKey: {key}\n"
         f"  stateDir: {tmp_path / 'state'}\n"
     )
     pipeline = NodePipeline(load_config(config))

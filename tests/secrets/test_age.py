@@ -127,6 +127,7 @@ def test_key_file_round_trip_and_mode(tmp_path: Path) -> None:
 def test_bad_key_files(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "bad.key"
     path.write_text(content)
+    path.chmod(0o600)
     with pytest.raises(SecretError, match=message) as caught:
         read_key_file(path)
     assert str(path) in str(caught.value)

@@ -199,7 +199,56 @@ def _stale_config(world: World) -> tuple[str, int]:
     return path, _line(world, path, target.strip())
 
 
+def _age_key_lower_case(world: World) -> tuple[str, int]:
+    path = "README.md"
+    _write(world, path, "hello\n" + world.keys["shop-a"].read_text().lower())
+    return path, _line(world, path, "age-secret-key-1")
+
+
+def _sops_top_level(world: World) -> tuple[str, int]:
+    """A field sops leaves readable (it encrypts data and stringData only)."""
+    _sub(world, A_WIFI, r"\nsops:", "\nnotes: the psk is the store's phone number\nsops:")
+    return A_WIFI, _line(world, A_WIFI, "notes:")
+
+
+def _sops_annotation(world: World) -> tuple[str, int]:
+    _sub(
+        world, A_WIFI, r"\nmetadata:\n", "\nmetadata:\n    annotations: {adminPassword: hunter2}\n"
+    )
+    return A_WIFI, _line(world, A_WIFI, "annotations:")
+
+
+def _patch_plaintext(world: World) -> tuple[str, int]:
+    path = "sites/shop-a/overrides.yaml"
+    _write(
+        world,
+        path,
+        "apiVersion: outpost/v1\nkind: SiteOverrides\nmetadata: {name: shop-a}\nspec:\n"
+        "  apps:\n    pos:\n      patches:\n"
+        "        - target: {kind: Secret, name: wifi}\n"
+        "          json:\n"
+        "            - {op: add, path: /data/WIFI_PSK, value: hunter2}\n",
+    )
+    return path, 10
+
+
+def _json_secret(world: World) -> tuple[str, int]:
+    path = "apps/pos/manifests/db.json"
+    _write(
+        world,
+        path,
+        '{\n\t"apiVersion": "v1",\n\t"kind": "Secret",\n\t"metadata": {"name": "db"},\n'
+        '\t"data": {"conn": "aHVudGVyMg=="}\n}\n',
+    )
+    return path, 5
+
+
 CASES: dict[str, tuple[Callable[[World], tuple[str, int]], str]] = {
+    "age key in lower case": (_age_key_lower_case, "an age private key (AGE-SECRET-KEY-1…)"),
+    "sops top-level field": (_sops_top_level, "top-level field 'notes' is not encrypted"),
+    "sops annotation": (_sops_annotation, "metadata.annotations.adminPassword holds a value"),
+    "patch into a Secret": (_patch_plaintext, "this patch writes a literal value into a secret"),
+    "Secret in JSON": (_json_secret, "a Kubernetes Secret with data outside"),
     "plaintext file": (_plaintext_file, "PLAINTEXT secret"),
     "plaintext value": (_plaintext_value, "stringData.user is NOT encrypted"),
     "mac removed": (_no_mac, "sops.mac is missing"),
@@ -311,10 +360,12 @@ def test_sensitive_names(name: str, sensitive: bool) -> None:
     assert sensitive_name(name) is sensitive
 
 
-def test_the_example_fleet_is_clean_and_intact() -> None:
+def test_the_example_fleet_is_clean_and_intact(tmp_path: Path) -> None:
     """This repository's own example fleet: encrypted right, MACs intact (break-glass key)."""
     repo = Repository(WorkdirTree(REPO_ROOT))
-    key = REPO_ROOT / "tests/keys/age/break-glass.key"
+    key = tmp_path / "break-glass.key"  # a checkout leaves the example key readable by all
+    key.write_bytes((REPO_ROOT / "tests/keys/age/break-glass.key").read_bytes())
+    key.chmod(0o600)
     findings = check_secrets(repo, list(repo.site_ids), key_file=key)
     assert findings == []
     assert all(repo.tree.files(f"sites/{site}/secrets") for site in repo.site_ids)

@@ -27,9 +27,9 @@ class Counting(WorkdirTree):
         super().__init__(root)
         self.reads: Counter[str] = Counter()
 
-    def read(self, path: str) -> bytes:
+    def read(self, path: str, limit: int = 1 << 23) -> bytes:
         self.reads[path] += 1
-        return super().read(path)
+        return super().read(path, limit)
 
 
 def _both(world: World, sites: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:

@@ -156,6 +156,9 @@ def agent_config(work: Path, fleet: SignedFleet, cluster: Cluster, collector: st
     shutil.copyfile(REPO_ROOT / "tests/keys/node" / f"{SITE}-edge-1.key", key)
     key.chmod(0o600)
     config = work / "agent.yaml"
+    key = work / f"{SITE}.key"  # a checkout leaves the example key readable by all
+    key.write_bytes((REPO_ROOT / "tests/keys/age" / f"{SITE}.key").read_bytes())
+    key.chmod(0o600)
     config.write_text(
         "apiVersion: outpost/v1\n"
         "kind: AgentConfig\n"
@@ -163,7 +166,7 @@ def agent_config(work: Path, fleet: SignedFleet, cluster: Cluster, collector: st
         f"  site: {SITE}\n"
         f'  source: {{url: "{fleet.url}", branch: main}}\n'
         f"  trustRoot: {fleet.allowed_signers}\n"
-        f"  ageKey: {REPO_ROOT / 'tests/keys/age' / (SITE + '.key')}\n"
+        f"  ageKey: {key}\n"
         f"  kubeconfig: {cluster.kubeconfig}\n"
         f"  stateDir: {work / 'state'}\n"
         "  healthDeadline: 2m\n"

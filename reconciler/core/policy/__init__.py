@@ -56,6 +56,7 @@ policies as admission objects).
 
 from __future__ import annotations
 
+from reconciler.core.findings import aggregate
 from reconciler.core.labels import SITE_LABEL
 from reconciler.core.policy._evaluate import Outcome, PolicyCache, evaluate, new_context
 from reconciler.core.policy._export import (
@@ -83,7 +84,6 @@ from reconciler.core.policy._load import (
 )
 from reconciler.core.policy._parallel import (
     PARALLEL_MIN_SITES,
-    aggregate,
     check_unrendered_secrets,
     policy_check,
     validate_policies,

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
+from reconciler.core.cel_cost import BUDGET, Cost, estimate, largest
+from reconciler.core.errors import Mark
 from reconciler.core.policy._facts import CEL_FUNCTIONS
 from reconciler.core.policy._load import (
     Policy,
@@ -85,17 +87,71 @@ def _explain(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-def evaluate(policy: Policy, context: Any, *, strict_messages: bool = False) -> Outcome:
+class _Sizes:
+    """The largest collection (and longest string) in an evaluation's variables, on demand."""
+
+    _memo: ClassVar[dict[int, tuple[Any, int, int]]] = {}
+
+    def __init__(self, variables: Mapping[str, Any] | None) -> None:
+        self.variables = variables
+        self.found: tuple[int, int] | None = None
+
+    def get(self) -> tuple[int, int]:
+        if self.found is None:
+            items = longest = 0
+            for value in (self.variables or {}).values():
+                entry = self._memo.get(id(value))
+                if entry is None or entry[0] is not value:
+                    if len(self._memo) >= 256:
+                        self._memo.clear()
+                    entry = (value, largest(value), largest(value, strings=True))
+                    self._memo[id(value)] = entry
+                items, longest = max(items, entry[1]), max(longest, entry[2])
+            self.found = (items, longest)
+        return self.found
+
+
+def _over_budget(cost: Cost, sizes: _Sizes, mark: Mark, what: str) -> str | None:
+    """Why ``cost`` may not run on these variables, or None (only nested loops can explode)."""
+    if not cost.nested:
+        return None
+    items, longest = sizes.get()
+    steps = estimate(cost, items, longest)
+    if steps <= BUDGET:
+        return None
+    return (
+        f"{what} at {mark} was not evaluated: on this object its nested comprehensions "
+        f"could take about {steps:,} steps (collections of up to {max(items, 1):,} items), "
+        f"over the budget of {BUDGET:,} per evaluation; restructure the expression or "
+        "bound the lists it walks"
+    )
+
+
+def evaluate(
+    policy: Policy,
+    context: Any,
+    *,
+    strict_messages: bool = False,
+    variables: Mapping[str, Any] | None = None,
+) -> Outcome:
     """Run every compiled validation of ``policy``; return its violations and failures.
 
     Validations that did not compile are skipped here: loading already reported them
     as error findings at their line, once rather than once per object. A
     ``messageExpression`` that fails falls back to ``message`` (as in Kubernetes);
     with ``strict_messages`` (policy tests) its failure is reported instead.
+
+    Each expression runs only if its cost bound (``core.cel_cost``) on ``variables``, the
+    values bound in ``context``, is within the budget; otherwise it is a failure.
     """
     results: list[tuple[str, str]] = []
+    sizes = _Sizes(variables)
     for validation in policy.validations:
         if validation.program is None:
+            continue
+        refused = _over_budget(validation.cost, sizes, validation.mark, "the expression")
+        if refused is not None:
+            results.append((_FAILURE, refused))
             continue
         try:
             value = validation.program.execute(context)
@@ -119,7 +175,13 @@ def evaluate(policy: Policy, context: Any, *, strict_messages: bool = False) -> 
             )
             continue
         message = validation.message
-        if validation.message_program is not None:
+        refused = _over_budget(
+            validation.message_cost, sizes, validation.mark, "the messageExpression"
+        )
+        if refused is not None and strict_messages:
+            results.append((_FAILURE, refused))
+            continue
+        if validation.message_program is not None and refused is None:
             try:
                 custom = validation.message_program.execute(context)
             except Exception as exc:  # fall back to the static message, as Kubernetes does

@@ -6,11 +6,12 @@ exemption are findings at their file:line; no Policy documents at all is a Polic
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from reconciler.core.cel_cost import Cost, analyse
 from reconciler.core.errors import Mark, OutpostError, PolicyError
 from reconciler.core.findings import ERROR, WARNING, Finding
 from reconciler.core.loader import Document
@@ -19,6 +20,11 @@ from reconciler.core.policy._translate import Admission, NotExportable, admissio
 SITE_VARIABLES = ("site", "hardware", "app")
 
 _SEVERITY = {"deny": ERROR, "warn": WARNING}
+# Rendered bodies as policies see them, and their digests, by id of the rendered body.
+Digests = dict[int, tuple[Mapping[str, Any], bytes]]
+# A further check of each rendered site: (repository, site folder, rendered, the digests
+# the policy check computed) → findings.
+ObjectCheck = Callable[[Any, Any, Any, Digests], list[Finding]]
 
 # Where a policy is enforced (spec.enforce): everywhere includes the site's API server.
 ENFORCE_EVERYWHERE = "everywhere"
@@ -39,6 +45,8 @@ class Validation:
     message: str
     message_program: Any = None
     message_source: str | None = None
+    cost: Cost = field(default_factory=Cost, compare=False)
+    message_cost: Cost = field(default_factory=Cost, compare=False)
 
 
 @dataclass(frozen=True)
@@ -234,6 +242,8 @@ def load_policy(doc: Document, index: int, *, today: date) -> tuple[Policy | Non
                 else f"failed: {expression.strip()}",
                 message_program=message_program,
                 message_source=source if isinstance(source, str) and source.strip() else None,
+                cost=analyse(expression),
+                message_cost=analyse(str(source)) if message_program is not None else Cost(),
             )
         )
     exemptions: list[Exemption] = []

@@ -7,49 +7,25 @@ findings come back in site order, collapsed across sites (`aggregate`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from typing import Any
 
 from reconciler.core.errors import OutpostError, PolicyError
-from reconciler.core.findings import Finding
+from reconciler.core.findings import Finding, aggregate
 from reconciler.core.policy._evaluate import (
     _FAILURE,
     PolicyCache,
     evaluate,
 )
 from reconciler.core.policy._load import (
+    Digests,
+    ObjectCheck,
     PolicySet,
     load_policies,
     policy_documents,
 )
 from reconciler.core.policy._site import RULE_ENGINE, _group_of, _label, check_site
-
-
-def aggregate(findings: Iterable[Finding], *, show: int = 3) -> list[Finding]:
-    """Collapse findings that differ only in their site into one that names the sites.
-
-    A bad image in a manifest 9,000 stores render is one line to change, so it is one
-    finding ("… at 9,000 sites: de-ber-0042, de-muc-0007, … and 8,997 more"), not 9,000
-    annotations on the pull request.
-    """
-    groups: dict[tuple[str, int, str, str, str], list[str]] = {}
-    for f in findings:
-        groups.setdefault((f.path, f.line, f.message, f.severity, f.rule), []).append(f.site)
-    result: list[Finding] = []
-    for (path, line, message, severity, rule), sites in groups.items():
-        named = sorted({s for s in sites if s})
-        if len(named) <= 1:
-            result.append(Finding(path, line, message, severity, rule, named[0] if named else ""))
-            continue
-        shown = ", ".join(named[:show])
-        more = f" and {len(named) - show:,} more" if len(named) > show else ""
-        result.append(
-            Finding(
-                path, line, f"{message} (at {len(named):,} sites: {shown}{more})", severity, rule
-            )
-        )
-    return result
 
 
 def check_unrendered_secrets(
@@ -85,7 +61,7 @@ def check_unrendered_secrets(
             for policy in matching:
                 if policy.exempt("", str(name)):
                     continue
-                outcome = evaluate(policy, cache.bindings.bind(variables))
+                outcome = evaluate(policy, cache.bindings.bind(variables), variables=variables)
                 for kind, message in outcome:
                     text = f"{label}: {message}"
                     if kind == _FAILURE:
@@ -109,6 +85,7 @@ def validate_policies(
     render: Callable[[Any, str], Any] | None = None,
     cache: PolicyCache | None = None,
     workers: int | None = None,
+    objects: ObjectCheck | None = None,
 ) -> list[Finding]:
     """Render each site and check it against ``policies/``; the CI entry point.
 
@@ -122,7 +99,8 @@ def validate_policies(
     contiguous shards rendered and checked in forked processes (``workers`` None: one
     per core from ``PARALLEL_MIN_SITES`` sites on; 1: in this process). Shards come back
     in site order, so the findings are the same either way; ``cache`` counts the hits and
-    evaluations of every shard.
+    evaluations of every shard. ``objects`` checks each rendered site further (CI's
+    Kubernetes API schemas, ``ci.kube_schema``); its findings join the policies'.
     """
     documents, findings = policy_documents(repo)
     try:
@@ -146,7 +124,7 @@ def validate_policies(
 
     def shard(index: int) -> tuple[list[Finding], list[Finding], int, int]:
         hits, misses = cache.hits, cache.misses
-        errors, per_site = _check_sites(policies, repo, shards[index], checker, cache)
+        errors, per_site = _check_sites(policies, repo, shards[index], checker, cache, objects)
         return errors, per_site, cache.hits - hits, cache.misses - misses
 
     per_site: list[Finding] = []
@@ -183,6 +161,7 @@ def _check_sites(
     site_ids: Sequence[str],
     render: Callable[[Any, str], Any],
     cache: PolicyCache,
+    objects: ObjectCheck | None = None,
 ) -> tuple[list[Finding], list[Finding]]:
     """Render and check ``site_ids`` in order: (render error findings, policy findings)."""
     errors: list[Finding] = []
@@ -195,6 +174,7 @@ def _check_sites(
             errors.append(Finding.from_error(exc, rule="render", site=site_id))
             continue
         apps = {instance.name: instance.app for instance in getattr(rendered, "apps", ())}
+        digests: Digests | None = {} if objects is not None else None
         per_site += check_site(
             policies,
             rendered,
@@ -203,14 +183,19 @@ def _check_sites(
             apps,
             vms=folder.vms,
             cache=cache,
+            digests=digests,
         )
+        if objects is not None and digests is not None:
+            per_site += objects(repo, folder, rendered, digests)
     return errors, per_site
 
 
-def policy_check(*, today: date) -> Callable[[Any, Sequence[str]], list[Finding]]:
+def policy_check(
+    *, today: date, objects: ObjectCheck | None = None
+) -> Callable[[Any, Sequence[str]], list[Finding]]:
     """``validate_policies`` as a ``validate.Check`` (repository, site ids) → findings."""
 
     def check(repo: Any, site_ids: Sequence[str]) -> list[Finding]:
-        return validate_policies(repo, site_ids, today=today)
+        return validate_policies(repo, site_ids, today=today, objects=objects)
 
     return check

@@ -23,6 +23,7 @@ from reconciler.core.policy._evaluate import (
 )
 from reconciler.core.policy._facts import site_status
 from reconciler.core.policy._load import (
+    Digests,
     PolicySet,
     load_policies,
     policy_documents,
@@ -163,8 +164,13 @@ def check_site(
     *,
     vms: Iterable[Any] = (),
     cache: PolicyCache | None = None,
+    digests: Digests | None = None,
 ) -> list[Finding]:
     """Every policy finding for one site.
+
+    ``digests``, when given, receives each rendered object's body as policies see it
+    (without the site label) and its digest, by ``id`` of the rendered body: a further
+    check of the same objects (``ObjectCheck``) keys its own cache on them for free.
 
     ``site_doc``, ``hardware_doc``, ``vms`` and the values of ``apps`` (app name →
     App) may be loader Documents, model wrappers (``Site``, ``Hardware``, ``App``)
@@ -293,7 +299,7 @@ def check_site(
                 # already trusts ``uses``, and converting a site's hardware for policies
                 # that never read it was most of the binding cost.
                 needed = {name: variables[name] for name in ("object", *sorted(policy.uses))}
-                outcome = evaluate(policy, cache.bindings.bind(needed))
+                outcome = evaluate(policy, cache.bindings.bind(needed), variables=needed)
                 cache.results[key] = outcome
             else:
                 cache.hits += 1
@@ -313,6 +319,11 @@ def check_site(
                         site=site_id,
                     )
                 )
+    if digests is not None:
+        for obj, subject in zip(rendered_site.objects, subjects, strict=False):
+            if subject.digest is None:
+                subject.digest = _digest(subject.body)
+            digests[id(obj.body)] = (subject.body, subject.digest)
     return findings
 
 

@@ -110,29 +110,19 @@ def _schema_error_path(error: Any, properties: Mapping[str, Any]) -> list[str | 
 
 @lru_cache(maxsize=512)
 def _validator(schema_text: str) -> Any:
-    """A compiled validator for a schema (by its canonical text), or why it is not one.
+    """A compiled validator for a schema (by its canonical text), or why it is refused.
 
     Checking and compiling a schema costs more than rendering an app, and CI
     renders the same app version at hundreds of sites: the cache is keyed by
-    the schema's content, so it cannot go stale. The validator comes with the
-    schema's compiled check (``schemas.compile_check``), which answers "valid"
-    without jsonschema's per-keyword overhead; jsonschema reports the errors.
+    the schema's content, so it cannot go stale. Compiling goes through
+    ``core.schema_guard``: no remote ``$ref``, no reference loop, patterns on RE2.
+    The validator comes with the schema's compiled check (``schemas.compile_check``),
+    which answers "valid" without jsonschema's per-keyword overhead; jsonschema
+    reports the errors.
     """
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import SchemaError
+    from reconciler.core.schema_guard import compile_parameters
 
-    from reconciler.core.schemas import compile_check
-
-    schema = json.loads(schema_text)
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        return str(exc.message)
-    formats = Draft202012Validator.FORMAT_CHECKER
-    return (
-        Draft202012Validator(schema, format_checker=formats),
-        compile_check(schema, format_checker=formats),
-    )
+    return compile_parameters(schema_text)
 
 
 def _is_valid(check: Any, values: Mapping[str, Any]) -> bool:
@@ -147,19 +137,27 @@ def validate_values(
 ) -> None:
     """Check ``values`` against the app's parameter schema (JSON Schema draft 2020-12)."""
     schema_mark = app.mark("spec", "parameters")
+    from reconciler.core.schema_guard import SchemaProblem
+
     compiled = _validator(json.dumps(schema, sort_keys=True))
-    if isinstance(compiled, str):
+    if isinstance(compiled, SchemaProblem):
         raise RenderError(
-            f"spec.parameters of app {app.name!r} is not a valid JSON Schema: {compiled}",
-            mark=schema_mark,
+            f"spec.parameters of app {app.name!r}: {compiled.message}",
+            mark=app.mark("spec", "parameters", *compiled.at),
         )
-    validator, check = compiled
-    if _is_valid(check, values):
+    if _is_valid(compiled.check, values):
         return
-    errors = sorted(
-        validator.iter_errors(values),
-        key=lambda e: ([str(p) for p in e.absolute_path], e.message),
-    )
+    try:
+        errors = sorted(
+            compiled.validator.iter_errors(values),
+            key=lambda e: ([str(p) for p in e.absolute_path], e.message),
+        )
+    except Exception as exc:  # the jsonschema seam: the guard should have refused this schema
+        raise RenderError(
+            f"the parameter schema of app {app.name!r} cannot be evaluated "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+            mark=schema_mark,
+        ) from None
     if not errors:
         return
     error = errors[0]

@@ -255,7 +255,7 @@ def _label(body: dict[str, Any], site: str, app: str, version: str) -> None:
         labels.update(owned)
 
 
-def _manifest_shape(body: Any, mark: Mark) -> None:
+def _manifest_shape(body: Any, mark: Mark, name_mark: Mark | None = None) -> None:
     if not isinstance(body, dict):
         raise RenderError("a manifest document must be a Kubernetes object (a map)", mark=mark)
     for key in ("apiVersion", "kind"):
@@ -264,6 +264,38 @@ def _manifest_shape(body: Any, mark: Mark) -> None:
     metadata = body.get("metadata")
     if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
         raise RenderError("the object has no metadata.name", mark=mark)
+    name = metadata["name"]
+    if body["apiVersion"].startswith("rbac.authorization.k8s.io/"):
+        # RBAC names are path segments (system:aggregate-to-edit): no '/', no '%', not . or ..
+        if name and name not in (".", "..") and not set(name) & {"/", "%"}:
+            return
+        raise RenderError(
+            f"{body['kind']} name {name[:80]!r} is not a valid RBAC name (no '/' or '%', "
+            "not '.' or '..'); check the placeholders in metadata.name",
+            mark=name_mark or mark,
+        )
+    label = body["kind"] in _LABEL_NAMED and body["apiVersion"] == "v1"
+    if not (_DNS_LABEL if label else _DNS_SUBDOMAIN).fullmatch(name) or len(name) > (
+        63 if label else 253
+    ):
+        form = (
+            "a DNS label: at most 63 lowercase letters, digits and '-'"
+            if label
+            else "a DNS subdomain: at most 253 lowercase letters, digits, '-' and '.'"
+        )
+        raise RenderError(
+            f"{body['kind']} name {name[:80]!r} is not a valid Kubernetes name ({form}, "
+            "starting and ending with a letter or digit); the API server would refuse it — "
+            "check the placeholders in metadata.name",
+            mark=name_mark or mark,
+        )
+
+
+# Kubernetes names (apimachinery's IsDNS1123Subdomain / IsDNS1123Label); a Service's and a
+# Namespace's name must be a label (it becomes a DNS name of its own).
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_LABEL_NAMED = frozenset({"Namespace", "Service"})
 
 
 def _render_app(
@@ -330,6 +362,12 @@ def _render_app(
 
 def _check_app_values(app: App, layers: Sequence[Layer], scope: Scope) -> None:
     """The app's values against its parameters, and its parameters against its manifests."""
+    if not app.manifests:
+        raise RenderError(
+            f"app {app.name!r} has no manifests: expected Kubernetes objects in "
+            f"apps/{app.name}/manifests/*.yaml (is the folder missing or misnamed?)",
+            mark=app.doc.mark(),
+        )
     validate_values(scope.values, app.parameters, layers, app.doc)
     manifests = app.manifests_for(scope.version)
     if not manifests and app.source:
@@ -348,11 +386,6 @@ def _check_app_values(app: App, layers: Sequence[Layer], scope: Scope) -> None:
             f"apps/{app.name}/manifests uses ${{{name}}}; use it or remove it",
             mark=app.doc.mark("spec", "parameters", "properties", name),
         )
-    if not manifests:
-        raise RenderError(
-            f"app {app.name!r} has no manifests (apps/{app.name}/manifests/*.yaml)",
-            mark=app.doc.mark(),
-        )
 
 
 def _fill_manifest(doc: YamlDocument, app: App, scope: Scope) -> dict[str, Any]:
@@ -365,7 +398,7 @@ def _fill_manifest(doc: YamlDocument, app: App, scope: Scope) -> dict[str, Any]:
     namespace = app.namespace
     mark = doc.mark()
     body = fill(doc, scope)
-    _manifest_shape(body, mark)
+    _manifest_shape(body, mark, doc.mark("metadata", "name"))
     metadata = body["metadata"]
     if body["kind"] in CLUSTER_SCOPED_KINDS:
         if metadata.get("namespace"):

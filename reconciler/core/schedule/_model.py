@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 from reconciler.core.errors import Mark, ValidationError
@@ -40,6 +40,12 @@ _RFC3339_RE = re.compile(
     r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
 )
 MAX_WINDOW = timedelta(days=7)
+# The longest soak or other duration: a year. Longer ones mean "never" and are written
+# as a pause; the gate adds durations to dates, and past year 9999 that overflows.
+MAX_DURATION = timedelta(days=366)
+# Dates and instants the gate computes with: a freeze ending 9999-12-31 would make
+# "the day after the freeze" overflow. Years 1970 to 2999 leave room for every sum.
+YEARS = (1970, 2999)
 MAX_ENTRIES = 1000
 """Cap on windows, freezes, waves and wave site lists per document (bounded inputs)."""
 PERCENT_SCALE = 100
@@ -47,6 +53,8 @@ PERCENT_SCALE = 100
 
 Key = str | int
 MarkFn = Callable[..., Mark]
+_D = TypeVar("_D", date, datetime)
+_DURATION_SHAPE = re.compile(r"^(?:[0-9]+d)?(?:[0-9]+h)?(?:[0-9]+m)?$")
 
 
 class _Spec:
@@ -106,22 +114,37 @@ class _Spec:
     def duration(self, value: Any, *keys: Key) -> timedelta:
         text = self.string(value, *keys)
         parsed = parse_duration(text)
-        if parsed is None:
+        if parsed is None and not _DURATION_SHAPE.match(text):
             raise self.error(
                 f"expected a duration like 30m, 6h, 1h30m or 2d, found {text!r}", *keys
+            )
+        if parsed is None or parsed > MAX_DURATION:
+            raise self.error(
+                f"duration {text!r} is too long: at most {MAX_DURATION.days}d "
+                "(to stop a rollout for longer, pause the fleet)",
+                *keys,
             )
         return parsed
 
     def day(self, value: Any, *keys: Key) -> date:
         if isinstance(value, date) and not isinstance(value, datetime):
-            return value
+            return self._year(value, keys)
         text = self.string(value, *keys) if not isinstance(value, date) else None
         if text is not None and _DATE_RE.match(text):
             try:
-                return date.fromisoformat(text)
+                return self._year(date.fromisoformat(text), keys)
             except ValueError:
                 pass
         raise self.error(f"expected a date YYYY-MM-DD, found {_show(value)}", *keys)
+
+    def _year(self, value: _D, keys: tuple[Key, ...]) -> _D:
+        if not YEARS[0] <= value.year <= YEARS[1]:
+            raise self.error(
+                f"{value.isoformat()} is outside the years {YEARS[0]} to {YEARS[1]} the "
+                "schedule computes with (for no end, pause the fleet or remove the entry later)",
+                *keys,
+            )
+        return value
 
     def instant(self, value: Any, *keys: Key) -> datetime:
         if isinstance(value, datetime):
@@ -131,12 +154,13 @@ class _Spec:
                     "(no offset)",
                     *keys,
                 )
-            return value.astimezone(UTC)
+            return self._year(value.astimezone(UTC), keys)
         text = self.string(value, *keys)
         if _RFC3339_RE.match(text):
             try:
-                return datetime.fromisoformat(text.upper().replace(" ", "T")).astimezone(UTC)
-            except ValueError:
+                parsed = datetime.fromisoformat(text.upper().replace(" ", "T"))
+                return self._year(parsed.astimezone(UTC), keys)
+            except (ValueError, OverflowError):
                 pass
         raise self.error(
             "expected an RFC 3339 time with an explicit offset like "

@@ -43,8 +43,14 @@ def parse_duration(text: str) -> timedelta | None:
     match = _DURATION_RE.match(text)
     if not text or match is None:
         return None
-    days, hours, minutes = (int(g) if g else 0 for g in match.groups())
-    return timedelta(days=days, hours=hours, minutes=minutes)
+    groups = match.groups()
+    if any(g and len(g) > 9 for g in groups):
+        return None  # ten digits or more: past what a timedelta holds
+    days, hours, minutes = (int(g) if g else 0 for g in groups)
+    try:
+        return timedelta(days=days, hours=hours, minutes=minutes)
+    except OverflowError:
+        return None
 
 
 def format_duration(value: timedelta) -> str:

@@ -202,6 +202,14 @@ def read_key_file(path: Path) -> tuple[Identity, ...]:
         info = path.stat()
         if not stat.S_ISREG(info.st_mode):
             raise SecretError("age key file is not a regular file", mark=Mark(name))
+        if info.st_mode & 0o044:
+            raise SecretError(
+                f"age key file is readable by group or others (mode "
+                f"{stat.S_IMODE(info.st_mode):04o}); like ssh with a private key, Outpost "
+                "refuses it: `chmod 600` it, and treat the key as exposed if others could "
+                "read it",
+                mark=Mark(name),
+            )
         if info.st_size > MAX_KEY_FILE_BYTES:
             raise SecretError(
                 f"age key file is {info.st_size:,} bytes; a key file is a few lines "

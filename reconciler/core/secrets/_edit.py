@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from reconciler.core.errors import DocumentError, Mark
+from reconciler.core.loader import yaml_error
 
 _Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # Keys that follow `sops` in the contract's order: the new line goes before the first present.
@@ -26,7 +27,10 @@ def _compose(text: str, path: str) -> yaml.Node:
     try:
         node = yaml.compose(text, Loader=_Loader)
     except yaml.YAMLError as exc:
-        raise DocumentError(f"cannot edit: not valid YAML ({exc})", mark=Mark(path)) from None
+        error = yaml_error(exc, text, path)
+        raise DocumentError(
+            f"cannot edit: not valid YAML ({error.message})", mark=error.mark
+        ) from None
     if not isinstance(node, yaml.MappingNode):
         raise DocumentError("cannot edit: the document is not a mapping", mark=Mark(path))
     return node
@@ -154,7 +158,8 @@ def set_value(text: str, path: str, at: tuple[str, str], key: str, value: str) -
         old = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
         new = yaml.load(new_text, Loader=_Loader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
-        raise DocumentError(f"cannot edit safely: {exc}", mark=Mark(path)) from None
+        error = yaml_error(exc, new_text, path)
+        raise DocumentError(f"cannot edit safely: {error.message}", mark=error.mark) from None
     parent = new.get(at[0]) if isinstance(new, dict) else None
     child = parent.get(at[1]) if isinstance(parent, dict) else None
     old_parent = old.get(at[0]) if isinstance(old, dict) else None

@@ -102,6 +102,7 @@ def inspect(data: bytes, path: str) -> EncryptedSecret:
     metadata = body.get("metadata")
     if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
         add("the Secret has no metadata.name", "metadata")
+    _readable_fields(body, add)
     sops = body.get("sops")
     if not isinstance(sops, dict):
         plain = any(_has_plain_value(body.get(f)) for f in VALUE_FIELDS)
@@ -185,6 +186,60 @@ def inspect(data: bytes, path: str) -> EncryptedSecret:
                     name,
                 )
     return EncryptedSecret(path, doc, recipients, tuple(problems))
+
+
+# What sops leaves readable in a Secret: fields that hold no secret, and the sops block.
+_READABLE = frozenset(
+    {"apiVersion", "kind", "metadata", "type", "immutable", "sops", *VALUE_FIELDS}
+)
+_METADATA = frozenset({"name", "namespace", "labels", "annotations"})
+# kubectl writes the whole object, values included, into this annotation.
+_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def _readable_fields(body: dict[str, Any], add: Any) -> None:
+    """Plaintext outside ``data``/``stringData``: sops encrypts only those two fields.
+
+    A value under another top-level key, in a metadata field other than name,
+    namespace, labels and annotations, in an annotation or label named like a secret,
+    or in kubectl's last-applied annotation (a copy of the values) is in the clear.
+    """
+    from reconciler.core.secrets._scan import sensitive_name
+
+    for key in body:
+        if key not in _READABLE:
+            add(
+                f"top-level field {key!r} is not encrypted (sops encrypts only data and "
+                "stringData): anything in it is plaintext in git; move it under data or "
+                "stringData, and treat a secret written here as leaked",
+                key,
+            )
+    metadata = body.get("metadata")
+    if not isinstance(metadata, dict):
+        return
+    for key in metadata:
+        if key not in _METADATA:
+            add(
+                f"metadata.{key} is not part of a Secret's reviewable metadata and is not "
+                "encrypted; remove it",
+                "metadata",
+                key,
+            )
+    for field in ("annotations", "labels"):
+        entries = metadata.get(field)
+        if not isinstance(entries, dict):
+            continue
+        for name, value in entries.items():
+            if not (isinstance(value, str) and value.strip()):
+                continue
+            if str(name) == _LAST_APPLIED or sensitive_name(str(name).rsplit("/", 1)[-1]):
+                add(
+                    f"metadata.{field}.{name} holds a value in the clear (sops encrypts only "
+                    "data and stringData); treat it as leaked, remove it and change the secret",
+                    "metadata",
+                    field,
+                    name,
+                )
 
 
 def _recipients(

@@ -36,9 +36,12 @@ from reconciler.core.secrets._files import Problem
 EXAMPLE_KEY_DIRS = ("tests/keys/",)
 CONFIG_DIRS = ("apps/", "fleets/", "sites/", "policies/", "deploy/")
 _YAML = (".yaml", ".yml")
+# JSON is read too: a Secret in manifests/secret.json leaks as surely as one in YAML.
+_CONFIG_SUFFIXES = (*_YAML, ".json")
 
 _PEM_PRIVATE = re.compile(rb"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY( BLOCK)?-----")
-_AGE_IDENTITY = re.compile(rb"AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}")
+# Bech32 is one case or the other: ``age-secret-key-1…`` is the same key in lower case.
+_AGE_IDENTITY = re.compile(rb"(?i)AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}")
 _WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 _SENSITIVE_LAST = frozenset(
     {
@@ -106,13 +109,24 @@ def scan_key_material(path: str, data: bytes) -> list[Problem]:
 
 def _secret_manifests(doc: YamlDocument) -> Iterator[Problem]:
     body = doc.body
+    if (
+        isinstance(body, dict)
+        and body.get("kind") == "List"
+        and isinstance(body.get("items"), list)
+    ):
+        for index, item in enumerate(body["items"]):
+            yield from _secret_fields(doc, item, ("items", index))
+    yield from _secret_fields(doc, body, ())
+
+
+def _secret_fields(doc: YamlDocument, body: Any, at: tuple[str | int, ...]) -> Iterator[Problem]:
     if not isinstance(body, dict) or body.get("kind") != "Secret":
         return
     for field in ("data", "stringData"):
         values = body.get(field)
         if isinstance(values, dict) and any(v not in (None, "") for v in values.values()):
             yield Problem(
-                doc.mark(field),
+                doc.mark(*at, field),
                 f"a Kubernetes Secret with {field} outside sites/<id>/secrets/: its values are "
                 "plaintext in git. Move it to sites/<site>/secrets/<name>.sops.yaml, encrypted "
                 "(`outpost secrets encrypt`), and change the values",
@@ -189,6 +203,52 @@ def _sensitive_values(path: str, doc: YamlDocument) -> Iterator[Problem]:
         apps = spec.get("apps") if isinstance(spec, dict) else None
         if isinstance(apps, dict):
             yield from _walk(doc, apps, ("spec", "apps"))
+            for name, entry in apps.items():
+                patches = entry.get("patches") if isinstance(entry, dict) else None
+                if isinstance(patches, list):
+                    yield from _patches(doc, patches, ("spec", "apps", name, "patches"))
+
+
+def _patches(doc: YamlDocument, patches: list[Any], at: tuple[str | int, ...]) -> Iterator[Problem]:
+    """Plaintext written into a Secret by a site's patch.
+
+    A JSON patch op ``{op: add, path: /data/WIFI_PSK, value: …}`` names the key in a path,
+    which ``_walk`` does not read as a key; and a patch to a ``kind: Secret`` puts
+    whatever it writes under ``data``/``stringData`` in the clear, whatever the key's name.
+    """
+    for index, patch in enumerate(patches):
+        if not isinstance(patch, dict):
+            continue
+        target = patch.get("target")
+        secret = isinstance(target, dict) and target.get("kind") == "Secret"
+        where = (*at, index)
+        merge = patch.get("merge")
+        if secret and isinstance(merge, dict):
+            for field in ("data", "stringData"):
+                values = merge.get(field)
+                if isinstance(values, dict) and any(_literal(v) for v in values.values()):
+                    yield Problem(doc.mark(*where, "merge", field), _PATCHED)
+        ops = patch.get("json")
+        if not isinstance(ops, list):
+            continue
+        for number, op in enumerate(ops):
+            if not isinstance(op, dict) or op.get("op") not in ("add", "replace"):
+                continue
+            pointer = str(op.get("path", ""))
+            last = pointer.rsplit("/", 1)[-1].replace("~1", "/").replace("~0", "~")
+            value = op.get("value")
+            into_data = secret and pointer.split("/")[1:2] in (["data"], ["stringData"])
+            literal = _literal(value) or (
+                isinstance(value, dict) and any(_literal(v) for v in value.values())
+            )
+            if literal and (sensitive_name(last) or into_data):
+                yield Problem(doc.mark(*where, "json", number, "value"), _PATCHED)
+
+
+_PATCHED = (
+    "this patch writes a literal value into a secret field; the value is plaintext in git. "
+    "Put it in an encrypted Secret (sites/<site>/secrets/<name>.sops.yaml) and change it"
+)
 
 
 def scan_config(path: str, data: bytes) -> list[Problem]:
@@ -198,7 +258,9 @@ def scan_config(path: str, data: bytes) -> list[Problem]:
     try:
         documents = parse_yaml(data, path, multi=True)
     except OutpostError:
-        return []  # layer 1 of validation reports files that do not parse
+        if not path.endswith(".json"):
+            return []  # layer 1 of validation reports files that do not parse
+        documents = _json_documents(data, path)
     problems: list[Problem] = []
     for doc in documents:
         problems.extend(_secret_manifests(doc))
@@ -206,9 +268,22 @@ def scan_config(path: str, data: bytes) -> list[Problem]:
     return problems
 
 
+def _json_documents(data: bytes, path: str) -> list[YamlDocument]:
+    """A JSON file YAML cannot read (tabs before a key): its value, every line at line 1."""
+    import json
+
+    from reconciler.core.loader import Lines
+
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):
+        return []
+    return [YamlDocument(path, body, Lines(1))]
+
+
 def in_config(path: str) -> bool:
-    """Configuration YAML outside the encrypted secrets folders."""
-    if not path.endswith(_YAML):
+    """Configuration YAML (or JSON) outside the encrypted secrets folders."""
+    if not path.endswith(_CONFIG_SUFFIXES):
         return False
     if path.startswith("sites/") and path.split("/")[2:3] == ["secrets"]:
         return False

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.core.errors import SourceUnavailable, VerificationError
+from reconciler.core.loader import MAX_FILE_BYTES
 from reconciler.core.trust.allowed_signers import TrustRoot
 from reconciler.core.trust.rules import SIGNERS_PATH
 from reconciler.core.trust.verify import (
@@ -154,6 +155,10 @@ class _Reader:
                 found = SignersUnreadable(
                     f"is not a regular file (git mode {entry.filemode:o}); it is ignored"
                 )
+            elif self.repo.odb.read_header(entry.id)[1] > MAX_FILE_BYTES:
+                found = SignersUnreadable(
+                    f"is larger than {MAX_FILE_BYTES:,} bytes; it is not read"
+                )  # the size from the object header: a huge blob is never inflated
             else:
                 found = bytes(entry.data)
             self.signers[blob_id] = found

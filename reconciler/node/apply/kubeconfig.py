@@ -139,12 +139,17 @@ def _data(value: Any, field: str, source: str) -> bytes | None:
 def read(path: str | os.PathLike[str], *, context: str | None = None) -> Endpoint | None:
     """The endpoint of ``context`` (default: current-context), or None if it needs the library."""
     source = os.fspath(path)
+    text = ""
     try:
-        document = yaml.safe_load(Path(source).read_text())
+        text = Path(source).read_text()
+        document = yaml.safe_load(text)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{source}: cannot read the kubeconfig: {exc}") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: the kubeconfig is not YAML: {exc}") from exc
+        from reconciler.core.loader import yaml_error
+
+        error = yaml_error(exc, text, source)
+        raise ConfigError(f"{error.mark}: the kubeconfig is not YAML: {error.message}") from None
     if not isinstance(document, Mapping):
         raise ConfigError(f"{source}: the kubeconfig is not a mapping")
     name = context or document.get("current-context")
