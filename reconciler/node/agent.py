@@ -108,6 +108,9 @@ class Verified:
     emergency: bool
     emergency_reason: str
     commits: int
+    pending: tuple[str, ...] = ()
+    """Commits of the range that wait for approvals (then ``revision`` is the newest
+    commit before the first of them, or what was applied when there is none)."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,8 @@ class TickReport:
     source_behind: int = 0
     """Commits the source's branch lacks of what this site runs (it moved back)."""
     source_head: str | None = None
+    approvals: list[str] = field(default_factory=list)
+    """Commits of the candidate's range that wait for approvals, explained."""
 
 
 def _short(revision: str | None) -> str:
@@ -427,7 +432,16 @@ class Agent:
             if floor is not None:
                 since = self._since_floor(mirror, state.applied, candidate, floor)
             verified = self.pipeline.verify(mirror, since, candidate, now)
-            desired = self.pipeline.desired(mirror, candidate)
+            target = verified.revision
+            if verified.pending:
+                self._approvals_pending(report, candidate, verified)
+                if not target or target in (since, state.applied):
+                    report.outcome = "pending-approval"
+                    return state
+                if target in state.failed:
+                    report.outcome = "failed-before"
+                    return state
+            desired = self.pipeline.desired(mirror, target)
             decision = self.pipeline.gate(mirror, verified, desired, now)
         except PermanentError as exc:
             refused = dict(state.refused)
@@ -441,11 +455,25 @@ class Agent:
         if not decision.allowed:
             report.outcome = "waiting"
             report.pending = candidate
-            report.pending_reason = decision.reason
+            report.pending_reason = decision.reason + (
+                f"; {report.pending_reason}" if report.approvals else ""
+            )
             report.pending_until = decision.until.isoformat() if decision.until else None
             log.info("change waits", extra={"revision": candidate, "reason": decision.reason})
             return state
         return self._roll_out(mirror, state, report, desired, get_cluster)
+
+    def _approvals_pending(self, report: TickReport, candidate: str, verified: Verified) -> None:
+        """Commits that wait for approvals: not refused, re-evaluated every tick; the node
+        may meanwhile take the newest commit before the first of them."""
+        report.approvals = list(verified.pending)
+        report.pending = candidate
+        first = verified.pending[0]
+        more = len(verified.pending) - 1
+        report.pending_reason = f"waiting for approvals: {first}" + (
+            f" (and {more} more commit{'s' if more != 1 else ''} waiting)" if more else ""
+        )
+        log.info("approvals pending", extra={"revision": candidate, "pending": first})
 
     def _since_floor(self, mirror: Mirror, applied: str | None, candidate: str, floor: str) -> str:
         """Where verification starts under ``spec.trust.floor``; refuses what is not above it."""
@@ -737,6 +765,7 @@ def status_document(
             else None
         ),
         "health": report.health,
+        "approvalsPending": list(report.approvals),
         "sourceBehind": (
             {"commits": report.source_behind, "revision": report.source_head}
             if report.source_behind
@@ -788,6 +817,12 @@ def metrics_text(site: str, state: AgentState, report: TickReport, now: datetime
             "1 when a newer verified revision waits (window, freeze, wave) or was refused.",
             labels,
             1 if report.pending else 0,
+        ),
+        (
+            "outpost_approvals_pending_commits",
+            "Commits of the candidate's range that wait for approvals by more principals.",
+            labels,
+            len(report.approvals),
         ),
         (
             "outpost_last_tick_timestamp_seconds",
