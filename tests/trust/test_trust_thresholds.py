@@ -7,6 +7,8 @@ retires it must hold for every node.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from trust_git import BASE_TS, Key, Repo, root_line, short, signers_yaml, trust_root
 
 from reconciler.core.trust.allowed_signers import TrustRoot
@@ -291,3 +293,39 @@ def test_an_old_root_file_follows_the_chain_of_rotations(repo: Repo, keys: dict[
     # and alice, retired by the first rotation, cannot rotate again after it
     repo.commit({"policies/root-signers": roots_text(keys, "alice")}, keys["root"], "take back")
     assert not repo.verify(roots(keys), since=base).ok
+
+
+def test_outpost_verify_lists_pending_approvals_and_rotations(
+    repo: Repo, keys: dict[str, Key], tmp_path: Path
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    trust = tmp_path / "old_root"
+    trust.write_text(roots_text(keys, "alice", "bob", "carol"))
+    base = seeded(repo, keys)
+    rotation = rotate(repo, keys, "root2", "bob", "carol", "dave")
+    approval = repo.commit({}, keys["rsa"], f"Approve {rotation}")
+    change = repo.commit({"policies/p.yaml": POLICY}, keys["pos2"], "dave's policy")
+
+    def verify(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "reconciler.cli", "verify", "--repo", str(repo.path),
+             "--trust", str(trust), "--since", base, *extra],
+            capture_output=True, text=True, check=False, timeout=120,
+        )  # fmt: skip
+
+    text = verify()
+    assert text.returncode == 1, text.stderr
+    assert f"trust root rotated by {short(rotation)} (approved by bob@example.com, " in text.stdout
+    assert f"pending: commit {short(change)} changes policies/p.yaml" in text.stdout
+    assert "has 1 (dave@example.com); waiting for 1 more from bob@example.com" in text.stdout
+    assert f"a node takes {short(approval)} meanwhile" in text.stdout
+    body = json.loads(verify("-o", "json").stdout)
+    assert body["complete"] is False and body["applicable"] == approval
+    assert [p["sha"] for p in body["pending"]] == [change]
+    assert body["rotations"] == [
+        {"commit": rotation, "effective": approval,
+         "approvers": ["bob@example.com", "carol@example.com"]}
+    ]  # fmt: skip

@@ -339,7 +339,11 @@ class Pending:
     @property
     def message(self) -> str:
         have = ", ".join(self.approvers) or "nobody"
-        who = f" from {', '.join(self.others)}" if self.others else ""
+        who = (
+            f" from {', '.join(self.others)}"
+            if self.others
+            else " (no other principal may approve it: too few are allowed to)"
+        )
         return (
             f"commit {self.short} {self.what}: it needs {self.needed} distinct principals, "
             f"has {len(self.approvers)} ({have}); waiting for {self.missing} more{who} — "
