@@ -33,6 +33,7 @@ COMMANDS: tuple[str, ...] = (
     "render",
     "diff",
     "verify",
+    "heartbeat",
     "bundle",
     "images",
     "fleet",

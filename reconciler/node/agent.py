@@ -133,6 +133,12 @@ class Pipeline(Protocol):
         self, mirror: Mirror, verified: Verified, desired: Desired, now: datetime
     ) -> GateDecision: ...
 
+    def freshness(
+        self, mirror: Mirror, applied: str | None, head: str | None, now: datetime
+    ) -> Any:
+        """The source's signed heartbeat (`reconciler.node.heartbeat.Freshness`), or None."""
+        ...
+
 
 @dataclass
 class TickReport:
@@ -158,6 +164,8 @@ class TickReport:
     """Commits the source's branch lacks of what this site runs (it moved back)."""
     source_head: str | None = None
     approvals: list[str] = field(default_factory=list)
+    heartbeat: Any = None
+    """`reconciler.node.heartbeat.Freshness` of this tick, when checked."""
     """Commits of the candidate's range that wait for approvals, explained."""
 
 
@@ -219,6 +227,7 @@ class Agent:
         state = self._fetch(mirror, state, report, now)
         candidate = mirror.resolve(CANDIDATE_REF)
         report.candidate = candidate
+        self._freshness(mirror, state, report, candidate, now)
         if state.applied is not None and not mirror.has(state.applied):
             message = (
                 f"this site runs {_short(state.applied)}, which the source has not brought "
@@ -237,6 +246,30 @@ class Agent:
             self._correct_drift(mirror, state, report, get_cluster)
         remember(mirror, state.refused, state.failed)
         return state
+
+    def _freshness(
+        self,
+        mirror: Mirror,
+        state: AgentState,
+        report: TickReport,
+        head: str | None,
+        now: datetime,
+    ) -> None:
+        """The heartbeat: a source that stopped moving it is reported, nothing is refused."""
+        try:
+            fresh = self.pipeline.freshness(mirror, state.applied, head, now)
+        except OutpostError as exc:
+            report.warnings.append(f"the heartbeat could not be checked: {exc}")
+            return
+        if fresh is None:
+            return
+        report.heartbeat = fresh
+        if fresh.note:
+            report.warnings.append(f"heartbeat not counted: {fresh.note}")
+        warning = fresh.warning()
+        if warning:
+            report.warnings.append(warning)
+            log.warning("updates may be withheld", extra={"silence": int(fresh.silence)})
 
     def _recover(
         self,
@@ -766,6 +799,7 @@ def status_document(
         ),
         "health": report.health,
         "approvalsPending": list(report.approvals),
+        "heartbeat": _heartbeat_status(report.heartbeat, iso),
         "sourceBehind": (
             {"commits": report.source_behind, "revision": report.source_head}
             if report.source_behind
@@ -787,6 +821,19 @@ def status_document(
             if report.leftover is not None
             else None
         ),
+    }
+
+
+def _heartbeat_status(fresh: Any, iso: Callable[[float | None], str | None]) -> Any:
+    if fresh is None:
+        return None
+    return {
+        "signedAt": iso(fresh.signed_at),
+        "revision": fresh.target,
+        "silenceSeconds": int(fresh.silence),
+        "maxSilenceSeconds": fresh.max_silence,
+        "updatesMayBeWithheld": fresh.withheld,
+        "note": fresh.note,
     }
 
 
@@ -831,6 +878,25 @@ def metrics_text(site: str, state: AgentState, report: TickReport, now: datetime
             now.timestamp(),
         ),
     ]
+    fresh = report.heartbeat
+    if fresh is not None:
+        samples.append(
+            (
+                "outpost_updates_may_be_withheld",
+                "1 when the newest signed heartbeat is older than the fleet's maxSilence.",
+                labels,
+                1 if fresh.withheld else 0,
+            )
+        )
+        if fresh.signed_at is not None:
+            samples.append(
+                (
+                    "outpost_heartbeat_signed_timestamp_seconds",
+                    "The signed time of the newest heartbeat tag this node verified.",
+                    labels,
+                    fresh.signed_at,
+                )
+            )
     if state.last_success_at is not None:
         samples.append(
             (

@@ -212,6 +212,51 @@ class NodePipeline:
             pending=pending,
         )
 
+    # -- freshness --------------------------------------------------------------
+
+    def freshness(
+        self, mirror: Mirror, applied: str | None, head: str | None, now: datetime
+    ) -> Any:
+        """The heartbeat check (`reconciler.node.heartbeat`), with the heartbeat keys and the
+        fleets' ``heartbeat`` limits of the revision this site runs; None before it runs one."""
+        from reconciler.core.errors import DocumentError
+        from reconciler.core.model import Repository
+        from reconciler.core.schedule._zones import parse_duration
+        from reconciler.core.source import CommitTree
+        from reconciler.core.trust import parse_signers
+        from reconciler.core.trust.rules import EMPTY_RULES, SIGNERS_PATH
+        from reconciler.node.fetch import HEARTBEAT_REF
+        from reconciler.node.heartbeat import check_heartbeat
+
+        if applied is None:
+            return None
+        tree = CommitTree(mirror.repo, applied)
+        try:
+            rules = parse_signers(tree.read(SIGNERS_PATH))
+        except DocumentError:
+            rules = EMPTY_RULES
+        repo = Repository(tree)
+        folder = repo.site(self.site)
+        air_gapped = self.config.source.url is None and self.config.feed is None
+        key = "maxSilenceAirGapped" if air_gapped else "maxSilence"
+        limits = []
+        for name in folder.site.fleets:
+            fleet = repo.fleet(name)
+            settings = fleet.doc.spec.get("heartbeat") if fleet is not None else None
+            text = settings.get(key) if isinstance(settings, dict) else None
+            limit = parse_duration(text) if isinstance(text, str) else None
+            if limit is not None:
+                limits.append(int(limit.total_seconds()))
+        return check_heartbeat(
+            mirror,
+            self.config.state_dir,
+            tag_ref=HEARTBEAT_REF,
+            head=head,
+            rules=rules,
+            max_silence=min(limits) if limits else None,
+            now=now.timestamp(),
+        )
+
     # -- desired ----------------------------------------------------------------
 
     def desired(self, mirror: Mirror, revision: str, *, checks: bool = True) -> Desired:
