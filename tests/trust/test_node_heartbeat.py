@@ -101,12 +101,12 @@ def test_outpost_heartbeat_writes_a_tag_the_core_verifies(
     # Signed by a key the heartbeat role does not list: not a heartbeat.
     write_heartbeat(fleet.path, rogue, branch="main", now=T0)
     sha, raw = tag_object(fleet)
-    with pytest.raises(VerificationError, match="which spec.heartbeat.keys"):
+    with pytest.raises(VerificationError, match=r"which spec\.heartbeat\.keys"):
         verify_heartbeat(sha, raw, rules)
     # A root key may sign commits, not heartbeats.
     write_heartbeat(fleet.path, fleet.root_key, branch="main", now=T0)
     sha, raw = tag_object(fleet)
-    with pytest.raises(VerificationError, match="which spec.heartbeat.keys"):
+    with pytest.raises(VerificationError, match=r"which spec\.heartbeat\.keys"):
         verify_heartbeat(sha, raw, rules)
 
     # The time moved forward after signing: the signature no longer matches.
