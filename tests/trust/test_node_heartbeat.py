@@ -19,9 +19,11 @@ from reconciler.ci.heartbeat import write_heartbeat
 from reconciler.core.errors import VerificationError
 from reconciler.core.trust.heartbeat import verify_heartbeat
 from reconciler.core.trust.rules import parse_signers
+from reconciler.fleet.bundle import create_bundle
 from reconciler.node.agent import TickReport, metrics_text, status_document
 from reconciler.node.config import AgentConfig, SourceConfig
 from reconciler.node.fetch import HEARTBEAT_REF, Mirror
+from reconciler.node.inbox import import_inbox
 from reconciler.node.pipeline import NodePipeline
 from reconciler.node.state import AgentState
 from tools.signedfleet import SignedFleet, create, make_key
@@ -46,18 +48,22 @@ def world(tmp_path: Path) -> tuple[SignedFleet, Path, Path]:
     )
     fleet.edit(
         "fleets/retail-eu.yaml",
-        lambda t: t.replace("spec:\n", "spec:\n  heartbeat: {maxSilence: 6h}\n", 1),
+        lambda t: t.replace(
+            "spec:\n", "spec:\n  heartbeat: {maxSilence: 6h, maxSilenceAirGapped: 30d}\n", 1
+        ),
     )
     fleet.commit("heartbeat: CI key, 6h", when=T0 - timedelta(days=1))
     return fleet, ci_key, rogue
 
 
-def node(tmp_path: Path, fleet: SignedFleet) -> tuple[NodePipeline, Mirror]:
+def node(
+    tmp_path: Path, fleet: SignedFleet, *, stick: Path | None = None
+) -> tuple[NodePipeline, Mirror]:
     config = AgentConfig(
         path=tmp_path / "agent.yaml",
         site=STORE,
-        source=SourceConfig(url=fleet.url, branch="main", credentials=None),
-        bundle_inbox=None,
+        source=SourceConfig(url=None if stick else fleet.url, branch="main", credentials=None),
+        bundle_inbox=stick,
         outbox=None,
         trust_root=fleet.allowed_signers,
         age_key=None,
@@ -188,3 +194,24 @@ def test_a_heartbeat_ahead_of_the_served_branch_does_not_count(
     assert (later.warning() or "").startswith(
         "updates may be withheld: no signed heartbeat in 6.0 h of watching"
     )
+
+
+def test_an_air_gapped_plant_reads_the_heartbeat_its_bundle_carries(
+    tmp_path: Path, world: tuple[SignedFleet, Path, Path]
+) -> None:
+    fleet, ci_key, _ = world
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    pipeline, mirror = node(tmp_path / "plant", fleet, stick=stick)
+    head = fleet.head()
+    write_heartbeat(fleet.path, ci_key, branch="main", now=T0)
+    manifest = create_bundle(fleet.path, STORE, None, "HEAD", stick / "a.bundle", now=T0)
+    assert manifest.heartbeat  # the stick carries the signed tag
+    [imported] = import_inbox(mirror, stick, now=T0)
+    assert imported.outcome == "imported" and imported.note is None
+
+    fresh = pipeline.freshness(mirror, head, head, T0 + timedelta(days=1))
+    assert fresh.signed_at == T0.timestamp()
+    assert fresh.max_silence == 30 * 86400  # the plant's own limit, not the stores' 6 h
+    assert not fresh.withheld
+    assert pipeline.freshness(mirror, head, head, T0 + timedelta(days=31)).withheld
