@@ -461,29 +461,36 @@ class Agent:
                 "takes the newer commit"
             )
             return state
+        target = candidate
         try:
             if floor is not None:
                 since = self._since_floor(mirror, state.applied, candidate, floor)
             verified = self.pipeline.verify(mirror, since, candidate, now)
-            target = verified.revision
             if verified.pending:
                 self._approvals_pending(report, candidate, verified)
-                if not target or target in (since, state.applied):
+                if not verified.revision or verified.revision in (since, state.applied):
                     report.outcome = "pending-approval"
                     return state
+                target = verified.revision
+                # The newest commit before the pending one: judged on its own record.
                 if target in state.failed:
                     report.outcome = "failed-before"
+                    return state
+                if target in state.refused:
+                    report.outcome = "refused"
+                    report.pending_reason = state.refused[target]
                     return state
             desired = self.pipeline.desired(mirror, target)
             decision = self.pipeline.gate(mirror, verified, desired, now)
         except PermanentError as exc:
+            # A refusal by trust is the candidate's; a revision's content, the revision's.
             refused = dict(state.refused)
-            refused[candidate] = _refused_reason(exc, state.applied)
+            refused[target] = _refused_reason(exc, state.applied)
             report.outcome = "refused"
-            report.pending = candidate
-            report.pending_reason = refused[candidate]
+            report.pending = target
+            report.pending_reason = refused[target]
             self._error(report, str(exc))
-            log.error("candidate refused", extra={"revision": candidate, "error": str(exc)})
+            log.error("candidate refused", extra={"revision": target, "error": str(exc)})
             return state.with_(refused=_bounded(refused))
         if not decision.allowed:
             report.outcome = "waiting"
@@ -753,7 +760,7 @@ def succeeded(state: AgentState, report: TickReport) -> bool:
     """
     return (
         state.applied is not None
-        and report.outcome in ("applied", "unchanged", "waiting")
+        and report.outcome in ("applied", "unchanged", "waiting", "pending-approval")
         and report.error is None
         and not report.temporary
         and report.health not in ("failed", "degraded")
