@@ -8,12 +8,15 @@ verified with the repository's own SSHSIG code against ``spec.heartbeat.keys``.
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reconciler.ci.heartbeat import write_heartbeat
 from reconciler.core.errors import VerificationError
@@ -215,3 +218,28 @@ def test_an_air_gapped_plant_reads_the_heartbeat_its_bundle_carries(
     assert fresh.max_silence == 30 * 86400  # the plant's own limit, not the stores' 6 h
     assert not fresh.withheld
     assert pipeline.freshness(mirror, head, head, T0 + timedelta(days=31)).withheld
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=600),
+        st.lists(
+            st.sampled_from(
+                [b"object " + b"a" * 40, b"type commit", b"tag outpost/heartbeat",
+                 b"tagger CI <ci@example.com> 1700000000 +0000", b"tagger x", b"",
+                 b"-----BEGIN SSH SIGNATURE-----", b"AAAA", b"-----END SSH SIGNATURE-----",
+                 b"object zz", b"\xff\xfe"]
+            ),
+            max_size=12,
+        ).map(b"\n".join),
+    )
+)  # fmt: skip
+def test_any_bytes_as_a_heartbeat_tag_are_refused_with_a_reason(raw: bytes) -> None:
+    """Whatever a server puts under the tag's name: a VerificationError, never a crash."""
+    sha = hashlib.sha1(b"tag %d\0" % len(raw) + raw, usedforsecurity=False).hexdigest()  # git ids
+    rules = parse_signers(
+        b"apiVersion: outpost/v1\nkind: Signers\nmetadata: {name: s}\nspec:\n  signers: []\n"
+    )
+    with pytest.raises(VerificationError):
+        verify_heartbeat(sha, raw, rules)
