@@ -190,9 +190,9 @@ class BundleManifest:
         commits = data.get("commits", 0)
         ref = data.get("ref", "")
         heartbeat = data.get("heartbeat", "")
-        if not isinstance(heartbeat, str) or len(heartbeat) > _MAX_HEARTBEAT_CHARS:
+        if not isinstance(heartbeat, str) or len(heartbeat) > MAX_HEARTBEAT_CHARS:
             raise bad(
-                f"heartbeat is not a base64 tag object of at most {_MAX_HEARTBEAT_CHARS:,} "
+                f"heartbeat is not a base64 tag object of at most {MAX_HEARTBEAT_CHARS:,} "
                 "characters"
             )
         return cls(
@@ -566,7 +566,7 @@ def import_bundle(
             manifest=manifest,
             error=exc,
         )
-    note = _keep_heartbeat(mirror, manifest) if manifest is not None else None
+    note = keep_heartbeat(mirror, manifest.heartbeat) if manifest is not None else None
     result = BundleResult(
         path.name,
         outcome,
@@ -582,16 +582,17 @@ def import_bundle(
     return _finish(path, now, result)
 
 
-_MAX_HEARTBEAT_CHARS = 96 * 1024
+MAX_HEARTBEAT_CHARS = 96 * 1024
 
 
-def _keep_heartbeat(mirror: Mirror, manifest: BundleManifest) -> str | None:
-    """Put the manifest's heartbeat tag object into the mirror under ``HEARTBEAT_REF``.
+def keep_heartbeat(mirror: Mirror, encoded: str) -> str | None:
+    """Put a heartbeat tag object (base64, from a manifest or the feed's index) into the
+    mirror under ``HEARTBEAT_REF``.
 
     Only its bytes are kept here (the object id is recomputed by git); whether it counts
     is decided by `reconciler.node.heartbeat` at the tick. A note when it cannot be kept.
     """
-    if not manifest.heartbeat:
+    if not encoded:
         return None
     import base64
     import binascii
@@ -599,7 +600,7 @@ def _keep_heartbeat(mirror: Mirror, manifest: BundleManifest) -> str | None:
     import pygit2
 
     try:
-        raw = base64.b64decode(manifest.heartbeat, validate=True)
+        raw = base64.b64decode(encoded, validate=True)
         oid = mirror.repo.odb.write(pygit2.enums.ObjectType.TAG, raw)
         mirror.pin(HEARTBEAT_REF, str(oid))
     except (binascii.Error, ValueError, pygit2.GitError) as exc:

@@ -23,10 +23,12 @@ from reconciler.core.errors import VerificationError
 from reconciler.core.trust.heartbeat import verify_heartbeat
 from reconciler.core.trust.rules import parse_signers
 from reconciler.fleet.bundle import create_bundle
+from reconciler.fleet.feed import publish_feed
 from reconciler.node.agent import TickReport, metrics_text, status_document
 from reconciler.node.config import AgentConfig, SourceConfig
+from reconciler.node.feed_index import parse_index
 from reconciler.node.fetch import HEARTBEAT_REF, Mirror
-from reconciler.node.inbox import import_inbox
+from reconciler.node.inbox import import_inbox, keep_heartbeat
 from reconciler.node.pipeline import NodePipeline
 from reconciler.node.state import AgentState
 from tools.signedfleet import SignedFleet, create, make_key
@@ -243,3 +245,29 @@ def test_any_bytes_as_a_heartbeat_tag_are_refused_with_a_reason(raw: bytes) -> N
     )
     with pytest.raises(VerificationError):
         verify_heartbeat(sha, raw, rules)
+
+
+def test_each_publish_of_the_feed_carries_the_newest_heartbeat(
+    tmp_path: Path, world: tuple[SignedFleet, Path, Path]
+) -> None:
+    """The feed's index is fetched every tick, so it carries the tag; a publish with no new
+    commit still refreshes it (CI runs heartbeat, then publish, on its schedule)."""
+    fleet, ci_key, _ = world
+    out = tmp_path / "feed"
+    head = fleet.head()
+    write_heartbeat(fleet.path, ci_key, branch="main", now=T0)
+    publish_feed(fleet.path, "main", out, now=T0)
+    first = parse_index((out / "index.json").read_bytes(), "index.json")
+    assert first.heartbeat
+
+    write_heartbeat(fleet.path, ci_key, branch="main", now=T0 + timedelta(hours=1))
+    publish_feed(fleet.path, "main", out, now=T0 + timedelta(hours=1))
+    second = parse_index((out / "index.json").read_bytes(), "index.json")
+    assert second.head == head and second.heartbeat != first.heartbeat
+
+    pipeline, mirror = node(tmp_path / "node", fleet)
+    mirror.fetch(fleet.url, "main")  # the commits; the tag comes from the index below
+    mirror.repo.references.delete(HEARTBEAT_REF)
+    assert keep_heartbeat(mirror, second.heartbeat) is None
+    fresh = pipeline.freshness(mirror, head, head, T0 + timedelta(hours=2))
+    assert fresh.signed_at == (T0 + timedelta(hours=1)).timestamp()
