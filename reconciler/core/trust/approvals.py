@@ -29,6 +29,7 @@ from reconciler.core.errors import VerificationError
 from reconciler.core.trust.allowed_signers import TrustRoot
 from reconciler.core.trust.rules import (
     EMPTY_RULES,
+    MAX_APPROVALS,
     ROOT_SIGNERS_PATH,
     Signer,
     SignerRules,
@@ -108,15 +109,43 @@ class _Counter:
 
     def __init__(self) -> None:
         self.principals: list[str] = []
+        self.fingerprints: list[str] = []
         self.keys: set[str] = set()
 
     def offer(self, verdict: Verdict) -> None:
-        name = verdict.principal
-        fp = verdict.fingerprint
-        if name is None or fp is None or name in self.principals or fp in self.keys:
+        if verdict.principal is not None and verdict.fingerprint is not None:
+            self.offer_identity(verdict.principal, verdict.fingerprint)
+
+    def offer_identity(self, name: str, fp: str) -> None:
+        if name in self.principals or fp in self.keys:
             return
         self.principals.append(name)
+        self.fingerprints.append(fp)
         self.keys.add(fp)
+
+
+def _roots_at_or_above(
+    order: Sequence[str],
+    children: Mapping[str, Sequence[str]],
+    final: Mapping[str, Verdict],
+    valid_now: Mapping[str, Signer | None],
+) -> dict[str, tuple[tuple[str, str], ...]]:
+    """For each commit, distinct root signers (principal, key) valid now among it and the
+    accepted commits on top of it, at most `MAX_APPROVALS`: one pass, newest first, so a
+    long range of thresholded commits costs linear work rather than a search each."""
+    found: dict[str, tuple[tuple[str, str], ...]] = {}
+    for sha in reversed(order):
+        counter = _Counter()
+        verdict = final[sha]
+        if verdict.ok and sha in valid_now and valid_now[sha] is None:
+            counter.offer(verdict)
+        for child in children.get(sha, ()):
+            for name, fp in found.get(child, ()):
+                if len(counter.principals) >= MAX_APPROVALS:
+                    break
+                counter.offer_identity(name, fp)
+        found[sha] = tuple(zip(counter.principals, counter.fingerprints, strict=True))
+    return found
 
 
 def _eligible(
@@ -164,6 +193,7 @@ def approvals(
     line.reverse()
     position = {sha: index for index, sha in enumerate(line)}
 
+    roots_at = _roots_at_or_above(order, children, final, valid_now)
     pending: dict[str, Pending] = {}
     rotation: Rotation | None = None
     for sha in order:
@@ -191,6 +221,11 @@ def approvals(
                 if rotation is None:
                     assert isinstance(record.next_root, bytes)
                     rotation = Rotation(sha, effective, record.next_root, tuple(counter.principals))
+                continue
+        elif need.root_only:
+            for name, fp in roots_at.get(sha, ()):
+                counter.offer_identity(name, fp)
+            if len(counter.principals) >= need.count:
                 continue
         else:
             seen = {sha}
