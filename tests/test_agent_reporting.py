@@ -85,6 +85,9 @@ class FakePipeline:
     ) -> GateDecision:
         return GateDecision(True, "in window")
 
+    def freshness(self, mirror: Any, applied: str | None, head: str | None, now: datetime) -> None:
+        return None  # no heartbeat in these tests (tests/trust/test_node_heartbeat.py has one)
+
 
 @dataclass
 class FakeCluster:

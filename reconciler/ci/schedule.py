@@ -45,7 +45,7 @@ opens (fail closed).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -183,6 +183,7 @@ def schedule_change(
     base_sha = resolve(git, base)
     head_sha: str | None = None
     merge_at: datetime | None = None
+    approvals: list[str] = []
     if head is None:
         merge_at = start or now
         head_tree: Any = WorkdirTree(root)
@@ -217,6 +218,7 @@ def schedule_change(
         if read.refused is not None:
             return ChangeSchedule((), now, (), {}, refused=read.refused)
         commits, notes = read.commits, read.notes
+        approvals = read.pending
         notes.append(
             f"change {_short(base_sha)}..{_short(head_sha)}: {len(commits)} commit(s); each "
             "site's change time is, for the last of them that changed its slice, the later "
@@ -247,6 +249,7 @@ def schedule_change(
             "head": head_sha,
             "commits": len(commits) if head_sha is not None else None,
             "assumedMergeAt": _iso(merge_at),
+            "approvalsPending": approvals,
             **scheduled.change,
         },
         unreached=scheduled.unreached,
@@ -259,6 +262,7 @@ class _Range:
     commits: list[RangeCommit]
     notes: list[str]
     refused: str | None = None
+    pending: list[str] = field(default_factory=list)
 
 
 def _read_range(
@@ -300,6 +304,7 @@ def _read_range(
             "the commits in base..head"
         )
     verdicts: dict[str, Any] = {}
+    pending: list[str] = []
     if trust_root is not None:
         try:
             data = trust_root.read_bytes()
@@ -318,6 +323,15 @@ def _read_range(
         if result.error is not None:
             return _Range([], notes, refused=str(result.error))
         verdicts = {v.sha: v for v in result.verdicts}
+        pending = [item.message for item in result.pending]
+        if pending:
+            held = result.applicable
+            where = f"on {_short(held)}" if held and held != base_sha else "where they are"
+            notes.append(
+                f"{len(pending)} commit(s) wait for approvals, so nodes stay {where} until "
+                "they are approved; the times below count from when the approvals arrive: "
+                + "; ".join(pending)
+            )
     commits: list[RangeCommit] = []
     for record in span.commits:
         verdict = verdicts.get(record.sha)
@@ -346,7 +360,7 @@ def _read_range(
             )
         )
     commits.sort(key=lambda c: c.committed_at)  # as NodePipeline.verify orders them
-    return _Range(commits, notes)
+    return _Range(commits, notes, pending=pending)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ COMMANDS: tuple[str, ...] = (
     "render",
     "diff",
     "verify",
+    "heartbeat",
     "bundle",
     "images",
     "fleet",

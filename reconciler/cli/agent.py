@@ -205,6 +205,14 @@ def format_status(report: dict[str, Any]) -> str:
         lines.append(
             f"pending:    {str(pending.get('revision'))[:12]}: {pending.get('reason')}{until}"
         )
+    lines.extend(f"approval:   {item}" for item in report.get("approvalsPending") or [])
+    beat = report.get("heartbeat")
+    if isinstance(beat, dict):
+        state = "updates may be withheld" if beat.get("updatesMayBeWithheld") else "fresh"
+        lines.append(
+            f"heartbeat:  {state}; newest signed {beat.get('signedAt') or 'never'} "
+            f"({int(beat.get('silenceSeconds') or 0) // 60} min ago)"
+        )
     drift = report.get("drift") or {}
     if drift.get("objects"):
         lines.append(

@@ -29,8 +29,11 @@ def register(subparsers: Any) -> None:
         description=(
             "Verify every commit in (SINCE, REV] — or all of REV's history without --since — "
             "against the root signers in the trust file (git's allowed_signers format) and "
-            "the delegations in policies/signers.yaml. Exit 0 when all are verified, 1 when "
-            "any is refused, 2 on usage or I/O errors."
+            "the delegations in policies/signers.yaml, following trust-root rotations "
+            "(policies/root-signers) from the root given: an old root file follows the same "
+            "chain a node does. Commits that wait for approvals (spec.thresholds) are listed "
+            "as pending. Exit 0 when all are verified, 1 when any is refused or pending, 2 on "
+            "usage or I/O errors."
         ),
         epilog=example("outpost verify --trust allowed_signers --since origin/main HEAD"),
     )
@@ -107,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"outpost verify: {exc}", file=sys.stderr)
         return EXIT_ERROR
     sys.stdout.write(render_json(result) if args.output == "json" else render_text(result))
-    return EXIT_OK if result.ok else EXIT_FINDINGS
+    return EXIT_OK if result.complete else EXIT_FINDINGS
 
 
 def render_text(result: RangeResult) -> str:
@@ -128,13 +131,27 @@ def render_text(result: RangeResult) -> str:
         width_p = max(len(r[1]) for r in rows)
         width_f = max(len(r[2]) for r in rows)
         lines = [f"{s}  {p:<{width_p}}  {f:<{width_f}}  {v}" for s, p, f, v in rows]
+    for rotation in result.rotations:
+        lines.append(
+            f"trust root rotated by {rotation.commit[:7]} (approved by "
+            f"{', '.join(rotation.approvers)}): commits after {rotation.effective[:7]} are "
+            "verified against its policies/root-signers"
+        )
     error = result.error
     if error is not None:
         lines.append(f"refused: {error.message}")
-    else:
-        since = f" since {result.last_applied[:7]}" if result.last_applied else ""
-        count = len(result.verdicts)
-        lines.append(f"verified {count} commit{'s' if count != 1 else ''}{since}")
+        return "\n".join(lines) + "\n"
+    for item in result.pending:
+        lines.append(f"pending: {item.message}")
+    since = f" since {result.last_applied[:7]}" if result.last_applied else ""
+    count = len(result.verdicts)
+    lines.append(f"verified {count} commit{'s' if count != 1 else ''}{since}")
+    if result.pending:
+        held = result.applicable
+        lines.append(
+            f"{len(result.pending)} commit(s) wait for approvals: a node takes "
+            + (f"{held[:7]} meanwhile" if held and held != result.last_applied else "nothing new")
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -145,6 +162,27 @@ def render_json(result: RangeResult) -> str:
         "since": result.last_applied,
         "verified": result.ok,
         "error": error.message if error is not None else None,
+        "complete": result.complete,
+        "applicable": result.applicable if result.ok else None,
+        "pending": [
+            {
+                "sha": item.sha,
+                "what": item.what,
+                "needed": item.needed,
+                "approvers": list(item.approvers),
+                "others": list(item.others),
+                "message": item.message,
+            }
+            for item in result.pending
+        ],
+        "rotations": [
+            {
+                "commit": rotation.commit,
+                "effective": rotation.effective,
+                "approvers": list(rotation.approvers),
+            }
+            for rotation in result.rotations
+        ],
         "commits": [
             {
                 "sha": v.sha,

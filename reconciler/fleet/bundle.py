@@ -23,6 +23,7 @@ The format (manifest, header, constants) is defined by the node's inbox
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import subprocess
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.core.files import write_json
+from reconciler.core.trust.heartbeat import HEARTBEAT_TAG
 from reconciler.node.inbox import (
     _CHUNK,
     _SITE,
@@ -201,9 +203,40 @@ def create_bundle(
         size=size,
         ref=ref,
         commits=commits,
+        heartbeat=heartbeat_of(repo_path, to, env=env, timeout=timeout),
     )
     write_json(manifest_path(out), manifest.to_json())
     return manifest
+
+
+def heartbeat_of(repo_path: Path, to: str, *, env: dict[str, str], timeout: float) -> str:
+    """The clone's signed heartbeat tag object (base64) if it points at ``to`` or an
+    ancestor of it, else "" (a tag ahead of the bundle says nothing about it)."""
+
+    def git(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            ["git", "-C", str(repo_path), *args],
+            env=env,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+
+    found = git("rev-parse", "--verify", "--quiet", f"refs/tags/{HEARTBEAT_TAG}")
+    tag = found.stdout.decode("ascii", "replace").strip()
+    if found.returncode != 0 or not tag:
+        return ""
+    target = git("rev-parse", "--verify", "--quiet", f"{tag}^{{commit}}")
+    commit = target.stdout.decode("ascii", "replace").strip()
+    if target.returncode != 0 or (
+        commit != to and git("merge-base", "--is-ancestor", commit, to).returncode != 0
+    ):
+        return ""
+    raw = git("cat-file", "tag", tag)
+    if raw.returncode != 0:
+        return ""
+    return base64.b64encode(raw.stdout).decode("ascii")
 
 
 def write_bundle(

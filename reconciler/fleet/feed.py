@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Literal
 
 from reconciler.core.files import atomic_write, write_json
-from reconciler.fleet.bundle import _resolve, _workstation_env, write_bundle
+from reconciler.fleet.bundle import _resolve, _workstation_env, heartbeat_of, write_bundle
 from reconciler.node.feed_index import (
     FEED_SITE,
     INDEX_NAME,
@@ -142,6 +142,7 @@ def publish_feed(
     removed = _remove_retired(out_dir, index, now)
     if removed:
         index = replace(index, retired=tuple(r for r in index.retired if r[0] not in removed))
+    index = replace(index, heartbeat=heartbeat_of(repo_path, head, env=env, timeout=timeout))
     if outcome != "unchanged" or index != previous:
         if outcome == "unchanged":
             index = replace(index, updated=stamp)

@@ -112,6 +112,9 @@ class Verified:
     emergency: bool
     emergency_reason: str
     commits: int
+    pending: tuple[str, ...] = ()
+    """Commits of the range that wait for approvals (then ``revision`` is the newest
+    commit before the first of them, or what was applied when there is none)."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,12 @@ class Pipeline(Protocol):
     def gate(
         self, mirror: Mirror, verified: Verified, desired: Desired, now: datetime
     ) -> GateDecision: ...
+
+    def freshness(
+        self, mirror: Mirror, applied: str | None, head: str | None, now: datetime
+    ) -> Any:
+        """The source's signed heartbeat (`reconciler.node.heartbeat.Freshness`), or None."""
+        ...
 
 
 @dataclass
@@ -158,6 +167,10 @@ class TickReport:
     source_behind: int = 0
     """Commits the source's branch lacks of what this site runs (it moved back)."""
     source_head: str | None = None
+    approvals: list[str] = field(default_factory=list)
+    heartbeat: Any = None
+    """`reconciler.node.heartbeat.Freshness` of this tick, when checked."""
+    """Commits of the candidate's range that wait for approvals, explained."""
 
 
 def _short(revision: str | None) -> str:
@@ -220,6 +233,7 @@ class Agent:
         state = self._fetch(mirror, state, report, now)
         candidate = mirror.resolve(CANDIDATE_REF)
         report.candidate = candidate
+        self._freshness(mirror, state, report, candidate, now)
         if state.applied is not None and not mirror.has(state.applied):
             message = (
                 f"this site runs {_short(state.applied)}, which the source has not brought "
@@ -238,6 +252,30 @@ class Agent:
             self._correct_drift(mirror, state, report, get_cluster)
         remember(mirror, state.refused, state.failed)
         return state
+
+    def _freshness(
+        self,
+        mirror: Mirror,
+        state: AgentState,
+        report: TickReport,
+        head: str | None,
+        now: datetime,
+    ) -> None:
+        """The heartbeat: a source that stopped moving it is reported, nothing is refused."""
+        try:
+            fresh = self.pipeline.freshness(mirror, state.applied, head, now)
+        except OutpostError as exc:
+            report.warnings.append(f"the heartbeat could not be checked: {exc}")
+            return
+        if fresh is None:
+            return
+        report.heartbeat = fresh
+        if fresh.note:
+            report.warnings.append(f"heartbeat not counted: {fresh.note}")
+        warning = fresh.warning()
+        if warning:
+            report.warnings.append(warning)
+            log.warning("updates may be withheld", extra={"silence": int(fresh.silence)})
 
     def _recover(
         self,
@@ -429,20 +467,36 @@ class Agent:
                 "takes the newer commit"
             )
             return state
+        target = candidate
         try:
             if floor is not None:
                 since = self._since_floor(mirror, state.applied, candidate, floor)
             verified = self.pipeline.verify(mirror, since, candidate, now)
-            desired = self.pipeline.desired(mirror, candidate)
+            if verified.pending:
+                self._approvals_pending(report, candidate, verified)
+                if not verified.revision or verified.revision in (since, state.applied):
+                    report.outcome = "pending-approval"
+                    return state
+                target = verified.revision
+                # The newest commit before the pending one: judged on its own record.
+                if target in state.failed:
+                    report.outcome = "failed-before"
+                    return state
+                if target in state.refused:
+                    report.outcome = "refused"
+                    report.pending_reason = state.refused[target]
+                    return state
+            desired = self.pipeline.desired(mirror, target)
             decision = self.pipeline.gate(mirror, verified, desired, now)
         except PermanentError as exc:
+            # A refusal by trust is the candidate's; a revision's content, the revision's.
             refused = dict(state.refused)
-            refused[candidate] = _refused_reason(exc, state.applied)
+            refused[target] = _refused_reason(exc, state.applied)
             report.outcome = "refused"
-            report.pending = candidate
-            report.pending_reason = refused[candidate]
+            report.pending = target
+            report.pending_reason = refused[target]
             self._error(report, str(exc))
-            log.error("candidate refused", extra={"revision": candidate, "error": str(exc)})
+            log.error("candidate refused", extra={"revision": target, "error": str(exc)})
             return state.with_(refused=_bounded(refused))
         except TemporaryError as exc:
             # Not the candidate's fault (a mirror object unreadable, say): not remembered,
@@ -457,11 +511,25 @@ class Agent:
         if not decision.allowed:
             report.outcome = "waiting"
             report.pending = candidate
-            report.pending_reason = decision.reason
+            report.pending_reason = decision.reason + (
+                f"; {report.pending_reason}" if report.approvals else ""
+            )
             report.pending_until = decision.until.isoformat() if decision.until else None
             log.info("change waits", extra={"revision": candidate, "reason": decision.reason})
             return state
         return self._roll_out(mirror, state, report, desired, get_cluster)
+
+    def _approvals_pending(self, report: TickReport, candidate: str, verified: Verified) -> None:
+        """Commits that wait for approvals: not refused, re-evaluated every tick; the node
+        may meanwhile take the newest commit before the first of them."""
+        report.approvals = list(verified.pending)
+        report.pending = candidate
+        first = verified.pending[0]
+        more = len(verified.pending) - 1
+        report.pending_reason = f"waiting for approvals: {first}" + (
+            f" (and {more} more commit{'s' if more != 1 else ''} waiting)" if more else ""
+        )
+        log.info("approvals pending", extra={"revision": candidate, "pending": first})
 
     def _since_floor(self, mirror: Mirror, applied: str | None, candidate: str, floor: str) -> str:
         """Where verification starts under ``spec.trust.floor``; refuses what is not above it."""
@@ -718,7 +786,7 @@ def succeeded(state: AgentState, report: TickReport) -> bool:
     """
     return (
         state.applied is not None
-        and report.outcome in ("applied", "unchanged", "waiting")
+        and report.outcome in ("applied", "unchanged", "waiting", "pending-approval")
         and report.error is None
         and not report.temporary
         and report.health not in ("failed", "degraded")
@@ -763,6 +831,8 @@ def status_document(
             else None
         ),
         "health": report.health,
+        "approvalsPending": list(report.approvals),
+        "heartbeat": _heartbeat_status(report.heartbeat, iso),
         "sourceBehind": (
             {"commits": report.source_behind, "revision": report.source_head}
             if report.source_behind
@@ -784,6 +854,19 @@ def status_document(
             if report.leftover is not None
             else None
         ),
+    }
+
+
+def _heartbeat_status(fresh: Any, iso: Callable[[float | None], str | None]) -> Any:
+    if fresh is None:
+        return None
+    return {
+        "signedAt": iso(fresh.signed_at),
+        "revision": fresh.target,
+        "silenceSeconds": int(fresh.silence),
+        "maxSilenceSeconds": fresh.max_silence,
+        "updatesMayBeWithheld": fresh.withheld,
+        "note": fresh.note,
     }
 
 
@@ -816,12 +899,37 @@ def metrics_text(site: str, state: AgentState, report: TickReport, now: datetime
             1 if report.pending else 0,
         ),
         (
+            "outpost_approvals_pending_commits",
+            "Commits of the candidate's range that wait for approvals by more principals.",
+            labels,
+            len(report.approvals),
+        ),
+        (
             "outpost_last_tick_timestamp_seconds",
             "When the last tick ended.",
             labels,
             now.timestamp(),
         ),
     ]
+    fresh = report.heartbeat
+    if fresh is not None:
+        samples.append(
+            (
+                "outpost_updates_may_be_withheld",
+                "1 when the newest signed heartbeat is older than the fleet's maxSilence.",
+                labels,
+                1 if fresh.withheld else 0,
+            )
+        )
+        if fresh.signed_at is not None:
+            samples.append(
+                (
+                    "outpost_heartbeat_signed_timestamp_seconds",
+                    "The signed time of the newest heartbeat tag this node verified.",
+                    labels,
+                    fresh.signed_at,
+                )
+            )
     if state.last_success_at is not None:
         samples.append(
             (

@@ -39,6 +39,7 @@ import contextlib
 import hashlib
 import ipaddress
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -68,8 +69,11 @@ from reconciler.node.inbox import (
     RESULT_SUFFIX,
     BundleResult,
     import_inbox,
+    keep_heartbeat,
     short,
 )
+
+log = logging.getLogger("outpost.agent")
 
 __all__ = [
     "FeedError",
@@ -183,6 +187,10 @@ def follow_feed(
     index_url = _index_url(settings.url)
     index, answered_304 = _fetch_index(client, index_url, folder, deadline)
     requests = 1
+    if index.heartbeat:
+        note = keep_heartbeat(mirror, index.heartbeat)
+        if note:
+            log.warning("feed heartbeat", extra={"detail": note})
     head = index.head
     candidate = mirror.resolve(CANDIDATE_REF)
     applied = mirror.resolve(APPLIED_REF)

@@ -36,7 +36,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.core.errors import PermanentError
-from reconciler.node.inbox import MAX_BUNDLE_BYTES, BundleError, BundleManifest, short
+from reconciler.node.inbox import (
+    MAX_BUNDLE_BYTES,
+    MAX_HEARTBEAT_CHARS,
+    BundleError,
+    BundleManifest,
+    short,
+)
 
 __all__ = [
     "FEED_KIND",
@@ -116,6 +122,9 @@ class FeedIndex:
     retired: tuple[tuple[str, str], ...] = ()
     """(file name, when it left the index): files the publisher deletes after a grace time,
     while caches may still hand out an older index that names them. Nodes ignore it."""
+    heartbeat: str = ""
+    """The signed heartbeat tag object (base64) on ``head`` or an ancestor, refreshed by every
+    publish: unsigned here, signed itself, verified on the node (`reconciler.node.heartbeat`)."""
 
     def __post_init__(self) -> None:
         if self.full.manifest.to != self.head or self.full.manifest.from_ is not None:
@@ -173,6 +182,7 @@ class FeedIndex:
             "full": self.full.to_json(),
             "chain": [entry.to_json() for entry in self.chain],
             "retired": [{"name": name, "retired": when} for name, when in self.retired],
+            **({"heartbeat": self.heartbeat} if self.heartbeat else {}),
         }
 
     def to_bytes(self) -> bytes:
@@ -220,6 +230,12 @@ def parse_index(raw: bytes, where: str) -> FeedIndex:
         if not isinstance(name, str) or not _NAME.match(name) or not isinstance(when, str):
             raise FeedError(f"{where}: retired[{i}] is not {{name: bundles/…, retired: time}}")
         gone.append((name, when))
+    heartbeat = data.get("heartbeat", "")
+    if not isinstance(heartbeat, str) or len(heartbeat) > MAX_HEARTBEAT_CHARS:
+        raise FeedError(
+            f"{where}: heartbeat is not a base64 tag object of at most "
+            f"{MAX_HEARTBEAT_CHARS:,} characters"
+        )
     try:
         return FeedIndex(
             branch=branch,
@@ -229,6 +245,7 @@ def parse_index(raw: bytes, where: str) -> FeedIndex:
             full=full,
             chain=steps,
             retired=tuple(gone),
+            heartbeat=heartbeat,
         )
     except FeedError as exc:
         raise FeedError(f"{where}: {exc.message}") from None

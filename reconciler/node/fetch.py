@@ -5,7 +5,8 @@ The node never checks anything out. It fetches the configured branch into
 force-push is *seen* — and then refused by `trust` as unrelated history,
 instead of silently failing to fetch) and makes it ``refs/outpost/candidate``
 unless a bundle already brought a descendant of it; it pins what it applied
-under ``refs/outpost/applied`` so those objects are never lost.
+under ``refs/outpost/applied`` so those objects are never lost. The heartbeat
+tag, when the source has one, comes along into ``refs/outpost/heartbeat``.
 
 Every pygit2 error becomes `SourceUnavailable` (temporary: the remote may come
 back) or `ConfigError` (a credentials file that does not exist will not appear
@@ -33,6 +34,9 @@ CANDIDATE_REF = "refs/outpost/candidate"
 REMOTE_REF = "refs/outpost/remote"
 APPLIED_REF = "refs/outpost/applied"
 BUNDLE_REF = "refs/outpost/bundle"
+HEARTBEAT_REF = "refs/outpost/heartbeat"
+"""The source's signed heartbeat tag (`reconciler.core.trust.heartbeat`), fetched with the
+branch when the source has one."""
 
 
 @dataclass(frozen=True)
@@ -93,12 +97,13 @@ class Mirror:
         import pygit2
 
         refspec = f"+refs/heads/{branch}:{REMOTE_REF}"
+        heartbeat = f"+refs/tags/outpost/heartbeat:{HEARTBEAT_REF}"
         callbacks = _callbacks(credentials, max_bytes=max_bytes, max_objects=max_objects)
         packs = self.path / "objects" / "pack"
         before = _files(packs)
         try:
             remote = self.repo.remotes.create_anonymous(url)
-            remote.fetch([refspec], callbacks=callbacks, depth=0)
+            remote.fetch([refspec, heartbeat], callbacks=callbacks, depth=0)
         except _OverLimit as exc:
             removed = _remove_new(packs, before)
             raise SourceUnavailable(

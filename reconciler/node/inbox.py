@@ -72,7 +72,7 @@ from reconciler.core.errors import (
     PermanentError,
     SourceUnavailable,
 )
-from reconciler.node.fetch import APPLIED_REF, BUNDLE_REF, CANDIDATE_REF, Mirror
+from reconciler.node.fetch import APPLIED_REF, BUNDLE_REF, CANDIDATE_REF, HEARTBEAT_REF, Mirror
 
 __all__ = [
     "BUNDLE_SUFFIX",
@@ -135,9 +135,13 @@ class BundleManifest:
     size: int
     ref: str = ""
     commits: int = 0
+    heartbeat: str = ""
+    """The signed heartbeat tag object (base64) when the clone had one on ``to`` or an
+    ancestor of it: an air-gapped plant's proof of how fresh its stick is. Unsigned here,
+    signed itself; the node verifies it like a fetched one (`reconciler.node.heartbeat`)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body = {
             "apiVersion": "outpost/v1",
             "kind": "BundleManifest",
             "site": self.site,
@@ -149,6 +153,9 @@ class BundleManifest:
             "sha256": self.sha256,
             "size": self.size,
         }
+        if self.heartbeat:
+            body["heartbeat"] = self.heartbeat
+        return body
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> BundleManifest:
@@ -182,6 +189,12 @@ class BundleManifest:
             raise bad(f"created {created!r} is not a time")
         commits = data.get("commits", 0)
         ref = data.get("ref", "")
+        heartbeat = data.get("heartbeat", "")
+        if not isinstance(heartbeat, str) or len(heartbeat) > MAX_HEARTBEAT_CHARS:
+            raise bad(
+                f"heartbeat is not a base64 tag object of at most {MAX_HEARTBEAT_CHARS:,} "
+                "characters"
+            )
         return cls(
             site=site,
             from_=since,
@@ -191,6 +204,7 @@ class BundleManifest:
             size=size,
             ref=str(ref) if isinstance(ref, str) else "",
             commits=commits if isinstance(commits, int) and not isinstance(commits, bool) else 0,
+            heartbeat=heartbeat,
         )
 
 
@@ -552,10 +566,12 @@ def import_bundle(
             manifest=manifest,
             error=exc,
         )
+    note = keep_heartbeat(mirror, manifest.heartbeat) if manifest is not None else None
     result = BundleResult(
         path.name,
         outcome,
         message,
+        note=note,
         head=head,
         previous=previous,
         candidate=candidate,
@@ -564,6 +580,32 @@ def import_bundle(
         manifest=manifest,
     )
     return _finish(path, now, result)
+
+
+MAX_HEARTBEAT_CHARS = 96 * 1024
+
+
+def keep_heartbeat(mirror: Mirror, encoded: str) -> str | None:
+    """Put a heartbeat tag object (base64, from a manifest or the feed's index) into the
+    mirror under ``HEARTBEAT_REF``.
+
+    Only its bytes are kept here (the object id is recomputed by git); whether it counts
+    is decided by `reconciler.node.heartbeat` at the tick. A note when it cannot be kept.
+    """
+    if not encoded:
+        return None
+    import base64
+    import binascii
+
+    import pygit2
+
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+        oid = mirror.repo.odb.write(pygit2.enums.ObjectType.TAG, raw)
+        mirror.pin(HEARTBEAT_REF, str(oid))
+    except (binascii.Error, ValueError, pygit2.GitError) as exc:
+        return f"its heartbeat tag could not be kept ({exc}); the commits are imported"
+    return None
 
 
 def _clear_staging(staging: Path) -> None:

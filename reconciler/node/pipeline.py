@@ -39,6 +39,7 @@ from reconciler.node.fetch import Mirror
 # evaluations are costed up front, and this bounds whatever the estimate misses.
 POLICY_DEADLINE_S = 120.0
 NODE_LABEL_MANAGER = "outpost-placement"
+_MAX_NARROWING = 16
 log = logging.getLogger("outpost.agent")
 
 
@@ -70,33 +71,120 @@ class NodePipeline:
         self.check_policies = check_policies
 
     @cached_property
-    def trust(self) -> Any:
-        from reconciler.core.trust import parse_allowed_signers
-
+    def enrolled(self) -> bytes:
         try:
-            data = self.config.trust_root.read_bytes()
+            return self.config.trust_root.read_bytes()
         except OSError as exc:
             raise ConfigError(
                 f"cannot read the trust root {self.config.trust_root}: {exc.strerror}; "
                 "it is installed at enrollment (allowed_signers format)"
             ) from None
-        return parse_allowed_signers(data, str(self.config.trust_root))
+
+    @cached_property
+    def trust(self) -> Any:
+        from reconciler.core.trust import parse_allowed_signers
+
+        return parse_allowed_signers(self.enrolled, str(self.config.trust_root))
 
     # -- verify -----------------------------------------------------------------
 
-    def verify(self, mirror: Mirror, since: str | None, candidate: str, now: datetime) -> Verified:
-        from reconciler.core.trust import read_range, verify_range
+    def _roots(self, mirror: Mirror, since: str | None) -> tuple[Any, Any]:
+        """The trust root in effect at ``since`` (`reconciler.node.roots`), and the record."""
+        from reconciler.core.trust import parse_allowed_signers
+        from reconciler.node.roots import RootsRecord, root_for
 
-        span = read_range(mirror.repo, candidate, since, max_commits=self.config.max_commits)
+        record = RootsRecord(self.config.state_dir)
+        steps = record.load(self.enrolled)
+        if steps is None:
+            steps = self._derive_roots(mirror, since)
+            record.save(self.enrolled, steps)
+        step = root_for(steps, since, mirror.descends)
+        if step is None:
+            return self.trust, (record, steps)
+        source = (
+            f"policies/root-signers at {step.rotation[:7]} (in effect from {step.effective[:7]})"
+        )
+        return parse_allowed_signers(step.root, source, local_tz=UTC), (record, steps)
+
+    def _derive_roots(self, mirror: Mirror, since: str | None) -> tuple[Any, ...]:
+        """The rotations between the floor (or the first commit) and ``since``, from the
+        enrolled root, judged at ``since``'s own time (what the node accepted then)."""
+        from datetime import timedelta
+
+        from reconciler.core.errors import VerificationError
+        from reconciler.core.trust import read_range, verify_range
+        from reconciler.node.roots import RootStep
+
+        floor = self.config.floor
+        if since is None or since == floor:
+            return ()
+        span = read_range(mirror.repo, since, floor, max_commits=self.config.max_commits)
         result = verify_range(
             span.commits,
             trust=self.trust,
-            candidate=candidate,
+            candidate=since,
             last_applied=span.last_applied,
-            now=now,
+            now=datetime.fromtimestamp(mirror.commit_time(since), UTC) + timedelta(minutes=5),
             max_commits=self.config.max_commits,
         )
-        result.raise_for_refusal()
+        if not result.ok:
+            raise VerificationError(
+                f"the record of trust-root rotations in {self.config.state_dir} is missing and "
+                f"cannot be derived again: the history up to {since[:12]} does not verify from "
+                f"the enrolled root {self.config.trust_root} ({result.error}); nothing is "
+                "applied until it can (set spec.trust.floor to a commit signed under the "
+                "current root, with that root as the enrolled one)"
+            )
+        log.warning(
+            "trust roots derived again",
+            extra={"steps": len(result.rotations), "since": since},
+        )
+        return tuple(RootStep(r.effective, r.commit, r.root) for r in result.rotations)
+
+    def verify(self, mirror: Mirror, since: str | None, candidate: str, now: datetime) -> Verified:
+        """Verify (since, candidate]; with approvals pending, the newest commit before the
+        first pending one is the revision (verified again as its own range)."""
+        from reconciler.core.trust import read_range, verify_range
+        from reconciler.node.roots import RootStep
+
+        trust, (record, steps) = self._roots(mirror, since)
+        target: str | None = candidate
+        pending: tuple[str, ...] = ()
+        for _ in range(_MAX_NARROWING):
+            assert target is not None
+            span = read_range(mirror.repo, target, since, max_commits=self.config.max_commits)
+            result = verify_range(
+                span.commits,
+                trust=trust,
+                candidate=target,
+                last_applied=span.last_applied,
+                now=now,
+                max_commits=self.config.max_commits,
+            )
+            result.raise_for_refusal()
+            if target == candidate:
+                pending = tuple(item.message for item in result.pending)
+            if not result.pending:
+                break
+            target = result.applicable
+            if target is None or target == since:
+                return NodeVerified(
+                    revision=since or "",
+                    changed_at=now,
+                    emergency=False,
+                    emergency_reason="",
+                    commits=0,
+                    pending=pending,
+                )
+        else:
+            return NodeVerified(since or "", now, False, "", 0, pending=pending)
+        record.extend(
+            self.enrolled,
+            steps,
+            [RootStep(r.effective, r.commit, r.root) for r in result.rotations],
+        )
+        assert target is not None
+        candidate = target
         from reconciler.node.seen import FirstSeen
 
         seen = FirstSeen(self.config.state_dir).see(
@@ -126,6 +214,52 @@ class NodePipeline:
             emergency_reason=latest.emergency_reason if latest else "",
             commits=len(changes),
             changes=tuple(changes),
+            pending=pending,
+        )
+
+    # -- freshness --------------------------------------------------------------
+
+    def freshness(
+        self, mirror: Mirror, applied: str | None, head: str | None, now: datetime
+    ) -> Any:
+        """The heartbeat check (`reconciler.node.heartbeat`), with the heartbeat keys and the
+        fleets' ``heartbeat`` limits of the revision this site runs; None before it runs one."""
+        from reconciler.core.errors import DocumentError
+        from reconciler.core.model import Repository
+        from reconciler.core.schedule._zones import parse_duration
+        from reconciler.core.source import CommitTree
+        from reconciler.core.trust import parse_signers
+        from reconciler.core.trust.rules import EMPTY_RULES, SIGNERS_PATH
+        from reconciler.node.fetch import HEARTBEAT_REF
+        from reconciler.node.heartbeat import check_heartbeat
+
+        if applied is None:
+            return None
+        tree = CommitTree(mirror.repo, applied)
+        try:
+            rules = parse_signers(tree.read(SIGNERS_PATH))
+        except DocumentError:
+            rules = EMPTY_RULES
+        repo = Repository(tree)
+        folder = repo.site(self.site)
+        air_gapped = self.config.source.url is None and self.config.feed is None
+        key = "maxSilenceAirGapped" if air_gapped else "maxSilence"
+        limits = []
+        for name in folder.site.fleets:
+            fleet = repo.fleet(name)
+            settings = fleet.doc.spec.get("heartbeat") if fleet is not None else None
+            text = settings.get(key) if isinstance(settings, dict) else None
+            limit = parse_duration(text) if isinstance(text, str) else None
+            if limit is not None:
+                limits.append(int(limit.total_seconds()))
+        return check_heartbeat(
+            mirror,
+            self.config.state_dir,
+            tag_ref=HEARTBEAT_REF,
+            head=head,
+            rules=rules,
+            max_silence=min(limits) if limits else None,
+            now=now.timestamp(),
         )
 
     # -- desired ----------------------------------------------------------------

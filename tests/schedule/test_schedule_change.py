@@ -417,3 +417,31 @@ def test_change_time_is_the_later_of_committer_time_and_first_seen() -> None:
     assert signed_change([unknown], SOURCES, [EU]).change.changed_at == at(3)  # type: ignore[union-attr]
     both = signed_change([on_time, dated_back], SOURCES, [EU])
     assert both is not None and both.change.changed_at == at(2)
+
+
+def test_pending_approvals_are_shown_with_trust_root(tmp_path: Path) -> None:
+    """A policy change under a threshold of two, signed by one root: the schedule says who
+    must still approve it and where the nodes stay meanwhile."""
+    autumn = datetime(2026, 11, 10, 9, tzinfo=UTC)
+    fleet_repo = create(tmp_path / "repo", when=autumn)
+    fleet_repo.edit(
+        "policies/signers.yaml",
+        lambda t: t + "  thresholds:\n    - paths: ['policies/**']\n      approvals: 2\n",
+    )
+    base = fleet_repo.commit("policies: two principals", when=autumn + timedelta(hours=1))
+    bump_eu(fleet_repo)
+    eu = fleet_repo.commit("retail-eu: warn", when=autumn + timedelta(hours=2))
+    fleet_repo.write("policies/extra.txt", "one more rule\n")
+    head = fleet_repo.commit("policies: extra", when=autumn + timedelta(hours=3))
+    kwargs: dict[str, Any] = {"start": None, "now": LATER, "sites": ["de-muc-0007"]}
+
+    result = schedule_change(
+        fleet_repo.path, base, head, trust_root=fleet_repo.allowed_signers, **kwargs
+    )
+
+    assert result.refused is None
+    [pending] = result.change["approvalsPending"]
+    assert pending.startswith(f"commit {head[:7]} changes policies/extra.txt: it needs 2")
+    assert "has 1 (ops-root@example.com)" in pending
+    note = next(n for n in result.notes if "wait for approvals" in n)
+    assert f"nodes stay on {eu[:12]} until they are approved" in note

@@ -162,6 +162,26 @@ def _doc(entries: str) -> bytes:
             _doc("    - {name: a, keys: ['{sk}'], paths: ['apps/**']}\n"),
             "policies/signers.yaml:6: FIDO security keys are not supported",
         ),
+        (
+            _doc("    []\n  thresholds:\n    - {paths: ['policies/**'], approvals: 0}\n"),
+            "policies/signers.yaml:8: approvals must be a whole number from 1 to 16, found 0",
+        ),
+        (
+            _doc("    []\n  thresholds:\n    - {paths: ['policies/**'], count: 2}\n"),
+            "policies/signers.yaml:8: each threshold must be a mapping with exactly paths",
+        ),
+        (
+            _doc("    []\n  thresholds:\n    - {paths: ['/etc'], approvals: 2}\n"),
+            "policies/signers.yaml:8: pattern '/etc' is not a relative path pattern",
+        ),
+        (
+            _doc("    []\n  emergencyApprovals: true\n"),
+            "policies/signers.yaml:7: spec.emergencyApprovals must be a whole number",
+        ),
+        (
+            _doc("    []\n  heartbeat:\n    keys: ['ssh-ed25519 nope']\n"),
+            "policies/signers.yaml:8: public key is malformed",
+        ),
     ],
 )
 def test_invalid_signers_files(body: bytes, expected: str, keys: dict[str, Key]) -> None:

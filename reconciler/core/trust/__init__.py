@@ -12,6 +12,9 @@ Layers (python-tuf's shape: a core that takes bytes, a thin I/O layer):
 - `allowed_signers` — the trust root: git's ``allowed_signers`` file;
 - `rules` — delegation in ``policies/signers.yaml`` with path patterns;
 - `verify` — the pure core: commit objects in, per-commit verdicts out;
+- `approvals` — thresholds of distinct principals (pending commits) and trust-root
+  rotation through ``policies/root-signers``, on top of the verdicts;
+- `heartbeat` — the signed ``outpost/heartbeat`` tag: "at this time the branch was here";
 - `gitsource` — reads a range out of a repository with pygit2 (the only
   module here that imports pygit2, and only inside functions).
 

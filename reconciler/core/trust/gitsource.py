@@ -29,7 +29,7 @@ from typing import Any
 from reconciler.core.errors import SourceUnavailable, VerificationError
 from reconciler.core.loader import MAX_FILE_BYTES
 from reconciler.core.trust.allowed_signers import TrustRoot
-from reconciler.core.trust.rules import SIGNERS_PATH
+from reconciler.core.trust.rules import ROOT_SIGNERS_PATH, SIGNERS_PATH
 from reconciler.core.trust.verify import (
     DEFAULT_MAX_COMMITS,
     DEFAULT_MAX_SKEW,
@@ -45,6 +45,7 @@ from reconciler.core.trust.verify import (
 __all__ = ["CommitRange", "open_repository", "read_range", "resolve", "verify_repository"]
 
 _REGULAR = (0o100644, 0o100755)
+_MAX_POLICY_FILE = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -139,12 +140,12 @@ class _Reader:
         self.signers: dict[str, ParentSigners] = {}
         self.tree_signers: dict[str, ParentSigners] = {}
 
-    def signers_of(self, tree: Any) -> ParentSigners:
-        key = str(tree.id)
+    def signers_of(self, tree: Any, path: str = SIGNERS_PATH) -> ParentSigners:
+        key = f"{tree.id}:{path}"
         if key in self.tree_signers:
             return self.tree_signers[key]
         try:
-            entry = tree[SIGNERS_PATH]
+            entry = tree[path]
         except KeyError:
             found: ParentSigners = None
         else:
@@ -172,11 +173,15 @@ class _Reader:
             changes = tuple(_changed(parent.tree, tree) for parent in parents)
         else:
             changes = (_changed(None, tree),)
+        next_root = (
+            self.signers_of(tree, ROOT_SIGNERS_PATH) if ROOT_SIGNERS_PATH in changes[0] else None
+        )
         return CommitRecord(
             sha=str(commit.id),
             raw=commit.read_raw(),
             changes=changes,
             parent_signers=tuple(self.signers_of(parent.tree) for parent in parents),
+            next_root=next_root,
         )
 
 

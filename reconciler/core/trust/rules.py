@@ -18,6 +18,13 @@ Rules enforced here (the threat each one answers):
 - A key listed under two signers, an unsupported key type, an unknown field or
   a malformed pattern makes the whole file invalid: delegated signatures are
   then refused until a root signer fixes it (fail closed; roots are unaffected).
+- ``spec.thresholds`` asks for k distinct principals on a change to some paths
+  (``policies/**`` most of all: one stolen root key must not rewrite the rules),
+  ``spec.emergencyApprovals`` for an ``Outpost-Emergency`` commit; like the
+  delegations, they are read from the *parent*, so a commit that lowers a
+  threshold needs the threshold it lowers.
+- ``spec.heartbeat.keys`` may sign the heartbeat tag (``outpost heartbeat``) and
+  nothing else: a commit signed only by a heartbeat key is an unknown key.
 """
 
 from __future__ import annotations
@@ -33,17 +40,24 @@ from reconciler.core.trust.sshsig import PublicKey, check_supported, parse_publi
 
 __all__ = [
     "EMPTY_RULES",
+    "MAX_APPROVALS",
     "POLICY_PATTERN",
+    "ROOT_SIGNERS_PATH",
     "SIGNERS_PATH",
     "Signer",
     "SignerRules",
+    "Threshold",
     "compile_pattern",
     "is_policy_path",
     "parse_signers",
 ]
 
 SIGNERS_PATH = "policies/signers.yaml"
+ROOT_SIGNERS_PATH = "policies/root-signers"
+"""The next trust root, in allowed_signers format: it takes effect on a node once the
+change is approved by the threshold of the root the node holds (`verify`)."""
 POLICY_PATTERN = "policies/**"
+MAX_APPROVALS = 16
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _PATTERN = re.compile(r"^[A-Za-z0-9_.*?\[\]{},-]+(/[A-Za-z0-9_.*?\[\]{},-]+)*$")
 _SIGNER_FIELDS = frozenset({"name", "keys", "paths"})
@@ -151,10 +165,26 @@ class Signer:
 
 
 @dataclass(frozen=True)
+class Threshold:
+    """``approvals`` distinct principals must sign a change to a path the patterns match."""
+
+    paths: tuple[str, ...]
+    approvals: int
+    mark: Mark = field(default_factory=lambda: Mark(SIGNERS_PATH), compare=False)
+
+    def matched(self, paths: Iterable[str]) -> tuple[str, ...]:
+        """The paths of ``paths`` this threshold governs."""
+        return tuple(p for p in paths if any(compile_pattern(q).fullmatch(p) for q in self.paths))
+
+
+@dataclass(frozen=True)
 class SignerRules:
-    """The delegations of one tree, indexed by key blob."""
+    """The delegations of one tree, indexed by key blob, with its approval thresholds."""
 
     signers: tuple[Signer, ...] = ()
+    thresholds: tuple[Threshold, ...] = ()
+    emergency_approvals: int = 1
+    heartbeat: tuple[PublicKey, ...] = ()
     _by_key: Mapping[bytes, Signer] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -180,6 +210,19 @@ class SignerRules:
 
     def find(self, key: PublicKey) -> Signer | None:
         return self._by_key.get(key.blob)
+
+    def required(self, paths: Iterable[str]) -> tuple[int, tuple[str, ...], Threshold | None]:
+        """The approvals a change to ``paths`` needs: (count, the paths that ask for it, rule)."""
+        listed = tuple(paths)
+        best: tuple[int, tuple[str, ...], Threshold | None] = (1, (), None)
+        for threshold in self.thresholds:
+            matched = threshold.matched(listed)
+            if matched and threshold.approvals > best[0]:
+                best = (threshold.approvals, matched, threshold)
+        return best
+
+    def heartbeat_key(self, key: PublicKey) -> bool:
+        return any(k.blob == key.blob for k in self.heartbeat)
 
 
 EMPTY_RULES = SignerRules()
@@ -273,10 +316,92 @@ def parse_signers(data: bytes, path: str = SIGNERS_PATH) -> SignerRules:
     spec = doc.body.get("spec")
     if not isinstance(spec, dict):
         raise _fail("spec must be a mapping with a signers list", doc, "spec")
-    unknown = sorted(set(spec) - {"signers"})
+    unknown = sorted(set(spec) - _SPEC_FIELDS)
     if unknown:
-        raise _fail(f"unknown field {unknown[0]!r} in spec (allowed: signers)", doc, "spec")
+        raise _fail(
+            f"unknown field {unknown[0]!r} in spec (allowed: {', '.join(sorted(_SPEC_FIELDS))})",
+            doc,
+            "spec",
+        )
     entries = spec.get("signers")
     if not isinstance(entries, list):
         raise _fail("spec.signers must be a list", doc, "spec", "signers")
-    return SignerRules(tuple(_parse_signer(doc, i, e) for i, e in enumerate(entries)))
+    thresholds_raw = spec.get("thresholds", [])
+    if not isinstance(thresholds_raw, list):
+        raise _fail("spec.thresholds must be a list", doc, "spec", "thresholds")
+    emergency = spec.get("emergencyApprovals", 1)
+    if not _approval_count(emergency):
+        raise _fail(
+            f"spec.emergencyApprovals must be a whole number from 1 to {MAX_APPROVALS}, "
+            f"found {emergency!r}",
+            doc,
+            "spec",
+            "emergencyApprovals",
+        )
+    return SignerRules(
+        tuple(_parse_signer(doc, i, e) for i, e in enumerate(entries)),
+        tuple(_parse_threshold(doc, i, e) for i, e in enumerate(thresholds_raw)),
+        emergency,
+        _parse_heartbeat(doc, spec.get("heartbeat")),
+    )
+
+
+_SPEC_FIELDS = frozenset({"signers", "thresholds", "emergencyApprovals", "heartbeat"})
+
+
+def _approval_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_APPROVALS
+
+
+def _parse_threshold(doc: Any, index: int, entry: Any) -> Threshold:
+    where: tuple[str | int, ...] = ("spec", "thresholds", index)
+    if not isinstance(entry, dict) or set(entry) != {"paths", "approvals"}:
+        raise _fail(
+            "each threshold must be a mapping with exactly paths (a list of patterns) and "
+            "approvals (how many distinct principals must sign)",
+            doc,
+            *where,
+        )
+    approvals = entry["approvals"]
+    if not _approval_count(approvals):
+        raise _fail(
+            f"approvals must be a whole number from 1 to {MAX_APPROVALS}, found {approvals!r}",
+            doc,
+            *where,
+            "approvals",
+        )
+    paths_raw = entry["paths"]
+    if not isinstance(paths_raw, list) or not paths_raw:
+        raise _fail("paths must be a non-empty list of path patterns", doc, *where, "paths")
+    for number, pattern in enumerate(paths_raw):
+        if not isinstance(pattern, str):
+            raise _fail("each path pattern must be a string", doc, *where, "paths", number)
+        try:
+            compile_pattern(pattern)
+        except ValueError as exc:
+            raise _fail(str(exc), doc, *where, "paths", number) from None
+    return Threshold(tuple(paths_raw), approvals, doc.mark(*where))
+
+
+def _parse_heartbeat(doc: Any, entry: Any) -> tuple[PublicKey, ...]:
+    if entry is None:
+        return ()
+    if not isinstance(entry, dict) or set(entry) != {"keys"} or not isinstance(entry["keys"], list):
+        raise _fail(
+            "spec.heartbeat must be a mapping with keys: a list of SSH public keys that may "
+            "sign the heartbeat tag",
+            doc,
+            "spec",
+            "heartbeat",
+        )
+    keys: list[PublicKey] = []
+    for number, line in enumerate(entry["keys"]):
+        if not isinstance(line, str):
+            raise _fail("each heartbeat key must be a string", doc, "spec", "heartbeat", "keys")
+        try:
+            key = parse_public_key_line(line, what="heartbeat key")
+            check_supported(key)
+        except VerificationError as exc:
+            raise _fail(exc.message, doc, "spec", "heartbeat", "keys", number) from None
+        keys.append(key)
+    return tuple(keys)

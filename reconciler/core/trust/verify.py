@@ -41,6 +41,20 @@ Checks, each refusing with the commit, the signer, the path and the rule:
 
 A verdict also says whether a commit carries an ``Outpost-Emergency:`` trailer
 *and* is signed by a root signer — the only emergency the schedule honours.
+
+On top of the verdicts (`reconciler.core.trust.approvals`):
+
+8. a change that ``spec.thresholds`` of its parent's ``signers.yaml`` governs, or
+   an emergency under ``spec.emergencyApprovals``, is *pending* — not refused —
+   until signed commits by that many distinct principals allowed to make it (its
+   own signer and commits on top of it, keys valid now) are in the range; the
+   result names the newest commit on the branch that no pending commit is under
+   (`RangeResult.applicable`), which a node may apply meanwhile;
+9. a commit that changes ``policies/root-signers`` rotates the trust root: once
+   root signers of the *current* root, to the threshold, have signed it and
+   commits on top of it along the branch, every commit after the one that
+   completed the approval is verified against the new root (a chain a node
+   follows from its enrolled root, and ``outpost verify --trust OLD`` too).
 """
 
 from __future__ import annotations
@@ -53,10 +67,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from reconciler.core.errors import VerificationError
-from reconciler.core.trust.allowed_signers import AllowedSigner, TrustRoot
+from reconciler.core.errors import OutpostError, VerificationError
+from reconciler.core.trust.allowed_signers import AllowedSigner, TrustRoot, parse_allowed_signers
 from reconciler.core.trust.rules import (
     EMPTY_RULES,
+    ROOT_SIGNERS_PATH,
     SIGNERS_PATH,
     Signer,
     SignerRules,
@@ -80,7 +95,9 @@ __all__ = [
     "CommitObject",
     "CommitRecord",
     "ParsedCommit",
+    "Pending",
     "RangeResult",
+    "Rotation",
     "SignersUnreadable",
     "Verdict",
     "emergency_reason",
@@ -143,6 +160,8 @@ class CommitRecord(CommitObject):
 
     changes: tuple[tuple[str, ...], ...] = ()
     parent_signers: tuple[ParentSigners, ...] = ()
+    next_root: ParentSigners = None
+    """This commit's own ``policies/root-signers`` (read when it changes it)."""
 
 
 @dataclass(frozen=True)
@@ -299,17 +318,77 @@ class Verdict:
 
 
 @dataclass(frozen=True)
+class Pending:
+    """A verified commit that waits for approvals by more distinct principals."""
+
+    sha: str
+    what: str
+    needed: int
+    approvers: tuple[str, ...]
+    others: tuple[str, ...]
+    """Principals who may still approve it."""
+
+    @property
+    def short(self) -> str:
+        return short(self.sha)
+
+    @property
+    def missing(self) -> int:
+        return self.needed - len(self.approvers)
+
+    @property
+    def message(self) -> str:
+        have = ", ".join(self.approvers) or "nobody"
+        who = (
+            f" from {', '.join(self.others)}"
+            if self.others
+            else " (no other principal may approve it: too few are allowed to)"
+        )
+        return (
+            f"commit {self.short} {self.what}: it needs {self.needed} distinct principals, "
+            f"has {len(self.approvers)} ({have}); waiting for {self.missing} more{who} — "
+            f"an approval is a signed commit on top of it, e.g. "
+            f"git commit --allow-empty -S -m 'Approve {self.short}'"
+        )
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """The trust root moved: ``commit`` changed ``policies/root-signers``, approved by
+    ``approvers`` of the root before it; commits after ``effective`` use ``root``."""
+
+    commit: str
+    effective: str
+    root: bytes = field(repr=False)
+    approvers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class RangeResult:
-    """The verdicts for (last applied, candidate], oldest first, and any range-level refusal."""
+    """The verdicts for (last applied, candidate], oldest first, and any range-level refusal.
+
+    ``pending`` lists commits that wait for approvals; ``applicable`` is then the newest
+    commit on the branch that no pending commit is under (None: nothing new), else the
+    candidate. ``rotations`` are the trust-root changes that took effect in the range.
+    """
 
     candidate: str
     last_applied: str | None
     verdicts: tuple[Verdict, ...]
     problem: str | None = None
+    pending: tuple[Pending, ...] = ()
+    applicable: str | None = None
+    rotations: tuple[Rotation, ...] = ()
 
     @property
     def ok(self) -> bool:
+        """Nothing refused (pending commits are not refusals)."""
         return self.problem is None and all(v.ok for v in self.verdicts)
+
+    @property
+    def complete(self) -> bool:
+        """Nothing refused and nothing pending: the candidate itself may be applied."""
+        return self.ok and not self.pending
 
     @property
     def error(self) -> VerificationError | None:
@@ -467,6 +546,9 @@ def _judge(record: CommitRecord, commit: ParsedCommit, ctx: _Context) -> Verdict
     root_line, root_problem = _root_identity(ctx.trust.find(key), ctx.namespace, when)
     if root_line is not None:
         _check_crypto(signature, commit, ctx, root_line.principal, fp)
+        problem = next_root_problem(record)
+        if problem is not None:
+            raise _Refusal(problem, root_line.principal, fp)
         retired = _retired_at(ctx.trust.find(key), ctx.namespace, ctx.now)
         if retired is None:
             ctx.vouchers[commit.sha] = None
@@ -753,6 +835,30 @@ def _retired_verdict(
     )
 
 
+def changes_root(record: CommitRecord) -> bool:
+    """Does this commit change ``policies/root-signers`` relative to its first parent?"""
+    return bool(record.changes) and ROOT_SIGNERS_PATH in record.changes[0]
+
+
+def next_root_problem(record: CommitRecord) -> str | None:
+    """Why the next trust root this commit writes cannot be one, or None."""
+    if not changes_root(record):
+        return None
+    content = record.next_root
+    if content is None:
+        return (
+            f"it deletes {ROOT_SIGNERS_PATH}; the next trust root can be replaced, never "
+            "removed (the nodes would keep the root they hold)"
+        )
+    if isinstance(content, SignersUnreadable):
+        return f"{ROOT_SIGNERS_PATH} {content.reason}"
+    try:
+        parse_allowed_signers(content, f"{ROOT_SIGNERS_PATH} at {short(record.sha)}", local_tz=UTC)
+    except OutpostError as exc:
+        return f"the next trust root it writes is invalid: {exc}"
+    return None
+
+
 def verify_range(
     commits: Sequence[CommitRecord],
     *,
@@ -847,4 +953,88 @@ def verify_range(
             "is refused",
             tuple(verdicts),
         )
-    return RangeResult(candidate, last_sha, tuple(verdicts))
+    from reconciler.core.trust.approvals import approvals
+
+    final = {v.sha: v for v in verdicts}
+    found = approvals(
+        order, final, records, ctx.parsed, candidate, trust=trust, valid_now=ctx.vouchers
+    )
+    pending = dict(found.pending)
+    rotation = found.rotation
+    if rotation is None or rotation.effective == candidate:
+        rotations = (rotation,) if rotation is not None else ()
+        pending_list = tuple(pending[sha] for sha in order if sha in pending)
+        return RangeResult(
+            candidate,
+            last_sha,
+            tuple(verdicts),
+            pending=pending_list,
+            applicable=_applicable(order, ctx, pending, candidate, last_sha),
+            rotations=rotations,
+        )
+    # The root rotated at ``rotation.effective``: what lies above it is judged by the new one.
+    below = _ancestors(rotation.effective, records, ctx.parsed)
+    above = [records[sha] for sha in order if sha not in below]
+    new_root = parse_allowed_signers(
+        rotation.root, f"{ROOT_SIGNERS_PATH} at {short(rotation.commit)}", local_tz=UTC
+    )
+    rest = verify_range(
+        above,
+        trust=new_root,
+        candidate=candidate,
+        now=now,
+        last_applied=records[rotation.effective],
+        max_skew=max_skew,
+        max_commits=max_commits,
+        namespace=namespace,
+    )
+    combined = {v.sha: v for v in verdicts if v.sha in below}
+    combined.update({v.sha: v for v in rest.verdicts})
+    pending = {sha: item for sha, item in pending.items() if sha in below}
+    pending.update({item.sha: item for item in rest.pending})
+    return RangeResult(
+        candidate,
+        last_sha,
+        tuple(combined[sha] for sha in order),
+        problem=rest.problem,
+        pending=tuple(pending[sha] for sha in order if sha in pending),
+        applicable=_applicable(order, ctx, pending, candidate, last_sha),
+        rotations=(rotation, *rest.rotations),
+    )
+
+
+def _ancestors(
+    sha: str, records: dict[str, CommitRecord], parsed: dict[str, ParsedCommit]
+) -> set[str]:
+    """``sha`` and its ancestors inside the range."""
+    seen = {sha}
+    stack = [sha]
+    while stack:
+        for parent in parsed[stack.pop()].parents:
+            if parent in records and parent not in seen:
+                seen.add(parent)
+                stack.append(parent)
+    return seen
+
+
+def _applicable(
+    order: Sequence[str],
+    ctx: _Context,
+    pending: dict[str, Pending],
+    candidate: str,
+    last_sha: str | None,
+) -> str | None:
+    """The newest commit on the candidate's first-parent line that no pending commit is under."""
+    if not pending:
+        return candidate
+    blocked: set[str] = set()
+    for sha in order:
+        if sha in pending or any(p in blocked for p in ctx.parsed[sha].parents):
+            blocked.add(sha)
+    step: str | None = candidate
+    while step is not None and step in ctx.parsed:
+        if step not in blocked and (last_sha is None or step in ctx.descends):
+            return step
+        parents = ctx.parsed[step].parents
+        step = parents[0] if parents else None
+    return None
