@@ -45,7 +45,6 @@ from reconciler.core.trust.verify import (
 __all__ = ["CommitRange", "open_repository", "read_range", "resolve", "verify_repository"]
 
 _REGULAR = (0o100644, 0o100755)
-_MAX_POLICY_FILE = 1024 * 1024
 
 
 @dataclass(frozen=True)
