@@ -18,6 +18,7 @@ __all__ = ["rollout_chart"]
 
 WIDTH, HEIGHT = 960, 360
 LEFT, RIGHT, TOP, BOTTOM = 56, 150, 20, 44
+HORIZON = timedelta(days=2)
 
 
 def _steps(
@@ -62,9 +63,14 @@ def rollout_chart(
     """The chart's SVG markup; ``total`` is the height of the y axis (sites to reach)."""
     points = [start, now, *actual, *predicted]
     begin = min(points)
-    end = max(points)
+    # The chart ends a while after now, not at a prediction months away (a freeze
+    # into January would squash the days that matter); later ones are counted in text.
+    horizon = now + max(HORIZON, (now - begin) / 2)
+    end = min(max(points), horizon)
     if end - begin < timedelta(hours=1):
         end = begin + timedelta(hours=1)
+    later = sum(1 for p in predicted if p > end)
+    shown = [p for p in predicted if p <= end]
     end += (end - begin) * 0.03
     top = max(total, len(actual), len(predicted), 1)
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
@@ -107,9 +113,9 @@ def rollout_chart(
         f'<text class="now-label" x="{now_x + 4:.1f}" y="{TOP + 14}">now</text>'
     )
     predicted_now = sum(1 for p in predicted if p <= now)
-    if predicted:
+    if shown:
         parts.append(
-            f'<polyline class="predicted" points="{_steps(predicted, x, y, end)}">'
+            f'<polyline class="predicted" points="{_steps(shown, x, y, end)}">'
             f"<title>predicted: {predicted_now} by now, {len(predicted)} in all</title></polyline>"
         )
     if actual:
@@ -130,5 +136,10 @@ def rollout_chart(
         f"{len(actual)} applied</text>"
         f'<text class="legend-n" x="{legend_x}" y="{TOP + 118}">of {total} sites</text>'
     )
+    if later:
+        parts.append(
+            f'<text class="legend-n" id="chart-later" x="{legend_x}" y="{TOP + 142}">'
+            f"{later} predicted later</text>"
+        )
     parts.append("</svg>")
     return "".join(parts)

@@ -66,7 +66,7 @@ class SessionSigner:
             body = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
         except ValueError:
             return None
-        if not hmac.compare_digest(self._mac(body), mac):
+        if not hmac.compare_digest(self._mac(body).encode(), mac.encode("utf-8", "replace")):
             return None
         name, _, expiry = body.decode("utf-8", "replace").rpartition("|")
         if not expiry.isdigit() or int(expiry) < now or not name:
