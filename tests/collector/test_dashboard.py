@@ -41,40 +41,80 @@ def test_any_cookie_text_is_refused_without_raising(text: str) -> None:
     assert SessionSigner(b"k" * 32).name(text, now=0.0) is None
 
 
-@given(st.dictionaries(st.sampled_from(["fleet", "label", "state", "revision", "q", "page"]),
-                       st.text(max_size=100)))  # fmt: skip
+@given(
+    st.dictionaries(
+        st.sampled_from(["fleet", "label", "state", "revision", "q", "page"]), st.text(max_size=100)
+    )
+)
 def test_any_query_gives_filters(query: dict[str, str]) -> None:
     filters = Filters.parse(query)
     assert filters.page >= 1
-    assert filters.state in (None, "applied", "waiting", "failing", "refused", "rolled-back",
-                             "stale", "silent")  # fmt: skip
+    assert filters.state in (
+        None,
+        "applied",
+        "waiting",
+        "failing",
+        "refused",
+        "rolled-back",
+        "stale",
+        "silent",
+    )
     assert filters.label is None or "=" in filters.label
     assert Filters.parse(dict(p.split("=", 1) for p in filters.query().split("&") if p)) is not None
 
 
-def record(site: str, applied: str, *, outcome: str = "unchanged", pending: str | None = None,
-           reason: str | None = None, age: timedelta = timedelta(minutes=5),
-           applied_at: datetime | None = None) -> SiteRecord:  # fmt: skip
+def record(
+    site: str,
+    applied: str,
+    *,
+    outcome: str = "unchanged",
+    pending: str | None = None,
+    reason: str | None = None,
+    age: timedelta = timedelta(minutes=5),
+    applied_at: datetime | None = None,
+) -> SiteRecord:
     return SiteRecord(
-        site, "edge-1", NOW - age, NOW - age, "x", outcome, "healthy", applied,
-        (applied_at or NOW - age).isoformat(), pending, reason, None, None, (),
-        (NOW - age).isoformat(), (),
-    )  # fmt: skip
+        site,
+        "edge-1",
+        NOW - age,
+        NOW - age,
+        "x",
+        outcome,
+        "healthy",
+        applied,
+        (applied_at or NOW - age).isoformat(),
+        pending,
+        reason,
+        None,
+        None,
+        (),
+        (NOW - age).isoformat(),
+        (),
+    )
 
 
 def info(site: str, wave: str, country: str) -> SiteInfo:
-    return SiteInfo(site, "online", ("retail",), {"retail": wave}, {"retail": 0}, {},
-                    labels={"country": country})  # fmt: skip
+    return SiteInfo(
+        site,
+        "online",
+        ("retail",),
+        {"retail": wave},
+        {"retail": 0},
+        {},
+        labels={"country": country},
+    )
 
 
 def test_overview_pages_and_aggregates_many_sites() -> None:
     names = [f"s-{i:05d}" for i in range(1200)]
     view = FleetView(
         "f" * 40,
-        {n: info(n, "canary" if i < 10 else "all", "de" if i % 2 else "fr")
-         for i, n in enumerate(names)},
+        {
+            n: info(n, "canary" if i < 10 else "all", "de" if i % 2 else "fr")
+            for i, n in enumerate(names)
+        },
         {"retail": ("canary", "all")},
-    )  # fmt: skip
+    )
     records = {n: record(n, A) for n in names[:1100]}
     found = overview(records, view, NOW, Filters(page=3))
     assert found.total == 1200 and found.totals["applied"] == 1100
@@ -103,26 +143,43 @@ def test_late_sites_are_those_past_their_predicted_instant_with_the_node_reason(
     }
     prediction = Predicted(
         NOW - timedelta(days=1),
-        {"done": NOW - timedelta(hours=22), "late": NOW - timedelta(hours=3),
-         "not-yet": NOW + timedelta(hours=5)},  # fmt: skip
+        {
+            "done": NOW - timedelta(hours=22),
+            "late": NOW - timedelta(hours=3),
+            "not-yet": NOW + timedelta(hours=5),
+        },
         {},
     )
     page = change_page(
-        C, view, records, now=NOW, descends=lambda r, a: r == a or None,
-        prediction=prediction, commit_url="https://git.example/c/{commit}",
-    )  # fmt: skip
+        C,
+        view,
+        records,
+        now=NOW,
+        descends=lambda r, a: r == a or None,
+        prediction=prediction,
+        commit_url="https://git.example/c/{commit}",
+    )
     assert page.commit_url == f"https://git.example/c/{C}"
     assert [(s.site, s.why, s.late_by) for s in page.late] == [
         ("late", "outside its window", "3h00m")
     ]
     assert page.totals["applied"] == 2 and page.scheduled == 3
     assert page.actual == (NOW - timedelta(hours=20),)  # "spare" is not one the change affects
-    svg = rollout_chart(start=prediction.start, now=NOW, actual=page.actual,
-                        predicted=page.predicted, total=page.scheduled)  # fmt: skip
+    svg = rollout_chart(
+        start=prediction.start,
+        now=NOW,
+        actual=page.actual,
+        predicted=page.predicted,
+        total=page.scheduled,
+    )
     assert ">1 applied<" in svg and ">2 by now<" in svg and "<script" not in svg
 
 
 def test_age_text() -> None:
     assert [age_text(s) for s in (None, 5, 120, 3 * 3600 + 300, 2 * 86400 + 4 * 3600)] == [
-        "never", "5s", "2m", "3h05m", "2d4h",
-    ]  # fmt: skip
+        "never",
+        "5s",
+        "2m",
+        "3h05m",
+        "2d4h",
+    ]

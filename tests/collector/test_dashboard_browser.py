@@ -125,8 +125,16 @@ def world(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[Worl
         for site, at in (("de-muc-0007", muc), ("de-ham-0113", ham)):
             took = at + timedelta(minutes=4)
             post(server, report(keys, site, took, revision=change))
-            post(server, report(keys, site, recent, outcome="unchanged",
-                                applied={**applied_c, "at": took.isoformat()}))  # fmt: skip
+            post(
+                server,
+                report(
+                    keys,
+                    site,
+                    recent,
+                    outcome="unchanged",
+                    applied={**applied_c, "at": took.isoformat()},
+                ),
+            )
         post(server, report(keys, "de-fra-0088", NOW - timedelta(days=7), revision=base))
         for at, drift in ((fra + timedelta(minutes=3), 0), (recent, 2)):
             post(
@@ -151,7 +159,11 @@ def world(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[Worl
                 recent,
                 outcome="waiting",
                 applied={"revision": base, "at": FLEET_TIME.isoformat()},
-                pending={"revision": change, "reason": FROZEN, "until": "2027-01-05T23:00:00+00:00"},
+                pending={
+                    "revision": change,
+                    "reason": FROZEN,
+                    "until": "2027-01-05T23:00:00+00:00",
+                },
             ),
         )
         # Sites C does not change: they run it; one is failing, one silent for five days.
@@ -161,9 +173,10 @@ def world(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[Worl
             post(server, report(keys, site, recent, node="ipc-1", revision=change))
         post(
             server,
-            report(keys, "us-chi-0201", recent, revision=change, health="degraded",
-                   lastError=DEGRADED),
-        )  # fmt: skip
+            report(
+                keys, "us-chi-0201", recent, revision=change, health="degraded", lastError=DEGRADED
+            ),
+        )
         post(server, report(keys, "jp-tyo-0701", NOW - timedelta(days=5), revision=base))
         yield World(server, token, base, change, dict(prediction.sites))
     finally:
@@ -237,8 +250,12 @@ def test_overview_change_site_in_chromium(world: World, chromium: Any, tmp_path:
     # Overview: totals and rows as seeded.
     assert b.text("#site-total") == "12"
     assert b.counts(".summary") == {
-        "applied": 8, "waiting": 1, "failing": 1, "refused": 1, "silent": 1,
-    }  # fmt: skip
+        "applied": 8,
+        "waiting": 1,
+        "failing": 1,
+        "refused": 1,
+        "silent": 1,
+    }
     canary = "tr.wave-row[data-fleet='retail-eu'][data-wave='canary']"
     assert b.counts(canary) == {"applied": 1}
     assert page.locator(f"{canary} a.cell").count() == 1
@@ -337,7 +354,13 @@ def test_bearer_token_and_refusals_in_chromium(world: World, chromium: Any) -> N
 
     bare = chromium.new_context()
     bare.add_cookies(
-        [{"name": "outpost_session", "value": "b3BzfDk5OTk5OTk5OTk5.forged", "url": world.server.url}]
+        [
+            {
+                "name": "outpost_session",
+                "value": "b3BzfDk5OTk5OTk5OTk5.forged",
+                "url": world.server.url,
+            }
+        ]
     )
     page = bare.new_page()
     page.goto(world.server.url + "/dashboard/changes/" + world.change)

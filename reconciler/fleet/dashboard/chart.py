@@ -44,7 +44,7 @@ def _ticks(start: datetime, end: datetime) -> list[datetime]:
         if span / step <= 8:
             break
     first = datetime.fromtimestamp((start.timestamp() // step + 1) * step, start.tzinfo)
-    ticks = []
+    ticks: list[datetime] = []
     moment = first
     while moment < end and len(ticks) < 16:
         ticks.append(moment)

@@ -254,15 +254,15 @@ def overview(
         return fleet, waves.index(wave) if wave in waves else len(waves)
 
     wave_rows = []
-    for key in sorted(rows, key=order):
-        cells = rows[key]
+    for row in sorted(rows, key=order):
+        cells = rows[row]
         counts = dict.fromkeys(DASHBOARD_STATES, 0)
         for cell in cells:
             counts[cell.state] += 1
         wave_rows.append(
             WaveRow(
-                fleet=key[0] or "(no fleet)",
-                wave=key[1] or None,
+                fleet=row[0] or "(no fleet)",
+                wave=row[1] or None,
                 total=len(cells),
                 counts=counts,
                 cells=tuple(cells) if len(cells) <= CELLS_PER_ROW else (),
@@ -539,7 +539,7 @@ def _tick(history: HistoryRecord) -> Tick:
         body = {}
     body = body if isinstance(body, dict) else {}
     started = _parse(body.get("started")) if isinstance(body.get("started"), str) else None
-    drift = body.get("drift") if isinstance(body.get("drift"), dict) else {}
+    drift: dict[str, Any] = body["drift"] if isinstance(body.get("drift"), dict) else {}
     return Tick(
         time=record.time,
         outcome=record.outcome,

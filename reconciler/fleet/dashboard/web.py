@@ -155,9 +155,7 @@ def dashboard_routes(
 
     def known_alerts() -> list[views.Alert]:
         now = collector.clock()
-        return views.alerts(
-            collector.records(), source.status.view, now, collector.store.alerts()
-        )
+        return views.alerts(collector.records(), source.status.view, now, collector.store.alerts())
 
     async def overview(request: Request) -> Response:
         if (denied := await guard(request)) is not None:
@@ -320,9 +318,7 @@ async def _small_form(request: Request, limit: int = 4096) -> dict[str, str]:
     Parsed here rather than by Starlette's ``request.form()``, which needs the
     python-multipart package for a two-field form.
     """
-    if not request.headers.get("content-type", "").startswith(
-        "application/x-www-form-urlencoded"
-    ):
+    if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         return {}
     body = b""
     async for chunk in request.stream():
