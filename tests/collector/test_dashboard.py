@@ -183,3 +183,25 @@ def test_age_text() -> None:
         "3h05m",
         "2d4h",
     ]
+
+
+def test_serve_options_refuse_a_bad_commit_url_and_a_short_session_key(tmp_path) -> None:
+    import pytest
+
+    from reconciler.core.errors import ConfigError
+    from reconciler.fleet.dashboard.session import load_key
+    from reconciler.fleet.dashboard.web import check_commit_url
+
+    assert check_commit_url("https://git.example/c/{commit}") == "https://git.example/c/{commit}"
+    for bad in ("ftp://git.example/{commit}", "https://git.example/c/"):
+        with pytest.raises(ConfigError, match="expected an http"):
+            check_commit_url(bad)
+    short = tmp_path / "key"
+    short.write_text("too short\n")
+    with pytest.raises(ConfigError, match=r"at least 32 bytes.*found 9"):
+        load_key(short)
+    with pytest.raises(ConfigError, match="cannot read it"):
+        load_key(tmp_path / "missing")
+    short.write_text("x" * 48)
+    assert load_key(short) == b"x" * 48
+    assert load_key(None) != load_key(None)
