@@ -340,6 +340,25 @@ def test_overview_change_site_in_chromium(world: World, chromium: Any, tmp_path:
     context.close()
 
 
+@pytest.mark.parametrize(("screen", "size"), [("laptop", (1366, 768)), ("wall", (3840, 2160))])
+def test_overview_fits_a_laptop_and_a_wall_screen(
+    world: World, chromium: Any, tmp_path: Path, screen: str, size: tuple[int, int]
+) -> None:
+    """No horizontal scrolling on a laptop; on a wall screen the text grows with the screen."""
+    context = chromium.new_context(
+        viewport={"width": size[0], "height": size[1]},
+        extra_http_headers={"Authorization": f"Bearer {world.token}"},
+    )
+    page = context.new_page()
+    page.goto(world.server.url + "/dashboard/")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= size[0]
+    font = float(page.evaluate("parseFloat(getComputedStyle(document.documentElement).fontSize)"))
+    assert font >= (14 if screen == "laptop" else 24)
+    page.screenshot(path=str(tmp_path / f"overview-{screen}.png"))
+    context.close()
+
+
 def test_bearer_token_and_refusals_in_chromium(world: World, chromium: Any) -> None:
     """The API's bearer token opens the pages too; a cookie from elsewhere or a foreign login
     form does not."""
