@@ -381,7 +381,9 @@ class ChangePage:
     total: int
     waves: tuple[WaveProgress, ...]
     actual: tuple[datetime, ...]
-    """When each site that applied the change did (sorted; its ``applied.at``)."""
+    """When each site that applied the change did (sorted): its report's ``applied.at``. A
+    site that has since moved on to a later commit shows that commit's time (the store keeps
+    the newest report's fields; older ones are in the bounded history)."""
     predicted: tuple[datetime, ...]
     """The first allowed instant of each scheduled site (sorted), blocked ones left out."""
     blocked: int
