@@ -10,15 +10,20 @@ What it measures, in one run:
   schema, batched 500 per transaction, without HTTP or verification — the ratio says what
   the HTTP, JSON and Ed25519 work costs on top of the database;
 - ``outpost fleet status`` over the 10,000 sites (the whole command, Python start included);
-- the collector's peak RSS (``VmHWM`` of its process).
+- the collector's peak RSS (``VmHWM`` of its process);
+- **the dashboard** over the same 10,000 sites (SQLite store): the overview and the page of
+  a fleet-wide change (its first view computes the change's schedule with `outpost
+  schedule`'s code, later views reuse it), next to the JSON API's answers over the same
+  data as the peer (``/api/v1/sites`` and ``/api/v1/changes/C``).
 
 Goals (issue 16): ≥ 2,000 reports/s and ≥ 0.5× the plain upsert on 2 cores; status ≤ 300 ms;
-RSS ≤ 150 MB. 10,000 sites every 5 minutes is 33 reports/s.
+RSS ≤ 150 MB. 10,000 sites every 5 minutes is 33 reports/s. Dashboard (issue 17): overview and
+change page ≤ 500 ms each for 10,000 sites.
 
 The synthetic repository has 10,000 sites with one node key each in one fleet with waves,
 signed by one root key; the collector verifies it and reads every site before serving.
 
-    python bench/collector.py [--sites N] [--connections C]
+    python bench/collector.py [--sites N] [--connections C] [--dashboard-only]
 """
 
 from __future__ import annotations
@@ -91,7 +96,11 @@ def git(repo: Path, *args: str, when: datetime | None = None) -> str:
     ).stdout.strip()
 
 
-def make_fleet(work: Path, count: int) -> tuple[Path, Path, list[tuple[str, Ed25519PrivateKey]]]:
+def make_fleet(
+    work: Path, count: int
+) -> tuple[Path, Path, list[tuple[str, Ed25519PrivateKey]], str, str]:
+    """The signed fleet, its trust root, each site's key, and (base, change): a fleet-wide
+    change committed three days ago on top of the first commit."""
     keys = work / "keys"
     root = make_key(keys, "root")
     public = root.with_suffix(".pub").read_text().split()
@@ -124,26 +133,44 @@ def make_fleet(work: Path, count: int) -> tuple[Path, Path, list[tuple[str, Ed25
     ):
         git(repo, "config", key, value)
     git(repo, "add", "-A")
-    git(
-        repo, "commit", "-q", "-S", "-m", "bench fleet", when=datetime.now(UTC) - timedelta(hours=1)
+    now = datetime.now(UTC)
+    git(repo, "commit", "-q", "-S", "-m", "bench fleet", when=now - timedelta(days=4))
+    base = git(repo, "rev-parse", "HEAD")
+    (repo / "fleets" / "bench.yaml").write_text(
+        FLEET_YAML.replace("spec:\n", "spec:\n  description: every store of the bench\n")
     )
-    return repo, trust, sites
+    git(
+        repo,
+        "commit",
+        "-q",
+        "-S",
+        "-am",
+        "bench: a fleet-wide change",
+        when=now - timedelta(days=3),
+    )
+    return repo, trust, sites, base, git(repo, "rev-parse", "HEAD")
 
 
-def reports(sites: list[tuple[str, Ed25519PrivateKey]], now: datetime) -> list[bytes]:
+def reports(
+    sites: list[tuple[str, Ed25519PrivateKey]], now: datetime, base: str, change: str
+) -> list[bytes]:
+    """Six sites in ten run the change; the others wait for it (their wave's soak)."""
     out = []
-    for site, key in sites:
+    for index, (site, key) in enumerate(sites):
+        runs = change if index % 10 < 6 else base
         status = {
             "apiVersion": "outpost/v1",
             "kind": "SiteStatus",
             "site": site,
             "time": now.isoformat(),
-            "outcome": "applied",
-            "applied": {"revision": "a" * 40, "at": now.isoformat()},
-            "lastGood": "a" * 40,
-            "fetched": {"revision": "a" * 40, "at": now.isoformat()},
+            "outcome": "applied" if runs == change else "waiting",
+            "applied": {"revision": runs, "at": now.isoformat()},
+            "lastGood": runs,
+            "fetched": {"revision": change, "at": now.isoformat()},
             "sourceLastAnswered": now.isoformat(),
-            "pending": None,
+            "pending": None
+            if runs == change
+            else {"revision": change, "reason": "wave 'all' soaks until 48h after 'early'"},
             "health": "healthy",
             "drift": {"objects": 0, "corrected": 0},
             "lastError": None,
@@ -344,6 +371,85 @@ def status_ms(store: list[str]) -> float:
     return statistics.median(times)
 
 
+def _get_ms(
+    name: str, url: str, token: str, times: int, pid: int
+) -> tuple[float, float, int, float]:
+    """(first, median of the rest) in ms wall, the size of the answer, and the median CPU
+    time the collector spent per answer after the first (what a loaded machine cannot
+    inflate)."""
+    import urllib3
+
+    pool = urllib3.PoolManager()
+    took, cpu = [], []
+    size = 0
+    for _ in range(times):
+        cpu_before = cpu_seconds(pid)
+        started = time.perf_counter()
+        answer = pool.request(
+            "GET",
+            url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+            retries=False,
+            redirect=False,
+        )
+        took.append((time.perf_counter() - started) * 1000)
+        cpu.append((cpu_seconds(pid) - cpu_before) * 1000)
+        if answer.status != 200:
+            raise SystemExit(f"{url}: {answer.status} {answer.data[:300]!r}")
+        size = len(answer.data)
+    if os.environ.get("BENCH_KEEP_PAGES"):
+        Path(os.environ["BENCH_KEEP_PAGES"], name.replace("/", "_") + ".out").write_bytes(
+            answer.data
+        )
+    return took[0], statistics.median(took[1:]), size, statistics.median(cpu[1:])
+
+
+def dashboard_ms(
+    work: Path, store: list[str], repo: Path, trust: Path, change: str, sites: int
+) -> None:
+    """Overview and change page against the JSON API over the same stored reports."""
+    token = subprocess.run(
+        [sys.executable, "-m", "reconciler.cli", "fleet", "token", "add", "bench", *store],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    ).stdout.strip()
+    process, port, _ = start_collector(work, store, repo, trust)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        pages = {
+            "dashboard overview": f"{base}/dashboard/",
+            "dashboard overview, filtered": f"{base}/dashboard/?state=waiting&page=7",
+            "dashboard change page": f"{base}/dashboard/changes/{change}",
+            "peer: /api/v1/sites": f"{base}/api/v1/sites",
+            "peer: /api/v1/changes/C": f"{base}/api/v1/changes/{change}",
+        }
+        measured = {name: _get_ms(name, url, token, 8, process.pid) for name, url in pages.items()}
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    for name, (first, median, size, cpu) in measured.items():
+        print(
+            f"{name:<30} first {first:7.0f} ms, median of 7 more {median:6.0f} ms wall, "
+            f"{cpu:5.0f} ms collector CPU ({size / 1024:.0f} KiB)"
+        )
+    overview, change_page = measured["dashboard overview"], measured["dashboard change page"]
+    sites_api, change_api = measured["peer: /api/v1/sites"], measured["peer: /api/v1/changes/C"]
+    print(
+        f"ratios (wall): overview / /api/v1/sites {overview[1] / sites_api[1]:.2f}, "
+        f"change page / /api/v1/changes {change_page[1] / change_api[1]:.2f}; "
+        f"(CPU): {overview[3] / sites_api[3]:.2f} and {change_page[3] / change_api[3]:.2f}"
+    )
+    print(
+        f"dashboard for {sites} sites: overview {overview[1]:.0f} ms wall / {overview[3]:.0f} ms "
+        f"CPU, change page {change_page[1]:.0f} ms / {change_page[3]:.0f} ms (goal ≤ 500 ms "
+        f"each); the change page's first view, which computes the schedule, {change_page[0]:.0f} ms"
+    )
+
+
 def verify_floor(count: int = 3000) -> float:
     """Ed25519 verifications per second with `cryptography` alone: the ceiling per core for
     any collector that checks every report's signature."""
@@ -354,9 +460,7 @@ def verify_floor(count: int = 3000) -> float:
     for _ in range(count):
         public.verify(signature, message)
     rate = count / (time.perf_counter() - started)
-    print(
-        f"{'Ed25519 verify alone':<26} {rate:7.0f}/s on one core (a verifier's ceiling)"
-    )
+    print(f"{'Ed25519 verify alone':<26} {rate:7.0f}/s on one core (a verifier's ceiling)")
     return rate
 
 
@@ -364,12 +468,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sites", type=int, default=10_000)
     parser.add_argument("--connections", type=int, default=256)
+    parser.add_argument(
+        "--dashboard-only",
+        action="store_true",
+        help="store the reports (SQLite) and measure the dashboard; skip PostgreSQL",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="outpost-bench-") as tmp:
         work = Path(tmp)
         started = time.perf_counter()
-        repo, trust, sites = make_fleet(work, args.sites)
-        bodies = reports(sites, datetime.now(UTC))
+        repo, trust, sites, base, change = make_fleet(work, args.sites)
+        bodies = reports(sites, datetime.now(UTC), base, change)
         print(
             f"setup: {args.sites} sites, keys and signed reports in "
             f"{time.perf_counter() - started:.1f} s; {os.cpu_count()} CPUs, "
@@ -385,6 +494,9 @@ def main() -> int:
             args.connections,
         )
         status_sqlite = status_ms(["--db", str(work / "c.db")])
+        dashboard_ms(work, ["--db", str(work / "c.db")], repo, trust, change, args.sites)
+        if args.dashboard_only:
+            return 0
         server = postgres.start(durable=True)
         try:
             url = server.create_database()

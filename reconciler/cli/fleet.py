@@ -75,8 +75,14 @@ def register(subparsers: Any) -> None:
         description=(
             "Serve the collector's HTTP API. Reports are verified against the node keys in the "
             "fleet repository (--repo), itself verified against --trust and re-read every "
-            "--refresh seconds. TLS: --tls-cert/--tls-key, or a reverse proxy in front (see "
-            "README). Exit 2 on configuration errors."
+            "--refresh seconds. The dashboard is at /dashboard/ (same tokens, or its login "
+            "form). TLS: --tls-cert/--tls-key, or a reverse proxy in front (see README). "
+            "Exit 2 on configuration errors."
+        ),
+        epilog=example(
+            "outpost fleet serve --db collector.db --repo /srv/fleet "
+            "--trust /etc/outpost/allowed_signers "
+            "--commit-url 'https://git.example.com/ops/fleet/commit/{commit}'"
         ),
     )
     _store_arguments(serve, repository_required=True)
@@ -116,6 +122,18 @@ def register(subparsers: Any) -> None:
         choices=("json", "slack"),
         default="json",
         help="generic JSON or a Slack-compatible {text} body (json)",
+    )
+    serve.add_argument(
+        "--commit-url",
+        metavar="TEMPLATE",
+        help="the dashboard links each change here, {commit} replaced by its id, e.g. "
+        "https://git.example.com/ops/fleet/commit/{commit}",
+    )
+    serve.add_argument(
+        "--session-key",
+        metavar="FILE",
+        help="the dashboard's session signing key (≥ 32 bytes); collectors behind one "
+        "address share it. Default: random per process (logins end at a restart)",
     )
     serve.set_defaults(func=run_serve)
     token = commands.add_parser(

@@ -20,6 +20,7 @@ Routes (JSON unless noted):
 ``/api/v1/changes/{commit}``GET     the commit's rollout by fleet and wave
 ``/metrics``                GET     Prometheus text
 ``/healthz``                GET     liveness (no token)
+``/dashboard/…``            GET     the HTML dashboard (`reconciler.fleet.dashboard`)
 ==========================  ======  ===============================================
 
 Every route but ingest and ``/healthz`` needs ``Authorization: Bearer <token>``;
@@ -39,7 +40,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -66,6 +67,9 @@ from reconciler.fleet.collector.rollout import (
     source_stale,
 )
 from reconciler.fleet.collector.store import SiteRecord, Store, StoreError, StoreUnavailable
+
+if TYPE_CHECKING:
+    from reconciler.fleet.dashboard.web import DashboardOptions
 
 __all__ = ["Collector", "create_app", "hash_token"]
 
@@ -138,15 +142,22 @@ class Collector:
     def records(self) -> dict[str, SiteRecord]:
         return {record.site: record for record in self.store.sites()}
 
-    def token_name(self, header: str | None) -> str | None:
-        if not header or not header.startswith("Bearer "):
-            return None
+    def _token_map(self) -> dict[str, str]:
         fetched, tokens = self._tokens
         now = time.monotonic()
         if now - fetched > TOKEN_CACHE_SECONDS:
             tokens = self.store.token_hashes()
             self._tokens = (now, tokens)
-        return tokens.get(hash_token(header[len("Bearer ") :].strip()))
+        return tokens
+
+    def token_name(self, header: str | None) -> str | None:
+        if not header or not header.startswith("Bearer "):
+            return None
+        return self._token_map().get(hash_token(header[len("Bearer ") :].strip()))
+
+    def token_names(self) -> set[str]:
+        """The names of the tokens that exist now (a dashboard session names one)."""
+        return set(self._token_map().values())
 
 
 def _error(status: int, message: str, **headers: str) -> JSONResponse:
@@ -168,8 +179,14 @@ async def _body(request: Request) -> bytes | None:
     return b"".join(chunks)
 
 
-def create_app(collector: Collector, *, start: bool = True) -> Starlette:
-    """The ASGI application; ``start`` runs the background refresh while it serves."""
+def create_app(
+    collector: Collector, *, start: bool = True, dashboard: DashboardOptions | None = None
+) -> Starlette:
+    """The ASGI application; ``start`` runs the background refresh while it serves.
+
+    With ``dashboard``, the HTML pages under ``/dashboard/`` are served too
+    (`reconciler.fleet.dashboard.web`; needs Jinja2, in the ``fleet`` extra).
+    """
 
     async def ingest(request: Request) -> Response:
         data = await _body(request)
@@ -348,14 +365,16 @@ def create_app(collector: Collector, *, start: bool = True) -> Starlette:
         finally:
             await run_in_threadpool(collector.stop)
 
-    return Starlette(
-        routes=[
-            Route("/api/v1/reports", ingest, methods=["POST"]),
-            Route("/api/v1/sites", sites, methods=["GET"]),
-            Route("/api/v1/sites/{site}", one_site, methods=["GET"]),
-            Route("/api/v1/changes/{commit}", change, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-            Route("/healthz", healthz, methods=["GET"]),
-        ],
-        lifespan=lifespan,
-    )
+    routes = [
+        Route("/api/v1/reports", ingest, methods=["POST"]),
+        Route("/api/v1/sites", sites, methods=["GET"]),
+        Route("/api/v1/sites/{site}", one_site, methods=["GET"]),
+        Route("/api/v1/changes/{commit}", change, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ]
+    if dashboard is not None:
+        from reconciler.fleet.dashboard.web import dashboard_routes
+
+        routes.extend(dashboard_routes(collector, dashboard))
+    return Starlette(routes=routes, lifespan=lifespan)

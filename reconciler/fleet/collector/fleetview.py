@@ -55,6 +55,10 @@ class SiteInfo:
     """fleet → the index of that wave, for sorting."""
     nodes: Mapping[bytes, str] = field(hash=False, repr=False)
     """node key blob → node name."""
+    labels: Mapping[str, str] = field(hash=False, default_factory=dict)
+    """The site's labels (country, region, format …), for the dashboard's filters."""
+    hardware: tuple[tuple[str, str], ...] = ()
+    """(node name, one line: arch, CPUs, memory, serial) per node in ``hardware.yaml``."""
 
     @property
     def keys(self) -> tuple[PublicKey, ...]:
@@ -184,7 +188,9 @@ def read_view(repo: Any, revision: str) -> FleetView:
                     waves[fleet_name], order[fleet_name] = wave.name, index
                     break
         nodes: dict[bytes, str] = {}
+        machines: list[tuple[str, str]] = []
         for node in hardware.nodes if hardware else ():
+            machines.append((str(node.get("name")), _machine(node)))
             line = node.get("publicKey")
             if isinstance(line, str):
                 key = parse_public_key_line(line, what=f"{hardware_path} publicKey")
@@ -196,9 +202,24 @@ def read_view(repo: Any, revision: str) -> FleetView:
             waves=waves,
             wave_order=order,
             nodes=nodes,
+            labels={str(k): str(v) for k, v in labels.items()},
+            hardware=tuple(machines),
         )
     return FleetView(
         revision=revision,
         sites=sites,
         waves={name: tuple(w.name for w in r.waves) for name, r in rollouts.items()},
     )
+
+
+def _machine(node: Mapping[str, Any]) -> str:
+    """One node of ``hardware.yaml`` in a line: ``amd64 · 8 CPU · 32Gi · serial CZCE21679E``."""
+    identity = node.get("identity")
+    serial = identity.get("serial") if isinstance(identity, Mapping) else None
+    parts = [
+        str(node["arch"]) if node.get("arch") else None,
+        f"{node['cpu']} CPU" if node.get("cpu") else None,
+        str(node["memory"]) if node.get("memory") else None,
+        f"serial {serial}" if serial else None,
+    ]
+    return " · ".join(p for p in parts if p) or "no details"

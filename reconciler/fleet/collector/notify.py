@@ -35,7 +35,7 @@ from reconciler.fleet.collector.store import SiteRecord
 if TYPE_CHECKING:
     from reconciler.fleet.collector.app import Collector
 
-__all__ = ["Notifier", "firing_alerts", "message"]
+__all__ = ["Notifier", "firing_alerts", "headline", "message"]
 
 log = logging.getLogger("outpost.notify")
 
@@ -72,12 +72,19 @@ def firing_alerts(
     return firing
 
 
+def headline(status: str, key: str, detail: str) -> str:
+    """An alert in one line, as the Slack-style webhook and the dashboard both word it."""
+    alert, _, rest = key.partition("/")
+    site = rest.split("/", 1)[0]
+    return f"[{status.upper()}] outpost {alert} at {site}: {detail}"
+
+
 def message(style: str, status: str, key: str, detail: str, since: datetime) -> bytes:
     alert, _, rest = key.partition("/")
     site = rest.split("/", 1)[0]
     if style == "slack":
         mark = ":red_circle:" if status == "firing" else ":white_check_mark:"
-        text = f"{mark} [{status.upper()}] outpost {alert} at {site}: {detail}"
+        text = f"{mark} {headline(status, key, detail)}"
         return json.dumps({"text": text}).encode()
     body: dict[str, Any] = {
         "status": status,

@@ -12,6 +12,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from reconciler.core.errors import ConfigError
 from reconciler.fleet.collector.fleetview import FleetSource
@@ -32,6 +33,9 @@ class ServeOptions:
     every: float
     webhooks: tuple[str, ...]
     webhook_format: str
+    commit_url: str | None = None
+    session_key: bytes | None = None
+    """The dashboard's session signing key, read from ``--session-key`` (None: random)."""
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ServeOptions:
@@ -49,6 +53,10 @@ class ServeOptions:
             raise ConfigError(f"--rate {args.rate!r}: expected BURST/SECONDS, e.g. 30/5")
         if args.refresh < 1 or args.history < 1:
             raise ConfigError("--refresh must be ≥ 1 second and --history ≥ 1")
+        from reconciler.fleet.dashboard.session import load_key
+        from reconciler.fleet.dashboard.web import check_commit_url
+
+        commit_url = check_commit_url(getattr(args, "commit_url", None))
         for url in args.webhook:
             if not url.startswith(("https://", "http://")):
                 raise ConfigError(f"--webhook {url!r}: expected an http(s) URL")
@@ -63,6 +71,10 @@ class ServeOptions:
             every=rate[1],
             webhooks=tuple(args.webhook),
             webhook_format=args.webhook_format,
+            commit_url=commit_url,
+            session_key=(
+                load_key(Path(args.session_key)) if getattr(args, "session_key", None) else None
+            ),
         )
 
 
@@ -73,6 +85,8 @@ def serve(store: Store, source: FleetSource, options: ServeOptions) -> int:
     from reconciler.fleet.collector.app import Collector, create_app
     from reconciler.fleet.collector.ingest import RateLimiter
     from reconciler.fleet.collector.notify import Notifier
+    from reconciler.fleet.dashboard.session import load_key
+    from reconciler.fleet.dashboard.web import DashboardOptions
 
     handler = logging.StreamHandler(sys.stderr)
     logging.getLogger("outpost").addHandler(handler)
@@ -89,8 +103,12 @@ def serve(store: Store, source: FleetSource, options: ServeOptions) -> int:
         history_keep=options.history,
         on_tick=notifier.evaluate if notifier else None,
     )
+    dashboard = DashboardOptions(
+        session_key=options.session_key or load_key(None),
+        commit_url=options.commit_url,
+    )
     config = uvicorn.Config(
-        create_app(collector),
+        create_app(collector, dashboard=dashboard),
         host=options.host,
         port=options.port,
         ssl_certfile=options.tls_cert,
