@@ -37,6 +37,7 @@ COMMANDS: tuple[str, ...] = (
     "images",
     "fleet",
     "agent",
+    "node",
     "completion",
 )
 

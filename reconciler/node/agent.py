@@ -454,6 +454,16 @@ class Agent:
             report.temporary = True
             log.warning("checking interrupted", extra={"revision": candidate, "error": str(exc)})
             return state
+        if not decision.allowed and self._first_apply(state, get_cluster):
+            log.info(
+                "first apply",
+                extra={
+                    "revision": candidate,
+                    "reason": "nothing runs at this site yet (spec.firstApply: immediate); "
+                    f"not held back by: {decision.reason}",
+                },
+            )
+            decision = GateDecision(True, "first apply of a site with nothing running")
         if not decision.allowed:
             report.outcome = "waiting"
             report.pending = candidate
@@ -462,6 +472,20 @@ class Agent:
             log.info("change waits", extra={"revision": candidate, "reason": decision.reason})
             return state
         return self._roll_out(mirror, state, report, desired, get_cluster)
+
+    def _first_apply(self, state: AgentState, get_cluster: Callable[[], Cluster]) -> bool:
+        """True when ``spec.firstApply: immediate`` lets this site skip its gate: nothing was
+        ever applied here, by this state or by the cluster's inventory (a re-enrolled site
+        with its inventory present is gated as usual; so is one whose cluster cannot say)."""
+        if self.config.first_apply != "immediate":
+            return False
+        if state.applied is not None or state.last_good is not None or state.inventory:
+            return False
+        try:
+            inventory = get_cluster().read_inventory()
+        except OutpostError:
+            return False
+        return not inventory
 
     def _since_floor(self, mirror: Mirror, applied: str | None, candidate: str, floor: str) -> str:
         """Where verification starts under ``spec.trust.floor``; refuses what is not above it."""

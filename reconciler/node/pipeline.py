@@ -13,7 +13,9 @@ calling the module that owns the decision:
   slice is read from, which is the *later* of its committer time and the time
   this node first saw it (`reconciler.node.seen`: a signer cannot date a commit
   back to skip a wave's soak), the emergency trailer as `trust` judged it, and
-  the committer time of the commit that paused a fleet.
+  the committer time of the commit that paused a fleet. A commit dated at or before
+  the enrolled floor (``spec.trust.floor``: history older than the node) counts by its
+  committer time: a fresh node does not wait a wave's full soak for it.
 
 A range in which no commit touched a path this site's slice is read from (another
 store's edit) is not a change for this site: it is not gated.
@@ -100,30 +102,53 @@ class NodePipeline:
             (record.sha for record in span.commits), now.timestamp()
         )
         by_sha = {v.sha: v for v in result.verdicts}
+        floor_time = self._floor_time(mirror)
         changes = []
         for record in span.commits:
             verdict = by_sha[record.sha]
             paths = frozenset(p for per_parent in record.changes for p in per_parent)
+            committed = verdict.committer_time or 0
+            # History dated at or before the enrolled floor (a branch merged after it) is
+            # older than this node: its committer time counts, not "first seen at enrollment".
+            before_floor = floor_time is not None and committed <= floor_time
             changes.append(
                 Change(
                     sha=record.sha,
-                    committed_at=datetime.fromtimestamp(verdict.committer_time or 0, UTC),
+                    committed_at=datetime.fromtimestamp(committed, UTC),
                     paths=paths,
                     emergency=verdict.emergency,
                     emergency_reason=verdict.emergency_reason,
-                    first_seen=datetime.fromtimestamp(seen[record.sha], UTC),
+                    first_seen=(
+                        None if before_floor else datetime.fromtimestamp(seen[record.sha], UTC)
+                    ),
                 )
             )
         changes.sort(key=lambda c: c.committed_at)
         latest = changes[-1] if changes else None
         return NodeVerified(
             revision=candidate,
-            changed_at=max(latest.committed_at, latest.first_seen or now) if latest else now,
+            changed_at=(
+                max(latest.committed_at, latest.first_seen or latest.committed_at)
+                if latest
+                else now
+            ),
             emergency=bool(latest and latest.emergency),
             emergency_reason=latest.emergency_reason if latest else "",
             commits=len(changes),
             changes=tuple(changes),
         )
+
+    def _floor_time(self, mirror: Mirror) -> int | None:
+        """The committer time of ``spec.trust.floor``, when it is set and in the mirror."""
+        floor = self.config.floor
+        if floor is None:
+            return None
+        import pygit2
+
+        try:
+            return int(mirror.repo[pygit2.Oid(hex=floor)].peel(pygit2.Commit).commit_time)
+        except (KeyError, ValueError, pygit2.GitError):
+            return None
 
     # -- desired ----------------------------------------------------------------
 
