@@ -332,7 +332,6 @@ def enroll(options: EnrollOptions, *, now: datetime) -> Enrolled:
     age_path = config_dir / "age.key"
     request_path = options.request_out or config_dir / "enrollment-request.json"
     _already([config, key_path, key_path.with_name("node.key.pub"), age_path, request_path])
-    owner = _owner(options.user)
     machine_id, serial = read_machine(options.machine_id_file, options.serial_file)
     trust_data, trust_sha, trust_keys = trust_root_fingerprints(options.trust_root)
     with _repository(options) as (git_repo, floor):
@@ -345,6 +344,7 @@ def enroll(options: EnrollOptions, *, now: datetime) -> Enrolled:
             expected_site=options.site,
             revision=floor,
         )
+    owner = _owner(options.user)
     # Every check passed: write, agent.yaml last.
     try:
         config_dir.mkdir(parents=True, exist_ok=True)
