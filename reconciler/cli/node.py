@@ -64,6 +64,12 @@ def register(subparsers: Any) -> None:
         "--request-out",
         help="where to write the request (default: CONFIG_DIR/enrollment-request.json)",
     )
+    enroll.add_argument(
+        "--first-apply",
+        choices=("immediate", "gated"),
+        default="immediate",
+        help="a site with nothing running applies at once (immediate) or waits for its window",
+    )
     enroll.add_argument("--machine-id-file", default="/etc/machine-id", help=argparse.SUPPRESS)
     enroll.add_argument(
         "--serial-file", default="/sys/class/dmi/id/product_serial", help=argparse.SUPPRESS
@@ -100,6 +106,7 @@ def run_enroll(args: argparse.Namespace) -> int:
         bundle_inbox=_path(args.bundle_inbox),
         report_url=args.report_url,
         request_out=_path(args.request_out),
+        first_apply=args.first_apply,
     )
     try:
         done = enroll(options, now=datetime.now(UTC))

@@ -120,6 +120,9 @@ def run_accept(args: argparse.Namespace) -> int:
     )
     for path in done.written:
         print(f"changed:   {path}")
+    if not done.written:
+        print("nothing to change: the repository already records this request's keys")
+        return EXIT_OK
     repo_arg = "" if args.repo == "." else f"-C {args.repo} "
     print("\nReview, then commit signed by a root signer:")
     print(f"  git {repo_arg}add {' '.join(done.written)}")
@@ -144,9 +147,11 @@ def next_steps(site_id: str, repo: str, findings: list[Any]) -> str:
     steps += [
         "Check the time zone and update windows in site.yaml (a GUESSED zone is marked).",
         f"outpost secrets init-site {site_id} --key-out {site_id}.agekey{repo_arg}"
-        "   # the site's age key; enrollment installs it on the node",
+        "   # only to add secrets before the box arrives: enrollment makes the site's own key "
+        "and `site accept` re-encrypts them to it",
         f"outpost validate{repo_arg}, then a signed commit (git commit -S) and a pull request",
-        f"On the node: install outpost and write /etc/outpost/agent.yaml with site: {site_id}"
-        " (see deploy/agent.yaml and the README's 'On a node')",
+        "Ship the box: at first boot `outpost node enroll` finds it in hardware.yaml by its "
+        "machine id and serial and writes its enrollment request; then "
+        f"`outpost site accept REQUEST{repo_arg}` and a signed commit (README's 'On a node')",
     ]
     return "\n".join(["", "Next steps:", *(f"  {i}. {s}" for i, s in enumerate(steps, 1))])

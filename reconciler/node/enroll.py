@@ -82,6 +82,7 @@ class EnrollOptions:
     bundle_inbox: Path | None = None
     report_url: str | None = None
     request_out: Path | None = None
+    first_apply: str = "immediate"
 
 
 @dataclass(frozen=True)
@@ -239,6 +240,34 @@ def _verify_floor(
         ) from None
 
 
+FLOOR_REF = "refs/outpost/floor"
+
+
+def _seed_mirror(source: str, options: EnrollOptions, owner: tuple[int, int] | None) -> None:
+    """Put the enrolled history in the node's mirror (``refs/outpost/floor``), so that the
+    incremental bundles an air-gapped site receives next find their prerequisites. Not a
+    candidate: nothing is applied from it."""
+    from reconciler.node.fetch import Mirror
+    from reconciler.node.inbox import _NODE_CONFIG, _git, _node_env, _stderr
+
+    mirror = Mirror(options.state_dir / "mirror.git")
+    fetched = _git(
+        [
+            *("--git-dir", str(mirror.path), *_NODE_CONFIG, "fetch", "-q", "--no-tags"),
+            *(source, f"refs/heads/{options.branch}:{FLOOR_REF}"),
+        ],
+        env=_node_env(options.state_dir),
+        timeout=600,
+        what="seeding the node's mirror",
+    )
+    if fetched.returncode != 0:
+        raise ConfigError(f"cannot seed the mirror {mirror.path}: {_stderr(fetched)}")
+    if owner is not None:
+        for folder, dirs, files in os.walk(options.state_dir):
+            for name in (folder, *(os.path.join(folder, n) for n in (*dirs, *files))):
+                os.lchown(name, *owner)
+
+
 def _owner(user: str) -> tuple[int, int] | None:
     """(uid, gid) to chown to when running as root; None otherwise (files stay ours)."""
     if os.geteuid() != 0:
@@ -304,8 +333,9 @@ def agent_yaml(
         lines += ["  report:", f"    url: {_yaml_str(options.report_url)}"]
     lines += [
         f"  stateDir: {_yaml_str(str(options.state_dir))}",
-        "  # A site with nothing running yet applies its first revision outside its windows.",
-        "  firstApply: immediate",
+        "  # immediate: a site with nothing running yet applies its first revision outside its",
+        "  # windows; gated: it waits like any change.",
+        f"  firstApply: {options.first_apply}",
         "  # The commit this node enrolled from: nothing older or unrelated is ever accepted.",
         f"  trust: {{floor: {floor}}}",
     ]
@@ -344,8 +374,10 @@ def enroll(options: EnrollOptions, *, now: datetime) -> Enrolled:
             expected_site=options.site,
             revision=floor,
         )
-    owner = _owner(options.user)
-    # Every check passed: write, agent.yaml last.
+        owner = _owner(options.user)
+        # Every check passed: write, agent.yaml last.
+        if options.bundle is not None:
+            _seed_mirror(git_repo.path, options, owner)
     try:
         config_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(trust_target, trust_data, mode=0o644)

@@ -32,6 +32,7 @@ from reconciler.core.trust import parse_public_key_line
 from reconciler.core.validate import validate_tree
 from reconciler.node.config import load_config
 from reconciler.node.enroll import enroll
+from reconciler.node.fetch import CANDIDATE_REF
 from reconciler.node.identity import load_identity
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -155,6 +156,24 @@ def test_a_bundle_enrolls_like_a_checkout(world: EnrollWorld, tmp_path: Path) ->
     )
     assert (done.node.site, done.floor) == ("plant-c", world.git.head())
     assert load_config(done.config).bundle_inbox == tmp_path
+    # the node's mirror holds the enrolled history, not as a candidate: the next
+    # incremental bundle finds its prerequisites there
+    mirror = done.config.parent.parent / "state" / "mirror.git"
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        # the mirror belongs to the agent's user (nobody here): say it is safe to read as root
+        command = ["git", "-c", "safe.directory=*", "--git-dir", str(mirror), *args]
+        return subprocess.run(command, capture_output=True, text=True, check=False)
+
+    assert git("rev-parse", "refs/outpost/floor").stdout.strip() == done.floor
+    assert git("rev-parse", "--verify", "-q", CANDIDATE_REF).returncode != 0
+    world.commit("the plant's next change")
+    step = tmp_path / "step.bundle"
+    world.git.git("bundle", "create", str(step), f"{done.floor}..main")
+    checked = git("bundle", "verify", str(step))
+    assert checked.returncode == 0, checked.stderr
+    if os.geteuid() == 0:
+        assert (mirror / "HEAD").stat().st_uid == pwd.getpwnam("nobody").pw_uid
 
 
 def test_the_cli_prints_the_trust_roots_fingerprints(
