@@ -471,3 +471,59 @@ def test_the_floor_must_be_in_the_checkout(world: EnrollWorld, tmp_path: Path) -
     subprocess.run(["git", "-C", str(other), "gc", "-q", "--prune=now"], check=True)
     with pytest.raises(EnrollmentRefused, match=r"which this checkout does not have"):
         accept_request(other, done.request, key=world.secrets.break_glass)
+
+
+# -- small parts ----------------------------------------------------------------------------------
+
+
+def test_firmware_placeholder_serials_are_no_serial(tmp_path: Path) -> None:
+    from reconciler.node.enroll import read_machine
+
+    box = make_box(tmp_path, "ab" * 16, "To Be Filled By O.E.M.")
+    assert read_machine(box.machine_id_file, box.serial_file) == ("ab" * 16, None)
+    box.serial_file.unlink()
+    assert read_machine(box.machine_id_file, box.serial_file) == ("ab" * 16, None)
+    box.machine_id_file.unlink()
+    with pytest.raises(ConfigError, match=r"systemd-machine-id-setup"):
+        read_machine(box.machine_id_file, box.serial_file)
+
+
+def test_the_agent_config_carries_every_source_and_loads(tmp_path: Path) -> None:
+    from reconciler.node.enroll import EnrollOptions, agent_yaml
+
+    options = EnrollOptions(
+        config_dir=tmp_path,
+        trust_root=tmp_path / "t",
+        source_url="https://git.example.com/c.git",
+        password_file=tmp_path / "git-token",
+        feed_url="https://cdn.example.com/outpost/",
+        bundle_inbox=tmp_path / "inbox",
+        report_url="https://hq.example.com/api/v1/reports",
+        kubeconfig=tmp_path / "kubeconfig",
+        state_dir=tmp_path / "state",
+        first_apply="gated",
+    )
+    text = agent_yaml(options, "shop-a", "ab" * 20, tmp_path / "t", tmp_path / "k", tmp_path / "a")
+    (tmp_path / "agent.yaml").write_text(text)
+    config = load_config(tmp_path / "agent.yaml")
+    assert config.source.credentials is not None
+    assert config.source.credentials.password_file == tmp_path / "git-token"
+    assert config.feed is not None and config.feed.url == "https://cdn.example.com/outpost/"
+    assert config.report is not None and config.bundle_inbox == tmp_path / "inbox"
+    assert (config.first_apply, config.floor) == ("gated", "ab" * 20)
+
+
+def test_enrollment_needs_a_source_and_one_repository(tmp_path: Path) -> None:
+    from reconciler.node.enroll import EnrollOptions
+
+    box = make_box(tmp_path / "box", "ab" * 16, None)
+    base = {"config_dir": tmp_path / "etc", "trust_root": tmp_path / "t"}
+    common = {"machine_id_file": box.machine_id_file, "serial_file": box.serial_file}
+    with pytest.raises(ConfigError, match=r"--source-url"):
+        enroll(EnrollOptions(**base, **common, repo=tmp_path), now=NOW)  # type: ignore[arg-type]
+    (tmp_path / "t").write_text("")
+    with pytest.raises(ConfigError):
+        enroll(  # an empty trust root names no signer
+            EnrollOptions(**base, **common, repo=tmp_path, source_url="https://h/c"),  # type: ignore[arg-type]
+            now=NOW,
+        )
