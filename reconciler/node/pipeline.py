@@ -31,7 +31,7 @@ from functools import cached_property
 from typing import Any
 
 from reconciler.core.commits import Change, paused_since
-from reconciler.core.errors import ConfigError, PolicyError, ValidationError
+from reconciler.core.errors import ConfigError, PolicyError, TemporaryError, ValidationError
 from reconciler.core.findings import ERROR, Finding
 from reconciler.node.agent import Desired, GateDecision, Verified
 from reconciler.node.config import AgentConfig
@@ -58,6 +58,16 @@ def _first_errors(findings: Sequence[Finding], limit: int = 5) -> str:
     text = "; ".join(f"{f.location}: {f.message} [{f.rule}]" for f in errors[:limit])
     more = len(errors) - limit
     return text + (f"; and {more} more" if more > 0 else "")
+
+
+class AwaitingAcceptance(TemporaryError):
+    """The site's secrets are encrypted to a key that is not this node's (yet)."""
+
+
+def folder_recipient(repo: Any, site: str) -> str | None:
+    """``spec.sops.recipient`` of ``site`` in ``repo``."""
+    recipient = repo.site(site).site.sops_recipient
+    return None if recipient is None else str(recipient)
 
 
 class NodePipeline:
@@ -177,6 +187,7 @@ class NodePipeline:
                     f"site {self.site} has encrypted secrets but the agent config sets no "
                     "ageKey; install the site's age key at enrollment"
                 )
+            self._check_accepted(folder_recipient(repo, self.site), revision)
             objects.extend(decrypt_site_secrets(tree, self.site, self.config.age_key))
         keys = [key_of(obj).encode() for obj in objects]
         folder = repo.site(self.site)
@@ -191,6 +202,24 @@ class NodePipeline:
             sources=rendered.sources,
             node_labels=rendered.node_labels,
             machine_ids=machine_ids,
+        )
+
+    def _check_accepted(self, recipient: str | None, revision: str) -> None:
+        """Before the site's recipient is this node's key, nothing can be decrypted: that is
+        an enrollment not accepted yet (or a key rotated and not installed here), not a fault
+        of the commit. It is retried every tick and never remembered as a refusal."""
+        from reconciler.core.secrets import key_file_recipients
+
+        assert self.config.age_key is not None
+        own = key_file_recipients(self.config.age_key)
+        if recipient is None or recipient in own:
+            return
+        raise AwaitingAcceptance(
+            f"this node's age key ({', '.join(own)}) is not site {self.site}'s recipient at "
+            f"{_short(revision)} (its site.yaml names {recipient}): this node's enrollment "
+            "has not been accepted yet. Run `outpost site accept` on its enrollment request "
+            "and commit the change, signed; the node checks every tick (a node whose key was "
+            f"rotated elsewhere needs the new key at {self.config.age_key})"
         )
 
     def _validate(self, tree: Any) -> None:

@@ -77,6 +77,20 @@ def test_a_fresh_node_enrolls_is_accepted_and_its_first_tick_applies_the_site(
     )
     assert (done.node.site, done.node.node, done.floor) == (SITE, "edge-1", enrolled_from)
 
+    config = load_config(done.config)
+    assert config.floor == enrolled_from
+    clock = _Clock(OUTSIDE_WINDOW - timedelta(minutes=30))
+    agent = Agent(
+        config,
+        pipeline=NodePipeline(config),
+        cluster=lambda: ManagerCluster.connect(config),
+        clock=clock,
+    )
+    # before acceptance: the node waits, says why, and remembers no refusal
+    early = agent.tick()
+    assert (early.outcome, early.pending, early.applied) == ("interrupted", enrolled_from, None)
+    assert "enrollment has not been accepted yet" in (early.pending_reason or "")
+
     # operations: accept the request, commit it signed by the root signer
     accepted = accept_request(fleet.path, done.request, key=ROOT / "tests/keys/age/break-glass.key")
     assert f"sites/{SITE}/hardware.yaml" in accepted.written
@@ -85,16 +99,8 @@ def test_a_fresh_node_enrolls_is_accepted_and_its_first_tick_applies_the_site(
     assert not _decrypts(fleet.path / secret, ROOT / "tests/keys/age" / f"{SITE}.key")
     accept_commit = fleet.commit(f"Enroll {SITE}/edge-1", when=T0 + timedelta(hours=1))
 
-    # the node's first tick, outside the store's window
-    config = load_config(done.config)
-    assert config.floor == enrolled_from
-    clock = _Clock(OUTSIDE_WINDOW)
-    agent = Agent(
-        config,
-        pipeline=NodePipeline(config),
-        cluster=lambda: ManagerCluster.connect(config),
-        clock=clock,
-    )
+    # the node's first tick after it, outside the store's window
+    clock.now = OUTSIDE_WINDOW
     first = agent.tick()
     assert (first.outcome, first.applied, first.health) == ("applied", accept_commit, "healthy")
     assert read(cluster, "deployment", "pos", "pos-server") is not None
