@@ -70,6 +70,10 @@ def register(subparsers: Any) -> None:
         default="immediate",
         help="a site with nothing running applies at once (immediate) or waits for its window",
     )
+    enroll.add_argument(
+        "--age-key",
+        help="the site's age key made by its first node (a site with several nodes shares it)",
+    )
     enroll.add_argument("--machine-id-file", default="/etc/machine-id", help=argparse.SUPPRESS)
     enroll.add_argument(
         "--serial-file", default="/sys/class/dmi/id/product_serial", help=argparse.SUPPRESS
@@ -107,6 +111,7 @@ def run_enroll(args: argparse.Namespace) -> int:
         report_url=args.report_url,
         request_out=_path(args.request_out),
         first_apply=args.first_apply,
+        age_key=_path(args.age_key),
     )
     try:
         done = enroll(options, now=datetime.now(UTC))

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.core.enrollment import (
     EnrollmentRefused,
@@ -42,6 +42,9 @@ from reconciler.core.enrollment import (
 )
 from reconciler.core.errors import ConfigError, OutpostError
 from reconciler.core.files import atomic_write
+
+if TYPE_CHECKING:
+    from reconciler.core.secrets import Identity
 
 __all__ = [
     "DMI_SERIAL",
@@ -83,6 +86,9 @@ class EnrollOptions:
     report_url: str | None = None
     request_out: Path | None = None
     first_apply: str = "immediate"
+    age_key: Path | None = None
+    """The site's age key from its first node (a site with several nodes shares one key);
+    None: make a new one."""
 
 
 @dataclass(frozen=True)
@@ -268,6 +274,18 @@ def _seed_mirror(source: str, options: EnrollOptions, owner: tuple[int, int] | N
                 os.lchown(name, *owner)
 
 
+def _shared_age_key(path: Path | None) -> Identity | None:
+    """The one identity of the site key file a site's first node made, or None."""
+    if path is None:
+        return None
+    from reconciler.core.secrets._age import read_key_file
+
+    identities = read_key_file(path)
+    if len(identities) != 1:
+        raise ConfigError(f"{path} holds {len(identities)} age keys; a site key file holds one")
+    return identities[0]
+
+
 def _owner(user: str) -> tuple[int, int] | None:
     """(uid, gid) to chown to when running as root; None otherwise (files stay ours)."""
     if os.geteuid() != 0:
@@ -374,6 +392,7 @@ def enroll(options: EnrollOptions, *, now: datetime) -> Enrolled:
             expected_site=options.site,
             revision=floor,
         )
+        shared_key = _shared_age_key(options.age_key)
         owner = _owner(options.user)
         # Every check passed: write, agent.yaml last.
         if options.bundle is not None:
@@ -383,7 +402,7 @@ def enroll(options: EnrollOptions, *, now: datetime) -> Enrolled:
         atomic_write(trust_target, trust_data, mode=0o644)
         comment = f"outpost-node@{match.site}/{match.node}"
         node_key = identity.generate(key_path, comment=comment)
-        age_identity = age_generate()
+        age_identity = shared_key if shared_key is not None else age_generate()
         write_key_file(
             age_path,
             key_file_text(

@@ -527,3 +527,29 @@ def test_enrollment_needs_a_source_and_one_repository(tmp_path: Path) -> None:
             EnrollOptions(**base, **common, repo=tmp_path, source_url="https://h/c"),  # type: ignore[arg-type]
             now=NOW,
         )
+
+
+def test_a_second_node_of_a_site_shares_the_site_key(world: EnrollWorld, sops: Sops) -> None:
+    """Two boxes at one store: the second enrolls with the first one's site key, so accepting
+    it records its node key and re-encrypts nothing (no key needed)."""
+    two_nodes = hardware_text("shop-a", "edge-1", BOXES["shop-a"][1], BOXES["shop-a"][2]) + (
+        "    - name: edge-2\n"
+        f"      identity: {{machineId: {'a8' * 16}, serial: CZC0000A8}}\n"
+        "      arch: amd64\n      cpu: 4\n      memory: 8Gi\n"
+    )
+    (world.root / "sites/shop-a/hardware.yaml").write_text(two_nodes)
+    world.commit("shop-a gets a second box")
+    first = enroll(world.options(world.box("shop-a")), now=NOW)
+    accept_request(world.root, first.request, key=world.secrets.break_glass)
+    world.commit("enroll shop-a/edge-1")
+
+    second_box = make_box(world.tmp / "second", "a8" * 16, "CZC0000A8")
+    second = enroll(world.options(second_box, "node2", age_key=first.age_key), now=NOW)
+    assert second.age_recipient == first.age_recipient
+    assert stat.S_IMODE(second.age_key.stat().st_mode) == 0o600
+    accepted = accept_request(world.root, second.request, key=None)
+    assert accepted.written == ("sites/shop-a/hardware.yaml",)
+    nodes = Repository(WorkdirTree(world.root)).site("shop-a").hardware.nodes  # type: ignore[union-attr]
+    assert [n["publicKey"] for n in nodes] == [first.public_key, second.public_key]
+    for path in _secret_files(world, "shop-a"):
+        assert _decrypts(sops, path, second.age_key)

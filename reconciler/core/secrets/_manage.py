@@ -428,18 +428,20 @@ def adopt_site_recipient(
     repo = Repository(WorkdirTree(root))
     keys = site_keys(repo, site_id, load_site_doc(repo, site_id))
     paths = _secret_paths(repo, site_id)
-    if paths and key is None:
-        raise SecretError(
-            f"site {site_id!r} has {len(paths)} secret(s) to re-encrypt to the node's new key: "
-            "give --key, a break-glass key of its fleet or the old site key "
-            "(OUTPOST_AGE_KEY_FILE is used if set)",
-            mark=Mark(secrets_dir(site_id)),
-        )
     recipients = _recipients_with(keys, recipient)
     secrets: dict[str, bytes] = {}
     for path in paths:
-        assert key is not None
-        secrets[path] = _reencrypt(runner, repo.tree.read(path), path, key, recipients)
+        data = repo.tree.read(path)
+        if set(inspect(data, path).recipients) == set(recipients):
+            continue  # already the site's (another node of the site enrolled with its key)
+        if key is None:
+            raise SecretError(
+                f"site {site_id!r} has secrets to re-encrypt to the node's new key: give --key, "
+                "a break-glass key of its fleet or the old site key "
+                "(OUTPOST_AGE_KEY_FILE is used if set)",
+                mark=Mark(path),
+            )
+        secrets[path] = _reencrypt(runner, data, path, key, recipients)
     site_path, text = _site_text(root, site_id)
     written: list[str] = []
     for path, data in secrets.items():
