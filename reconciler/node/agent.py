@@ -21,6 +21,8 @@ The tick is the product. Its rules, in the order it applies them:
 5. **Gate.** Windows, freezes and waves decide *when*; the start time comes from
    the signed committer time of the last commit that changed this site's slice.
    Correcting drift back to the applied revision is not a change and is never gated.
+   A site with nothing running yet (no applied revision, no inventory in its cluster)
+   takes its first revision at once under ``spec.firstApply: immediate`` (the default).
 6. **Apply, prune, wait for health.** The inventory written before applying is
    the union of old and new, so a kill mid-apply leaves nothing orphaned. If
    health fails within the deadline, the last good revision is applied again and
