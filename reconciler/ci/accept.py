@@ -22,7 +22,7 @@ it never commits.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -200,7 +200,9 @@ def accept_request(root: Path, request_path: Path, *, key: Path | None) -> Accep
     old_key = _check_identity(root, request)
     _check_floor(root, request.floor)
     hardware = f"sites/{request.site}/hardware.yaml"
-    key_line = request.public_key.line()
+    # The comment is ours, not the request's: what hardware.yaml lists is known text.
+    node_key = replace(request.public_key, comment=f"outpost-node@{request.site}/{request.node}")
+    key_line = node_key.line()
     text = (root / hardware).read_text(encoding="utf-8")
     new_text = (
         text if old_key == key_line else set_node_public_key(text, hardware, request.node, key_line)
