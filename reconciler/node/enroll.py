@@ -408,7 +408,7 @@ def enroll(options: EnrollOptions, *, now: datetime) -> Enrolled:
             key_file_text(
                 age_identity,
                 created=now,
-                comment=f"age key of Outpost site {match.site}, made at enrollment of "
+                comment=f"age key of Outpost site {match.site}, installed at enrollment of "
                 f"{match.node}. Never copy it off this node.",
             ),
         )
