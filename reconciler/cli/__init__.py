@@ -43,6 +43,7 @@ COMMANDS: tuple[str, ...] = (
     "images",
     "fleet",
     "agent",
+    "node",
     "completion",
 )
 

@@ -34,6 +34,29 @@ def register(subparsers: Any) -> None:
     new.add_argument("--timezone", help="IANA time zone (default: the fleet's most common)")
     add_repo_argument(new)
     new.set_defaults(func=run_new)
+    accept = site_sub.add_parser(
+        "accept",
+        help="record an enrolled node's keys (its enrollment request) in its site's folder",
+        description=(
+            "Verify REQUEST (written and signed by `outpost node enroll` on the node) and check "
+            "it against sites/SITE/hardware.yaml: the node, its machine id and serial. Then "
+            "record the node's public key in hardware.yaml and the site's new age recipient in "
+            "site.yaml and .sops.yaml, and re-encrypt the site's secrets to it and the fleets' "
+            "break-glass keys (decrypting with --key, a break-glass key or the old site key). "
+            "A replaced box's key and recipient are replaced. Nothing is committed: the command "
+            "prints the git commands. Exit 0, 1 refused, 2 errors."
+        ),
+        epilog=example(
+            "outpost site accept enrollment-request.json --repo . --key ~/break-glass.agekey"
+        ),
+    )
+    accept.add_argument("request", metavar="REQUEST", help="the node's enrollment request file")
+    accept.add_argument(
+        "--key",
+        help="an age key that decrypts the site's secrets (default: OUTPOST_AGE_KEY_FILE)",
+    )
+    add_repo_argument(accept)
+    accept.set_defaults(func=run_accept)
 
 
 def run_new(args: argparse.Namespace) -> int:
@@ -68,6 +91,47 @@ def run_new(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_accept(args: argparse.Namespace) -> int:
+    from reconciler.ci.accept import accept_request
+    from reconciler.core.enrollment import EnrollmentRefused
+    from reconciler.core.errors import OutpostError
+    from reconciler.core.secrets import key_file_from_env
+
+    root = Path(args.repo)
+    key = Path(args.key) if args.key else key_file_from_env()
+    try:
+        done = accept_request(root, Path(args.request), key=key)
+    except EnrollmentRefused as exc:
+        print(f"outpost site accept: refused: {exc}", file=sys.stderr)
+        return EXIT_FINDINGS
+    except OutpostError as exc:
+        print(f"outpost site accept: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    request = done.request
+    where = f"{request.site}/{request.node}"
+    print(f"accepted:  {where} (machine id {request.machine_id}, serial {request.serial or '-'})")
+    print(
+        f"node key:  {request.public_key}"
+        + (" (replaces the old box's key)" if done.old_public_key else "")
+    )
+    print(
+        f"age key:   {request.age_recipient}"
+        + (" (replaces the old site key)" if done.old_recipient else "")
+    )
+    for path in done.written:
+        print(f"changed:   {path}")
+    if not done.written:
+        print("nothing to change: the repository already records this request's keys")
+        return EXIT_OK
+    repo_arg = "" if args.repo == "." else f"-C {args.repo} "
+    print("\nReview, then commit signed by a root signer:")
+    print(f"  git {repo_arg}add {' '.join(done.written)}")
+    print(
+        f'  git {repo_arg}commit -S -m "Enroll {where}: node key {request.public_key.fingerprint}"'
+    )
+    return EXIT_OK
+
+
 def next_steps(site_id: str, repo: str, findings: list[Any]) -> str:
     """What the operator does next, in order, with the commands."""
     left = [f for f in findings if f.rule == "placeholder"]
@@ -83,9 +147,11 @@ def next_steps(site_id: str, repo: str, findings: list[Any]) -> str:
     steps += [
         "Check the time zone and update windows in site.yaml (a GUESSED zone is marked).",
         f"outpost secrets init-site {site_id} --key-out {site_id}.agekey{repo_arg}"
-        "   # the site's age key; enrollment installs it on the node",
+        "   # only to add secrets before the box arrives: enrollment makes the site's own key "
+        "and `site accept` re-encrypts them to it",
         f"outpost validate{repo_arg}, then a signed commit (git commit -S) and a pull request",
-        f"On the node: install outpost and write /etc/outpost/agent.yaml with site: {site_id}"
-        " (see deploy/agent.yaml and the README's 'On a node')",
+        "Ship the box: at first boot `outpost node enroll` finds it in hardware.yaml by its "
+        "machine id and serial and writes its enrollment request; then "
+        f"`outpost site accept REQUEST{repo_arg}` and a signed commit (README's 'On a node')",
     ]
     return "\n".join(["", "Next steps:", *(f"  {i}. {s}" for i, s in enumerate(steps, 1))])

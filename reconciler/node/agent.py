@@ -21,6 +21,8 @@ The tick is the product. Its rules, in the order it applies them:
 5. **Gate.** Windows, freezes and waves decide *when*; the start time comes from
    the signed committer time of the last commit that changed this site's slice.
    Correcting drift back to the applied revision is not a change and is never gated.
+   A site with nothing running yet (no applied revision, no inventory in its cluster)
+   takes its first revision at once under ``spec.firstApply: immediate`` (the default).
 6. **Apply, prune, wait for health.** The inventory written before applying is
    the union of old and new, so a kill mid-apply leaves nothing orphaned. If
    health fails within the deadline, the last good revision is applied again and
@@ -508,6 +510,16 @@ class Agent:
             report.temporary = True
             log.warning("checking interrupted", extra={"revision": candidate, "error": str(exc)})
             return state
+        if not decision.allowed and self._first_apply(state, get_cluster):
+            log.info(
+                "first apply",
+                extra={
+                    "revision": candidate,
+                    "reason": "nothing runs at this site yet (spec.firstApply: immediate); "
+                    f"not held back by: {decision.reason}",
+                },
+            )
+            decision = GateDecision(True, "first apply of a site with nothing running")
         if not decision.allowed:
             report.outcome = "waiting"
             report.pending = candidate
@@ -530,6 +542,20 @@ class Agent:
             f" (and {more} more commit{'s' if more != 1 else ''} waiting)" if more else ""
         )
         log.info("approvals pending", extra={"revision": candidate, "pending": first})
+
+    def _first_apply(self, state: AgentState, get_cluster: Callable[[], Cluster]) -> bool:
+        """True when ``spec.firstApply: immediate`` lets this site skip its gate: nothing was
+        ever applied here, by this state or by the cluster's inventory (a re-enrolled site
+        with its inventory present is gated as usual; so is one whose cluster cannot say)."""
+        if self.config.first_apply != "immediate":
+            return False
+        if state.applied is not None or state.last_good is not None or state.inventory:
+            return False
+        try:
+            inventory = get_cluster().read_inventory()
+        except OutpostError:
+            return False
+        return not inventory
 
     def _since_floor(self, mirror: Mirror, applied: str | None, candidate: str, floor: str) -> str:
         """Where verification starts under ``spec.trust.floor``; refuses what is not above it."""

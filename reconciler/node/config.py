@@ -82,6 +82,8 @@ class AgentConfig:
     fetch_max_objects: int = 1_000_000
     identity_key: Path | None = None
     report: ReportConfig | None = None
+    first_apply: str = "immediate"
+    """``spec.firstApply``: whether a site with nothing running may apply outside its gate."""
 
     @property
     def mirror_dir(self) -> Path:
@@ -189,6 +191,7 @@ def load_config(path: Path) -> AgentConfig:
         fetch_max_objects=int(limits.get("maxObjects", fetch_default("maxObjects"))),
         identity_key=opt_path(spec.get("identityKey")),
         report=report,
+        first_apply=str(spec.get("firstApply", "immediate")),
     )
 
 

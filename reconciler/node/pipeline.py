@@ -13,7 +13,9 @@ calling the module that owns the decision:
   slice is read from, which is the *later* of its committer time and the time
   this node first saw it (`reconciler.node.seen`: a signer cannot date a commit
   back to skip a wave's soak), the emergency trailer as `trust` judged it, and
-  the committer time of the commit that paused a fleet.
+  the committer time of the commit that paused a fleet. A commit dated at or before
+  the enrolled floor (``spec.trust.floor``: history older than the node) counts by its
+  committer time: a fresh node does not wait a wave's full soak for it.
 
 A range in which no commit touched a path this site's slice is read from (another
 store's edit) is not a change for this site: it is not gated.
@@ -29,7 +31,13 @@ from functools import cached_property
 from typing import Any
 
 from reconciler.core.commits import Change, paused_since
-from reconciler.core.errors import ConfigError, OutpostError, PolicyError, ValidationError
+from reconciler.core.errors import (
+    ConfigError,
+    OutpostError,
+    PolicyError,
+    TemporaryError,
+    ValidationError,
+)
 from reconciler.core.findings import ERROR, Finding
 from reconciler.node.agent import Desired, GateDecision, Verified
 from reconciler.node.config import AgentConfig
@@ -60,6 +68,16 @@ def _first_errors(findings: Sequence[Finding], limit: int = 5) -> str:
     text = "; ".join(f"{f.location}: {f.message} [{f.rule}]" for f in errors[:limit])
     more = len(errors) - limit
     return text + (f"; and {more} more" if more > 0 else "")
+
+
+class AwaitingAcceptance(TemporaryError):
+    """The site's secrets are encrypted to a key that is not this node's (yet)."""
+
+
+def folder_recipient(repo: Any, site: str) -> str | None:
+    """``spec.sops.recipient`` of ``site`` in ``repo``."""
+    recipient = repo.site(site).site.sops_recipient
+    return None if recipient is None else str(recipient)
 
 
 class NodePipeline:
@@ -191,25 +209,36 @@ class NodePipeline:
             (record.sha for record in span.commits), now.timestamp()
         )
         by_sha = {v.sha: v for v in result.verdicts}
+        floor_time = self._floor_time(mirror)
         changes = []
         for record in span.commits:
             verdict = by_sha[record.sha]
             paths = frozenset(p for per_parent in record.changes for p in per_parent)
+            committed = verdict.committer_time or 0
+            # History dated at or before the enrolled floor (a branch merged after it) is
+            # older than this node: its committer time counts, not "first seen at enrollment".
+            before_floor = floor_time is not None and committed <= floor_time
             changes.append(
                 Change(
                     sha=record.sha,
-                    committed_at=datetime.fromtimestamp(verdict.committer_time or 0, UTC),
+                    committed_at=datetime.fromtimestamp(committed, UTC),
                     paths=paths,
                     emergency=verdict.emergency,
                     emergency_reason=verdict.emergency_reason,
-                    first_seen=datetime.fromtimestamp(seen[record.sha], UTC),
+                    first_seen=(
+                        None if before_floor else datetime.fromtimestamp(seen[record.sha], UTC)
+                    ),
                 )
             )
         changes.sort(key=lambda c: c.committed_at)
         latest = changes[-1] if changes else None
         return NodeVerified(
             revision=candidate,
-            changed_at=max(latest.committed_at, latest.first_seen or now) if latest else now,
+            changed_at=(
+                max(latest.committed_at, latest.first_seen or latest.committed_at)
+                if latest
+                else now
+            ),
             emergency=bool(latest and latest.emergency),
             emergency_reason=latest.emergency_reason if latest else "",
             commits=len(changes),
@@ -262,6 +291,18 @@ class NodePipeline:
             now=now.timestamp(),
         )
 
+    def _floor_time(self, mirror: Mirror) -> int | None:
+        """The committer time of ``spec.trust.floor``, when it is set and in the mirror."""
+        floor = self.config.floor
+        if floor is None:
+            return None
+        import pygit2
+
+        try:
+            return int(mirror.repo[pygit2.Oid(hex=floor)].peel(pygit2.Commit).commit_time)
+        except (KeyError, ValueError, pygit2.GitError):
+            return None
+
     # -- desired ----------------------------------------------------------------
 
     def desired(self, mirror: Mirror, revision: str, *, checks: bool = True) -> Desired:
@@ -289,6 +330,7 @@ class NodePipeline:
                     f"site {self.site} has encrypted secrets but the agent config sets no "
                     "ageKey; install the site's age key at enrollment"
                 )
+            self._check_accepted(folder_recipient(repo, self.site), revision)
             objects.extend(decrypt_site_secrets(tree, self.site, self.config.age_key))
         keys = [key_of(obj).encode() for obj in objects]
         folder = repo.site(self.site)
@@ -303,6 +345,24 @@ class NodePipeline:
             sources=rendered.sources,
             node_labels=rendered.node_labels,
             machine_ids=machine_ids,
+        )
+
+    def _check_accepted(self, recipient: str | None, revision: str) -> None:
+        """Before the site's recipient is this node's key, nothing can be decrypted: that is
+        an enrollment not accepted yet (or a key rotated and not installed here), not a fault
+        of the commit. It is retried every tick and never remembered as a refusal."""
+        from reconciler.core.secrets import key_file_recipients
+
+        assert self.config.age_key is not None
+        own = key_file_recipients(self.config.age_key)
+        if recipient is None or recipient in own:
+            return
+        raise AwaitingAcceptance(
+            f"this node's age key ({', '.join(own)}) is not site {self.site}'s recipient at "
+            f"{_short(revision)} (its site.yaml names {recipient}): this node's enrollment "
+            "has not been accepted yet. Run `outpost site accept` on its enrollment request "
+            "and commit the change, signed; the node checks every tick (a node whose key was "
+            f"rotated elsewhere needs the new key at {self.config.age_key})"
         )
 
     def _validate(self, tree: Any) -> None:

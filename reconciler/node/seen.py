@@ -7,6 +7,10 @@ parent — or days back — would open every wave at once. The node therefore ta
 second here, in ``first-seen.json`` in its state directory (atomic writes, like every
 file there).
 
+A commit dated at or before the node's enrolled floor (``spec.trust.floor``) is older
+than the node itself: the pipeline takes its committer time instead, so a freshly
+enrolled node does not restart a wave's soak for history it was enrolled past.
+
 Losing the file only makes commits look newer (seen again now): the soak gets longer,
 never shorter. The file is bounded: the oldest entries go first past `MAX_ENTRIES`,
 long after their waves have opened.

@@ -187,6 +187,10 @@ class FakeCluster:
         self._maybe_fail("read_inventory")
         return None if self.inventory is None else list(self.inventory)
 
+    def applied_revision(self) -> str | None:
+        self._maybe_fail("read_inventory")
+        return self.inventory_revision if self.inventory is not None else None
+
     def label_nodes(self, desired: Desired) -> Sequence[str]:
         self.calls.append(("label_nodes", desired.revision))
         self.labelled.append(desired.revision)
@@ -224,6 +228,7 @@ class Node:
     inbox: Path | None = None
     connects: int = 0
     unreachable: Exception | None = None
+    first_apply: str = "immediate"
 
     @property
     def config(self) -> AgentConfig:
@@ -242,6 +247,7 @@ class Node:
             field_manager="outpost",
             max_commits=1000,
             metrics_dir=self.tmp / "textfile",
+            first_apply=self.first_apply,
         )
 
     def connect(self) -> FakeCluster:
@@ -516,6 +522,42 @@ def test_a_gated_change_waits_with_its_reason_and_time(running: tuple[Node, str]
     assert node.tick().pending_until is None
     del node.pipeline.gate_says[newer]
     assert node.tick().applied == newer
+
+
+# -- first apply (spec.firstApply) ------------------------------------------------------------
+
+
+def test_a_site_with_nothing_running_applies_its_first_revision_outside_its_window(
+    node: Node,
+) -> None:
+    first = node.commit("enrolled", ["v1/ConfigMap/pos/a"])
+    node.pipeline.gate_says[first] = GateDecision(False, "outside the store's window")
+    report = node.tick()
+    assert (report.outcome, report.applied) == ("applied", first)
+    # the next change is gated as usual
+    newer = node.commit("later", ["v1/ConfigMap/pos/b"])
+    node.pipeline.gate_says[newer] = GateDecision(False, "outside the store's window")
+    assert (node.tick().outcome, node.state.applied) == ("waiting", first)
+
+
+def test_first_apply_gated_waits_for_the_window(node: Node) -> None:
+    node.first_apply = "gated"
+    first = node.commit("enrolled", ["v1/ConfigMap/pos/a"])
+    node.pipeline.gate_says[first] = GateDecision(False, "outside the store's window")
+    report = node.tick()
+    assert (report.outcome, report.pending, report.applied) == ("waiting", first, None)
+    assert node.cluster.applied_revisions() == []
+
+
+def test_a_re_enrolled_site_whose_cluster_has_an_inventory_is_gated(node: Node) -> None:
+    """A replaced box on a store whose cluster still runs the site: fresh state, but the
+    inventory says something runs, so the first revision waits for the window."""
+    node.cluster.inventory = ["v1/ConfigMap/pos/a"]
+    first = node.commit("re-enrolled", ["v1/ConfigMap/pos/a"])
+    node.pipeline.gate_says[first] = GateDecision(False, "outside the store's window")
+    report = node.tick()
+    assert (report.outcome, report.pending) == ("waiting", first)
+    assert node.cluster.applied_revisions() == []
 
 
 # -- failed, rolled back ----------------------------------------------------------------------

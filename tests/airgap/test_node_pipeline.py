@@ -112,3 +112,24 @@ def test_a_bundle_with_a_commit_signed_by_an_unknown_key_is_refused_by_the_pipel
         NodePipeline(config).verify(mirror, history.a, rogue, NOW)
     assert rogue[:7] in str(refused.value)
     assert mirror.resolve(APPLIED_REF) == history.a
+
+
+def test_a_node_whose_key_is_not_the_sites_recipient_yet_waits_for_acceptance(
+    node: tuple[AgentConfig, Mirror], history: History, tmp_path: Path
+) -> None:
+    """A freshly enrolled node holds a new site key that the repository does not name until
+    its enrollment is accepted: a temporary wait (retried every tick), not a refused commit."""
+    from dataclasses import replace
+
+    from reconciler.core.errors import TemporaryError
+    from reconciler.core.secrets._age import generate, key_file_text
+    from reconciler.node.pipeline import AwaitingAcceptance
+
+    config, mirror = node
+    fresh = tmp_path / "fresh.key"
+    fresh.write_text(key_file_text(generate(), created=None))
+    pipeline = NodePipeline(replace(config, age_key=fresh))
+    with pytest.raises(AwaitingAcceptance, match=r"enrollment has not been accepted yet") as caught:
+        pipeline.desired(mirror, history.a)
+    assert isinstance(caught.value, TemporaryError)
+    assert str(fresh) in str(caught.value)

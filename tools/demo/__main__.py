@@ -7,7 +7,9 @@ What it does, with the real parts a store uses:
 2. starts the test control plane (kube-apiserver, etcd, controller manager, scheduler and
    kwok, built from source by ``python -m tools.testcluster build``) with a node named
    like the store's hardware;
-3. runs ``outpost agent run --once`` for the Munich supermarket de-muc-0007 against it,
+3. enrolls the Munich supermarket de-muc-0007's box (``outpost node enroll`` from its
+   machine identity, ``outpost site accept`` and a root-signed commit), then
+   runs ``outpost agent run --once`` for it against the control plane,
    tick by tick: the gate (today's window and the retail peak-season freeze), an
    emergency fix signed by the root signer that passes them, drift corrected, and an
    unsigned commit refused while the store keeps its last good revision;
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -132,6 +133,9 @@ def start_collector(work: Path, fleet: SignedFleet) -> tuple[subprocess.Popen[by
             str(fleet.allowed_signers),
             "--listen",
             f"127.0.0.1:{port}",
+            # The enrollment commit brings the node's new key: read it within seconds.
+            "--refresh",
+            "2",
         ],
         stdout=(work / "collector.log").open("wb"),
         stderr=subprocess.STDOUT,
@@ -151,28 +155,42 @@ def start_collector(work: Path, fleet: SignedFleet) -> tuple[subprocess.Popen[by
     raise RuntimeError(f"the collector did not start: {(work / 'collector.log').read_text()}")
 
 
-def agent_config(work: Path, fleet: SignedFleet, cluster: Cluster, collector: str) -> Path:
-    key = work / "node.key"  # the store node's own key (its public half is in hardware.yaml)
-    shutil.copyfile(REPO_ROOT / "tests/keys/node" / f"{SITE}-edge-1.key", key)
-    key.chmod(0o600)
-    config = work / "agent.yaml"
-    key = work / f"{SITE}.key"  # a checkout leaves the example key readable by all
-    key.write_bytes((REPO_ROOT / "tests/keys/age" / f"{SITE}.key").read_bytes())
-    key.chmod(0o600)
-    config.write_text(
-        "apiVersion: outpost/v1\n"
-        "kind: AgentConfig\n"
-        "spec:\n"
-        f"  site: {SITE}\n"
-        f'  source: {{url: "{fleet.url}", branch: main}}\n'
-        f"  trustRoot: {fleet.allowed_signers}\n"
-        f"  ageKey: {key}\n"
-        f"  kubeconfig: {cluster.kubeconfig}\n"
-        f"  stateDir: {work / 'state'}\n"
-        "  healthDeadline: 2m\n"
-        f"  identityKey: {key}\n"
-        f"  report: {{url: '{collector}/api/v1/reports'}}\n"
+def enroll_store(work: Path, fleet: SignedFleet, cluster: Cluster, collector: str) -> Path:
+    """The store's box enrolls from its hardware identity; operations accept it, signed."""
+    import getpass
+
+    box = work / "box"  # this machine plays the Munich box: its identity as hardware.yaml has it
+    box.mkdir()
+    (box / "machine-id").write_text("9ebe7fbe5dec546e5d6d50404bf78330\n")
+    (box / "product_serial").write_text("CZCE21679E\n")
+    etc = work / "etc"
+    enrolled = outpost(
+        *("node", "enroll", "--repo", str(fleet.path), "--trust-root", str(fleet.allowed_signers)),
+        *("--site", SITE, "--config-dir", str(etc), "--state-dir", str(work / "state")),
+        *("--user", getpass.getuser(), "--source-url", fleet.url),
+        *("--kubeconfig", str(cluster.kubeconfig), "--report-url", f"{collector}/api/v1/reports"),
+        # The demo shows the gate on tick 1, so this store's first apply waits like any change.
+        *("--first-apply", "gated"),
+        *(
+            "--machine-id-file",
+            str(box / "machine-id"),
+            "--serial-file",
+            str(box / "product_serial"),
+        ),
     )
+    if enrolled.returncode != 0:
+        raise RuntimeError(f"enrollment failed: {enrolled.stderr}")
+    accepted = outpost(
+        *("site", "accept", str(etc / "enrollment-request.json"), "--repo", str(fleet.path)),
+        *("--key", str(REPO_ROOT / "tests/keys/age/break-glass.key")),
+    )
+    if accepted.returncode != 0:
+        raise RuntimeError(f"accepting the enrollment failed: {accepted.stderr}")
+    fleet.commit(f"Enroll {SITE}/edge-1", when=datetime.now(UTC) - timedelta(hours=1))
+    show("root signer committed the node's keys and the re-encrypted secrets")
+    config = etc / "agent.yaml"
+    text = config.read_text().replace("  stateDir:", "  healthDeadline: 2m\n  stateDir:", 1)
+    config.write_text(text)
     return config
 
 
@@ -204,7 +222,8 @@ def demo(work: Path, fleet: SignedFleet, now: datetime, collector: str) -> None:
         add_store_node(cluster)
         show(cluster.kubectl("get", "nodes").stdout)
         env = cluster.env()
-        config = agent_config(work, fleet, cluster, collector)
+        say(f"Enrollment — the {SITE} box finds itself in hardware.yaml")
+        config = enroll_store(work, fleet, cluster, collector)
 
         say(f"Tick 1 — store {SITE} sees the fleet for the first time")
         report = tick(config, env)

@@ -33,6 +33,7 @@ from reconciler.core.secrets._check import (
 from reconciler.core.secrets._files import EncryptedSecret, inspect
 from reconciler.core.secrets._manage import (
     KeyResult,
+    adopt_site_recipient,
     encrypt_secret,
     init_site,
     keygen,
@@ -59,6 +60,7 @@ __all__ = [
     "KeyResult",
     "SiteKeys",
     "Sops",
+    "adopt_site_recipient",
     "check_secrets",
     "decrypt_site_secrets",
     "encrypt_secret",

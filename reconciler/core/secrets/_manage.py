@@ -38,6 +38,7 @@ from reconciler.core.model import SECRET_SUFFIXES, Repository
 from reconciler.core.secrets._age import (
     Identity,
     generate,
+    is_recipient,
     key_file_text,
     short,
     write_key_file,
@@ -67,7 +68,8 @@ class KeyResult:
     site_id: str
     recipient: str
     old_recipient: str | None
-    key_file: Path
+    key_file: Path | None
+    """Where the new private key was written; None when it was made elsewhere (a node)."""
     written: tuple[str, ...]
 
 
@@ -400,3 +402,55 @@ def encrypt_secret(
     write_atomic(root / path, encrypted)
     write_sops_config(root)
     return path
+
+
+def adopt_site_recipient(
+    root: Path,
+    site_id: str,
+    recipient: str,
+    *,
+    key: Path | None,
+    sops: Sops | None = None,
+) -> KeyResult:
+    """Make ``recipient`` (a key made on the site's node) the site's key; re-encrypt its secrets.
+
+    ``outpost site accept`` after enrollment: the private key never left the node, so
+    unlike `rotate_site` nothing is generated here. Every secret of the site is
+    re-encrypted to the new recipient plus its fleets' break-glass keys, decrypted
+    with ``key`` (a break-glass key, or the old site key); the old site key can read
+    nothing written from now on. ``site.yaml`` and ``.sops.yaml`` follow.
+    """
+    if not is_recipient(recipient):
+        raise SecretError(
+            f"{recipient[:70]!r} is not an age recipient", mark=Mark(f"sites/{site_id}/site.yaml")
+        )
+    runner = sops or Sops()
+    repo = Repository(WorkdirTree(root))
+    keys = site_keys(repo, site_id, load_site_doc(repo, site_id))
+    paths = _secret_paths(repo, site_id)
+    recipients = _recipients_with(keys, recipient)
+    secrets: dict[str, bytes] = {}
+    for path in paths:
+        data = repo.tree.read(path)
+        if set(inspect(data, path).recipients) == set(recipients):
+            continue  # already the site's (another node of the site enrolled with its key)
+        if key is None:
+            raise SecretError(
+                f"site {site_id!r} has secrets to re-encrypt to the node's new key: give --key, "
+                "a break-glass key of its fleet or the old site key "
+                "(OUTPOST_AGE_KEY_FILE is used if set)",
+                mark=Mark(path),
+            )
+        secrets[path] = _reencrypt(runner, data, path, key, recipients)
+    site_path, text = _site_text(root, site_id)
+    written: list[str] = []
+    for path, data in secrets.items():
+        write_atomic(root / path, data)
+        written.append(path)
+    if keys.recipient != recipient:
+        new_text = set_value(text, site_path, ("spec", "sops"), "recipient", recipient)
+        write_atomic(root / site_path, new_text.encode("utf-8"))
+        written.append(site_path)
+    if write_sops_config(root):
+        written.append(SOPS_CONFIG)
+    return KeyResult(site_id, recipient, keys.recipient, None, tuple(written))
