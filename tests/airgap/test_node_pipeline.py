@@ -128,6 +128,7 @@ def test_a_node_whose_key_is_not_the_sites_recipient_yet_waits_for_acceptance(
     config, mirror = node
     fresh = tmp_path / "fresh.key"
     fresh.write_text(key_file_text(generate(), created=None))
+    fresh.chmod(0o600)  # a key readable by others is refused before it is tried
     pipeline = NodePipeline(replace(config, age_key=fresh))
     with pytest.raises(AwaitingAcceptance, match=r"enrollment has not been accepted yet") as caught:
         pipeline.desired(mirror, history.a)
