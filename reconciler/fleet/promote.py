@@ -270,3 +270,44 @@ def _git(workdir: Path, env: Mapping[str, str], *args: str, stdin: str | None = 
     if done.returncode != 0:
         raise OutpostError(f"git {' '.join(args[:3])} in {workdir}: {done.stderr.strip()}")
     return done.stdout
+
+
+def promote(
+    workdir: Path,
+    source: Any,
+    reports: Mapping[str, SiteRecord],
+    *,
+    now: datetime,
+    key: Path | None,
+) -> list[tuple[Decision, str | None]]:
+    """One promote run: every gated fleet's decision, committed unless ``key`` is None.
+
+    ``source`` is the collector's `FleetSource` for ``workdir`` (refreshed: the head is
+    verified against the root signers before anything is decided from it). Returns each
+    decision with the commit that recorded it (None: nothing written, or a dry run).
+    """
+    from reconciler.core.schedule import read_records
+    from reconciler.core.source import CommitTree
+    from reconciler.core.trust.gitsource import open_repository
+
+    view = source.status.view
+    if view is None:
+        raise ConfigError(f"the fleet repository did not verify: {source.status.problem}")
+    git_repo = open_repository(workdir)
+    tree = CommitTree(git_repo, view.revision)
+    memo: dict[tuple[str, str], bool | None] = {}
+
+    def descends(revision: str, ancestor: str) -> bool | None:
+        if (revision, ancestor) not in memo:
+            memo[(revision, ancestor)] = source.descends(revision, ancestor)
+        return memo[(revision, ancestor)]
+
+    out: list[tuple[Decision, str | None]] = []
+    for change in fleet_changes(git_repo, view.revision):
+        records = read_records(tree, change.fleet)
+        decision = decide_fleet(change, records, view, reports, now=now, descends=descends)
+        commit = None
+        if decision.writes and key is not None:
+            commit = commit_decision(workdir, decision, key=key, now=now)
+        out.append((decision, commit))
+    return out
