@@ -202,6 +202,15 @@ def test_a_healthy_change_reaches_every_store_each_wave_within_one_promote_run(
     )  # fmt: skip
     by_site = {p.site: p for p in predicted.predictions}
     assert set(one.values()) <= set(by_site), (predicted.errors, predicted.notes)
+    from reconciler.core.schedule import render_text, to_json_data
+
+    text = render_text(predicted.predictions, start=predicted.start)
+    assert "awaits promotion, ≥" in text
+    assert "retail/early: awaits promotion of wave 'early'" in text and "90 %" in text
+    waves_json = {
+        w["wave"]: w for w in to_json_data(predicted.predictions, start=predicted.start)["waves"]
+    }
+    assert waves_json["all"]["earliestOpen"] is not None
     for wave, site in one.items():
         row = by_site[site]
         assert row.blocked_kind == "awaits-promotion"
