@@ -198,9 +198,11 @@ def decide_fleet(
                 f"wave {wave.name!r} gate: at most {gate.max_failed} of the earlier waves' "
                 f"sites may roll back or refuse; {counts}: halted"
             )
-            halt = RolloutRecord(
-                "Halt", fleet, sha, state.promoted, wave.name, now, f"{len(failed)} failed"
+            why = (
+                f"{len(failed)} of the earlier waves' sites rolled back or refused the "
+                f"change ({', '.join(failed[:5])}); the gate allows {gate.max_failed}"
             )
+            halt = RolloutRecord("Halt", fleet, sha, state.promoted, wave.name, now, why)
             return Decision(fleet, sha, "halt", wave.name, rule, tuple(lines), halt)
         enough = bool(earlier) and share >= gate.healthy_bp
         if enough and now >= opens:

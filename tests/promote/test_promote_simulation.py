@@ -68,6 +68,7 @@ class Simulation:
         self.applied_at: dict[str, datetime] = {}
         self.decisions: list[tuple[datetime, Any]] = []
         self.view = read_view(self.git, self.base)
+        self.reasons: dict[str, list[str]] = {}
 
     def change(self, now: datetime) -> str:
         sha = self.world.repo.commit(
@@ -84,12 +85,17 @@ class Simulation:
         changes = _changes(self.world, self.base, head, now)
         repo = Repository(CommitTree(self.git, head))
         records: dict[str, Any] = {}
+        waiting = []
         for site in self.world.sites:
             if self.applied[site] != self.base or site in self.rolled_back:
                 continue
             sources = {f"sites/{site}/site.yaml", "fleets/retail.yaml", "apps/pos/app.yaml"}
             decision = site_gate(self.git, repo, site, head, changes, sources, now, records=records)
             if not decision.allowed:
+                seen = self.reasons.setdefault(site, [])
+                if not seen or seen[-1] != decision.reason:  # the agent reports a change
+                    seen.append(decision.reason)
+                    waiting.append(self._waiting(site, head, decision.reason, now))
                 continue
             self.applied_at[site] = now
             if self.failing and site in self.world.sites[:1]:
@@ -104,6 +110,22 @@ class Simulation:
                     self.world.store, site, now, applied=head, health="healthy",
                     outcome="applied",
                 )  # fmt: skip
+
+        self.world.store.ingest(waiting)
+
+    def _waiting(self, site: str, head: str, reason: str, now: datetime) -> Any:
+        import json
+
+        from reconciler.fleet.collector.store import Row
+
+        body = {
+            "outcome": "waiting",
+            "health": "healthy",
+            "applied": {"revision": self.base, "at": None},
+            "pending": {"revision": head, "reason": reason},
+            "sourceLastAnswered": now.isoformat(),
+        }
+        return Row(site, "edge-1", now, now, f"{site}-{now}", body, json.dumps(body), "sig")
 
     def promote(self, now: datetime) -> None:
         head = self.world.repo.head()
@@ -169,6 +191,14 @@ def test_a_canary_that_rolls_back_halts_the_fleet_and_no_later_store_applies(
         sim.decisions[-1][0] + timedelta(days=30),
     )  # fmt: skip
     assert not gate.allowed and "halted" in gate.reason, gate
+    # `outpost fleet status` shows each waiting store's rule: the node's reason
+    from reconciler.fleet.collector.offline import format_text, site_rows
+
+    rows = site_rows(
+        {r.site: r for r in sim.world.store.sites()}, sim.view, now=sim.decisions[-1][0]
+    )
+    line = next(line for line in format_text(rows).splitlines() if later in line)
+    assert "is halted for this change" in line and "rolled back or refuse" in line, line
 
 
 def test_a_promotion_commit_changes_no_store_slice(tmp_path: Path) -> None:
@@ -192,6 +222,11 @@ def test_a_healthy_change_reaches_every_store_each_wave_within_one_promote_run(
     sim = _run(tmp_path, failing=False, steps=14)
     waves = _wave_of(sim)
     assert set(sim.applied_at) == set(sim.world.sites)
+    last = next(s for s in sim.world.sites if waves[s] == "all")
+    assert any(
+        "awaits promotion of wave 'all'" in r and "gate: at least 90 %" in r
+        for r in sim.reasons[last]
+    ), sim.reasons[last]
     opened = {d.wave: at for at, d in sim.decisions if d.action == "promote"}
     assert set(opened) == {"early", "all"}
     # what `outpost schedule` predicted for the change, one store of each wave
