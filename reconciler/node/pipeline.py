@@ -13,7 +13,9 @@ calling the module that owns the decision:
   slice is read from, which is the *later* of its committer time and the time
   this node first saw it (`reconciler.node.seen`: a signer cannot date a commit
   back to skip a wave's soak), the emergency trailer as `trust` judged it, and
-  the committer time of the commit that paused a fleet.
+  the committer time of the commit that paused a fleet, and for a fleet with gated
+  waves the Promotion and Halt records of the candidate (`rollouts/<fleet>/`, signed by
+  the promoter and verified with the range) for the last commit that touched the fleet.
 
 A range in which no commit touched a path this site's slice is read from (another
 store's edit) is not a change for this site: it is not gated.
