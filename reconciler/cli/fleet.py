@@ -134,7 +134,19 @@ def register(subparsers: Any) -> None:
             "--db collector.db --key ~/.ssh/outpost-promoter"
         ),
     )
-    _store_arguments(promote, repository_required=True)
+    where = promote.add_mutually_exclusive_group(required=True)
+    where.add_argument("--db", metavar="PATH", help="the collector's SQLite store (a file)")
+    where.add_argument("--url", metavar="URL", help="the collector's PostgreSQL store")
+    where.add_argument(
+        "--api", metavar="URL", help="the collector's read API (https://…), with --token-file"
+    )
+    promote.add_argument("--token-file", metavar="FILE", help="a bearer token of the read API")
+    promote.add_argument("--ca", metavar="PEM", help="CA bundle for --api (default: system)")
+    promote.add_argument(
+        "--repo", metavar="DIR", required=True, help="the fleet repository (a git clone)"
+    )
+    promote.add_argument("--trust", metavar="FILE", required=True, help="its root signers")
+    promote.add_argument("--rev", default="HEAD", help="the revision of --repo to follow (HEAD)")
     promote.add_argument(
         "--key", metavar="FILE", help="the promoter's SSH private key (git commit -S)"
     )
@@ -396,15 +408,31 @@ def run_promote(args: argparse.Namespace) -> int:
         print("outpost fleet promote: --key is needed (or --dry-run)", file=sys.stderr)
         return EXIT_ERROR
     try:
-        store, source = _open(args, need_repository=True)
-        try:
-            reports = {r.site: r for r in store.sites()}
-        finally:
-            store.close()
+        if args.api:
+            from reconciler.fleet.collector.fleetview import FleetSource
+            from reconciler.fleet.promote import reports_from_api
+
+            if not args.token_file:
+                print("outpost fleet promote: --api needs --token-file", file=sys.stderr)
+                return EXIT_ERROR
+            source = FleetSource(Path(args.repo), Path(args.trust), rev=args.rev)
+            source.refresh(datetime.now(UTC))
+            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+            ca = Path(args.ca) if args.ca else None
+            reports = reports_from_api(args.api, token, ca=ca)
+        else:
+            store, source = _open(args, need_repository=True)
+            try:
+                reports = {r.site: r for r in store.sites()}
+            finally:
+                store.close()
         key = None if args.dry_run else Path(args.key)
         results = promote(Path(args.repo), source, reports, now=datetime.now(UTC), key=key)
     except OutpostError as exc:
         print(f"outpost fleet promote: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:
+        print(f"outpost fleet promote: {exc.filename}: {exc.strerror}", file=sys.stderr)
         return EXIT_ERROR
     if args.output == "json":
         rows = [{**d.to_json(), "commit": c} for d, c in results]

@@ -313,3 +313,75 @@ def promote(
             commit = commit_decision(workdir, decision, key=key, now=now)
         out.append((decision, commit))
     return out
+
+
+MAX_API_BYTES = 256 * 1024 * 1024
+"""Cap on the collector's answer read by ``--api`` (10,000 sites are about 10 MB)."""
+
+
+def reports_from_api(
+    base_url: str, token: str, *, ca: Path | None = None, timeout: float = 60.0
+) -> dict[str, SiteRecord]:
+    """Every site's newest report as the collector's read API gives it (``GET /api/v1/sites``).
+
+    The same records the store holds, read over HTTPS with a bearer token: for a promoter
+    that runs where the database is not reachable (CI on a schedule).
+    """
+    import json
+
+    import urllib3
+
+    from reconciler.core.errors import TemporaryError
+
+    pool = urllib3.PoolManager(
+        ca_certs=str(ca) if ca else None,
+        cert_reqs="CERT_REQUIRED" if base_url.startswith("https:") else None,
+        timeout=urllib3.Timeout(connect=10.0, read=timeout),
+        retries=False,
+    )
+    url = base_url.rstrip("/") + "/api/v1/sites"
+    try:
+        answer = pool.request(
+            "GET", url, headers={"Authorization": f"Bearer {token}"}, preload_content=False
+        )
+        body = answer.read(MAX_API_BYTES + 1)
+        answer.release_conn()
+    except urllib3.exceptions.HTTPError as exc:
+        raise TemporaryError(f"the collector at {url} did not answer: {exc}") from None
+    if len(body) > MAX_API_BYTES:
+        raise ConfigError(f"{url}: the answer exceeds {MAX_API_BYTES:,} bytes")
+    if answer.status != 200:
+        text = body[:300].decode("utf-8", "replace")
+        raise ConfigError(f"{url}: HTTP {answer.status}, expected 200: {text}")
+    try:
+        sites = json.loads(body)["sites"]
+        return {r.site: r for r in (_record(s) for s in sites) if r is not None}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{url}: not the collector's site list ({exc})") from None
+
+
+def _record(site: Mapping[str, Any]) -> SiteRecord | None:
+    """A `SiteRecord` from the API's site JSON (`collector.rollout.site_json`); None: no report."""
+    if site.get("reported") is None:
+        return None
+    at = datetime.fromisoformat(str(site["reported"]))
+    applied = site.get("applied") or {}
+    pending = site.get("pending") or {}
+    return SiteRecord(
+        site=str(site["site"]),
+        node=str(site.get("node") or ""),
+        time=at,
+        received=at,
+        digest="",
+        outcome=str(site.get("outcome") or ""),
+        health=str(site.get("health") or ""),
+        applied=applied.get("revision"),
+        applied_at=applied.get("at"),
+        pending=pending.get("revision"),
+        pending_reason=pending.get("reason"),
+        pending_until=pending.get("until"),
+        last_error=site.get("lastError"),
+        failed=tuple(str(f) for f in site.get("failedRevisions") or ()),
+        source_answered=site.get("sourceLastAnswered"),
+        warnings=tuple(str(w) for w in site.get("warnings") or ()),
+    )
