@@ -44,13 +44,14 @@ def validate_repository(
 
 
 def extra_checks(*, today: date | None = None) -> list[Check]:
-    """The checks that run on top of the format: secrets, then policies (CEL) if ``today``.
+    """The checks on top of the format: secrets, rollout records, then policies if ``today``.
 
     ``today`` decides which policy exemptions have expired; the caller reads the clock.
     """
+    from reconciler.core.schedule._promotion import check_records
     from reconciler.core.secrets import key_file_from_env, secrets_check
 
-    checks: list[Check] = [secrets_check(key_file_from_env())]
+    checks: list[Check] = [secrets_check(key_file_from_env()), check_records]
     if today is not None:
         from reconciler.core.policy import policy_check
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -140,3 +141,25 @@ def test_a_record_under_another_change_s_name_is_refused() -> None:
         parse_record("Promotion", spec, path=record_path("retail", B))
     with pytest.raises(ValidationError, match="opens at least one wave"):
         parse_record("Promotion", {**spec, "opened": []}, path=record_path("retail", A))
+
+
+def test_validate_names_the_file_and_line_of_a_record_a_node_would_refuse(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.promote.promote_world import make_world
+
+    world = make_world(tmp_path, 2, when=int(T.timestamp()))
+    good = RolloutRecord("Promotion", "retail", A, (("early", T),)).to_yaml()
+    (world.repo.path / "rollouts/retail").mkdir(parents=True)
+    (world.repo.path / record_path("retail", A)).write_text(good)
+    bad = good.replace("wave: early", "wave: Early")
+    (world.repo.path / record_path("retail", B)).write_text(bad)
+    done = subprocess.run(
+        [sys.executable, "-m", "reconciler.cli", "validate", "--repo", str(world.repo.path)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    out = done.stdout + done.stderr
+    assert f"rollouts/retail/{B}.yaml:" in out and "belongs in" in out
+    assert not any(line.startswith(f"rollouts/retail/{A}.yaml") for line in out.splitlines())

@@ -186,3 +186,33 @@ def read_records(tree: Any, fleet: str) -> list[RolloutRecord]:
 
 def records_by_fleet(tree: Any, fleets: Iterable[str]) -> Mapping[str, list[RolloutRecord]]:
     return {fleet: read_records(tree, fleet) for fleet in fleets}
+
+
+def check_records(repo: Any, sites: Any = None) -> list[Any]:
+    """Findings for every record under ``rollouts/`` that a node would refuse (CI's check).
+
+    A node refuses a revision whose records of its fleet it cannot read (fail closed), so
+    ``outpost validate`` names the file and line before the change merges.
+    """
+    from reconciler.core.errors import Mark, OutpostError
+    from reconciler.core.findings import Finding
+    from reconciler.core.loader import load_document
+
+    findings: list[Finding] = []
+    for path in repo.tree.files(ROLLOUTS_DIR, lenient=True):
+        parts = path.split("/")
+        if len(parts) != 3 or not path.endswith(".yaml"):
+            findings.append(
+                Finding.at(
+                    Mark(path),
+                    "unexpected file; rollout records live in rollouts/<fleet>/<change>.yaml",
+                    rule="rollout",
+                )
+            )
+            continue
+        try:
+            doc = load_document(repo.tree.read(path), path)
+            parse_record(doc.kind, doc.spec, path=path, mark=doc.mark)
+        except OutpostError as exc:
+            findings.append(Finding.from_error(exc, rule="rollout"))
+    return findings
