@@ -43,7 +43,9 @@ def _gate(
 
 
 def test_a_promotion_on_the_next_stick_opens_the_plants_gated_wave(
-    node: tuple[AgentConfig, Mirror], history: History, tmp_path: Path
+    node: tuple[AgentConfig, Mirror],  # noqa: F811  (the fixture imported above)
+    history: History,
+    tmp_path: Path,
 ) -> None:
     config, mirror = node
     (tmp_path / "keys").mkdir()
