@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from reconciler.core.errors import DocumentError
@@ -69,30 +69,55 @@ class RolloutRecord:
     reason: str = ""
 
     def to_yaml(self) -> str:
+        """The record's file. Every string is quoted: a commit id of digits only is no
+        number, a fleet named ``yes`` no boolean, and a reason cannot break the YAML."""
         lines = [
             "apiVersion: outpost/v1",
             f"kind: {self.kind}",
             "metadata:",
-            f"  name: {self.change}",
+            f"  name: {_quote(self.change)}",
             "spec:",
-            f"  fleet: {self.fleet}",
-            f"  change: {self.change}",
+            f"  fleet: {_quote(self.fleet)}",
+            f"  change: {_quote(self.change)}",
             "  opened:" + ("" if self.opened else " []"),
         ]
         for wave, at in self.opened:
-            lines.append(f"    - wave: {wave}")
-            lines.append(f"      openedAt: {at.isoformat().replace('+00:00', 'Z')}")
+            lines.append(f"    - wave: {_quote(wave)}")
+            lines.append(f"      openedAt: {_quote(_instant(at))}")
         if self.kind == "Halt":
             assert self.halted_wave is not None and self.halted_at is not None
-            lines.append(f"  wave: {self.halted_wave}")
-            lines.append(f"  haltedAt: {self.halted_at.isoformat().replace('+00:00', 'Z')}")
+            lines.append(f"  wave: {_quote(self.halted_wave)}")
+            lines.append(f"  haltedAt: {_quote(_instant(self.halted_at))}")
         if self.reason:
             lines.append(f"  reason: {_quote(self.reason)}")
         return "\n".join(lines) + "\n"
 
 
+def _instant(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ") + '"'
+    """A YAML double-quoted scalar: what YAML may not carry raw is escaped (controls, line
+    separators, non-characters), a lone surrogate (no UTF-8 for it) becomes '?'."""
+    out = ['"']
+    for char in text:
+        code = ord(char)
+        if char in '"\\':
+            out.append("\\" + char)
+        elif 0xD800 <= code <= 0xDFFF:
+            out.append("?")
+        elif (
+            0x20 <= code <= 0x7E
+            or 0xA0 <= code <= 0xD7FF
+            or 0xE000 <= code <= 0xFFFD
+            or code >= 0x10000
+        ) and code not in (0x2028, 0x2029, 0xFEFF):
+            out.append(char)
+        else:
+            out.append(f"\\u{code:04x}")
+    out.append('"')
+    return "".join(out)
 
 
 def parse_record(kind: str, spec: Any, *, path: str, mark: Any = None) -> RolloutRecord:
