@@ -14,6 +14,10 @@ stored reports (`collector.rollout.change_state`: the same per-site answer the A
    wave opened. Silent sites count against the share.
 3. Otherwise **wait**, naming the rule that is not met yet.
 
+The soak is counted here from the change's committer time (the promoter has no node's
+memory); each node counts its own from when it first saw the change (trust rule 16), so
+a node may open its wave later than the promotion says, never earlier.
+
 A decision is written to ``rollouts/<fleet>/<change>.yaml`` (`core.schedule._promotion`)
 and committed with ``git commit -S`` (``gpg.format=ssh``, the promoter's key), the
 commit message naming the rule and the sites it was judged on. The promoter's scope in

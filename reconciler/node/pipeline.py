@@ -261,7 +261,10 @@ def site_gate(
     }
     promotions: dict[str, PromotionState] = {}
     cache = records if records is not None else {}
+    gated = {f.name for f in fleets if _gated(f.doc.spec)}
     for fleet, change_sha in signed.fleet_changes:
+        if fleet not in gated:
+            continue  # a fleet without gates never reads rollouts/
         if fleet not in cache:
             cache[fleet] = read_records(repo.tree, fleet)
         promotions[fleet] = promotion_state(
@@ -280,6 +283,11 @@ def site_gate(
     if isinstance(decision, Wait):
         return GateDecision(False, decision.reason, decision.until)
     return GateDecision(True, decision.reason)
+
+
+def _gated(spec: Mapping[str, Any]) -> bool:
+    waves = spec.get("waves")
+    return isinstance(waves, list) and any(isinstance(w, dict) and "gate" in w for w in waves)
 
 
 def _includes(git_repo: Any, later: str, earlier: str) -> bool:
