@@ -47,6 +47,8 @@ KINDS = (
     "Policy",
     "Signers",
     "AgentConfig",
+    "Promotion",
+    "Halt",
 )
 SCHEMA_FILES = sorted(SCHEMAS.glob("*.schema.json"))
 # Subschema-bearing keywords of draft 2020-12, by shape.

@@ -45,14 +45,15 @@ def validate_repository(
 
 def extra_checks(*, today: date | None = None) -> list[Check]:
     """The checks on top of the format: secrets, vendored output against its records (no helm
-    needed), then policies (CEL) if ``today``.
+    needed), rollout records, then policies (CEL) if ``today``.
 
     ``today`` decides which policy exemptions have expired; the caller reads the clock.
     """
     from reconciler.ci.vendor import vendor_check
+    from reconciler.core.schedule._promotion import check_records
     from reconciler.core.secrets import key_file_from_env, secrets_check
 
-    checks: list[Check] = [secrets_check(key_file_from_env()), vendor_check()]
+    checks: list[Check] = [secrets_check(key_file_from_env()), vendor_check(), check_records]
     if today is not None:
         from reconciler.ci.kube_schema import object_check
         from reconciler.core.policy import policy_check

@@ -7,7 +7,8 @@ against the signed repository into the collector's store (``--db PATH`` for
 SQLite, ``--url postgresql://…``). ``outpost fleet status`` prints which sites
 run what, why a change has not landed yet, and which of the repository's sites
 never reported, from either. ``outpost fleet serve`` is the collector itself;
-``outpost fleet token`` manages its read API's bearer tokens.
+``outpost fleet token`` manages its read API's bearer tokens. ``outpost fleet promote``
+opens the next gated wave of each fleet's change, or halts it (``fleet.promote``).
 
 The fleet status file is ``$OUTPOST_FLEET_STATUS``, else
 ``$XDG_STATE_HOME/outpost/fleet-status.json`` (``~/.local/state/...``): neither
@@ -136,6 +137,42 @@ def register(subparsers: Any) -> None:
         "address share it. Default: random per process (logins end at a restart)",
     )
     serve.set_defaults(func=run_serve)
+    promote = commands.add_parser(
+        "promote",
+        help="open the next gated wave of each fleet's change, or halt it, as a signed commit",
+        description=(
+            "For every fleet with gated waves and its change in flight, judge the next wave's "
+            "gate from the collector's store and commit a Promotion or Halt record into "
+            "rollouts/<fleet>/<change>.yaml of --repo, signed with --key (the promoter, whose "
+            "scope in policies/signers.yaml is rollouts/**). Push the branch afterwards. "
+            "Exit 0, 1 when a fleet is halted, 2 on errors."
+        ),
+        epilog=example(
+            "outpost fleet promote --repo ~/src/stores --trust allowed_signers "
+            "--db collector.db --key ~/.ssh/outpost-promoter"
+        ),
+    )
+    where = promote.add_mutually_exclusive_group(required=True)
+    where.add_argument("--db", metavar="PATH", help="the collector's SQLite store (a file)")
+    where.add_argument("--url", metavar="URL", help="the collector's PostgreSQL store")
+    where.add_argument(
+        "--api", metavar="URL", help="the collector's read API (https://…), with --token-file"
+    )
+    promote.add_argument("--token-file", metavar="FILE", help="a bearer token of the read API")
+    promote.add_argument("--ca", metavar="PEM", help="CA bundle for --api (default: system)")
+    promote.add_argument(
+        "--repo", metavar="DIR", required=True, help="the fleet repository (a git clone)"
+    )
+    promote.add_argument("--trust", metavar="FILE", required=True, help="its root signers")
+    promote.add_argument("--rev", default="HEAD", help="the revision of --repo to follow (HEAD)")
+    promote.add_argument(
+        "--key", metavar="FILE", help="the promoter's SSH private key (git commit -S)"
+    )
+    promote.add_argument(
+        "--dry-run", action="store_true", help="decide and print, commit nothing (no --key)"
+    )
+    promote.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    promote.set_defaults(func=run_promote)
     token = commands.add_parser(
         "token",
         help="add or remove a bearer token of the collector's read API",
@@ -376,6 +413,58 @@ def run_serve(args: argparse.Namespace) -> int:
         )
         return EXIT_ERROR
     return serve(store, source, options)
+
+
+def run_promote(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from reconciler.core.errors import OutpostError
+    from reconciler.fleet.promote import promote
+
+    if args.key is None and not args.dry_run:
+        print("outpost fleet promote: --key is needed (or --dry-run)", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        if args.api:
+            from reconciler.fleet.collector.fleetview import FleetSource
+            from reconciler.fleet.promote import reports_from_api
+
+            if not args.token_file:
+                print("outpost fleet promote: --api needs --token-file", file=sys.stderr)
+                return EXIT_ERROR
+            source = FleetSource(Path(args.repo), Path(args.trust), rev=args.rev)
+            source.refresh(datetime.now(UTC))
+            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+            ca = Path(args.ca) if args.ca else None
+            reports = reports_from_api(args.api, token, ca=ca)
+        else:
+            store, source = _open(args, need_repository=True)
+            try:
+                reports = {r.site: r for r in store.sites()}
+            finally:
+                store.close()
+        key = None if args.dry_run else Path(args.key)
+        results = promote(Path(args.repo), source, reports, now=datetime.now(UTC), key=key)
+    except OutpostError as exc:
+        print(f"outpost fleet promote: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:
+        print(f"outpost fleet promote: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.output == "json":
+        rows = [{**d.to_json(), "commit": c} for d, c in results]
+        sys.stdout.write(json.dumps({"decisions": rows}, indent=2) + "\n")
+    else:
+        for decision, commit in results:
+            done = f" → {commit[:12]}" if commit else ""
+            print(
+                f"{decision.fleet} {decision.change[:12]}: {decision.action}{done}: {decision.rule}"
+            )
+        if not results:
+            print("no fleet has gated waves and a change in flight")
+    halted = any(d.action in ("halt", "halted") for d, _ in results)
+    return EXIT_FINDINGS if halted else EXIT_OK
 
 
 def run_token(args: argparse.Namespace) -> int:

@@ -44,6 +44,8 @@ KINDS = frozenset(
         "Policy",
         "Signers",
         "AgentConfig",
+        "Promotion",
+        "Halt",
     }
 )
 MAX_FILE_BYTES = 1024 * 1024

@@ -13,9 +13,12 @@ calling the module that owns the decision:
   slice is read from, which is the *later* of its committer time and the time
   this node first saw it (`reconciler.node.seen`: a signer cannot date a commit
   back to skip a wave's soak), the emergency trailer as `trust` judged it, and
-  the committer time of the commit that paused a fleet. A commit dated at or before
-  the enrolled floor (``spec.trust.floor``: history older than the node) counts by its
-  committer time: a fresh node does not wait a wave's full soak for it.
+  the committer time of the commit that paused a fleet, and for a fleet with gated
+  waves the Promotion and Halt records of the candidate (`rollouts/<fleet>/`, signed by
+  the promoter and verified with the range) for the last commit that touched the fleet.
+  A commit dated at or before the enrolled floor (``spec.trust.floor``: history older
+  than the node) counts by its committer time: a fresh node does not wait a wave's full
+  soak for it.
 
 A range in which no commit touched a path this site's slice is read from (another
 store's edit) is not a change for this site: it is not gated.
@@ -432,33 +435,90 @@ class NodePipeline:
         self, mirror: Mirror, verified: NodeVerified, desired: Desired, now: datetime
     ) -> GateDecision:
         from reconciler.core.model import Repository
-        from reconciler.core.schedule import Wait, decide, gate_inputs, signed_change
         from reconciler.core.source import CommitTree
 
         sources = set(desired.sources) if isinstance(desired, NodeDesired) else set()
         repo = Repository(CommitTree(mirror.repo, verified.revision))
-        folder = repo.site(self.site)
-        fleets = [f for f in (repo.fleet(name) for name in folder.site.fleets) if f is not None]
-        signed = signed_change(verified.changes, sources, fleets, revision=verified.revision)
-        if signed is None:
-            return GateDecision(True, "no commit in the range changed this site's slice")
-        paused_at = {
-            f.name: paused_since(mirror.repo, verified.revision, f.doc.path)
-            for f in fleets
-            if f.doc.spec.get("paused") is True
-        }
-        change = signed.change
-        calendar, rollout = gate_inputs(
-            folder.site.doc,
-            [f.doc for f in fleets],
-            change,
-            changed_fleets=signed.changed_fleets,
-            paused_at={k: v for k, v in paused_at.items() if v is not None},
+        return site_gate(
+            mirror.repo, repo, self.site, verified.revision, verified.changes, sources, now
         )
-        decision = decide(calendar, rollout, change, now)
-        if isinstance(decision, Wait):
-            return GateDecision(False, decision.reason, decision.until)
-        return GateDecision(True, decision.reason)
+
+
+def site_gate(
+    git_repo: Any,
+    repo: Any,
+    site: str,
+    revision: str,
+    changes: Sequence[Change],
+    sources: set[str],
+    now: datetime,
+    *,
+    records: dict[str, Any] | None = None,
+) -> GateDecision:
+    """The gate of one site for the verified ``changes`` at ``revision`` (its candidate).
+
+    ``repo`` is the `Repository` of ``revision``. A gated fleet's Promotion and Halt
+    records are read from the same revision (`core.schedule.read_records`) and matched
+    to the last commit that touched the fleet; ``records`` is a cache of them by fleet
+    that callers judging many sites of one revision may share.
+    """
+    from reconciler.core.schedule import (
+        PromotionState,
+        Wait,
+        decide,
+        gate_inputs,
+        promotion_state,
+        read_records,
+        signed_change,
+    )
+
+    folder = repo.site(site)
+    fleets = [f for f in (repo.fleet(name) for name in folder.site.fleets) if f is not None]
+    signed = signed_change(changes, sources, fleets, revision=revision)
+    if signed is None:
+        return GateDecision(True, "no commit in the range changed this site's slice")
+    paused_at = {
+        f.name: paused_since(git_repo, revision, f.doc.path)
+        for f in fleets
+        if f.doc.spec.get("paused") is True
+    }
+    promotions: dict[str, PromotionState] = {}
+    cache = records if records is not None else {}
+    gated = {f.name for f in fleets if _gated(f.doc.spec)}
+    for fleet, change_sha in signed.fleet_changes:
+        if fleet not in gated:
+            continue  # a fleet without gates never reads rollouts/
+        if fleet not in cache:
+            cache[fleet] = read_records(repo.tree, fleet)
+        promotions[fleet] = promotion_state(
+            cache[fleet], change_sha, lambda later, earlier: _includes(git_repo, later, earlier)
+        )
+    change = signed.change
+    calendar, rollout = gate_inputs(
+        folder.site.doc,
+        [f.doc for f in fleets],
+        change,
+        changed_fleets=signed.changed_fleets,
+        paused_at={k: v for k, v in paused_at.items() if v is not None},
+        promotions=promotions,
+    )
+    decision = decide(calendar, rollout, change, now)
+    if isinstance(decision, Wait):
+        return GateDecision(False, decision.reason, decision.until)
+    return GateDecision(True, decision.reason)
+
+
+def _gated(spec: Mapping[str, Any]) -> bool:
+    waves = spec.get("waves")
+    return isinstance(waves, list) and any(isinstance(w, dict) and "gate" in w for w in waves)
+
+
+def _includes(git_repo: Any, later: str, earlier: str) -> bool:
+    """True when commit ``later`` descends from ``earlier``; an unknown id includes nothing."""
+    try:
+        return bool(git_repo.descendant_of(later, earlier))
+    except (KeyError, ValueError, Exception):  # pygit2.GitError for an object not in the mirror
+        return False
 
 
 def _short(revision: str | None) -> str:

@@ -33,7 +33,7 @@ and must not be gated; that is the agent's decision, not this module's.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -45,6 +45,7 @@ from reconciler.core.schedule._model import (
     SpecDocument,
     WeeklyWindow,
 )
+from reconciler.core.schedule._promotion import PromotionState
 from reconciler.core.schedule._zones import (
     DAY_TITLES,
     day_start,
@@ -94,14 +95,22 @@ class WaveSlot:
     """When the site's wave opens; None when it never will (``blocked`` says why)."""
     blocked: str | None = None
     blocked_kind: str | None = None
-    """``"paused"`` or ``"no-wave"`` when ``opens`` is None."""
+    """Why ``opens`` is None: ``"paused"``, ``"no-wave"``, ``"halted"``, ``"awaits-promotion"``."""
+    earliest: datetime | None = None
+    """Awaiting promotion: the earliest the site's wave could open, promoted as soon as allowed."""
+    awaits: str | None = None
+    """Awaiting promotion: the gated wave whose promotion is missing."""
 
 
 def wave_slot(site: SiteCalendar, rollout: FleetRollout | None, change: Change) -> WaveSlot:
     """The site's wave in ``rollout`` and when it opens for ``change``.
 
     The site belongs to the first wave that selects it. Wave ``i`` opens at
-    ``change.changed_at`` plus the cumulative soak of waves ``0..i``. A paused
+    ``change.changed_at`` plus the cumulative soak of waves ``0..i``. A *gated* wave
+    (``gate:``) opens at the later of that and the time a signed Promotion opened it
+    for this change (``rollout.promoted``); without one it has not opened, and with a
+    signed Halt it never will for this change. An emergency change (root-signed
+    ``Outpost-Emergency``) needs no promotion and passes a halt: the soaks still hold. A paused
     fleet keeps open only the waves that opened strictly before ``paused_at``:
     a commit that both changes the fleet and pauses it rolls nothing out.
     """
@@ -125,7 +134,41 @@ def wave_slot(site: SiteCalendar, rollout: FleetRollout | None, change: Change) 
                 "add a last wave without sites/selector/percent to catch every remaining site",
                 "no-wave",
             )
-    opens = change.changed_at + (rollout.offsets[index] if index is not None else timedelta(0))
+    opens = change.changed_at
+    for i in range(index + 1 if index is not None else 0):
+        wave = rollout.waves[i]
+        opens += wave.effective_soak
+        if wave.gate is None or change.emergency:
+            continue
+        promoted = rollout.promoted_at(wave.name)
+        if promoted is not None:
+            opens = max(opens, promoted)
+            continue
+        if rollout.halted is not None:
+            return WaveSlot(
+                fleet,
+                index,
+                rollout.waves[index].name if index is not None else None,
+                None,
+                f"fleet {fleet!r} is halted for this change: {rollout.halted}; "
+                "a new commit (a fix or a revert) starts a new rollout",
+                "halted",
+            )
+        # Wave i awaits a signed promotion; the site's own wave opens no earlier than
+        # the later waves' soaks after it.
+        later = rollout.waves[i + 1 : (index or 0) + 1]
+        earliest = opens + sum((w.effective_soak for w in later), timedelta(0))
+        return WaveSlot(
+            fleet,
+            index,
+            rollout.waves[index].name if index is not None else None,
+            None,
+            f"awaits promotion of wave {wave.name!r} of fleet {fleet!r} "
+            f"(gate: {wave.gate.describe()}); earliest {format_utc(opens)}",
+            "awaits-promotion",
+            earliest,
+            wave.name,
+        )
     name = rollout.waves[index].name if index is not None else None
     if rollout.paused and (rollout.paused_at is None or opens >= rollout.paused_at):
         since = f" since {format_utc(rollout.paused_at)}" if rollout.paused_at else ""
@@ -171,6 +214,7 @@ def gate_inputs(
     changed_fleets: Collection[str] | None = None,
     paused_at: Mapping[str, datetime] | None = None,
     rollouts: dict[tuple[str, datetime | None], FleetRollout] | None = None,
+    promotions: Mapping[str, PromotionState] | None = None,
 ) -> tuple[SiteCalendar, FleetRollout | None]:
     """From loaded documents to the two inputs :func:`decide` needs — one path for agent and CI.
 
@@ -188,6 +232,10 @@ def gate_inputs(
     revision (``outpost schedule`` over 10,000 sites): each fleet is parsed once
     per pause time instead of once per site. Only documents of one revision may
     share a cache, since it is keyed by fleet name.
+
+    ``promotions`` maps fleet name → what its signed Promotion and Halt records say of
+    this change (:func:`~reconciler.core.schedule.promotion_state`); a gated fleet absent
+    from it has no promotion: its gated waves await one.
     """
     calendar = SiteCalendar.from_document(site)
     pauses = paused_at or {}
@@ -199,6 +247,9 @@ def gate_inputs(
             rollout = FleetRollout.from_document(fleet, paused_at=key[1])
             if rollouts is not None:
                 rollouts[key] = rollout
+        state = (promotions or {}).get(fleet.name)
+        if state is not None and rollout.gated:
+            rollout = replace(rollout, promoted=state.promoted, halted=state.halted)
         parsed.append(rollout)
     calendar = calendar.with_freezes(f for r in parsed for f in r.freezes)
     gating = [r for r in parsed if changed_fleets is None or r.fleet in changed_fleets]
@@ -440,7 +491,14 @@ class Prediction:
     held_until: date | None = None
     site_type: str = "site"
     blocked_kind: str | None = None
-    """Why ``first_allowed`` is None: ``"paused"``, ``"no-wave"`` or ``"no-window"``."""
+    """Why ``first_allowed`` is None: ``"paused"``, ``"no-wave"``, ``"no-window"``,
+    ``"halted"`` or ``"awaits-promotion"``."""
+    awaits: str | None = None
+    """Awaiting promotion: the gated wave a signed Promotion must open first."""
+    earliest_open: datetime | None = None
+    """Awaiting promotion: the earliest the site's wave could open (promoted on time)."""
+    earliest_allowed: datetime | None = None
+    """Awaiting promotion: the first instant the site may apply if promoted on time."""
 
     @property
     def local_first_allowed(self) -> datetime | None:
@@ -462,6 +520,10 @@ def predict(
     site = _with_fleet_freezes(site, rollout)
     slot = wave_slot(site, rollout, change)
     found = _search(site, slot, change, after)
+    earliest_allowed: datetime | None = None
+    if slot.blocked_kind == "awaits-promotion" and slot.earliest is not None:
+        hoped = WaveSlot(slot.fleet, slot.index, slot.name, slot.earliest)
+        earliest_allowed = _search(site, hoped, change, after).instant
     blocker: str | None = None
     held_by: str | None = None
     held_until: date | None = None
@@ -488,4 +550,7 @@ def predict(
         held_until=held_until,
         site_type=site_type,
         blocked_kind=blocked_kind,
+        awaits=slot.awaits,
+        earliest_open=slot.earliest,
+        earliest_allowed=earliest_allowed.astimezone(UTC) if earliest_allowed else None,
     )

@@ -391,6 +391,60 @@ def hash_bucket(fleet: str, site_id: str) -> int:
     return int.from_bytes(digest[:8], "big") % (100 * PERCENT_SCALE)
 
 
+DEFAULT_GATE_HEALTHY_BP = 90 * PERCENT_SCALE
+"""Retail default: 90 % of the earlier waves' stores run the change and are healthy."""
+DEFAULT_GATE_MAX_FAILED = 0
+"""Retail default: one store that rolled the change back or refused it halts the rollout."""
+DEFAULT_GATE_SOAK = timedelta(hours=24)
+"""Retail default: a full trading day since the previous wave opened."""
+
+
+@dataclass(frozen=True)
+class Gate:
+    """What the earlier waves must show before a gated wave opens for a change.
+
+    Judged at headquarters by ``outpost fleet promote`` from the sites' signed reports;
+    the node sees only the outcome, a signed Promotion or Halt record. ``healthy_bp`` is
+    the share (basis points) of the earlier waves' sites that must run the change (or a
+    later one that includes it) and be healthy; ``max_failed`` how many of them may have
+    rolled it back or refused it before the rollout halts; ``soak`` the least time since
+    the previous wave opened (the wave's own ``soak`` counts too: the longer wins).
+    """
+
+    healthy_bp: int = DEFAULT_GATE_HEALTHY_BP
+    max_failed: int = DEFAULT_GATE_MAX_FAILED
+    soak: timedelta = DEFAULT_GATE_SOAK
+
+    @classmethod
+    def _parse(cls, value: Any, at: _Spec) -> Gate:
+        body = at.mapping(value if value is not None else {})
+        at.only(body, ("healthy", "maxFailed", "minSoak"))
+        healthy_bp = DEFAULT_GATE_HEALTHY_BP
+        if "healthy" in body:
+            raw = body["healthy"]
+            if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 < raw <= 100:
+                raise at.error(
+                    f"expected a percentage above 0 and at most 100, found {_show(raw)}",
+                    "healthy",
+                )
+            healthy_bp = round(raw * PERCENT_SCALE)
+        max_failed = DEFAULT_GATE_MAX_FAILED
+        if "maxFailed" in body:
+            raw = body["maxFailed"]
+            if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+                raise at.error(f"expected a whole number ≥ 0, found {_show(raw)}", "maxFailed")
+            max_failed = raw
+        soak = at.duration(body["minSoak"], "minSoak") if "minSoak" in body else DEFAULT_GATE_SOAK
+        return cls(healthy_bp, max_failed, soak)
+
+    def describe(self) -> str:
+        return (
+            f"at least {self.healthy_bp / PERCENT_SCALE:g} % of the earlier waves' sites "
+            f"applied and healthy, at most {self.max_failed} rolled back or refused, "
+            f"soak {format_duration(self.soak)}"
+        )
+
+
 @dataclass(frozen=True)
 class Wave:
     """One rollout wave: who is in it (``sites`` | ``selector`` | ``percent`` | everyone left).
@@ -408,6 +462,13 @@ class Wave:
     selector: LabelSelector | None = None
     percent_bp: int | None = None
     soak: timedelta = timedelta(0)
+    gate: Gate | None = None
+    """None: the wave opens on the clock alone; else also on a signed promotion."""
+
+    @property
+    def effective_soak(self) -> timedelta:
+        """The wave's soak, or its gate's minimum soak when that is longer."""
+        return max(self.soak, self.gate.soak) if self.gate is not None else self.soak
 
     @property
     def percent(self) -> float | None:
@@ -429,7 +490,7 @@ class Wave:
     @classmethod
     def _parse(cls, value: Any, at: _Spec) -> Wave:
         body = at.mapping(value)
-        at.only(body, ("name", "sites", "selector", "percent", "soak"))
+        at.only(body, ("name", "sites", "selector", "percent", "soak", "gate"))
         if "name" not in body:
             raise at.error("missing 'name'")
         name = at.name(body["name"], "name")
@@ -468,7 +529,8 @@ class Wave:
                 )
             percent_bp = round(scaled)
         soak = at.duration(body["soak"], "soak") if "soak" in body else timedelta(0)
-        return cls(name, sites, selector, percent_bp, soak)
+        gate = Gate._parse(body["gate"], at.at("gate")) if "gate" in body else None
+        return cls(name, sites, selector, percent_bp, soak, gate)
 
     def describe(self) -> str:
         if self.sites is not None:
@@ -479,7 +541,8 @@ class Wave:
             who = f"{self.percent_bp / PERCENT_SCALE:g} % of the fleet by hash"
         else:
             who = "every remaining site"
-        return f"wave {self.name!r} ({who}, soak {format_duration(self.soak)})"
+        gated = f"; gate: {self.gate.describe()}" if self.gate is not None else ""
+        return f"wave {self.name!r} ({who}, soak {format_duration(self.effective_soak)}{gated})"
 
 
 @dataclass(frozen=True)
@@ -503,8 +566,19 @@ class FleetRollout:
     paused: bool = False
     paused_at: datetime | None = None
     freezes: tuple[Freeze, ...] = ()
+    promoted: tuple[tuple[str, datetime], ...] = ()
+    """Gated waves a signed Promotion opened for the change at hand, with when."""
+    halted: str | None = None
+    """Why a signed Halt stopped the change at hand (None: not halted)."""
     offsets: tuple[timedelta, ...] = field(default=(), repr=False, compare=False)
     """Cumulative soak of each wave from the change time (derived)."""
+
+    @property
+    def gated(self) -> bool:
+        return any(w.gate is not None for w in self.waves)
+
+    def promoted_at(self, wave: str) -> datetime | None:
+        return next((at for name, at in self.promoted if name == wave), None)
 
     def __post_init__(self) -> None:
         if self.paused_at is not None:
@@ -512,7 +586,7 @@ class FleetRollout:
         total = timedelta(0)
         offsets: list[timedelta] = []
         for wave in self.waves:
-            total += wave.soak
+            total += wave.effective_soak
             offsets.append(total)
         object.__setattr__(self, "offsets", tuple(offsets))
 
@@ -535,6 +609,14 @@ class FleetRollout:
                 raise at.error(f"wave name {wave.name!r} is used twice", "waves", i, "name")
             seen.add(wave.name)
             waves.append(wave)
+        if waves and waves[0].gate is not None:
+            raise at.error(
+                f"wave {waves[0].name!r} is the first wave: a gate judges the waves before "
+                "it, and there are none; gate the second wave instead",
+                "waves",
+                0,
+                "gate",
+            )
         for i, wave in enumerate(waves[:-1]):
             if wave.sites is None and wave.selector is None and wave.percent_bp is None:
                 later = waves[i + 1].name

@@ -35,6 +35,8 @@ _BLOCKED = {
     "paused": "fleet paused",
     "no-wave": "selected by no wave",
     "no-window": "no update window left",
+    "awaits-promotion": "awaiting a signed promotion",
+    "halted": "rollout halted",
 }
 _NO_WAVE = "(no waves)"
 
@@ -52,6 +54,10 @@ class WaveSummary:
     latest: datetime | None
     held: int
     blocked: int
+    awaits: str | None = None
+    """The gate the wave waits on (a signed promotion), as the schedule explains it."""
+    earliest_open: datetime | None = None
+    """Awaiting promotion: the earliest the wave could open, promoted as soon as allowed."""
 
     @property
     def label(self) -> str:
@@ -138,6 +144,8 @@ def summarize(
         rows = waves[key]
         times = [p.first_allowed for p in rows if p.first_allowed is not None]
         opens = [p.wave_opens for p in rows if p.wave_opens is not None]
+        awaiting = [p for p in rows if p.blocked_kind == "awaits-promotion"]
+        hoped = [p.earliest_open for p in awaiting if p.earliest_open is not None]
         wave_rows.append(
             WaveSummary(
                 fleet=rows[0].fleet,
@@ -149,6 +157,8 @@ def summarize(
                 latest=max(times) if times else None,
                 held=sum(1 for p in rows if p.held_by is not None and p.first_allowed is not None),
                 blocked=sum(1 for p in rows if p.first_allowed is None),
+                awaits=awaiting[0].blocker if awaiting else None,
+                earliest_open=min(hoped) if hoped else None,
             )
         )
     per_day: dict[date, int] = {}
@@ -302,7 +312,7 @@ def _wave_rows(summary: Summary) -> list[list[str]]:
             w.fleet or "—",
             w.label,
             f"{w.sites:,}",
-            _utc(w.opens),
+            _utc(w.opens) if w.awaits is None else f"awaits promotion, ≥ {_utc(w.earliest_open)}",
             _span(w),
             f"{w.held:,}",
             f"{w.blocked:,}",
@@ -375,7 +385,8 @@ def render_text(
     out = [f"Rollout schedule {_header(summary)}", *(f"note: {n}" for n in notes)]
     out += [summary.sentence, ""]
     numeric = {2, 5, 6}
-    out += ["By wave", *_table(_WAVE_HEAD, _wave_rows(summary), numeric), ""]
+    out += ["By wave", *_table(_WAVE_HEAD, _wave_rows(summary), numeric)]
+    out += [f"  {w.fleet}/{w.label}: {w.awaits}" for w in summary.waves if w.awaits] + [""]
     out += [f"By day ({_zone_label(summary)})"]
     out += [*_table(["day", "sites", "cumulative"], _day_rows(summary), {1, 2}), ""]
     out += ["Sites", *_table(_SITE_HEAD, [_site_row(p) for p in _sorted_sites(predictions)])]
@@ -508,6 +519,8 @@ def to_json_data(
                 "latest": _iso(w.latest),
                 "held": w.held,
                 "blocked": w.blocked,
+                "awaitsPromotion": w.awaits,
+                "earliestOpen": _iso(w.earliest_open),
             }
             for w in summary.waves
         ],
@@ -537,6 +550,8 @@ def to_json_data(
                 "heldUntil": p.held_until.isoformat() if p.held_until else None,
                 "blocked": p.blocked_kind,
                 "blocker": p.blocker,
+                "earliestOpen": _iso(p.earliest_open),
+                "earliestAllowed": _iso(p.earliest_allowed),
             }
             for p in _sorted_sites(predictions)
         ],

@@ -128,6 +128,8 @@ class SignedChange:
     changed_fleets: tuple[str, ...]
     commits: int
     """How many commits of the range changed this site's slice."""
+    fleet_changes: tuple[tuple[str, str], ...] = ()
+    """fleet → the last counted commit that touched it: the change a promotion names."""
 
 
 class SignedRange:
@@ -169,11 +171,21 @@ class SignedRange:
         if not found:
             return None
         latest = max((self.commits[i] for i in found), key=lambda c: c.committed_at)
-        names = [
-            str(f.name)
-            for f in fleets
-            if any(fleet_touched(f, self.commits[i].paths, self._apps[i]) for i in found)
-        ]
+        names: list[str] = []
+        fleet_changes: list[tuple[str, str]] = []
+        for f in fleets:
+            touching = [
+                self.commits[i]
+                for i in found
+                if fleet_touched(f, self.commits[i].paths, self._apps[i])
+            ]
+            if not touching:
+                continue
+            names.append(str(f.name))
+            last = max(touching, key=lambda c: c.committed_at)
+            sha = getattr(last, "sha", None)
+            if isinstance(sha, str):
+                fleet_changes.append((str(f.name), sha))
         return SignedChange(
             change=Change(
                 changed_at=max(change_time(self.commits[i]) for i in found),
@@ -183,6 +195,7 @@ class SignedRange:
             ),
             changed_fleets=tuple(names),
             commits=len(found),
+            fleet_changes=tuple(fleet_changes),
         )
 
 

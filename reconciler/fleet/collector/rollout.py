@@ -45,6 +45,7 @@ __all__ = [
     "SOURCE_STALE",
     "ChangeAtSite",
     "change_rollout",
+    "change_state",
     "site_json",
     "site_state",
     "source_stale",
@@ -182,6 +183,17 @@ def _at_site(
         return "stale", f"its source last answered {answered}", None
     runs = (record.applied or "nothing")[:12]
     return "waiting", f"has not fetched it yet (runs {runs})", None
+
+
+def change_state(
+    commit: str,
+    record: SiteRecord | None,
+    info: SiteInfo | None,
+    now: datetime,
+    descends: Descends,
+) -> tuple[str, str | None, str | None]:
+    """Where ``commit`` stands at one site: (state, why, until), as in the table above."""
+    return _at_site(commit, record, info, now, descends)
 
 
 def change_rollout(
