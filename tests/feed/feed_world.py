@@ -34,9 +34,11 @@ class RecordingCluster:
 
     applied: list[str] = field(default_factory=list)
     inventory: list[str] = field(default_factory=list)
+    revision: str | None = None  # the inventory's, once an apply completed (ManagerCluster)
 
     def apply(self, objects: Sequence[Mapping[str, Any]], *, revision: str) -> Any:
         self.applied.append(revision)
+        self.revision = None  # the inventory is widened first and names no revision
         return None
 
     def drift(self, objects: Sequence[Mapping[str, Any]]) -> Sequence[str]:
@@ -51,11 +53,15 @@ class RecordingCluster:
     def read_inventory(self) -> Sequence[str] | None:
         return self.inventory or None
 
+    def applied_revision(self) -> str | None:
+        return self.revision
+
     def label_nodes(self, desired: Desired) -> Sequence[str]:
         return []
 
     def write_inventory(self, keys: Sequence[str], revision: str) -> None:
         self.inventory = list(keys)
+        self.revision = revision
 
 
 class Desk:
