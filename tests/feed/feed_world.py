@@ -97,7 +97,7 @@ class FeedNode:
             bundle_inbox=None,
             outbox=None,
             trust_root=trust,
-            age_key=REPO_ROOT / "tests" / "keys" / "age" / f"{PLANT}.key",
+            age_key=self._private_age_key(root),
             kubeconfig=None,
             state_dir=root / "state",
             health_deadline=60,
@@ -108,6 +108,15 @@ class FeedNode:
             feed=FeedSettings(url=url, **feed),
         )
         self.now = WINDOW
+
+    @staticmethod
+    def _private_age_key(root: Path) -> Path:
+        """The plant's example key, copied to mode 0600: a checkout leaves it readable by
+        all, and the age key reader refuses such a key."""
+        key = root / f"{PLANT}.key"
+        key.write_bytes((REPO_ROOT / "tests" / "keys" / "age" / f"{PLANT}.key").read_bytes())
+        key.chmod(0o600)
+        return key
 
     def with_feed(self, **changes: Any) -> None:
         assert self.config.feed is not None
