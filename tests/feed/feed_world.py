@@ -26,6 +26,9 @@ from tools.webserver import Nginx
 
 # Saturday 23:00 in Prague: inside plant-ostrava's weekly window, weeks after the commits.
 WINDOW = datetime(2026, 11, 28, 22, 0, tzinfo=UTC)
+# The plant's wave ('all') opens a week after this node first saw a change to the whole
+# fleet (the soak counts from first sight, not from the committer time a signer typed).
+SOAK = timedelta(days=7)
 
 
 @dataclass
