@@ -99,9 +99,10 @@ class FakeCluster:
     missing_nodes: tuple[str, ...] = ()
     pruned: list[tuple[list[str], list[str]]] = field(default_factory=list)
     inventory: list[str] | None = None
+    revision: str | None = None  # the inventory's, once an apply completed (ManagerCluster)
 
     def apply(self, objects: Sequence[Mapping[str, Any]], *, revision: str) -> None:
-        return None
+        self.revision = None  # the inventory is widened first and names no revision
 
     def drift(self, objects: Sequence[Mapping[str, Any]]) -> Sequence[str]:
         return []
@@ -127,12 +128,16 @@ class FakeCluster:
     def read_inventory(self) -> Sequence[str] | None:
         return self.inventory
 
+    def applied_revision(self) -> str | None:
+        return self.revision
+
     def label_nodes(self, desired: Desired) -> Sequence[str]:
         return [f"hardware.yaml names node {n!r}, but no node in the cluster has that name"
                 for n in self.missing_nodes]  # fmt: skip
 
     def write_inventory(self, keys: Sequence[str], revision: str) -> None:
         self.inventory = list(keys)
+        self.revision = revision
 
 
 class Source:

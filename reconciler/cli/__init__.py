@@ -70,15 +70,24 @@ def example(*commands: str) -> str:
     return "\n".join([title, *(f"  {c}" for c in commands)])
 
 
-def add_repo_argument(parser: argparse.ArgumentParser, *, positional_alias: bool = False) -> None:
+def add_repo_argument(
+    parser: argparse.ArgumentParser,
+    *,
+    positional_alias: bool = False,
+    default: str | None = ".",
+    required: bool = False,
+    purpose: str = "",
+) -> None:
     """``--repo DIR``, the one way every command names the configuration repository.
 
     ``positional_alias`` keeps a command's old positional PATH working (CI lines and
-    pre-commit hooks written against it), hidden from the help.
+    pre-commit hooks written against it), hidden from the help. ``default=None`` is for
+    commands that do without it; ``purpose`` says what the command reads in it.
     """
-    parser.add_argument(
-        "--repo", default=".", metavar="DIR", help="the configuration repository (default: .)"
-    )
+    text = "the configuration repository" + (f" {purpose}" if purpose else "")
+    if default is not None and not required:
+        text += f" (default: {default})"
+    parser.add_argument("--repo", default=default, required=required, metavar="DIR", help=text)
     if positional_alias:
         parser.add_argument(_REPO_POSITIONAL, nargs="?", default=None, help=argparse.SUPPRESS)
 

@@ -71,6 +71,7 @@ def register(subparsers: Any) -> None:
             "line for the node's publicKey in sites/<site>/hardware.yaml. Refuses to replace an "
             "existing key without --force. Exit 0, or 2 when the key cannot be written."
         ),
+        epilog=example("outpost agent keygen --config /etc/outpost/agent.yaml"),
     )
     keygen_parser.add_argument("--config", default=DEFAULT_CONFIG, help="the agent config")
     keygen_parser.add_argument("--out", help="write the key here instead of spec.identityKey")

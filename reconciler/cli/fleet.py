@@ -24,7 +24,7 @@ import json
 import sys
 from typing import Any
 
-from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, example
+from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
 
 FORMATS = ("text", "json", "markdown")
 DEFAULT_HELP = "$OUTPOST_FLEET_STATUS, else $XDG_STATE_HOME/outpost/fleet-status.json"
@@ -84,6 +84,9 @@ def register(subparsers: Any) -> None:
             "outpost fleet serve --db collector.db --repo /srv/fleet "
             "--trust /etc/outpost/allowed_signers "
             "--commit-url 'https://git.example.com/ops/fleet/commit/{commit}'"
+        ),
+        epilog=example(
+            "outpost fleet serve --db collector.db --repo ~/src/stores --trust allowed_signers"
         ),
     )
     _store_arguments(serve, repository_required=True)
@@ -180,6 +183,10 @@ def register(subparsers: Any) -> None:
             "`add NAME` prints a new token once; only its SHA-256 hash is stored. "
             "`remove NAME` revokes it (collectors notice within 10 s)."
         ),
+        epilog=example(
+            "outpost fleet token add grafana --db /var/lib/outpost/collector.db",
+            "outpost fleet token remove grafana --url postgresql://outpost@db/outpost",
+        ),
     )
     token.add_argument("action", choices=("add", "remove"))
     token.add_argument("name", metavar="NAME", help="who the token is for, e.g. grafana")
@@ -196,11 +203,11 @@ def _store_arguments(
         "--url", metavar="URL", help="the collector's PostgreSQL store (postgresql://…)"
     )
     if repository:
-        parser.add_argument(
-            "--repo",
-            metavar="DIR",
+        add_repo_argument(
+            parser,
+            default=None,
             required=repository_required,
-            help="the fleet repository (a git clone) whose node keys verify reports",
+            purpose="(a git clone) whose node keys verify reports",
         )
         parser.add_argument(
             "--trust",

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, example
+from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
 
 
 def register(subparsers: Any) -> None:
@@ -64,10 +64,11 @@ def register(subparsers: Any) -> None:
             "exported, 1 when a policy that applies to the site cannot be exported, 2 on "
             "usage or I/O errors."
         ),
+        epilog=example("outpost policy export de-muc-0007 --rev origin/main > policies.yaml"),
     )
     export.add_argument("site", metavar="SITE", help="site id (the folder name under sites/)")
     export.add_argument("--rev", metavar="REV", help="git revision (default: working tree)")
-    export.add_argument("--repo", default=".", metavar="DIR", help="repository root (default: .)")
+    add_repo_argument(export)
     export.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
     export.set_defaults(func=run_export)
 

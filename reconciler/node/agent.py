@@ -299,7 +299,14 @@ class Agent:
             answered = False
             cluster_error = str(exc)
         found = recover(mirror, cluster_revision=cluster_revision, floor=self.config.floor)
-        for note in found.notes:
+        # After a failed first install the state itself lists what the mirror holds:
+        # nothing was lost, and saying so every tick would send the operator astray.
+        known = (
+            found.applied is None
+            and set(found.failed) <= set(state.failed)
+            and set(found.refused) <= set(state.refused)
+        )
+        for note in () if known else found.notes:
             report.warnings.append(note)
             log.warning("state recovered", extra={"detail": note})
         state = state.with_(

@@ -11,7 +11,9 @@ history (a rollback of the whole site), stop correcting drift and report
   the reason) and per commit that failed its health check
   (``refs/outpost/failed/<id>``), written by `remember` after every tick;
 - the cluster: the inventory ConfigMap records the revision of the last complete
-  apply (an apply cut short records the union of old and new, and no revision).
+  apply (an apply cut short records the union of old and new, and no revision). A
+  failed first install that was removed again records what is left under the failed
+  revision; a revision the mirror lists as failed is therefore never taken as applied.
 
 Of the two applied revisions the newer along history wins; if they disagree
 outright, the cluster's wins (it is what runs) and the status says so. Over both
@@ -53,6 +55,9 @@ def _short(revision: str | None) -> str:
 def recover(mirror: Mirror, *, cluster_revision: str | None, floor: str | None) -> Recovered:
     """The applied revision, refused and failed commits, from the mirror and the cluster."""
     notes: list[str] = []
+    failed = _failed(mirror)
+    if cluster_revision in failed:
+        cluster_revision = None  # what a removed failed first install left, not what runs
     from_mirror = mirror.resolve(APPLIED_REF)
     found = [
         (revision, where)
@@ -90,7 +95,6 @@ def recover(mirror: Mirror, *, cluster_revision: str | None, floor: str | None) 
                     "cluster runs"
                 )
     refused = _refused(mirror)
-    failed = _failed(mirror)
     if applied is not None or refused or failed:
         notes.insert(
             0,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -40,7 +41,9 @@ from reconciler.node.agent import (
     Desired,
     GateDecision,
     JsonFormatter,
+    TextFormatter,
     Verified,
+    log_format,
     metrics_text,
 )
 from reconciler.node.config import AgentConfig, SourceConfig
@@ -135,12 +138,14 @@ class FakeCluster:
     objects: dict[str, dict[str, Any]] = field(default_factory=dict)
     inventory: list[str] | None = None
     inventory_revision: str | None = None
+    complete: bool = False
     unhealthy: set[str] = field(default_factory=set)
     drifted: set[str] = field(default_factory=set)
     fail: dict[str, Exception] = field(default_factory=dict)
     fail_on: dict[str, tuple[str, Exception]] = field(default_factory=dict)
     calls: list[tuple[str, Any]] = field(default_factory=list)
     labelled: list[str] = field(default_factory=list)
+    unplaced: list[str] = field(default_factory=list)
 
     def _maybe_fail(self, method: str, revision: str | None = None) -> None:
         if method in self.fail:
@@ -150,8 +155,10 @@ class FakeCluster:
 
     def apply(self, objects: Sequence[Mapping[str, Any]], *, revision: str) -> Any:
         self.calls.append(("apply", revision))
-        # Like ResourceManager.apply: the inventory is widened before anything is sent.
+        # Like ResourceManager.apply: the inventory is widened before anything is sent,
+        # and holds no complete revision until the apply ends with `write_inventory`.
         self.inventory = sorted(set(self.inventory or ()) | {o["key"] for o in objects})
+        self.complete = False
         self._maybe_fail("apply", revision)
         for o in objects:
             self.objects[o["key"]] = dict(o)
@@ -188,19 +195,24 @@ class FakeCluster:
         return None if self.inventory is None else list(self.inventory)
 
     def applied_revision(self) -> str | None:
-        self._maybe_fail("read_inventory")
-        return self.inventory_revision if self.inventory is not None else None
+        """Like ManagerCluster: the inventory's revision, only when its apply completed."""
+        self.calls.append(("applied_revision", None))
+        self._maybe_fail("applied_revision")
+        if self.inventory is None or not self.complete:
+            return None
+        return self.inventory_revision
 
     def label_nodes(self, desired: Desired) -> Sequence[str]:
         self.calls.append(("label_nodes", desired.revision))
         self.labelled.append(desired.revision)
-        return []
+        return list(self.unplaced)
 
     def write_inventory(self, keys: Sequence[str], revision: str) -> None:
         self.calls.append(("write_inventory", revision))
         self._maybe_fail("write_inventory")
         self.inventory = list(keys)
         self.inventory_revision = revision
+        self.complete = True
 
     def applied_revisions(self) -> list[str]:
         return [arg for name, arg in self.calls if name == "apply"]
@@ -332,6 +344,14 @@ def test_first_commit_is_applied_recorded_and_pinned(node: Node) -> None:
     assert f'outpost_applied_info{{revision="{revision}",site="{SITE}"}} 1' in node.metrics
 
 
+def test_a_hardware_node_missing_from_the_cluster_is_a_warning(node: Node) -> None:
+    missing = "hardware node till-2 is not in the cluster: its placement labels go nowhere"
+    node.cluster.unplaced.append(missing)
+    revision = node.commit("first", ["v1/ConfigMap/pos/a"])
+    report = node.tick()
+    assert (report.outcome, report.applied, report.warnings) == ("applied", revision, [missing])
+
+
 def test_an_update_prunes_what_left_after_health(running: tuple[Node, str]) -> None:
     node, _ = running
     newer = node.commit("drop b, add c", ["v1/ConfigMap/pos/a", "v1/ConfigMap/pos/c"])
@@ -420,14 +440,18 @@ def test_a_drift_check_that_cannot_render_says_so_and_is_not_temporary(
     assert node.status["warnings"] == report.warnings
 
 
-def test_no_cluster_is_contacted_when_nothing_was_ever_applied(node: Node) -> None:
+def test_nothing_ever_applied_asks_the_cluster_only_what_it_runs(node: Node) -> None:
+    """No applied revision on record: the cluster's inventory is asked (a lost state file
+    must not make the node forget what runs), and nothing else is done on the cluster."""
     node.url = str(node.tmp / "empty")
     pygit2.init_repository(str(node.tmp / "empty"), bare=True)
     report = node.tick()
     assert report.outcome == "unchanged"
     assert report.temporary  # the remote has no branch main yet
-    assert node.connects == 0
+    assert node.connects == 1
+    assert node.cluster.calls == [("applied_revision", None)]
     assert node.status["applied"]["revision"] is None
+    assert report.warnings and "state file was lost" not in " ".join(report.warnings)
 
 
 # -- refused ------------------------------------------------------------------------------------
@@ -441,14 +465,16 @@ def test_a_refused_candidate_is_remembered_and_never_verified_again(
     node.pipeline.refuse[bad] = VerificationError(f"commit {bad[:7]} is not signed")
     report = node.tick()
     assert (report.outcome, report.applied, report.pending) == ("refused", good, bad)
+    # Refused by trust: the reason says what to do (a fix on top would not be applied).
+    reason = (
+        f"commit {bad[:7]} is not signed; this commit is never retried and nothing built on "
+        f"it is applied: rewrite the branch without it (from {good[:12]}, every commit signed "
+        "by a signer allowed to change its paths)"
+    )
     assert report.error == f"commit {bad[:7]} is not signed"
-    assert node.state.refused == {bad: f"commit {bad[:7]} is not signed"}
+    assert node.state.refused == {bad: reason}
     assert "v1/ConfigMap/pos/x" not in node.cluster.objects
-    assert node.status["pending"] == {
-        "revision": bad,
-        "reason": f"commit {bad[:7]} is not signed",
-        "until": None,
-    }
+    assert node.status["pending"] == {"revision": bad, "reason": reason, "until": None}
     assert 'outpost_pending_change{site="de-muc-0007"} 1' in node.metrics
     verified = node.pipeline.calls.count(("verify", bad))
     again = node.tick()
@@ -487,6 +513,7 @@ def test_a_temporary_error_while_verifying_changes_nothing(running: tuple[Node, 
     node, good = running
     newer = node.commit("next", ["v1/ConfigMap/pos/a"])
     node.pipeline.temporary[newer] = SourceUnavailable("an object of the mirror is unreadable")
+    node.clock.now = T0 + timedelta(hours=1)
     report = node.tick()
     assert (report.outcome, report.applied, report.pending) == ("interrupted", good, newer)
     assert report.temporary
@@ -498,7 +525,7 @@ def test_a_temporary_error_while_verifying_changes_nothing(running: tuple[Node, 
     status = node.status
     assert (status["outcome"], status["lastError"]) == ("interrupted", report.error)
     assert status["pending"]["revision"] == newer
-    assert "outpost_last_success_timestamp_seconds" not in node.metrics
+    assert node.state.last_success_at == T0.timestamp()  # the first tick's, not this one's
     assert report.health == "healthy"  # the drift check ran all the same
     del node.pipeline.temporary[newer]
     assert node.tick().applied == newer
@@ -569,6 +596,7 @@ def test_unhealthy_update_rolls_back_prunes_its_new_objects_and_is_not_retried(
     node, good = running
     bad = node.commit("bad", ["v1/ConfigMap/pos/a", "v1/ConfigMap/pos/new"])
     node.cluster.unhealthy.add(bad)
+    node.clock.now = T0 + timedelta(hours=1)
     report = node.tick()
     assert (report.outcome, report.applied, report.health) == ("rolled-back", good, "healthy")
     assert report.error == (
@@ -593,12 +621,12 @@ def test_unhealthy_update_rolls_back_prunes_its_new_objects_and_is_not_retried(
         [bad],
     )
     assert status["lastError"] == report.error
-    assert "outpost_last_success_timestamp_seconds" not in node.metrics
+    assert node.state.last_success_at == T0.timestamp()  # the first tick's, not this one's
     assert 'outpost_failed_revisions{site="de-muc-0007"} 1' in node.metrics
 
     again = node.tick()
     assert (again.outcome, again.pending) == ("failed-before", bad)
-    assert "not retried until a newer commit arrives" in str(again.pending_reason)
+    assert "this commit is not retried: commit a fix" in str(again.pending_reason)
     assert node.cluster.applied_revisions().count(bad) == 1
     fixed = node.commit("fix", ["v1/ConfigMap/pos/a"])
     assert node.tick().applied == fixed
@@ -624,10 +652,12 @@ def test_first_commit_ever_unhealthy_has_nothing_to_roll_back_to(node: Node) -> 
     report = node.tick()
     assert (report.outcome, report.applied, report.health) == ("failed", None, "failed")
     assert node.cluster.applied_revisions() == [first]  # no rollback attempt
+    # What the failed first install created is removed again (nothing half-applied).
+    assert node.cluster.objects == {}
+    assert (report.removed, report.leftover) == (1, [])
     state = node.state
     assert (state.applied, state.last_good, state.failed) == (None, None, (first,))
-    # The union went on record before the apply: what the failed commit created is listed.
-    assert state.inventory == ("v1/ConfigMap/pos/a",)
+    assert state.inventory == ()
     status = node.status
     assert (status["outcome"], status["applied"]["revision"], status["lastGood"]) == (
         "failed",
@@ -635,7 +665,27 @@ def test_first_commit_ever_unhealthy_has_nothing_to_roll_back_to(node: Node) -> 
         None,
     )
     assert status["failedRevisions"] == [first]
-    assert node.tick().outcome == "failed-before"
+    # The inventory left under the failed revision is not taken for what runs, and the
+    # state was not lost: the next tick says only that the commit failed before.
+    again = node.tick()
+    assert (again.outcome, again.applied, again.warnings) == ("failed-before", None, [])
+    assert node.cluster.objects == {}
+
+
+def test_a_failed_first_install_whose_removal_is_cut_off_lists_what_may_remain(
+    node: Node,
+) -> None:
+    first = node.commit("first", ["v1/ConfigMap/pos/a", "v1/ConfigMap/pos/b"])
+    node.cluster.unhealthy.add(first)
+    node.cluster.fail["prune"] = ClusterUnavailable("connection reset")
+    report = node.tick()
+    assert (report.outcome, report.temporary) == ("failed", True)
+    assert report.error is not None and report.error.endswith(
+        "; removing what the failed first install applied was interrupted "
+        "(connection reset): up to 2 objects of it may remain"
+    )
+    assert report.leftover == ["v1/ConfigMap/pos/a", "v1/ConfigMap/pos/b"]
+    assert node.status["leftover"] == {"removed": 0, "objects": report.leftover}
 
 
 def test_rollback_that_stays_unhealthy_is_degraded(running: tuple[Node, str]) -> None:
@@ -761,6 +811,100 @@ def test_a_corrupt_state_file_is_set_aside_and_the_cluster_inventory_used(
     assert set(node.cluster.objects) == {"v1/ConfigMap/pos/a"}  # pruned by the cluster's list
 
 
+# -- a lost state file (the recovery rules themselves: tests/node/test_recovery.py) -------------
+
+
+def lose_state(node: Node) -> None:
+    (node.tmp / "state" / "state.json").unlink()
+
+
+def test_a_lost_state_file_is_recovered_from_the_cluster_inventory(
+    running: tuple[Node, str],
+) -> None:
+    node, good = running
+    lose_state(node)
+    Mirror(node.config.mirror_dir).repo.references.delete(APPLIED_REF)
+    report = node.tick()
+    assert (report.outcome, report.applied, report.drift) == ("unchanged", good, 0)
+    assert report.warnings == [
+        f"the state file was lost; recovered the applied revision {good[:12]} from the "
+        "cluster's inventory, 0 refused and 0 failed commit(s) from the mirror"
+    ]
+    assert (node.state.applied, node.state.last_good) == (good, good)
+    assert node.cluster.applied_revisions() == [good]  # nothing applied again
+
+
+def test_a_lost_state_file_is_recovered_from_the_mirror_when_the_cluster_has_no_record(
+    running: tuple[Node, str],
+) -> None:
+    node, good = running
+    lose_state(node)
+    node.cluster.complete = False  # an apply cut short: the inventory names no revision
+    newer = node.commit("only a", ["v1/ConfigMap/pos/a"])
+    report = node.tick()
+    assert (report.outcome, report.applied) == ("applied", newer)
+    assert f"{good[:12]} from the mirror's {APPLIED_REF}" in report.warnings[0]
+    assert ("verify", newer) in node.pipeline.calls
+
+
+def test_a_lost_state_file_and_an_unreadable_cluster_consider_no_candidate(
+    running: tuple[Node, str],
+) -> None:
+    """Believing nothing was applied could accept an older history than what runs."""
+    node, _ = running
+    lose_state(node)
+    Mirror(node.config.mirror_dir).repo.references.delete(APPLIED_REF)
+    node.cluster.fail["applied_revision"] = ClusterUnavailable("connection refused")
+    newer = node.commit("next", ["v1/ConfigMap/pos/a"])
+    report = node.tick()
+    assert (report.outcome, report.applied, report.temporary) == ("unchanged", None, True)
+    assert report.warnings == [
+        "no applied revision on record and the cluster's inventory could not be read "
+        "(connection refused); no candidate is considered until it can"
+    ]
+    assert ("verify", newer) not in node.pipeline.calls
+    assert node.tick().applied == newer  # the cluster answers again
+
+
+def test_a_recovered_revision_the_mirror_lacks_is_not_applied_until_the_source_brings_it(
+    running: tuple[Node, str],
+) -> None:
+    node, good = running
+    lose_state(node)
+    shutil.rmtree(node.config.mirror_dir)
+    node.url = None  # the source is out of reach too
+    before = len(node.cluster.calls)
+    report = node.tick()
+    assert (report.outcome, report.applied, report.temporary) == ("unchanged", good, True)
+    assert report.warnings[-1] == (
+        f"this site runs {good[:12]}, which the source has not brought (its branch does "
+        "not contain it); nothing is applied until it does"
+    )
+    assert [name for name, _ in node.cluster.calls[before:]] == ["applied_revision"]
+    node.url = str(node.source.path)
+    assert (node.tick().outcome, node.state.applied) == ("unchanged", good)
+
+
+# -- the source moved back ----------------------------------------------------------------------
+
+
+def test_a_source_branch_moved_back_is_reported_and_the_site_keeps_what_it_runs(
+    running: tuple[Node, str],
+) -> None:
+    node, good = running
+    newer = node.commit("next", ["v1/ConfigMap/pos/a"])
+    assert node.tick().applied == newer
+    node.source.repo.references["refs/heads/main"].set_target(good)
+    report = node.tick()
+    assert (report.applied, report.source_behind, report.source_head) == (newer, 1, good)
+    assert report.warnings == [
+        f"the source's main is 1 commit behind what this site runs (main is at {good[:12]}, "
+        f"an ancestor of {newer[:12]}); the site keeps what it runs and takes nothing from "
+        "the source until its branch moves forward again"
+    ]
+    assert node.cluster.applied_revisions().count(good) == 1  # the first tick's only
+
+
 # -- bundles (the importer itself is tested for real in tests/airgap) --------------------------
 
 
@@ -769,6 +913,7 @@ class FakeBundle:
     name: str
     outcome: str
     message: str = ""
+    note: str | None = None
 
 
 def test_bundle_outcomes_feed_the_mirror_and_the_warnings(
@@ -789,6 +934,7 @@ def test_bundle_outcomes_feed_the_mirror_and_the_warnings(
             FakeBundle("b.bundle", "replay"),
             FakeBundle("c.bundle", "rejected", "unknown signer"),
             FakeBundle("d.bundle", "unavailable", "I/O error"),
+            FakeBundle("e.bundle", "replay", note="older than what runs here"),
         ]
 
     monkeypatch.setattr(bundle, "import_inbox", import_inbox)
@@ -799,6 +945,7 @@ def test_bundle_outcomes_feed_the_mirror_and_the_warnings(
     assert report.warnings == [
         "bundle c.bundle refused: unknown signer",
         "bundle d.bundle not read: I/O error",
+        "bundle e.bundle: older than what runs here",
     ]
     assert report.temporary
     assert node.state.fetched == first
@@ -859,6 +1006,18 @@ def test_log_lines_are_one_json_object_each() -> None:
     )
     entry = json.loads(JsonFormatter().format(record))
     assert (entry["msg"], entry["level"], entry["revision"]) == ("applied", "info", "abc")
+
+
+def test_text_log_lines_carry_their_fields_and_the_format_follows_systemd() -> None:
+    record = logging.makeLogRecord(
+        {"name": "outpost.agent", "levelname": "WARNING", "msg": "drift", "objects": 2}
+    )
+    assert TextFormatter().format(record).endswith(" warning drift  objects=2")
+    bare = logging.makeLogRecord({"name": "outpost.agent", "levelname": "INFO", "msg": "done"})
+    assert TextFormatter().format(bare).endswith(" info    done")
+    assert log_format("text", {"JOURNAL_STREAM": "8:1"}) == "text"
+    assert log_format("auto", {"INVOCATION_ID": "x"}) == "json"
+    assert log_format("auto", {}) == "text"
 
 
 def test_temporary_files_of_a_killed_write_are_cleared_under_the_lock(node: Node) -> None:

@@ -8,6 +8,7 @@ its credentials cut out) and says what was expected.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pygit2
 import pytest
@@ -19,7 +20,9 @@ from reconciler.node.fetch import (
     CANDIDATE_REF,
     Credentials,
     Mirror,
-    _callbacks,
+)
+from reconciler.node.fetch import (
+    _callbacks as callbacks_with_limits,
 )
 
 SIGNATURE = pygit2.Signature("Test", "test@example.com", 1_800_000_000, 0)
@@ -127,7 +130,14 @@ def test_credentials_are_offered_as_the_remote_allows(tmp_path: Path) -> None:
     as no authenticating remote runs here."""
     allowed_ssh = pygit2.enums.CredentialType.SSH_KEY
     allowed_password = pygit2.enums.CredentialType.USERPASS_PLAINTEXT
-    assert _callbacks(None) is None
+
+    def _callbacks(credentials: Credentials | None) -> Any:
+        return callbacks_with_limits(credentials, max_bytes=None, max_objects=None)
+
+    # No credentials configured: libgit2 is left to its own default (the callbacks stay,
+    # as they also carry the fetch limits).
+    with pytest.raises(pygit2.Passthrough):
+        _callbacks(None).credentials("https://example.com/fleet.git", None, allowed_password)
     key = tmp_path / "id_ed25519"
     ssh = _callbacks(Credentials(ssh_key_file=key))
     offered = ssh.credentials("ssh://git@example.com/fleet.git", "git", allowed_ssh)
@@ -140,7 +150,8 @@ def test_credentials_are_offered_as_the_remote_allows(tmp_path: Path) -> None:
     assert isinstance(offered, pygit2.UserPass)
     assert offered.credential_tuple == ("outpost-de-ber-0042", "t0ken")
     nothing = _callbacks(Credentials(username="x"))
-    assert nothing.credentials("https://example.com/fleet.git", None, allowed_password) is None
+    with pytest.raises(pygit2.Passthrough):
+        nothing.credentials("https://example.com/fleet.git", None, allowed_password)
     missing = _callbacks(Credentials(password_file=tmp_path / "absent"))
     with pytest.raises(ConfigError, match=r"cannot read the git password file .*absent"):
         missing.credentials("https://example.com/fleet.git", None, allowed_password)

@@ -26,6 +26,9 @@ from tools.webserver import Nginx
 
 # Saturday 23:00 in Prague: inside plant-ostrava's weekly window, weeks after the commits.
 WINDOW = datetime(2026, 11, 28, 22, 0, tzinfo=UTC)
+# The plant's wave ('all') opens a week after this node first saw a change to the whole
+# fleet (the soak counts from first sight, not from the committer time a signer typed).
+SOAK = timedelta(days=7)
 
 
 @dataclass
@@ -34,9 +37,11 @@ class RecordingCluster:
 
     applied: list[str] = field(default_factory=list)
     inventory: list[str] = field(default_factory=list)
+    revision: str | None = None  # the inventory's, once an apply completed (ManagerCluster)
 
     def apply(self, objects: Sequence[Mapping[str, Any]], *, revision: str) -> Any:
         self.applied.append(revision)
+        self.revision = None  # the inventory is widened first and names no revision
         return None
 
     def drift(self, objects: Sequence[Mapping[str, Any]]) -> Sequence[str]:
@@ -51,11 +56,15 @@ class RecordingCluster:
     def read_inventory(self) -> Sequence[str] | None:
         return self.inventory or None
 
+    def applied_revision(self) -> str | None:
+        return self.revision
+
     def label_nodes(self, desired: Desired) -> Sequence[str]:
         return []
 
     def write_inventory(self, keys: Sequence[str], revision: str) -> None:
         self.inventory = list(keys)
+        self.revision = revision
 
 
 class Desk:
@@ -91,7 +100,7 @@ class FeedNode:
             bundle_inbox=None,
             outbox=None,
             trust_root=trust,
-            age_key=REPO_ROOT / "tests" / "keys" / "age" / f"{PLANT}.key",
+            age_key=self._private_age_key(root),
             kubeconfig=None,
             state_dir=root / "state",
             health_deadline=60,
@@ -102,6 +111,15 @@ class FeedNode:
             feed=FeedSettings(url=url, **feed),
         )
         self.now = WINDOW
+
+    @staticmethod
+    def _private_age_key(root: Path) -> Path:
+        """The plant's example key, copied to mode 0600: a checkout leaves it readable by
+        all, and the age key reader refuses such a key."""
+        key = root / f"{PLANT}.key"
+        key.write_bytes((REPO_ROOT / "tests" / "keys" / "age" / f"{PLANT}.key").read_bytes())
+        key.chmod(0o600)
+        return key
 
     def with_feed(self, **changes: Any) -> None:
         assert self.config.feed is not None

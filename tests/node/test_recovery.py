@@ -68,6 +68,16 @@ def test_the_floor_bounds_what_is_recovered(history: tuple[Repo, list[str], Mirr
     assert recover(mirror, cluster_revision=c1, floor=c1).applied == c1
 
 
+def test_a_failed_revision_in_the_inventory_is_not_what_runs(
+    history: tuple[Repo, list[str], Mirror],
+) -> None:
+    """A failed first install, removed again, leaves the inventory under its revision."""
+    _, (c0, _, _, _), mirror = history
+    remember(mirror, {}, [c0])
+    found = recover(mirror, cluster_revision=c0, floor=None)
+    assert (found.applied, found.failed) == (None, (c0,))
+
+
 def test_refused_and_failed_commits_survive_in_the_mirror(
     history: tuple[Repo, list[str], Mirror],
 ) -> None:

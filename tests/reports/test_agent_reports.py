@@ -23,6 +23,17 @@ class NoPipeline:
         raise AssertionError(f"the pipeline was asked for {name}")
 
 
+class FreshCluster:
+    """A cluster nothing was ever applied to: with no applied revision on record the agent
+    asks only what runs (its inventory's revision, none here), and nothing else."""
+
+    def applied_revision(self) -> str | None:
+        return None
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"the cluster was asked for {name}")
+
+
 def test_a_tick_with_the_collector_down_still_ends_and_signs_its_outbox(
     tmp_path: Path, muc_key: Path
 ) -> None:
@@ -40,7 +51,7 @@ def test_a_tick_with_the_collector_down_still_ends_and_signs_its_outbox(
     agent = Agent(
         load_config(config),
         pipeline=NoPipeline(),
-        cluster=NoPipeline,  # type: ignore[arg-type]
+        cluster=FreshCluster,  # type: ignore[arg-type]
         clock=lambda: NOW,
     )
     report = agent.tick()
