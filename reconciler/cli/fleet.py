@@ -85,9 +85,6 @@ def register(subparsers: Any) -> None:
             "--trust /etc/outpost/allowed_signers "
             "--commit-url 'https://git.example.com/ops/fleet/commit/{commit}'"
         ),
-        epilog=example(
-            "outpost fleet serve --db collector.db --repo ~/src/stores --trust allowed_signers"
-        ),
     )
     _store_arguments(serve, repository_required=True)
     serve.add_argument(
