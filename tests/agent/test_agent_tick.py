@@ -5,8 +5,9 @@ bare mirror), and so are the state directory, the lock, the status and the metri
 Two seams are in-memory fakes, because these tests are about the agent's rules, not about
 what is behind the seams (each has its own real-thing tests):
 
-- ``FakePipeline`` stands for trust, render and the gate (``tests/trust``, ``tests/render``,
-  ``tests/schedule``): each revision's verdict, slice and gate decision are set by the test;
+- ``FakePipeline`` stands for trust, render, the gate and the heartbeat check (``tests/trust``,
+  ``tests/render``, ``tests/schedule``, ``tests/trust/test_node_heartbeat.py``): each
+  revision's verdict, slice and gate decision, and the source's heartbeat, are set by the test;
 - ``FakeCluster`` stands for ``apply`` on the API server (``tests/cluster``): objects,
   inventory and health per revision live in dicts, and any call can be made to fail.
 
@@ -30,6 +31,7 @@ import pytest
 from reconciler.core.errors import (
     ApplyError,
     ClusterUnavailable,
+    DocumentError,
     OutpostError,
     PermanentError,
     SourceUnavailable,
@@ -48,6 +50,7 @@ from reconciler.node.agent import (
 )
 from reconciler.node.config import AgentConfig, SourceConfig
 from reconciler.node.fetch import APPLIED_REF, Mirror
+from reconciler.node.heartbeat import Freshness
 from reconciler.node.state import AgentState, StateStore
 
 SITE = "de-muc-0007"
@@ -86,23 +89,58 @@ def obj(key: str, revision: str) -> dict[str, Any]:
 
 @dataclass
 class FakePipeline:
-    """Verdicts per revision: slices (``keys``), refusals, gate decisions."""
+    """Verdicts per revision: slices (``keys``), refusals, approvals, gate decisions, and
+    what the source's heartbeat says."""
 
     keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
     refuse: dict[str, PermanentError] = field(default_factory=dict)
     temporary: dict[str, TemporaryError] = field(default_factory=dict)
     gate_says: dict[str, GateDecision] = field(default_factory=dict)
     broken_render: dict[str, OutpostError] = field(default_factory=dict)
+    pending: dict[str, tuple[str | None, tuple[str, ...]]] = field(default_factory=dict)
+    """candidate -> (the newest commit before the first pending one, the pending commits)."""
+    max_silence: int | None = None
+    """The fleets' ``heartbeat.maxSilence`` at the applied revision (None: not set)."""
+    heartbeat_at: float | None = None
+    """The newest signed heartbeat's time (None: no signed tag yet)."""
+    heartbeat_note: str | None = None
+    heartbeat_error: OutpostError | None = None
     calls: list[tuple[str, str]] = field(default_factory=list)
+    ranges: list[tuple[str | None, str]] = field(default_factory=list)
 
     def verify(self, mirror: Mirror, since: str | None, candidate: str, now: datetime) -> Verified:
         self.calls.append(("verify", candidate))
+        self.ranges.append((since, candidate))
         assert mirror.has(candidate), "the candidate is in the agent's own mirror"
         if candidate in self.refuse:
             raise self.refuse[candidate]
         if candidate in self.temporary:
             raise self.temporary[candidate]
+        if candidate in self.pending:
+            before, waiting = self.pending[candidate]
+            return Verified(before or "", now - timedelta(hours=1), False, "", 1, waiting)
         return Verified(candidate, now - timedelta(hours=1), False, "", 1)
+
+    def freshness(
+        self, mirror: Mirror, applied: str | None, head: str | None, now: datetime
+    ) -> Freshness | None:
+        """Like NodePipeline: nothing before the site runs a revision (its keys and limits
+        are the applied revision's); then the record `check_heartbeat` keeps, the node
+        watching since the first tick (T0)."""
+        self.calls.append(("freshness", applied or ""))
+        if applied is None:
+            return None
+        if self.heartbeat_error is not None:
+            raise self.heartbeat_error
+        since = self.heartbeat_at if self.heartbeat_at is not None else T0.timestamp()
+        return Freshness(
+            signed_at=self.heartbeat_at,
+            target=head if self.heartbeat_at is not None else None,
+            watching_since=T0.timestamp(),
+            max_silence=self.max_silence,
+            silence=now.timestamp() - since,
+            note=self.heartbeat_note,
+        )
 
     def desired(self, mirror: Mirror, revision: str, *, checks: bool = True) -> Desired:
         self.calls.append(("desired" if checks else "desired-unchecked", revision))
@@ -241,6 +279,7 @@ class Node:
     connects: int = 0
     unreachable: Exception | None = None
     first_apply: str = "immediate"
+    floor: str | None = None
 
     @property
     def config(self) -> AgentConfig:
@@ -260,6 +299,7 @@ class Node:
             max_commits=1000,
             metrics_dir=self.tmp / "textfile",
             first_apply=self.first_apply,
+            floor=self.floor,
         )
 
     def connect(self) -> FakeCluster:
@@ -531,6 +571,177 @@ def test_a_temporary_error_while_verifying_changes_nothing(running: tuple[Node, 
     assert node.tick().applied == newer
 
 
+def test_a_candidate_beside_or_before_the_enrolled_floor_is_refused(node: Node) -> None:
+    """``spec.trust.floor``: verification starts at the floor, then at what runs; a
+    candidate that does not descend from the floor is refused by name."""
+    node.commit("before enrollment", ["v1/ConfigMap/pos/a"])
+    floor = node.commit("enrolled at", ["v1/ConfigMap/pos/a"])
+    node.floor = floor
+    first = node.commit("first after enrollment", ["v1/ConfigMap/pos/a", "v1/ConfigMap/pos/b"])
+    assert node.tick().applied == first
+    newer = node.commit("later", ["v1/ConfigMap/pos/a"])
+    assert node.tick().applied == newer
+    assert node.pipeline.ranges == [(floor, first), (first, newer)]
+
+    other = Source(node.tmp / "elsewhere")
+    beside = other.commit("unrelated history")
+    fresh = Node(node.tmp / "fresh", other, node.pipeline, FakeCluster(), node.clock, None)
+    fresh.url = str(other.path)
+    fresh.tmp.mkdir()
+    fresh.floor = floor
+    fresh.pipeline.keys[beside] = ("v1/ConfigMap/pos/a",)
+    report = fresh.tick()
+    assert (report.outcome, report.applied, report.pending) == ("refused", None, beside)
+    assert str(report.pending_reason).startswith(
+        f"candidate {beside[:12]} does not descend from the enrolled floor {floor[:12]}"
+    )
+    assert fresh.cluster.applied_revisions() == []
+
+
+# -- approvals pending (spec.thresholds; the counting itself: tests/trust) ---------------------
+
+
+def test_a_change_waiting_for_approvals_is_pending_not_refused(running: tuple[Node, str]) -> None:
+    node, good = running
+    newer = node.commit("policies: new signer", ["v1/ConfigMap/pos/a"])
+    why = f"{newer[:12]} (policies/signers.yaml) needs 2 root signers; has alice"
+    node.pipeline.pending[newer] = (good, (why,))
+    report = node.tick()
+    assert (report.outcome, report.applied, report.pending) == ("pending-approval", good, newer)
+    assert report.approvals == [why]
+    assert report.pending_reason == f"waiting for approvals: {why}"
+    assert node.cluster.applied_revisions().count(newer) == 0
+    assert node.state.refused == {}
+    assert node.status["approvalsPending"] == [why]
+    assert 'outpost_approvals_pending_commits{site="de-muc-0007"} 1' in node.metrics
+    assert report.health == "healthy"  # the drift check ran all the same
+    # Decided again each tick: once approved, the change is applied.
+    del node.pipeline.pending[newer]
+    assert node.tick().applied == newer
+
+
+def test_a_pending_change_with_nothing_applied_before_it_waits(node: Node) -> None:
+    first = node.commit("first, under a threshold", ["v1/ConfigMap/pos/a"])
+    node.pipeline.pending[first] = (None, (f"{first[:12]} needs 2 root signers",))
+    report = node.tick()
+    assert (report.outcome, report.applied, report.pending) == ("pending-approval", None, first)
+    assert node.cluster.applied_revisions() == []
+
+
+def test_the_newest_commit_before_the_pending_ones_is_applied(running: tuple[Node, str]) -> None:
+    node, _ = running
+    ready = node.commit("ready", ["v1/ConfigMap/pos/a", "v1/ConfigMap/pos/c"])
+    waiting = node.commit("needs approval", ["v1/ConfigMap/pos/a"])
+    later = node.commit("on top of it", ["v1/ConfigMap/pos/a"])
+    pending = (f"{waiting[:12]} needs 2 signers", f"{later[:12]} needs 2 signers")
+    node.pipeline.pending[later] = (ready, pending)
+    report = node.tick()
+    assert (report.outcome, report.applied) == ("applied", ready)
+    assert report.approvals == list(pending)
+    assert report.pending == later
+    assert report.pending_reason == (
+        f"waiting for approvals: {pending[0]} (and 1 more commit waiting)"
+    )
+    assert set(node.cluster.objects) == {"v1/ConfigMap/pos/a", "v1/ConfigMap/pos/c"}
+    assert node.cluster.applied_revisions().count(waiting) == 0
+
+
+def test_a_pending_change_behind_a_gate_says_both(running: tuple[Node, str]) -> None:
+    node, good = running
+    ready = node.commit("ready", ["v1/ConfigMap/pos/a"])
+    waiting = node.commit("needs approval", ["v1/ConfigMap/pos/a"])
+    node.pipeline.pending[waiting] = (ready, (f"{waiting[:12]} needs 2 signers",))
+    node.pipeline.gate_says[ready] = GateDecision(False, "outside the store's window")
+    report = node.tick()
+    assert (report.outcome, report.applied, report.pending) == ("waiting", good, waiting)
+    assert report.pending_reason == (
+        f"outside the store's window; waiting for approvals: {waiting[:12]} needs 2 signers"
+    )
+
+
+def test_the_commit_before_a_pending_one_keeps_its_own_record(running: tuple[Node, str]) -> None:
+    """A commit that failed its health check, or whose slice was refused, is not taken
+    again because a later commit waits for approvals."""
+    node, good = running
+    bad = node.commit("unhealthy", ["v1/ConfigMap/pos/a"])
+    node.cluster.unhealthy.add(bad)
+    assert node.tick().outcome == "rolled-back"
+    waiting = node.commit("needs approval", ["v1/ConfigMap/pos/a"])
+    node.pipeline.pending[waiting] = (bad, (f"{waiting[:12]} needs 2 signers",))
+    report = node.tick()
+    assert (report.outcome, report.applied, report.pending) == ("failed-before", good, waiting)
+    assert node.cluster.applied_revisions().count(bad) == 1
+
+    broken = node.commit("schema break", ["v1/ConfigMap/pos/a"])
+    node.pipeline.broken_render[broken] = PermanentError("apps/pos/app.yaml:3: no image")
+    assert node.tick().outcome == "refused"
+    also = node.commit("needs approval too", ["v1/ConfigMap/pos/a"])
+    node.pipeline.pending[also] = (broken, (f"{also[:12]} needs 2 signers",))
+    report = node.tick()
+    assert (report.outcome, report.applied) == ("refused", good)
+    assert "apps/pos/app.yaml:3: no image" in str(report.pending_reason)
+    assert node.cluster.applied_revisions().count(broken) == 0
+
+
+# -- the heartbeat (the tag's checks: tests/trust/test_node_heartbeat.py) ----------------------
+
+
+def test_a_silent_heartbeat_warns_that_updates_may_be_withheld_and_refuses_nothing(
+    running: tuple[Node, str],
+) -> None:
+    node, _ = running
+    node.pipeline.max_silence = 6 * 3600
+    node.pipeline.heartbeat_at = T0.timestamp() - 3600
+    node.clock.now = T0 + timedelta(hours=4)
+    report = node.tick()
+    assert (report.outcome, report.warnings) == ("unchanged", [])
+    assert node.status["heartbeat"]["updatesMayBeWithheld"] is False
+    assert 'outpost_updates_may_be_withheld{site="de-muc-0007"} 0' in node.metrics
+    assert "outpost_heartbeat_signed_timestamp_seconds" in node.metrics
+
+    node.clock.now = T0 + timedelta(hours=8)
+    newer = node.commit("later", ["v1/ConfigMap/pos/a"])
+    report = node.tick()
+    assert (report.outcome, report.applied) == ("applied", newer)
+    [warning] = report.warnings
+    assert warning.startswith(
+        "updates may be withheld: the newest signed heartbeat is 9.0 h old "
+        "(heartbeat.maxSilence 6 h)"
+    )
+    status = node.status["heartbeat"]
+    assert (status["updatesMayBeWithheld"], status["silenceSeconds"]) == (True, 9 * 3600)
+    assert 'outpost_updates_may_be_withheld{site="de-muc-0007"} 1' in node.metrics
+
+
+def test_no_signed_heartbeat_counts_the_silence_from_when_the_node_began_watching(
+    running: tuple[Node, str],
+) -> None:
+    node, _ = running
+    node.pipeline.max_silence = 6 * 3600
+    node.clock.now = T0 + timedelta(hours=7)
+    [warning] = node.tick().warnings
+    assert warning.startswith("updates may be withheld: no signed heartbeat in 7.0 h of watching")
+    assert "outpost_heartbeat_signed_timestamp_seconds" not in node.metrics
+
+
+def test_a_heartbeat_that_does_not_count_or_cannot_be_checked_is_a_warning(
+    running: tuple[Node, str],
+) -> None:
+    node, _ = running
+    note = "the heartbeat tag points at 0123456789ab, which is not the fetched head"
+    node.pipeline.heartbeat_note = note
+    report = node.tick()
+    assert (report.outcome, report.warnings) == ("unchanged", [f"heartbeat not counted: {note}"])
+    assert node.status["heartbeat"]["note"] == note
+
+    problem = "fleets/plant.yaml:7: heartbeat.maxSilence '6 hours' is not a duration"
+    node.pipeline.heartbeat_error = DocumentError(problem)
+    report = node.tick()
+    assert report.warnings == [f"the heartbeat could not be checked: {problem}"]
+    assert (report.outcome, report.heartbeat, report.temporary) == ("unchanged", None, False)
+    assert node.status["heartbeat"] is None
+
+
 # -- waiting ------------------------------------------------------------------------------------
 
 
@@ -582,6 +793,16 @@ def test_a_re_enrolled_site_whose_cluster_has_an_inventory_is_gated(node: Node) 
     node.cluster.inventory = ["v1/ConfigMap/pos/a"]
     first = node.commit("re-enrolled", ["v1/ConfigMap/pos/a"])
     node.pipeline.gate_says[first] = GateDecision(False, "outside the store's window")
+    report = node.tick()
+    assert (report.outcome, report.pending) == ("waiting", first)
+    assert node.cluster.applied_revisions() == []
+
+
+def test_a_site_whose_cluster_cannot_list_its_inventory_is_gated(node: Node) -> None:
+    """Whether something runs cannot be told: the first revision waits for the window."""
+    first = node.commit("enrolled", ["v1/ConfigMap/pos/a"])
+    node.pipeline.gate_says[first] = GateDecision(False, "outside the store's window")
+    node.cluster.fail["read_inventory"] = ClusterUnavailable("connection refused")
     report = node.tick()
     assert (report.outcome, report.pending) == ("waiting", first)
     assert node.cluster.applied_revisions() == []
