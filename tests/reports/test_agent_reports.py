@@ -17,7 +17,12 @@ NOW = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
 
 
 class NoPipeline:
-    """The tick below never reaches the pipeline: the inbox is empty, nothing is a candidate."""
+    """The tick below never reaches the pipeline's trust, render or gate: the inbox is
+    empty, nothing is a candidate. It asks only for the heartbeat, which NodePipeline
+    answers with None while the site runs nothing (there are no keys to check it with)."""
+
+    def freshness(self, mirror: object, applied: str | None, head: str | None, now: object) -> None:
+        assert (applied, head) == (None, None)
 
     def __getattr__(self, name: str) -> object:
         raise AssertionError(f"the pipeline was asked for {name}")
