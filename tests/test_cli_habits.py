@@ -163,10 +163,14 @@ def _bash_complete(script: str, line: str) -> list[str]:
     return [w for w in done.stdout.splitlines() if w]
 
 
+# `outpost fleet`'s subcommands, in the order its help lists them.
+FLEET_COMMANDS = ["ingest", "status", "serve", "promote", "token"]
+
+
 def test_bash_completion(capsys: pytest.CaptureFixture[str]) -> None:
     script = _script("bash", capsys)
     assert _bash_complete(script, "outpost fl") == ["fleet"]
-    assert _bash_complete(script, "outpost fleet ") == ["ingest", "status", "serve", "token"]
+    assert _bash_complete(script, "outpost fleet ") == FLEET_COMMANDS
     assert sorted(_bash_complete(script, "outpost diff -o ")) == ["json", "markdown", "text"]
     assert "--summary" in _bash_complete(script, "outpost diff --s")
     assert "--version" in _bash_complete(script, "outpost --")
@@ -201,7 +205,7 @@ def test_zsh_completion(capsys: pytest.CaptureFixture[str]) -> None:
     assert script.startswith("#compdef outpost")
     top = _zsh_complete(script, "outpost ")
     assert {"validate", "fleet", "completion"} <= set(top)
-    assert _zsh_complete(script, "outpost fleet ") == ["ingest", "status", "serve", "token"]
+    assert _zsh_complete(script, "outpost fleet ") == FLEET_COMMANDS
     assert _zsh_complete(script, "outpost render x -o ") == ["yaml", "json"]
     assert _zsh_complete(script, "outpost render --repo ") == ["<files>"]
     assert "--log-format" in _zsh_complete(script, "outpost agent run -")
