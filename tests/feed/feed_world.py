@@ -27,7 +27,8 @@ from tools.webserver import Nginx
 # Saturday 23:00 in Prague: inside plant-ostrava's weekly window, weeks after the commits.
 WINDOW = datetime(2026, 11, 28, 22, 0, tzinfo=UTC)
 # The plant's wave ('all') opens a week after this node first saw a change to the whole
-# fleet (the soak counts from first sight, not from the committer time a signer typed).
+# fleet (the soak counts from first sight, not from the committer time a signer typed);
+# a node that runs nothing yet applies at once unless enrolled with firstApply: gated.
 SOAK = timedelta(days=7)
 
 
@@ -88,7 +89,9 @@ class Desk:
 class FeedNode:
     """plant-ostrava's node with spec.feed pointing at the desk's feed."""
 
-    def __init__(self, root: Path, ops: Key, url: str, **feed: Any) -> None:
+    def __init__(
+        self, root: Path, ops: Key, url: str, *, first_apply: str = "immediate", **feed: Any
+    ) -> None:
         root.mkdir(parents=True)
         trust = root / "allowed_signers"
         trust.write_bytes(allowed_signers(ops))
@@ -109,6 +112,7 @@ class FeedNode:
             max_commits=1000,
             metrics_dir=None,
             feed=FeedSettings(url=url, **feed),
+            first_apply=first_apply,
         )
         self.now = WINDOW
 

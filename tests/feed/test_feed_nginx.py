@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from airgap_world import History, Key, snapshot
-from feed_world import SOAK, Desk, FeedNode, make_tls
+from feed_world import SOAK, WINDOW, Desk, FeedNode, make_tls
 
 from tools.webserver import LogLine, Nginx
 
@@ -40,19 +40,15 @@ def uris(lines: list[LogLine]) -> list[tuple[str, int]]:
     return [(line.uri, line.status) for line in lines]
 
 
-def wait_for_the_wave(node: FeedNode, candidate: str) -> None:
-    """The whole fleet is new to the node: the first tick downloads it and waits for the
-    plant's wave, a week from first sight; the next tick, a week later, applies it."""
+def first_tick_applies(node: FeedNode, candidate: str) -> None:
+    """Nothing runs at the plant yet: with ``spec.firstApply: immediate`` (the default) the
+    first tick downloads the fleet and applies it outside its wave (ARCHITECTURE.md, trust
+    rule 26)."""
     report = node.tick()
-    assert (report.outcome, report.candidate) == ("waiting", candidate), (
+    assert (report.outcome, report.applied) == ("applied", candidate), (
         report.error,
         report.warnings,
     )
-    opens = (node.now + SOAK).strftime("%Y-%m-%d %H:%M UTC")
-    assert report.pending_reason == f"waiting for wave 'all' (opens {opens})"
-    node.now += SOAK
-    report = node.tick()
-    assert report.outcome == "applied", (report.error, report.warnings)
     assert node.applied == candidate
 
 
@@ -61,7 +57,7 @@ def install_at_a(history: History, desk: Desk, node: FeedNode) -> None:
     history.repo.git("reset", "-q", "--hard", history.a)
     first = desk.publish()
     assert first.outcome == "first"
-    wait_for_the_wave(node, history.a)
+    first_tick_applies(node, history.a)
 
 
 # -- the four behaviours the issue names ------------------------------------------------
@@ -72,11 +68,10 @@ def test_a_node_follows_three_published_changes(
 ) -> None:
     mark = len(nginx.requests())
     install_at_a(history, desk, node)
-    # A new node: the index, then the full bundle — nothing else (and a 304 a week later).
+    # A new node: the index, then the full bundle — nothing else.
     assert uris(since(nginx, mark)) == [
         ("/feed/index.json", 200),
         (f"/feed/bundles/full-{history.a}.bundle", 200),
-        ("/feed/index.json", 304),
     ]
 
     previous = history.a
@@ -187,6 +182,35 @@ def test_an_unchanged_feed_costs_one_request_answered_304(
     assert all(line.bytes_sent < 400 for line in lines)  # headers only
 
 
+def test_a_plant_enrolled_gated_downloads_the_fleet_and_waits_for_its_wave(
+    history: History, desk: Desk, tmp_path: Path, keys: dict[str, Key], nginx: Nginx
+) -> None:
+    """``spec.firstApply: gated``: the whole fleet is new to the node, so the plant's wave
+    opens a week from when the node first saw it (trust rule 16), not from the committer
+    time; the feed is asked once more a week later, answered 304, and the node applies."""
+    history.repo.git("reset", "-q", "--hard", history.a)
+    desk.publish()
+    node = FeedNode(tmp_path / "gated", keys["ops"], desk.url, first_apply="gated")
+    mark = len(nginx.requests())
+    report = node.tick()
+    assert (report.outcome, report.candidate, node.applied) == ("waiting", history.a, None), (
+        report.error,
+        report.warnings,
+    )
+    opens = (WINDOW + SOAK).strftime("%Y-%m-%d %H:%M UTC")
+    assert report.pending_reason == f"waiting for wave 'all' (opens {opens})"
+    assert node.cluster.applied == []
+
+    node.now = WINDOW + SOAK
+    report = node.tick()
+    assert (report.outcome, node.applied) == ("applied", history.a), report.warnings
+    assert uris(since(nginx, mark)) == [
+        ("/feed/index.json", 200),
+        (f"/feed/bundles/full-{history.a}.bundle", 200),
+        ("/feed/index.json", 304),
+    ]
+
+
 # -- failure modes: a temporary error or a refusal with a reason, never a hang ----------
 
 
@@ -277,7 +301,8 @@ def test_a_slow_server_runs_into_the_deadline_and_the_next_tick_resumes_the_down
     mark = len(nginx.requests())
     report = node.tick()
 
-    assert (report.outcome, report.candidate) == ("waiting", history.a), report.warnings
+    assert report.outcome == "applied", (report.error, report.warnings)
+    assert node.applied == history.a
     [_index, resumed] = since(nginx, mark)
     assert (resumed.uri, resumed.status, resumed.range) == (
         f"/feed/bundles/full-{history.a}.bundle",
@@ -340,7 +365,8 @@ def test_a_server_ignoring_range_sends_the_whole_file_and_the_partial_copy_start
     mark = len(nginx.requests())
     report = node.tick()
 
-    assert (report.outcome, report.candidate) == ("waiting", history.a), report.warnings
+    assert report.outcome == "applied", (report.error, report.warnings)
+    assert node.applied == history.a
     # The node asked to resume; nginx ignored the Range and sent all of it, from byte 0.
     [_index, whole] = since(nginx, mark)
     assert whole.uri == f"/norange/feed/bundles/full-{history.a}.bundle"
@@ -374,7 +400,7 @@ def test_https_with_the_configured_ca_bundle_and_refused_without_it(
         trusting = FeedNode(tmp_path / "trusting", keys["ops"], desk.url, ca_bundle=ca)
         stranger = FeedNode(tmp_path / "stranger", keys["ops"], desk.url)
 
-        wait_for_the_wave(trusting, history.c)
+        first_tick_applies(trusting, history.c)
         refused = stranger.tick()
 
     assert desk.url.startswith("https://")
