@@ -170,9 +170,9 @@ class TickReport:
     """Commits the source's branch lacks of what this site runs (it moved back)."""
     source_head: str | None = None
     approvals: list[str] = field(default_factory=list)
+    """Commits of the candidate's range that wait for approvals, explained."""
     heartbeat: Any = None
     """`reconciler.node.heartbeat.Freshness` of this tick, when checked."""
-    """Commits of the candidate's range that wait for approvals, explained."""
 
 
 def _short(revision: str | None) -> str:
