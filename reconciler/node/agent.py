@@ -259,7 +259,13 @@ class Agent:
             answered = False
             cluster_error = str(exc)
         found = recover(mirror, cluster_revision=cluster_revision, floor=self.config.floor)
-        for note in found.notes:
+        news = (
+            found.applied is not None
+            or not set(found.refused) <= set(state.refused)
+            or not set(found.failed) <= set(state.failed)
+        )
+        # Nothing applied yet and nothing the state does not know: no state was lost.
+        for note in found.notes if news else ():
             report.warnings.append(note)
             log.warning("state recovered", extra={"detail": note})
         state = state.with_(
@@ -559,7 +565,10 @@ class Agent:
             cluster = get_cluster()
             deleted = set(cluster.prune(applied, []))
             left = [key for key in applied if key not in deleted]
-            cluster.write_inventory(left, failed.revision)
+            # No revision: nothing was applied. Recording the failed one would make the
+            # next tick recover it as what runs, call the site unchanged and put the
+            # failed install back as "drift".
+            cluster.write_inventory(left, "")
         except OutpostError as exc:
             report.error = (
                 f"{report.error}; removing what the failed first install applied was "

@@ -11,7 +11,9 @@ history (a rollback of the whole site), stop correcting drift and report
   the reason) and per commit that failed its health check
   (``refs/outpost/failed/<id>``), written by `remember` after every tick;
 - the cluster: the inventory ConfigMap records the revision of the last complete
-  apply (an apply cut short records the union of old and new, and no revision).
+  apply (an apply cut short records the union of old and new, and no revision; a
+  failed first install, pruned again, records what was left and no revision). A
+  revision the mirror records as failed is never taken as applied.
 
 Of the two applied revisions the newer along history wins; if they disagree
 outright, the cluster's wins (it is what runs) and the status says so. Over both
@@ -53,6 +55,15 @@ def _short(revision: str | None) -> str:
 def recover(mirror: Mirror, *, cluster_revision: str | None, floor: str | None) -> Recovered:
     """The applied revision, refused and failed commits, from the mirror and the cluster."""
     notes: list[str] = []
+    failed = _failed(mirror)
+    if cluster_revision in failed:
+        # An inventory written by a failed first install (by an older agent) names the
+        # failed commit: it never ran healthy, so it is not what this site applied.
+        notes.append(
+            f"the cluster's inventory names {_short(cluster_revision)}, which failed its "
+            "health check: not taken as applied"
+        )
+        cluster_revision = None
     from_mirror = mirror.resolve(APPLIED_REF)
     found = [
         (revision, where)
@@ -90,7 +101,6 @@ def recover(mirror: Mirror, *, cluster_revision: str | None, floor: str | None) 
                     "cluster runs"
                 )
     refused = _refused(mirror)
-    failed = _failed(mirror)
     if applied is not None or refused or failed:
         notes.insert(
             0,
