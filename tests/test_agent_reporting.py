@@ -96,9 +96,13 @@ class FakeCluster:
     missing_nodes: tuple[str, ...] = ()
     pruned: list[tuple[list[str], list[str]]] = field(default_factory=list)
     inventory: list[str] | None = None
+    inventory_revision: str = ""
 
     def apply(self, objects: Sequence[Mapping[str, Any]], *, revision: str) -> None:
         return None
+
+    def applied_revision(self) -> str | None:
+        return self.inventory_revision or None
 
     def drift(self, objects: Sequence[Mapping[str, Any]]) -> Sequence[str]:
         return []
@@ -130,6 +134,7 @@ class FakeCluster:
 
     def write_inventory(self, keys: Sequence[str], revision: str) -> None:
         self.inventory = list(keys)
+        self.inventory_revision = revision
 
 
 class Source:

@@ -152,6 +152,7 @@ class FakeCluster:
         self.calls.append(("apply", revision))
         # Like ResourceManager.apply: the inventory is widened before anything is sent.
         self.inventory = sorted(set(self.inventory or ()) | {o["key"] for o in objects})
+        self.inventory_revision = None  # an apply under way records no complete revision
         self._maybe_fail("apply", revision)
         for o in objects:
             self.objects[o["key"]] = dict(o)
@@ -186,6 +187,12 @@ class FakeCluster:
         self.calls.append(("read_inventory", None))
         self._maybe_fail("read_inventory")
         return None if self.inventory is None else list(self.inventory)
+
+    def applied_revision(self) -> str | None:
+        """Like ManagerCluster: the revision of the last complete inventory write."""
+        self.calls.append(("applied_revision", None))
+        self._maybe_fail("applied_revision")
+        return self.inventory_revision or None
 
     def label_nodes(self, desired: Desired) -> Sequence[str]:
         self.calls.append(("label_nodes", desired.revision))
