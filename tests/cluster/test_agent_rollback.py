@@ -132,8 +132,9 @@ def assert_back_on(cluster: Cluster, tmp_path: Path, good: str, bad: str) -> Non
 def test_the_first_commit_ever_fails_its_health_check(
     tmp_path: Path, fleet: SignedFleet, cluster: Cluster, node: Callable[..., Agent]
 ) -> None:
-    """Nothing to go back to: the failed commit's objects stay (nothing else ever ran),
-    the status says so, the commit is not retried, and a fix converges."""
+    """Nothing to go back to: what the failed commit applied is removed again (the site ran
+    nothing before it), the status says so, the commit is not retried (not even as "drift"
+    after the state is recovered from the cluster), and a fix converges."""
     fleet.write(f"sites/{SITE}/overrides.yaml", overrides(NOWHERE))
     bad = fleet.commit("first commit for this store, pinned nowhere", when=T0 + timedelta(hours=1))
     agent = node(Clock(IN_WINDOW), health="10s")
@@ -146,19 +147,23 @@ def test_the_first_commit_ever_fails_its_health_check(
     assert status["applied"]["revision"] is None and status["lastGood"] is None
     assert status["failedRevisions"] == [bad]
     assert status["lastError"] == report.error
-    # What runs is what the failed commit created; it is all on record for a later prune.
-    assert selector_of(cluster) == BAD_SELECTOR
+    assert status["leftover"]["removed"] > 0 and status["leftover"]["objects"] == []
+    # What the failed commit created is gone again; the inventory lists nothing and names
+    # no revision, so nothing recovers the failed commit as what runs.
+    settle(lambda: read(cluster, "deployment", "pos", "pos-server") is None)
     state = state_of(tmp_path)
     assert (state["applied"], state["last_good"], state["failed"]) == (None, None, [bad])
+    assert state["inventory"] == []
     inventory = cluster_inventory(cluster)
-    assert inventory["complete"] == "false"
-    assert sorted(inventory["keys"]) == sorted(state["inventory"])
-    assert "apps/Deployment/pos/pos-server" in state["inventory"]
+    assert (inventory["revision"], inventory["keys"]) == ("", [])
 
     again = agent.tick()
     assert (again.outcome, again.pending) == ("failed-before", bad)
-    assert selector_of(cluster) == BAD_SELECTOR
+    assert again.pending_reason is not None and "commit a fix" in again.pending_reason
+    assert read(cluster, "deployment", "pos", "pos-server") is None
 
+    # The fix is applied once the failed install's namespaces are gone.
+    settle(lambda: read(cluster, "namespace", "", "pos") is None, deadline=90)
     (fleet.path / f"sites/{SITE}/overrides.yaml").unlink()
     fixed = fleet.commit("unpin", when=T0 + timedelta(hours=2))
     report = agent.tick()
