@@ -35,6 +35,7 @@ import test_agent
 from test_agent import IN_WINDOW, SITE, T0, Clock, read, status_of, write_config
 
 from reconciler.node.agent import Agent
+from tools.demo.__main__ import store_node as demo_store_node
 from tools.signedfleet import SignedFleet, create
 from tools.testcluster import Cluster
 
@@ -130,14 +131,25 @@ def assert_back_on(cluster: Cluster, tmp_path: Path, good: str, bad: str) -> Non
 
 
 def test_the_first_commit_ever_fails_its_health_check(
-    tmp_path: Path, fleet: SignedFleet, cluster: Cluster, node: Callable[..., Agent]
+    tmp_path: Path, fleet: SignedFleet, fresh_cluster: Cluster
 ) -> None:
     """Nothing to go back to: what the failed commit applied is removed again (the site ran
     nothing before it), the status says so, the commit is not retried (not even as "drift"
-    after the state is recovered from the cluster), and a fix converges."""
+    after the state is recovered from the cluster), and a fix converges.
+
+    On a control plane of its own: removing the whole site removes its facts policy binding,
+    the last binding with a ConfigMap paramKind, and this Kubernetes then stops resolving
+    ConfigMap parameters until the API server restarts (kubernetes/kubernetes#130887):
+    every later test on the shared control plane would be denied ("no params found")."""
+    cluster = fresh_cluster
+    manifest = tmp_path / "node.json"
+    manifest.write_text(json.dumps(demo_store_node("edge-1")))
+    cluster.kubectl("create", "-f", str(manifest))
+    cluster.kubectl("wait", "--for=condition=Ready", "node/edge-1", "--timeout=60s")
     fleet.write(f"sites/{SITE}/overrides.yaml", overrides(NOWHERE))
     bad = fleet.commit("first commit for this store, pinned nowhere", when=T0 + timedelta(hours=1))
-    agent = node(Clock(IN_WINDOW), health="10s")
+    config = write_config(tmp_path, fleet, Path(cluster.kubeconfig), health="10s")
+    agent = test_agent.make_agent(config, Clock(IN_WINDOW))
 
     report = agent.tick()
     assert (report.outcome, report.applied, report.health) == ("failed", None, "failed")
