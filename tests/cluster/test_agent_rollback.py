@@ -188,6 +188,11 @@ def test_the_first_commit_ever_fails_its_health_check(
 # -- refused mid-apply ------------------------------------------------------------------------
 
 
+# The probe passes the site's own admission policies (applied with the good revision:
+# registry, digest, limits), so only this test's policy can deny it.
+PROBE_DIGEST = "sha256:c8e487af5cf33a49a705273e9ce199c52404fae175c28757a7f79c437f3370c2"
+
+
 @pytest.fixture
 def denial(cluster: Cluster, tmp_path: Path) -> Iterator[str]:
     """A ValidatingAdmissionPolicy that denies a Deployment carrying this test's annotation
@@ -219,7 +224,8 @@ def denial(cluster: Cluster, tmp_path: Path) -> Iterator[str]:
         f"  annotations: {{outpost-test/deny: '{token}'}}\n"
         "spec:\n  selector: {matchLabels: {app: probe}}\n  template:\n"
         "    metadata: {labels: {app: probe}}\n"
-        "    spec: {containers: [{name: c, image: example.invalid/probe:1}]}\n"
+        "    spec: {containers: [{name: c, resources: {limits: {cpu: 100m, memory: 64Mi}},\n"
+        f"      image: 'registry.example.com/pos/server:1.0@{PROBE_DIGEST}'}}]}}\n"
     )
     # The policy takes effect a moment after it is created: wait until it denies.
     settle(
