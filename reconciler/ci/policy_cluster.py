@@ -14,15 +14,29 @@ pass and fail case of each such policy this module:
    app, as render labels a site's objects);
 2. waits until the API server has taken the policies into admission (a sentinel
    policy, created last, starts denying its probe);
-3. sends the case's object as a server-side dry run (nothing is stored) and reads
-   the verdict: admitted, denied by this policy (with the server's message), or
-   refused for another reason (a kind the cluster does not serve, a namespace
-   that cannot be made, another policy) — reported, never counted as agreement;
+3. sends the case's object as a dry-run *create* (nothing is stored) and reads the
+   verdict: admitted, denied by this policy (with the server's message), or
+   refused for another reason (a kind the cluster does not serve, another
+   policy) — reported, never counted as agreement;
 4. evaluates the same labelled object in Outpost's engine;
 5. deletes everything it created, whatever happened.
 
-Namespaces a case names are created when missing (and deleted afterwards): a dry
-run in a missing namespace is refused before admission. One object is left behind
+The verdict must not depend on what the cluster already holds. A dry-run *apply*
+of a case's ``pos/pos-server`` merges it into a live Deployment of that name (left
+by an earlier install, another selector) and the API server refuses the merge
+(``spec.selector`` is immutable) or judges the merged object instead of the
+case's. So every namespaced case object goes into the run's own namespace
+(``outpost-policy-test-<run>``, created at the start and deleted at the end,
+empty of anything else) and is sent as a *create*: admission judges exactly the
+case's object, as a CREATE, the way a site's first apply of it is judged. Names
+stay the case's own (the case reads as written); the namespace changes in the
+object both engines see, and the app's namespace facts are built from it, so the
+verdict is the case's. Only a policy whose own expressions read a namespace would
+judge the moved object differently: its cases keep their namespace (created when
+missing and deleted afterwards), and being a create, their dry run is still not
+merged with a live object; should one of that name exist, the API server answers
+AlreadyExists only after admission admitted the object (it checks names when
+storing), and that counts as admitted. One object is left behind
 on purpose: ``outpost-test-keepalive``, a policy and binding with a ConfigMap
 ``paramKind`` that match nothing but ConfigMaps of that name. Kubernetes (up to at
 least v1.36.3) stops resolving ConfigMap parameters until the API server restarts
@@ -38,6 +52,7 @@ the sleep between readiness probes is passed in.
 from __future__ import annotations
 
 import copy
+import json
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -82,6 +97,10 @@ class ClusterLike(Protocol):
         dry_run: bool = False,
         force: bool = True,
     ) -> tuple[dict[str, Any], bool]: ...
+
+    def create(
+        self, resource: Any, body: Mapping[str, Any], *, obj: str, dry_run: bool = False
+    ) -> dict[str, Any] | None: ...
 
     def get(
         self, resource: Any, namespace: str, name: str, *, obj: str
@@ -327,10 +346,19 @@ def _keepalive() -> list[dict[str, Any]]:
     ]
 
 
-def _placed(cluster: ClusterLike, body: dict[str, Any], namespace: str) -> dict[str, Any]:
-    """The case's object with a namespace when its kind needs one and it names none."""
+def _reads_namespace(policy: Policy) -> bool:
+    """Whether the policy's own expressions (not its tests) mention a namespace."""
+    rules = {k: v for k, v in policy.doc.spec.items() if k not in ("tests", "description")}
+    return "namespace" in json.dumps(rules, default=str).lower()
+
+
+def _placed(
+    cluster: ClusterLike, body: dict[str, Any], namespace: str, *, keep: bool
+) -> dict[str, Any]:
+    """The case's object in the run's namespace when its kind is namespaced; with
+    ``keep``, an object naming its own namespace stays there (module docstring)."""
     metadata = body.get("metadata")
-    if isinstance(metadata, dict) and metadata.get("namespace"):
+    if keep and isinstance(metadata, dict) and metadata.get("namespace"):
         return body
     try:
         resource = cluster.resource(str(body.get("apiVersion", "")), str(body.get("kind", "")))
@@ -376,9 +404,10 @@ class _Session:
             self.cluster.apply(resource, body, field_manager=FIELD_MANAGER, obj=what)
 
     def dry_run(self, body: Mapping[str, Any], what: str) -> tuple[str, str]:
+        """A dry-run create of ``body``: never merged with a live object (module docstring)."""
         try:
             resource = self._resource(body)
-            self.cluster.apply(resource, body, field_manager=FIELD_MANAGER, obj=what, dry_run=True)
+            self.cluster.create(resource, body, obj=what, dry_run=True)
         except ApplyError as exc:
             return REFUSED, exc.message
         return ADMITTED, ""
@@ -429,7 +458,8 @@ def compare_on_cluster(
     for policy in exported:
         for expect, index, raw in _cases(policy):
             counter += 1
-            raw = {**raw, "object": _placed(cluster, raw["object"], namespace)}
+            keep = _reads_namespace(policy)
+            raw = {**raw, "object": _placed(cluster, raw["object"], namespace, keep=keep)}
             cases.append(_prepare(policy, expect, index, raw, f"{run}-{counter}", namespace))
     verdicts: list[CaseVerdict] = []
     try:

@@ -660,7 +660,10 @@ class Agent:
             cluster = get_cluster()
             deleted = set(cluster.prune(applied, []))
             left = [key for key in applied if key not in deleted]
-            cluster.write_inventory(left, failed.revision)
+            # No revision: nothing was applied. Recording the failed one would make the
+            # next tick recover it as what runs, call the site unchanged and put the
+            # failed install back as "drift".
+            cluster.write_inventory(left, "")
         except OutpostError as exc:
             report.error = (
                 f"{report.error}; removing what the failed first install applied was "

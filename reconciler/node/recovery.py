@@ -11,9 +11,9 @@ history (a rollback of the whole site), stop correcting drift and report
   the reason) and per commit that failed its health check
   (``refs/outpost/failed/<id>``), written by `remember` after every tick;
 - the cluster: the inventory ConfigMap records the revision of the last complete
-  apply (an apply cut short records the union of old and new, and no revision). A
-  failed first install that was removed again records what is left under the failed
-  revision; a revision the mirror lists as failed is therefore never taken as applied.
+  apply (an apply cut short records the union of old and new, and no revision; a
+  failed first install, pruned again, records what was left and no revision). A
+  revision the mirror records as failed is never taken as applied.
 
 Of the two applied revisions the newer along history wins; if they disagree
 outright, the cluster's wins (it is what runs) and the status says so. Over both

@@ -35,6 +35,7 @@ import test_agent
 from test_agent import IN_WINDOW, SITE, T0, Clock, read, status_of, write_config
 
 from reconciler.node.agent import Agent
+from tools.demo.__main__ import store_node as demo_store_node
 from tools.signedfleet import SignedFleet, create
 from tools.testcluster import Cluster
 
@@ -130,13 +131,25 @@ def assert_back_on(cluster: Cluster, tmp_path: Path, good: str, bad: str) -> Non
 
 
 def test_the_first_commit_ever_fails_its_health_check(
-    tmp_path: Path, fleet: SignedFleet, cluster: Cluster, node: Callable[..., Agent]
+    tmp_path: Path, fleet: SignedFleet, fresh_cluster: Cluster
 ) -> None:
-    """Nothing to go back to: the failed commit's objects stay (nothing else ever ran),
-    the status says so, the commit is not retried, and a fix converges."""
+    """Nothing to go back to: what the failed commit applied is removed again (the site ran
+    nothing before it), the status says so, the commit is not retried (not even as "drift"
+    after the state is recovered from the cluster), and a fix converges.
+
+    On a control plane of its own: removing the whole site removes its facts policy binding,
+    the last binding with a ConfigMap paramKind, and this Kubernetes then stops resolving
+    ConfigMap parameters until the API server restarts (kubernetes/kubernetes#130887):
+    every later test on the shared control plane would be denied ("no params found")."""
+    cluster = fresh_cluster
+    manifest = tmp_path / "node.json"
+    manifest.write_text(json.dumps(demo_store_node("edge-1")))
+    cluster.kubectl("create", "-f", str(manifest))
+    cluster.kubectl("wait", "--for=condition=Ready", "node/edge-1", "--timeout=60s")
     fleet.write(f"sites/{SITE}/overrides.yaml", overrides(NOWHERE))
     bad = fleet.commit("first commit for this store, pinned nowhere", when=T0 + timedelta(hours=1))
-    agent = node(Clock(IN_WINDOW), health="10s")
+    config = write_config(tmp_path, fleet, Path(cluster.kubeconfig), health="10s")
+    agent = test_agent.make_agent(config, Clock(IN_WINDOW))
 
     report = agent.tick()
     assert (report.outcome, report.applied, report.health) == ("failed", None, "failed")
@@ -146,19 +159,23 @@ def test_the_first_commit_ever_fails_its_health_check(
     assert status["applied"]["revision"] is None and status["lastGood"] is None
     assert status["failedRevisions"] == [bad]
     assert status["lastError"] == report.error
-    # What runs is what the failed commit created; it is all on record for a later prune.
-    assert selector_of(cluster) == BAD_SELECTOR
+    assert status["leftover"]["removed"] > 0 and status["leftover"]["objects"] == []
+    # What the failed commit created is gone again; the inventory lists nothing and names
+    # no revision, so nothing recovers the failed commit as what runs.
+    settle(lambda: read(cluster, "deployment", "pos", "pos-server") is None)
     state = state_of(tmp_path)
     assert (state["applied"], state["last_good"], state["failed"]) == (None, None, [bad])
+    assert state["inventory"] == []
     inventory = cluster_inventory(cluster)
-    assert inventory["complete"] == "false"
-    assert sorted(inventory["keys"]) == sorted(state["inventory"])
-    assert "apps/Deployment/pos/pos-server" in state["inventory"]
+    assert (inventory["revision"], inventory["keys"]) == ("", [])
 
     again = agent.tick()
     assert (again.outcome, again.pending) == ("failed-before", bad)
-    assert selector_of(cluster) == BAD_SELECTOR
+    assert again.pending_reason is not None and "commit a fix" in again.pending_reason
+    assert read(cluster, "deployment", "pos", "pos-server") is None
 
+    # The fix is applied once the failed install's namespaces are gone.
+    settle(lambda: read(cluster, "namespace", "", "pos") is None, deadline=90)
     (fleet.path / f"sites/{SITE}/overrides.yaml").unlink()
     fixed = fleet.commit("unpin", when=T0 + timedelta(hours=2))
     report = agent.tick()
@@ -169,6 +186,11 @@ def test_the_first_commit_ever_fails_its_health_check(
 
 
 # -- refused mid-apply ------------------------------------------------------------------------
+
+
+# The probe passes the site's own admission policies (applied with the good revision:
+# registry, digest, limits), so only this test's policy can deny it.
+PROBE_DIGEST = "sha256:c8e487af5cf33a49a705273e9ce199c52404fae175c28757a7f79c437f3370c2"
 
 
 @pytest.fixture
@@ -202,7 +224,8 @@ def denial(cluster: Cluster, tmp_path: Path) -> Iterator[str]:
         f"  annotations: {{outpost-test/deny: '{token}'}}\n"
         "spec:\n  selector: {matchLabels: {app: probe}}\n  template:\n"
         "    metadata: {labels: {app: probe}}\n"
-        "    spec: {containers: [{name: c, image: example.invalid/probe:1}]}\n"
+        "    spec: {containers: [{name: c, resources: {limits: {cpu: 100m, memory: 64Mi}},\n"
+        f"      image: 'registry.example.com/pos/server:1.0@{PROBE_DIGEST}'}}]}}\n"
     )
     # The policy takes effect a moment after it is created: wait until it denies.
     settle(

@@ -4,7 +4,9 @@ End to end: `outpost bundle publish` writes the feed into a folder that nginx fr
 serves on loopback; the real agent (`Agent` + `NodePipeline` + `ManagerCluster`) has only
 ``spec.feed``, no git remote and no inbox.
 
-1. the first tick takes the full bundle and applies A;
+1. the first tick takes the full bundle; the whole fleet is new, so the plant waits for its
+   wave ('all'), counted from when the node first saw the commits (not from the committer
+   time a signer typed); a week later, in the next window, it applies A;
 2. B and C are published while the node is offline; one tick follows both steps and
    applies C (the OPC UA gateway's publish interval changes in the cluster);
 3. a commit signed by an unknown key is published with a consistent index; it is
@@ -18,7 +20,8 @@ no KubeVirt in the test cluster).
 from __future__ import annotations
 
 import sys
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -26,7 +29,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "airgap"))
 
 from airgap_world import PLANT, REPO_ROOT, Key, SignedRepo, allowed_signers, make_key
-from test_airgap import WINDOW, kubevirt, publish_interval, volumes
+from test_airgap import SOAK, WINDOW, kubevirt, publish_interval, volumes
 
 from reconciler.fleet.feed import publish_feed
 from reconciler.node.agent import Agent
@@ -60,8 +63,14 @@ def test_a_store_follows_a_bundle_feed_on_the_real_control_plane(
             clock += timedelta(minutes=10)
             publish_feed(repo.path, "main", out, now=clock)
 
-        node = _node(tmp_path / "node", cluster, ops, f"{nginx.url}/feed/")
+        now = WINDOW
+        node = _node(tmp_path / "node", cluster, ops, f"{nginx.url}/feed/", lambda: now)
         publish()
+        report = node.tick()
+        assert report.outcome == "waiting", (report.error, report.warnings)
+        opens = (WINDOW + SOAK).strftime("%Y-%m-%d %H:%M UTC")
+        assert f"waiting for wave 'all' (opens {opens})" in str(report.pending_reason)
+        now += SOAK
         report = node.tick()
         assert report.outcome == "applied", (report.error, report.warnings)
         assert report.applied == a
@@ -91,7 +100,9 @@ def test_a_store_follows_a_bundle_feed_on_the_real_control_plane(
         assert [(x.uri, x.status) for x in nginx.requests()[mark:]] == [("/feed/index.json", 304)]
 
 
-def _node(root: Path, plane: ControlPlane, ops: Key, url: str) -> Agent:
+def _node(
+    root: Path, plane: ControlPlane, ops: Key, url: str, clock: Callable[[], datetime]
+) -> Agent:
     root.mkdir(parents=True)
     trust = root / "allowed_signers"
     trust.write_bytes(allowed_signers(ops))
@@ -116,5 +127,5 @@ def _node(root: Path, plane: ControlPlane, ops: Key, url: str) -> Agent:
         config,
         pipeline=NodePipeline(config),
         cluster=lambda: ManagerCluster.connect(config),
-        clock=lambda: WINDOW,
+        clock=clock,
     )

@@ -95,10 +95,35 @@ def eventually(check: Callable[[], bool], seconds: float = 15.0) -> None:
 # --------------------------------------------------------------------------- both engines
 
 
-def test_every_bundled_policy_agrees_in_both_engines(cluster: Cluster) -> None:
+def test_every_bundled_policy_agrees_in_both_engines(cluster: Cluster, tmp_path: Path) -> None:
     policies = bundled()
-    with ApiCluster.from_kubeconfig(Path(cluster.kubeconfig)) as api:
-        report = compare_on_cluster(policies, api, sleep=time.sleep)
+    # What the cluster already holds does not change a verdict: a live pos/pos-server of
+    # another selector (as a store's install leaves it) beside the case of that name. An
+    # earlier test may have left one already; then that one serves.
+    made = cluster.kubectl("get", "namespace", "pos", check=False).returncode != 0
+    existing = cluster.kubectl("get", "deployment", "pos-server", "-n", "pos", check=False)
+    created = existing.returncode != 0
+    if created:
+        live = deployment("pos-server", f"registry.example.com/pos/server:1.0@{DIGEST}", "pos")
+        live["spec"]["selector"] = {"matchLabels": {"app": "pos", "tier": "server"}}
+        live["spec"]["template"]["metadata"]["labels"] = {"app": "pos", "tier": "server"}
+        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "pos"}}
+        for body in (namespace, live):
+            done = kubectl_apply(cluster, tmp_path, body, dry_run=False)
+            assert done.returncode == 0, done.stderr
+    before = cluster.kubectl("get", "deployment", "pos-server", "-n", "pos", "-o", "json")
+    try:
+        with ApiCluster.from_kubeconfig(Path(cluster.kubeconfig)) as api:
+            report = compare_on_cluster(policies, api, sleep=time.sleep)
+        after = cluster.kubectl("get", "deployment", "pos-server", "-n", "pos", "-o", "json")
+        selector = json.loads(after.stdout)["spec"]["selector"]
+        assert selector == json.loads(before.stdout)["spec"]["selector"]
+        assert selector != {"matchLabels": {"app": "pos-server"}}  # the case's selector
+    finally:
+        if created:
+            cluster.kubectl("delete", "deployment", "pos-server", "-n", "pos", check=False)
+        if made:
+            cluster.kubectl("delete", "namespace", "pos", "--wait=true", check=False)
     assert report.failed == 0, "\n".join(report.lines())
     exported = [p for p in policies.policies if p.enforce == "everywhere"]
     cases = sum(

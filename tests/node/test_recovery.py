@@ -101,6 +101,21 @@ def test_refused_and_failed_commits_survive_in_the_mirror(
     ]
 
 
+def test_a_failed_commit_in_the_inventory_is_not_taken_as_applied(
+    history: tuple[Repo, list[str], Mirror],
+) -> None:
+    """A failed first install pruned again once left its revision in the inventory: the
+    next tick took it as applied, called the site unchanged and re-applied it as drift."""
+    _, (c0, c1, _, _), mirror = history
+    remember(mirror, {}, [c1])
+    found = recover(mirror, cluster_revision=c1, floor=None)
+    assert (found.applied, found.failed) == (None, (c1,))
+    assert any(f"names {c1[:12]}, which failed its health check" in n for n in found.notes)
+    # A good revision pinned before the failure still wins.
+    mirror.pin(APPLIED_REF, c0)
+    assert recover(mirror, cluster_revision=c1, floor=None).applied == c0
+
+
 def write_config(tmp_path: Path, extra: str) -> Path:
     path = tmp_path / "agent.yaml"
     path.write_text(

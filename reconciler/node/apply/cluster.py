@@ -315,11 +315,13 @@ class Cluster:
         what: str,
         obj: str = "",
         missing_ok: bool = False,
+        exists_ok: bool = False,
         **kwargs: Any,
     ) -> tuple[int, Any]:
         """A request whose answer is JSON: (status code, decoded body); errors normalised.
 
-        With ``missing_ok`` a 404 comes back as ``(404, None)`` instead of an ApplyError.
+        With ``missing_ok`` a 404 comes back as ``(404, None)`` instead of an ApplyError,
+        with ``exists_ok`` a 409 AlreadyExists as ``(409, None)``.
         """
         response = self._send(method, path, what=what, **kwargs)
         try:
@@ -344,6 +346,8 @@ class Cluster:
         if code == 404 and missing_ok:
             return code, None
         reason, message = _describe(code, payload)
+        if code == 409 and exists_ok and reason == "AlreadyExists":
+            return code, None
         label = f"{code} {reason}".strip()
         if _temporary(code, message):
             hint = " (the node's credentials were rejected)" if code == 401 else ""
@@ -462,6 +466,25 @@ class Cluster:
             content_type=APPLY_PATCH,
         )
         return payload or {}, code == 201
+
+    def create(
+        self, resource: Resource, body: Mapping[str, Any], *, obj: str, dry_run: bool = False
+    ) -> dict[str, Any] | None:
+        """Create one object (POST); returns it as stored, or None when one of that name
+        already exists (409 AlreadyExists). Admission judges the object before the name
+        is checked against what is stored, so a dry run answered AlreadyExists passed it."""
+        metadata = body.get("metadata") or {}
+        code, payload = self._call(
+            "POST",
+            resource.path(metadata.get("namespace", "")),
+            what=f"{'dry-run create' if dry_run else 'create'} {obj}",
+            obj=obj,
+            exists_ok=True,
+            query={"dryRun": "All"} if dry_run else None,
+            body=json.dumps(body, separators=(",", ":")).encode(),
+            content_type="application/json",
+        )
+        return None if code == 409 else (payload or {})
 
     def get(
         self, resource: Resource, namespace: str, name: str, *, obj: str
