@@ -104,9 +104,6 @@ class FakeCluster:
     def apply(self, objects: Sequence[Mapping[str, Any]], *, revision: str) -> None:
         self.revision = None  # the inventory is widened first and names no revision
 
-    def applied_revision(self) -> str | None:
-        return self.inventory_revision or None
-
     def drift(self, objects: Sequence[Mapping[str, Any]]) -> Sequence[str]:
         return []
 

@@ -57,7 +57,13 @@ def recover(mirror: Mirror, *, cluster_revision: str | None, floor: str | None) 
     notes: list[str] = []
     failed = _failed(mirror)
     if cluster_revision in failed:
-        cluster_revision = None  # what a removed failed first install left, not what runs
+        # An inventory written by a failed first install (by an older agent) names the
+        # failed commit: it never ran healthy, so it is not what this site applied.
+        notes.append(
+            f"the cluster's inventory names {_short(cluster_revision)}, which failed its "
+            "health check: not taken as applied"
+        )
+        cluster_revision = None
     from_mirror = mirror.resolve(APPLIED_REF)
     found = [
         (revision, where)
