@@ -41,12 +41,29 @@ def _fail_unless_built() -> None:
         pytest.fail(missing, pytrace=False)
 
 
+_SHARED: list[Cluster] = []
+
+
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """The session's control plane; stopped at session end, on failure and on interrupt."""
     _fail_unless_built()
     with running(tmp_path_factory.mktemp("testcluster")) as started:
+        _SHARED.append(started)
         yield started
+        _SHARED.clear()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_policies_left_for_the_next_module() -> Iterator[None]:
+    """The admission policies an agent applied to the shared control plane judge every later
+    object, whichever test made it: each module's are removed when it ends, so the next
+    module starts without them (a module that needs them applies its own)."""
+    yield
+    if _SHARED:
+        from admissionkit import clear_outpost_policies
+
+        clear_outpost_policies(_SHARED[0])
 
 
 @pytest.fixture

@@ -482,7 +482,7 @@ def test_a_kill_during_the_rollback_is_finished_by_the_next_run(
     signed = create(tmp_path / "repo", when=now - timedelta(hours=2))
     config = write_config(tmp_path, signed, Path(cluster.kubeconfig), health="10s")
     argv = [sys.executable, "-m", "reconciler.cli", "agent", "run", "--once"]
-    argv += ["--config", str(config)]
+    argv += ["--config", str(config), "--log-format", "json"]  # the lines the kill waits for
     env = {**os.environ, **cluster.env()}
     # The CLI reads the real clock: emergencies (root-signed) pass any window or freeze.
     signed.edit("fleets/retail-eu.yaml", lambda t: t + "# emergency change\n")
