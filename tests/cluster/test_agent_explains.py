@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from keykit import private_age_key
 
 from reconciler.cli.agent import format_status
 from reconciler.node.agent import Agent
@@ -69,7 +70,7 @@ def test_a_failed_first_install_explains_itself_and_leaves_nothing(
         f"  site: {SITE}\n"
         f'  source: {{url: "{fleet.url}", branch: main}}\n'
         f"  trustRoot: {fleet.allowed_signers}\n"
-        f"  ageKey: {ROOT / 'tests/keys/age' / (SITE + '.key')}\n"
+        f"  ageKey: {private_age_key(SITE, tmp_path)}\n"
         f"  kubeconfig: {fresh_cluster.kubeconfig}\n"
         f"  stateDir: {tmp_path / 'state'}\n"
         f"  metricsDir: {tmp_path / 'metrics'}\n"

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from keykit import private_age_key
 from test_agent import (  # noqa: F401  (fixtures used by name)
     IN_WINDOW,
     ROOT,
@@ -195,7 +196,7 @@ def inbox_agent(tmp_path: Path, fleet: SignedFleet, cluster: Cluster, clock: Clo
         f"  site: {SITE}\n"
         f"  bundleInbox: {tmp_path / 'stick'}\n"
         f"  trustRoot: {fleet.allowed_signers}\n"
-        f"  ageKey: {ROOT / 'tests/keys/age' / (SITE + '.key')}\n"
+        f"  ageKey: {private_age_key(SITE, tmp_path)}\n"
         f"  kubeconfig: {cluster.kubeconfig}\n"
         f"  stateDir: {tmp_path / 'state'}\n"
         "  healthDeadline: 60s\n"

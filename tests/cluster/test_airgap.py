@@ -39,7 +39,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "airgap"))
 
 from airgap_world import (
     PLANT,
-    REPO_ROOT,
     History,
     Key,
     SignedRepo,
@@ -47,6 +46,7 @@ from airgap_world import (
     drop,
     make_key,
 )
+from keykit import private_age_key
 
 from reconciler.fleet.status import FleetStatus, ingest_dir, summarize
 from reconciler.node.agent import Agent, TickReport
@@ -163,7 +163,8 @@ class PlantNode:
             bundle_inbox=root / "stick",
             outbox=root / "stick" / "outbox",
             trust_root=trust,
-            age_key=REPO_ROOT / "tests" / "keys" / "age" / f"{PLANT}.key",
+            age_key=private_age_key(PLANT, root),
+            first_apply="gated",  # the plant waits for its wave from the start
             kubeconfig=Path(plane.kubeconfig),
             state_dir=root / "state",
             health_deadline=180,

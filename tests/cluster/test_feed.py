@@ -28,7 +28,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "airgap"))
 
-from airgap_world import PLANT, REPO_ROOT, Key, SignedRepo, allowed_signers, make_key
+from airgap_world import PLANT, Key, SignedRepo, allowed_signers, make_key
+from keykit import private_age_key
 from test_airgap import SOAK, WINDOW, kubevirt, publish_interval, volumes
 
 from reconciler.fleet.feed import publish_feed
@@ -113,7 +114,8 @@ def _node(
         bundle_inbox=None,
         outbox=None,
         trust_root=trust,
-        age_key=REPO_ROOT / "tests" / "keys" / "age" / f"{PLANT}.key",
+        age_key=private_age_key(PLANT, root),
+        first_apply="gated",  # the plant waits for its wave from the start
         kubeconfig=Path(plane.kubeconfig),
         state_dir=root / "state",
         health_deadline=180,
