@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from tools.testcluster import Cluster
 
 FACTS = "outpost-policy-facts"
@@ -25,3 +27,20 @@ def clear_outpost_policies(cluster: Cluster) -> None:
         f"metadata.name!={FACTS}",
         "--ignore-not-found",
     )
+    # The API server drops a deleted policy from its admission cache a moment later: wait
+    # until an object every bundled policy would deny (no limits, a :latest image) is
+    # admitted again, so the next test does not meet a policy that is already gone.
+    for _ in range(60):
+        probe = cluster.kubectl(
+            "create",
+            "deployment",
+            "outpost-policy-probe",
+            "--image=busybox:latest",
+            "--dry-run=server",
+            "-n",
+            "default",
+            check=False,
+        )
+        if probe.returncode == 0 or "ValidatingAdmissionPolicy 'outpost-" not in probe.stderr:
+            return
+        time.sleep(0.5)
