@@ -33,31 +33,13 @@ from test_agent import (  # noqa: F401  (fixtures used by name)
     status_of,
     store_node,
 )
+from test_agent_trust import note, store_note
 
 from reconciler.node.agent import Agent
 from tools.signedfleet import SignedFleet, make_key
 from tools.testcluster import Cluster
 
 pytestmark = pytest.mark.cluster
-
-
-def note(fleet: SignedFleet, text: str, hours: int) -> str:
-    """A signed commit that changes the store's POS configuration: STORE_NOTE = text."""
-    fleet.write(
-        f"sites/{SITE}/overrides.yaml",
-        "apiVersion: outpost/v1\nkind: SiteOverrides\nmetadata:\n"
-        f"  name: {SITE}\nspec:\n  apps:\n    pos:\n      patches:\n"
-        "        - target: {kind: ConfigMap, name: pos-config}\n"
-        f'          merge: {{data: {{STORE_NOTE: "{text}"}}}}\n',
-    )
-    return fleet.commit(f"Munich: {text}", when=T0 + timedelta(hours=hours))
-
-
-def store_note(cluster: Cluster) -> str | None:
-    config_map = read(cluster, "configmap", "pos", "pos-config")
-    assert config_map is not None
-    value: str | None = config_map["data"].get("STORE_NOTE")
-    return value
 
 
 def test_a_threshold_pending_policy_change_waits_for_a_second_principal(
