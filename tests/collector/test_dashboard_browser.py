@@ -44,8 +44,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-NOW = datetime.now(UTC).replace(microsecond=0)
-CHANGE_AT = NOW - timedelta(days=6)
 REFUSAL = "policy 'pos-limits' refused Deployment pos/pos: memory limit 4Gi is above 2Gi"
 DEGRADED = "Deployment pos/pos: 1 of 2 replicas available (ImagePullBackOff)"
 WARNING = "pos: image ghcr.io/acme/pos:4.3.0 is not pinned by digest"
@@ -65,6 +63,7 @@ class World:
     base: str
     change: str
     predicted: dict[str, datetime | None]
+    now: datetime  # when the world was seeded: the server's own clock reads ages against it
 
 
 def post(server: Server, body: bytes) -> None:
@@ -87,21 +86,25 @@ def report(keys: Keys, site: str, at: datetime, **kw: Any) -> bytes:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("dashboard")
+    # Taken here, not at import: pytest collects every module first, and the server measures
+    # ages with its real clock, so a module-level time would drift by the whole run before this.
+    now = datetime.now(UTC).replace(microsecond=0)
+    change_at = now - timedelta(days=6)
     fleet = signedfleet.create(tmp / "repo", when=FLEET_TIME)
     base = fleet.head()
     fleet.edit("fleets/retail-eu.yaml", lift_freeze)
-    fleet.commit("retail-eu: no peak-season freeze", when=CHANGE_AT)
+    fleet.commit("retail-eu: no peak-season freeze", when=change_at)
     change = fleet.head()
 
     from reconciler.fleet.dashboard.prediction import predict_change
 
-    prediction = predict_change(fleet.path, fleet.allowed_signers, change, now=NOW)
+    prediction = predict_change(fleet.path, fleet.allowed_signers, change, now=now)
     assert prediction.problem is None
     # What `outpost schedule` says for C, which the seeded reports follow.
     assert set(prediction.sites) == {"de-muc-0007", "de-fra-0088", "de-ham-0113", "de-ber-0042"}
     muc, fra, ham = (prediction.sites[s] for s in ("de-muc-0007", "de-fra-0088", "de-ham-0113"))
-    assert muc and fra and ham and max(muc, fra, ham) < NOW - timedelta(hours=2)
-    assert prediction.sites["de-ber-0042"] is None or prediction.sites["de-ber-0042"] > NOW
+    assert muc and fra and ham and max(muc, fra, ham) < now - timedelta(hours=2)
+    assert prediction.sites["de-ber-0042"] is None or prediction.sites["de-ber-0042"] > now
 
     db = tmp / "collector.db"
     token = subprocess.run(
@@ -118,7 +121,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[Worl
         "--commit-url",
         "https://git.example.com/ops/fleet/commit/{commit}",
     )
-    recent = NOW - timedelta(minutes=10)
+    recent = now - timedelta(minutes=10)
     applied_c = {"revision": change, "at": None}
     try:
         # retail-eu: two applied C when their schedule allowed, one refused it, one waits.
@@ -135,7 +138,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[Worl
                     applied={**applied_c, "at": took.isoformat()},
                 ),
             )
-        post(server, report(keys, "de-fra-0088", NOW - timedelta(days=7), revision=base))
+        post(server, report(keys, "de-fra-0088", now - timedelta(days=7), revision=base))
         for at, drift in ((fra + timedelta(minutes=3), 0), (recent, 2)):
             post(
                 server,
@@ -144,7 +147,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[Worl
                     "de-fra-0088",
                     at,
                     outcome="refused",
-                    applied={"revision": base, "at": (NOW - timedelta(days=7)).isoformat()},
+                    applied={"revision": base, "at": (now - timedelta(days=7)).isoformat()},
                     pending={"revision": change, "reason": REFUSAL, "until": None},
                     drift={"objects": drift, "corrected": drift},
                     warnings=[WARNING],
@@ -177,8 +180,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[Worl
                 keys, "us-chi-0201", recent, revision=change, health="degraded", lastError=DEGRADED
             ),
         )
-        post(server, report(keys, "jp-tyo-0701", NOW - timedelta(days=5), revision=base))
-        yield World(server, token, base, change, dict(prediction.sites))
+        post(server, report(keys, "jp-tyo-0701", now - timedelta(days=5), revision=base))
+        yield World(server, token, base, change, dict(prediction.sites), now)
     finally:
         server.stop()
 
@@ -269,7 +272,7 @@ def test_overview_change_site_in_chromium(world: World, chromium: Any, tmp_path:
             f"{world.change[:12]}: {REFUSAL}",
             f"[FIRING] outpost failing at us-chi-0201: us-chi-0201 health degraded: {DEGRADED}",
             f"[FIRING] outpost silent at jp-tyo-0701: jp-tyo-0701 last reported at "
-            f"{(NOW - timedelta(days=5)).isoformat()}",
+            f"{(world.now - timedelta(days=5)).isoformat()}",
         ]
     )
     page.screenshot(path=str(tmp_path / "overview.png"), full_page=True)
@@ -295,7 +298,7 @@ def test_overview_change_site_in_chromium(world: World, chromium: Any, tmp_path:
     assert b.text("#site-count") == "12"
     assert b.text("#scheduled-count") == "4"
     assert b.text("#chart-actual") == "2 applied"
-    by_now = sum(1 for t in world.predicted.values() if t is not None and t <= NOW)
+    by_now = sum(1 for t in world.predicted.values() if t is not None and t <= world.now)
     assert by_now == 3
     assert b.text("#chart-predicted") == f"{by_now} by now"
     assert page.locator("svg.chart polyline.actual").count() == 1
