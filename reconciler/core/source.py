@@ -41,6 +41,10 @@ _IGNORED_DIRS = frozenset({".git"})
 _LINK_MESSAGE = "is a symbolic link; the repository must hold plain files and folders"
 
 
+def _link_message(holder: str) -> str:
+    return f"is a symbolic link; {holder} must hold plain files and folders"
+
+
 class Tree(Protocol):
     """What every reader of the repository needs, and nothing more."""
 
@@ -80,11 +84,17 @@ def last_read() -> str:
     return _LAST_READ[0]
 
 
-def _too_large(size: int, limit: int, path: str) -> DocumentError:
+_REPOSITORY = "the repository"
+
+
+def _too_large(size: int, limit: int, path: str, holder: str = _REPOSITORY) -> DocumentError:
+    hint = (
+        "split it, or move large data out of the repository"
+        if holder == _REPOSITORY
+        else f"no file of {holder} is ever this large: it is damaged, or not the file it should be"
+    )
     return DocumentError(
-        f"file is {size:,} bytes; the limit is {limit:,} bytes "
-        "(split it, or move large data out of the repository)",
-        mark=Mark(path),
+        f"file is {size:,} bytes; the limit is {limit:,} bytes ({hint})", mark=Mark(path)
     )
 
 
@@ -97,13 +107,16 @@ _KINDS = (
 )
 
 
-def read_file(full: Path, shown: str, limit: int = MAX_READ_BYTES) -> bytes:
+def read_file(
+    full: Path, shown: str, limit: int = MAX_READ_BYTES, *, holder: str = _REPOSITORY
+) -> bytes:
     """The bytes of the regular file ``full``, at most ``limit``; DocumentError naming ``shown``.
 
     The one bounded reader for files on disk: opened with ``O_NOFOLLOW`` (a link is
     refused, not followed) and ``O_NONBLOCK`` (opening a FIFO returns at once), then
     ``fstat`` decides before reading: only a regular file of at most ``limit`` bytes
     is read, and never more than that many bytes even if it grows meanwhile.
+    ``holder`` says whose file it is in the messages (``"the state directory"``).
     """
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     _LAST_READ[0] = shown
@@ -113,18 +126,18 @@ def read_file(full: Path, shown: str, limit: int = MAX_READ_BYTES) -> bytes:
         raise DocumentError("file not found", mark=Mark(shown)) from None
     except OSError as exc:
         if full.is_symlink():
-            raise DocumentError(_LINK_MESSAGE, mark=Mark(shown)) from None
+            raise DocumentError(_link_message(holder), mark=Mark(shown)) from None
         raise DocumentError(f"cannot read file: {exc.strerror}", mark=Mark(shown)) from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             what = next((name for test, name in _KINDS if test(info.st_mode)), "not a file")
             raise DocumentError(
-                f"is {what}, not a regular file; the repository must hold plain files",
+                f"is {what}, not a regular file; {holder} must hold plain files",
                 mark=Mark(shown),
             )
         if info.st_size > limit:
-            raise _too_large(info.st_size, limit, shown)
+            raise _too_large(info.st_size, limit, shown, holder)
         chunks: list[bytes] = []
         left = info.st_size + 1  # one byte more tells a file that grew while we read
         while left > 0:
@@ -135,7 +148,7 @@ def read_file(full: Path, shown: str, limit: int = MAX_READ_BYTES) -> bytes:
             left -= len(chunk)
         data = b"".join(chunks)
         if len(data) > limit:
-            raise _too_large(len(data), limit, shown)
+            raise _too_large(len(data), limit, shown, holder)
         return data
     except OSError as exc:
         raise DocumentError(f"cannot read file: {exc.strerror}", mark=Mark(shown)) from None

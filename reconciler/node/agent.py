@@ -117,6 +117,9 @@ class Verified:
     pending: tuple[str, ...] = ()
     """Commits of the range that wait for approvals (then ``revision`` is the newest
     commit before the first of them, or what was applied when there is none)."""
+    notes: tuple[str, ...] = ()
+    """What verifying found wrong with the node's own records (an unreadable
+    ``first-seen.json`` or ``trust-roots.json``), and what it did instead."""
 
 
 @dataclass(frozen=True)
@@ -272,6 +275,9 @@ class Agent:
         if fresh is None:
             return
         report.heartbeat = fresh
+        if fresh.unreadable:
+            report.warnings.append(fresh.unreadable)
+            log.warning("heartbeat record unreadable", extra={"detail": fresh.unreadable})
         if fresh.note:
             report.warnings.append(f"heartbeat not counted: {fresh.note}")
         warning = fresh.warning()
@@ -481,6 +487,9 @@ class Agent:
             if floor is not None:
                 since = self._since_floor(mirror, state.applied, candidate, floor)
             verified = self.pipeline.verify(mirror, since, candidate, now)
+            for note in verified.notes:
+                report.warnings.append(note)
+                log.warning("state record unreadable", extra={"detail": note})
             if verified.pending:
                 self._approvals_pending(report, candidate, verified)
                 if not verified.revision or verified.revision in (since, state.applied):

@@ -11,11 +11,19 @@ everything the heartbeat's signer saw; a tag ahead of the branch proves nothing
 about what the node was given, and is reported). A replayed older tag never moves
 the time back. Nothing here refuses anything: "updates may be withheld" is a
 warning in the status, the metrics and the status report the collector reads.
+
+The record is a convenience, not the evidence: the signed time is verified again
+from the tag in the mirror at every tick. So a record that cannot be read (a FIFO,
+a link, a file over `MAX_BYTES`, JSON cut short, fields of the wrong type) is
+`RecordUnreadable` naming the file and what it should hold; it is moved aside as
+``heartbeat.json.corrupt``, the tag the mirror holds gives the signed time again,
+and watching starts again at this tick. What that can cost is the silence counted
+before it when no tag counts at all, so the warning (in `Freshness.unreadable`)
+goes into the tick's status: an operator sees that the count started again.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,11 +31,14 @@ from typing import Any
 from reconciler.core.errors import VerificationError
 from reconciler.core.files import write_json
 from reconciler.core.trust.rules import SignerRules
+from reconciler.node.state import RecordUnreadable, read_record, set_aside, wrong_field
 
-__all__ = ["HEARTBEAT_FILE", "Freshness", "check_heartbeat"]
+__all__ = ["HEARTBEAT_FILE", "MAX_BYTES", "Freshness", "check_heartbeat"]
 
 HEARTBEAT_FILE = "heartbeat.json"
-_MAX_BYTES = 64 * 1024
+KIND = "Heartbeat"
+MAX_BYTES = 64 * 1024
+"""The agent writes four short fields; anything near this is not its record."""
 _FUTURE = 300
 
 
@@ -44,6 +55,8 @@ class Freshness:
     """Seconds since ``signed_at`` (or since the node began watching, without one)."""
     note: str | None = None
     """Why the heartbeat the source has now did not count, if it did not."""
+    unreadable: str | None = None
+    """Why ``heartbeat.json`` was set aside at this tick, if it was."""
 
     @property
     def withheld(self) -> bool:
@@ -67,17 +80,25 @@ class Freshness:
 
 
 def _load(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as handle:
-            raw = handle.read(_MAX_BYTES + 1)
-        data = json.loads(raw) if len(raw) <= _MAX_BYTES else {}
-    except (OSError, ValueError, UnicodeDecodeError):
+    """The record ({} without one); `RecordUnreadable` naming the file when it is not one."""
+    data = read_record(path, KIND, MAX_BYTES)
+    if data is None:
         return {}
-    return data if isinstance(data, dict) else {}
+    for field in ("signedAt", "watchingSince"):
+        value = data.get(field)
+        if value is not None and _number(value) is None:
+            raise wrong_field(path, field, "a unix time (a number) or null", value)
+    if data.get("target") is not None and not isinstance(data.get("target"), str):
+        raise wrong_field(path, "target", "a commit id or null", data.get("target"))
+    return data
+
+
+_LATEST = 253_402_300_799  # 9999-12-31T23:59:59Z
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    """A unix time a datetime can hold, or None."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= _LATEST:
         return float(value)
     return None
 
@@ -96,7 +117,17 @@ def check_heartbeat(
     from reconciler.core.trust.heartbeat import verify_heartbeat
 
     path = state_dir / HEARTBEAT_FILE
-    record = _load(path)
+    unreadable: str | None = None
+    try:
+        record = _load(path)
+    except RecordUnreadable as exc:
+        record = {}
+        unreadable = set_aside(
+            path,
+            exc,
+            "the signed time is taken again from the heartbeat tag, and watching for "
+            "silence starts again now",
+        )
     signed_at = _number(record.get("signedAt"))
     target = record.get("target") if isinstance(record.get("target"), str) else None
     since = _number(record.get("watchingSince")) or now
@@ -135,4 +166,6 @@ def check_heartbeat(
             },
         )
     silence = now - (signed_at if signed_at is not None else since)
-    return Freshness(signed_at, target, since, max_silence, max(0.0, silence), note)
+    return Freshness(
+        signed_at, target, since, max_silence, max(0.0, silence), note, unreadable=unreadable
+    )

@@ -113,19 +113,32 @@ class NodePipeline:
         """The trust root in effect at ``since`` (`reconciler.node.roots`), and the record."""
         from reconciler.core.trust import parse_allowed_signers
         from reconciler.node.roots import RootsRecord, root_for
+        from reconciler.node.state import RecordUnreadable, set_aside
 
         record = RootsRecord(self.config.state_dir)
-        steps = record.load(self.enrolled)
+        notes: tuple[str, ...] = ()
+        try:
+            steps = record.load(self.enrolled)
+        except RecordUnreadable as exc:
+            steps = None
+            note = set_aside(
+                record.path,
+                exc,
+                "the trust-root rotations are derived again from the verified history "
+                "(never read as no rotation)",
+            )
+            log.warning("trust roots unreadable", extra={"detail": note})
+            notes = (note,)
         if steps is None:
             steps = self._derive_roots(mirror, since)
             record.save(self.enrolled, steps)
         step = root_for(steps, since, mirror.descends)
         if step is None:
-            return self.trust, (record, steps)
+            return self.trust, (record, steps, notes)
         source = (
             f"policies/root-signers at {step.rotation[:7]} (in effect from {step.effective[:7]})"
         )
-        return parse_allowed_signers(step.root, source, local_tz=UTC), (record, steps)
+        return parse_allowed_signers(step.root, source, local_tz=UTC), (record, steps, notes)
 
     def _derive_roots(self, mirror: Mirror, since: str | None) -> tuple[Any, ...]:
         """The rotations between the floor (or the first commit) and ``since``, from the
@@ -168,7 +181,7 @@ class NodePipeline:
         from reconciler.core.trust import read_range, verify_range
         from reconciler.node.roots import RootStep
 
-        trust, (record, steps) = self._roots(mirror, since)
+        trust, (record, steps, notes) = self._roots(mirror, since)
         target: str | None = candidate
         pending: tuple[str, ...] = ()
         for _ in range(_MAX_NARROWING):
@@ -196,9 +209,10 @@ class NodePipeline:
                     emergency_reason="",
                     commits=0,
                     pending=pending,
+                    notes=notes,
                 )
         else:
-            return NodeVerified(since or "", now, False, "", 0, pending=pending)
+            return NodeVerified(since or "", now, False, "", 0, pending=pending, notes=notes)
         record.extend(
             self.enrolled,
             steps,
@@ -208,9 +222,9 @@ class NodePipeline:
         candidate = target
         from reconciler.node.seen import FirstSeen
 
-        seen = FirstSeen(self.config.state_dir).see(
-            (record.sha for record in span.commits), now.timestamp()
-        )
+        first_seen = FirstSeen(self.config.state_dir)
+        seen = first_seen.see((record.sha for record in span.commits), now.timestamp())
+        notes = (*notes, *first_seen.warnings)
         by_sha = {v.sha: v for v in result.verdicts}
         floor_time = self._floor_time(mirror)
         changes = []
@@ -247,6 +261,7 @@ class NodePipeline:
             commits=len(changes),
             changes=tuple(changes),
             pending=pending,
+            notes=notes,
         )
 
     # -- freshness --------------------------------------------------------------

@@ -14,24 +14,36 @@ from the floor (or the first commit) to the commit the node starts from, with
 the enrolled root — the same chain ``outpost verify --trust ENROLLED`` follows —
 and written back. A history that no longer verifies stops the tick with an error
 naming it, rather than trusting the enrolled root again.
+
+That is also the safe direction for a record that cannot be read: a FIFO, a link,
+a file over `MAX_BYTES`, JSON cut short, or steps that are not commit ids and base64
+roots are `RecordUnreadable` (naming the file and what it should hold); the pipeline
+moves the file aside as ``trust-roots.json.corrupt``, derives the steps again and
+says so in the tick's status. A damaged record can cost a walk of the history,
+never a step back to a retired root.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
-import json
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.core.files import write_json
+from reconciler.node.state import read_record, wrong_field
 
-__all__ = ["ROOTS_FILE", "RootStep", "RootsRecord"]
+__all__ = ["MAX_BYTES", "ROOTS_FILE", "RootStep", "RootsRecord"]
 
 ROOTS_FILE = "trust-roots.json"
-_MAX_BYTES = 4 * 1024 * 1024
+KIND = "TrustRoots"
+MAX_BYTES = 4 * 1024 * 1024
+"""Each step holds a whole allowed_signers file in base64; rotations are rare."""
+_COMMIT = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
 log = logging.getLogger("outpost.agent")
 
 
@@ -56,33 +68,42 @@ class RootsRecord:
         self.path = state_dir / ROOTS_FILE
 
     def load(self, enrolled: bytes) -> tuple[RootStep, ...] | None:
-        """The recorded steps; None when there is no usable record for this enrolled root."""
-        try:
-            with self.path.open("rb") as handle:
-                raw = handle.read(_MAX_BYTES + 1)
-        except FileNotFoundError:
+        """The recorded steps; None without a record, or with one made for another enrolled
+        root (a node enrolled again). `RecordUnreadable`, naming the file and what it should
+        hold, when it is not a TrustRoots record of commit ids and base64 roots."""
+        data = read_record(self.path, KIND, MAX_BYTES)
+        if data is None:
             return None
-        except OSError as exc:
-            log.warning("trust roots unreadable", extra={"path": str(self.path), "error": str(exc)})
-            return None
-        try:
-            data = json.loads(raw) if len(raw) <= _MAX_BYTES else None
-            if not isinstance(data, dict) or data.get("enrolled") != digest(enrolled):
-                raise ValueError("made for another enrolled root")
-            steps = tuple(
-                RootStep(
-                    str(step["effective"]),
-                    str(step["rotation"]),
-                    base64.b64decode(step["root"], validate=True),
-                )
-                for step in data["steps"]
-            )
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        if data.get("enrolled") != digest(enrolled):
             log.warning(
-                "trust roots record ignored", extra={"path": str(self.path), "error": str(exc)}
+                "trust roots record ignored",
+                extra={"path": str(self.path), "error": "made for another enrolled root"},
             )
             return None
-        return steps
+        steps = data.get("steps")
+        if not isinstance(steps, list):
+            raise wrong_field(self.path, "steps", "a list of rotation steps", steps)
+        return tuple(self._step(i, step) for i, step in enumerate(steps))
+
+    def _step(self, index: int, step: object) -> RootStep:
+        where = f"steps[{index}]"
+        expected = "an object of effective, rotation (commit ids) and root (base64)"
+        if not isinstance(step, dict):
+            raise wrong_field(self.path, where, expected, step)
+        for field in ("effective", "rotation"):
+            value = step.get(field)
+            if not isinstance(value, str) or not _COMMIT.fullmatch(value):
+                raise wrong_field(self.path, f"{where}.{field}", "a full commit id", value)
+        root = step.get("root")
+        try:
+            if not isinstance(root, str):
+                raise TypeError
+            decoded = base64.b64decode(root, validate=True)
+        except (TypeError, binascii.Error):
+            raise wrong_field(
+                self.path, f"{where}.root", "an allowed_signers file in base64", root
+            ) from None
+        return RootStep(step["effective"], step["rotation"], decoded)
 
     def save(self, enrolled: bytes, steps: Sequence[RootStep]) -> None:
         write_json(

@@ -12,23 +12,38 @@ than the node itself: the pipeline takes its committer time instead, so a freshl
 enrolled node does not restart a wave's soak for history it was enrolled past.
 
 Losing the file only makes commits look newer (seen again now): the soak gets longer,
-never shorter. The file is bounded: the oldest entries go first past `MAX_ENTRIES`,
-long after their waves have opened.
+never shorter. That is the safe direction, and the one an unreadable file takes too:
+a FIFO, a link, a file over `MAX_BYTES`, JSON that is cut short or holds anything but
+commit ids and times is `RecordUnreadable` (naming the file and what it should hold),
+moved aside as ``first-seen.json.corrupt``, and every commit of the range counts as seen
+at this tick — a damaged file can restart a wave's soak, never skip one. The warning
+goes into the tick's status. The file is bounded: the oldest entries go first past
+`MAX_ENTRIES`, long after their waves have opened.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from reconciler.core.files import write_json
+from reconciler.node.state import RecordUnreadable, read_record, set_aside, wrong_field
 
-__all__ = ["FIRST_SEEN_FILE", "MAX_ENTRIES", "FirstSeen"]
+__all__ = ["FIRST_SEEN_FILE", "MAX_BYTES", "MAX_ENTRIES", "FirstSeen"]
 
 FIRST_SEEN_FILE = "first-seen.json"
+KIND = "FirstSeen"
 MAX_ENTRIES = 20_000
-_MAX_BYTES = 8 * 1024 * 1024
+MAX_BYTES = 4 * 1024 * 1024
+"""`MAX_ENTRIES` lines of ``"<40 hex>": <time>,`` are about 1.5 MB as the agent writes them."""
+
+
+_LATEST = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a datetime holds
+
+
+def _unix_time(value: object) -> bool:
+    """A number a datetime can hold (not NaN, not infinite, not a boolean)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= _LATEST
 
 
 class FirstSeen:
@@ -36,33 +51,41 @@ class FirstSeen:
 
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / FIRST_SEEN_FILE
+        self.warnings: list[str] = []
+        """What `see` found wrong with the file (for the tick's status)."""
 
     def load(self) -> dict[str, float]:
-        """What was recorded; an unreadable file counts as empty (commits look newer, the
-        safe direction) and is rewritten by the next `see`."""
-        try:
-            with self.path.open("rb") as handle:
-                raw = handle.read(_MAX_BYTES + 1)
-        except OSError:
+        """What was recorded ({} without a file); `RecordUnreadable` naming the file when it
+        is not a FirstSeen record of commit ids and unix times."""
+        data = read_record(self.path, KIND, MAX_BYTES)
+        if data is None:
             return {}
-        if len(raw) > _MAX_BYTES:
-            return {}
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            return {}
-        seen = data.get("seen") if isinstance(data, dict) else None
+        seen = data.get("seen")
         if not isinstance(seen, dict):
-            return {}
-        return {
-            str(sha): float(when)
-            for sha, when in seen.items()
-            if isinstance(when, int | float) and not isinstance(when, bool)
-        }
+            raise wrong_field(self.path, "seen", "an object of commit id: unix time", seen)
+        for sha, when in seen.items():
+            if not _unix_time(when):
+                raise wrong_field(self.path, f"seen.{sha}", "a unix time (a number)", when)
+        return {str(sha): float(when) for sha, when in seen.items()}
 
     def see(self, commits: Iterable[str], now: float) -> Mapping[str, float]:
-        """Record ``now`` for each commit not seen before; return the first-seen time of each."""
-        known = self.load()
+        """Record ``now`` for each commit not seen before; return the first-seen time of each.
+
+        An unreadable file is set aside and every commit counts as first seen ``now`` (a
+        soak restarts, none is skipped); the reason is added to `warnings`.
+        """
+        try:
+            known = self.load()
+        except RecordUnreadable as exc:
+            known = {}
+            self.warnings.append(
+                set_aside(
+                    self.path,
+                    exc,
+                    "every commit of the range counts as first seen now: a wave's soak "
+                    "starts again, none is skipped",
+                )
+            )
         wanted = list(dict.fromkeys(commits))
         new = [sha for sha in wanted if sha not in known]
         for sha in new:

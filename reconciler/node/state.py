@@ -10,6 +10,14 @@ at: it is moved aside as ``state.json.corrupt-<time>``, and the agent recovers
 what it applied, refused and failed from the mirror's refs and the cluster's
 inventory (`reconciler.node.recovery`): a lost file never lowers the floor.
 
+The other records of the directory (``first-seen.json``, ``trust-roots.json``,
+``heartbeat.json``) are read by `read_record`: bounded like every read
+(`reconciler.core.source.read_file`: a FIFO, a link or a huge file is refused
+before a byte is read), then checked to be the JSON object of the kind the agent
+wrote. One that is not is `RecordUnreadable`, whose message names the file and
+says what it should hold; its owner moves it aside (`set_aside`, as
+``<name>.corrupt``) and goes on in the direction that is safe for that record.
+
 Nothing secret is ever written here: rendered Secrets live only in memory.
 """
 
@@ -26,8 +34,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from reconciler.core.errors import ConfigError
+from reconciler.core.errors import ConfigError, DocumentError
 from reconciler.core.files import atomic_write, write_into_folder, write_json
+from reconciler.core.source import read_file
 
 STATE_FILE = "state.json"
 STATUS_FILE = "status.json"
@@ -35,6 +44,9 @@ METRICS_FILE = "outpost.prom"
 LOCK_FILE = "agent.lock"
 SCHEMA_VERSION = 1
 MAX_STATUS_BYTES = 4 * 1024 * 1024
+MAX_STATE_BYTES = 4 * 1024 * 1024
+"""state.json: bounded lists (`_bounded` in the agent) of commit ids and short reasons."""
+STATE_DIRECTORY = "the state directory"
 
 
 @dataclass(frozen=True)
@@ -98,13 +110,14 @@ class StateStore:
 
     def load(self, site: str, *, now: float) -> tuple[AgentState, str | None]:
         """The saved state (or a fresh one) and a warning if a corrupt file was set aside."""
-        try:
-            raw = self.state_path.read_bytes()
-        except FileNotFoundError:
+        if not os.path.lexists(self.state_path):
             return AgentState(site=site), None
         try:
+            raw = read_file(
+                self.state_path, str(self.state_path), MAX_STATE_BYTES, holder=STATE_DIRECTORY
+            )
             state = AgentState.from_json(json.loads(raw))
-        except (ValueError, TypeError, AttributeError) as exc:
+        except (DocumentError, ValueError, TypeError, AttributeError) as exc:
             aside = self.state_path.with_name(f"{STATE_FILE}.corrupt-{int(now)}")
             os.replace(self.state_path, aside)
             return AgentState(site=site), (
@@ -224,6 +237,59 @@ def _read_bounded(path: Path, limit: int) -> bytes:
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+class RecordUnreadable(ConfigError):
+    """A file of the state directory is not the record the agent wrote there."""
+
+
+def read_record(path: Path, kind: str, limit: int) -> dict[str, Any] | None:
+    """The JSON object of ``kind`` in ``path``; None when there is no such file.
+
+    `RecordUnreadable` naming the file and saying what it should hold when it is not a
+    regular file of at most ``limit`` bytes, not JSON, or not an object of that kind.
+    """
+    expected = f"a JSON object of kind {kind} written by the agent"
+    if not os.path.lexists(path):
+        return None
+    try:
+        raw = read_file(path, str(path), limit, holder=STATE_DIRECTORY)
+    except DocumentError as exc:
+        raise RecordUnreadable(f"{exc}; expected {expected}") from None
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
+        raise RecordUnreadable(
+            f"{path}: not valid JSON ({exc}): truncated or damaged; expected {expected}"
+        ) from None
+    if not isinstance(data, dict) or data.get("kind") != kind:
+        found = (
+            f"an object of kind {data.get('kind')!r}"
+            if isinstance(data, dict)
+            else f"a JSON {type(data).__name__}"
+        )
+        raise RecordUnreadable(f"{path}: found {found}; expected {expected}")
+    return data
+
+
+def wrong_field(path: Path, field: str, expected: str, found: object) -> RecordUnreadable:
+    """The error for a record whose ``field`` is not what the agent writes there."""
+    shown = repr(found)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return RecordUnreadable(f"{path}: field {field} is {shown}; expected {expected}")
+
+
+def set_aside(path: Path, problem: RecordUnreadable, then: str) -> str:
+    """Move the unreadable record ``path`` to ``<name>.corrupt`` (for whoever looks into it;
+    the one before is replaced) and return the warning: the problem, where the file went, and
+    ``then``, what the node does instead."""
+    aside = path.with_name(f"{path.name}.corrupt")
+    try:
+        os.replace(path, aside)
+        kept = f"moved it to {aside.name}"
+    except OSError as exc:
+        kept = f"could not move it aside ({exc.strerror})"
+    return f"{problem}; {kept}; {then}"
 
 
 class StatusUnreadable(ConfigError):

@@ -105,6 +105,10 @@ class FakePipeline:
     """The newest signed heartbeat's time (None: no signed tag yet)."""
     heartbeat_note: str | None = None
     heartbeat_error: OutpostError | None = None
+    heartbeat_unreadable: str | None = None
+    """Why heartbeat.json was set aside (`Freshness.unreadable`)."""
+    notes: tuple[str, ...] = ()
+    """What verifying found wrong with the node's records (`Verified.notes`)."""
     calls: list[tuple[str, str]] = field(default_factory=list)
     ranges: list[tuple[str | None, str]] = field(default_factory=list)
 
@@ -119,7 +123,7 @@ class FakePipeline:
         if candidate in self.pending:
             before, waiting = self.pending[candidate]
             return Verified(before or "", now - timedelta(hours=1), False, "", 1, waiting)
-        return Verified(candidate, now - timedelta(hours=1), False, "", 1)
+        return Verified(candidate, now - timedelta(hours=1), False, "", 1, notes=self.notes)
 
     def freshness(
         self, mirror: Mirror, applied: str | None, head: str | None, now: datetime
@@ -140,6 +144,7 @@ class FakePipeline:
             max_silence=self.max_silence,
             silence=now.timestamp() - since,
             note=self.heartbeat_note,
+            unreadable=self.heartbeat_unreadable,
         )
 
     def desired(self, mirror: Mirror, revision: str, *, checks: bool = True) -> Desired:
@@ -740,6 +745,23 @@ def test_a_heartbeat_that_does_not_count_or_cannot_be_checked_is_a_warning(
     assert report.warnings == [f"the heartbeat could not be checked: {problem}"]
     assert (report.outcome, report.heartbeat, report.temporary) == ("unchanged", None, False)
     assert node.status["heartbeat"] is None
+
+
+def test_records_set_aside_while_verifying_or_checking_the_heartbeat_are_warnings(
+    running: tuple[Node, str],
+) -> None:
+    """The pipeline's word on an unreadable first-seen.json, trust-roots.json or
+    heartbeat.json (tests/node/test_state_records.py) reaches the status."""
+    node, _ = running
+    seen = "/var/lib/outpost/first-seen.json: not valid JSON; moved it to first-seen.json.corrupt"
+    beat = "/var/lib/outpost/heartbeat.json: is a named pipe (FIFO), not a regular file"
+    node.pipeline.notes = (seen,)
+    node.pipeline.heartbeat_unreadable = beat
+    node.commit("second", ["v1/ConfigMap/pos/a"])
+    report = node.tick()
+    assert report.outcome == "applied", report
+    assert seen in report.warnings and beat in report.warnings
+    assert seen in node.status["warnings"] and beat in node.status["warnings"]
 
 
 # -- waiting ------------------------------------------------------------------------------------

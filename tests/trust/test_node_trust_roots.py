@@ -14,6 +14,7 @@ fetched from, or fed by bundles of, a repository signed by real ssh-keygen keys:
 from __future__ import annotations
 
 import json
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -162,6 +163,46 @@ def test_a_rotation_is_recorded_and_the_stolen_key_refused_afterwards(
     (node.config.state_dir / ROOTS_FILE).write_text(json.dumps({"enrolled": "x", "steps": []}))
     with pytest.raises(VerificationError, match="signed by an unknown key"):
         node.verify(approval)
+
+
+@pytest.mark.parametrize("damage", ["fifo", "truncated", "a step that is not a commit"])
+def test_a_damaged_record_is_set_aside_and_derived_again_never_read_as_no_rotation(
+    tmp_path: Path, world: tuple[Repo, str], keys: dict[str, Key], damage: str
+) -> None:
+    """Safe direction for trust-roots.json: a record that cannot be read costs a walk of the
+    verified history, never a step back to the enrolled root (whose alice key was stolen)."""
+    repo, base = world
+    _, approval = rotated(repo, keys)
+    node = Node(tmp_path / "node", keys)
+    node.sync(repo)
+    assert node.verify(base).revision == approval
+    path = node.config.state_dir / ROOTS_FILE
+    good = path.read_text()
+
+    def damaged() -> None:
+        path.unlink()
+        if damage == "fifo":
+            os.mkfifo(path)  # a plain open() would wait for a writer forever
+        elif damage == "truncated":
+            path.write_text(good[:40])
+        else:
+            path.write_text(good.replace(approval, "HEAD~1"))
+
+    damaged()
+    verified = node.verify(base)  # the warning goes to the tick's status
+    assert verified.revision == approval
+    [note] = verified.notes
+    assert note.startswith(f"{path}: ") and "; expected " in note
+    assert "derived again from the verified history" in note
+    assert os.path.lexists(path.with_name(ROOTS_FILE + ".corrupt"))
+    assert path.read_text() == good  # written again, the same steps
+
+    stolen = evil(repo, keys)
+    node.sync(repo)
+    damaged()
+    with pytest.raises(VerificationError) as refused:
+        node.verify(approval)
+    assert f"commit {short(stolen)}: signed by an unknown key" in refused.value.message
 
 
 def test_a_node_offline_during_the_rotation_catches_up_from_a_bundle(
