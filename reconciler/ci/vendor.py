@@ -19,6 +19,12 @@ Two checks keep the vendored output honest:
 
 A chart whose digest changed under a version already recorded is refused
 (:class:`ChangedChartError`): a chart version is a promise about its contents.
+
+Every file is read bounded (`reconciler.core.source.read_file`, through the tree or
+directly): a vendored manifest at most `MAX_VENDORED_FILE` bytes, a file of a chart or
+Kustomize folder `MAX_SOURCE_FILE`, the archive ``helm pull`` leaves `MAX_CHART_ARCHIVE`.
+One over its limit (or a FIFO, or a link) is a finding — an error for ``vendor`` — naming
+the file and the limit, read no further than a stat.
 """
 
 from __future__ import annotations
@@ -37,10 +43,11 @@ from typing import Any
 
 import yaml
 
-from reconciler.core.errors import Mark, OutpostError
+from reconciler.core.errors import DocumentError, Mark, OutpostError
 from reconciler.core.findings import Finding
+from reconciler.core.loader import MAX_FILE_BYTES
 from reconciler.core.model import App, Repository
-from reconciler.core.source import Tree, WorkdirTree
+from reconciler.core.source import MAX_READ_BYTES, Tree, WorkdirTree, read_file
 from reconciler.core.validate import Check
 
 LOCK_FILE = "vendor.lock.json"
@@ -50,6 +57,15 @@ TOOL_TIMEOUT = 300.0
 MAX_OUTPUT = 32 * 2**20
 """Bytes of rendered output accepted from one run."""
 MAX_LOCK = 4 * 2**20
+MAX_VENDORED_FILE = MAX_FILE_BYTES
+"""Bytes of one vendored manifest: the loader's limit for any YAML file of the repository,
+which the renderer applies to it too (one Kubernetes object is at most about 1.5 MB in etcd,
+and a bigger render is refused here rather than on every node)."""
+MAX_SOURCE_FILE = MAX_READ_BYTES
+"""Bytes of one file of a chart or Kustomize folder of the repository (digested)."""
+MAX_CHART_ARCHIVE = 32 * 2**20
+"""Bytes of the chart archive ``helm pull`` fetches: packaged charts are kilobytes to a few
+megabytes; one over this is not read (its digest is what the record keeps)."""
 HELM_ENV = "OUTPOST_HELM"
 KUSTOMIZE_ENV = "OUTPOST_KUSTOMIZE"
 _SEPARATOR = re.compile(r"^---[ \t]*(?:#.*)?$", re.MULTILINE)
@@ -166,7 +182,10 @@ def folder_digest(tree: Tree, folder: str) -> str:
     files = tree.files(folder)
     if not files:
         raise VendorError(f"{folder}/ has no files", mark=Mark(folder))
-    lines = [f"{path[len(folder) + 1 :]}\0{_sha256(tree.read(path))}\n" for path in files]
+    lines = [
+        f"{path[len(folder) + 1 :]}\0{_sha256(tree.read(path, MAX_SOURCE_FILE))}\n"
+        for path in files
+    ]
     return _sha256("".join(lines).encode())
 
 
@@ -303,9 +322,13 @@ def check_rendered(root: Path, apps: Sequence[str] | None, tools: Tools) -> list
             except VendorError as exc:
                 findings.append(Finding.from_error(exc, rule=RULE))
                 continue
-            committed = {
-                path[len(base) + 1 :]: repo.tree.read(path) for path in repo.tree.files(base)
-            }
+            committed: dict[str, bytes | None] = {}
+            for path in repo.tree.files(base):
+                try:
+                    committed[path[len(base) + 1 :]] = repo.tree.read(path, MAX_VENDORED_FILE)
+                except DocumentError as exc:  # the record check names it already
+                    committed[path[len(base) + 1 :]] = None
+                    findings.append(Finding.from_error(exc, rule=RULE))
             for file in sorted(set(committed) | set(result.files)):
                 if committed.get(file) != result.files.get(file):
                     state = "missing" if file not in committed else "differs"
@@ -463,13 +486,18 @@ def _check_files(tree: Tree, app: str, version: str, entry: Mapping[str, Any]) -
             message = f"is recorded in apps/{app}/{LOCK_FILE} but missing"
         elif file not in recorded:
             message = f"is not in the vendored output recorded in apps/{app}/{LOCK_FILE}"
-        elif _sha256(tree.read(path)) != recorded[file]:
-            message = (
-                f"was edited by hand: its digest differs from the one recorded in "
-                f"apps/{app}/{LOCK_FILE}"
-            )
         else:
-            continue
+            try:
+                digest = _sha256(tree.read(path, MAX_VENDORED_FILE))
+            except DocumentError as exc:
+                digest, message = "", f"{exc.message}; vendored files are at most MAX_VENDORED_FILE"
+            else:
+                message = (
+                    f"was edited by hand: its digest differs from the one recorded in "
+                    f"apps/{app}/{LOCK_FILE}"
+                )
+            if digest == recorded[file]:
+                continue
         findings.append(
             Finding(
                 path,
@@ -500,8 +528,8 @@ def _chart_folder_version(tree: Tree, folder: str) -> str | None:
     if not tree.exists(path):
         return None
     try:
-        chart = yaml.safe_load(tree.read(path)[:MAX_LOCK])
-    except yaml.YAMLError:
+        chart = yaml.safe_load(tree.read(path, MAX_LOCK))
+    except (yaml.YAMLError, DocumentError):  # folder_digest names the file
         return None
     version = chart.get("version") if isinstance(chart, dict) else None
     return str(version) if version is not None else None
@@ -536,7 +564,14 @@ def _helm(
         archives = sorted(pulled.glob("*.tgz"))
         if len(archives) != 1:
             raise VendorError(f"helm pull of {chart} {version} left {len(archives)} archives")
-        digests["chartDigest"] = _sha256(archives[0].read_bytes())
+        try:
+            archive = read_file(archives[0], archives[0].name, MAX_CHART_ARCHIVE)
+        except DocumentError as exc:
+            raise VendorError(
+                f"the archive helm pulled for {chart} {version} ({exc}); MAX_CHART_ARCHIVE "
+                "bounds what is read"
+            ) from None
+        digests["chartDigest"] = _sha256(archive)
         target = str(archives[0])
     values = work / "values.json"
     values.write_text(json.dumps(settings["values"]), encoding="utf-8")
@@ -617,10 +652,20 @@ def _write_version(folder: Path, version: str, files: Mapping[str, bytes]) -> li
             changed.append(f"{target.name}/{old.name}")
     for name, data in sorted(files.items()):
         path = target / name
-        if not path.exists() or path.read_bytes() != data:
+        if _current(path) != data:
+            path.unlink(missing_ok=True)  # a FIFO or a link there is replaced, not written into
             path.write_bytes(data)
             changed.append(f"{target.name}/{name}")
     return changed
+
+
+def _current(path: Path) -> bytes | None:
+    """What a vendored file holds now; None when absent, or not a regular file of at most
+    `MAX_VENDORED_FILE` bytes (it is written again whole)."""
+    try:
+        return read_file(path, path.name, MAX_VENDORED_FILE)
+    except DocumentError:
+        return None
 
 
 def _write_lock(path: Path, versions: Mapping[str, Any]) -> None:

@@ -29,7 +29,7 @@ import stat
 from pathlib import Path
 from typing import Any, Protocol
 
-from reconciler.core.errors import DocumentError, Mark, SourceUnavailable
+from reconciler.core.errors import ConfigError, DocumentError, Mark, SourceUnavailable
 
 # The most any repository file may hold. YAML documents have their own, smaller limit
 # (``loader.MAX_FILE_BYTES``); this one bounds everything else read from the tree.
@@ -108,7 +108,12 @@ _KINDS = (
 
 
 def read_file(
-    full: Path, shown: str, limit: int = MAX_READ_BYTES, *, holder: str = _REPOSITORY
+    full: Path,
+    shown: str,
+    limit: int = MAX_READ_BYTES,
+    *,
+    holder: str = _REPOSITORY,
+    follow_links: bool = False,
 ) -> bytes:
     """The bytes of the regular file ``full``, at most ``limit``; DocumentError naming ``shown``.
 
@@ -117,15 +122,19 @@ def read_file(
     ``fstat`` decides before reading: only a regular file of at most ``limit`` bytes
     is read, and never more than that many bytes even if it grows meanwhile.
     ``holder`` says whose file it is in the messages (``"the state directory"``).
+    ``follow_links`` is for a file the node's own configuration names (a token file that
+    Kubernetes mounts as a link, say): the path is the operator's, not a repository's or a
+    removable medium's, so a link is followed; everything else is checked the same way.
     """
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    nofollow = 0 if follow_links else os.O_NOFOLLOW
+    flags = os.O_RDONLY | os.O_NONBLOCK | nofollow | getattr(os, "O_CLOEXEC", 0)
     _LAST_READ[0] = shown
     try:
         fd = os.open(full, flags)
     except FileNotFoundError:
         raise DocumentError("file not found", mark=Mark(shown)) from None
     except OSError as exc:
-        if full.is_symlink():
+        if not follow_links and full.is_symlink():
             raise DocumentError(_link_message(holder), mark=Mark(shown)) from None
         raise DocumentError(f"cannot read file: {exc.strerror}", mark=Mark(shown)) from None
     try:
@@ -154,6 +163,18 @@ def read_file(
         raise DocumentError(f"cannot read file: {exc.strerror}", mark=Mark(shown)) from None
     finally:
         os.close(fd)
+
+
+CONFIGURED = "the node's configuration"
+
+
+def read_configured(path: Path, what: str, limit: int) -> bytes:
+    """A file the node's configuration names (``what``: "the trust root"): bounded like
+    every read, a link followed (`read_file`); ConfigError naming ``what`` and the path."""
+    try:
+        return read_file(path, str(path), limit, holder=CONFIGURED, follow_links=True)
+    except DocumentError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.message}") from None
 
 
 def unreadable_message(reason: str) -> str:

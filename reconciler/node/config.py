@@ -12,7 +12,8 @@ from pathlib import Path
 
 from reconciler.core.commits import DEFAULT_MAX_COMMITS
 from reconciler.core.errors import ConfigError, DocumentError
-from reconciler.core.loader import load_document
+from reconciler.core.loader import MAX_FILE_BYTES, load_document
+from reconciler.core.source import read_configured
 from reconciler.node.feed import DEFAULT_MAX_STEPS, FeedSettings, check_feed_url
 from reconciler.node.fetch import Credentials
 
@@ -92,10 +93,7 @@ class AgentConfig:
 
 def load_config(path: Path) -> AgentConfig:
     """Read and check the agent config; every problem is a ConfigError naming the file:line."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the agent config {path}: {exc.strerror}") from None
+    data = read_configured(path, "the agent config", MAX_FILE_BYTES)
     try:
         doc = load_document(data, str(path))
     except DocumentError as exc:

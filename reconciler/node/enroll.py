@@ -42,6 +42,7 @@ from reconciler.core.enrollment import (
 )
 from reconciler.core.errors import ConfigError, OutpostError
 from reconciler.core.files import atomic_write
+from reconciler.core.source import read_configured
 
 if TYPE_CHECKING:
     from reconciler.core.secrets import Identity
@@ -110,15 +111,11 @@ class Enrolled:
 
 
 def _read_small(path: Path, what: str) -> str | None:
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(_MAX_ID_BYTES + 1)
-    except FileNotFoundError:
+    """A one-line identity file; None when it does not exist. sysfs says 4096 bytes for
+    every attribute, so the limit is that: a FIFO or a device is refused without blocking."""
+    if not os.path.lexists(path):
         return None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
-    if len(data) > _MAX_ID_BYTES:
-        raise ConfigError(f"{path} is over {_MAX_ID_BYTES} bytes: not {what}")
+    data = read_configured(path, what, _MAX_ID_BYTES)
     return data.decode("utf-8", "replace").strip()
 
 
@@ -144,11 +141,9 @@ def read_machine(machine_id_file: Path, serial_file: Path) -> tuple[str, str | N
 def trust_root_fingerprints(path: Path) -> tuple[bytes, str, tuple[str, ...]]:
     """(file bytes, sha256 of the file, "principal SHA256:…" per key) of an allowed_signers."""
     from reconciler.core.trust import parse_allowed_signers
+    from reconciler.core.trust.allowed_signers import MAX_TRUST_ROOT_BYTES
 
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the trust root {path}: {exc.strerror}") from None
+    data = read_configured(path, "the trust root", MAX_TRUST_ROOT_BYTES)
     trust = parse_allowed_signers(data, str(path))
     keys = tuple(f"{signer.principal} {signer.key.fingerprint}" for signer in trust)
     if not keys:

@@ -41,6 +41,7 @@ import ipaddress
 import json
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -49,8 +50,9 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 from urllib.parse import urljoin, urlsplit
 
-from reconciler.core.errors import ConfigError, OutpostError, SourceUnavailable
+from reconciler.core.errors import ConfigError, DocumentError, OutpostError, SourceUnavailable
 from reconciler.core.files import write_json
+from reconciler.core.source import read_file
 from reconciler.node.feed_index import (
     INDEX_NAME,
     MAX_INDEX_BYTES,
@@ -307,10 +309,15 @@ def _fetch_index(
 
 def _read_cache(folder: Path, url: str) -> dict[str, str] | None:
     """The last index and its validators, if they were for this URL and can be read."""
+    path = folder / _CACHE
+    if not os.path.lexists(path):
+        return None
     try:
-        with (folder / _CACHE).open("rb") as handle:
-            data = json.loads(handle.read(3 * MAX_INDEX_BYTES))
-    except (OSError, ValueError):
+        data = json.loads(
+            read_file(path, str(path), 3 * MAX_INDEX_BYTES, holder="the feed's cache folder")
+        )
+    except (DocumentError, ValueError) as exc:  # fetched whole again, with a line in the log
+        log.warning("feed index cache unreadable", extra={"error": str(exc)})
         return None
     if (
         not isinstance(data, dict)
@@ -349,8 +356,10 @@ def _download(
     where = safe_url(url)
     try:
         partial.mkdir(parents=True, exist_ok=True)
-        have = target.stat().st_size if target.exists() else 0
-        if have > expected:
+        info = target.lstat() if os.path.lexists(target) else None
+        have = info.st_size if info is not None else 0
+        # Anything but a regular file (a FIFO would block the open below) starts over too.
+        if info is not None and (not stat.S_ISREG(info.st_mode) or have > expected):
             target.unlink()
             have = 0
     except OSError as exc:

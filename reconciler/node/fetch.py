@@ -28,13 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler.core.errors import ConfigError, SourceUnavailable
+from reconciler.core.errors import SourceUnavailable
 
 CANDIDATE_REF = "refs/outpost/candidate"
 REMOTE_REF = "refs/outpost/remote"
 APPLIED_REF = "refs/outpost/applied"
 BUNDLE_REF = "refs/outpost/bundle"
 HEARTBEAT_REF = "refs/outpost/heartbeat"
+MAX_SECRET_FILE_BYTES = 64 * 1024
+"""A password or token file holds one line; anything larger is the wrong file."""
 """The source's signed heartbeat tag (`reconciler.core.trust.heartbeat`), fetched with the
 branch when the source has one."""
 
@@ -261,13 +263,12 @@ def _make_callbacks() -> type:
                 )
                 return pygit2.Keypair(user, str(public), str(credentials.ssh_key_file), "")
             if credentials.password_file is not None:
-                try:
-                    password = credentials.password_file.read_text().strip()
-                except OSError as exc:
-                    raise ConfigError(
-                        f"cannot read the git password file {credentials.password_file}: "
-                        f"{exc.strerror}"
-                    ) from None
+                from reconciler.core.source import read_configured
+
+                raw = read_configured(
+                    credentials.password_file, "the git password file", MAX_SECRET_FILE_BYTES
+                )
+                password = raw.decode("utf-8", "replace").strip()
                 return pygit2.UserPass(user, password)
             raise pygit2.Passthrough
 

@@ -93,12 +93,14 @@ class NodePipeline:
 
     @cached_property
     def enrolled(self) -> bytes:
+        from reconciler.core.source import read_configured
+        from reconciler.core.trust.allowed_signers import MAX_TRUST_ROOT_BYTES
+
         try:
-            return self.config.trust_root.read_bytes()
-        except OSError as exc:
+            return read_configured(self.config.trust_root, "the trust root", MAX_TRUST_ROOT_BYTES)
+        except ConfigError as exc:
             raise ConfigError(
-                f"cannot read the trust root {self.config.trust_root}: {exc.strerror}; "
-                "it is installed at enrollment (allowed_signers format)"
+                f"{exc.message}; it is installed at enrollment (allowed_signers format)"
             ) from None
 
     @cached_property

@@ -46,9 +46,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from reconciler.core.errors import OutpostError
+from reconciler.core.errors import DocumentError, OutpostError
 from reconciler.core.files import atomic_write, write_json
-from reconciler.core.report import Envelope, seal
+from reconciler.core.report import MAX_ENVELOPE_BYTES, Envelope, seal
+from reconciler.core.source import read_file
 from reconciler.node.config import AgentConfig, ReportConfig
 from reconciler.node.identity import NodeIdentity, load_identity
 
@@ -66,6 +67,9 @@ log = logging.getLogger("outpost.report")
 
 SPOOL_DIR = "reports"
 META_FILE = "spool.json"
+MAX_META_BYTES = 64 * 1024
+"""spool.json holds a handful of counters and times."""
+_SPOOL = "the report spool"
 SEND_BUDGET = 15.0
 """Seconds one round of sending may take, all requests together."""
 CONNECT_TIMEOUT = 3.0
@@ -342,7 +346,9 @@ class Reporter:
 
     def _enqueue(self, envelope: Envelope, meta: dict[str, Any]) -> None:
         assert self.report is not None
-        sequence = int(meta.get("sequence", 0)) + 1
+        # Counters read again from zero must not reuse a spooled report's number.
+        highest = max((int(p.stem) for p in self._spooled() if p.stem.isdigit()), default=0)
+        sequence = max(int(meta.get("sequence", 0)), highest) + 1
         meta["sequence"] = sequence
         atomic_write(self.spool_dir / f"{sequence:020d}.json", envelope.to_bytes())
         spooled = self._spooled()
@@ -353,9 +359,18 @@ class Reporter:
             log.warning("spool full: dropped the oldest report", extra={"report": path.name})
 
     def _meta_or_empty(self) -> dict[str, Any]:
+        """The spool's counters; unreadable ones start again from zero (they are counts, and
+        the next save rewrites them), said in the log naming the file."""
+        path = self.spool_dir / META_FILE
+        if not os.path.lexists(path):
+            return {}
         try:
-            data = json.loads((self.spool_dir / META_FILE).read_bytes())
-        except (OSError, ValueError):
+            data = json.loads(read_file(path, str(path), MAX_META_BYTES, holder=_SPOOL))
+        except (DocumentError, ValueError) as exc:
+            log.warning(
+                "spool counters unreadable; counting again from zero",
+                extra={"error": f"{exc}; expected the JSON object the agent writes"},
+            )
             return {}
         return data if isinstance(data, dict) else {}
 
@@ -377,7 +392,13 @@ class Reporter:
             if left <= 0.5:
                 break
             try:
-                body = path.read_bytes()
+                body = read_file(path, str(path), MAX_ENVELOPE_BYTES, holder=_SPOOL)
+            except DocumentError as exc:  # a FIFO, a link, a huge file: it cannot be sent
+                path.unlink(missing_ok=True)
+                meta["dropped"] = int(meta.get("dropped", 0)) + 1
+                log.error("spooled report unreadable; dropped", extra={"error": str(exc)})
+                continue
+            try:
                 transport.post(self.report.url, body, timeout=min(READ_TIMEOUT, left))
             except SendFailed as exc:
                 if not exc.retry:

@@ -28,7 +28,6 @@ import errno
 import fcntl
 import json
 import os
-import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -160,12 +159,12 @@ class StateStore:
         tick rewrites it whole.
         """
         path = self.directory / STATUS_FILE
-        try:
-            raw = _read_bounded(path, MAX_STATUS_BYTES)
-        except FileNotFoundError:
+        if not os.path.lexists(path):
             return None
-        except OSError as exc:
-            raise StatusUnreadable(f"cannot read {path}: {exc.strerror or exc}") from None
+        try:
+            raw = read_file(path, str(path), MAX_STATUS_BYTES, holder=STATE_DIRECTORY)
+        except DocumentError as exc:
+            raise StatusUnreadable(f"cannot read {exc}") from None
         try:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -219,24 +218,6 @@ class StateStore:
         for temp in self.directory.glob(".*.tmp"):
             if temp.is_file() and not temp.is_symlink():
                 temp.unlink(missing_ok=True)
-
-
-def _read_bounded(path: Path, limit: int) -> bytes:
-    """At most ``limit`` bytes of a regular file, opened without blocking or following links."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                raise OSError(errno.EFBIG, f"larger than {limit:,} bytes")
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 class RecordUnreadable(ConfigError):

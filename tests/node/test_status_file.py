@@ -88,7 +88,7 @@ def test_status_on_a_fifo_does_not_hang(tmp_path: Path) -> None:
     os.mkfifo(state / "status.json")
     done = status_cli(state)
     assert done.returncode == 2
-    assert f"cannot read {state / 'status.json'}: not a regular file" in done.stderr
+    assert f"cannot read {state / 'status.json'}: is a named pipe (FIFO)" in done.stderr
 
 
 def test_the_next_tick_rewrites_a_truncated_status(tmp_path: Path, keys: dict[str, Key]) -> None:

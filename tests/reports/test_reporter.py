@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import socket
 import ssl
@@ -241,3 +242,26 @@ def test_backoff_grows_with_jitter_and_is_capped(failures: int) -> None:
     ceiling = min(BACKOFF_CAP, 30.0 * 2 ** (failures - 1))
     wait = backoff(failures, rng)
     assert ceiling / 2 <= wait <= ceiling
+
+
+def test_a_fifo_in_the_spool_is_dropped_not_waited_on(
+    tmp_path: Path, muc_key: Path, receiver: Receiver, tls: Tls
+) -> None:
+    """Spooled reports and spool.json are read bounded: a FIFO in place of either would
+    block a plain open() for ever; the report is dropped (and counted), the counters restart."""
+    node = reporter(tmp_path, muc_key, closed_port_url(), tls.ca)
+    assert node.after_tick(status(), NOW).spooled == 1
+    spool = tmp_path / "state" / "reports"
+    [spooled] = sorted(spool.glob("0*.json"))
+    spooled.unlink()
+    os.mkfifo(spooled)
+    (spool / "spool.json").unlink()
+    os.mkfifo(spool / "spool.json")
+    node.report = ReportConfig(url=receiver.url, ca_bundle=tls.ca, interval=3600, spool=5)
+    later = NOW + timedelta(hours=2)
+    delivery = node.after_tick(status(at=later, revision="b" * 40), later)
+    assert (delivery.sent, delivery.spooled) == (1, 0)
+    [body] = receiver.bodies
+    assert open_envelope(read_envelope(body, "r"), MUC_KEYS).body["applied"]["revision"] == "b" * 40
+    meta = json.loads((spool / "spool.json").read_text())
+    assert meta["dropped"] == 1

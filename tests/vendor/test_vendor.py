@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from reconciler.core.model import Repository
@@ -290,3 +291,36 @@ def test_a_chart_from_an_oci_reference_is_vendored(
         "max_connections ${maxConnections}"
         in (root / VENDORED / "1.0.0/configmap-shop-broker.yaml").read_text()
     )
+
+
+def test_a_chart_archive_over_its_limit_or_a_fifo_in_the_output_is_an_error_naming_it(
+    tmp_path: Path,
+    chart_repo: ChartRepository,
+    tool_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The archive helm pulls is read bounded (`MAX_CHART_ARCHIVE`): over the limit it is an
+    error naming the chart and the limit, not a read of whatever the repository served. A FIFO
+    where a vendored file goes is an error naming it, not a vendor run that never returns."""
+    import os
+
+    from reconciler.ci import vendor
+
+    chart_repo.publish(CHART, "1.0.0")
+    root = example_with_broker(tmp_path, chart_repo, "1.0.0")
+    tools = vendor.Tools.find(tool_env)
+    with monkeypatch.context() as patch:
+        patch.setattr(vendor, "MAX_CHART_ARCHIVE", 64)
+        with pytest.raises(vendor.VendorError) as refused:
+            vendor.vendor(root, "shop-broker", None, tools)
+    message = str(refused.value)
+    assert "the archive helm pulled for shop-broker 1.0.0" in message
+    assert "shop-broker-1.0.0.tgz: file is" in message and "the limit is 64 bytes" in message
+    assert not (root / VENDORED).exists()  # nothing written
+
+    target = root / VENDORED / "1.0.0"
+    target.mkdir(parents=True)
+    os.mkfifo(target / "configmap-shop-broker.yaml")
+    done = outpost(tool_env, "app", "vendor", "shop-broker", "--repo", str(root))
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert f"{VENDORED}/1.0.0/configmap-shop-broker.yaml: is a named pipe (FIFO)" in done.stderr

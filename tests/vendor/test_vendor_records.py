@@ -284,3 +284,28 @@ def test_a_parameter_a_new_version_introduces_does_not_break_sites_on_the_old_on
     )
     with pytest.raises(RenderError, match="'unusedKnob' of app 'mqtt-broker' is declared but no"):
         mosquitto_conf()
+
+
+def test_a_huge_or_fifo_vendored_file_is_a_finding_naming_it_and_the_limit(repo: Path) -> None:
+    """Vendored files are read bounded: the size is checked before a byte is read, and a FIFO
+    in place of a manifest is refused at once instead of blocking ``outpost validate``."""
+    import os
+
+    from reconciler.ci import vendor
+
+    base = repo / BROKER / "manifests/2.0.20"
+    with (base / "configmap-mqtt-broker.yaml").open("r+b") as handle:
+        handle.truncate(vendor.MAX_VENDORED_FILE + 1)  # sparse: nothing needs reading
+    (base / "service-mqtt-broker.yaml").unlink()
+    os.mkfifo(base / "service-mqtt-broker.yaml")
+    done = outpost("validate", "--repo", str(repo), "--no-policies")
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    size, limit = f"{vendor.MAX_VENDORED_FILE + 1:,}", f"{vendor.MAX_VENDORED_FILE:,}"
+    assert (
+        f"{BROKER}/manifests/2.0.20/configmap-mqtt-broker.yaml: error: file is {size} bytes; "
+        f"the limit is {limit} bytes"
+    ) in done.stdout
+    assert (
+        f"{BROKER}/manifests/2.0.20/service-mqtt-broker.yaml: error: is a named pipe (FIFO)"
+    ) in done.stdout

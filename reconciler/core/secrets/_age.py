@@ -26,7 +26,8 @@ from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
-from reconciler.core.errors import Mark, SecretError
+from reconciler.core.errors import DocumentError, Mark, SecretError
+from reconciler.core.source import read_file
 
 RECIPIENT_HRP = "age"
 IDENTITY_HRP = "age-secret-key-"
@@ -216,7 +217,12 @@ def read_key_file(path: Path) -> tuple[Identity, ...]:
                 f"(limit {MAX_KEY_FILE_BYTES:,}) — is this the right file?",
                 mark=Mark(name),
             )
-        data = path.read_bytes()
+        # Bounded and without blocking: swapped for a FIFO since the stat, it is refused.
+        data = read_file(
+            path, name, MAX_KEY_FILE_BYTES, holder="the key's folder", follow_links=True
+        )
+    except DocumentError as exc:
+        raise SecretError(f"age key file: {exc.message}", mark=Mark(name)) from None
     except FileNotFoundError:
         raise SecretError(
             "age key file does not exist; on a node it is installed at enrollment "

@@ -23,6 +23,7 @@ after a node is lost, change the values as well.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ import yaml
 
 from reconciler.core.errors import DocumentError, Mark, SecretError
 from reconciler.core.files import atomic_write
+from reconciler.core.loader import MAX_FILE_BYTES
 from reconciler.core.model import SECRET_SUFFIXES, Repository
 from reconciler.core.secrets._age import (
     Identity,
@@ -55,7 +57,7 @@ from reconciler.core.secrets._recipients import (
     sops_config_text,
 )
 from reconciler.core.secrets._sops import Sops
-from reconciler.core.source import WorkdirTree
+from reconciler.core.source import WorkdirTree, read_file
 
 _Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _FILE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -110,12 +112,13 @@ def check_key_destination(key_out: Path, root: Path) -> Path:
 
 def _site_text(root: Path, site_id: str) -> tuple[str, str]:
     path = f"sites/{site_id}/site.yaml"
+    if not os.path.lexists(root / path):
+        raise DocumentError(f"site {site_id!r} does not exist (no {path})", mark=Mark(path))
+    data = read_file(root / path, path, MAX_FILE_BYTES)
     try:
-        return path, (root / path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DocumentError(
-            f"site {site_id!r} does not exist (no {path})", mark=Mark(path)
-        ) from None
+        return path, data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DocumentError(f"is not UTF-8 text ({exc.reason})", mark=Mark(path)) from None
 
 
 def _secret_paths(repo: Repository, site_id: str) -> list[str]:
@@ -178,7 +181,7 @@ def write_sops_config(root: Path) -> bool:
     """Regenerate ``.sops.yaml`` from the tree; True if it changed."""
     target = root / SOPS_CONFIG
     text = _sops_config(root)
-    if target.exists() and target.read_bytes() == text:
+    if target.is_file() and read_file(target, SOPS_CONFIG) == text:
         return False
     write_atomic(target, text)
     return True

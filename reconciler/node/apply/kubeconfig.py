@@ -30,9 +30,15 @@ from typing import Any
 
 import yaml
 
-from reconciler.core.errors import ConfigError
+from reconciler.core.errors import ConfigError, DocumentError
+from reconciler.core.source import CONFIGURED, read_file
 
 __all__ = ["Endpoint", "read"]
+
+MAX_KUBECONFIG_BYTES = 1024 * 1024
+"""Certificates inline as base64 included, a kubeconfig is a few kilobytes."""
+MAX_TOKEN_BYTES = 64 * 1024
+"""A bearer token (a service-account JWT is about a kilobyte)."""
 
 
 @dataclass(frozen=True)
@@ -81,9 +87,16 @@ class Endpoint:
         token = self.token
         if self.token_file:
             try:
-                token = Path(self.token_file).read_text().strip()
-            except OSError as exc:
-                raise ConfigError(f"{self.source}: cannot read tokenFile: {exc}") from exc
+                raw = read_file(
+                    Path(self.token_file),
+                    self.token_file,
+                    MAX_TOKEN_BYTES,
+                    holder=CONFIGURED,
+                    follow_links=True,  # a projected service-account token is a link
+                )
+            except DocumentError as exc:
+                raise ConfigError(f"{self.source}: cannot read tokenFile: {exc}") from None
+            token = raw.decode("utf-8", "replace").strip()
         if token:
             return {"Authorization": f"Bearer {token}"}
         if self.username is not None and self.password is not None:
@@ -141,9 +154,14 @@ def read(path: str | os.PathLike[str], *, context: str | None = None) -> Endpoin
     source = os.fspath(path)
     text = ""
     try:
-        text = Path(source).read_text()
+        raw = read_file(
+            Path(source), source, MAX_KUBECONFIG_BYTES, holder=CONFIGURED, follow_links=True
+        )
+        text = raw.decode("utf-8")
         document = yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError) as exc:
+    except DocumentError as exc:
+        raise ConfigError(f"{source}: cannot read the kubeconfig: {exc.message}") from None
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"{source}: cannot read the kubeconfig: {exc}") from exc
     except yaml.YAMLError as exc:
         from reconciler.core.loader import yaml_error
