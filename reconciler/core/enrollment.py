@@ -34,6 +34,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from reconciler.core.envelope import envelope, read_signed
 from reconciler.core.errors import PermanentError, VerificationError
 from reconciler.core.secrets import is_recipient
 from reconciler.core.trust.sshsig import (
@@ -125,12 +126,7 @@ def seal_request(
     )
     payload = json.dumps(request.body(), sort_keys=True, separators=(",", ":")).encode("utf-8")
     signature = sign_message(private_key, payload, namespace=ENROLL_NAMESPACE)
-    wire = {
-        "apiVersion": "outpost/v1",
-        "kind": REQUEST_KIND,
-        "payload": payload.decode("utf-8"),
-        "signature": signature,
-    }
+    wire = envelope(REQUEST_KIND, payload, signature)
     return json.dumps(wire, indent=2, sort_keys=True).encode("utf-8") + b"\n"
 
 
@@ -140,28 +136,17 @@ def open_request(data: bytes, source: str) -> EnrollmentRequest:
     def bad(reason: str) -> EnrollmentRefused:
         return EnrollmentRefused(f"{source}: {reason}")
 
-    if len(data) > MAX_REQUEST_BYTES:
-        raise bad(f"{len(data):,} bytes, over the cap of {MAX_REQUEST_BYTES:,} for a request")
-    try:
-        outer = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise bad(f"not JSON ({exc}); expected the file `outpost node enroll` wrote") from None
-    if not isinstance(outer, dict):
-        raise bad(f"expected a JSON object, found {type(outer).__name__}")
-    if outer.get("apiVersion") != "outpost/v1" or outer.get("kind") != REQUEST_KIND:
-        raise bad(
-            f"expected apiVersion outpost/v1 and kind {REQUEST_KIND}, found "
-            f"{str(outer.get('apiVersion'))[:40]!r} / {str(outer.get('kind'))[:40]!r}"
-        )
-    payload, armored = outer.get("payload"), outer.get("signature")
-    if not isinstance(payload, str) or not isinstance(armored, str):
-        raise bad("payload and signature must both be strings")
-    try:
-        body = json.loads(payload)
-    except ValueError as exc:
-        raise bad(f"the payload is not JSON ({exc})") from None
-    if not isinstance(body, dict) or body.get("kind") != PAYLOAD_KIND:
-        raise bad(f"the payload is not an {PAYLOAD_KIND} document")
+    signed = read_signed(
+        data,
+        REQUEST_KIND,
+        PAYLOAD_KIND,
+        cap=MAX_REQUEST_BYTES,
+        what="a request",
+        bad=bad,
+        hint="; expected the file `outpost node enroll` wrote",
+        payload_what=f"an {PAYLOAD_KIND} document",
+    )
+    payload, armored, body = signed.payload, signed.signature, signed.body
 
     def text(name: str, pattern: re.Pattern[str] | None = None) -> str:
         value = body.get(name)

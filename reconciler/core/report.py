@@ -34,11 +34,12 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from reconciler.core.envelope import envelope, parse_time, read_signed
 from reconciler.core.errors import PermanentError, VerificationError
 from reconciler.core.trust.sshsig import (
     PublicKey,
@@ -93,13 +94,7 @@ class Envelope:
     def to_bytes(self) -> bytes:
         return (
             json.dumps(
-                {
-                    "apiVersion": "outpost/v1",
-                    "kind": ENVELOPE_KIND,
-                    "payload": self.payload.decode("utf-8"),
-                    "signature": self.signature,
-                },
-                sort_keys=True,
+                envelope(ENVELOPE_KIND, self.payload, self.signature), sort_keys=True
             ).encode("utf-8")
             + b"\n"
         )
@@ -120,23 +115,8 @@ def seal(status: Mapping[str, Any], private_key: Ed25519PrivateKey) -> Envelope:
     """Sign ``status`` (a ``SiteStatus`` document) with the node's key."""
     payload = json.dumps(status, sort_keys=True, separators=(",", ":")).encode("utf-8")
     signature = sign_message(private_key, payload, namespace=REPORT_NAMESPACE)
-    wire = {
-        "apiVersion": "outpost/v1",
-        "kind": ENVELOPE_KIND,
-        "payload": payload.decode("utf-8"),
-        "signature": signature,
-    }
+    wire = envelope(ENVELOPE_KIND, payload, signature)
     return read_envelope(json.dumps(wire).encode("utf-8"), "the report being sealed")
-
-
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed.astimezone(UTC) if parsed.tzinfo is not None else None
 
 
 def read_envelope(data: bytes, source: str) -> Envelope:
@@ -145,35 +125,23 @@ def read_envelope(data: bytes, source: str) -> Envelope:
     def bad(reason: str) -> ReportRefused:
         return ReportMalformed(f"{source}: {reason}")
 
-    if len(data) > MAX_ENVELOPE_BYTES:
-        raise bad(f"{len(data):,} bytes, over the cap of {MAX_ENVELOPE_BYTES:,} for a report")
-    try:
-        outer = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise bad(f"not JSON ({exc})") from None
-    if not isinstance(outer, dict):
-        raise bad(f"expected a JSON object, found {type(outer).__name__}")
-    if outer.get("apiVersion") != "outpost/v1" or outer.get("kind") != ENVELOPE_KIND:
-        raise bad(
-            f"expected apiVersion outpost/v1 and kind {ENVELOPE_KIND}, found "
-            f"{outer.get('apiVersion')!r} / {str(outer.get('kind'))[:40]!r}"
-        )
-    payload, signature = outer.get("payload"), outer.get("signature")
-    if not isinstance(payload, str) or not isinstance(signature, str):
-        raise bad("payload and signature must both be strings")
-    try:
-        body = json.loads(payload)
-    except ValueError as exc:
-        raise bad(f"the payload is not JSON ({exc})") from None
-    if not isinstance(body, dict) or body.get("kind") != "SiteStatus":
-        raise bad("the payload is not a SiteStatus report")
+    signed = read_signed(
+        data,
+        ENVELOPE_KIND,
+        "SiteStatus",
+        cap=MAX_ENVELOPE_BYTES,
+        what="a report",
+        bad=bad,
+        payload_what="a SiteStatus report",
+    )
+    body = signed.body
     site = body.get("site")
     if not isinstance(site, str) or not _SITE.match(site):
         raise bad(f"site {str(site)[:70]!r} is not a site id")
-    time = _time(body.get("time"))
+    time = parse_time(body.get("time"))
     if time is None:
         raise bad(f"time {str(body.get('time'))[:40]!r} is not an RFC 3339 time with an offset")
-    return Envelope(payload.encode("utf-8"), signature, site, time)
+    return Envelope(signed.payload.encode("utf-8"), signed.signature, site, time)
 
 
 def open_envelope(

@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler.core.envelope import read_document
 from reconciler.core.errors import PermanentError
 from reconciler.node.inbox import (
     MAX_BUNDLE_BYTES,
@@ -191,19 +192,13 @@ class FeedIndex:
 
 def parse_index(raw: bytes, where: str) -> FeedIndex:
     """Parse ``index.json`` bytes; FeedError naming ``where`` and the field for anything wrong."""
-    if len(raw) > MAX_INDEX_BYTES:
-        raise FeedError(f"{where} is over {MAX_INDEX_BYTES} bytes: not a feed index")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise FeedError(f"{where} is not JSON: {exc}") from None
-    if not isinstance(data, Mapping):
-        raise FeedError(f"{where}: expected a JSON object, found {type(data).__name__}")
-    if data.get("apiVersion") != "outpost/v1" or data.get("kind") != FEED_KIND:
-        raise FeedError(
-            f"{where}: expected apiVersion outpost/v1 and kind {FEED_KIND}, found "
-            f"{str(data.get('apiVersion'))[:40]!r} / {str(data.get('kind'))[:40]!r}"
-        )
+    data = read_document(
+        raw,
+        FEED_KIND,
+        cap=MAX_INDEX_BYTES,
+        what="a feed index",
+        bad=lambda reason: FeedError(f"{where}: {reason}"),
+    )
     branch, head, updated = data.get("branch"), data.get("head"), data.get("updated")
     keep, chain = data.get("keepSeconds", 0), data.get("chain", [])
     if not isinstance(branch, str) or not _BRANCH.match(branch):

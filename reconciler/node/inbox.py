@@ -66,6 +66,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from reconciler.core.envelope import check_kind, read_json
 from reconciler.core.errors import (
     ConfigError,
     OutpostError,
@@ -168,11 +169,7 @@ class BundleManifest:
 
         if not isinstance(data, Mapping):
             raise bad(f"expected a JSON object, found {type(data).__name__}")
-        if data.get("kind") != "BundleManifest" or data.get("apiVersion") != "outpost/v1":
-            raise bad(
-                "expected apiVersion outpost/v1 and kind BundleManifest, found "
-                f"{data.get('apiVersion')!r} / {data.get('kind')!r}"
-            )
+        check_kind(data, "BundleManifest", bad)
         site, to, since = data.get("site"), data.get("to"), data.get("from")
         sha256, size, created = data.get("sha256"), data.get("size"), data.get("created")
         if not isinstance(site, str) or not _SITE.match(site):
@@ -447,12 +444,12 @@ def read_manifest(path: Path) -> BundleManifest:
     fd = _open_regular(path)
     with os.fdopen(fd, "rb") as handle:
         raw = handle.read(MAX_MANIFEST_BYTES + 1)
-    if len(raw) > MAX_MANIFEST_BYTES:
-        raise BundleError(f"{path.name} is over {MAX_MANIFEST_BYTES} bytes: not a manifest")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path.name} is not JSON: {exc}") from None
+    data = read_json(
+        raw,
+        cap=MAX_MANIFEST_BYTES,
+        what="a bundle manifest",
+        bad=lambda reason: BundleError(f"{path.name}: {reason}"),
+    )
     return BundleManifest.from_json(data, path.name)
 
 

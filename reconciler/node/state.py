@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from reconciler.core.envelope import read_object
 from reconciler.core.errors import ConfigError, DocumentError
 from reconciler.core.files import atomic_write, write_into_folder, write_json
 from reconciler.core.source import read_file
@@ -158,27 +159,10 @@ class StateStore:
         error, a hand edit, a truncated copy. The agent never reads it back, so the next
         tick rewrites it whole.
         """
-        path = self.directory / STATUS_FILE
-        if not os.path.lexists(path):
-            return None
         try:
-            raw = read_file(path, str(path), MAX_STATUS_BYTES, holder=STATE_DIRECTORY)
-        except DocumentError as exc:
-            raise StatusUnreadable(f"cannot read {exc}") from None
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise StatusUnreadable(
-                f"{path} is not valid JSON ({exc}); truncated or corrupt — the next tick "
-                "rewrites it"
-            ) from None
-        if not isinstance(data, dict) or data.get("kind") != "SiteStatus":
-            raise StatusUnreadable(
-                f"{path} is not a SiteStatus document (found {type(data).__name__}"
-                f"{' of kind ' + repr(data.get('kind')) if isinstance(data, dict) else ''}); "
-                "the next tick rewrites it"
-            )
-        return data
+            return read_record(self.directory / STATUS_FILE, "SiteStatus", MAX_STATUS_BYTES)
+        except RecordUnreadable as exc:
+            raise StatusUnreadable(f"{exc.message}; the next tick rewrites it") from None
 
     def write_metrics(self, text: str, textfile_dir: Path | None = None) -> None:
         atomic_write(self.directory / METRICS_FILE, text.encode())
@@ -230,26 +214,21 @@ def read_record(path: Path, kind: str, limit: int) -> dict[str, Any] | None:
     `RecordUnreadable` naming the file and saying what it should hold when it is not a
     regular file of at most ``limit`` bytes, not JSON, or not an object of that kind.
     """
-    expected = f"a JSON object of kind {kind} written by the agent"
     if not os.path.lexists(path):
         return None
+
+    def bad(reason: str) -> RecordUnreadable:
+        return RecordUnreadable(
+            f"{path}: {reason}; expected a JSON object of kind {kind} written by the agent"
+        )
+
     try:
         raw = read_file(path, str(path), limit, holder=STATE_DIRECTORY)
     except DocumentError as exc:
-        raise RecordUnreadable(f"{exc}; expected {expected}") from None
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
-        raise RecordUnreadable(
-            f"{path}: not valid JSON ({exc}): truncated or damaged; expected {expected}"
-        ) from None
-    if not isinstance(data, dict) or data.get("kind") != kind:
-        found = (
-            f"an object of kind {data.get('kind')!r}"
-            if isinstance(data, dict)
-            else f"a JSON {type(data).__name__}"
-        )
-        raise RecordUnreadable(f"{path}: found {found}; expected {expected}")
+        raise bad(exc.message) from None
+    data = read_object(raw, cap=limit, what=f"a {kind} record", bad=bad)
+    if data.get("kind") != kind:
+        raise bad(f"found an object of kind {str(data.get('kind'))[:40]!r}")
     return data
 
 

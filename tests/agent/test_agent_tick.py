@@ -753,7 +753,7 @@ def test_records_set_aside_while_verifying_or_checking_the_heartbeat_are_warning
     """The pipeline's word on an unreadable first-seen.json, trust-roots.json or
     heartbeat.json (tests/node/test_state_records.py) reaches the status."""
     node, _ = running
-    seen = "/var/lib/outpost/first-seen.json: not valid JSON; moved it to first-seen.json.corrupt"
+    seen = "/var/lib/outpost/first-seen.json: not JSON (Expecting value: line 1 column 1 (char 0)); moved it to first-seen.json.corrupt"
     beat = "/var/lib/outpost/heartbeat.json: is a named pipe (FIFO), not a regular file"
     node.pipeline.notes = (seen,)
     node.pipeline.heartbeat_unreadable = beat

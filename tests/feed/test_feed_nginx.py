@@ -257,7 +257,7 @@ def test_a_corrupt_index_is_refused_with_its_reason(
     assert report.outcome == "unchanged"
     assert not report.temporary
     [warning] = report.warnings
-    assert "feed refused" in warning and "index.json is not JSON" in warning
+    assert "feed refused" in warning and "index.json: not JSON" in warning
     assert node.applied == history.a
 
 

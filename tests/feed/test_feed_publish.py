@@ -236,7 +236,9 @@ def test_the_index_round_trips_and_refuses_names_outside_bundles(
     data["head"] = history.a
     with pytest.raises(FeedError, match="not the whole history of the head"):
         parse_index(json.dumps(data).encode(), "index.json")
-    with pytest.raises(FeedError, match="over 1048576 bytes"):
+    with pytest.raises(
+        FeedError, match="1,048,577 bytes, over the cap of 1,048,576 for a feed index"
+    ):
         parse_index(b" " * (1024 * 1024 + 1), "index.json")
 
 

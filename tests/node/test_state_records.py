@@ -102,13 +102,13 @@ def _hostile(path: Path, case: str) -> str:
         return "is a symbolic link; the state directory must hold plain files"
     if case == "truncated":
         path.write_text(json.dumps(GOOD[name])[:25])
-        return "not valid JSON"
+        return "not JSON ("
     if case == "not utf-8":
         path.write_bytes(b"\xff\xfe\x00garbage")
-        return "not valid JSON"
+        return "not JSON ("
     if case == "a list":
         _write(path, [GOOD[name]])
-        return "found a JSON list"
+        return "expected a JSON object, found list"
     if case == "another kind":
         _write(path, {**GOOD[name], "kind": "SiteStatus"})
         return "found an object of kind 'SiteStatus'"
