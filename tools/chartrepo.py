@@ -203,9 +203,9 @@ def serve_oci(workdir: Path) -> Iterator[OciRegistry]:
     tags, which this serves byte for byte as ``publish`` stored them."""
     import ssl
 
-    from tools.testcluster._pki import generate
+    from tools.testcluster._pki import loopback_server
 
-    pki = generate(workdir / "pki", {})
+    ca, cert, key = loopback_server(workdir / "pki", "registry")
     artifacts: dict[str, bytes] = {}
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -244,13 +244,13 @@ def serve_oci(workdir: Path) -> Iterator[OciRegistry]:
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(str(pki.serving_cert), str(pki.serving_key))
+    context.load_cert_chain(str(cert), str(key))
     server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         port = server.server_address[1]
-        yield OciRegistry(f"oci://127.0.0.1:{port}/charts", pki.ca_cert, artifacts)
+        yield OciRegistry(f"oci://127.0.0.1:{port}/charts", ca, artifacts)
     finally:
         server.shutdown()
         server.server_close()
