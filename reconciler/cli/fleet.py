@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
@@ -249,6 +250,30 @@ def _open(args: argparse.Namespace, *, need_repository: bool) -> tuple[Any, Any]
     return store, source
 
 
+def _site_records(args: argparse.Namespace, *, need_repository: bool) -> tuple[Any, Any]:
+    """The newest record of every site in the store (site → record), and the repository view
+    (`_open`); the store is closed again."""
+    store, source = _open(args, need_repository=need_repository)
+    try:
+        return {r.site: r for r in store.sites()}, source
+    finally:
+        store.close()
+
+
+def _print_outcomes(outcomes: Sequence[Any], directory: str) -> int:
+    """One line per report ingested from ``directory`` (refusals on stderr); how many refused."""
+    refused = 0
+    for outcome in outcomes:
+        if outcome.outcome == "refused":
+            refused += 1
+            print(f"refused {outcome.message}", file=sys.stderr)
+        else:
+            print(f"{outcome.outcome} {outcome.message}")
+    if not outcomes:
+        print(f"no outpost-status-*.json reports under {directory}", file=sys.stderr)
+    return refused
+
+
 def run_ingest(args: argparse.Namespace) -> int:
     if args.db or args.url:
         return _ingest_store(args)
@@ -271,15 +296,7 @@ def run_ingest(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"outpost fleet ingest: cannot write {target}: {exc.strerror}", file=sys.stderr)
         return EXIT_ERROR
-    refused = 0
-    for outcome in outcomes:
-        if outcome.outcome == "refused":
-            refused += 1
-            print(f"refused {outcome.message}", file=sys.stderr)
-        else:
-            print(f"{outcome.outcome} {outcome.message}")
-    if not outcomes:
-        print(f"no outpost-status-*.json reports under {args.directory}", file=sys.stderr)
+    refused = _print_outcomes(outcomes, args.directory)
     counts = {k: sum(1 for o in outcomes if o.outcome == k) for k in ("recorded", "stale")}
     print(
         f"{target}: {counts['recorded']} recorded, {counts['stale']} older than on record, "
@@ -360,15 +377,7 @@ def _ingest_store(args: argparse.Namespace) -> int:
     except OutpostError as exc:
         print(f"outpost fleet ingest: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    refused = 0
-    for outcome in outcomes:
-        if outcome.outcome == "refused":
-            refused += 1
-            print(f"refused {outcome.message}", file=sys.stderr)
-        else:
-            print(f"{outcome.outcome} {outcome.message}")
-    if not outcomes:
-        print(f"no outpost-status-*.json reports under {args.directory}", file=sys.stderr)
+    refused = _print_outcomes(outcomes, args.directory)
     stored = sum(1 for o in outcomes if o.outcome == "stored")
     print(f"{args.db or 'the store'}: {stored} stored, {refused} refused; {sites} sites on record")
     return EXIT_FINDINGS if refused else EXIT_OK
@@ -381,11 +390,7 @@ def _status_store(args: argparse.Namespace) -> int:
     from reconciler.fleet.collector.offline import format_markdown, format_text, site_rows
 
     try:
-        store, source = _open(args, need_repository=False)
-        try:
-            records = {r.site: r for r in store.sites()}
-        finally:
-            store.close()
+        records, source = _site_records(args, need_repository=False)
     except OutpostError as exc:
         print(f"outpost fleet status: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -443,11 +448,7 @@ def run_promote(args: argparse.Namespace) -> int:
             ca = Path(args.ca) if args.ca else None
             reports = reports_from_api(args.api, token, ca=ca)
         else:
-            store, source = _open(args, need_repository=True)
-            try:
-                reports = {r.site: r for r in store.sites()}
-            finally:
-                store.close()
+            reports, source = _site_records(args, need_repository=True)
         key = None if args.dry_run else Path(args.key)
         results = promote(Path(args.repo), source, reports, now=datetime.now(UTC), key=key)
     except OutpostError as exc:
