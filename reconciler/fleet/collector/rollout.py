@@ -46,6 +46,9 @@ __all__ = [
     "ChangeAtSite",
     "change_rollout",
     "change_state",
+    "count_states",
+    "parse_stamp",
+    "rollout_order",
     "site_json",
     "site_state",
     "source_stale",
@@ -59,7 +62,8 @@ SOURCE_STALE = timedelta(days=3)
 Descends = Callable[[str, str], bool | None]
 
 
-def _parse(value: str | None) -> datetime | None:
+def parse_stamp(value: str | None) -> datetime | None:
+    """A time a report or the store holds (ISO 8601); None when absent or not one."""
     if not value:
         return None
     try:
@@ -73,7 +77,7 @@ def _silent_after(info: SiteInfo | None) -> timedelta:
 
 
 def source_stale(record: SiteRecord, now: datetime) -> bool:
-    answered = _parse(record.source_answered)
+    answered = parse_stamp(record.source_answered)
     return answered is None or now - answered > SOURCE_STALE
 
 
@@ -152,13 +156,15 @@ class ChangeAtSite:
         }
 
 
-def _at_site(
+def change_state(
     commit: str,
     record: SiteRecord | None,
     info: SiteInfo | None,
     now: datetime,
     descends: Descends,
 ) -> tuple[str, str | None, str | None]:
+    """Where ``commit`` stands at one site: (state, why, until), as in the table above."""
+
     def includes(revision: str | None) -> bool:
         return bool(revision) and descends(str(revision), commit) is True
 
@@ -185,17 +191,6 @@ def _at_site(
     return "waiting", f"has not fetched it yet (runs {runs})", None
 
 
-def change_state(
-    commit: str,
-    record: SiteRecord | None,
-    info: SiteInfo | None,
-    now: datetime,
-    descends: Descends,
-) -> tuple[str, str | None, str | None]:
-    """Where ``commit`` stands at one site: (state, why, until), as in the table above."""
-    return _at_site(commit, record, info, now, descends)
-
-
 def change_rollout(
     commit: str,
     view: FleetView | None,
@@ -211,7 +206,7 @@ def change_rollout(
     for site in sites:
         info = view.sites.get(site) if view else None
         record = records.get(site)
-        state, why, until = _at_site(commit, record, info, now, descends)
+        state, why, until = change_state(commit, record, info, now, descends)
         totals[state] += 1
         memberships = list(info.waves.items()) if info and info.waves else [(None, None)]
         for fleet, wave in memberships:
@@ -220,26 +215,38 @@ def change_rollout(
             )
             groups.setdefault((fleet or "", wave or ""), []).append(entry)
 
+    waves = []
+    for key in sorted(groups, key=rollout_order(view)):
+        entries = groups[key]
+        waves.append(
+            {
+                "fleet": key[0] or None,
+                "wave": key[1] or None,
+                "counts": count_states((e.state for e in entries), CHANGE_STATES),
+                "sites": [e.to_json() for e in entries],
+            }
+        )
+    return {"commit": commit, "totals": totals, "waves": waves}
+
+
+def rollout_order(view: FleetView | None) -> Callable[[tuple[str, str]], tuple[str, int]]:
+    """Sort key for (fleet, wave) groups: by fleet, then the fleet's waves in rollout order
+    (``view.waves``); a wave the view does not know, or no wave, last."""
+
     def order(key: tuple[str, str]) -> tuple[str, int]:
         fleet, wave = key
         names = view.waves.get(fleet, ()) if view else ()
         return fleet, names.index(wave) if wave in names else len(names)
 
-    waves = []
-    for key in sorted(groups, key=order):
-        entries = groups[key]
-        counts = dict.fromkeys(CHANGE_STATES, 0)
-        for entry in entries:
-            counts[entry.state] += 1
-        waves.append(
-            {
-                "fleet": key[0] or None,
-                "wave": key[1] or None,
-                "counts": counts,
-                "sites": [e.to_json() for e in entries],
-            }
-        )
-    return {"commit": commit, "totals": totals, "waves": waves}
+    return order
+
+
+def count_states(states: Iterable[str], names: Iterable[str]) -> dict[str, int]:
+    """How many of ``states`` are each of ``names`` (every name present, zero or more)."""
+    counts = dict.fromkeys(names, 0)
+    for state in states:
+        counts[state] += 1
+    return counts
 
 
 def _age(delta: timedelta) -> str:

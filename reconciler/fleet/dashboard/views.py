@@ -25,7 +25,14 @@ from typing import Any
 
 from reconciler.fleet.collector.fleetview import FleetView, SiteInfo
 from reconciler.fleet.collector.notify import firing_alerts, headline
-from reconciler.fleet.collector.rollout import change_rollout, site_state, source_stale
+from reconciler.fleet.collector.rollout import (
+    change_rollout,
+    count_states,
+    parse_stamp,
+    rollout_order,
+    site_state,
+    source_stale,
+)
 from reconciler.fleet.collector.store import HistoryRecord, SiteRecord
 
 __all__ = [
@@ -248,23 +255,15 @@ def overview(
                 continue
             rows.setdefault((fleet, wave or ""), []).append(Cell(site, state))
 
-    def order(key: tuple[str, str]) -> tuple[str, int]:
-        fleet, wave = key
-        waves = view.waves.get(fleet, ()) if view else ()
-        return fleet, waves.index(wave) if wave in waves else len(waves)
-
     wave_rows = []
-    for row in sorted(rows, key=order):
+    for row in sorted(rows, key=rollout_order(view)):
         cells = rows[row]
-        counts = dict.fromkeys(DASHBOARD_STATES, 0)
-        for cell in cells:
-            counts[cell.state] += 1
         wave_rows.append(
             WaveRow(
                 fleet=row[0] or "(no fleet)",
                 wave=row[1] or None,
                 total=len(cells),
-                counts=counts,
+                counts=count_states((cell.state for cell in cells), DASHBOARD_STATES),
                 cells=tuple(cells) if len(cells) <= CELLS_PER_ROW else (),
             )
         )
@@ -427,7 +426,7 @@ def change_page(
             record = records.get(site)
             if entry["state"] == "applied":
                 if not scheduled or site in scheduled:
-                    at = _parse(record.applied_at) if record else None
+                    at = parse_stamp(record.applied_at) if record else None
                     if at is not None:
                         actual.append(at)
             elif first is not None and now - first > LATE_GRACE:
@@ -468,15 +467,6 @@ def change_page(
         late_total=len(late),
         prediction=prediction,
     )
-
-
-def _parse(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 # -- a site --------------------------------------------------------------------------------
@@ -540,7 +530,7 @@ def _tick(history: HistoryRecord) -> Tick:
     except ValueError:
         body = {}
     body = body if isinstance(body, dict) else {}
-    started = _parse(body.get("started")) if isinstance(body.get("started"), str) else None
+    started = parse_stamp(body.get("started")) if isinstance(body.get("started"), str) else None
     drift: dict[str, Any] = body["drift"] if isinstance(body.get("drift"), dict) else {}
     return Tick(
         time=record.time,
