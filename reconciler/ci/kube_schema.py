@@ -31,8 +31,8 @@ from typing import Any
 
 from reconciler.core.errors import Mark
 from reconciler.core.findings import WARNING, Finding
-from reconciler.core.policy._load import Digests, ObjectCheck
-from reconciler.core.policy._site import _without_site_label
+from reconciler.core.labels import without_site_label
+from reconciler.core.policy import Digests, ObjectCheck
 
 RULE = "kubernetes"
 _RESULTS_MAX = 50_000
@@ -195,7 +195,7 @@ def object_check() -> ObjectCheck:
                 continue
             for obj in rendered.objects:
                 body, digest = digests.get(id(obj.body)) or (
-                    _without_site_label(obj.body, site_id),
+                    without_site_label(obj.body, site_id),
                     None,
                 )
                 for message in object_errors(body, version, digest):

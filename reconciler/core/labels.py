@@ -17,6 +17,7 @@ side apply removes a label its field manager no longer sends).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 __all__ = [
     "LEGACY_SITE_LABELS",
@@ -25,6 +26,7 @@ __all__ = [
     "SITE_LABEL",
     "SITE_LABELS",
     "site_of",
+    "without_site_label",
 ]
 
 SITE_LABEL = "outpost/site"
@@ -46,3 +48,39 @@ def site_of(labels: Mapping[str, object]) -> str | None:
         if isinstance(value, str) and value:
             return value
     return None
+
+
+_LABELLED = (
+    ("metadata",),
+    ("spec", "template", "metadata"),
+    ("spec", "jobTemplate", "metadata"),
+    ("spec", "jobTemplate", "spec", "template", "metadata"),
+)
+
+
+def without_site_label(body: dict[str, Any], site_id: str) -> dict[str, Any]:
+    """The object as policies see it: without the ``outpost/site: <site id>`` label render stamps.
+
+    The label is the only thing that makes the same app, version and values render
+    differently at two sites, and it is not the author's: hiding it makes identical
+    objects identical, so one evaluation serves every site (and a policy that wants
+    the site reads ``site``, which keys the cache on the site). Copies only the
+    maps on the way to a label it removes; the rendered body is not changed.
+    """
+    result = body
+    for path in _LABELLED:
+        node: Any = result
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        labels = node.get("labels") if isinstance(node, dict) else None
+        if not isinstance(labels, dict) or labels.get(SITE_LABEL) != site_id:
+            continue
+        if result is body:
+            result = dict(body)
+        parent: dict[str, Any] = result
+        for key in path:
+            child = dict(parent[key])
+            parent[key] = child
+            parent = child
+        parent["labels"] = {k: v for k, v in labels.items() if k != SITE_LABEL}
+    return result

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from reconciler.core.errors import Mark
 from reconciler.core.findings import Finding
-from reconciler.core.labels import SITE_LABEL
+from reconciler.core.labels import without_site_label
 from reconciler.core.loader import Document
 from reconciler.core.policy._evaluate import (
     _FAILURE,
@@ -113,42 +113,6 @@ def _secret_stub(ref: SecretRefLike) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "Opaque"}
 
 
-_LABELLED = (
-    ("metadata",),
-    ("spec", "template", "metadata"),
-    ("spec", "jobTemplate", "metadata"),
-    ("spec", "jobTemplate", "spec", "template", "metadata"),
-)
-
-
-def _without_site_label(body: dict[str, Any], site_id: str) -> dict[str, Any]:
-    """The object as policies see it: without the ``outpost/site: <site id>`` label render stamps.
-
-    The label is the only thing that makes the same app, version and values render
-    differently at two sites, and it is not the author's: hiding it makes identical
-    objects identical, so one evaluation serves every site (and a policy that wants
-    the site reads ``site``, which keys the cache on the site). Copies only the
-    maps on the way to a label it removes; the rendered body is not changed.
-    """
-    result = body
-    for path in _LABELLED:
-        node: Any = result
-        for key in path:
-            node = node.get(key) if isinstance(node, dict) else None
-        labels = node.get("labels") if isinstance(node, dict) else None
-        if not isinstance(labels, dict) or labels.get(SITE_LABEL) != site_id:
-            continue
-        if result is body:
-            result = dict(body)
-        parent: dict[str, Any] = result
-        for key in path:
-            child = dict(parent[key])
-            parent[key] = child
-            parent = child
-        parent["labels"] = {k: v for k, v in labels.items() if k != SITE_LABEL}
-    return result
-
-
 def _claims_source(body: Mapping[str, Any]) -> bool:
     metadata = body.get("metadata")
     annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
@@ -220,7 +184,7 @@ def check_site(
         body = obj.body
         bodies.append(body)
         subjects.append(
-            _Subject(_without_site_label(body, site_id), obj.origin, obj.app, _label(body))
+            _Subject(without_site_label(body, site_id), obj.origin, obj.app, _label(body))
         )
         if _claims_source(body):
             findings.append(
