@@ -29,12 +29,14 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from reconciler.core.errors import PermanentError, SourceUnavailable
+from reconciler.core.envelope import check_kind, parse_time, read_object
+from reconciler.core.errors import DocumentError, PermanentError, SourceUnavailable
 from reconciler.core.files import write_json
+from reconciler.core.source import read_file
 
 __all__ = [
     "FLEET_STATUS_FILE",
@@ -79,32 +81,13 @@ class SiteReport:
     source: str = ""
 
 
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        return None
-    return parsed.astimezone(UTC)
-
-
 def parse_report(data: bytes, source: str) -> SiteReport:
     """Check a report's shape; ReportError naming ``source`` and the field otherwise."""
 
     def bad(reason: str) -> ReportError:
         return ReportError(f"{source}: {reason}")
 
-    if len(data) > MAX_REPORT_BYTES:
-        raise bad(f"{len(data)} bytes, over the cap of {MAX_REPORT_BYTES} for a status report")
-    try:
-        body = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise bad(f"not JSON ({exc})") from None
-    if not isinstance(body, dict):
-        raise bad(f"expected a JSON object, found {type(body).__name__}")
+    body = read_object(data, cap=MAX_REPORT_BYTES, what="a status report", bad=bad)
     if body.get("kind") == "SignedSiteStatus" and isinstance(body.get("payload"), str):
         # A node with a key writes signed reports. This file keeps what they claim; the
         # collector's store (`outpost fleet ingest --db`) is where signatures are checked.
@@ -114,11 +97,7 @@ def parse_report(data: bytes, source: str) -> SiteReport:
             raise bad(f"the signed report's payload is not JSON ({exc})") from None
         if not isinstance(body, dict):
             raise bad("the signed report's payload is not a JSON object")
-    if body.get("apiVersion") != "outpost/v1" or body.get("kind") != "SiteStatus":
-        raise bad(
-            "expected apiVersion outpost/v1 and kind SiteStatus, found "
-            f"{body.get('apiVersion')!r} / {body.get('kind')!r}"
-        )
+    check_kind(body, "SiteStatus", bad)
     site = body.get("site")
     if not isinstance(site, str) or not _SITE.match(site):
         raise bad(f"site {site!r} is not a site id")
@@ -128,7 +107,7 @@ def parse_report(data: bytes, source: str) -> SiteReport:
             f"the file is named for site {name[len(REPORT_PREFIX) : -len('.json')]!r} but "
             f"reports on {site!r}; refusing to file it under either"
         )
-    time = _parse_time(body.get("time"))
+    time = parse_time(body.get("time"))
     if time is None:
         raise bad(f"time {body.get('time')!r} is not an RFC 3339 time with an offset")
     applied = body.get("applied")
@@ -205,7 +184,7 @@ class FleetStatus:
                 time=report.time,
                 report=report.body,
                 source=str(entry.get("source", "")),
-                ingested=_parse_time(entry.get("ingested")),
+                ingested=parse_time(entry.get("ingested")),
             )
         return cls(sites=sites)
 
@@ -261,34 +240,44 @@ def ingest_dir(
 
     SourceUnavailable if the folder cannot be read; each bad file is a refused outcome.
     """
-    if not directory.is_dir():
-        raise SourceUnavailable(f"{directory} is not a folder (is the stick mounted?)")
-    try:
-        paths = sorted(p for p in directory.rglob(REPORT_GLOB) if not p.is_symlink())
-    except OSError as exc:
-        raise SourceUnavailable(f"cannot read {directory}: {exc.strerror}") from None
+    paths = report_files(directory)
     outcomes: list[IngestOutcome] = []
-    if len(paths) > MAX_REPORT_FILES:
-        raise SourceUnavailable(
-            f"{directory} holds {len(paths)} status reports, over the cap of {MAX_REPORT_FILES}:"
-            " point at the folder the reports were copied to"
-        )
     for path in paths:
         shown = str(path.relative_to(directory))
         try:
-            with path.open("rb") as handle:
-                data = handle.read(MAX_REPORT_BYTES + 1)
-        except OSError as exc:
-            outcomes.append(IngestOutcome(shown, "refused", f"{shown}: cannot read: {exc}"))
-            continue
-        try:
-            report = parse_report(data, shown)
+            report = parse_report(read_report_file(path, shown), shown)
         except ReportError as exc:
             outcomes.append(IngestOutcome(shown, "refused", exc.message))
             continue
         fleet, outcome = merge(fleet, report, now=now)
         outcomes.append(outcome)
     return fleet, outcomes
+
+
+def report_files(directory: Path) -> list[Path]:
+    """Every ``outpost-status-*.json`` at or below ``directory`` (links left out), sorted;
+    SourceUnavailable if the folder cannot be read or holds over `MAX_REPORT_FILES`."""
+    if not directory.is_dir():
+        raise SourceUnavailable(f"{directory} is not a folder (is the stick mounted?)")
+    try:
+        paths = sorted(p for p in directory.rglob(REPORT_GLOB) if not p.is_symlink())
+    except OSError as exc:
+        raise SourceUnavailable(f"cannot read {directory}: {exc.strerror}") from None
+    if len(paths) > MAX_REPORT_FILES:
+        raise SourceUnavailable(
+            f"{directory} holds {len(paths)} status reports, over the cap of {MAX_REPORT_FILES}:"
+            " point at the folder the reports were copied to"
+        )
+    return paths
+
+
+def read_report_file(path: Path, shown: str) -> bytes:
+    """The bytes of one report file, bounded (`read_file`: a FIFO or a device on the stick is
+    refused without blocking, a huge file by its size); ReportError naming ``shown``."""
+    try:
+        return read_file(path, shown, MAX_REPORT_BYTES, holder="a report folder")
+    except DocumentError as exc:
+        raise ReportError(str(exc)) from None
 
 
 def load_fleet(path: Path) -> FleetStatus:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -194,13 +195,16 @@ def test_outpost_fleet_ingest_and_status(
     stick = tmp_path / "stick"
     report_to(stick, tmp_path / "s", pending=B, reason="wave 'all' opens 2026-12-01T00:00:00+00:00")
     (stick / "outpost-status-broken.json").write_text("not json")
+    # A stick is not trusted: a FIFO there is refused, not opened and waited on for ever.
+    os.mkfifo(stick / "outpost-status-pipe.json")
     fleet_file = tmp_path / "fleet.json"
 
     assert main(["fleet", "ingest", str(stick), "--into", str(fleet_file)]) == 1
     printed = capsys.readouterr()
     assert f"recorded {PLANT}: recorded the report of" in printed.out
     assert "refused outpost-status-broken.json: not JSON" in printed.err
-    assert "1 recorded, 0 older than on record, 1 refused; 1 sites on record" in printed.out
+    assert "refused outpost-status-pipe.json: is a named pipe (FIFO)" in printed.err
+    assert "1 recorded, 0 older than on record, 2 refused; 1 sites on record" in printed.out
 
     assert main(["fleet", "status", "--from", str(fleet_file)]) == 0
     out = capsys.readouterr().out

@@ -15,11 +15,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from reconciler.core.errors import OutpostError, SourceUnavailable
+from reconciler.core.errors import OutpostError
 from reconciler.fleet.collector.fleetview import FleetView
 from reconciler.fleet.collector.ingest import Ingestor
 from reconciler.fleet.collector.rollout import site_json
-from reconciler.fleet.status import MAX_REPORT_BYTES, MAX_REPORT_FILES, REPORT_GLOB, REPORT_PREFIX
+from reconciler.fleet.status import REPORT_PREFIX, read_report_file, report_files
 
 __all__ = ["FileOutcome", "format_markdown", "format_text", "ingest_directory", "site_rows"]
 
@@ -33,28 +33,14 @@ class FileOutcome:
 
 def ingest_directory(ingestor: Ingestor, directory: Path) -> list[FileOutcome]:
     """Verify and store every ``outpost-status-*.json`` at or below ``directory``."""
-    if not directory.is_dir():
-        raise SourceUnavailable(f"{directory} is not a folder (is the stick mounted?)")
-    try:
-        paths = sorted(p for p in directory.rglob(REPORT_GLOB) if not p.is_symlink())
-    except OSError as exc:
-        raise SourceUnavailable(f"cannot read {directory}: {exc.strerror}") from None
-    if len(paths) > MAX_REPORT_FILES:
-        raise SourceUnavailable(
-            f"{directory} holds {len(paths)} status reports, over the cap of {MAX_REPORT_FILES}"
-        )
+    paths = report_files(directory)
     outcomes: dict[int, FileOutcome] = {}
     rows = []
     owners: list[tuple[int, str]] = []
     for index, path in enumerate(paths):
         shown = str(path.relative_to(directory))
         try:
-            with path.open("rb") as handle:
-                data = handle.read(MAX_REPORT_BYTES + 1)
-            checked = ingestor.check(data, shown)
-        except OSError as exc:
-            outcomes[index] = FileOutcome(shown, "refused", f"{shown}: cannot read: {exc}")
-            continue
+            checked = ingestor.check(read_report_file(path, shown), shown)
         except OutpostError as exc:
             ingestor.count("refused")
             outcomes[index] = FileOutcome(shown, "refused", exc.message)
