@@ -281,12 +281,7 @@ def rotate_site(
     """
     runner = sops or Sops()
     repo = Repository(WorkdirTree(root))
-    keys = site_keys(repo, site_id, load_site_doc(repo, site_id))
-    if keys.recipient is None:
-        raise SecretError(
-            f"site {site_id!r} has no recipient yet; use `outpost secrets init-site`",
-            mark=keys.site_doc.mark("spec"),
-        )
+    keys = _enrolled_keys(repo, site_id)
     paths = _secret_paths(repo, site_id)
     if paths and old_key is None:
         raise SecretError(
@@ -307,6 +302,17 @@ def rotate_site(
     return KeyResult(site_id, identity.recipient, keys.recipient, destination, written)
 
 
+def _enrolled_keys(repo: Repository, site_id: str) -> SiteKeys:
+    """The site's keys; SecretError at its ``spec`` when it has no recipient yet."""
+    keys = site_keys(repo, site_id, load_site_doc(repo, site_id))
+    if keys.recipient is None:
+        raise SecretError(
+            f"site {site_id!r} has no recipient yet; run `outpost secrets init-site` first",
+            mark=keys.site_doc.mark("spec"),
+        )
+    return keys
+
+
 def _recipients_with(keys: SiteKeys, site_recipient: str) -> tuple[str, ...]:
     ordered = [site_recipient]
     for bg in keys.break_glass:
@@ -323,12 +329,7 @@ def sync_site(root: Path, site_id: str, key: Path, *, sops: Sops | None = None) 
     """
     runner = sops or Sops()
     repo = Repository(WorkdirTree(root))
-    keys = site_keys(repo, site_id, load_site_doc(repo, site_id))
-    if keys.recipient is None:
-        raise SecretError(
-            f"site {site_id!r} has no recipient yet; use `outpost secrets init-site`",
-            mark=keys.site_doc.mark("spec"),
-        )
+    keys = _enrolled_keys(repo, site_id)
     changed: dict[str, bytes] = {}
     for path in _secret_paths(repo, site_id):
         data = repo.tree.read(path)
@@ -355,13 +356,8 @@ def encrypt_secret(
     """Encrypt a plaintext Secret manifest into ``sites/<site>/secrets/<name>.sops.yaml``."""
     runner = sops or Sops()
     repo = Repository(WorkdirTree(root))
-    keys = site_keys(repo, site_id, load_site_doc(repo, site_id))
+    keys = _enrolled_keys(repo, site_id)
     source = "<input>"
-    if keys.recipient is None:
-        raise SecretError(
-            f"site {site_id!r} has no recipient yet; run `outpost secrets init-site` first",
-            mark=keys.site_doc.mark("spec"),
-        )
     try:
         body = yaml.load(plaintext, Loader=_Loader)  # noqa: S506 - a safe loader
     except yaml.YAMLError:
