@@ -28,6 +28,7 @@ import hashlib
 import os
 import subprocess
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -150,23 +151,13 @@ def create_bundle(
         raise BundleError(f"{site!r} is not a site id (lowercase letters, digits and '-')")
     env = _workstation_env()
     what = f"bundle for {site}"
-
-    def git(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = _git(["-C", str(repo_path), *args], env=env, timeout=timeout, what=what)
-        if check and proc.returncode != 0:
-            raise BundleError(f"{what}: git {args[0]} in {repo_path} failed: {_stderr(proc)}")
-        return proc
-
-    top = git("rev-parse", "--git-dir", check=False)
-    if top.returncode != 0:
-        raise BundleError(
-            f"{repo_path} is not a git repository (or cannot be read): {_stderr(top)}"
-        )
-    if git("rev-parse", "--is-shallow-repository").stdout.strip() == "true":
-        raise BundleError(
-            f"{repo_path} is a shallow clone: its history is cut, so a bundle from it could "
-            "not be connected on the plant; run `git fetch --unshallow` first"
-        )
+    git = workstation_git(repo_path, what, env=env, timeout=timeout)
+    require_full_clone(
+        git,
+        repo_path,
+        "its history is cut, so a bundle from it could not be connected on the plant; run "
+        "`git fetch --unshallow` first",
+    )
     to = _resolve(git, rev, "--rev")
     start = _resolve(git, since, "--since") if since is not None else None
     if git("cat-file", "-e", f"{to}:sites/{site}/site.yaml", check=False).returncode != 0:
@@ -257,12 +248,7 @@ def write_bundle(
     Shared by `create_bundle` (a plant's stick) and `reconciler.fleet.feed` (the feed).
     """
     env = env if env is not None else _workstation_env()
-
-    def git(*args: str) -> subprocess.CompletedProcess[str]:
-        proc = _git(["-C", str(repo_path), *args], env=env, timeout=timeout, what=what)
-        if proc.returncode != 0:
-            raise BundleError(f"{what}: git {args[0]} in {repo_path} failed: {_stderr(proc)}")
-        return proc
+    git = workstation_git(repo_path, what, env=env, timeout=timeout)
 
     commits = int(git("rev-list", "--count", to if start is None else f"{start}..{to}").stdout)
     object_format = git("rev-parse", "--show-object-format").stdout.strip() or "sha1"
@@ -301,6 +287,35 @@ def write_bundle(
         )
     digest, size = _hash_file(out)
     return digest, size, commits
+
+
+Git = Callable[..., subprocess.CompletedProcess[str]]
+"""``git(*args, check=True)``: one git command in a repository (`workstation_git`)."""
+
+
+def workstation_git(repo_path: Path, what: str, *, env: dict[str, str], timeout: float) -> Git:
+    """Run git in ``repo_path`` with ``env`` (`_workstation_env`); a command that fails is a
+    BundleError naming ``what``, the command and git's own words, unless ``check=False``."""
+
+    def git(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = _git(["-C", str(repo_path), *args], env=env, timeout=timeout, what=what)
+        if check and proc.returncode != 0:
+            raise BundleError(f"{what}: git {args[0]} in {repo_path} failed: {_stderr(proc)}")
+        return proc
+
+    return git
+
+
+def require_full_clone(git: Git, repo_path: Path, shallow: str) -> None:
+    """BundleError unless ``repo_path`` is a git repository with its whole history;
+    ``shallow`` says why a shallow clone will not do and what to run."""
+    top = git("rev-parse", "--git-dir", check=False)
+    if top.returncode != 0:
+        raise BundleError(
+            f"{repo_path} is not a git repository (or cannot be read): {_stderr(top)}"
+        )
+    if git("rev-parse", "--is-shallow-repository").stdout.strip() == "true":
+        raise BundleError(f"{repo_path} is a shallow clone: {shallow}")
 
 
 def _resolve(git: Any, rev: str, option: str) -> str:

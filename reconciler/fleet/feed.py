@@ -34,15 +34,21 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
 from reconciler.core.files import atomic_write, write_json
-from reconciler.fleet.bundle import _resolve, _workstation_env, heartbeat_of, write_bundle
+from reconciler.fleet.bundle import (
+    Git,
+    _resolve,
+    _workstation_env,
+    heartbeat_of,
+    require_full_clone,
+    workstation_git,
+    write_bundle,
+)
 from reconciler.node.feed_index import (
     FEED_SITE,
     INDEX_NAME,
@@ -56,8 +62,6 @@ from reconciler.node.inbox import (
     MANIFEST_SUFFIX,
     BundleError,
     BundleManifest,
-    _git,
-    _stderr,
     short,
 )
 
@@ -96,20 +100,13 @@ def publish_feed(
     """
     env = _workstation_env()
     what = f"publishing {branch}"
-
-    def git(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = _git(["-C", str(repo_path), *args], env=env, timeout=timeout, what=what)
-        if check and proc.returncode != 0:
-            raise BundleError(f"{what}: git {args[0]} in {repo_path} failed: {_stderr(proc)}")
-        return proc
-
-    if git("rev-parse", "--git-dir", check=False).returncode != 0:
-        raise BundleError(f"{repo_path} is not a git repository (or cannot be read)")
-    if git("rev-parse", "--is-shallow-repository").stdout.strip() == "true":
-        raise BundleError(
-            f"{repo_path} is a shallow clone: the full bundle needs the whole history; in CI "
-            "check out with fetch-depth: 0 (or run `git fetch --unshallow`)"
-        )
+    git = workstation_git(repo_path, what, env=env, timeout=timeout)
+    require_full_clone(
+        git,
+        repo_path,
+        "the full bundle needs the whole history; in CI check out with fetch-depth: 0 (or run "
+        "`git fetch --unshallow`)",
+    )
     head = _branch_head(git, branch)
     stamp = now.astimezone(UTC).isoformat()
     previous = _read_index(out_dir)
@@ -150,7 +147,7 @@ def publish_feed(
     return PublishResult(outcome, index, tuple(written), tuple(sorted(removed)), note)
 
 
-def _branch_head(git: Callable[..., subprocess.CompletedProcess[str]], branch: str) -> str:
+def _branch_head(git: Git, branch: str) -> str:
     """The branch's commit: the local branch, or ``origin/<branch>`` in a CI checkout."""
     if not branch or branch.startswith("-") or ".." in branch:
         raise BundleError(f"--branch {branch!r} is not a branch name")
@@ -181,9 +178,7 @@ def _read_index(out_dir: Path) -> FeedIndex | None:
         ) from None
 
 
-def _step_start(
-    git: Callable[..., subprocess.CompletedProcess[str]], published: str, head: str, branch: str
-) -> tuple[str, str]:
+def _step_start(git: Git, published: str, head: str, branch: str) -> tuple[str, str]:
     """Where the new step starts: the published head, or the merge base after a reset."""
     if git("cat-file", "-e", f"{published}^{{commit}}", check=False).returncode != 0:
         raise BundleError(
