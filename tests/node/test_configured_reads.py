@@ -11,8 +11,7 @@ unlike the repository's files and the node's own records, where a link is refuse
 from __future__ import annotations
 
 import os
-import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,17 +23,7 @@ from reconciler.node.apply import kubeconfig
 from reconciler.node.config import load_config
 from reconciler.node.enroll import read_machine, trust_root_fingerprints
 
-
-@pytest.fixture(autouse=True)
-def no_hang() -> Iterator[None]:
-    def stuck(*_: object) -> None:
-        raise AssertionError("a read blocked for 20 s")
-
-    previous = signal.signal(signal.SIGALRM, stuck)
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
+pytestmark = pytest.mark.usefixtures("no_hang")
 
 
 def _kubeconfig(path: Path) -> None:

@@ -19,7 +19,8 @@ from reconciler.node.fetch import Mirror
 from reconciler.node.pipeline import NodePipeline, NodeVerified
 
 
-def _config(tmp_path: Path, trust: Path, floor: str | None) -> AgentConfig:
+def node_config(tmp_path: Path, trust: Path, floor: str | None = None) -> AgentConfig:
+    """A node's config for pipeline tests: no remote, no cluster, state under ``tmp_path``."""
     return AgentConfig(
         path=tmp_path / "agent.yaml",
         site="st-0001",
@@ -55,7 +56,7 @@ def _verify(tmp_path: Path, key: Key, *, with_floor: bool) -> tuple[NodeVerified
     repo, early, enrolled, merge = _history(tmp_path, key)
     trust = tmp_path / "allowed_signers"
     trust.write_text(root_line("root@example.com", key) + "\n")
-    pipeline = NodePipeline(_config(tmp_path, trust, enrolled if with_floor else None))
+    pipeline = NodePipeline(node_config(tmp_path, trust, enrolled if with_floor else None))
     verified = pipeline.verify(Mirror(repo.path / ".git"), enrolled, merge, NOW)
     assert isinstance(verified, NodeVerified)
     return verified, early, merge

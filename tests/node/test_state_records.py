@@ -20,17 +20,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from test_floor_soak import node_config
 from trust_git import NOW, Key, Repo, root_line
 
 from reconciler.core.trust.rules import EMPTY_RULES
 from reconciler.node import heartbeat, roots, seen
-from reconciler.node.config import AgentConfig, SourceConfig
 from reconciler.node.fetch import HEARTBEAT_REF, Mirror
 from reconciler.node.heartbeat import check_heartbeat
 from reconciler.node.pipeline import NodePipeline, NodeVerified
@@ -122,18 +121,7 @@ CASES = ["fifo", "huge", "symlink", "truncated", "not utf-8", "a list", "another
 CASES.append("wrong types")
 
 
-@pytest.fixture(autouse=True)
-def no_hang() -> Iterator[None]:
-    """A read that blocks (a FIFO opened the ordinary way) fails the test instead of hanging."""
-
-    def stuck(*_: object) -> None:
-        raise AssertionError("a read blocked for 20 s")
-
-    previous = signal.signal(signal.SIGALRM, stuck)
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
+pytestmark = pytest.mark.usefixtures("no_hang")
 
 
 @pytest.mark.parametrize("name", sorted(GOOD))
@@ -217,25 +205,6 @@ def test_heartbeat_unreadable_starts_watching_again_and_says_so(tmp_path: Path, 
 # -- the pipeline: a damaged first-seen.json never lets a change skip its soak ------------
 
 
-def _config(tmp_path: Path, trust: Path) -> AgentConfig:
-    return AgentConfig(
-        path=tmp_path / "agent.yaml",
-        site="st-0001",
-        source=SourceConfig(url=None, branch="main", credentials=None),
-        bundle_inbox=None,
-        outbox=None,
-        trust_root=trust,
-        age_key=None,
-        kubeconfig=None,
-        state_dir=tmp_path / "state",
-        health_deadline=60,
-        stale_after=3600,
-        field_manager="outpost",
-        max_commits=1000,
-        metrics_dir=None,
-    )
-
-
 @pytest.mark.parametrize("damage", ["fifo", "truncated", "wrong types"])
 def test_a_damaged_first_seen_restarts_the_soak_on_the_real_pipeline(
     tmp_path: Path, keys: dict[str, Key], damage: str
@@ -246,7 +215,7 @@ def test_a_damaged_first_seen_restarts_the_soak_on_the_real_pipeline(
     change = repo.commit({"sites/st-0001/site.yaml": "b\n"}, key, "the change")
     trust = tmp_path / "allowed_signers"
     trust.write_text(root_line("root@example.com", key) + "\n")
-    pipeline = NodePipeline(_config(tmp_path, trust))
+    pipeline = NodePipeline(node_config(tmp_path, trust))
     mirror = Mirror(repo.path / ".git")
 
     def verify(now: object) -> NodeVerified:
