@@ -25,7 +25,7 @@ from reconciler.core.policy._load import (
     load_policies,
     policy_documents,
 )
-from reconciler.core.policy._site import RULE_ENGINE, _group_of, _label, check_site
+from reconciler.core.policy._site import RULE_ENGINE, _group_of, _label, check_folder
 
 
 def check_unrendered_secrets(
@@ -173,18 +173,8 @@ def _check_sites(
         except OutpostError as exc:
             errors.append(Finding.from_error(exc, rule="render", site=site_id))
             continue
-        apps = {instance.name: instance.app for instance in getattr(rendered, "apps", ())}
         digests: Digests | None = {} if objects is not None else None
-        per_site += check_site(
-            policies,
-            rendered,
-            folder.site.doc,
-            folder.hardware.doc if folder.hardware is not None else None,
-            apps,
-            vms=folder.vms,
-            cache=cache,
-            digests=digests,
-        )
+        per_site += check_folder(policies, rendered, folder, cache=cache, digests=digests)
         if objects is not None and digests is not None:
             per_site += objects(repo, folder, rendered, digests)
     return errors, per_site

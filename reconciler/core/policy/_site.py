@@ -304,14 +304,28 @@ def check_rendered_site(
     documents, findings = policy_documents(repo)
     policies = load_policies(documents, today=today)
     findings.extend(policies.findings)
-    folder = repo.site(site_id)
+    findings += check_folder(policies, rendered, repo.site(site_id))
+    return findings
+
+
+def check_folder(
+    policies: PolicySet,
+    rendered: RenderedLike,
+    folder: Any,
+    *,
+    cache: PolicyCache | None = None,
+    digests: Digests | None = None,
+) -> list[Finding]:
+    """`check_site` for a site folder of the repository (its site, hardware and VMs) and
+    its rendered slice (the apps it runs)."""
     apps = {instance.name: instance.app for instance in getattr(rendered, "apps", ())}
-    findings += check_site(
+    return check_site(
         policies,
         rendered,
         folder.site.doc,
         folder.hardware.doc if folder.hardware is not None else None,
         apps,
         vms=folder.vms,
+        cache=cache,
+        digests=digests,
     )
-    return findings
