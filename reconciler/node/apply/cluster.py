@@ -98,6 +98,14 @@ def _temporary(code: int, message: str) -> bool:
     return code in _TEMPORARY_CODES or code >= 500 or code < 400
 
 
+def _decoded(raw: bytes) -> Any:
+    """An answer's body as JSON, or the bytes themselves when it is not JSON (None if empty)."""
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return raw
+
+
 def _describe(code: int, payload: Any) -> tuple[str, str]:
     """(Status reason, message) from an error response body, as close to kubectl's as we can."""
     if isinstance(payload, Mapping) and payload.get("kind") == "Status":
@@ -273,6 +281,19 @@ class Cluster:
 
     # -- transport ---------------------------------------------------------
 
+    def _answer(self, response: Any, what: str) -> bytes:
+        """The whole body of ``response``, its connection given back; a connection that
+        breaks meanwhile is ClusterUnavailable naming ``what``."""
+        try:
+            raw: bytes = response.read()
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise ClusterUnavailable(
+                f"{what}: the connection to {self._host} broke while reading the answer: {exc}"
+            ) from exc
+        finally:
+            response.release_conn()
+        return raw
+
     def _send(
         self,
         method: str,
@@ -324,19 +345,9 @@ class Cluster:
         with ``exists_ok`` a 409 AlreadyExists as ``(409, None)``.
         """
         response = self._send(method, path, what=what, **kwargs)
-        try:
-            raw = response.read()
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise ClusterUnavailable(
-                f"{what}: the connection to {self._host} broke while reading the answer: {exc}"
-            ) from exc
-        finally:
-            response.release_conn()
+        raw = self._answer(response, what)
         code = int(response.status)
-        try:
-            payload = json.loads(raw) if raw else None
-        except ValueError:
-            payload = raw
+        payload = _decoded(raw)
         if 200 <= code < 300:
             if payload is not None and not isinstance(payload, dict):
                 raise ClusterUnavailable(
@@ -559,24 +570,13 @@ class Cluster:
             body=json.dumps(options).encode(),
             content_type="application/json",
         )
-        try:
-            raw = response.read()
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise ClusterUnavailable(
-                f"delete {obj}: the connection to {self._host} broke mid-answer: {exc}"
-            ) from exc
-        finally:
-            response.release_conn()
+        raw = self._answer(response, f"delete {obj}")
         code = int(response.status)
         if 200 <= code < 300:
             return True
         if code == 404 or (code == 409 and uid):
             return False
-        try:
-            payload = json.loads(raw) if raw else None
-        except ValueError:
-            payload = raw
-        reason, message = _describe(code, payload)
+        reason, message = _describe(code, _decoded(raw))
         label = f"{code} {reason}".strip()
         if _temporary(code, message):
             raise ClusterUnavailable(f"delete {obj}: the API server answered {label}: {message}")
@@ -617,12 +617,7 @@ class Cluster:
         )
         code = int(response.status)
         if code != 200:
-            raw = response.read()
-            try:
-                payload = json.loads(raw) if raw else None
-            except ValueError:
-                payload = raw
-            reason, message = _describe(code, payload)
+            reason, message = _describe(code, _decoded(self._answer(response, f"watch {obj}")))
             raise ClusterUnavailable(
                 f"watch {obj}: the API server answered {code} {reason}: {message}"
             )
