@@ -1065,6 +1065,27 @@ def test_a_kill_during_the_rollback_never_applies_the_failed_commit_again(
     assert node.status["failedRevisions"] == [bad]
 
 
+def test_a_rollback_finished_after_a_kill_that_stays_unhealthy_is_degraded(
+    running: tuple[Node, str],
+) -> None:
+    node, good = running
+    bad = node.commit("bad", ["v1/ConfigMap/pos/a"])
+    node.cluster.unhealthy.add(bad)
+    tick_killed_at(node, "wait_healthy", good)
+    node.cluster.unhealthy.add(good)
+    after = node.tick()
+    assert (after.outcome, after.health) == ("failed-before", "degraded")
+    assert after.warnings == [
+        f"{good[:12]}, the revision this site runs, is not healthy after going back to it: "
+        f"Deployment pos/pos-server of {good[:7]} is not Available"
+    ]
+    assert (node.cluster.inventory_revision, node.cluster.complete) == (good, True)
+    node.cluster.unhealthy.discard(good)
+    healed = node.tick()
+    assert (healed.outcome, healed.health, healed.warnings) == ("failed-before", "healthy", [])
+    assert node.cluster.applied_revisions().count(bad) == 1
+
+
 def test_apply_cut_off_is_interrupted_and_the_next_tick_converges(
     running: tuple[Node, str],
 ) -> None:
