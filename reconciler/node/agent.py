@@ -25,10 +25,12 @@ The tick is the product. Its rules, in the order it applies them:
    takes its first revision at once under ``spec.firstApply: immediate`` (the default).
 6. **Apply, prune, wait for health.** The inventory written before applying is
    the union of old and new, so a kill mid-apply leaves nothing orphaned. If
-   health fails within the deadline, the last good revision is applied again and
-   the failed commit is not retried until a newer one arrives. A first install has
-   no last good revision: what it applied is pruned again, so the site is left
-   with nothing half-applied, and the status lists whatever could not be removed.
+   health fails within the deadline, the failure is recorded, then the last good
+   revision is applied again; the failed commit is not retried until a newer one
+   arrives, even by a run after a kill mid-rollback: that run finishes going back
+   (every tick's drift correction does, for an apply or rollback cut short). A first
+   install has no last good revision: what it applied is pruned again, so the site is
+   left with nothing half-applied, and the status lists whatever could not be removed.
 7. **Record atomically**: state, status JSON, Prometheus textfile, outbox. Times
    are read when they happen (a failure when it is found, the status when the
    tick ends), and "last success" means a tick that ended with the site on a
@@ -254,7 +256,7 @@ class Agent:
             and state.applied
             and mirror.has(state.applied)
         ):
-            self._correct_drift(mirror, state, report, get_cluster)
+            state = self._correct_drift(mirror, state, report, get_cluster)
         remember(mirror, state.refused, state.failed)
         return state
 
@@ -481,6 +483,11 @@ class Agent:
                 + "; this commit is not retried: commit a fix (or a revert) and the node "
                 "takes the newer commit"
             )
+            if state.applied is None and state.last_good is None and state.inventory:
+                # A failed first install whose removal a kill cut short: finish removing it.
+                return self._remove_first_install(
+                    state, report, get_cluster, state.inventory, candidate
+                )
             return state
         target = candidate
         try:
@@ -634,7 +641,6 @@ class Agent:
                 inventory=desired.keys,
             )
         reason = _health_reason(health)
-        log.error("rollout failed", extra={"revision": revision, "reason": reason})
         self._error(report, f"{_short(revision)} did not become healthy: {reason}")
         report.health = "failed"
         kept = (*state.failed[-20:], revision)
@@ -645,6 +651,12 @@ class Agent:
                 revision: reason,
             },
         )
+        # The failure goes on record before anything is undone: a run killed while it rolls
+        # back must leave a state in which the next run finishes going back, instead of
+        # taking the failed commit for a new one and applying it again.
+        self.store.save(state)
+        remember(mirror, state.refused, state.failed)
+        log.error("rollout failed", extra={"revision": revision, "reason": reason})
         if state.last_good is None:
             return self._undo_first_install(state, report, get_cluster, desired)
         return self._roll_back(mirror, state, report, get_cluster, desired)
@@ -656,15 +668,27 @@ class Agent:
         get_cluster: Callable[[], Cluster],
         failed: Desired,
     ) -> AgentState:
-        """No last good revision to go back to: prune what the failed install applied.
+        """No last good revision to go back to: prune what the failed install applied."""
+        report.outcome = "failed"
+        return self._remove_first_install(state, report, get_cluster, failed.keys, failed.revision)
+
+    def _remove_first_install(
+        self,
+        state: AgentState,
+        report: TickReport,
+        get_cluster: Callable[[], Cluster],
+        keys: Sequence[str],
+        revision: str,
+    ) -> AgentState:
+        """Prune what a failed first install (``revision``) applied, here or in a run a kill
+        cut short (the state lists it: the failure is recorded before the removal starts).
 
         Prune deletes only objects labelled as this site's — the labels every object
         of a slice is applied with — and never one marked ``outpost.io/prune: disabled``
         (the way to keep, say, a namespace an operator made by hand and then put in the
         slice). What is not deleted is listed in the status as ``leftover``.
         """
-        report.outcome = "failed"
-        applied = sorted(set(state.inventory) | set(failed.keys))
+        applied = sorted(set(state.inventory) | set(keys))
         try:
             cluster = get_cluster()
             deleted = set(cluster.prune(applied, []))
@@ -685,7 +709,7 @@ class Agent:
         report.leftover = left
         log.warning(
             "first install removed",
-            extra={"revision": failed.revision, "removed": len(deleted), "left": left},
+            extra={"revision": revision, "removed": len(deleted), "left": left},
         )
         return state.with_(inventory=tuple(left))
 
@@ -725,14 +749,22 @@ class Agent:
         state: AgentState,
         report: TickReport,
         get_cluster: Callable[[], Cluster],
-    ) -> None:
+    ) -> AgentState:
+        """Bring the cluster back to the applied revision: drifted objects are applied
+        again; a rollback (or an apply) that an earlier run began and did not end, killed
+        or cut off, is finished (`_finish_going_back`). Returns the state it leaves."""
         assert state.applied is not None
         try:
             desired = self.pipeline.desired(mirror, state.applied, checks=False)
             cluster = get_cluster()
             drifted = set(cluster.drift(desired.objects))
             report.drift = len(drifted)
-            if drifted:
+            # This run's own cut-off work is not finished here: the next run does it.
+            unfinished = report.outcome != "interrupted" and _unfinished(cluster, state, desired)
+            if unfinished:
+                state = self._finish_going_back(cluster, state, report, desired)
+                report.corrected = len(drifted)
+            elif drifted:
                 objects = [
                     o for k, o in zip(desired.keys, desired.objects, strict=True) if k in drifted
                 ]
@@ -741,14 +773,52 @@ class Agent:
                 log.warning("drift corrected", extra={"objects": sorted(drifted)})
             if report.health == "unknown":
                 # One look, no waiting: after a degraded rollback the status must not call
-                # the site healthy only because nothing drifted.
-                look = cluster.wait_healthy(desired.objects, deadline_seconds=0)
+                # the site healthy only because nothing drifted. A rollback finished here
+                # waits for health as the rollback would have.
+                look = cluster.wait_healthy(
+                    desired.objects,
+                    deadline_seconds=self.config.health_deadline if unfinished else 0,
+                )
                 report.health = "healthy" if _healthy(look) else "degraded"
+                if unfinished and not _healthy(look):
+                    report.warnings.append(
+                        f"{_short(state.applied)}, the revision this site runs, is not healthy "
+                        f"after going back to it: {_health_reason(look)}"
+                    )
         except TemporaryError as exc:
             report.warnings.append(f"drift check skipped: {exc}")
             report.temporary = True
         except OutpostError as exc:
             report.warnings.append(f"drift check failed: {exc}")
+        return state
+
+    def _finish_going_back(
+        self, cluster: Cluster, state: AgentState, report: TickReport, desired: Desired
+    ) -> AgentState:
+        """The rest of a rollback an earlier run began: the applied revision's whole slice
+        applied again, what it does not list pruned, its inventory recorded.
+
+        The failed commit is on record before a rollback starts (`_roll_out`), so the run
+        after a kill does not apply it again: it comes here instead. The whole slice is
+        sent, as the rollback sends it (objects untouched since are skipped by their
+        fingerprints), and not only the drifted ones: an apply withdraws the admission
+        bindings its objects do not list while the inventory is not complete.
+        """
+        listed = sorted(set(cluster.read_inventory() or ()) | set(state.inventory))
+        cluster.apply(desired.objects, revision=desired.revision)
+        removed = cluster.prune(listed, list(desired.keys))
+        cluster.write_inventory(list(desired.keys), desired.revision)
+        log.warning(
+            "going back finished",
+            extra={"revision": desired.revision, "removed": sorted(removed)},
+        )
+        if removed:
+            report.warnings.append(
+                f"going back to {_short(desired.revision)}, the revision this site runs, "
+                f"after an apply or a rollback was cut short: removed {len(removed)} "
+                f"object(s) it does not list: {', '.join(sorted(removed))}"
+            )
+        return state.with_(inventory=desired.keys)
 
     # -- records ----------------------------------------------------------------
 
@@ -809,6 +879,15 @@ def _refused_reason(exc: PermanentError, applied: str | None) -> str:
 
 def _bounded(refused: dict[str, str], limit: int = 50) -> dict[str, str]:
     return dict(list(refused.items())[-limit:])
+
+
+def _unfinished(cluster: Cluster, state: AgentState, desired: Desired) -> bool:
+    """True when an apply or a rollback was cut short: the cluster's inventory is not the
+    complete record of the applied revision, or the state's copy lists more than its slice
+    (both are widened to the union before an apply, and narrowed when it ends)."""
+    return cluster.applied_revision() != desired.revision or not set(state.inventory) <= set(
+        desired.keys
+    )
 
 
 def _healthy(health: Any) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -189,8 +190,16 @@ class FakeCluster:
     calls: list[tuple[str, Any]] = field(default_factory=list)
     labelled: list[str] = field(default_factory=list)
     unplaced: list[str] = field(default_factory=list)
+    deadlines: list[float] = field(default_factory=list)
+    kill_on: tuple[str, str | None, Path] | None = None
+    """(method, revision, file): that call ends the agent's process at once, as SIGKILL
+    would, after writing what the API server holds then to the file (it outlives the agent)."""
 
     def _maybe_fail(self, method: str, revision: str | None = None) -> None:
+        if self.kill_on is not None and self.kill_on[:2] == (method, revision):
+            held = {k: getattr(self, k) for k in ("objects", "inventory", "complete", "calls")}
+            self.kill_on[2].write_text(json.dumps({**held, "revision": self.inventory_revision}))
+            os._exit(KILLED)
         if method in self.fail:
             raise self.fail.pop(method)
         if method in self.fail_on and self.fail_on[method][0] == revision:
@@ -227,6 +236,7 @@ class FakeCluster:
     def wait_healthy(self, objects: Sequence[Mapping[str, Any]], *, deadline_seconds: float) -> Any:
         revision = objects[0]["revision"] if objects else ""
         self.calls.append(("wait_healthy", revision))
+        self.deadlines.append(deadline_seconds)
         self._maybe_fail("wait_healthy", revision)
         if revision in self.unhealthy:
             return Health(False, f"Deployment pos/pos-server of {revision[:7]} is not Available")
@@ -259,6 +269,32 @@ class FakeCluster:
 
     def applied_revisions(self) -> list[str]:
         return [arg for name, arg in self.calls if name == "apply"]
+
+
+KILLED = 137
+
+
+def tick_killed_at(node: Node, method: str, revision: str | None) -> None:
+    """One tick in a child process that dies at the cluster call ``method`` for ``revision``:
+    no ``finally``, no later write. Afterwards the fake API server holds what the child left
+    in it, as a real one would; the disk holds what the child had written."""
+    held = node.tmp / "cluster-at-kill.json"
+    node.cluster.kill_on = (method, revision, held)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child ends by os._exit
+        try:
+            node.tick()
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    node.cluster.kill_on = None
+    assert os.waitstatus_to_exitcode(status) == KILLED, "the tick ended before its kill"
+    found = json.loads(held.read_text())
+    node.cluster.objects = found["objects"]
+    node.cluster.inventory = found["inventory"]
+    node.cluster.inventory_revision = found["revision"]
+    node.cluster.complete = found["complete"]
+    node.cluster.calls = [(name, arg) for name, arg in found["calls"]]
 
 
 # -- the node -----------------------------------------------------------------------------------
@@ -915,6 +951,29 @@ def test_first_commit_ever_unhealthy_has_nothing_to_roll_back_to(node: Node) -> 
     assert node.cluster.objects == {}
 
 
+def test_a_kill_while_a_failed_first_install_is_removed_never_installs_it_again(
+    node: Node,
+) -> None:
+    """The failure is on record before the removal starts: the run after a kill finishes
+    removing what the failed first install applied, and does not install it again."""
+    first = node.commit("first", ["v1/ConfigMap/pos/a", "v1/ConfigMap/pos/b"])
+    node.cluster.unhealthy.add(first)
+    tick_killed_at(node, "prune", None)
+    state = node.state
+    assert (state.applied, state.last_good, state.failed) == (None, None, (first,))
+    assert set(node.cluster.objects) == {"v1/ConfigMap/pos/a", "v1/ConfigMap/pos/b"}
+
+    after = node.tick()
+    assert (after.outcome, after.applied, after.pending) == ("failed-before", None, first)
+    assert node.cluster.applied_revisions() == [first]  # the killed run's only
+    assert node.cluster.objects == {}
+    assert (after.removed, after.leftover) == (2, [])
+    assert node.state.inventory == ()
+    assert node.status["leftover"] == {"removed": 2, "objects": []}
+    later = node.tick()
+    assert (later.outcome, later.warnings, later.leftover) == ("failed-before", [], None)
+
+
 def test_a_failed_first_install_whose_removal_is_cut_off_lists_what_may_remain(
     node: Node,
 ) -> None:
@@ -978,15 +1037,75 @@ def test_rollback_that_fails_is_interrupted_and_says_both_errors(
     }
     assert node.status["lastError"] == report.error
     assert node.cluster.inventory is not None and "v1/ConfigMap/pos/new" in node.cluster.inventory
-    # Next tick: the candidate failed before; drift correction brings the good revision back.
+    # Next tick: the candidate failed before; drift correction brings the good revision back
+    # and finishes the rollback: the failed commit's new object, listed, is pruned.
     node.cluster.fail_on.clear()
     again = node.tick()
     assert (again.outcome, again.drift, again.corrected) == ("failed-before", 1, 1)
-    assert node.cluster.objects["v1/ConfigMap/pos/a"]["revision"] == good
-    # The failed commit's new object is listed, so the next successful apply prunes it.
+    assert {k: o["revision"] for k, o in node.cluster.objects.items()} == {
+        "v1/ConfigMap/pos/a": good,
+        "v1/ConfigMap/pos/b": good,
+    }
+    assert (node.cluster.inventory_revision, node.cluster.complete) == (good, True)
+    assert node.state.inventory == ("v1/ConfigMap/pos/a", "v1/ConfigMap/pos/b")
+    assert any("v1/ConfigMap/pos/new" in w for w in again.warnings), again.warnings
     fixed = node.commit("fix", ["v1/ConfigMap/pos/a"])
     assert node.tick().applied == fixed
     assert set(node.cluster.objects) == {"v1/ConfigMap/pos/a"}
+
+
+@pytest.mark.parametrize("method", ["apply", "wait_healthy"])
+def test_a_kill_during_the_rollback_never_applies_the_failed_commit_again(
+    running: tuple[Node, str], method: str
+) -> None:
+    """The failure is on record before the rollback starts: the run after a kill finishes
+    going back to the good revision, prunes the failed commit's new object, and does not
+    take the failed commit for a new one (applying it again, failing again, rolling back)."""
+    node, good = running
+    bad = node.commit("bad", ["v1/ConfigMap/pos/a", "v1/ConfigMap/pos/new"])
+    node.cluster.unhealthy.add(bad)
+    tick_killed_at(node, method, good)
+    state = node.state
+    assert (state.applied, state.last_good, state.failed) == (good, good, (bad,))
+    assert "v1/ConfigMap/pos/new" in state.inventory  # the failed commit's objects: listed
+    assert node.cluster.objects["v1/ConfigMap/pos/new"]["revision"] == bad
+    assert not node.cluster.complete
+    assert "refs/outpost/failed/" + bad in Mirror(node.config.mirror_dir).repo.references
+
+    after = node.tick()
+    assert (after.outcome, after.applied, after.pending) == ("failed-before", good, bad)
+    assert after.health == "healthy"
+    assert node.cluster.deadlines[-1] == node.config.health_deadline  # waited, as a rollback
+    assert node.cluster.applied_revisions().count(bad) == 1  # the first, killed, run's
+    assert {k: o["revision"] for k, o in node.cluster.objects.items()} == {
+        "v1/ConfigMap/pos/a": good,
+        "v1/ConfigMap/pos/b": good,
+    }
+    assert node.cluster.inventory == ["v1/ConfigMap/pos/a", "v1/ConfigMap/pos/b"]
+    assert (node.cluster.inventory_revision, node.cluster.complete) == (good, True)
+    assert node.state.inventory == ("v1/ConfigMap/pos/a", "v1/ConfigMap/pos/b")
+    assert node.status["failedRevisions"] == [bad]
+
+
+def test_a_rollback_finished_after_a_kill_that_stays_unhealthy_is_degraded(
+    running: tuple[Node, str],
+) -> None:
+    node, good = running
+    bad = node.commit("bad", ["v1/ConfigMap/pos/a"])
+    node.cluster.unhealthy.add(bad)
+    tick_killed_at(node, "wait_healthy", good)
+    node.cluster.unhealthy.add(good)
+    after = node.tick()
+    assert (after.outcome, after.health) == ("failed-before", "degraded")
+    assert after.warnings == [
+        f"{good[:12]}, the revision this site runs, is not healthy after going back to it: "
+        f"Deployment pos/pos-server of {good[:7]} is not Available"
+    ]
+    assert (node.cluster.inventory_revision, node.cluster.complete) == (good, True)
+    node.cluster.unhealthy.discard(good)
+    healed = node.tick()
+    assert (healed.outcome, healed.health, healed.warnings) == ("failed-before", "healthy", [])
+    assert node.cluster.applied_revisions().count(bad) == 1
 
 
 def test_apply_cut_off_is_interrupted_and_the_next_tick_converges(

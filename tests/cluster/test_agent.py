@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 from admissionkit import clear_outpost_policies
+from keykit import private_age_key
 
 from reconciler.node.agent import Agent, TickReport
 from reconciler.node.config import load_config
@@ -135,19 +136,18 @@ def write_config(
     health: str = "60s",
     name: str = "agent.yaml",
     extra: str = "",
+    site: str = SITE,
 ) -> Path:
+    """The agent config of ``site``'s node, with a private copy of that site's age key."""
     config = tmp_path / name
-    key = tmp_path / f"{SITE}.key"  # a checkout leaves the example key readable by all
-    key.write_bytes((ROOT / "tests/keys/age" / f"{SITE}.key").read_bytes())
-    key.chmod(0o600)
     config.write_text(
         "apiVersion: outpost/v1\n"
         "kind: AgentConfig\n"
         "spec:\n"
-        f"  site: {SITE}\n"
+        f"  site: {site}\n"
         f'  source: {{url: "{url or fleet.url}", branch: main}}\n'
         f"  trustRoot: {fleet.allowed_signers}\n"
-        f"  ageKey: {key}\n"
+        f"  ageKey: {private_age_key(site, tmp_path)}\n"
         f"  kubeconfig: {kubeconfig}\n"
         f"  stateDir: {tmp_path / 'state'}\n"
         f"  healthDeadline: {health}\n"

@@ -477,7 +477,8 @@ def test_a_kill_during_the_rollback_is_finished_by_the_next_run(
     tmp_path: Path, cluster: Cluster, clean_site: None
 ) -> None:
     """The real CLI is killed after it logged the failed rollout, while it rolls back.
-    The next run does it again (the failure was not yet on record) and finishes it."""
+    The failure was on record before the rollback began: the next run does not apply the
+    failed commit again, and finishes going back (the failed commit's new object pruned)."""
     now = datetime.now(UTC)
     signed = create(tmp_path / "repo", when=now - timedelta(hours=2))
     config = write_config(tmp_path, signed, Path(cluster.kubeconfig), health="10s")
@@ -511,12 +512,16 @@ def test_a_kill_during_the_rollback_is_finished_by_the_next_run(
     assert proc.returncode == -signal.SIGKILL, "the run was through before its kill"
     state = state_of(tmp_path)
     assert state["applied"] == good  # the kill left the record of the last good revision
+    assert state["failed"] == [bad]  # and of the failure
     assert "/ConfigMap/pos/pos-extra" in state["inventory"]  # and the failed commit's objects
 
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 1, done.stderr  # rolled back: a finding, not an error
+    assert done.returncode == 1, done.stderr  # failed before: a finding, not an error
+    logged = [json.loads(line).get("msg") for line in done.stderr.splitlines() if line[:1] == "{"]
+    assert "rollout failed" not in logged  # the failed commit was not applied again
     status = status_of(tmp_path)
-    assert (status["outcome"], status["health"]) == ("rolled-back", "healthy")
+    assert (status["outcome"], status["health"]) == ("failed-before", "healthy")
+    assert status["pending"]["revision"] == bad
     settle(lambda: read(cluster, "configmap", "pos", "pos-extra") is None)
     assert_back_on(cluster, tmp_path, good, bad)
     again = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
