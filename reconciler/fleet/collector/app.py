@@ -97,11 +97,15 @@ class Collector:
     history_keep: int = 100
     on_tick: Callable[[Collector], object] | None = None
     """Called after each background refresh (the webhook notifier)."""
+    on_new_head: list[Callable[[str], object]] = field(default_factory=list)
+    """Called with the revision whenever a refresh verifies a head not seen before (the
+    dashboard starts computing its schedule then, ahead of the first view)."""
     ingestor: Ingestor = field(init=False)
     writer: BatchWriter = field(init=False)
     _tokens: tuple[float, dict[str, str]] = field(init=False, default=(0.0, {}))
     _stop: threading.Event = field(init=False, default_factory=threading.Event)
     _thread: threading.Thread | None = field(init=False, default=None)
+    _head: str | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.ingestor = Ingestor(self.store, self.source, clock=self.clock, limiter=self.limiter)
@@ -111,6 +115,7 @@ class Collector:
 
     def start(self) -> None:
         self.source.refresh(self.clock())
+        self._notice_head()
         self._thread = threading.Thread(target=self._loop, name="outpost-refresh", daemon=True)
         self._thread.start()
 
@@ -130,12 +135,24 @@ class Collector:
         status = self.source.refresh(self.clock())
         if status.problem:
             log.error("fleet repository not verified", extra={"error": status.problem})
+        self._notice_head()
         try:
             self.store.prune_history(self.history_keep)
             if self.on_tick is not None:
                 self.on_tick(self)
         except Exception as exc:  # the loop must survive a database outage
             log.error("background work failed", extra={"error": str(exc)})
+
+    def _notice_head(self) -> None:
+        view = self.source.status.view
+        if view is None or view.revision == self._head:
+            return
+        self._head = view.revision
+        for watcher in self.on_new_head:
+            try:
+                watcher(view.revision)
+            except Exception as exc:  # a watcher's defect must not stop the refresh loop
+                log.error("new-head watcher failed", extra={"error": str(exc)})
 
     # -- reads ---------------------------------------------------------------------
 
