@@ -27,10 +27,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.core.errors import OutpostError, SourceUnavailable
-from reconciler.core.trust.sshsig import PublicKey, parse_public_key_line
+
+if TYPE_CHECKING:  # the trust package is imported where keys are read, not by every reader
+    from reconciler.core.trust.sshsig import PublicKey
 
 __all__ = ["SILENT_AFTER", "FleetSource", "FleetView", "RepositoryStatus", "SiteInfo"]
 
@@ -62,6 +64,8 @@ class SiteInfo:
 
     @property
     def keys(self) -> tuple[PublicKey, ...]:
+        from reconciler.core.trust.sshsig import PublicKey
+
         return tuple(PublicKey("ssh-ed25519", blob, name) for blob, name in self.nodes.items())
 
     @property
@@ -152,6 +156,7 @@ def read_view(repo: Any, revision: str) -> FleetView:
     from reconciler.core.model import Hardware, Repository, Site, expect
     from reconciler.core.schedule import FleetRollout, SiteCalendar
     from reconciler.core.source import CommitTree
+    from reconciler.core.trust.sshsig import parse_public_key_line
 
     tree = CommitTree(repo, revision)
     model = Repository(tree)

@@ -324,8 +324,30 @@ class Store:
 
     # -- schema ------------------------------------------------------------------
 
+    def version(self) -> int | None:
+        """The schema version the store is at (0: empty), or None when it cannot be told
+        without taking the migration lock (a store being created right now)."""
+        errors = self._errors()
+        try:
+            with self._conn() as conn:
+                cursor = conn.cursor()
+                cursor.execute("SELECT COALESCE(MAX(version), 0) FROM outpost_schema")
+                return int(cursor.fetchone()[0])
+        except errors[1] as exc:
+            if self.dialect == "sqlite" and "no such table" in str(exc):
+                return None
+            raise StoreUnavailable(f"{self._shown}: reading the schema version: {exc}") from None
+        except errors[0]:
+            return None  # PostgreSQL: undefined table (the pooled connection was dropped)
+
     def migrate(self, *, now: datetime) -> int:
-        """Bring the schema to the newest version; the version it is at afterwards."""
+        """Bring the schema to the newest version; the version it is at afterwards.
+
+        A store already at the newest version is only read (no write lock): readers
+        such as ``outpost fleet status`` open it often, and next to a busy collector.
+        """
+        if self.version() == len(MIGRATIONS):
+            return len(MIGRATIONS)
         serial = (
             "INTEGER PRIMARY KEY AUTOINCREMENT"
             if self.dialect == "sqlite"
@@ -422,7 +444,10 @@ class Store:
             query += " WHERE applied = ? OR pending = ?"
             args = (revision, revision)
         with self._transaction(write=False, what="reading sites") as cur:
-            cur.execute(self._sql(query + " ORDER BY site"), args)
+            if self.dialect == "postgresql":  # binary rows: no integer parsed from text
+                cur.execute(self._sql(query + " ORDER BY site"), args, binary=True)
+            else:
+                cur.execute(query + " ORDER BY site", args)
             return [SiteRecord.from_row(row) for row in cur.fetchall()]
 
     def site(
