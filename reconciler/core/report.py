@@ -89,6 +89,9 @@ class Envelope:
     signature: str = field(repr=False)
     site: str
     time: datetime
+    body: Mapping[str, Any] | None = field(default=None, repr=False, compare=False, hash=False)
+    """``payload`` as `read_envelope` parsed it (None: parse it again when opening); the
+    signature still covers the payload's bytes, never this."""
 
     def to_bytes(self) -> bytes:
         return (
@@ -173,7 +176,7 @@ def read_envelope(data: bytes, source: str) -> Envelope:
     time = _time(body.get("time"))
     if time is None:
         raise bad(f"time {str(body.get('time'))[:40]!r} is not an RFC 3339 time with an offset")
-    return Envelope(payload.encode("utf-8"), signature, site, time)
+    return Envelope(payload.encode("utf-8"), signature, site, time, body)
 
 
 def open_envelope(
@@ -205,5 +208,5 @@ def open_envelope(
         verify_signature(signature, envelope.payload, namespace=REPORT_NAMESPACE)
     except VerificationError as exc:
         raise ReportUnverified(f"{where}: {exc}") from None
-    body = json.loads(envelope.payload)
+    body = envelope.body if envelope.body is not None else json.loads(envelope.payload)
     return VerifiedReport(envelope.site, envelope.time, body, envelope.payload, key)

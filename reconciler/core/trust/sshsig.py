@@ -265,12 +265,14 @@ def check_supported(key: PublicKey) -> None:
 _Verify = Callable[[str, bytes, bytes], None]
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=32768)
 def _verifier(blob: bytes) -> _Verify:
     """Build (once per key) a function ``(sig_algorithm, sig_bytes, data) -> None``.
 
-    Cached because the same few keys sign thousands of commits: building the
-    `cryptography` key object costs more than an Ed25519 verification.
+    Cached because the same few keys sign thousands of commits, and a collector
+    verifies the reports of every node of a fleet (a key each, tens of thousands;
+    an entry is a few hundred bytes): building the key object again for each
+    report would cost a good part of a verification.
     """
     reader = _Reader(blob, "public key")
     key_type = reader.name("key type")
