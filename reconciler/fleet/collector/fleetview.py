@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,8 +63,9 @@ class SiteInfo:
     hardware: tuple[tuple[str, str], ...] = ()
     """(node name, one line: arch, CPUs, memory, serial) per node in ``hardware.yaml``."""
 
-    @property
+    @cached_property
     def keys(self) -> tuple[PublicKey, ...]:
+        """Built at the site's first report, then kept with the view (read per report)."""
         from reconciler.core.trust.sshsig import PublicKey
 
         return tuple(PublicKey("ssh-ed25519", blob, name) for blob, name in self.nodes.items())

@@ -22,13 +22,14 @@ report would cap ingestion at the disk's fsync rate; a batch costs one.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -104,17 +105,23 @@ class RateLimiter:
 
 
 class BatchWriter:
-    """One writer thread; `submit` returns a future of the row's `IngestResult`."""
+    """One writer thread; `submit` returns an asyncio future of the row's `IngestResult`.
+
+    The answers of a batch go back to the event loop in one call
+    (``call_soon_threadsafe``), not one wake-up per report.
+    """
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._queue: queue.Queue[tuple[Row, Future[IngestResult]] | None] = queue.Queue()
+        self._queue: queue.Queue[_Item | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="outpost-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, row: Row) -> Future[IngestResult]:
-        future: Future[IngestResult] = Future()
-        self._queue.put((row, future))
+    def submit(self, row: Row) -> asyncio.Future[IngestResult]:
+        """Queue ``row``; call from a running event loop, whose future it answers."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[IngestResult] = loop.create_future()
+        self._queue.put((row, loop, future))
         return future
 
     def close(self) -> None:
@@ -137,16 +144,34 @@ class BatchWriter:
                     stop = True
                     break
                 batch.append(item)
+            answers: dict[asyncio.AbstractEventLoop, list[_Answer]] = {}
             try:
-                results = self.store.ingest([row for row, _ in batch])
+                results = self.store.ingest([row for row, _, _ in batch])
             except Exception as exc:  # every waiting request must get an answer
-                for _, future in batch:
-                    future.set_exception(exc)
+                for _, loop, future in batch:
+                    answers.setdefault(loop, []).append((future, exc))
             else:
-                for (_, future), result in zip(batch, results, strict=True):
-                    future.set_result(result)
+                for (_, loop, future), result in zip(batch, results, strict=True):
+                    answers.setdefault(loop, []).append((future, result))
+            for loop, each in answers.items():
+                with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits
+                    loop.call_soon_threadsafe(_answer, each)
             if stop:
                 return
+
+
+_Item = tuple[Row, asyncio.AbstractEventLoop, "asyncio.Future[IngestResult]"]
+_Answer = tuple["asyncio.Future[IngestResult]", "IngestResult | Exception"]
+
+
+def _answer(answers: list[_Answer]) -> None:
+    for future, outcome in answers:
+        if future.done():  # the request was cancelled (client gone)
+            continue
+        if isinstance(outcome, Exception):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
 @dataclass(frozen=True)
