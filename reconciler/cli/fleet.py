@@ -136,6 +136,14 @@ def register(subparsers: Any) -> None:
         help="the dashboard's session signing key (≥ 32 bytes); collectors behind one "
         "address share it. Default: random per process (logins end at a restart)",
     )
+    serve.add_argument(
+        "--verify-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes that check report signatures beside the serving one (default: 1 on "
+        "a machine with more than one core, else 0: the serving process checks them)",
+    )
     serve.set_defaults(func=run_serve)
     promote = commands.add_parser(
         "promote",

@@ -62,13 +62,16 @@ __all__ = [
     "MAX_ARMORED_BYTES",
     "SUPPORTED_KEY_TYPES",
     "PublicKey",
+    "SignedData",
     "SshSignature",
     "check_namespace",
+    "check_signed_data",
     "check_supported",
     "fingerprint",
     "parse_public_key_blob",
     "parse_public_key_line",
     "parse_signature",
+    "prepare_verification",
     "public_key_of",
     "sign_message",
     "verify_signature",
@@ -486,6 +489,27 @@ def verify_signature(signature: SshSignature, message: bytes, *, namespace: str)
     The caller decides separately whether the embedded key is trusted: this
     only proves that the holder of ``signature.public_key`` signed ``message``.
     """
+    check_signed_data(prepare_verification(signature, message, namespace=namespace))
+
+
+@dataclass(frozen=True)
+class SignedData:
+    """The public-key step of `verify_signature`, everything else already checked: the
+    key's blob, the signature algorithm and bytes, and the exact data they must cover.
+
+    Small and picklable, so that a busy verifier (the collector) can hand the
+    cryptography to another process (`check_signed_data` there).
+    """
+
+    key_blob: bytes
+    algorithm: str
+    signature: bytes = field(repr=False)
+    data: bytes = field(repr=False)
+
+
+def prepare_verification(signature: SshSignature, message: bytes, *, namespace: str) -> SignedData:
+    """`verify_signature` up to the public-key step: the namespace and the hash algorithm are
+    checked and ``message`` hashed; `VerificationError` if either is wrong."""
     check_namespace(signature, namespace)
     hasher = _MESSAGE_HASHES.get(signature.hash_algorithm)
     if hasher is None:
@@ -493,8 +517,17 @@ def verify_signature(signature: SshSignature, message: bytes, *, namespace: str)
             f"signature hash algorithm {_shown(signature.hash_algorithm)!r} is not supported "
             "(expected sha256 or sha512)"
         )
-    signed = _signed_data(message, namespace, signature.hash_algorithm, hasher)
-    _verifier(signature.public_key.blob)(signature.signature_algorithm, signature.signature, signed)
+    return SignedData(
+        signature.public_key.blob,
+        signature.signature_algorithm,
+        signature.signature,
+        _signed_data(message, namespace, signature.hash_algorithm, hasher),
+    )
+
+
+def check_signed_data(signed: SignedData) -> None:
+    """The public-key step: `VerificationError` unless the signature covers the data."""
+    _verifier(signed.key_blob)(signed.algorithm, signed.signature, signed.data)
 
 
 def _signed_data(

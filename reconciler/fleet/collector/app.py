@@ -70,6 +70,7 @@ from reconciler.fleet.collector.rollout import (
 from reconciler.fleet.collector.store import SiteRecord, Store, StoreError, StoreUnavailable
 
 if TYPE_CHECKING:
+    from reconciler.fleet.collector.verifier import VerifierPool
     from reconciler.fleet.dashboard.web import DashboardOptions
 
 __all__ = ["Collector", "create_app", "hash_token"]
@@ -98,6 +99,8 @@ class Collector:
     history_keep: int = 100
     on_tick: Callable[[Collector], object] | None = None
     """Called after each background refresh (the webhook notifier)."""
+    verifier: VerifierPool | None = None
+    """Worker processes for the signature step (None: verify in this process)."""
     on_new_head: list[Callable[[str], object]] = field(default_factory=list)
     """Called with the revision whenever a refresh verifies a head not seen before (the
     dashboard starts computing its schedule then, ahead of the first view)."""
@@ -115,6 +118,8 @@ class Collector:
     # -- background work -----------------------------------------------------------
 
     def start(self) -> None:
+        if self.verifier is not None:
+            self.verifier.warm()
         self.source.refresh(self.clock())
         self._notice_head()
         self._thread = threading.Thread(target=self._loop, name="outpost-refresh", daemon=True)
@@ -126,6 +131,8 @@ class Collector:
             self._thread.join(timeout=30)
         self.writer.close()
         self.store.close()
+        if self.verifier is not None:
+            self.verifier.close()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.refresh_every):
@@ -242,7 +249,12 @@ def create_app(
             collector.ingestor.count("too-large")
             return _failed(413, f"a report may be at most {MAX_ENVELOPE_BYTES} bytes")
         try:
-            checked = collector.ingestor.check(data, "the request body")
+            if collector.verifier is not None:
+                checked = await collector.ingestor.check_async(
+                    data, "the request body", collector.verifier
+                )
+            else:
+                checked = collector.ingestor.check(data, "the request body")
         except ReportMalformed as exc:
             collector.ingestor.count("malformed")
             return _failed(400, exc.message)

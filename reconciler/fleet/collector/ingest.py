@@ -32,16 +32,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from reconciler.core.errors import OutpostError, TemporaryError
 from reconciler.core.report import (
+    Envelope,
     ReportUnverified,
     VerifiedReport,
+    check_envelope,
     open_envelope,
     read_envelope,
 )
-from reconciler.fleet.collector.fleetview import FleetSource, FleetView
+from reconciler.fleet.collector.fleetview import FleetSource, FleetView, SiteInfo
 from reconciler.fleet.collector.store import IngestResult, Row, Store
+
+if TYPE_CHECKING:
+    from reconciler.fleet.collector.verifier import VerifierPool
 
 __all__ = [
     "BATCH",
@@ -217,13 +223,27 @@ class Ingestor:
     def check(self, data: bytes, source: str) -> Checked:
         """Steps 1-3 of the module docstring; ReportRefused, NotReady or RateLimited."""
         envelope = read_envelope(data, source)
+        info = self._site(envelope, source)
+        return self._limited(info, open_envelope(envelope, info.keys, source=source), envelope)
+
+    async def check_async(self, data: bytes, source: str, verifier: VerifierPool) -> Checked:
+        """`check` with the public-key step in ``verifier``'s worker processes."""
+        envelope = read_envelope(data, source)
+        info = self._site(envelope, source)
+        pending = check_envelope(envelope, info.keys, source=source)
+        report = pending.verified(await verifier.check(pending.signed))
+        return self._limited(info, report, envelope)
+
+    def _site(self, envelope: Envelope, source: str) -> SiteInfo:
         info = self.view().sites.get(envelope.site)
         if info is None:
             raise ReportUnverified(
                 f"{source}: site {envelope.site!r} is not in the fleet repository (at "
                 f"{self.view().revision[:12]}); nobody can report for it"
             )
-        report = open_envelope(envelope, info.keys, source=source)
+        return info
+
+    def _limited(self, info: SiteInfo, report: VerifiedReport, envelope: Envelope) -> Checked:
         if self.limiter is not None:
             self.limiter.take(envelope.site)
         return Checked(report, info.nodes.get(report.key.blob, "?"), envelope.signature)
