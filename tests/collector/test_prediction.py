@@ -3,6 +3,7 @@ in a child process, and the collector says when a refresh verified a new head.""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -16,8 +17,10 @@ from reconciler.fleet.collector.store import open_store
 from reconciler.fleet.dashboard import prediction
 from reconciler.fleet.dashboard.prediction import (
     Predictions,
+    from_json,
     predict_change,
     predict_in_child,
+    to_json,
 )
 from reconciler.fleet.dashboard.views import Predicted
 from tools import signedfleet
@@ -130,3 +133,40 @@ def test_the_collector_names_each_new_verified_head_once(tmp_path: Path) -> None
         assert heads == [first, fleet.head()]
     finally:
         collector.stop()
+
+
+def test_a_prediction_kept_in_the_store_serves_the_next_collector(
+    tmp_path: Path, store_target: str
+) -> None:
+    trust = tmp_path / "allowed_signers"
+    trust.write_text("root@example.com ssh-ed25519 AAAA\n")
+    store = open_store(store_target, now=NOW)
+    first, second = Counting(), Counting()
+    answer = Predictions(Path("repo"), trust, predict=first, store=store).get("c" * 40, now=NOW)
+    again = Predictions(Path("repo"), trust, predict=second, store=store).get("c" * 40, now=NOW)
+    assert first.calls == ["c" * 40] and second.calls == []
+    assert again == answer and again.sites == {"s1": NOW + timedelta(hours=1)}
+    # Another trust root is another question; a problem is never kept.
+    trust.write_text("root@example.com ssh-ed25519 BBBB\n")
+    Predictions(Path("repo"), trust, predict=second, store=store).get("c" * 40, now=NOW)
+    Predictions(Path("repo"), trust, predict=second, store=store).get("bad" + "0" * 37, now=NOW)
+    Predictions(Path("repo"), trust, predict=second, store=store).get("bad" + "0" * 37, now=NOW)
+    assert second.calls == ["c" * 40] + ["bad" + "0" * 37] * 2
+    for n in range(5):
+        Predictions(Path("repo"), trust, predict=second, store=store).get(
+            f"{n:040x}", now=NOW + timedelta(minutes=n)
+        )
+    assert store.prune_predictions(3) == 4  # of 7: the 3 computed last stay
+    assert store.prediction(f"{4:040x}", hashlib.sha256(trust.read_bytes()).hexdigest())
+    assert store.prediction("c" * 40, hashlib.sha256(trust.read_bytes()).hexdigest()) is None
+    store.close()
+
+
+def test_predictions_round_trip_through_json() -> None:
+    predicted = Predicted(
+        NOW,
+        {"a": NOW + timedelta(hours=3), "b": None},
+        {"b": "frozen until 2027-01-05 (peak season)"},
+        problem="one site's calendar could not be read",
+    )
+    assert from_json(to_json(predicted)) == predicted

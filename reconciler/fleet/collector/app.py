@@ -80,6 +80,8 @@ log = logging.getLogger("outpost.collector")
 _REVISION = re.compile(r"^[0-9a-f]{4,40}$")
 _SITE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 TOKEN_CACHE_SECONDS = 10.0
+PREDICTIONS_KEPT = 64
+"""The dashboard's predictions kept in the store (the most recently computed)."""
 
 
 def hash_token(token: str) -> str:
@@ -146,6 +148,7 @@ class Collector:
         self._notice_head()
         try:
             self.store.prune_history(self.history_keep)
+            self.store.prune_predictions(PREDICTIONS_KEPT)
             if self.on_tick is not None:
                 self.on_tick(self)
         except Exception as exc:  # the loop must survive a database outage

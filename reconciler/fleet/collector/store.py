@@ -115,6 +115,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE alerts (
             key TEXT PRIMARY KEY, since_us BIGINT NOT NULL, detail TEXT NOT NULL)""",
     ),
+    (
+        # 2: the dashboard's predicted schedule per commit and trust root, computed once
+        # by whichever collector verified that head first.
+        """CREATE TABLE predictions (
+            commit_id TEXT NOT NULL, trust TEXT NOT NULL, computed_us BIGINT NOT NULL,
+            body TEXT NOT NULL, PRIMARY KEY (commit_id, trust))""",
+    ),
 )
 # Statements built once from the fixed column names above (no input reaches them).
 _PLACEHOLDERS = ", ".join("?" for _ in _COLUMNS)
@@ -554,6 +561,41 @@ class Store:
         with self._transaction(write=False, what="reading tokens") as cur:
             cur.execute("SELECT hash, name FROM tokens")
             return {str(h): str(n) for h, n in cur.fetchall()}
+
+    # -- predictions ---------------------------------------------------------------
+
+    def prediction(self, commit: str, trust: str) -> str | None:
+        """The kept prediction of ``commit`` under the trust root whose digest is ``trust``."""
+        with self._transaction(write=False, what=f"reading the prediction of {commit[:12]}") as cur:
+            cur.execute(
+                self._sql("SELECT body FROM predictions WHERE commit_id = ? AND trust = ?"),
+                (commit, trust),
+            )
+            found = cur.fetchone()
+        return None if found is None else str(found[0])
+
+    def keep_prediction(self, commit: str, trust: str, body: str, *, now: datetime) -> None:
+        """Keep a prediction (the first one kept for a commit and trust root stays)."""
+        with self._transaction(write=True, what=f"keeping the prediction of {commit[:12]}") as cur:
+            cur.execute(
+                self._sql(
+                    "INSERT INTO predictions (commit_id, trust, computed_us, body) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (commit_id, trust) DO NOTHING"
+                ),
+                (commit, trust, _us(now), body),
+            )
+
+    def prune_predictions(self, keep: int) -> int:
+        """Delete all but the ``keep`` most recently computed predictions; how many went."""
+        with self._transaction(write=True, what="pruning predictions") as cur:
+            cur.execute(
+                self._sql(
+                    "DELETE FROM predictions WHERE computed_us < (SELECT computed_us FROM "
+                    "predictions ORDER BY computed_us DESC LIMIT 1 OFFSET ?)"
+                ),
+                (keep - 1,),
+            )
+            return int(cur.rowcount)
 
     # -- alerts ------------------------------------------------------------------
 

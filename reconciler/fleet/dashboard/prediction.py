@@ -20,17 +20,23 @@ What it costs, and where it is paid:
   for that same computation (never a second one, never another commit's
   answer); a commit that was never a head (an older change) is computed at its
   first view.
-- **In a child process at low priority** (`predict_in_child`): the work is
-  pure Python, and in the collector's own process it would hold the
-  interpreter lock that ingest and every other page need. The child is
-  started for one computation (``spawn``: no copy of the server's threads and
-  sockets), lowers its priority (``nice`` `CHILD_NICE`), and exits.
+- **Kept in the store** too (`Store.keep_prediction`, by commit and by the
+  digest of the trust root it was verified against): a restarted collector,
+  or another collector on the same database, finds it there instead of
+  computing it again. Only the schedule is kept, never the rollout.
+- **In a child process** (`predict_in_child`): the work is pure Python, and in
+  the collector's own process it would hold the interpreter lock that ingest
+  and every other page need. The child is started for one computation
+  (``spawn``: no copy of the server's threads and sockets) and exits. It runs
+  at the collector's own priority: a lowered one starved it on a busy machine
+  (seconds became tens of seconds), and it is seconds of one core per new head.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -38,14 +44,14 @@ from concurrent.futures import Future
 from datetime import datetime
 from pathlib import Path
 
+from reconciler.fleet.collector.store import Store, StoreError, StoreUnavailable
 from reconciler.fleet.dashboard.views import Predicted
 
-__all__ = ["CHILD_NICE", "KEEP", "Predictions", "predict_change", "predict_in_child"]
+__all__ = ["KEEP", "Predictions", "from_json", "predict_change", "predict_in_child", "to_json"]
 
 log = logging.getLogger("outpost.collector")
 
 KEEP = 32
-CHILD_NICE = 10
 
 
 def predict_change(repository: Path, trust: Path, commit: str, *, now: datetime) -> Predicted:
@@ -81,10 +87,6 @@ def predict_change(repository: Path, trust: Path, commit: str, *, now: datetime)
     return Predicted(schedule.start, sites, blockers, problem=problem)
 
 
-def _lower_priority() -> None:
-    os.nice(CHILD_NICE)
-
-
 def predict_in_child(repository: Path, trust: Path, commit: str, *, now: datetime) -> Predicted:
     """`predict_change` in a child process of its own (see the module docstring).
 
@@ -99,13 +101,34 @@ def predict_in_child(repository: Path, trust: Path, commit: str, *, now: datetim
         with ProcessPoolExecutor(
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_lower_priority,
         ) as pool:
             return pool.submit(predict_change, repository, trust, commit, now=now).result()
     except (BrokenProcessPool, OSError) as exc:
         return Predicted(
             now, {}, {}, problem=f"the schedule of {commit[:12]} could not be computed: {exc}"
         )
+
+
+def to_json(predicted: Predicted) -> str:
+    return json.dumps(
+        {
+            "start": predicted.start.isoformat(),
+            "sites": {s: t.isoformat() if t else None for s, t in predicted.sites.items()},
+            "blockers": dict(predicted.blockers),
+            "problem": predicted.problem,
+        },
+        sort_keys=True,
+    )
+
+
+def from_json(text: str) -> Predicted:
+    body = json.loads(text)
+    return Predicted(
+        datetime.fromisoformat(body["start"]),
+        {s: datetime.fromisoformat(t) if t else None for s, t in body["sites"].items()},
+        dict(body["blockers"]),
+        problem=body["problem"],
+    )
 
 
 class Predictions:
@@ -117,9 +140,11 @@ class Predictions:
         trust: Path,
         *,
         predict: Callable[..., Predicted] = predict_in_child,
+        store: Store | None = None,
     ) -> None:
         self.repository = repository
         self.trust = trust
+        self.store = store
         self._predict = predict
         self._kept: OrderedDict[str, Future[Predicted]] = OrderedDict()
         self._lock = threading.Lock()
@@ -151,7 +176,11 @@ class Predictions:
 
     def _compute(self, commit: str, entry: Future[Predicted], *, now: datetime) -> None:
         try:
-            found = self._predict(self.repository, self.trust, commit, now=now)
+            found = self._kept_in_store(commit)
+            if found is None:
+                found = self._predict(self.repository, self.trust, commit, now=now)
+                if found.problem is None or found.sites:
+                    self._keep_in_store(commit, found, now=now)
         except Exception as exc:  # a defect must not leave viewers waiting forever
             log.error("prediction failed", extra={"commit": commit, "error": str(exc)})
             found = Predicted(now, {}, {}, problem=f"the schedule could not be computed: {exc}")
@@ -162,3 +191,29 @@ class Predictions:
             for old in done[: max(0, len(self._kept) - KEEP)]:
                 del self._kept[old]
         entry.set_result(found)
+
+    def _trust_digest(self) -> str | None:
+        try:
+            return hashlib.sha256(self.trust.read_bytes()).hexdigest()
+        except OSError:
+            return None  # computed (and refused) by the prediction itself, never kept
+
+    def _kept_in_store(self, commit: str) -> Predicted | None:
+        digest = self._trust_digest()
+        if self.store is None or digest is None:
+            return None
+        try:
+            text = self.store.prediction(commit, digest)
+        except (StoreError, StoreUnavailable) as exc:
+            log.warning("predictions not readable", extra={"error": exc.message})
+            return None
+        return from_json(text) if text is not None else None
+
+    def _keep_in_store(self, commit: str, found: Predicted, *, now: datetime) -> None:
+        digest = self._trust_digest()
+        if self.store is None or digest is None:
+            return
+        try:
+            self.store.keep_prediction(commit, digest, to_json(found), now=now)
+        except (StoreError, StoreUnavailable) as exc:  # kept in memory all the same
+            log.warning("prediction not kept in the store", extra={"error": exc.message})

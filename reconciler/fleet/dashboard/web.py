@@ -121,7 +121,9 @@ def dashboard_routes(
     """The dashboard's routes over ``collector``; add them to the collector's app."""
     signer = SessionSigner(options.session_key)
     source = collector.source
-    predicted = predictions or Predictions(Path(source.path), Path(source.trust))
+    predicted = predictions or Predictions(
+        Path(source.path), Path(source.trust), store=collector.store
+    )
     stylesheet = _stylesheet()
     collector.on_new_head.append(lambda head: predicted.ahead(head, now=collector.clock()))
 
