@@ -1,8 +1,10 @@
 """``outpost fleet serve``: the collector under uvicorn, with TLS or behind a reverse proxy.
 
-One uvicorn worker per process: the writer thread batches inserts, and more
-throughput comes from more collector processes on one PostgreSQL (they share
-nothing but the database), not from workers inside one.
+One uvicorn worker per process: the writer thread batches inserts, and the
+signature checks go to `verifier` worker processes (``--verify-workers``, see
+`default_verify_workers`), the one step heavy enough to be worth the messages.
+More throughput beyond one machine comes from more collector processes on one
+PostgreSQL (they share nothing but the database).
 """
 
 from __future__ import annotations
