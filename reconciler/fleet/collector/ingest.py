@@ -6,7 +6,9 @@ The order is the security argument:
    refused (400) before any cryptography.
 2. **Verified against the site's own keys** (`open_envelope` with the keys the
    verified repository lists for the site the report names): otherwise 401 and
-   nothing is stored. An unknown site has no keys, so the same 401.
+   nothing is stored. An unknown site has no keys, so the same 401. The HTTP
+   path (`Ingestor.check_async`) runs the same checks with the public-key step
+   in a `VerifierPool` worker process.
 3. **Per-site rate limit on verified reports only** (`RateLimiter`): counting
    unverified reports against a site would let anybody silence that site by
    sending garbage in its name. Floods of garbage are the reverse proxy's job
