@@ -192,11 +192,12 @@ def open_envelope(
     them, or the signature does not verify over the payload.
     """
     pending = check_envelope(envelope, keys, source=source)
+    problem: str | None = None
     try:
         check_signed_data(pending.signed)
     except VerificationError as exc:
-        return pending.verified(str(exc))
-    return pending.verified(None)
+        problem = str(exc)
+    return pending.verified(problem)
 
 
 @dataclass(frozen=True)
