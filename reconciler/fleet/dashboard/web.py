@@ -125,6 +125,8 @@ def dashboard_routes(
         Path(source.path), Path(source.trust), store=collector.store
     )
     stylesheet = _stylesheet()
+    for template in ("overview.html", "change.html", "site.html", "login.html", "error.html"):
+        _environment().get_template(template)  # compiled now, not in somebody's first view
     collector.on_new_head.append(lambda head: predicted.ahead(head, now=collector.clock()))
 
     def page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
