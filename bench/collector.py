@@ -29,28 +29,31 @@ change page ≤ 500 ms each for 10,000 sites.
 The synthetic repository has 10,000 sites with one node key each in one fleet with waves,
 signed by one root key; the collector verifies it and reads every site before serving.
 
-Measured 2026-12-03 on the 2-core machine shared with other work (load average 6 to 9, so
-Ed25519 alone ran at 3,750-6,650/s instead of about 10,500/s); two runs of this script
-alternated with two of the version before this one (before → after, wall; CPU where noted):
+Measured 2026-12-03 on the 2-core machine shared with other work (load average 5 to 9, so
+Ed25519 alone ran at 3,750-8,250/s instead of about 10,500/s); three runs of this script
+alternated with three of the version before this one (before → after, wall; CPU where noted):
 
-- reports/s, SQLite: 1,114 and 954 → 1,767 and 1,213; PostgreSQL: 1,067 and 912 → 1,613
-  and 1,364. Per collector CPU-second (its worker included): 2,020 and 1,873 → 2,825 and
-  2,899 (PostgreSQL). The goal of 2,000/s is not reached on this loaded machine; the
-  serving process had about a third of a core.
-- ratio to the plain upsert: 0.04-0.12 → 0.08-0.09 (the peer itself ran at 8,700-25,000/s);
-  to the verifying upsert: 0.59-0.66. The 0.5 goal against the plain upsert is out of reach
+- reports/s, SQLite: 1,114, 954, 1,706 → 1,767, 1,213, 2,084; PostgreSQL: 1,067, 912,
+  1,506 → 1,613, 1,364, 1,278. Per collector CPU-second on PostgreSQL (its signature
+  worker included): 2,020, 1,873, 2,160 → 2,825, 2,899, 2,924. The wall rate follows the
+  machine's load more than the code; 2,000/s on PostgreSQL was not reached here.
+- ratio to the plain upsert: 0.04-0.12 → 0.06-0.09 (the peer itself ran at 8,700-25,000/s);
+  to the verifying upsert: 0.49-0.66. The 0.5 goal against the plain upsert is out of reach
   on 2 cores: Ed25519 alone is 0.27-0.43 of it per core, before HTTP, JSON or the database.
-- ``outpost fleet status``, SQLite: 1,467 and 791 ms (422 and 434 ms CPU) → 388 and 230 ms
-  (222 and 198 ms CPU); PostgreSQL: 1,002 and 757 ms (501 and 491 ms CPU) → 730 and 703 ms
-  (348 and 320 ms CPU), of which importing psycopg is about 100 ms.
-- the change page's first view: 4,536 and 4,864 ms → 180 and 399 ms (computed ahead at
-  start, 3.5-4.3 s after the repository is verified), 495 and 386 ms as the first request
-  to a restarted collector (kept in the store); computing it cold takes 3.2-3.8 s. Warm:
-  overview 529 and 389 → 352 and 350 ms; change page 342 and 276 → 317 and 402 ms.
-- peak RSS: serving process 106 → 114 MB; its child processes 56 MB (the signature worker
-  41 MB and multiprocessing's resource tracker 15 MB); the schedule's child process, while
-  it runs, is not counted (it is gone before the flood).
-
+- ``outpost fleet status``, SQLite: 1,467, 791, 477 ms (422, 434, 383 ms CPU) → 388, 230,
+  298 ms (222, 198, 212 ms CPU); PostgreSQL: 1,002, 757, 621 ms (501, 491, 474 ms CPU) →
+  730, 703, 635 ms (348, 320, 319 ms CPU), of which importing psycopg is about 100 ms.
+  Nine alternated runs each at load 6.9: 828 → 538 ms wall, 540 → 346 ms CPU.
+- the change page's first view: 4,536, 4,864, 2,975 ms → 180, 399, 306 ms (computed ahead
+  at start, ready 3.5-5 s after the repository is verified), 495, 386, 224 ms as the
+  first request to a restarted collector (kept in the store); computing it cold takes
+  3.2-5.2 s. Warm: overview 529, 389, 212 → 352, 350, 263 ms; change page 342, 276, 358 →
+  317, 402, 339 ms.
+- peak RSS: serving process 106 → 114 MB during ingest; its child processes 56 MB (the
+  signature worker 41 MB, multiprocessing's resource tracker 15 MB). The schedule's child
+  (about 120 MB for 10,000 sites, for seconds per new head) is gone before the flood;
+  before, that computation ran in the serving process, which then stayed at 160 MB (115
+  MB now).
 
     python bench/collector.py [--sites N] [--connections C] [--dashboard-only]
 """
