@@ -481,7 +481,12 @@ class Store:
     def _current(
         self, cur: Any, values: list[tuple[Any, ...]], stored: list[bool]
     ) -> dict[str, int]:
-        """The stored report time of each site with a row that was not stored (replay or older)."""
+        """The stored report time of each site with a row that was not stored (replay or older).
+
+        On PostgreSQL's one-statement path this is read just after that statement's commit:
+        if another collector stored a newer report in between, a replay is answered as
+        "older". Either answer means the same to the node: nothing changed.
+        """
         lost = sorted({value[0] for value, ok in zip(values, stored, strict=True) if not ok})
         current: dict[str, int] = {}
         for start in range(0, len(lost), 500):
