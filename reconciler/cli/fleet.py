@@ -137,6 +137,14 @@ def register(subparsers: Any) -> None:
         help="the dashboard's session signing key (≥ 32 bytes); collectors behind one "
         "address share it. Default: random per process (logins end at a restart)",
     )
+    serve.add_argument(
+        "--verify-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes that check report signatures beside the serving one (default: 1 on "
+        "a machine with more than one core, else 0: the serving process checks them)",
+    )
     serve.set_defaults(func=run_serve)
     promote = commands.add_parser(
         "promote",
@@ -395,13 +403,14 @@ def _status_store(args: argparse.Namespace) -> int:
         print(f"outpost fleet status: {exc}", file=sys.stderr)
         return EXIT_ERROR
     view = source.status.view if source is not None else None
-    rows = site_rows(records, view, now=datetime.now(UTC))
+    now = datetime.now(UTC)
     if args.output == "json":
+        rows = site_rows(records, view, now=now)
         sys.stdout.write(json.dumps({"sites": rows}, indent=2, sort_keys=True) + "\n")
     elif args.output == "markdown":
-        sys.stdout.write(format_markdown(rows))
+        sys.stdout.write(format_markdown(records, view, now=now))
     else:
-        sys.stdout.write(format_text(rows))
+        sys.stdout.write(format_text(records, view, now=now))
     return EXIT_OK
 
 

@@ -43,9 +43,11 @@ from reconciler.core.envelope import envelope, parse_time, read_signed
 from reconciler.core.errors import PermanentError, VerificationError
 from reconciler.core.trust.sshsig import (
     PublicKey,
+    SignedData,
+    check_signed_data,
     parse_signature,
+    prepare_verification,
     sign_message,
-    verify_signature,
 )
 
 __all__ = [
@@ -53,10 +55,12 @@ __all__ = [
     "MAX_ENVELOPE_BYTES",
     "REPORT_NAMESPACE",
     "Envelope",
+    "PendingReport",
     "ReportMalformed",
     "ReportRefused",
     "ReportUnverified",
     "VerifiedReport",
+    "check_envelope",
     "open_envelope",
     "read_envelope",
     "seal",
@@ -90,6 +94,9 @@ class Envelope:
     signature: str = field(repr=False)
     site: str
     time: datetime
+    body: Mapping[str, Any] | None = field(default=None, repr=False, compare=False, hash=False)
+    """``payload`` as `read_envelope` parsed it (None: parse it again when opening); the
+    signature still covers the payload's bytes, never this."""
 
     def to_bytes(self) -> bytes:
         return (
@@ -141,7 +148,7 @@ def read_envelope(data: bytes, source: str) -> Envelope:
     time = parse_time(body.get("time"))
     if time is None:
         raise bad(f"time {str(body.get('time'))[:40]!r} is not an RFC 3339 time with an offset")
-    return Envelope(signed.payload.encode("utf-8"), signed.signature, site, time)
+    return Envelope(signed.payload.encode("utf-8"), signed.signature, site, time, body)
 
 
 def open_envelope(
@@ -152,6 +159,42 @@ def open_envelope(
     ReportRefused when the site has no keys, the signature's key is not one of
     them, or the signature does not verify over the payload.
     """
+    pending = check_envelope(envelope, keys, source=source)
+    problem: str | None = None
+    try:
+        check_signed_data(pending.signed)
+    except VerificationError as exc:
+        problem = str(exc)
+    return pending.verified(problem)
+
+
+@dataclass(frozen=True)
+class PendingReport:
+    """An envelope that passed every check of `open_envelope` but the public-key step.
+
+    The collector runs that step (`check_signed_data` over ``signed``) in a worker
+    process and comes back with its answer to `verified`; `open_envelope` runs it here.
+    """
+
+    envelope: Envelope
+    key: PublicKey
+    signed: SignedData
+    where: str
+
+    def verified(self, problem: str | None) -> VerifiedReport:
+        """The report, given `check_signed_data`'s answer for ``signed`` (None: it
+        verified; else its error); ReportUnverified when it did not verify."""
+        if problem is not None:
+            raise ReportUnverified(f"{self.where}: {problem}")
+        envelope = self.envelope
+        body = envelope.body if envelope.body is not None else json.loads(envelope.payload)
+        return VerifiedReport(envelope.site, envelope.time, body, envelope.payload, self.key)
+
+
+def check_envelope(
+    envelope: Envelope, keys: Iterable[PublicKey], *, source: str = ""
+) -> PendingReport:
+    """Every check of `open_envelope` before the public-key step; ReportUnverified if one fails."""
     allowed = {key.blob: key for key in keys}
     where = f"{source}: report from {envelope.site}" if source else f"report from {envelope.site}"
     if not allowed:
@@ -170,8 +213,7 @@ def open_envelope(
             f"{envelope.site} (it has {len(allowed)})"
         )
     try:
-        verify_signature(signature, envelope.payload, namespace=REPORT_NAMESPACE)
+        signed = prepare_verification(signature, envelope.payload, namespace=REPORT_NAMESPACE)
     except VerificationError as exc:
         raise ReportUnverified(f"{where}: {exc}") from None
-    body = json.loads(envelope.payload)
-    return VerifiedReport(envelope.site, envelope.time, body, envelope.payload, key)
+    return PendingReport(envelope, key, signed, where)

@@ -221,3 +221,60 @@ def test_metrics_have_fleet_series_and_per_site_ages(world, keys: Keys) -> None:
     assert 'outpost_site_never_reported{site="plant-ostrava"} 1' in text
     assert "outpost_collector_repository_ok 1" in text
     assert 'outpost_collector_reports_total{result="stored"}' in text
+
+
+def test_the_ingest_route_answers_headers_methods_and_chunked_bodies(world, keys: Keys) -> None:
+    """The route served straight on ASGI keeps the HTTP details of the framework's routes.
+
+    Last in this module: it stores reports the tests above do not expect."""
+    server, db, _ = world
+    later = NOW + timedelta(hours=1)  # newer than what the tests above stored
+    answer = urllib3.request(
+        "POST",
+        server.url + "/api/v1/reports",
+        body=signed(keys, "us-aus-0244", later).to_bytes(),
+        retries=False,
+        timeout=10,
+    )
+    assert answer.status == 200
+    assert answer.headers["Content-Type"] == "application/json"
+    assert json.loads(answer.data) == {"outcome": "stored", "site": "us-aus-0244"}
+    # Over the cap without a Content-Length (chunked): refused once the cap is passed.
+    from reconciler.core.report import REPORT_NAMESPACE
+    from reconciler.core.trust.sshsig import sign_message
+
+    payload = json.dumps(status("us-nyc-0310", later, warnings=["y" * 300_000])).encode()
+    armored = sign_message(keys.private("us-nyc-0310"), payload, namespace=REPORT_NAMESPACE)
+    big = Envelope(payload, armored, "us-nyc-0310", later).to_bytes()
+    chunks = (big[i : i + 65536] for i in range(0, len(big), 65536))
+    pool = urllib3.PoolManager()
+    answer = pool.urlopen(
+        "POST", server.url + "/api/v1/reports", body=chunks, chunked=True, retries=False, timeout=10
+    )
+    assert answer.status == 413 and "at most" in json.loads(answer.data)["error"]
+    assert stored(db).get("us-nyc-0310", (NOW, ""))[0] < later
+    # A small chunked report is read whole.
+    small = signed(keys, "us-nyc-0310", later).to_bytes()
+    answer = pool.urlopen(
+        "POST",
+        server.url + "/api/v1/reports",
+        body=iter([small[:100], small[100:]]),
+        chunked=True,
+        retries=False,
+        timeout=10,
+    )
+    assert answer.status == 200 and stored(db)["us-nyc-0310"][0] == later
+    # Other methods on the route: 405 as before, nothing stored.
+    assert urllib3.request("GET", server.url + "/api/v1/reports", retries=False).status == 405
+    # The rate limit's answer carries Retry-After.
+    codes = []
+    for i in range(6):
+        answer = urllib3.request(
+            "POST",
+            server.url + "/api/v1/reports",
+            body=signed(keys, "au-syd-0501", later + timedelta(minutes=i)).to_bytes(),
+            retries=False,
+            timeout=10,
+        )
+        codes.append(answer.status)
+    assert codes[-1] == 429 and int(answer.headers["Retry-After"]) > 0

@@ -192,12 +192,11 @@ def test_a_canary_that_rolls_back_halts_the_fleet_and_no_later_store_applies(
     )  # fmt: skip
     assert not gate.allowed and "halted" in gate.reason, gate
     # `outpost fleet status` shows each waiting store's rule: the node's reason
-    from reconciler.fleet.collector.offline import format_text, site_rows
+    from reconciler.fleet.collector.offline import format_text
 
-    rows = site_rows(
-        {r.site: r for r in sim.world.store.sites()}, sim.view, now=sim.decisions[-1][0]
-    )
-    line = next(line for line in format_text(rows).splitlines() if later in line)
+    records = {r.site: r for r in sim.world.store.sites()}
+    table = format_text(records, sim.view, now=sim.decisions[-1][0])
+    line = next(line for line in table.splitlines() if later in line)
     assert "is halted for this change" in line and "rolled back or refuse" in line, line
 
 

@@ -62,13 +62,16 @@ __all__ = [
     "MAX_ARMORED_BYTES",
     "SUPPORTED_KEY_TYPES",
     "PublicKey",
+    "SignedData",
     "SshSignature",
     "check_namespace",
+    "check_signed_data",
     "check_supported",
     "fingerprint",
     "parse_public_key_blob",
     "parse_public_key_line",
     "parse_signature",
+    "prepare_verification",
     "public_key_of",
     "sign_message",
     "verify_signature",
@@ -265,12 +268,14 @@ def check_supported(key: PublicKey) -> None:
 _Verify = Callable[[str, bytes, bytes], None]
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=32768)
 def _verifier(blob: bytes) -> _Verify:
     """Build (once per key) a function ``(sig_algorithm, sig_bytes, data) -> None``.
 
-    Cached because the same few keys sign thousands of commits: building the
-    `cryptography` key object costs more than an Ed25519 verification.
+    Cached because the same few keys sign thousands of commits, and a collector
+    verifies the reports of every node of a fleet (a key each, tens of thousands;
+    an entry is a few hundred bytes): building the key object again for each
+    report would cost a good part of a verification.
     """
     reader = _Reader(blob, "public key")
     key_type = reader.name("key type")
@@ -484,6 +489,27 @@ def verify_signature(signature: SshSignature, message: bytes, *, namespace: str)
     The caller decides separately whether the embedded key is trusted: this
     only proves that the holder of ``signature.public_key`` signed ``message``.
     """
+    check_signed_data(prepare_verification(signature, message, namespace=namespace))
+
+
+@dataclass(frozen=True)
+class SignedData:
+    """The public-key step of `verify_signature`, everything else already checked: the
+    key's blob, the signature algorithm and bytes, and the exact data they must cover.
+
+    Small and picklable, so that a busy verifier (the collector) can hand the
+    cryptography to another process (`check_signed_data` there).
+    """
+
+    key_blob: bytes
+    algorithm: str
+    signature: bytes = field(repr=False)
+    data: bytes = field(repr=False)
+
+
+def prepare_verification(signature: SshSignature, message: bytes, *, namespace: str) -> SignedData:
+    """`verify_signature` up to the public-key step: the namespace and the hash algorithm are
+    checked and ``message`` hashed; `VerificationError` if either is wrong."""
     check_namespace(signature, namespace)
     hasher = _MESSAGE_HASHES.get(signature.hash_algorithm)
     if hasher is None:
@@ -491,8 +517,17 @@ def verify_signature(signature: SshSignature, message: bytes, *, namespace: str)
             f"signature hash algorithm {_shown(signature.hash_algorithm)!r} is not supported "
             "(expected sha256 or sha512)"
         )
-    signed = _signed_data(message, namespace, signature.hash_algorithm, hasher)
-    _verifier(signature.public_key.blob)(signature.signature_algorithm, signature.signature, signed)
+    return SignedData(
+        signature.public_key.blob,
+        signature.signature_algorithm,
+        signature.signature,
+        _signed_data(message, namespace, signature.hash_algorithm, hasher),
+    )
+
+
+def check_signed_data(signed: SignedData) -> None:
+    """The public-key step: `VerificationError` unless the signature covers the data."""
+    _verifier(signed.key_blob)(signed.algorithm, signed.signature, signed.data)
 
 
 def _signed_data(

@@ -30,9 +30,9 @@ defined at all the read API answers 401 to everyone: fail closed.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import re
 import threading
@@ -47,6 +47,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from reconciler.core.report import MAX_ENVELOPE_BYTES, ReportMalformed, ReportUnverified
 from reconciler.fleet.collector.fleetview import FleetSource
@@ -69,6 +70,7 @@ from reconciler.fleet.collector.rollout import (
 from reconciler.fleet.collector.store import SiteRecord, Store, StoreError, StoreUnavailable
 
 if TYPE_CHECKING:
+    from reconciler.fleet.collector.verifier import VerifierPool
     from reconciler.fleet.dashboard.web import DashboardOptions
 
 __all__ = ["Collector", "create_app", "hash_token"]
@@ -78,6 +80,8 @@ log = logging.getLogger("outpost.collector")
 _REVISION = re.compile(r"^[0-9a-f]{4,40}$")
 _SITE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 TOKEN_CACHE_SECONDS = 10.0
+PREDICTIONS_KEPT = 64
+"""The dashboard's predictions kept in the store (the most recently computed)."""
 
 
 def hash_token(token: str) -> str:
@@ -97,11 +101,17 @@ class Collector:
     history_keep: int = 100
     on_tick: Callable[[Collector], object] | None = None
     """Called after each background refresh (the webhook notifier)."""
+    verifier: VerifierPool | None = None
+    """Worker processes for the signature step (None: verify in this process)."""
+    on_new_head: list[Callable[[str], object]] = field(default_factory=list)
+    """Called with the revision whenever a refresh verifies a head not seen before (the
+    dashboard starts computing its schedule then, ahead of the first view)."""
     ingestor: Ingestor = field(init=False)
     writer: BatchWriter = field(init=False)
     _tokens: tuple[float, dict[str, str]] = field(init=False, default=(0.0, {}))
     _stop: threading.Event = field(init=False, default_factory=threading.Event)
     _thread: threading.Thread | None = field(init=False, default=None)
+    _head: str | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.ingestor = Ingestor(self.store, self.source, clock=self.clock, limiter=self.limiter)
@@ -110,7 +120,10 @@ class Collector:
     # -- background work -----------------------------------------------------------
 
     def start(self) -> None:
+        if self.verifier is not None:
+            self.verifier.warm()
         self.source.refresh(self.clock())
+        self._notice_head()
         self._thread = threading.Thread(target=self._loop, name="outpost-refresh", daemon=True)
         self._thread.start()
 
@@ -120,6 +133,8 @@ class Collector:
             self._thread.join(timeout=30)
         self.writer.close()
         self.store.close()
+        if self.verifier is not None:
+            self.verifier.close()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.refresh_every):
@@ -130,12 +145,25 @@ class Collector:
         status = self.source.refresh(self.clock())
         if status.problem:
             log.error("fleet repository not verified", extra={"error": status.problem})
+        self._notice_head()
         try:
             self.store.prune_history(self.history_keep)
+            self.store.prune_predictions(PREDICTIONS_KEPT)
             if self.on_tick is not None:
                 self.on_tick(self)
         except Exception as exc:  # the loop must survive a database outage
             log.error("background work failed", extra={"error": str(exc)})
+
+    def _notice_head(self) -> None:
+        view = self.source.status.view
+        if view is None or view.revision == self._head:
+            return
+        self._head = view.revision
+        for watcher in self.on_new_head:
+            try:
+                watcher(view.revision)
+            except Exception as exc:  # a watcher's defect must not stop the refresh loop
+                log.error("new-head watcher failed", extra={"error": str(exc)})
 
     # -- reads ---------------------------------------------------------------------
 
@@ -164,6 +192,36 @@ def _error(status: int, message: str, **headers: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+def _failed(
+    status: int, message: str, **headers: str
+) -> tuple[int, dict[str, str], dict[str, str]]:
+    return status, {"error": message}, headers
+
+
+class _ClientGone(Exception):
+    """The client went away before sending the whole body: nobody to answer."""
+
+
+async def _raw_body(scope: Scope, receive: Receive) -> bytes | None:
+    """`_body` on plain ASGI: the body, or None once it passes the cap."""
+    for name, value in scope["headers"]:
+        if name == b"content-length" and (not value.isdigit() or int(value) > MAX_ENVELOPE_BYTES):
+            return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_ENVELOPE_BYTES:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
 async def _body(request: Request) -> bytes | None:
     """The request body, or None once it passes the cap (read no further)."""
     declared = request.headers.get("content-length")
@@ -181,41 +239,66 @@ async def _body(request: Request) -> bytes | None:
 
 def create_app(
     collector: Collector, *, start: bool = True, dashboard: DashboardOptions | None = None
-) -> Starlette:
+) -> ASGIApp:
     """The ASGI application; ``start`` runs the background refresh while it serves.
 
     With ``dashboard``, the HTML pages under ``/dashboard/`` are served too
     (`reconciler.fleet.dashboard.web`; needs Jinja2, in the ``fleet`` extra).
     """
 
-    async def ingest(request: Request) -> Response:
-        data = await _body(request)
+    async def ingest_answer(data: bytes | None) -> tuple[int, dict[str, str], dict[str, str]]:
+        """(status, JSON body, headers) for a report's bytes (None: over the size cap)."""
         if data is None:
             collector.ingestor.count("too-large")
-            return _error(413, f"a report may be at most {MAX_ENVELOPE_BYTES} bytes")
+            return _failed(413, f"a report may be at most {MAX_ENVELOPE_BYTES} bytes")
         try:
-            checked = collector.ingestor.check(data, "the request body")
+            if collector.verifier is not None:
+                checked = await collector.ingestor.check_async(
+                    data, "the request body", collector.verifier
+                )
+            else:
+                checked = collector.ingestor.check(data, "the request body")
         except ReportMalformed as exc:
             collector.ingestor.count("malformed")
-            return _error(400, exc.message)
+            return _failed(400, exc.message)
         except ReportUnverified as exc:
             collector.ingestor.count("unverified")
             log.warning("report refused", extra={"error": exc.message})
-            return _error(401, exc.message)
+            return _failed(401, exc.message)
         except RateLimited as exc:
             collector.ingestor.count("rate-limited")
-            return _error(429, exc.message, **{"Retry-After": str(int(exc.retry_after) + 1)})
+            return _failed(429, exc.message, **{"Retry-After": str(int(exc.retry_after) + 1)})
         except NotReady as exc:
-            return _error(503, exc.message, **{"Retry-After": "60"})
-        future = collector.writer.submit(collector.ingestor.row(checked))
+            return _failed(503, exc.message, **{"Retry-After": "60"})
         try:
-            result = await asyncio.wrap_future(future)
+            result = await collector.writer.submit(collector.ingestor.row(checked))
         except StoreUnavailable as exc:
-            return _error(503, exc.message, **{"Retry-After": "30"})
+            return _failed(503, exc.message, **{"Retry-After": "30"})
         except StoreError as exc:
-            return _error(500, exc.message)
+            return _failed(500, exc.message)
         collector.ingestor.count(result)
-        return JSONResponse({"outcome": result, "site": checked.report.site})
+        return 200, {"outcome": result, "site": checked.report.site}, {}
+
+    async def ingest(request: Request) -> Response:
+        status, body, headers = await ingest_answer(await _body(request))
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    async def ingest_fast(scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /api/v1/reports`` straight on ASGI: the one route called per report, so
+        Starlette's request, routing and middleware objects are skipped (same answers)."""
+        try:
+            data = await _raw_body(scope, receive)
+        except _ClientGone:
+            return
+        status, body, headers = await ingest_answer(data)
+        text = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        fields = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(text)).encode("ascii")),
+            *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": fields})
+        await send({"type": "http.response.body", "body": text})
 
     def authorized(request: Request) -> Response | None:
         try:
@@ -377,4 +460,16 @@ def create_app(
         from reconciler.fleet.dashboard.web import dashboard_routes
 
         routes.extend(dashboard_routes(collector, dashboard))
-    return Starlette(routes=routes, lifespan=lifespan)
+    routed = Starlette(routes=routes, lifespan=lifespan)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] == "/api/v1/reports"
+        ):
+            await ingest_fast(scope, receive, send)
+        else:
+            await routed(scope, receive, send)
+
+    return app

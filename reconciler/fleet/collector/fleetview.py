@@ -26,11 +26,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.core.errors import OutpostError, SourceUnavailable
-from reconciler.core.trust.sshsig import PublicKey, parse_public_key_line
+
+if TYPE_CHECKING:  # the trust package is imported where keys are read, not by every reader
+    from reconciler.core.trust.sshsig import PublicKey
 
 __all__ = ["SILENT_AFTER", "FleetSource", "FleetView", "RepositoryStatus", "SiteInfo"]
 
@@ -60,8 +63,11 @@ class SiteInfo:
     hardware: tuple[tuple[str, str], ...] = ()
     """(node name, one line: arch, CPUs, memory, serial) per node in ``hardware.yaml``."""
 
-    @property
+    @cached_property
     def keys(self) -> tuple[PublicKey, ...]:
+        """Built at the site's first report, then kept with the view (read per report)."""
+        from reconciler.core.trust.sshsig import PublicKey
+
         return tuple(PublicKey("ssh-ed25519", blob, name) for blob, name in self.nodes.items())
 
     @property
@@ -152,6 +158,7 @@ def read_view(repo: Any, revision: str) -> FleetView:
     from reconciler.core.model import Hardware, Repository, Site, expect
     from reconciler.core.schedule import FleetRollout, SiteCalendar
     from reconciler.core.source import CommitTree
+    from reconciler.core.trust.sshsig import parse_public_key_line
 
     tree = CommitTree(repo, revision)
     model = Repository(tree)

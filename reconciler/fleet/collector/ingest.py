@@ -6,7 +6,9 @@ The order is the security argument:
    refused (400) before any cryptography.
 2. **Verified against the site's own keys** (`open_envelope` with the keys the
    verified repository lists for the site the report names): otherwise 401 and
-   nothing is stored. An unknown site has no keys, so the same 401.
+   nothing is stored. An unknown site has no keys, so the same 401. The HTTP
+   path (`Ingestor.check_async`) runs the same checks with the public-key step
+   in a `VerifierPool` worker process.
 3. **Per-site rate limit on verified reports only** (`RateLimiter`): counting
    unverified reports against a site would let anybody silence that site by
    sending garbage in its name. Floods of garbage are the reverse proxy's job
@@ -22,25 +24,32 @@ report would cap ingestion at the disk's fsync rate; a batch costs one.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from reconciler.core.errors import OutpostError, TemporaryError
 from reconciler.core.report import (
+    Envelope,
     ReportUnverified,
     VerifiedReport,
+    check_envelope,
     open_envelope,
     read_envelope,
 )
-from reconciler.fleet.collector.fleetview import FleetSource, FleetView
+from reconciler.fleet.collector.fleetview import FleetSource, FleetView, SiteInfo
 from reconciler.fleet.collector.store import IngestResult, Row, Store
+
+if TYPE_CHECKING:
+    from reconciler.fleet.collector.verifier import VerifierPool
 
 __all__ = [
     "BATCH",
@@ -104,17 +113,23 @@ class RateLimiter:
 
 
 class BatchWriter:
-    """One writer thread; `submit` returns a future of the row's `IngestResult`."""
+    """One writer thread; `submit` returns an asyncio future of the row's `IngestResult`.
+
+    The answers of a batch go back to the event loop in one call
+    (``call_soon_threadsafe``), not one wake-up per report.
+    """
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._queue: queue.Queue[tuple[Row, Future[IngestResult]] | None] = queue.Queue()
+        self._queue: queue.Queue[_Item | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="outpost-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, row: Row) -> Future[IngestResult]:
-        future: Future[IngestResult] = Future()
-        self._queue.put((row, future))
+    def submit(self, row: Row) -> asyncio.Future[IngestResult]:
+        """Queue ``row``; call from a running event loop, whose future it answers."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[IngestResult] = loop.create_future()
+        self._queue.put((row, loop, future))
         return future
 
     def close(self) -> None:
@@ -137,16 +152,34 @@ class BatchWriter:
                     stop = True
                     break
                 batch.append(item)
+            answers: dict[asyncio.AbstractEventLoop, list[_Answer]] = {}
             try:
-                results = self.store.ingest([row for row, _ in batch])
+                results = self.store.ingest([row for row, _, _ in batch])
             except Exception as exc:  # every waiting request must get an answer
-                for _, future in batch:
-                    future.set_exception(exc)
+                for _, loop, future in batch:
+                    answers.setdefault(loop, []).append((future, exc))
             else:
-                for (_, future), result in zip(batch, results, strict=True):
-                    future.set_result(result)
+                for (_, loop, future), result in zip(batch, results, strict=True):
+                    answers.setdefault(loop, []).append((future, result))
+            for loop, each in answers.items():
+                with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits
+                    loop.call_soon_threadsafe(_answer, each)
             if stop:
                 return
+
+
+_Item = tuple[Row, asyncio.AbstractEventLoop, "asyncio.Future[IngestResult]"]
+_Answer = tuple["asyncio.Future[IngestResult]", "IngestResult | Exception"]
+
+
+def _answer(answers: list[_Answer]) -> None:
+    for future, outcome in answers:
+        if future.done():  # the request was cancelled (client gone)
+            continue
+        if isinstance(outcome, Exception):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
 @dataclass(frozen=True)
@@ -192,13 +225,27 @@ class Ingestor:
     def check(self, data: bytes, source: str) -> Checked:
         """Steps 1-3 of the module docstring; ReportRefused, NotReady or RateLimited."""
         envelope = read_envelope(data, source)
+        info = self._site(envelope, source)
+        return self._limited(info, open_envelope(envelope, info.keys, source=source), envelope)
+
+    async def check_async(self, data: bytes, source: str, verifier: VerifierPool) -> Checked:
+        """`check` with the public-key step in ``verifier``'s worker processes."""
+        envelope = read_envelope(data, source)
+        info = self._site(envelope, source)
+        pending = check_envelope(envelope, info.keys, source=source)
+        report = pending.verified(await verifier.check(pending.signed))
+        return self._limited(info, report, envelope)
+
+    def _site(self, envelope: Envelope, source: str) -> SiteInfo:
         info = self.view().sites.get(envelope.site)
         if info is None:
             raise ReportUnverified(
                 f"{source}: site {envelope.site!r} is not in the fleet repository (at "
                 f"{self.view().revision[:12]}); nobody can report for it"
             )
-        report = open_envelope(envelope, info.keys, source=source)
+        return info
+
+    def _limited(self, info: SiteInfo, report: VerifiedReport, envelope: Envelope) -> Checked:
         if self.limiter is not None:
             self.limiter.take(envelope.site)
         return Checked(report, info.nodes.get(report.key.blob, "?"), envelope.signature)

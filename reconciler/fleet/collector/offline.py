@@ -9,17 +9,19 @@ what the store holds, joined with the repository's sites when one is given
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.core.errors import OutpostError
-from reconciler.fleet.collector.fleetview import FleetView
-from reconciler.fleet.collector.ingest import Ingestor
-from reconciler.fleet.collector.rollout import site_json
-from reconciler.fleet.status import REPORT_PREFIX, read_report_file, report_files
+from reconciler.fleet.collector.rollout import site_json, site_state, source_stale
+
+if TYPE_CHECKING:  # `outpost fleet status` imports this module and needs neither
+    from reconciler.fleet.collector.fleetview import FleetView, SiteInfo
+    from reconciler.fleet.collector.ingest import Ingestor
+    from reconciler.fleet.collector.store import SiteRecord
 
 __all__ = ["FileOutcome", "format_markdown", "format_text", "ingest_directory", "site_rows"]
 
@@ -33,6 +35,8 @@ class FileOutcome:
 
 def ingest_directory(ingestor: Ingestor, directory: Path) -> list[FileOutcome]:
     """Verify and store every ``outpost-status-*.json`` at or below ``directory``."""
+    from reconciler.fleet.status import REPORT_PREFIX, read_report_file, report_files
+
     paths = report_files(directory)
     outcomes: dict[int, FileOutcome] = {}
     rows = []
@@ -71,7 +75,7 @@ def ingest_directory(ingestor: Ingestor, directory: Path) -> list[FileOutcome]:
 
 
 def site_rows(
-    records: Mapping[str, Any], view: FleetView | None, *, now: datetime
+    records: Mapping[str, SiteRecord], view: FleetView | None, *, now: datetime
 ) -> list[dict[str, Any]]:
     """Every site in the store (and in the repository, when given), as the API shows it."""
     sites = sorted(set(records) | set(view.sites if view else ()))
@@ -95,41 +99,54 @@ def _age(seconds: int | None) -> str:
     return f"{rest // 60}m ago"
 
 
-def _why(row: Mapping[str, Any]) -> str:
-    pending = row.get("pending")
-    if pending:
-        until = f" (until {pending['until']})" if pending.get("until") else ""
-        return f"{str(pending['revision'])[:12]} {row['outcome']}: {pending['reason']}{until}"
-    if row.get("lastError"):
-        return f"{row['outcome']}: {row['lastError']}"
-    if row.get("reported") is None:
-        return "no report yet"
-    if row.get("stale"):
-        return f"source last answered {row.get('sourceLastAnswered') or 'never'}"
-    return "up to date" if row["state"] == "ok" else row["state"]
-
-
-def _cells(row: Mapping[str, Any]) -> tuple[str, ...]:
-    applied = (row.get("applied") or {}).get("revision")
-    fleets = ", ".join(f"{f}/{w}" if w else f for f, w in sorted(row["fleets"].items()))
+def _cells(
+    site: str, record: SiteRecord | None, info: SiteInfo | None, now: datetime
+) -> tuple[str, ...]:
+    """One line of the table: what `site_json` says of the site, read straight from the
+    record (the table of 10,000 sites is printed without building their JSON first)."""
+    waves = sorted(info.waves.items()) if info else []
+    fleets = ", ".join(f"{f}/{w}" if w else f for f, w in waves)
+    if record is None:
+        return (site, "silent", fleets or "-", "none", "-", "never", "no report yet")
+    state = site_state(record, info, now)
+    stale = source_stale(record, now)
+    if record.pending:
+        until = f" (until {record.pending_until})" if record.pending_until else ""
+        why = f"{record.pending[:12]} {record.outcome}: {record.pending_reason}{until}"
+    elif record.last_error:
+        why = f"{record.outcome}: {record.last_error}"
+    elif stale:
+        why = f"source last answered {record.source_answered or 'never'}"
+    else:
+        why = "up to date" if state == "ok" else state
     return (
-        row["site"],
-        row["state"] + (" (stale)" if row.get("stale") else ""),
+        site,
+        state + (" (stale)" if stale else ""),
         fleets or "-",
-        applied[:12] if applied else "none",
-        row.get("health") or "-",
-        _age(row.get("ageSeconds")),
-        _why(row),
+        record.applied[:12] if record.applied else "none",
+        record.health or "-",
+        _age(round((now - record.time).total_seconds())),
+        why,
     )
+
+
+def _table(
+    records: Mapping[str, SiteRecord], view: FleetView | None, now: datetime
+) -> list[tuple[str, ...]]:
+    sites = sorted(set(records) | set(view.sites if view else ()))
+    infos = view.sites if view else {}
+    return [_cells(site, records.get(site), infos.get(site), now) for site in sites]
 
 
 HEADER = ("SITE", "STATE", "FLEET/WAVE", "APPLIED", "HEALTH", "REPORTED", "WHY")
 
 
-def format_text(rows: Sequence[Mapping[str, Any]]) -> str:
-    if not rows:
+def format_text(records: Mapping[str, SiteRecord], view: FleetView | None, *, now: datetime) -> str:
+    """One aligned line per site of the store (and of the repository, when given)."""
+    cells = _table(records, view, now)
+    if not cells:
         return "no status reports on record\n"
-    table = [HEADER, *(_cells(row) for row in rows)]
+    table = [HEADER, *cells]
     widths = [max(len(r[i]) for r in table) for i in range(len(HEADER) - 1)]
     lines = [
         "  ".join(c.ljust(widths[i]) for i, c in enumerate(r[:-1])) + "  " + r[-1] for r in table
@@ -137,14 +154,18 @@ def format_text(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
-def format_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+def format_markdown(
+    records: Mapping[str, SiteRecord], view: FleetView | None, *, now: datetime
+) -> str:
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
+    cells = _table(records, view, now)
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(cell(c) for c in _cells(row)) + " |" for row in rows]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in cells]
     counts: dict[str, int] = {}
-    for row in rows:
-        counts[row["state"]] = counts.get(row["state"], 0) + 1
+    for row in cells:
+        state = row[1].removesuffix(" (stale)")
+        counts[state] = counts.get(state, 0) + 1
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
-    return f"**{len(rows)} sites**: {summary or 'none'}\n\n" + "\n".join(lines) + "\n"
+    return f"**{len(cells)} sites**: {summary or 'none'}\n\n" + "\n".join(lines) + "\n"

@@ -1,14 +1,17 @@
 """``outpost fleet serve``: the collector under uvicorn, with TLS or behind a reverse proxy.
 
-One uvicorn worker per process: the writer thread batches inserts, and more
-throughput comes from more collector processes on one PostgreSQL (they share
-nothing but the database), not from workers inside one.
+One uvicorn worker per process: the writer thread batches inserts, and the
+signature checks go to `verifier` worker processes (``--verify-workers``, see
+`default_verify_workers`), the one step heavy enough to be worth the messages.
+More throughput beyond one machine comes from more collector processes on one
+PostgreSQL (they share nothing but the database).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +21,7 @@ from reconciler.core.errors import ConfigError
 from reconciler.fleet.collector.fleetview import FleetSource
 from reconciler.fleet.collector.store import Store
 
-__all__ = ["ServeOptions", "serve"]
+__all__ = ["ServeOptions", "default_verify_workers", "serve"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,8 @@ class ServeOptions:
     commit_url: str | None = None
     session_key: bytes | None = None
     """The dashboard's session signing key, read from ``--session-key`` (None: random)."""
+    verify_workers: int = 0
+    """Processes that check report signatures (`verifier`); 0: the serving process does."""
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ServeOptions:
@@ -51,6 +56,11 @@ class ServeOptions:
             rate = (0, 0.0)
         if rate[0] < 1 or rate[1] <= 0:
             raise ConfigError(f"--rate {args.rate!r}: expected BURST/SECONDS, e.g. 30/5")
+        workers = getattr(args, "verify_workers", None)
+        if workers is None:
+            workers = default_verify_workers()
+        if not 0 <= workers <= 64:
+            raise ConfigError(f"--verify-workers {workers}: expected 0 to 64")
         if args.refresh < 1 or args.history < 1:
             raise ConfigError("--refresh must be ≥ 1 second and --history ≥ 1")
         from reconciler.fleet.dashboard.session import load_key
@@ -75,7 +85,16 @@ class ServeOptions:
             session_key=(
                 load_key(Path(args.session_key)) if getattr(args, "session_key", None) else None
             ),
+            verify_workers=workers,
         )
+
+
+def default_verify_workers() -> int:
+    """One signature worker beside the serving process when the machine has a second core
+    (`reconciler.fleet.collector.verifier`); none on one core, where it would only add
+    the messages between them."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return 1 if (usable or 1) > 1 else 0
 
 
 def serve(store: Store, source: FleetSource, options: ServeOptions) -> int:
@@ -85,6 +104,7 @@ def serve(store: Store, source: FleetSource, options: ServeOptions) -> int:
     from reconciler.fleet.collector.app import Collector, create_app
     from reconciler.fleet.collector.ingest import RateLimiter
     from reconciler.fleet.collector.notify import Notifier
+    from reconciler.fleet.collector.verifier import VerifierPool
     from reconciler.fleet.dashboard.session import load_key
     from reconciler.fleet.dashboard.web import DashboardOptions
 
@@ -102,6 +122,7 @@ def serve(store: Store, source: FleetSource, options: ServeOptions) -> int:
         refresh_every=options.refresh,
         history_keep=options.history,
         on_tick=notifier.evaluate if notifier else None,
+        verifier=VerifierPool(options.verify_workers) if options.verify_workers else None,
     )
     dashboard = DashboardOptions(
         session_key=options.session_key or load_key(None),

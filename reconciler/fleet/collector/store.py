@@ -115,6 +115,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE alerts (
             key TEXT PRIMARY KEY, since_us BIGINT NOT NULL, detail TEXT NOT NULL)""",
     ),
+    (
+        # 2: the dashboard's predicted schedule per commit and trust root, computed once
+        # by whichever collector verified that head first.
+        """CREATE TABLE predictions (
+            commit_id TEXT NOT NULL, trust TEXT NOT NULL, computed_us BIGINT NOT NULL,
+            body TEXT NOT NULL, PRIMARY KEY (commit_id, trust))""",
+    ),
 )
 # Statements built once from the fixed column names above (no input reaches them).
 _PLACEHOLDERS = ", ".join("?" for _ in _COLUMNS)
@@ -123,6 +130,22 @@ _UPSERT = (
     "ON CONFLICT (site) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c != "site")
     + " WHERE sites.report_us < excluded.report_us"
+)
+_TYPES = {"report_us": "bigint", "received_us": "bigint"}
+_NAMES = ", ".join(_COLUMNS)
+_ARRAYS = ", ".join(f"%b::{_TYPES.get(c, 'text')}[]" for c in _COLUMNS)  # binary: no escaping
+_SET = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c != "site")
+_UPSERT_BATCH = (
+    # PostgreSQL: a whole batch (each site at most once) in one statement, one round trip:
+    # the rows arrive as one array per column, the upsert returns the rows it stored, and
+    # those go into the history in the same statement (so in the same transaction).
+    "WITH incoming AS "  # noqa: S608 (only the fixed column names above are built in)
+    f"(SELECT * FROM unnest({_ARRAYS}) WITH ORDINALITY AS t({_NAMES}, n)), "
+    f"stored AS (INSERT INTO sites ({_NAMES}) SELECT {_NAMES} FROM incoming ORDER BY n "
+    f"ON CONFLICT (site) DO UPDATE SET {_SET} WHERE sites.report_us < excluded.report_us "
+    f"RETURNING {_NAMES}), "
+    f"kept AS (INSERT INTO history ({_NAMES}) SELECT {_NAMES} FROM stored) "
+    "SELECT site FROM stored"
 )
 _HISTORY_INSERT = f"INSERT INTO history ({', '.join(_COLUMNS)}) VALUES ({_PLACEHOLDERS})"  # noqa: S608
 _SELECT_SITES = f"SELECT {', '.join(_SUMMARY)} FROM sites"  # noqa: S608
@@ -324,8 +347,30 @@ class Store:
 
     # -- schema ------------------------------------------------------------------
 
+    def version(self) -> int | None:
+        """The schema version the store is at (0: empty), or None when it cannot be told
+        without taking the migration lock (a store being created right now)."""
+        errors = self._errors()
+        try:
+            with self._conn() as conn:
+                cursor = conn.cursor()
+                cursor.execute("SELECT COALESCE(MAX(version), 0) FROM outpost_schema")
+                return int(cursor.fetchone()[0])
+        except errors[1] as exc:
+            if self.dialect == "sqlite" and "no such table" in str(exc):
+                return None
+            raise StoreUnavailable(f"{self._shown}: reading the schema version: {exc}") from None
+        except errors[0]:
+            return None  # PostgreSQL: undefined table (the pooled connection was dropped)
+
     def migrate(self, *, now: datetime) -> int:
-        """Bring the schema to the newest version; the version it is at afterwards."""
+        """Bring the schema to the newest version; the version it is at afterwards.
+
+        A store already at the newest version is only read (no write lock): readers
+        such as ``outpost fleet status`` open it often, and next to a busy collector.
+        """
+        if self.version() == len(MIGRATIONS):
+            return len(MIGRATIONS)
         serial = (
             "INTEGER PRIMARY KEY AUTOINCREMENT"
             if self.dialect == "sqlite"
@@ -359,32 +404,17 @@ class Store:
     def ingest(self, rows: Sequence[Row]) -> list[IngestResult]:
         """Store each row that is newer than the site's stored report; outcomes in order.
 
-        Rows are applied in (site, time) order. On PostgreSQL the statements of a batch go
-        in pipeline mode (psycopg's ``executemany``): one round trip per batch, not per row.
+        Rows are applied in (site, time) order. On PostgreSQL a batch is one statement
+        (`_UPSERT_BATCH`) per round, a round holding each site at most once (a second
+        report of one site in a batch goes in the next round, as if it had come a moment
+        later): a batch of distinct sites costs one round trip and one commit.
         """
         order = sorted(range(len(rows)), key=lambda i: (rows[i].site, rows[i].time))
         values = [rows[i].values() for i in order]
-        with self._transaction(write=True, what=f"storing {len(rows)} report(s)") as cur:
-            if self.dialect == "postgresql":
-                stored = self._upsert_pipelined(cur, values)
-            else:
-                stored = []
-                for value in values:
-                    cur.execute(_UPSERT, value)
-                    stored.append(cur.rowcount == 1)
-            kept = [value for value, ok in zip(values, stored, strict=True) if ok]
-            if kept:
-                cur.executemany(self._sql(_HISTORY_INSERT), kept)
-            lost = sorted({value[0] for value, ok in zip(values, stored, strict=True) if not ok})
-            current: dict[str, int] = {}
-            for start in range(0, len(lost), 500):
-                chunk = lost[start : start + 500]
-                marks = ", ".join("?" for _ in chunk)
-                cur.execute(
-                    self._sql(f"SELECT site, report_us FROM sites WHERE site IN ({marks})"),  # noqa: S608
-                    chunk,
-                )
-                current.update((str(site), int(us)) for site, us in cur.fetchall())
+        if self.dialect == "postgresql":
+            stored, current = self._ingest_postgresql(values)
+        else:
+            stored, current = self._ingest_sqlite(values)
         results: dict[int, IngestResult] = {}
         for index, value, ok in zip(order, values, stored, strict=True):
             if ok:
@@ -393,15 +423,81 @@ class Store:
                 results[index] = "replay" if current.get(value[0]) == value[2] else "older"
         return [results[i] for i in range(len(rows))]
 
-    def _upsert_pipelined(self, cur: Any, values: list[tuple[Any, ...]]) -> list[bool]:
-        """Upsert every row in one pipeline; which ones were stored (RETURNING a row)."""
-        cur.executemany(self._sql(_UPSERT) + " RETURNING 1", values, returning=True)
-        stored = []
-        while True:
-            stored.append(cur.fetchone() is not None)
-            if not cur.nextset():
-                break
-        return stored
+    def _ingest_sqlite(self, values: list[tuple[Any, ...]]) -> tuple[list[bool], dict[str, int]]:
+        with self._transaction(write=True, what=f"storing {len(values)} report(s)") as cur:
+            stored = []
+            for value in values:
+                cur.execute(_UPSERT, value)
+                stored.append(cur.rowcount == 1)
+            kept = [value for value, ok in zip(values, stored, strict=True) if ok]
+            if kept:
+                cur.executemany(_HISTORY_INSERT, kept)
+            return stored, self._current(cur, values, stored)
+
+    def _ingest_postgresql(
+        self, values: list[tuple[Any, ...]]
+    ) -> tuple[list[bool], dict[str, int]]:
+        rounds: list[list[int]] = []
+        seen: dict[str, int] = {}
+        for index, value in enumerate(values):  # in (site, time) order
+            number = seen.get(value[0], -1) + 1
+            seen[value[0]] = number
+            if number == len(rounds):
+                rounds.append([])
+            rounds[number].append(index)
+        stored = [False] * len(values)
+        what = f"storing {len(values)} report(s)"
+        if len(rounds) == 1:  # one statement is its own transaction: no BEGIN/COMMIT trips
+            errors = self._errors()
+            try:
+                with self._conn() as conn:
+                    cur = conn.cursor()
+                    self._upsert_round(cur, values, rounds[0], stored)
+                    if all(stored):
+                        return stored, {}
+            except errors[1] as exc:
+                raise StoreUnavailable(f"{self._shown}: {what}: {exc}") from None
+            except errors[0] as exc:
+                raise StoreError(f"{self._shown}: {what}: {exc}") from None
+            with self._transaction(write=False, what=what) as cur:
+                return stored, self._current(cur, values, stored)
+        with self._transaction(write=True, what=what) as cur:
+            for each in rounds:
+                self._upsert_round(cur, values, each, stored)
+            return stored, self._current(cur, values, stored)
+
+    @staticmethod
+    def _upsert_round(
+        cur: Any, values: list[tuple[Any, ...]], indexes: list[int], stored: list[bool]
+    ) -> None:
+        """One `_UPSERT_BATCH` over ``values[i] for i in indexes``; marks what it stored."""
+        columns = [list(column) for column in zip(*(values[i] for i in indexes), strict=True)]
+        cur.execute(_UPSERT_BATCH, columns, prepare=True)
+        written = {str(site) for (site,) in cur.fetchall()}
+        for i in indexes:
+            if values[i][0] in written:
+                stored[i] = True
+
+    def _current(
+        self, cur: Any, values: list[tuple[Any, ...]], stored: list[bool]
+    ) -> dict[str, int]:
+        """The stored report time of each site with a row that was not stored (replay or older).
+
+        On PostgreSQL's one-statement path this is read just after that statement's commit:
+        if another collector stored a newer report in between, a replay is answered as
+        "older". Either answer means the same to the node: nothing changed.
+        """
+        lost = sorted({value[0] for value, ok in zip(values, stored, strict=True) if not ok})
+        current: dict[str, int] = {}
+        for start in range(0, len(lost), 500):
+            chunk = lost[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            cur.execute(
+                self._sql(f"SELECT site, report_us FROM sites WHERE site IN ({marks})"),  # noqa: S608
+                chunk,
+            )
+            current.update((str(site), int(us)) for site, us in cur.fetchall())
+        return current
 
     def prune_history(self, keep: int) -> int:
         """Delete all but the newest ``keep`` history rows per site; how many went."""
@@ -422,7 +518,10 @@ class Store:
             query += " WHERE applied = ? OR pending = ?"
             args = (revision, revision)
         with self._transaction(write=False, what="reading sites") as cur:
-            cur.execute(self._sql(query + " ORDER BY site"), args)
+            if self.dialect == "postgresql":  # binary rows: no integer parsed from text
+                cur.execute(self._sql(query + " ORDER BY site"), args, binary=True)
+            else:
+                cur.execute(query + " ORDER BY site", args)
             return [SiteRecord.from_row(row) for row in cur.fetchall()]
 
     def site(
@@ -467,6 +566,41 @@ class Store:
         with self._transaction(write=False, what="reading tokens") as cur:
             cur.execute("SELECT hash, name FROM tokens")
             return {str(h): str(n) for h, n in cur.fetchall()}
+
+    # -- predictions ---------------------------------------------------------------
+
+    def prediction(self, commit: str, trust: str) -> str | None:
+        """The kept prediction of ``commit`` under the trust root whose digest is ``trust``."""
+        with self._transaction(write=False, what=f"reading the prediction of {commit[:12]}") as cur:
+            cur.execute(
+                self._sql("SELECT body FROM predictions WHERE commit_id = ? AND trust = ?"),
+                (commit, trust),
+            )
+            found = cur.fetchone()
+        return None if found is None else str(found[0])
+
+    def keep_prediction(self, commit: str, trust: str, body: str, *, now: datetime) -> None:
+        """Keep a prediction (the first one kept for a commit and trust root stays)."""
+        with self._transaction(write=True, what=f"keeping the prediction of {commit[:12]}") as cur:
+            cur.execute(
+                self._sql(
+                    "INSERT INTO predictions (commit_id, trust, computed_us, body) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (commit_id, trust) DO NOTHING"
+                ),
+                (commit, trust, _us(now), body),
+            )
+
+    def prune_predictions(self, keep: int) -> int:
+        """Delete all but the ``keep`` most recently computed predictions; how many went."""
+        with self._transaction(write=True, what="pruning predictions") as cur:
+            cur.execute(
+                self._sql(
+                    "DELETE FROM predictions WHERE computed_us < (SELECT computed_us FROM "
+                    "predictions ORDER BY computed_us DESC LIMIT 1 OFFSET ?)"
+                ),
+                (keep - 1,),
+            )
+            return int(cur.rowcount)
 
     # -- alerts ------------------------------------------------------------------
 

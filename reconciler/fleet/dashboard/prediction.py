@@ -7,22 +7,49 @@ verifies it against the collector's trust root and predicts each affected
 site with `reconciler.core.schedule.predict` — the functions the node's gate
 calls. Nothing here re-implements a rule.
 
-A commit never changes, nor does the trust root while the collector runs, so
-an answer is kept per commit (`Predictions`, at most `KEEP` commits): a
-fleet-wide change over 10,000 sites is computed once, not per page view.
+What it costs, and where it is paid:
+
+- **Once per commit.** A commit never changes, nor does the trust root while
+  the collector runs, so an answer is kept per commit (`Predictions`, at most
+  `KEEP` commits). Nothing else on the change page is kept: the rollout
+  (who runs what) is read from the store at every view.
+- **Ahead of the first view.** Reading 10,000 sites' documents at two
+  revisions takes seconds, so the collector starts the computation as soon as
+  it learns of a new head (`Predictions.ahead`, called when a refresh verifies
+  one), before anybody opens the page. A view that arrives while it runs waits
+  for that same computation (never a second one, never another commit's
+  answer); a commit that was never a head (an older change) is computed at its
+  first view.
+- **Kept in the store** too (`Store.keep_prediction`, by commit and by the
+  digest of the trust root it was verified against): a restarted collector,
+  or another collector on the same database, finds it there instead of
+  computing it again. Only the schedule is kept, never the rollout.
+- **In a child process** (`predict_in_child`): the work is pure Python, and in
+  the collector's own process it would hold the interpreter lock that ingest
+  and every other page need. The child is started for one computation
+  (``spawn``: no copy of the server's threads and sockets) and exits. It runs
+  at the collector's own priority: a lowered one starved it on a busy machine
+  (seconds became tens of seconds), and it is seconds of one core per new head.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future
 from datetime import datetime
 from pathlib import Path
 
+from reconciler.fleet.collector.store import Store, StoreError, StoreUnavailable
 from reconciler.fleet.dashboard.views import Predicted
 
-__all__ = ["KEEP", "Predictions", "predict_change"]
+__all__ = ["KEEP", "Predictions", "from_json", "predict_change", "predict_in_child", "to_json"]
+
+log = logging.getLogger("outpost.collector")
 
 KEEP = 32
 
@@ -60,31 +87,133 @@ def predict_change(repository: Path, trust: Path, commit: str, *, now: datetime)
     return Predicted(schedule.start, sites, blockers, problem=problem)
 
 
+def predict_in_child(repository: Path, trust: Path, commit: str, *, now: datetime) -> Predicted:
+    """`predict_change` in a child process of its own (see the module docstring).
+
+    A child that cannot start or dies is a problem on the page (and not kept, so
+    the next view tries again), never an exception out of the page.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        with ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),
+        ) as pool:
+            return pool.submit(predict_change, repository, trust, commit, now=now).result()
+    except (BrokenProcessPool, OSError) as exc:
+        return Predicted(
+            now, {}, {}, problem=f"the schedule of {commit[:12]} could not be computed: {exc}"
+        )
+
+
+def to_json(predicted: Predicted) -> str:
+    return json.dumps(
+        {
+            "start": predicted.start.isoformat(),
+            "sites": {s: t.isoformat() if t else None for s, t in predicted.sites.items()},
+            "blockers": dict(predicted.blockers),
+            "problem": predicted.problem,
+        },
+        sort_keys=True,
+    )
+
+
+def from_json(text: str) -> Predicted:
+    body = json.loads(text)
+    return Predicted(
+        datetime.fromisoformat(body["start"]),
+        {s: datetime.fromisoformat(t) if t else None for s, t in body["sites"].items()},
+        dict(body["blockers"]),
+        problem=body["problem"],
+    )
+
+
 class Predictions:
-    """`predict_change` answers kept per commit; thread-safe, one computation per commit."""
+    """Predictions kept per commit; thread-safe, one computation per commit at a time."""
 
     def __init__(
         self,
         repository: Path,
         trust: Path,
         *,
-        predict: Callable[..., Predicted] = predict_change,
+        predict: Callable[..., Predicted] = predict_in_child,
+        store: Store | None = None,
     ) -> None:
         self.repository = repository
         self.trust = trust
+        self.store = store
         self._predict = predict
-        self._kept: OrderedDict[str, Predicted] = OrderedDict()
+        self._kept: OrderedDict[str, Future[Predicted]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, commit: str, *, now: datetime) -> Predicted:
+        """The prediction of ``commit``: kept, being computed (waits for it), or computed now."""
         with self._lock:
-            found = self._kept.get(commit)
-            if found is not None:
-                self._kept.move_to_end(commit)
-                return found
-            found = self._predict(self.repository, self.trust, commit, now=now)
-            if found.problem is None or found.sites:
-                self._kept[commit] = found
-                while len(self._kept) > KEEP:
-                    self._kept.popitem(last=False)
-            return found
+            entry = self._kept.get(commit)
+            mine = entry is None
+            if entry is None:
+                entry = self._kept[commit] = Future()
+            self._kept.move_to_end(commit)
+        if mine:
+            self._compute(commit, entry, now=now)
+        return entry.result()
+
+    def ahead(self, commit: str, *, now: datetime) -> None:
+        """Start computing ``commit`` in the background unless it is kept or under way."""
+        with self._lock:
+            if commit in self._kept:
+                return
+        threading.Thread(
+            target=self.get,
+            args=(commit,),
+            kwargs={"now": now},
+            name="outpost-prediction",
+            daemon=True,
+        ).start()
+
+    def _compute(self, commit: str, entry: Future[Predicted], *, now: datetime) -> None:
+        try:
+            found = self._kept_in_store(commit)
+            if found is None:
+                found = self._predict(self.repository, self.trust, commit, now=now)
+                if found.problem is None or found.sites:
+                    self._keep_in_store(commit, found, now=now)
+        except Exception as exc:  # a defect must not leave viewers waiting forever
+            log.error("prediction failed", extra={"commit": commit, "error": str(exc)})
+            found = Predicted(now, {}, {}, problem=f"the schedule could not be computed: {exc}")
+        with self._lock:
+            if found.problem is not None and not found.sites:
+                self._kept.pop(commit, None)  # computed again at the next view
+            done = [c for c, f in self._kept.items() if f.done() and c != commit]
+            for old in done[: max(0, len(self._kept) - KEEP)]:
+                del self._kept[old]
+        entry.set_result(found)
+
+    def _trust_digest(self) -> str | None:
+        try:
+            return hashlib.sha256(self.trust.read_bytes()).hexdigest()
+        except OSError:
+            return None  # computed (and refused) by the prediction itself, never kept
+
+    def _kept_in_store(self, commit: str) -> Predicted | None:
+        digest = self._trust_digest()
+        if self.store is None or digest is None:
+            return None
+        try:
+            text = self.store.prediction(commit, digest)
+        except (StoreError, StoreUnavailable) as exc:
+            log.warning("predictions not readable", extra={"error": exc.message})
+            return None
+        return from_json(text) if text is not None else None
+
+    def _keep_in_store(self, commit: str, found: Predicted, *, now: datetime) -> None:
+        digest = self._trust_digest()
+        if self.store is None or digest is None:
+            return
+        try:
+            self.store.keep_prediction(commit, digest, to_json(found), now=now)
+        except (StoreError, StoreUnavailable) as exc:  # kept in memory all the same
+            log.warning("prediction not kept in the store", extra={"error": exc.message})

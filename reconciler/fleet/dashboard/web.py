@@ -121,9 +121,13 @@ def dashboard_routes(
     """The dashboard's routes over ``collector``; add them to the collector's app."""
     signer = SessionSigner(options.session_key)
     source = collector.source
-    predicted = predictions or Predictions(Path(source.path), Path(source.trust))
+    predicted = predictions or Predictions(
+        Path(source.path), Path(source.trust), store=collector.store
+    )
     stylesheet = _stylesheet()
-    _warm_after_refresh(collector, predicted)
+    for template in ("overview.html", "change.html", "site.html", "login.html", "error.html"):
+        _environment().get_template(template)  # compiled now, not in somebody's first view
+    collector.on_new_head.append(lambda head: predicted.ahead(head, now=collector.clock()))
 
     def page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
         html = _environment().get_template(template).render(**context)
@@ -328,22 +332,6 @@ async def _small_form(request: Request, limit: int = 4096) -> dict[str, str]:
             return {}
     fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=4)
     return {key: values[0] for key, values in fields.items() if values}
-
-
-def _warm_after_refresh(collector: Collector, predicted: Predictions) -> None:
-    """After each background refresh, compute the repository head's schedule, so that the
-    newest change's page does not wait for it (seconds for a fleet-wide change at 10,000
-    sites). Chained after the collector's own hook (the notifier)."""
-    previous = collector.on_tick
-
-    def tick(running: Collector) -> object:
-        result = previous(running) if previous is not None else None
-        view = running.source.status.view
-        if view is not None:
-            predicted.get(view.revision, now=running.clock())
-        return result
-
-    collector.on_tick = tick
 
 
 def _same_origin(request: Request) -> bool:
