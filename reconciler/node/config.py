@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reconciler.core.commits import DEFAULT_MAX_COMMITS
 from reconciler.core.errors import ConfigError, DocumentError
 from reconciler.core.loader import load_document
-from reconciler.node.feed import DEFAULT_MAX_STEPS, FeedSettings, check_feed_url
 from reconciler.node.fetch import Credentials
+
+if TYPE_CHECKING:
+    from reconciler.node.feed import FeedSettings
 
 DEFAULT_HEALTH_DEADLINE = 300
 DEFAULT_STALE_AFTER = 3 * 24 * 3600
@@ -131,6 +134,8 @@ def load_config(path: Path) -> AgentConfig:
         )
     feed = None
     if spec.get("feed"):
+        from reconciler.node.feed import DEFAULT_MAX_STEPS, FeedSettings, check_feed_url
+
         raw = spec["feed"]
         allow_http = bool(raw.get("allowHttp", False))
         reason = check_feed_url(str(raw["url"]), allow_http=allow_http)

@@ -261,7 +261,6 @@ class NodePipeline:
         fleets' ``heartbeat`` limits of the revision this site runs; None before it runs one."""
         from reconciler.core.errors import DocumentError
         from reconciler.core.model import Repository
-        from reconciler.core.schedule._zones import parse_duration
         from reconciler.core.source import CommitTree
         from reconciler.core.trust import parse_signers
         from reconciler.core.trust.rules import EMPTY_RULES, SIGNERS_PATH
@@ -284,7 +283,11 @@ class NodePipeline:
             fleet = repo.fleet(name)
             settings = fleet.doc.spec.get("heartbeat") if fleet is not None else None
             text = settings.get(key) if isinstance(settings, dict) else None
-            limit = parse_duration(text) if isinstance(text, str) else None
+            if not isinstance(text, str):
+                continue
+            from reconciler.core.schedule._zones import parse_duration  # only when one is set
+
+            limit = parse_duration(text)
             if limit is not None:
                 limits.append(int(limit.total_seconds()))
         return check_heartbeat(

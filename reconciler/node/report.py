@@ -44,13 +44,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from reconciler.core.errors import OutpostError
 from reconciler.core.files import atomic_write, write_json
-from reconciler.core.report import Envelope, seal
 from reconciler.node.config import AgentConfig, ReportConfig
-from reconciler.node.identity import NodeIdentity, load_identity
+
+if TYPE_CHECKING:  # signing loads cryptography: only a tick that reports pays for it
+    from reconciler.core.report import Envelope
+    from reconciler.node.identity import NodeIdentity
 
 __all__ = [
     "SEND_BUDGET",
@@ -298,6 +300,8 @@ class Reporter:
         )
         envelope: Envelope | None = None
         if due:
+            from reconciler.core.report import seal
+
             envelope = seal(status, self._key().private_key)
             if self.outbox is not None:
                 atomic_write(self._outbox_file(), envelope.to_bytes())
@@ -328,6 +332,8 @@ class Reporter:
     def _key(self) -> NodeIdentity:
         if self._identity is None:
             assert self.identity_key is not None
+            from reconciler.node.identity import load_identity
+
             self._identity = load_identity(self.identity_key)
         return self._identity
 

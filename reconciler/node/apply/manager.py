@@ -82,7 +82,6 @@ from reconciler.core.errors import (
     PermanentError,
 )
 from reconciler.core.labels import MANAGED_BY, MANAGED_BY_LABEL, SITE_LABEL, site_of
-from reconciler.core.policy import FACTS_NAME
 from reconciler.node.apply.cluster import Cluster, Resource
 from reconciler.node.apply.health import (
     Health,
@@ -613,6 +612,8 @@ class ResourceManager:
                 known = prints.get(key)
                 if known is None or known.digest != _digest(self._prepare(obj)):
                     candidates.add(key)
+        from reconciler.core.policy import FACTS_NAME  # the policy package: only on a change
+
         withdrawn = sorted(k for k in candidates if k.name != FACTS_NAME)
         done = [k for k in self._parallel(self._delete_owned, withdrawn) if k is not None]
         for key in done:
