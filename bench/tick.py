@@ -7,11 +7,13 @@ objects (the usual way to ask "has anything drifted?"), run as a fresh process l
 agent, in the same run on the same control plane.
 
 The agent runs as a node runs it: this tree is built into a wheel and installed into
-its own virtual environment (``--system-site-packages`` for the dependencies, so no
-download), byte-code compiled by pip, and started through the ``outpost`` script pip
-wrote. With ``--baseline REV``, REV's code is installed the same way into a second
-environment with its own state directory, and its no-op ticks are interleaved with this
-tree's and kubectl's: before and after, measured under the same load. The agent's
+its own virtual environment, byte-code compiled by pip, and started through the
+``outpost`` script pip wrote. The dependencies are this interpreter's (a ``.pth`` line
+puts its site-packages on ``sys.path``, so nothing is downloaded), without running the
+``.pth`` hooks found there (an editable install's finder and the like), which a node's
+venv does not have either. With ``--baseline REV``, REV's code is installed the same way
+into a second environment with its own state directory, and its no-op ticks are
+interleaved with this tree's and kubectl's: before and after, under the same load. The agent's
 config has no collector (``report``), so no report is sent; a no-op tick sends one only
 hourly anyway.
 
@@ -28,6 +30,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -60,7 +63,13 @@ def install(code: Path, into: Path) -> Path:
     quiet = {"check": True, "capture_output": True}
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     subprocess.run([*pip, "wheel", "-q", "--no-deps", "-w", str(wheels), str(source)], **quiet)
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(into)], **quiet)
+    subprocess.run([sys.executable, "-m", "venv", str(into)], **quiet)
+    # The dependencies are this interpreter's, on sys.path through a .pth line; unlike
+    # --system-site-packages, the .pth hooks of that folder (an editable install's finder,
+    # coverage, a CA injector) are not run, as none runs in a node's own venv.
+    purelib = sysconfig.get_path("purelib")
+    venv_lib = next((into / "lib").glob("python3*/site-packages"))
+    (venv_lib / "outpost-bench-deps.pth").write_text(purelib + "\n")
     wheel = next(wheels.glob("*.whl"))
     subprocess.run(
         [
@@ -177,6 +186,11 @@ def main() -> int:
             if check.returncode > 1:  # 1 means "differences found", which is an answer
                 print(f"kubectl diff failed: {check.stderr.strip()}", file=sys.stderr)
                 return 1
+            for name, argv in list(sides.items()):
+                # The first no-op tick after an install renders the slice and records it
+                # (the agent's slice record); the rounds measure the ticks after it.
+                wall, rss, code = timed(argv, env)
+                print(f"first no-op tick ({name.strip()}): {wall:.2f} s, {rss:.0f} MB, exit {code}")
             sides["kubectl diff --server-side"] = kubectl
             runs: dict[str, list[tuple[float, float, int]]] = {name: [] for name in sides}
             for _ in range(args.rounds):

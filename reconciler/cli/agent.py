@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
     _logging(args.log_format)
     try:
-        config = load_config(Path(args.config))
+        config = load_config(Path(args.config), remember=True)
     except ConfigError as exc:
         print(f"outpost agent: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -38,24 +38,42 @@ def _schema_dir() -> Any:
 
 
 @cache
+def schemas_digest() -> str:
+    """A digest of every schema file: what a recorded "this document passed" depends on."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for entry in sorted(_schema_dir().iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".schema.json"):
+            digest.update(entry.name.encode() + b"\0" + entry.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+@cache
+def _by_file() -> dict[str, Any]:
+    """Every schema, parsed, by file name."""
+    return {
+        entry.name: json.loads(entry.read_text(encoding="utf-8"))
+        for entry in sorted(_schema_dir().iterdir(), key=lambda e: e.name)
+        if entry.name.endswith(".schema.json")
+    }
+
+
+@cache
 def _registry() -> tuple[Any, dict[str, Any]]:
     from referencing import Registry, Resource
 
-    by_file: dict[str, Any] = {}
-    resources_: list[tuple[str, Any]] = []
-    for entry in sorted(_schema_dir().iterdir(), key=lambda e: e.name):
-        if not entry.name.endswith(".schema.json"):
-            continue
-        schema = json.loads(entry.read_text(encoding="utf-8"))
-        by_file[entry.name] = schema
-        resource = Resource.from_contents(schema)
-        resources_.append((schema.get("$id", entry.name), resource))
+    by_file = _by_file()
+    resources_ = [
+        (schema.get("$id", name), Resource.from_contents(schema))
+        for name, schema in by_file.items()
+    ]
     return Registry().with_resources(resources_), by_file
 
 
 def schema_of(kind: str) -> Any:
     """The JSON Schema document of one kind, as parsed (read it, do not change it)."""
-    _, by_file = _registry()
+    by_file = _by_file()  # no registry: reading a schema needs no jsonschema machinery
     schema = by_file.get(f"{kind.lower()}.schema.json")
     if schema is None:
         raise ConfigError(f"no schema for kind {kind!r} (expected {kind.lower()}.schema.json)")
