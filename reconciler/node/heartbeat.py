@@ -93,8 +93,6 @@ def check_heartbeat(
     now: float,
 ) -> Freshness:
     """Verify the heartbeat tag under ``tag_ref`` in the mirror and update the record."""
-    from reconciler.core.trust.heartbeat import verify_heartbeat
-
     path = state_dir / HEARTBEAT_FILE
     record = _load(path)
     signed_at = _number(record.get("signedAt"))
@@ -104,6 +102,8 @@ def check_heartbeat(
     changed = "watchingSince" not in record
     reference = mirror.repo.references.get(tag_ref)
     if reference is not None:
+        from reconciler.core.trust.heartbeat import verify_heartbeat  # SSHSIG: only for a tag
+
         tag_id = str(reference.target)
         try:
             obj = mirror.repo[reference.target]
