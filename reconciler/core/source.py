@@ -142,11 +142,14 @@ def read_file(full: Path | str, shown: str, limit: int = MAX_READ_BYTES) -> byte
         chunks: list[bytes] = []
         left = info.st_size + 1  # one byte more tells a file that grew while we read
         while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
+            want = min(left, 1 << 20)
+            chunk = os.read(fd, want)
             if not chunk:
                 break
             chunks.append(chunk)
             left -= len(chunk)
+            if len(chunk) < want:
+                break  # a regular file reads short only at its end: no second read to see it
         data = b"".join(chunks)
         if len(data) > limit:
             raise _too_large(len(data), limit, shown)
