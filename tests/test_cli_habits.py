@@ -17,7 +17,7 @@ import pygit2
 import pytest
 
 from reconciler import __version__
-from reconciler.cli import build_parser, main, walk
+from reconciler.cli import COMMANDS, build_parser, command_named, main, walk
 
 ROOT = Path(__file__).resolve().parents[1]
 PATHS = [path for path, _ in walk(build_parser())]
@@ -311,3 +311,89 @@ def test_python_m_reconciler_cli_version() -> None:
         check=True,
     )
     assert __version__ in done.stdout
+
+
+# -- start-up: a command imports only what it runs ----------------------------------------
+
+HEAVY = ("cel", "pygit2", "jsonschema", "yaml", "cryptography")
+
+_IMPORTED_BY_HELP = """
+import contextlib, io, json, sys
+from reconciler.cli import main
+found = {}
+for path in json.loads(sys.argv[1]):
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            main([*path, "--help"])
+        except SystemExit:
+            pass
+    found[" ".join(path)] = sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[2:]))
+print(json.dumps(found))
+"""
+
+
+def test_help_imports_none_of_the_heavy_libraries() -> None:
+    """`outpost --help` and every command's --help, in a fresh process: no pygit2, yaml, cel,
+    jsonschema or cryptography (they cost most of a command's start-up), root help first."""
+    paths = [list(path) for path in PATHS]
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORTED_BY_HELP, json.dumps(paths), *HEAVY],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=True,
+    )
+    found = json.loads(done.stdout)
+    assert list(found) == [" ".join(path) for path in paths]
+    assert {path: heavy for path, heavy in found.items() if heavy} == {}
+
+
+def test_help_imports_no_command_module() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import contextlib, io, sys\nfrom reconciler.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    try:\n        main(['--help'])\n    except SystemExit:\n        pass\n"
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('reconciler'))))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=True,
+    )
+    assert done.stdout.split()[-2:] == ["reconciler", "reconciler.cli"]
+
+
+def test_the_lazy_parser_helps_like_the_whole_one() -> None:
+    """Built for one command (as `main` builds it), every help text is the full parser's."""
+    whole = {path: each.format_help() for path, each in walk(build_parser())}
+    root = build_parser(())
+    assert root.format_help() == whole[()]
+    for name in COMMANDS:
+        lazy = {path: each.format_help() for path, each in walk(build_parser((name,)))}
+        assert {p: h for p, h in lazy.items() if p[:1] == (name,)} == {
+            p: h for p, h in whole.items() if p[:1] == (name,)
+        }
+        assert lazy[()] == whole[()]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "command"),
+    [
+        (["--help"], None),
+        ([], None),
+        (["validate", "--repo", "x"], "validate"),
+        (["--debug", "fleet", "status"], "fleet"),
+        (["-h", "agent"], "agent"),
+        (["nope", "validate"], None),
+        (["--", "validate"], None),
+    ],
+)
+def test_the_command_is_the_first_word_not_an_option(
+    arguments: list[str], command: str | None
+) -> None:
+    assert command_named(arguments) == command

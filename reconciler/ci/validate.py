@@ -90,11 +90,14 @@ def sites_changed_since(root: Any, rev: str) -> list[str]:
         ) from None
     try:
         base = found.peel(pygit2.Commit)
-        changed = {
-            path
-            for delta in base.tree.diff_to_index(repo.index).deltas
-            for path in (delta.old_file.path, delta.new_file.path)
-        }
+        changed: set[str] = set()
+        if repo.head_is_unborn or base.id != repo.head.target:
+            # Against HEAD itself the status below already has every staged change.
+            changed = {
+                path
+                for delta in base.tree.diff_to_index(repo.index).deltas
+                for path in (delta.old_file.path, delta.new_file.path)
+            }
         changed |= {
             path
             for path, flags in repo.status().items()

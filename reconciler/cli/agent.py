@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, example
+from reconciler.cli import COMMANDS, EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, example
 
 EXIT_TEMPORARY = 75  # EX_TEMPFAIL: the outside world was down; the unit treats it as success
 DEFAULT_CONFIG = "/etc/outpost/agent.yaml"
@@ -17,7 +17,7 @@ DEFAULT_CONFIG = "/etc/outpost/agent.yaml"
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "agent",
-        help="run the node agent or show its status",
+        help=COMMANDS["agent"],
         description="The node agent: one reconcile tick at a time, and what the last one did.",
         epilog=example("outpost agent run --once", "outpost agent status"),
     )
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
     _logging(args.log_format)
     try:
-        config = load_config(Path(args.config))
+        config = load_config(Path(args.config), remember=True)
     except ConfigError as exc:
         print(f"outpost agent: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -7,13 +7,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
+from reconciler.cli import COMMANDS, EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "app",
-        help="work on apps: vendor a Helm chart or Kustomize base into manifests",
+        help=COMMANDS["app"],
         description="Work on the apps under apps/.",
         epilog=example("outpost app vendor mqtt-broker --version 2.0.20"),
     )

@@ -12,13 +12,13 @@ import argparse
 import sys
 from typing import Any
 
-from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
+from reconciler.cli import COMMANDS, EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "bundle",
-        help="carry signed history to an air-gapped plant as a git bundle",
+        help=COMMANDS["bundle"],
         description="Make git bundles that an air-gapped plant's agent imports from its inbox.",
         epilog=example(
             "outpost bundle create --site cz-ova-plant --since 3f2c1a9 --trust allowed_signers "

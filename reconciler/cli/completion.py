@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.cli import EXIT_OK, example
+from reconciler.cli import COMMANDS, EXIT_OK, example
 
 SHELLS = ("bash", "zsh")
 
@@ -26,7 +26,7 @@ SHELLS = ("bash", "zsh")
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "completion",
-        help="print a bash or zsh completion script for outpost",
+        help=COMMANDS["completion"],
         description=(
             "Print a completion script generated from outpost's own argument parser. "
             "bash: add `source <(outpost completion bash)` to ~/.bashrc. zsh: add "

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
+from reconciler.cli import COMMANDS, EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
 
 FORMATS = ("text", "markdown", "json")
 
@@ -14,7 +14,7 @@ FORMATS = ("text", "markdown", "json")
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "diff",
-        help="show how each affected site's slice changes between two revisions",
+        help=COMMANDS["diff"],
         description=(
             "Render every site a change can affect, at --base and at --head (default: the "
             "working tree), and show per-object unified diffs. Sites that do not change are "

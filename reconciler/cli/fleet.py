@@ -25,7 +25,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
+from reconciler.cli import COMMANDS, EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
 
 FORMATS = ("text", "json", "markdown")
 DEFAULT_HELP = "$OUTPOST_FLEET_STATUS, else $XDG_STATE_HOME/outpost/fleet-status.json"
@@ -34,7 +34,7 @@ DEFAULT_HELP = "$OUTPOST_FLEET_STATUS, else $XDG_STATE_HOME/outpost/fleet-status
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "fleet",
-        help="collect status reports from sites and show which sites run what",
+        help=COMMANDS["fleet"],
         description="Status reports carried back from sites (air-gapped plants' outboxes).",
         epilog=example("outpost fleet ingest /media/usb", "outpost fleet status --repo ."),
     )

@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reconciler.cli import EXIT_ERROR, EXIT_OK, add_repo_argument, example
+from reconciler.cli import COMMANDS, EXIT_ERROR, EXIT_OK, add_repo_argument, example
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "heartbeat",
-        help="sign the heartbeat tag onto the branch head with the time (CI, on a schedule)",
+        help=COMMANDS["heartbeat"],
         description=(
             "Move the annotated tag outpost/heartbeat onto the head of BRANCH, SSH-signed "
             "(namespace git) with KEY, whose public key spec.heartbeat.keys of "

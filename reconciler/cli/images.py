@@ -15,7 +15,7 @@ import json
 import sys
 from typing import Any
 
-from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
+from reconciler.cli import COMMANDS, EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
 
 FORMATS = ("text", "json")
 
@@ -23,7 +23,7 @@ FORMATS = ("text", "json")
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "images",
-        help="list the container and VM disk images a site needs (to mirror them)",
+        help=COMMANDS["images"],
         description=(
             "Render SITE's slice from the working tree at --repo, or from the commit --rev, "
             "and list every container image and KubeVirt VM disk image it uses, sorted and "

@@ -7,13 +7,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, example
+from reconciler.cli import COMMANDS, EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, example
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "node",
-        help="set up this machine as a site's node",
+        help=COMMANDS["node"],
         description="Commands run on a site's node itself, as root.",
         epilog=example(
             "outpost node enroll --repo /mnt/outpost-config --trust-root /mnt/allowed_signers "

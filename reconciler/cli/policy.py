@@ -12,13 +12,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
+from reconciler.cli import COMMANDS, EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "policy",
-        help="work with the CEL policies in policies/",
+        help=COMMANDS["policy"],
         description="Work with the CEL policies in policies/.",
         epilog=example("outpost policy test --repo . -v"),
     )

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from reconciler.cli import EXIT_ERROR, EXIT_OK, add_repo_argument, example
+from reconciler.cli import COMMANDS, EXIT_ERROR, EXIT_OK, add_repo_argument, example
 
 FORMATS = ("yaml", "json")
 
@@ -14,7 +14,7 @@ FORMATS = ("yaml", "json")
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "render",
-        help="print one site's rendered slice (the Kubernetes objects it runs)",
+        help=COMMANDS["render"],
         description=(
             "Render SITE's slice from the working tree at --repo, or from the commit --rev "
             "(read from git objects, no checkout). Secrets are listed, never decrypted. "

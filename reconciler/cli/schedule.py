@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
+from reconciler.cli import COMMANDS, EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
 
 _FORMATS = ("text", "markdown", "json")
 
@@ -23,7 +23,7 @@ _FORMATS = ("text", "markdown", "json")
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "schedule",
-        help="show when each site takes a change: wave, update window, freezes",
+        help=COMMANDS["schedule"],
         description=(
             "With --base: for every site whose slice the change base..head (or base..working "
             "tree) touches, its wave, when the wave opens, the first instant its node may "

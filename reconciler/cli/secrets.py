@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
+from reconciler.cli import COMMANDS, EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
 
 FORMATS = ("text", "json", "github", "sarif")
 
@@ -18,7 +18,7 @@ FORMATS = ("text", "json", "github", "sarif")
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "secrets",
-        help="per-site age keys and SOPS-encrypted secrets",
+        help=COMMANDS["secrets"],
         description=(
             "Secrets live in sites/<site>/secrets/<name>.sops.yaml, encrypted to the site's age "
             "recipient plus its fleets' break-glass recipients."

@@ -7,13 +7,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
+from reconciler.cli import COMMANDS, EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "site",
-        help="manage site folders",
+        help=COMMANDS["site"],
         description="Manage the site folders under sites/.",
         epilog=example("outpost site new de-dre-0301 --fleet retail-eu --timezone Europe/Berlin"),
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import __version__
-from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
+from reconciler.cli import COMMANDS, EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
 
 FORMATS = ("text", "json", "github", "sarif")
 
@@ -17,7 +17,7 @@ FORMATS = ("text", "json", "github", "sarif")
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "validate",
-        help="check every document against its schema, its references and the policies",
+        help=COMMANDS["validate"],
         description=(
             "Validate the repository at --repo (default: the current directory). "
             "Exit 0 when clean, 1 when there are error findings, 2 on usage or I/O errors."

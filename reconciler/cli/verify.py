@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reconciler.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
+from reconciler.cli import COMMANDS, EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, add_repo_argument, example
 
 if TYPE_CHECKING:
     from reconciler.core.trust.verify import RangeResult
@@ -25,7 +25,7 @@ FORMATS = ("text", "json")
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "verify",
-        help="verify the signatures and signer scopes of every commit in a range",
+        help=COMMANDS["verify"],
         description=(
             "Verify every commit in (SINCE, REV] — or all of REV's history without --since — "
             "against the root signers in the trust file (git's allowed_signers format) and "

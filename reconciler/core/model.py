@@ -322,6 +322,13 @@ class Repository:
         return tuple(SiteId(i) for i in sorted(ids))
 
     @cached_property
+    def site_folders(self) -> tuple[SiteId, ...]:
+        """The folders of ``sites/``, from one directory read where ``site_ids`` walks below
+        every one of them (the same ids, but for a folder that holds no file at all): what
+        a run over a few sites asks when it needs the others' names, not their files."""
+        return tuple(SiteId(name) for name in self.tree.children("sites")[1])
+
+    @cached_property
     def fleet_names(self) -> tuple[FleetName, ...]:
         names = [
             p[len("fleets/") :].rsplit(".", 1)[0]

@@ -66,6 +66,20 @@ class Tree(Protocol):
         """Symlinks, submodules and unreadable folders met by lenient listings."""
         ...
 
+    def children(self, prefix: str = "") -> tuple[list[str], list[str]]:
+        """The names directly in folder ``prefix``: (files, folders), each sorted.
+
+        What a walk of ``prefix`` would meet at its first level: links, submodules and
+        what git ignores are left out. Only that folder is read, nothing below it.
+        """
+        ...
+
+    def peek(self, path: str, limit: int = MAX_READ_BYTES) -> bytes | None:
+        """The bytes of ``path`` if it is a regular file of at most ``limit`` bytes, else None,
+        without asking git whether it ignores the file: for a pre-filter whose every hit
+        is read again with `read` (a hit that is ignored is then refused as usual)."""
+        ...
+
     def read(self, path: str, limit: int = MAX_READ_BYTES) -> bytes:
         """The bytes of one file; DocumentError if it is not a regular file of the tree
         or holds more than ``limit`` bytes (checked before reading)."""
@@ -108,7 +122,7 @@ _KINDS = (
 
 
 def read_file(
-    full: Path,
+    full: Path | str,
     shown: str,
     limit: int = MAX_READ_BYTES,
     *,
@@ -134,7 +148,7 @@ def read_file(
     except FileNotFoundError:
         raise DocumentError("file not found", mark=Mark(shown)) from None
     except OSError as exc:
-        if not follow_links and full.is_symlink():
+        if not follow_links and os.path.islink(full):
             raise DocumentError(_link_message(holder), mark=Mark(shown)) from None
         raise DocumentError(f"cannot read file: {exc.strerror}", mark=Mark(shown)) from None
     try:
@@ -150,11 +164,14 @@ def read_file(
         chunks: list[bytes] = []
         left = info.st_size + 1  # one byte more tells a file that grew while we read
         while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
+            want = min(left, 1 << 20)
+            chunk = os.read(fd, want)
             if not chunk:
                 break
             chunks.append(chunk)
             left -= len(chunk)
+            if len(chunk) < want:
+                break  # a regular file reads short only at its end: no second read to see it
         data = b"".join(chunks)
         if len(data) > limit:
             raise _too_large(len(data), limit, shown, holder)
@@ -187,6 +204,21 @@ def unreadable_message(reason: str) -> str:
 def _under(prefix: str, path: str) -> bool:
     prefix = prefix.strip("/")
     return not prefix or path == prefix or path.startswith(prefix + "/")
+
+
+def first_level(prefix: str, listed: list[str]) -> tuple[list[str], list[str]]:
+    """(files, folders) directly in ``prefix``, from a listing of the files below it: a
+    folder is there when a file below it is (as a walk finds folders)."""
+    skip = len(prefix) + 1 if prefix else 0
+    files: set[str] = set()
+    folders: set[str] = set()
+    for path in listed:
+        rest = path[skip:]
+        if not rest or (prefix and not path.startswith(prefix + "/")):
+            continue
+        name, _, below = rest.partition("/")
+        (folders if below else files).add(name)
+    return sorted(files), sorted(folders)
 
 
 def _clean(path: str) -> str:
@@ -260,6 +292,7 @@ class WorkdirTree:
         self.root = root.resolve()
         self._listed: dict[str, list[str]] = {}
         self._links: dict[str, list[str]] = {}
+        self._children: dict[str, tuple[list[str], list[str]]] = {}
         self.unreadable: dict[str, str] = {}
         if not self.root.is_dir():
             raise SourceUnavailable(f"{root} is not a directory")
@@ -332,6 +365,42 @@ class WorkdirTree:
                 raise DocumentError(unreadable_message(self.unreadable[first]), mark=Mark(first))
             raise DocumentError(_LINK_MESSAGE, mark=Mark(first))
         return found
+
+    def children(self, prefix: str = "") -> tuple[list[str], list[str]]:
+        prefix = _clean(prefix)
+        listed = self._listed.get(prefix)
+        if listed is not None:  # walked already: the first level of that listing
+            return first_level(prefix, listed)
+        known = self._children.get(prefix)
+        if known is None:
+            known = self._children[prefix] = self._read_children(prefix)
+        return known
+
+    def _read_children(self, prefix: str) -> tuple[list[str], list[str]]:
+        start = self.root / prefix if prefix else self.root
+        if (prefix and self._ignored_on_the_way(prefix)) or start.is_symlink():
+            return [], []
+        files: list[str] = []
+        folders: list[str] = []
+        try:
+            entries = list(os.scandir(start))
+        except OSError:
+            return [], []
+        for entry in entries:
+            rel = f"{prefix}/{entry.name}" if prefix else entry.name
+            if entry.is_symlink() or (entry.name in _IGNORED_DIRS and not prefix):
+                continue
+            if self._ignored(rel):
+                continue
+            (folders if entry.is_dir(follow_symlinks=False) else files).append(entry.name)
+        return sorted(files), sorted(folders)
+
+    def peek(self, path: str, limit: int = MAX_READ_BYTES) -> bytes | None:
+        path = _clean(path)
+        try:  # a string path: thousands of peeks, and pathlib costs more than the read
+            return read_file(f"{self.root}/{path}", path, limit)
+        except DocumentError:
+            return None
 
     def _ignored_on_the_way(self, path: str) -> bool:
         """True if git ignores ``path`` or a folder above it."""
@@ -459,6 +528,26 @@ class CommitTree:
                 mark=Mark(self._links[prefix][0]),
             )
         return found
+
+    def children(self, prefix: str = "") -> tuple[list[str], list[str]]:
+        prefix = _clean(prefix)
+        listed = self._listed.get(prefix)
+        if listed is not None:
+            return first_level(prefix, list(listed))
+        tree = self._subtree(prefix)
+        files: list[str] = []
+        folders: list[str] = []
+        for entry in tree if tree is not None else ():
+            if entry.filemode in (_SYMLINK, _GIT_LINK):
+                continue
+            (folders if entry.type_str == "tree" else files).append(entry.name)
+        return sorted(files), sorted(folders)
+
+    def peek(self, path: str, limit: int = MAX_READ_BYTES) -> bytes | None:
+        try:
+            return self.read(path, limit)
+        except DocumentError:
+            return None
 
     def exists(self, path: str) -> bool:
         return self._lookup(_clean(path)) is not None

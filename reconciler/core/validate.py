@@ -50,7 +50,7 @@ from reconciler.core.model import (
     selector_matches,
 )
 from reconciler.core.schemas import schema_errors
-from reconciler.core.source import MAX_READ_BYTES, Tree, unreadable_message
+from reconciler.core.source import MAX_READ_BYTES, Tree, first_level, unreadable_message
 
 Check = Callable[[Repository, Sequence[str]], Iterable[Finding]]
 
@@ -674,6 +674,15 @@ class _ListedTree:
     def exists(self, path: str) -> bool:
         return self._tree.exists(path)
 
+    def children(self, prefix: str = "") -> tuple[list[str], list[str]]:
+        listing = self._listed.get(prefix)
+        if listing is not None:
+            return first_level(prefix, listing)
+        return self._tree.children(prefix)
+
+    def peek(self, path: str, limit: int = MAX_READ_BYTES) -> bytes | None:
+        return self._tree.peek(path, limit)
+
     def files(self, prefix: str = "", *, lenient: bool = False) -> list[str]:
         parts = prefix.split("/")
         listing = self._listed.get(parts[0]) if len(parts) > 1 else None
@@ -782,7 +791,8 @@ def coverage(tree: Tree, *, sites: Sequence[str] | None, policies: bool) -> str:
     def n(count: int, noun: str) -> str:
         return f"{count} {noun}{'' if count == 1 else 's'}"
 
-    scope = f" (changed since the base, of {len(repo.site_ids)})" if sites is not None else ""
+    every = len(repo.site_folders)  # one read of sites/, not a walk of every site's folder
+    scope = f" (changed since the base, of {every})" if sites is not None else ""
     checked = (
         f"checked {n(site_count, 'site')}{scope}, {n(len(repo.fleet_names), 'fleet')}, "
         f"{n(len(repo.app_names), 'app')}, "

@@ -50,9 +50,10 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from reconciler.core.errors import (
+    ApplyError,
     OutpostError,
     PermanentError,
     SourceUnavailable,
@@ -98,6 +99,22 @@ class Cluster(Protocol):
     def write_inventory(self, keys: Sequence[str], revision: str) -> None: ...
 
 
+@runtime_checkable
+class RecordingCluster(Protocol):
+    """A cluster that can vouch for a slice by the fingerprints of what it applied
+    (`ManagerCluster`): a no-op tick then checks drift without rendering the slice."""
+
+    def record(self, objects: Sequence[Mapping[str, Any]]) -> list[Any] | None:
+        """What `drift_recorded` needs of ``objects`` (no value of them), or None."""
+        ...
+
+    def drift_recorded(
+        self, recorded: Sequence[Any], objects: Sequence[Mapping[str, Any]]
+    ) -> Sequence[str] | None:
+        """``drift`` of the slice ``recorded`` + ``objects``; None when only bodies can tell."""
+        ...
+
+
 @dataclass(frozen=True)
 class Desired:
     """A revision's slice, ready to apply: rendered, checked, secrets decrypted (memory only)."""
@@ -122,6 +139,16 @@ class Verified:
     notes: tuple[str, ...] = ()
     """What verifying found wrong with the node's own records (an unreadable
     ``first-seen.json`` or ``trust-roots.json``), and what it did instead."""
+
+
+@runtime_checkable
+class RecordingPipeline(Protocol):
+    """A pipeline whose slices can be recorded (`NodePipeline`): what a slice depends on
+    besides its commit, as a digest, and the Secrets alone (always checked)."""
+
+    def record_basis(self, revision: str) -> str: ...
+
+    def secrets(self, mirror: Mirror, revision: str) -> tuple[Mapping[str, Any], ...]: ...
 
 
 @dataclass(frozen=True)
@@ -755,9 +782,12 @@ class Agent:
         or cut off, is finished (`_finish_going_back`). Returns the state it leaves."""
         assert state.applied is not None
         try:
+            if self._drift_by_record(mirror, state, report, get_cluster):
+                return state
             desired = self.pipeline.desired(mirror, state.applied, checks=False)
             cluster = get_cluster()
             drifted = set(cluster.drift(desired.objects))
+            self._record_slice(desired, cluster)
             report.drift = len(drifted)
             # This run's own cut-off work is not finished here: the next run does it.
             unfinished = report.outcome != "interrupted" and _unfinished(cluster, state, desired)
@@ -820,6 +850,59 @@ class Agent:
             )
         return state.with_(inventory=desired.keys)
 
+    def _drift_by_record(
+        self,
+        mirror: Mirror,
+        state: AgentState,
+        report: TickReport,
+        get_cluster: Callable[[], Cluster],
+    ) -> bool:
+        """The drift check of a tick that brought nothing new, from the slice's record.
+
+        The applied commit cannot change; what else its slice depends on is the record's
+        basis (`NodePipeline.record_basis`). Under the same basis, and when every recorded
+        object is provably as it was applied (its fingerprint against live metadata), the
+        answer is the one rendering would give, without rendering: only the Secrets are
+        decrypted and dry-run, as always. True when that settled the check; False sends
+        the tick down the full path (render, then `Cluster.drift`), which also corrects.
+        """
+        pipeline = self.pipeline
+        if not isinstance(pipeline, RecordingPipeline):
+            return False
+        assert state.applied is not None
+        revision = state.applied
+        record = self.store.read_slice(pipeline.record_basis(revision))
+        if record is None:
+            return False
+        cluster = get_cluster()
+        if not isinstance(cluster, RecordingCluster):
+            return False
+        if cluster.applied_revision() != revision:
+            return False  # an apply or a rollback was cut short: the full path finishes it
+        secrets = pipeline.secrets(mirror, revision) if record["secrets"] else ()
+        if not set(state.inventory) <= _recorded_keys(record["objects"], secrets):
+            return False  # the state lists more than the slice: a rollback left unfinished
+        drifted = cluster.drift_recorded(record["objects"], secrets)
+        if drifted is None or drifted:
+            return False  # something to look at or correct: the full path does it
+        report.drift = 0
+        if report.health == "unknown":
+            skeletons = [entry[0] for entry in record["objects"]]
+            look = cluster.wait_healthy([*skeletons, *secrets], deadline_seconds=0)
+            report.health = "healthy" if _healthy(look) else "degraded"
+        return True
+
+    def _record_slice(self, desired: Desired, cluster: Cluster) -> None:
+        """Record the slice for the next ticks' `_drift_by_record` (no Secret in it)."""
+        pipeline = self.pipeline
+        if not (isinstance(pipeline, RecordingPipeline) and isinstance(cluster, RecordingCluster)):
+            return
+        secrets = int(getattr(desired, "secrets", 0))
+        entries = cluster.record(desired.objects[: len(desired.objects) - secrets])
+        if entries is not None:
+            basis = pipeline.record_basis(desired.revision)
+            self.store.write_slice(basis, desired.revision, entries, secrets=secrets > 0)
+
     # -- records ----------------------------------------------------------------
 
     def _record(self, state: AgentState, report: TickReport, started: datetime) -> None:
@@ -879,6 +962,18 @@ def _refused_reason(exc: PermanentError, applied: str | None) -> str:
 
 def _bounded(refused: dict[str, str], limit: int = 50) -> dict[str, str]:
     return dict(list(refused.items())[-limit:])
+
+
+def _recorded_keys(recorded: Sequence[Any], secrets: Sequence[Mapping[str, Any]]) -> set[str]:
+    """The keys of a slice known by its record and its Secrets (empty if a record is odd)."""
+    from reconciler.node.apply.order import key_of
+
+    try:
+        return {key_of(entry[0]).encode() for entry in recorded} | {
+            key_of(obj).encode() for obj in secrets
+        }
+    except (ApplyError, KeyError, TypeError, ValueError, IndexError):
+        return set()
 
 
 def _unfinished(cluster: Cluster, state: AgentState, desired: Desired) -> bool:

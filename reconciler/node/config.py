@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reconciler.core.commits import DEFAULT_MAX_COMMITS
 from reconciler.core.errors import ConfigError, DocumentError
 from reconciler.core.loader import MAX_FILE_BYTES, load_document
 from reconciler.core.source import read_configured
-from reconciler.node.feed import DEFAULT_MAX_STEPS, FeedSettings, check_feed_url
 from reconciler.node.fetch import Credentials
+
+if TYPE_CHECKING:
+    from reconciler.node.feed import FeedSettings
 
 DEFAULT_HEALTH_DEADLINE = 300
 DEFAULT_STALE_AFTER = 3 * 24 * 3600
@@ -91,8 +94,17 @@ class AgentConfig:
         return self.state_dir / "mirror.git"
 
 
-def load_config(path: Path) -> AgentConfig:
-    """Read and check the agent config; every problem is a ConfigError naming the file:line."""
+CHECKED_FILE = "config-checked"
+
+
+def load_config(path: Path, *, remember: bool = False) -> AgentConfig:
+    """Read and check the agent config; every problem is a ConfigError naming the file:line.
+
+    The schema check is the costly part (jsonschema, for a file that changes once a year):
+    with ``remember`` (the agent's run), its passing is recorded in the state directory
+    as a digest of the config's bytes and of every schema, and the same bytes under the
+    same schemas are not checked again. Every other check runs every time.
+    """
     data = read_configured(path, "the agent config", MAX_FILE_BYTES)
     try:
         doc = load_document(data, str(path))
@@ -100,11 +112,16 @@ def load_config(path: Path) -> AgentConfig:
         raise ConfigError(exc.message, mark=exc.mark) from None
     if doc.kind != "AgentConfig":
         raise ConfigError(f"expected kind AgentConfig, found {doc.kind!r}", mark=doc.mark("kind"))
-    from reconciler.core.schemas import validator
+    record, digest = _check_record(doc.body, data, path)
+    if record is None or not _recorded(record, digest):
+        from reconciler.core.schemas import validator
 
-    for error in sorted(validator("AgentConfig").iter_errors(doc.body), key=lambda e: e.path):
-        where = ".".join(str(p) for p in error.absolute_path)
-        raise ConfigError(f"{where}: {error.message}", mark=doc.mark(*error.absolute_path))
+        errors = validator("AgentConfig").iter_errors(doc.body)
+        for error in sorted(errors, key=lambda e: e.path):
+            where = ".".join(str(p) for p in error.absolute_path)
+            raise ConfigError(f"{where}: {error.message}", mark=doc.mark(*error.absolute_path))
+        if remember and record is not None:
+            _remember(record, digest)
     spec = doc.spec
     base = path.parent
 
@@ -129,6 +146,8 @@ def load_config(path: Path) -> AgentConfig:
         )
     feed = None
     if spec.get("feed"):
+        from reconciler.node.feed import DEFAULT_MAX_STEPS, FeedSettings, check_feed_url
+
         raw = spec["feed"]
         allow_http = bool(raw.get("allowHttp", False))
         reason = check_feed_url(str(raw["url"]), allow_http=allow_http)
@@ -199,3 +218,37 @@ def fetch_default(name: str) -> int:
 
     spec = schema_of("AgentConfig")["properties"]["spec"]["properties"]
     return int(spec["fetchLimits"]["properties"][name]["default"])
+
+
+def _check_record(body: object, data: bytes, path: Path) -> tuple[Path | None, str]:
+    """Where a passed schema check of this config is recorded, and the digest it records."""
+    import hashlib
+
+    from reconciler.core.schemas import schemas_digest
+
+    spec = body.get("spec") if isinstance(body, dict) else None
+    state = spec.get("stateDir", "/var/lib/outpost") if isinstance(spec, dict) else None
+    if not isinstance(state, str) or not state:
+        return None, ""
+    digest = hashlib.sha256(b"%s\0%s" % (schemas_digest().encode(), data)).hexdigest()
+    return path.parent / state / CHECKED_FILE, digest
+
+
+def _recorded(record: Path, digest: str) -> bool:
+    from reconciler.core.source import read_file
+
+    try:
+        return read_file(record, str(record), limit=256).decode().strip() == digest
+    except (DocumentError, UnicodeDecodeError):
+        return False
+
+
+def _remember(record: Path, digest: str) -> None:
+    """Best effort: a state directory that cannot take it only costs the check next time."""
+    from reconciler.core.files import atomic_write
+
+    try:
+        if record.parent.is_dir():
+            atomic_write(record, f"{digest}\n".encode())
+    except OSError:
+        pass

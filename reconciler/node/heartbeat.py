@@ -114,8 +114,6 @@ def check_heartbeat(
     now: float,
 ) -> Freshness:
     """Verify the heartbeat tag under ``tag_ref`` in the mirror and update the record."""
-    from reconciler.core.trust.heartbeat import verify_heartbeat
-
     path = state_dir / HEARTBEAT_FILE
     unreadable: str | None = None
     try:
@@ -135,6 +133,8 @@ def check_heartbeat(
     changed = "watchingSince" not in record
     reference = mirror.repo.references.get(tag_ref)
     if reference is not None:
+        from reconciler.core.trust.heartbeat import verify_heartbeat  # SSHSIG: only for a tag
+
         tag_id = str(reference.target)
         try:
             obj = mirror.repo[reference.target]

@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from reconciler.core.commits import Change, paused_since
@@ -62,6 +63,8 @@ class NodeVerified(Verified):
 @dataclass(frozen=True)
 class NodeDesired(Desired):
     sources: tuple[str, ...] = ()
+    secrets: int = 0
+    """How many of ``objects`` (the last ones) are Secrets decrypted from the repository."""
     node_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     machine_ids: Mapping[str, str] = field(default_factory=dict)
 
@@ -275,7 +278,6 @@ class NodePipeline:
         fleets' ``heartbeat`` limits of the revision this site runs; None before it runs one."""
         from reconciler.core.errors import DocumentError
         from reconciler.core.model import Repository
-        from reconciler.core.schedule._zones import parse_duration
         from reconciler.core.source import CommitTree
         from reconciler.core.trust import parse_signers
         from reconciler.core.trust.rules import EMPTY_RULES, SIGNERS_PATH
@@ -298,7 +300,11 @@ class NodePipeline:
             fleet = repo.fleet(name)
             settings = fleet.doc.spec.get("heartbeat") if fleet is not None else None
             text = settings.get(key) if isinstance(settings, dict) else None
-            limit = parse_duration(text) if isinstance(text, str) else None
+            if not isinstance(text, str):
+                continue
+            from reconciler.core.schedule._zones import parse_duration  # only when one is set
+
+            limit = parse_duration(text)
             if limit is not None:
                 limits.append(int(limit.total_seconds()))
         return check_heartbeat(
@@ -342,16 +348,8 @@ class NodePipeline:
 
         objects: list[Mapping[str, Any]] = [o.body for o in rendered.objects]
         objects.extend(self._admission(repo, rendered, strict=checks))
-        if rendered.secret_refs:
-            from reconciler.core.secrets import decrypt_site_secrets
-
-            if self.config.age_key is None:
-                raise ConfigError(
-                    f"site {self.site} has encrypted secrets but the agent config sets no "
-                    "ageKey; install the site's age key at enrollment"
-                )
-            self._check_accepted(folder_recipient(repo, self.site), revision)
-            objects.extend(decrypt_site_secrets(tree, self.site, self.config.age_key))
+        secrets = self._decrypt(tree, repo, revision) if rendered.secret_refs else ()
+        objects.extend(secrets)
         keys = [key_of(obj).encode() for obj in objects]
         folder = repo.site(self.site)
         machine_ids = {
@@ -365,7 +363,68 @@ class NodePipeline:
             sources=rendered.sources,
             node_labels=rendered.node_labels,
             machine_ids=machine_ids,
+            secrets=len(secrets),
         )
+
+    def _decrypt(self, tree: Any, repo: Any, revision: str) -> tuple[Mapping[str, Any], ...]:
+        """The site's Secrets of ``revision``, decrypted into memory with the node's key."""
+        from reconciler.core.secrets import decrypt_site_secrets
+
+        if self.config.age_key is None:
+            raise ConfigError(
+                f"site {self.site} has encrypted secrets but the agent config sets no "
+                "ageKey; install the site's age key at enrollment"
+            )
+        self._check_accepted(folder_recipient(repo, self.site), revision)
+        return tuple(decrypt_site_secrets(tree, self.site, self.config.age_key))
+
+    def secrets(self, mirror: Mirror, revision: str) -> tuple[Mapping[str, Any], ...]:
+        """The Secrets `desired` decrypts for ``revision``, without rendering the rest."""
+        from reconciler.core.model import Repository
+        from reconciler.core.source import CommitTree
+
+        tree = CommitTree(mirror.repo, revision)
+        return self._decrypt(tree, Repository(tree), revision)
+
+    def record_basis(self, revision: str) -> str:
+        """What `desired(revision, checks=False)` depends on besides the commit, as a digest.
+
+        The commit's objects cannot change; the slice rendered from them still depends on
+        the date (policy exemptions expire), the agent's config, the age key and the code
+        that renders (an upgrade may render differently). A record of the slice is only
+        trusted under the same basis: any change renders the slice again.
+        """
+        import hashlib
+        import json
+        import os
+
+        import reconciler
+
+        def stamp(path: Path | None) -> list[int] | None:
+            try:
+                info = os.stat(path) if path is not None else None
+            except OSError:
+                return None
+            return None if info is None else [info.st_size, info.st_mtime_ns, info.st_ino]
+
+        code = []
+        package = Path(reconciler.__file__).parent
+        for folder, dirs, files in os.walk(package):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            for name in sorted(files):
+                if name.endswith((".py", ".json")):
+                    path = Path(folder, name)
+                    code.append([str(path.relative_to(package)), stamp(path)])
+        basis = [
+            revision,
+            datetime.now(UTC).date().isoformat(),
+            self.site,
+            reconciler.__version__,
+            repr(self.config),
+            stamp(self.config.age_key),
+            code,
+        ]
+        return hashlib.sha256(json.dumps(basis).encode()).hexdigest()
 
     def _check_accepted(self, recipient: str | None, revision: str) -> None:
         """Before the site's recipient is this node's key, nothing can be decrypted: that is
@@ -572,6 +631,16 @@ class ManagerCluster:
 
     def drift(self, objects: Sequence[Mapping[str, Any]]) -> Sequence[str]:
         return [d.key.encode() for d in self.manager.drift(objects)]
+
+    def record(self, objects: Sequence[Mapping[str, Any]]) -> list[Any] | None:
+        entries: list[Any] | None = self.manager.record(objects)
+        return entries
+
+    def drift_recorded(
+        self, recorded: Sequence[Any], objects: Sequence[Mapping[str, Any]]
+    ) -> Sequence[str] | None:
+        found = self.manager.drift_recorded(recorded, objects)
+        return None if found is None else [d.key.encode() for d in found]
 
     def prune(self, previous: Sequence[str], desired: Sequence[str]) -> Sequence[str]:
         deleted = self.manager.prune(self._keys(previous), self._keys(desired))

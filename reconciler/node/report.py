@@ -44,14 +44,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from reconciler.core.errors import DocumentError, OutpostError
 from reconciler.core.files import atomic_write, write_json
-from reconciler.core.report import MAX_ENVELOPE_BYTES, Envelope, seal
 from reconciler.core.source import read_file
 from reconciler.node.config import AgentConfig, ReportConfig
-from reconciler.node.identity import NodeIdentity, load_identity
+
+if TYPE_CHECKING:  # signing loads cryptography: only a tick that reports pays for it
+    from reconciler.core.report import Envelope
+    from reconciler.node.identity import NodeIdentity
 
 __all__ = [
     "SEND_BUDGET",
@@ -302,6 +304,8 @@ class Reporter:
         )
         envelope: Envelope | None = None
         if due:
+            from reconciler.core.report import seal
+
             envelope = seal(status, self._key().private_key)
             if self.outbox is not None:
                 atomic_write(self._outbox_file(), envelope.to_bytes())
@@ -332,6 +336,8 @@ class Reporter:
     def _key(self) -> NodeIdentity:
         if self._identity is None:
             assert self.identity_key is not None
+            from reconciler.node.identity import load_identity
+
             self._identity = load_identity(self.identity_key)
         return self._identity
 
@@ -383,6 +389,8 @@ class Reporter:
         assert self.report is not None
         if now < float(meta.get("nextAttempt", 0)):
             return None
+        from reconciler.core.report import MAX_ENVELOPE_BYTES
+
         transport = self._transport or UrllibTransport(self.report.ca_bundle)
         self._transport = transport
         started = self._monotonic()

@@ -42,6 +42,8 @@ STATE_FILE = "state.json"
 STATUS_FILE = "status.json"
 METRICS_FILE = "outpost.prom"
 LOCK_FILE = "agent.lock"
+SLICE_FILE = "slice.json"
+MAX_SLICE_BYTES = 16 * 1024 * 1024
 SCHEMA_VERSION = 1
 MAX_STATUS_BYTES = 4 * 1024 * 1024
 MAX_STATE_BYTES = 4 * 1024 * 1024
@@ -163,6 +165,31 @@ class StateStore:
             return read_record(self.directory / STATUS_FILE, "SiteStatus", MAX_STATUS_BYTES)
         except RecordUnreadable as exc:
             raise StatusUnreadable(f"{exc.message}; the next tick rewrites it") from None
+
+    def read_slice(self, basis: str) -> dict[str, Any] | None:
+        """The record of the applied slice (`write_slice`), if it was written under ``basis``.
+
+        Anything else (no file, another basis, a file that does not read as a record) is
+        None: the agent then renders the slice, as it would without a record.
+        """
+        try:
+            data = json.loads(read_file(self.directory / SLICE_FILE, SLICE_FILE, MAX_SLICE_BYTES))
+        except (DocumentError, ValueError, UnicodeDecodeError):
+            return None
+        if not isinstance(data, dict) or data.get("basis") != basis:
+            return None
+        if not isinstance(data.get("objects"), list) or not isinstance(data.get("secrets"), bool):
+            return None
+        return data
+
+    def write_slice(self, basis: str, revision: str, objects: list[Any], *, secrets: bool) -> None:
+        """Record what the drift check needs of the applied slice without rendering it again:
+        each object's fingerprint (`ResourceManager.record`: never a Secret's, never a value),
+        and whether the slice has Secrets (decrypted and checked every tick)."""
+        write_json(
+            self.directory / SLICE_FILE,
+            {"basis": basis, "revision": revision, "secrets": secrets, "objects": objects},
+        )
 
     def write_metrics(self, text: str, textfile_dir: Path | None = None) -> None:
         atomic_write(self.directory / METRICS_FILE, text.encode())

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from reconciler.core.cel_cost import BUDGET, Cost, estimate, largest
+from reconciler.core.cel_import import cel_module
 from reconciler.core.errors import Mark
 from reconciler.core.policy._facts import CEL_FUNCTIONS
 from reconciler.core.policy._load import (
@@ -29,6 +30,7 @@ Outcome = tuple[tuple[str, str], ...]
 def _functions() -> dict[str, Callable[..., Any]]:
     """cel's extended library (join, split, sets.*, math.* as in Kubernetes CEL) plus ours."""
     try:
+        cel_module()  # the binding without its command line, before any `cel.` import
         from cel.stdlib import STDLIB_FUNCTIONS
 
         functions: dict[str, Callable[..., Any]] = dict(STDLIB_FUNCTIONS)
@@ -40,8 +42,7 @@ def _functions() -> dict[str, Callable[..., Any]]:
 
 def new_context(variables: Mapping[str, Any]) -> Any:
     """A CEL context with ``variables`` and the function library."""
-    import cel
-
+    cel = cel_module()
     return cel.Context(variables=dict(variables), functions=_functions())
 
 

@@ -129,8 +129,9 @@ class PolicySet:
 
 def _compile(expression: str) -> tuple[Any, str | None]:
     """Compile one expression; (program, None) or (None, the compiler's words)."""
-    import cel
+    from reconciler.core.cel_import import cel_module
 
+    cel = cel_module()
     try:
         return cel.compile(expression), None
     except Exception as exc:  # the cel seam: nothing of the binding's escapes

@@ -22,33 +22,86 @@ Errors are ``SecretError`` naming the file (and line where there is one).
 
 from __future__ import annotations
 
-from reconciler.core.secrets._age import Identity, is_recipient, key_file_recipients, read_key_file
-from reconciler.core.secrets._check import (
-    KEY_FILE_ENV,
-    check_secrets,
-    key_file_from_env,
-    scan_tree,
-    secrets_check,
-)
-from reconciler.core.secrets._files import EncryptedSecret, inspect
-from reconciler.core.secrets._manage import (
-    KeyResult,
-    adopt_site_recipient,
-    encrypt_secret,
-    init_site,
-    keygen,
-    rotate_site,
-    sync_site,
-    write_sops_config,
-)
-from reconciler.core.secrets._node import (
-    REDACTED_PREFIX,
-    decrypt_site_secrets,
-    redact,
-    redaction_key,
-)
-from reconciler.core.secrets._recipients import SOPS_CONFIG, SiteKeys, site_keys
-from reconciler.core.secrets._sops import ENCRYPTED_REGEX, Sops, find_sops
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from reconciler.core.secrets._age import (
+        Identity,
+        is_recipient,
+        key_file_recipients,
+        read_key_file,
+    )
+    from reconciler.core.secrets._check import (
+        KEY_FILE_ENV,
+        check_secrets,
+        key_file_from_env,
+        scan_tree,
+        secrets_check,
+    )
+    from reconciler.core.secrets._files import EncryptedSecret, inspect
+    from reconciler.core.secrets._manage import (
+        KeyResult,
+        adopt_site_recipient,
+        encrypt_secret,
+        init_site,
+        keygen,
+        rotate_site,
+        sync_site,
+        write_sops_config,
+    )
+    from reconciler.core.secrets._node import (
+        REDACTED_PREFIX,
+        decrypt_site_secrets,
+        redact,
+        redaction_key,
+    )
+    from reconciler.core.secrets._recipients import SOPS_CONFIG, SiteKeys, site_keys
+    from reconciler.core.secrets._sops import ENCRYPTED_REGEX, Sops, find_sops
+
+# Each name is imported from its module when first used: a node's tick needs only
+# decryption (`_node`), not validation or key management.
+_HOME = {
+    "Identity": "_age",
+    "is_recipient": "_age",
+    "key_file_recipients": "_age",
+    "read_key_file": "_age",
+    "KEY_FILE_ENV": "_check",
+    "check_secrets": "_check",
+    "key_file_from_env": "_check",
+    "scan_tree": "_check",
+    "secrets_check": "_check",
+    "EncryptedSecret": "_files",
+    "inspect": "_files",
+    "KeyResult": "_manage",
+    "adopt_site_recipient": "_manage",
+    "encrypt_secret": "_manage",
+    "init_site": "_manage",
+    "keygen": "_manage",
+    "rotate_site": "_manage",
+    "sync_site": "_manage",
+    "write_sops_config": "_manage",
+    "REDACTED_PREFIX": "_node",
+    "decrypt_site_secrets": "_node",
+    "redact": "_node",
+    "redaction_key": "_node",
+    "SOPS_CONFIG": "_recipients",
+    "SiteKeys": "_recipients",
+    "site_keys": "_recipients",
+    "ENCRYPTED_REGEX": "_sops",
+    "Sops": "_sops",
+    "find_sops": "_sops",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ENCRYPTED_REGEX",

@@ -24,6 +24,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from reconciler.core.errors import Mark, OutpostError
 from reconciler.core.findings import Finding
@@ -38,6 +39,7 @@ from reconciler.core.secrets._recipients import (
     parse_sops_config,
     recipient_owners,
     secrets_dir,
+    site_keys,
 )
 from reconciler.core.secrets._scan import in_config, scan_config, scan_key_material
 from reconciler.core.secrets._sops import Sops
@@ -111,8 +113,12 @@ def check_secrets(
     findings: list[Finding] = []
     tree = repo.tree
     selected = set(sites)
+    # A run over a few sites (--changed-since) lists only their folders, not all of sites/.
+    partial = not selected.issuperset(repo.site_folders)
     secret_files: dict[str, list[str]] = {}
-    for path in tree.files("sites", lenient=True):
+    for path in (
+        _site_files(tree, sorted(selected)) if partial else tree.files("sites", lenient=True)
+    ):
         parts = path.split("/")
         if len(parts) >= 4 and parts[2] == "secrets":
             secret_files.setdefault(parts[1], []).append(path)
@@ -227,6 +233,21 @@ def check_secrets(
     return findings
 
 
+def _site_files(tree: Any, sites: Sequence[str]) -> list[str]:
+    """The files of ``sites``' folders, each folder walked on its own (a linked one is not
+    read through: validation reports it), sorted as one walk of ``sites/`` lists them."""
+    found: list[str] = []
+    for site in sites:
+        folder = f"sites/{site}"
+        try:
+            listed = tree.files(folder, lenient=True)
+        except OutpostError:
+            continue  # a folder name that cannot be listed: layer 1 reports it
+        if folder not in tree.links:
+            found += listed
+    return sorted(found)
+
+
 def _recipients(
     repo: Repository, selected: set[str], secret_files: dict[str, list[str]]
 ) -> tuple[dict[str, list[str]], dict[str, SiteKeys]]:
@@ -238,15 +259,19 @@ def _recipients(
     no space) only if its bytes hold it literally, or through a double-quoted
     escape, which needs a backslash: a partial run (``--changed-since``) parses the
     other sites' site.yaml only when their bytes could answer one of those
-    questions, instead of all 10,000 of them. Every site's are parsed otherwise.
+    questions, instead of all 10,000 of them. Every site's are parsed otherwise. The
+    other sites' names come from one read of ``sites/`` (`Repository.site_folders`), and
+    their site.yaml is peeked at without asking git about each: a hit is read again
+    through the tree, which refuses what git ignores.
     """
-    every = list(repo.site_ids)
+    every = list(repo.site_folders)
     if selected.issuperset(every):
-        return recipient_owners(repo, every)
+        return recipient_owners(repo, list(repo.site_ids))
     mine = [site_id for site_id in every if site_id in selected]
     _, keys_by_site = recipient_owners(repo, mine)
     wanted = {keys.recipient for keys in keys_by_site.values() if keys.recipient}
-    needles = [b"age1"] if not wanted else []
+    any_recipient = not wanted  # then: does any site declare one (.sops.yaml is needed)?
+    needles = [b"age1"] if any_recipient else []
     for site_id in mine:
         for path in secret_files.get(site_id, []):
             if path.endswith(SECRET_SUFFIXES):
@@ -255,17 +280,63 @@ def _recipients(
                 except OutpostError:
                     continue  # the main loop reports the unreadable file
     needles += [recipient.encode() for recipient in sorted(wanted)]
-    others: list[str] = []
+    texts: dict[str, bytes] = {}
     for site_id in every:
         if site_id in selected:
             continue
-        try:
-            data = repo.tree.read(f"sites/{site_id}/site.yaml")
-        except OutpostError:
+        data = repo.tree.peek(f"sites/{site_id}/site.yaml")
+        if data is None:
             continue  # no site.yaml: no recipient either
         if b"\\" in data or any(needle in data for needle in needles):
-            others.append(site_id)
+            texts[site_id] = data
+    others = _answering(repo, keys_by_site, texts, wanted, any_recipient=any_recipient)
     return recipient_owners(repo, sorted({*mine, *others}))
+
+
+def _answering(
+    repo: Repository,
+    mine: dict[str, SiteKeys],
+    texts: dict[str, bytes],
+    wanted: set[str],
+    *,
+    any_recipient: bool,
+) -> set[str]:
+    """Which of the other sites whose site.yaml may declare a ``wanted`` recipient (its
+    bytes in ``texts``) the findings of the selected sites (``mine``) depend on.
+
+    The findings name a recipient's first owner by site name (a shared recipient, a
+    secret encrypted to another site's key), and every other owner only when that first
+    owner is a selected site. So the candidates are parsed in name order: for each
+    recipient, until its first owner is found, or, once past the first selected owner,
+    all the rest. With ``any_recipient``, until one site declares any recipient.
+    """
+    declared: dict[str, str | None] = {}
+
+    def owner(site_id: str) -> str | None:
+        if site_id not in declared:
+            try:
+                declared[site_id] = site_keys(repo, site_id).recipient
+            except OutpostError:
+                declared[site_id] = None
+        return declared[site_id]
+
+    needed: set[str] = set()
+    ordered = sorted(texts)
+    for recipient in sorted(wanted):
+        needle = recipient.encode()
+        candidates = [s for s in ordered if needle in texts[s] or b"\\" in texts[s]]
+        selected = sorted(s for s, keys in mine.items() if keys.recipient == recipient)
+        first = selected[0] if selected else None
+        for index, site_id in enumerate(candidates):
+            if first is not None and site_id > first:
+                needed.update(s for s in candidates[index:] if owner(s) == recipient)
+                break
+            if owner(site_id) == recipient:
+                needed.add(site_id)
+                break
+    if any_recipient:
+        needed.update(next(([s] for s in ordered if owner(s)), []))
+    return needed
 
 
 def _verify_macs(
@@ -304,7 +375,14 @@ def scan_tree(repo: Repository, sites: Sequence[str]) -> list[Finding]:
     wanted = {f"sites/{s}/" for s in sites}
     tree = repo.tree
     try:
-        paths = tree.files(lenient=True)
+        if set(sites).issuperset(repo.site_folders):
+            paths = tree.files(lenient=True)
+        else:  # a few sites: the rest of the tree and their folders, not every site's
+            files, folders = tree.children("")
+            paths = files + [
+                p for top in folders if top != "sites" for p in tree.files(top, lenient=True)
+            ]
+            paths = sorted(paths + _site_files(tree, sorted(set(sites))))
     except OutpostError:
         return []  # layer 1 of validation reports an unreadable tree
     selected: list[tuple[str, str]] = []

