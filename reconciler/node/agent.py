@@ -53,7 +53,6 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 from reconciler.core.errors import (
-    ApplyError,
     OutpostError,
     PermanentError,
     SourceUnavailable,
@@ -880,7 +879,7 @@ class Agent:
         if cluster.applied_revision() != revision:
             return False  # an apply or a rollback was cut short: the full path finishes it
         secrets = pipeline.secrets(mirror, revision) if record["secrets"] else ()
-        if not set(state.inventory) <= _recorded_keys(record["objects"], secrets):
+        if not self.store.slice_holds(record, state.inventory):
             return False  # the state lists more than the slice: a rollback left unfinished
         drifted = cluster.drift_recorded(record["objects"], secrets)
         if drifted is None or drifted:
@@ -901,7 +900,9 @@ class Agent:
         entries = cluster.record(desired.objects[: len(desired.objects) - secrets])
         if entries is not None:
             basis = pipeline.record_basis(desired.revision)
-            self.store.write_slice(basis, desired.revision, entries, secrets=secrets > 0)
+            self.store.write_slice(
+                basis, desired.revision, entries, secrets=secrets > 0, keys=desired.keys
+            )
 
     # -- records ----------------------------------------------------------------
 
@@ -962,18 +963,6 @@ def _refused_reason(exc: PermanentError, applied: str | None) -> str:
 
 def _bounded(refused: dict[str, str], limit: int = 50) -> dict[str, str]:
     return dict(list(refused.items())[-limit:])
-
-
-def _recorded_keys(recorded: Sequence[Any], secrets: Sequence[Mapping[str, Any]]) -> set[str]:
-    """The keys of a slice known by its record and its Secrets (empty if a record is odd)."""
-    from reconciler.node.apply.order import key_of
-
-    try:
-        return {key_of(entry[0]).encode() for entry in recorded} | {
-            key_of(obj).encode() for obj in secrets
-        }
-    except (ApplyError, KeyError, TypeError, ValueError, IndexError):
-        return set()
 
 
 def _unfinished(cluster: Cluster, state: AgentState, desired: Desired) -> bool:

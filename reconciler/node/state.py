@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -166,6 +167,10 @@ class StateStore:
         except RecordUnreadable as exc:
             raise StatusUnreadable(f"{exc.message}; the next tick rewrites it") from None
 
+    def slice_holds(self, record: Mapping[str, Any], keys: Sequence[str]) -> bool:
+        """Whether every one of ``keys`` is in the slice ``record`` (`read_slice`) lists."""
+        return {slice_key_digest(k) for k in keys} <= set(record["keys"])
+
     def read_slice(self, basis: str) -> dict[str, Any] | None:
         """The record of the applied slice (`write_slice`), if it was written under ``basis``.
 
@@ -180,15 +185,34 @@ class StateStore:
             return None
         if not isinstance(data.get("objects"), list) or not isinstance(data.get("secrets"), bool):
             return None
+        keys = data.get("keys")
+        if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
+            return None
         return data
 
-    def write_slice(self, basis: str, revision: str, objects: list[Any], *, secrets: bool) -> None:
+    def write_slice(
+        self,
+        basis: str,
+        revision: str,
+        objects: list[Any],
+        *,
+        secrets: bool,
+        keys: Sequence[str],
+    ) -> None:
         """Record what the drift check needs of the applied slice without rendering it again:
         each object's fingerprint (`ResourceManager.record`: never a Secret's, never a value),
-        and whether the slice has Secrets (decrypted and checked every tick)."""
+        whether the slice has Secrets (decrypted and checked every tick), and the keys of
+        the whole slice as digests (no Secret's name on disk twice), to tell an unfinished
+        rollback: the state listing more than them."""
         write_json(
             self.directory / SLICE_FILE,
-            {"basis": basis, "revision": revision, "secrets": secrets, "objects": objects},
+            {
+                "basis": basis,
+                "revision": revision,
+                "secrets": secrets,
+                "objects": objects,
+                "keys": sorted(slice_key_digest(k) for k in keys),
+            },
         )
 
     def write_metrics(self, text: str, textfile_dir: Path | None = None) -> None:
@@ -233,6 +257,11 @@ class StateStore:
 
 class RecordUnreadable(ConfigError):
     """A file of the state directory is not the record the agent wrote there."""
+
+
+def slice_key_digest(key: str) -> str:
+    """A slice record's entry for an object's key: its SHA-256, hex."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 def read_record(path: Path, kind: str, limit: int) -> dict[str, Any] | None:

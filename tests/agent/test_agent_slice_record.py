@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_agent_tick import T0, Clock, FakeCluster, FakePipeline, Node, Source, obj
+from test_agent_tick import (
+    T0,
+    Clock,
+    FakeCluster,
+    FakePipeline,
+    Node,
+    Source,
+    obj,
+    tick_killed_at,
+)
 
 from reconciler.node.agent import Desired
 from reconciler.node.fetch import Mirror
@@ -190,3 +199,28 @@ def test_an_unreadable_record_is_rendered_over(node: Node) -> None:
     assert node.tick().outcome == "unchanged"
     assert _renders(node, before) == [("desired-unchecked", good)]
     assert json.loads((node.tmp / "state" / "slice.json").read_text())["revision"] == good
+
+
+def test_a_rollback_cut_short_is_finished_though_the_record_vouches_for_every_object(
+    node: Node,
+) -> None:
+    """The record lists the good slice, whose objects the rollback restored before the kill;
+    the object the bad commit added is still there and the inventory is unfinished: the
+    record's shortcut must not hide that, the next tick finishes going back."""
+    good = _running(node)
+    node.tick()  # records the good slice
+    bad = node.commit(
+        "bad", ["v1/ConfigMap/pos/a", "apps/v1/Deployment/pos/b", "v1/ConfigMap/pos/x"]
+    )
+    node.cluster.unhealthy.add(bad)
+    tick_killed_at(node, "wait_healthy", good)  # the rollback's objects sent, then killed
+    assert "v1/ConfigMap/pos/x" in node.cluster.objects and not node.cluster.complete
+    before = len(node.pipeline.calls)
+    after = node.tick()
+    assert (after.outcome, after.health) == ("failed-before", "healthy")
+    assert _renders(node, before) == [("desired-unchecked", good)]
+    assert sorted(node.cluster.objects) == ["apps/v1/Deployment/pos/b", "v1/ConfigMap/pos/a"]
+    assert (node.cluster.inventory_revision, node.cluster.complete) == (good, True)
+    before = len(node.pipeline.calls)
+    assert node.tick().outcome == "failed-before"
+    assert _renders(node, before) == []  # finished: the record vouches again

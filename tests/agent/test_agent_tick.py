@@ -207,10 +207,14 @@ class FakeCluster:
 
     def apply(self, objects: Sequence[Mapping[str, Any]], *, revision: str) -> Any:
         self.calls.append(("apply", revision))
-        # Like ResourceManager.apply: the inventory is widened before anything is sent,
-        # and holds no complete revision until the apply ends with `write_inventory`.
-        self.inventory = sorted(set(self.inventory or ()) | {o["key"] for o in objects})
-        self.complete = False
+        # Like ResourceManager.apply: when it brings keys the inventory does not list, the
+        # inventory is widened before anything is sent and holds no complete revision until
+        # the apply ends with `write_inventory`; a drift correction (keys already listed)
+        # leaves it as it is.
+        keys = {o["key"] for o in objects}
+        if self.inventory is None or not keys <= set(self.inventory):
+            self.inventory = sorted(set(self.inventory or ()) | keys)
+            self.complete = False
         self._maybe_fail("apply", revision)
         for o in objects:
             self.objects[o["key"]] = dict(o)
@@ -1091,15 +1095,19 @@ def test_a_rollback_finished_after_a_kill_that_stays_unhealthy_is_degraded(
     running: tuple[Node, str],
 ) -> None:
     node, good = running
-    bad = node.commit("bad", ["v1/ConfigMap/pos/a"])
+    # The bad commit adds an object, so its apply widens the inventory (complete: false),
+    # as the real cluster does: the next run sees the rollback was left unfinished.
+    bad = node.commit("bad", ["v1/ConfigMap/pos/a", "v1/ConfigMap/pos/new"])
     node.cluster.unhealthy.add(bad)
     tick_killed_at(node, "wait_healthy", good)
     node.cluster.unhealthy.add(good)
     after = node.tick()
     assert (after.outcome, after.health) == ("failed-before", "degraded")
     assert after.warnings == [
+        f"going back to {good[:12]}, the revision this site runs, after an apply or a "
+        "rollback was cut short: removed 1 object(s) it does not list: v1/ConfigMap/pos/new",
         f"{good[:12]}, the revision this site runs, is not healthy after going back to it: "
-        f"Deployment pos/pos-server of {good[:7]} is not Available"
+        f"Deployment pos/pos-server of {good[:7]} is not Available",
     ]
     assert (node.cluster.inventory_revision, node.cluster.complete) == (good, True)
     node.cluster.unhealthy.discard(good)
