@@ -29,7 +29,7 @@ import stat
 from pathlib import Path
 from typing import Any, Protocol
 
-from reconciler.core.errors import DocumentError, Mark, SourceUnavailable
+from reconciler.core.errors import DocumentError, Mark, OutpostError, SourceUnavailable
 
 # The most any repository file may hold. YAML documents have their own, smaller limit
 # (``loader.MAX_FILE_BYTES``); this one bounds everything else read from the tree.
@@ -141,6 +141,20 @@ def read_file(full: Path, shown: str, limit: int = MAX_READ_BYTES) -> bytes:
         raise DocumentError(f"cannot read file: {exc.strerror}", mark=Mark(shown)) from None
     finally:
         os.close(fd)
+
+
+def entries(tree: Tree, prefix: str = "") -> list[str]:
+    """The names directly under ``prefix`` in ``tree``, sorted: a working directory lists the
+    one folder; any other tree answers from its listing of the subtree."""
+    listed = getattr(tree, "entries", None)
+    if listed is not None:
+        return list(listed(prefix))
+    below = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+    try:
+        paths = tree.files(prefix, lenient=True)
+    except OutpostError:
+        return []
+    return sorted({p[len(below) :].split("/")[0] for p in paths if p.startswith(below)})
 
 
 def unreadable_message(reason: str) -> str:
@@ -288,6 +302,24 @@ class WorkdirTree:
         self._listed[prefix] = result
         self._links[prefix] = sorted(links)
         return result
+
+    def entries(self, prefix: str = "") -> list[str]:
+        """The names directly under the folder ``prefix`` (files, folders, links), sorted,
+        less what git ignores: one listing, where ``files`` walks the whole subtree."""
+        prefix = _clean(prefix)
+        if prefix and self._ignored_on_the_way(prefix):
+            return []
+        try:
+            with os.scandir(self.root / prefix if prefix else self.root) as found:
+                names = [entry.name for entry in found]
+        except OSError:
+            return []
+        return sorted(
+            name
+            for name in names
+            if not (not prefix and name in _IGNORED_DIRS)
+            and not self._ignored(f"{prefix}/{name}" if prefix else name)
+        )
 
     def files(self, prefix: str = "", *, lenient: bool = False) -> list[str]:
         prefix = _clean(prefix)

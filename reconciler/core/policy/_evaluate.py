@@ -28,21 +28,18 @@ Outcome = tuple[tuple[str, str], ...]
 
 def _functions() -> dict[str, Callable[..., Any]]:
     """cel's extended library (join, split, sets.*, math.* as in Kubernetes CEL) plus ours."""
-    try:
-        from cel.stdlib import STDLIB_FUNCTIONS
+    from reconciler.core.policy._cel import stdlib_functions
 
-        functions: dict[str, Callable[..., Any]] = dict(STDLIB_FUNCTIONS)
-    except ImportError:  # an older binding without it: our library still works
-        functions = {}
+    functions = stdlib_functions()  # empty in an older binding: our library still works
     functions.update(CEL_FUNCTIONS)
     return functions
 
 
 def new_context(variables: Mapping[str, Any]) -> Any:
     """A CEL context with ``variables`` and the function library."""
-    import cel
+    from reconciler.core.policy._cel import engine
 
-    return cel.Context(variables=dict(variables), functions=_functions())
+    return engine().Context(variables=dict(variables), functions=_functions())
 
 
 class _Bindings:

@@ -129,10 +129,10 @@ class PolicySet:
 
 def _compile(expression: str) -> tuple[Any, str | None]:
     """Compile one expression; (program, None) or (None, the compiler's words)."""
-    import cel
+    from reconciler.core.policy._cel import engine
 
     try:
-        return cel.compile(expression), None
+        return engine().compile(expression), None
     except Exception as exc:  # the cel seam: nothing of the binding's escapes
         return None, str(exc).strip()
 

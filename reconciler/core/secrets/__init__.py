@@ -27,6 +27,7 @@ from reconciler.core.secrets._check import (
     KEY_FILE_ENV,
     check_secrets,
     key_file_from_env,
+    scan_file,
     scan_tree,
     secrets_check,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "redact",
     "redaction_key",
     "rotate_site",
+    "scan_file",
     "scan_tree",
     "secrets_check",
     "site_keys",

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from reconciler.core.errors import Mark, OutpostError
 from reconciler.core.findings import Finding
-from reconciler.core.loader import MAX_FILE_BYTES
+from reconciler.core.loader import MAX_FILE_BYTES, YamlDocument
 from reconciler.core.model import SECRET_SUFFIXES, YAML_SUFFIXES, Repository
 from reconciler.core.secrets._age import read_key_file, short
 from reconciler.core.secrets._files import EncryptedSecret, Problem, inspect
@@ -112,10 +112,15 @@ def check_secrets(
     tree = repo.tree
     selected = set(sites)
     secret_files: dict[str, list[str]] = {}
-    for path in tree.files("sites", lenient=True):
-        parts = path.split("/")
-        if len(parts) >= 4 and parts[2] == "secrets":
-            secret_files.setdefault(parts[1], []).append(path)
+    for site_id in sorted(selected):  # the selected sites' folders, not all of sites/
+        try:
+            listed = tree.files(f"sites/{site_id}", lenient=True)
+        except OutpostError:
+            continue  # layer 1 of validation reports the folder
+        for path in listed:
+            parts = path.split("/")
+            if len(parts) >= 4 and parts[2] == "secrets":
+                secret_files.setdefault(parts[1], []).append(path)
     owners, keys_by_site = _recipients(repo, selected, secret_files)
     key_recipients: set[str] = set()
     if key_file is not None:
@@ -240,9 +245,15 @@ def _recipients(
     other sites' site.yaml only when their bytes could answer one of those
     questions, instead of all 10,000 of them. Every site's are parsed otherwise.
     """
-    every = list(repo.site_ids)
+    from reconciler.core.model import NAME_RE
+    from reconciler.core.source import entries
+
+    if "site_ids" in vars(repo) or not hasattr(repo.tree, "entries"):
+        every: list[str] = list(repo.site_ids)  # listed already (or no cheaper way to list)
+    else:  # a narrowed run does not walk all of sites/ to learn the other sites' names
+        every = [name for name in entries(repo.tree, "sites") if NAME_RE.fullmatch(name)]
     if selected.issuperset(every):
-        return recipient_owners(repo, every)
+        return recipient_owners(repo, list(repo.site_ids))
     mine = [site_id for site_id in every if site_id in selected]
     _, keys_by_site = recipient_owners(repo, mine)
     wanted = {keys.recipient for keys in keys_by_site.values() if keys.recipient}
@@ -300,15 +311,30 @@ def scan_tree(repo: Repository, sites: Sequence[str]) -> list[Finding]:
     findings come back in path order.
     """
     from reconciler.core._fork import contiguous, fork_map, workers_for
+    from reconciler.core.source import entries
 
     wanted = {f"sites/{s}/" for s in sites}
     tree = repo.tree
     try:
-        paths = tree.files(lenient=True)
+        if "site_ids" in vars(repo) or not hasattr(tree, "entries"):
+            paths = tree.files(lenient=True)
+        else:  # only the selected sites' folders under sites/, not a walk of every site
+            paths = [
+                path
+                for top in entries(tree)
+                if top != "sites"
+                for path in tree.files(top, lenient=True)
+            ]
+            for site in sorted(set(sites)):
+                paths += tree.files(f"sites/{site}", lenient=True)
     except OutpostError:
         return []  # layer 1 of validation reports an unreadable tree
+    # Files validation's first layer read and scanned with ``scan_file`` as it read them.
+    done: frozenset[str] = getattr(tree, "file_checked", frozenset())
     selected: list[tuple[str, str]] = []
     for path in paths:
+        if path in done:
+            continue
         site = ""
         if path.startswith("sites/"):
             parts = path.split("/")
@@ -330,12 +356,26 @@ def scan_tree(repo: Repository, sites: Sequence[str]) -> list[Finding]:
                 if not (path.endswith(YAML_SUFFIXES) and path.startswith(_VALIDATED_DIRS)):
                     findings.append(Finding.from_error(exc, rule=RULE, site=site))
                 continue
-            findings.extend(_finding(p, site) for p in scan_key_material(path, data))
-            if in_config(path):
-                findings.extend(_finding(p, site) for p in scan_config(path, data))
+            findings += scan_file(path, data)
         return findings
 
     return [f for found in fork_map(scan, len(runs), workers) for f in found]
+
+
+def scan_file(
+    path: str, data: bytes, documents: Sequence[YamlDocument] | None = None
+) -> list[Finding]:
+    """``scan_tree``'s findings for one file it would read: key material, and in configuration
+    files secret manifests and literal passwords (``documents``: ``data`` parsed already).
+
+    Also a ``validate.FileCheck``: validation runs it on each file its first layer reads, so
+    the scan does not read and parse those files a second time (``scan_tree`` skips them).
+    """
+    site = path.split("/")[1] if path.startswith("sites/") and path.count("/") >= 2 else ""
+    findings = [_finding(p, site) for p in scan_key_material(path, data)]
+    if in_config(path):
+        findings += [_finding(p, site) for p in scan_config(path, data, documents)]
+    return findings
 
 
 Check = Callable[[Repository, Sequence[str]], Iterable[Finding]]
