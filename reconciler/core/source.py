@@ -271,31 +271,45 @@ class WorkdirTree:
             found.append(prefix)
 
         def unreadable(error: OSError) -> None:
-            # os.walk skips a folder it cannot list; skipping would drop its files silently
-            # (a secrets/ folder the CI user cannot read would vanish from the render).
+            # A folder that cannot be listed is reported, never skipped: skipping would drop
+            # its files silently (a secrets/ folder the CI user cannot read would vanish
+            # from the render).
             if isinstance(error, FileNotFoundError | NotADirectoryError):
                 return  # a prefix that is absent or a file: nothing below it
             rel = os.path.relpath(str(error.filename), self.root).replace(os.sep, "/")
             self.unreadable[rel] = error.strerror or "cannot be read"
             links.append(rel)
 
-        for dirpath, dirnames, filenames in os.walk(start, onerror=unreadable, followlinks=False):
-            rel_dir = os.path.relpath(dirpath, self.root)
-            rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/")
-            for name in list(dirnames):
+        # One scandir per folder: an entry's type comes with it (no stat per file), and a
+        # folder walked before (``sites`` when the whole tree is listed later) is not
+        # walked again.
+        pending = [(str(start), prefix)]
+        while pending:
+            folder, rel_dir = pending.pop()
+            try:
+                with os.scandir(folder) as scanned:
+                    listed = list(scanned)
+            except OSError as error:
+                unreadable(error)
+                continue
+            for entry in listed:
+                name = entry.name
                 rel = f"{rel_dir}/{name}" if rel_dir else name
                 if (name in _IGNORED_DIRS and not rel_dir) or self._ignored(rel):
-                    dirnames.remove(name)
-                elif (Path(dirpath) / name).is_symlink():
-                    dirnames.remove(name)
-                    links.append(rel)
-            for name in filenames:
-                rel = f"{rel_dir}/{name}" if rel_dir else name
-                if self._ignored(rel):
                     continue
-                mode = (Path(dirpath) / name).lstat().st_mode
-                if stat.S_ISLNK(mode):
+                try:
+                    link = entry.is_symlink()
+                    folder_entry = not link and entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    link, folder_entry = False, False
+                if link:
                     links.append(rel)
+                elif folder_entry:
+                    if rel in self._listed and rel in self._links:
+                        found.extend(self._listed[rel])
+                        links.extend(self._links[rel])
+                    else:
+                        pending.append((entry.path, rel))
                 else:  # a FIFO or a device is listed so that reading it says what it is
                     found.append(rel)
         result = sorted(found)
