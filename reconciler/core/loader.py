@@ -120,6 +120,11 @@ class Lines(Mapping[Path_, int]):
     def __init__(self, root: _Entry) -> None:
         self._root = root
 
+    @property
+    def tree(self) -> _Entry:
+        """The lines as stored: a line, or (line, children) shaped like the value."""
+        return self._root
+
     def nearest(self, keys: Path_) -> int:
         """The line of ``keys``, or of the longest prefix of it that is in the document."""
         entry = self._root

@@ -176,6 +176,9 @@ def _clean(path: str) -> str:
     return "/".join(parts)
 
 
+_IGNORED_KEPT = 1 << 20
+
+
 class _GitIgnore:
     """Which paths of a working directory git ignores and does not track.
 
@@ -189,6 +192,7 @@ class _GitIgnore:
         self._repo: Any = None
         self._base = ""
         self._tracked: frozenset[str] | None = None
+        self._known: dict[str, bool] = {}
         import pygit2
 
         try:
@@ -224,13 +228,23 @@ class _GitIgnore:
         return self._tracked
 
     def __call__(self, rel: str) -> bool:
-        """True if git ignores ``rel`` (relative to the tree's root) and tracks nothing there."""
+        """True if git ignores ``rel`` (relative to the tree's root) and tracks nothing there.
+
+        Answers are kept: the walk asks about every entry, and each read asks again about
+        the path and every folder above it (libgit2 takes microseconds per question, and a
+        fleet's tree has tens of thousands of paths).
+        """
+        known = self._known.get(rel)
+        if known is not None:
+            return known
         if self._repo is None or not rel:
             return False
         path = self._base + rel
-        if not self._repo.path_is_ignored(path):
-            return False
-        return path not in self._tracked_paths()
+        ignored = bool(self._repo.path_is_ignored(path)) and path not in self._tracked_paths()
+        if len(self._known) >= _IGNORED_KEPT:
+            self._known.clear()
+        self._known[rel] = ignored
+        return ignored
 
 
 class WorkdirTree:

@@ -8,6 +8,7 @@ site is never reused at another (`PolicyCache`).
 from __future__ import annotations
 
 import hashlib
+import marshal
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -206,13 +207,20 @@ def evaluate(
 def _digest(value: Any) -> bytes:
     """A 128-bit digest of a JSON-like value, for cache keys.
 
-    ``repr`` is unambiguous for dicts, lists, strings, numbers, booleans and None
-    (equal reprs mean equal values: strings are quoted and escaped, ``1``, ``1.0``
-    and ``True`` differ), and several times faster than canonical JSON. It is not
-    canonical for key order, so two equal maps written in different orders only
-    miss the cache; they never share a wrong result.
+    The bytes digested are ``marshal``'s (format 2, which has no back-references, so
+    the same value always gives the same bytes): they decode to exactly one value, so
+    equal bytes mean equal values (``1``, ``1.0`` and ``True`` have their own type codes),
+    and writing them takes half the time of ``repr``. They are not canonical for key
+    order, so two equal maps written in different orders only miss the cache; they
+    never share a wrong result. A value marshal cannot write (not JSON-like) falls back
+    to ``repr``, which is unambiguous for what the loader produces; the prefix keeps
+    the two kinds of digest apart.
     """
-    return hashlib.blake2b(repr(value).encode(), digest_size=16).digest()
+    try:
+        data = b"m" + marshal.dumps(value, 2)
+    except ValueError:
+        data = b"r" + repr(value).encode()
+    return hashlib.blake2b(data, digest_size=16).digest()
 
 
 class PolicyCache:
