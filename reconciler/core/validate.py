@@ -20,6 +20,7 @@ this module stays about the format.
 
 from __future__ import annotations
 
+import gc
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -271,8 +272,17 @@ def _files_and_schemas(
         return _pack(result) if workers > 1 else result
 
     result = _Checked(findings)
-    for packed in fork_map(check, len(runs), workers):
-        part = _unpack(packed)
+    parts = fork_map(check, len(runs), workers)
+    collecting = gc.isenabled()
+    gc.disable()  # a million plain objects rebuilt at once: nothing to collect among them
+    try:
+        unpacked = [_unpack(packed) for packed in parts]
+    finally:
+        gc.freeze()  # as fork_map leaves its results: in the oldest generation
+        gc.unfreeze()
+        if collecting:
+            gc.enable()
+    for part in unpacked:
         result.findings += part.findings
         result.documents += part.documents
         result.tried |= part.tried
