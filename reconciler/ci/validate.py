@@ -239,11 +239,14 @@ _TOKEN = re.compile(rb"[A-Za-z0-9+/=]{16,}")
 def _hardware_candidates(tree: Any, names: Sequence[str], mine: Sequence[str]) -> list[str]:
     """Other sites whose hardware.yaml could declare a machine id or node key of ``mine``."""
     tokens: set[bytes] = set()
+    escaped = False  # a value of ours written with escapes is not among our tokens
     for name in mine:
         try:
-            tokens.update(_TOKEN.findall(tree.read(f"sites/{name}/hardware.yaml")))
+            data = tree.read(f"sites/{name}/hardware.yaml")
         except OutpostError:
             continue
+        tokens.update(_TOKEN.findall(data))
+        escaped = escaped or b"\\" in data
     own = set(mine)
     found = []
     for name in names:
@@ -253,7 +256,7 @@ def _hardware_candidates(tree: Any, names: Sequence[str], mine: Sequence[str]) -
             data = tree.read(f"sites/{name}/hardware.yaml")
         except OutpostError:
             continue
-        if b"\\" in data or not tokens.isdisjoint(_TOKEN.findall(data)):
+        if escaped or b"\\" in data or not tokens.isdisjoint(_TOKEN.findall(data)):
             found.append(name)
     return found
 
