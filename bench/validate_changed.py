@@ -1,6 +1,6 @@
 """One site changed in a large fleet: ``outpost validate --changed-since`` as a whole process.
 
-Generates the fleet of ``bench/validate_fleet.py`` (default 10,000 sites), commits it,
+Generates the fleet of ``tools/fleetgen.py`` (default 10,000 sites), commits it,
 edits one synthetic store's overrides in the working tree, then times fresh processes,
 interleaved round by round so every side sees the same load:
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import shutil
 import statistics
 import subprocess
@@ -35,9 +36,31 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(ROOT))
 
-from validate_fleet import change_one_site, checkout, generate, git_commit  # noqa: E402
+from tools.fleetgen import generate, git_commit  # noqa: E402
+
+
+def change_one_site(root: Path) -> str:
+    """Edit one synthetic store's overrides in the working tree; its name."""
+    for folder in sorted((root / "sites").iterdir()):
+        overrides = folder / "overrides.yaml"
+        if "-g" in folder.name and overrides.is_file() and "lanes:" in overrides.read_text():
+            text = overrides.read_text()
+            overrides.write_text(re.sub(r"lanes: \d+", "lanes: 30", text, count=1))
+            return folder.name
+    raise SystemExit("no synthetic store with pos lanes in its overrides to change")
+
+
+def checkout(revision: str) -> Path:
+    """``revision``'s files in a temporary folder (git archive: no worktree, no checkout)."""
+    target = Path(tempfile.mkdtemp(prefix="outpost-bench-baseline-"))
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", revision], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
 
 GOAL_SECONDS = 0.5
 

@@ -1,44 +1,39 @@
-"""Validation of a large fleet: full run, one-site change, peak memory, against kubeconform.
+"""`outpost validate` over a generated fleet, as whole processes, against kubeconform.
 
-Generates a repository of N sites (default 1,000 and 10,000) from the example
-fleet: its apps, fleets and policies as they are, its 12 sites, and synthetic
-sites cloned from them (stores mostly, a few percent plants with VMs), each with
-its own id, machine ids and serials, and one in ten with other POS values, so
-most stores render the same objects and some do not. Then, each in a fresh
-process, so every figure includes imports and start-up as the CLI would:
+A fleet of N sites is generated from the example repository (``tools.fleetgen``: its
+apps, fleets and policies, and sites cloned from its 12, each with its own ids, keys and
+recipient, so it validates clean as a real fleet does; at 10,000 sites ``.sops.yaml``
+outgrows the 1 MiB file cap, one finding). Then, alternately, ``--rounds`` times:
 
-  full       validate_tree over every site: files, schemas, references and every
-             CEL policy (render + check), the figure the issue asks ≤ 30 s for;
-  changed    one site's overrides edited in the working tree; the sites a change
-             since HEAD can affect (reconciler.ci.validate.sites_changed_since when it
-             is available, else git status + reconciler.ci.diff.affected_sites), then
-             the same validation for those sites only (goal ≤ 2 s);
-  ten-site   full validation of a 10-site repository, for "about the time of a
-             10-site repository";
-  kube       the full validation plus every rendered object against the Kubernetes
-             API schemas of the fleets' kubernetesVersion (ci.kube_schema), as
-             `outpost validate` runs it; printed as a ratio to full;
-  baseline   with --baseline REV: REV's code (git archive into a temporary folder)
-             and this tree's code validate the same repository, alternately,
-             --rounds times each (without the Kubernetes schema check, which REV
-             lacks): the cost of what changed since REV, as CPU seconds of the
-             process and its workers (less sensitive to a busy machine than wall
-             time) and wall time, medians and their ratio;
-  kubeconform  `kubeconform -strict -summary` over the same rendered manifests
-             (rendered and written beforehand, not timed), against standalone
-             JSON schemas built from the kubernetes-validate package's bundled
-             ones. KubeVirt VirtualMachines and Multus NetworkAttachmentDefinitions
-             have no schema there: kubeconform runs with -ignore-missing-schemas
-             and skips them. kubeconform schema-checks only; Outpost renders,
-             schema-checks the Outpost documents, checks references and runs
-             every policy.
+  outpost      ``python -m reconciler.cli validate --repo FLEET -o json``, a fresh process
+               each round with no cache of an earlier run (Outpost keeps none): walks the
+               tree, loads every YAML file with its line map, checks every document against
+               its Outpost schema and every reference, the secrets (plaintext scan, age
+               recipients, .sops.yaml), vendored output, rollout records, renders every
+               site, runs every CEL policy and checks every rendered object against the
+               Kubernetes API schema of its fleet's version (kubernetes-validate's);
+  kubeconform  ``kubeconform -strict -summary -ignore-missing-schemas -n CORES`` over the
+               same objects, rendered beforehand into one file per site (not timed),
+               against kubernetes-validate's schemas made standalone (not timed): a schema
+               check of each object, nothing else. KubeVirt VirtualMachines have no schema
+               there; both sides skip them.
 
-Peak memory is each process's ru_maxrss (resource.getrusage); a large run renders
-and checks in forked worker processes, whose own peak (the largest worker's, most
-of it pages shared with the parent) is printed next to it.
+Per side: wall time, CPU time (user + system of the process and every process it waited
+for: ``os.wait4``'s rusage), and peak memory two ways: the sum of the proportional set
+size (PSS: a page shared by k processes counts 1/k) over the process and its workers,
+sampled every 20 ms from ``/proc/<pid>/smaps_rollup`` — what the run costs the machine,
+the figure the issue's 200 MiB is held to — and the largest single process's RSS
+(``ru_maxrss``). Medians of the rounds; the ratio outpost / kubeconform of the medians.
 
-Usage: python bench/validate_fleet.py [--sites 1000 10000] [--keep DIR]
-                                     [--baseline REV [--rounds 3]]
+Then shards (``--shards 4``): each ``outpost validate --shard I/N -o json`` as its own
+process, against 1/N of the whole run plus start-up (start-up: the same command on a
+12-site repository, median of the rounds). Last, the scaling table over the sizes and a
+100,000-site estimate from a least-squares line through the measured points.
+
+Usage: python bench/validate_fleet.py [--sites 1000 2000 5000 10000] [--rounds 3]
+                                      [--shards 4] [--work DIR]
+``--work DIR`` keeps the generated fleets (DIR/<n>/) and reuses them on the next run.
+The machine should be quiet: other load inflates both sides, but not equally.
 Needs kubeconform on PATH or in ~/go/bin
 (GOFLAGS=-mod=mod go install github.com/yannh/kubeconform/cmd/kubeconform@latest).
 """
@@ -49,78 +44,24 @@ import argparse
 import json
 import os
 import random
-import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-TODAY = "2026-06-01"
+sys.path.insert(0, str(ROOT))
 
-_CHILD = r"""
-import json, resource, sys, time
-t0 = time.perf_counter()
-from datetime import date
-from pathlib import Path
-from reconciler.core.source import WorkdirTree
-from reconciler.core.validate import validate_tree
-from reconciler.core.policy import PolicyCache, validate_policies
-phase, root = sys.argv[1], Path(sys.argv[2])
-today = date.fromisoformat(sys.argv[3])
-cache = PolicyCache()
-
-objects = None
-if phase == "kube":
-    from reconciler.ci.kube_schema import object_check
-    objects = object_check()
-
-def policies(repo, sites):
-    if objects is None:
-        return validate_policies(repo, sites, today=today, cache=cache)
-    return validate_policies(repo, sites, today=today, cache=cache, objects=objects)
-
-t1 = time.perf_counter()
-sites = None
-if phase == "changed":
-    import subprocess
-    from reconciler.core.model import Repository
-    try:
-        from reconciler.ci.validate import sites_changed_since
-        sites = sites_changed_since(root, "HEAD")
-        how = "sites_changed_since"
-    except Exception:
-        from reconciler.ci.diff import affected_sites
-        argv = ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=all"]
-        out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-        changed = [line[3:] for line in out.splitlines() if line[3:]]
-        sites = sorted(affected_sites(changed, Repository(WorkdirTree(root))))
-        how = "git status + affected_sites"
-else:
-    how = "all sites"
-findings = validate_tree(WorkdirTree(root), extra=[policies], sites=sites)
-t2 = time.perf_counter()
-print(json.dumps({
-    "seconds": t2 - t1, "with_imports": t2 - t0, "findings": len(findings),
-    "errors": sum(f.severity == "error" for f in findings),
-    "sites": len(sites) if sites is not None else None,
-    "how": how, "hits": cache.hits, "misses": cache.misses,
-    "cpu": sum(
-        getattr(resource.getrusage(who), field)
-        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-        for field in ("ru_utime", "ru_stime")
-    ),
-    "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    "workers_maxrss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
-    "sample": [f"{f.location}: {f.message[:160]} [{f.rule}]" for f in findings[:5]],
-}))
-"""
+from tools import fleetgen  # noqa: E402
 
 _RENDER = r"""
-import sys, time
+import sys
 from pathlib import Path
 from reconciler.core.model import Repository
 from reconciler.core.source import WorkdirTree
@@ -139,102 +80,84 @@ for site in repo.site_ids:
     (out / f"{site}.yaml").write_text("---\n".join(docs))
 print(count)
 for g, v, k in sorted(kinds):
-    print(g, v, k)
+    print(g or "-", v, k)
 """
 
 
-def _run_child(code: str, *args: str, cwd: Path = ROOT) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run(
-        [sys.executable, "-c", code, *args],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=cwd,  # the code validated is the one in ``cwd`` (first on sys.path)
-        env=env,
-    )
-    return result.stdout
+@dataclass
+class Run:
+    """One process: wall and CPU seconds, peak PSS of its tree and largest RSS, MiB."""
+
+    wall: float
+    cpu: float
+    pss: float
+    rss: float
+    exit: int
+    out: str = ""
 
 
-def _phase(phase: str, root: Path, code: Path = ROOT) -> dict[str, Any]:
-    started = time.perf_counter()
-    data: dict[str, Any] = json.loads(_run_child(_CHILD, phase, str(root), TODAY, cwd=code))
-    data["wall"] = time.perf_counter() - started
-    return data
+def _tree_pids(pid: int) -> list[int]:
+    pids, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        pids.append(current)
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as children:
+                    stack.extend(int(c) for c in children.read().split())
+        except OSError:
+            continue
+    return pids
 
 
-# --------------------------------------------------------------------------- the fleet
+def _pss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
-def _templates() -> list[str]:
-    return sorted(p.name for p in (ROOT / "sites").iterdir() if (p / "site.yaml").is_file())
+def measure(argv: list[str], *, cwd: Path = ROOT) -> Run:
+    """Run ``argv`` to the end: wall, CPU of its whole tree, peak tree PSS, largest RSS."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with tempfile.TemporaryFile("w+") as out:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.DEVNULL, text=True
+        )
+        peak = 0
+        done = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, sum(_pss_kib(pid) for pid in _tree_pids(process.pid)))
+                done.wait(0.02)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        done.set()
+        sampler.join()
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        return Run(
+            wall=wall,
+            cpu=usage.ru_utime + usage.ru_stime,
+            pss=peak / 1024,
+            rss=usage.ru_maxrss / 1024,
+            exit=process.returncode,
+            out=out.read(),
+        )
 
 
-def generate(n: int, root: Path, rng: random.Random) -> None:
-    """The example fleet plus synthetic sites up to ``n`` in total."""
-    for top in ("apps", "fleets", "policies", "schemas"):
-        if (ROOT / top).is_dir():
-            shutil.copytree(ROOT / top, root / top)
-    templates = _templates()
-    for site in templates:
-        shutil.copytree(ROOT / "sites" / site, root / "sites" / site)
-    stores = [t for t in templates if not t.startswith("plant-")]
-    plants = [t for t in templates if t.startswith("plant-")]
-    for i in range(n - len(templates)):
-        template = rng.choice(plants) if rng.random() < 0.03 else rng.choice(stores)
-        prefix = template.rsplit("-", 1)[0] if not template.startswith("plant-") else "plant"
-        site = f"{prefix}-g{i:05d}"
-        source = ROOT / "sites" / template
-        target = root / "sites" / site
-        target.mkdir(parents=True)
-        for path in source.rglob("*.yaml"):
-            if "secrets" in path.parts:
-                continue  # encrypted to the template site's key; not this site's
-            relative = path.relative_to(source)
-            text = path.read_text()
-            text = re.sub(rf"(name:\s*){re.escape(template)}\b", rf"\g<1>{site}", text)
-            if relative.name == "hardware.yaml":
-                text = re.sub(
-                    r"machineId: [0-9a-f]{32}",
-                    lambda _m: f"machineId: {rng.randbytes(16).hex()}",
-                    text,
-                )
-                text = re.sub(
-                    r"serial: ([A-Za-z0-9-]+)",
-                    lambda m: f"serial: {m.group(1)[:4]}{rng.randrange(16**6):06X}",
-                    text,
-                )
-            if relative.name == "overrides.yaml" and rng.random() < 0.1:
-                text = re.sub(r"lanes: \d+", f"lanes: {rng.choice([8, 16, 24])}", text)
-            (target / relative).parent.mkdir(parents=True, exist_ok=True)
-            (target / relative).write_text(text)
-
-
-def git_commit(root: Path) -> None:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "bench",
-        "GIT_AUTHOR_EMAIL": "bench@example.com",
-        "GIT_COMMITTER_NAME": "bench",
-        "GIT_COMMITTER_EMAIL": "bench@example.com",
-    }
-    for argv in (
-        ["git", "init", "-q", "-b", "main"],
-        ["git", "add", "-A"],
-        ["git", "-c", "commit.gpgsign=false", "commit", "-q", "-m", "fleet"],
-    ):
-        subprocess.run(argv, cwd=root, check=True, env=env)
-
-
-def change_one_site(root: Path) -> str:
-    """Edit one synthetic store's overrides (or site.yaml) in the working tree."""
-    for folder in sorted((root / "sites").iterdir()):
-        overrides = folder / "overrides.yaml"
-        if "-g" in folder.name and overrides.is_file() and "lanes:" in overrides.read_text():
-            text = overrides.read_text()
-            overrides.write_text(re.sub(r"lanes: \d+", "lanes: 30", text, count=1))
-            return folder.name
-    raise SystemExit("no synthetic store with pos lanes in its overrides to change")
+def outpost(root: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "reconciler.cli", "validate", "--repo", str(root), *args]
 
 
 # --------------------------------------------------------------------------- kubeconform
@@ -257,10 +180,7 @@ def standalone_schemas(kinds: list[tuple[str, str, str]], out: Path) -> list[str
     import kubernetes_validate
 
     base = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
-    version = sorted(
-        (p for p in base.iterdir() if p.name.endswith("-local-strict")),
-        key=lambda p: tuple(int(x) for x in p.name[1:].split("-")[0].split(".")),
-    )[-1]
+    version = base / "v1.31.0-local-strict"  # the version the example fleets declare
     definitions = json.loads((version / "_definitions.json").read_text())["$defs"]
     prefix = "/api/_definitions.json#/$defs/"
     missing = []
@@ -292,21 +212,29 @@ def standalone_schemas(kinds: list[tuple[str, str, str]], out: Path) -> list[str
     return missing
 
 
-def kubeconform_run(root: Path, work: Path) -> dict[str, Any] | None:
+def prepare_kubeconform(root: Path, work: Path) -> tuple[list[str], int, list[str]] | None:
+    """(argv, objects, kinds without a schema) for kubeconform over ``root``'s render."""
     binary = _kubeconform()
     if binary is None:
         return None
-    manifests = work / "manifests"
-    schemas = work / "schemas"
-    manifests.mkdir()
+    manifests, schemas = work / "manifests", work / "schemas"
+    shutil.rmtree(manifests, ignore_errors=True)
+    shutil.rmtree(schemas, ignore_errors=True)
+    manifests.mkdir(parents=True)
     schemas.mkdir()
-    lines = _run_child(_RENDER, str(root), str(manifests)).splitlines()
-    count = int(lines[0])
-    kinds = [
-        tuple(line.split(" ")) if line.count(" ") == 2 else ("", *line.split())
-        for line in lines[1:]
-    ]
-    missing = standalone_schemas([(k[0], k[1], k[2]) for k in kinds], schemas)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    lines = subprocess.run(
+        [sys.executable, "-c", _RENDER, str(root), str(manifests)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    ).stdout.splitlines()
+    kinds = [tuple(line.split(" ")) for line in lines[1:]]
+    missing = standalone_schemas(
+        [("" if k[0] == "-" else k[0], k[1], k[2]) for k in kinds], schemas
+    )
     argv = [
         binary,
         "-strict",
@@ -318,165 +246,154 @@ def kubeconform_run(root: Path, work: Path) -> dict[str, Any] | None:
         str(schemas) + "/{{ .ResourceKind }}{{ .KindSuffix }}.json",
         str(manifests),
     ]
+    return argv, int(lines[0]), missing
+
+
+# --------------------------------------------------------------------------- one size
+
+
+def _median(runs: list[Run]) -> Run:
+    return Run(
+        wall=statistics.median(r.wall for r in runs),
+        cpu=statistics.median(r.cpu for r in runs),
+        pss=statistics.median(r.pss for r in runs),
+        rss=statistics.median(r.rss for r in runs),
+        exit=runs[0].exit,
+    )
+
+
+def _line(name: str, run: Run) -> str:
+    return (
+        f"{name:<14}{run.wall:7.2f} s wall {run.cpu:7.2f} s CPU  "
+        f"peak {run.pss:5.0f} MiB PSS (tree), {run.rss:4.0f} MiB largest RSS  exit {run.exit}"
+    )
+
+
+def fleet(n: int, work: Path) -> Path:
+    root = work / str(n) / "repo"
+    if (root / ".git").is_dir():
+        return root
+    shutil.rmtree(root.parent, ignore_errors=True)
     started = time.perf_counter()
-    result = subprocess.run(argv, capture_output=True, text=True, check=False)
-    seconds = time.perf_counter() - started
-    summary = (result.stdout.strip().splitlines() or [""])[-1]
-    return {
-        "seconds": seconds,
-        "objects": count,
-        "summary": summary,
-        "exit": result.returncode,
-        "no_schema": missing,
-        "errors": [line for line in result.stdout.splitlines() if " is invalid" in line][:3],
-    }
+    fleetgen.generate(n, root, random.Random(4))
+    fleetgen.git_commit(root)
+    print(f"   (generated and committed in {time.perf_counter() - started:.0f} s: {root})")
+    return root
 
 
-# --------------------------------------------------------------------------- main
-
-
-def _peak(data: dict[str, Any]) -> str:
-    workers = data.get("workers_maxrss_mb") or 0
-    extra = f" (workers {workers:.0f} MiB each at most)" if workers else ""
-    return f"peak {data['maxrss_mb']:.0f} MiB{extra}"
-
-
-def checkout(revision: str) -> Path:
-    """``revision``'s files in a temporary folder (git archive: no worktree, no checkout)."""
-    target = Path(tempfile.mkdtemp(prefix="outpost-bench-baseline-"))
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", revision], check=True, capture_output=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
-    return target
-
-
-def compare(baseline: Path, root: Path, rounds: int) -> None:
-    """The same full validation by the baseline's code and by this tree's, alternately."""
-    import statistics
-
-    # The baseline may not know fields added since (a fleet's kubernetesVersion): both
-    # validate the fleets without them, so both do the same work; restored afterwards.
-    saved = {path: path.read_text() for path in (root / "fleets").glob("*.yaml")}
-    for path, text in saved.items():
-        path.write_text(re.sub(r"(?m)^  kubernetesVersion:.*\n", "", text))
-    runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "this tree": []}
-    try:
-        for _ in range(rounds):
-            runs["baseline"].append(_phase("full", root, baseline))
-            runs["this tree"].append(_phase("full", root))
-    finally:
-        for path, text in saved.items():
-            path.write_text(text)
-    for name, found in runs.items():
-        if any(r["findings"] for r in found):
-            print(f"    {name}: {found[0]['findings']} findings: {found[0]['sample'][:2]}")
-    median = {
-        name: {key: statistics.median(r[key] for r in found) for key in ("cpu", "seconds")}
-        for name, found in runs.items()
-    }
-    for name, m in median.items():
-        print(f"{name:<22}{m['seconds']:7.2f} s  ({m['cpu']:.1f} s CPU, median of {rounds})")
-    base, this = median["baseline"], median["this tree"]
-    print(
-        f"ratio this tree / baseline = {this['cpu'] / base['cpu']:.3f} CPU, "
-        f"{this['seconds'] / base['seconds']:.3f} wall"
-    )
-
-
-def bench(
-    n: int,
-    keep: Path | None,
-    rng: random.Random,
-    ten: dict[str, Any],
-    baseline: Path | None = None,
-    rounds: int = 3,
-) -> None:
-    work = Path(tempfile.mkdtemp(prefix=f"outpost-bench-{n}-", dir=keep))
-    root = work / "repo"
-    started = time.perf_counter()
-    generate(n, root, rng)
-    git_commit(root)
-    print(
-        f"\n== {n:,} sites  "
-        f"(generated and committed in {time.perf_counter() - started:.1f} s: {root})"
-    )
-    full = _phase("full", root)
-    print(
-        f"full validation       {full['seconds']:7.2f} s  "
-        f"({full['with_imports']:.2f} s with imports, "
-        f"{full['wall']:.2f} s process)  {_peak(full)}  "
-        f"{full['findings']} findings ({full['errors']} errors)  "
-        f"policy cache {full['hits']:,} hits / {full['misses']:,} evaluations"
-    )
-    for line in full["sample"]:
-        print(f"    {line}")
-    kube = _phase("kube", root)
-    print(
-        f"full + Kubernetes API  {kube['seconds']:7.2f} s  ({kube['cpu']:.1f} s CPU)  "
-        f"{_peak(kube)}  {kube['findings']} findings ({kube['errors']} errors)"
-    )
-    print(
-        f"ratio with Kubernetes API schemas / full = {kube['cpu'] / full['cpu']:.3f} CPU "
-        f"({full['cpu']:.1f} s CPU without), {kube['seconds'] / full['seconds']:.3f} wall"
-    )
-    peer = kubeconform_run(root, work)
+def bench(n: int, work: Path, rounds: int) -> dict[str, Any]:
+    root = fleet(n, work)
+    peer = prepare_kubeconform(root, work / str(n))
+    files = sum(1 for _ in (root / "sites").rglob("*.yaml"))
+    print(f"\n== {n:,} sites ({files:,} site files)")
+    runs: dict[str, list[Run]] = {"outpost": [], "kubeconform": []}
+    for _ in range(rounds):
+        runs["outpost"].append(measure(outpost(root, "-o", "json")))
+        if peer is not None:
+            runs["kubeconform"].append(measure(peer[0]))
+    first = json.loads(runs["outpost"][0].out)
+    errors = sum(f["severity"] == "error" for f in first)
+    mine = _median(runs["outpost"])
+    print(_line("outpost", mine) + f"  {len(first)} findings ({errors} errors)")
+    for finding in first[:3]:
+        print(f"    {finding['path']}:{finding['line']}: {finding['message'][:110]}")
+    result: dict[str, Any] = {"sites": n, "outpost": mine}
     if peer is None:
-        print("kubeconform           not found (see the docstring for how to install it)")
-    else:
-        print(
-            f"kubeconform           {peer['seconds']:7.2f} s  "
-            f"over {peer['objects']:,} rendered objects "
-            f"(exit {peer['exit']}): {peer['summary']}"
-        )
-        if peer["no_schema"]:
-            print(f"    skipped, no schema: {', '.join(peer['no_schema'])}")
-        for line in peer["errors"]:
-            print(f"    {line[:200]}")
-        print(
-            f"ratio full validation / kubeconform = {full['seconds'] / peer['seconds']:.2f} "
-            "(Outpost renders, checks Outpost schemas, references and CEL policies; "
-            "kubeconform schema-checks pre-rendered manifests)"
-        )
-    if baseline is not None:
-        compare(baseline, root, rounds)
-    site = change_one_site(root)
-    changed = _phase("changed", root)
+        print("kubeconform   not found (see the docstring for how to install it)")
+        return result
+    theirs = _median(runs["kubeconform"])
+    summary = (runs["kubeconform"][0].out.strip().splitlines() or [""])[-1]
+    print(_line("kubeconform", theirs) + f"  {summary}")
+    if peer[2]:
+        print(f"    no schema, skipped by both: {', '.join(peer[2])}")
     print(
-        f"--changed-since HEAD  {changed['seconds']:7.2f} s  "
-        f"({changed['with_imports']:.2f} s with imports, "
-        f"{changed['wall']:.2f} s process)  {_peak(changed)}  "
-        f"{changed['sites']} site(s) via {changed['how']} (edited {site})  "
-        f"{changed['findings']} findings"
+        f"ratio outpost / kubeconform: {mine.wall / theirs.wall:.2f} wall, "
+        f"{mine.cpu / theirs.cpu:.2f} CPU, {mine.pss / max(theirs.pss, 1):.1f} peak PSS "
+        f"(median of {rounds}; outpost also renders {peer[1]:,} objects and checks its own "
+        "documents, references, secrets and policies)"
     )
-    print(f"ratio --changed-since / 10-site repository = {changed['seconds'] / ten['seconds']:.2f}")
-    if keep is None:
-        shutil.rmtree(work, ignore_errors=True)
+    result["kubeconform"] = theirs
+    result["objects"] = peer[1]
+    return result
+
+
+def shards(n: int, work: Path, count: int, rounds: int, whole: Run) -> None:
+    root = fleet(n, work)
+    small = fleet(12, work)
+    startup = _median([measure(outpost(small, "-o", "json")) for _ in range(rounds)])
+    print(f"\n== {n:,} sites in {count} shards (each its own process, one after the other)")
+    print(_line("12 sites", startup) + "  (start-up: imports, schemas, policies)")
+    times = []
+    for index in range(1, count + 1):
+        run = measure(outpost(root, "--shard", f"{index}/{count}", "-o", "json"))
+        times.append(run)
+        print(_line(f"shard {index}/{count}", run) + f"  {len(json.loads(run.out))} findings")
+    expected = whole.wall / count + startup.wall
+    print(
+        f"slowest shard {max(r.wall for r in times):.2f} s wall, mean "
+        f"{statistics.mean(r.wall for r in times):.2f} s; whole / {count} + start-up = "
+        f"{expected:.2f} s; shards' CPU together {sum(r.cpu for r in times):.1f} s "
+        f"against {whole.cpu:.1f} s unsharded"
+    )
+
+
+def _fit(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares line (intercept, slope) through ``points``."""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    mx, my = statistics.mean(xs), statistics.mean(ys)
+    slope = sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x in xs)
+    return my - slope * mx, slope
+
+
+def table(results: list[dict[str, Any]], count: int) -> None:
+    print("\n== scaling (medians)")
+    print(
+        "| sites | outpost wall | outpost CPU | outpost peak PSS | kubeconform wall "
+        "| kubeconform CPU | kubeconform peak | ratio (wall) |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        o, k = r["outpost"], r.get("kubeconform")
+        theirs = (
+            f"{k.wall:.2f} s | {k.cpu:.2f} s | {k.pss:.0f} MiB | {o.wall / k.wall:.2f}"
+            if k
+            else "– | – | – | –"
+        )
+        print(f"| {r['sites']:,} | {o.wall:.2f} s | {o.cpu:.2f} s | {o.pss:.0f} MiB | {theirs} |")
+    if len(results) < 2:
+        return
+    for what in ("wall", "cpu", "pss"):
+        base, slope = _fit([(r["sites"], getattr(r["outpost"], what)) for r in results])
+        unit = "MiB" if what == "pss" else "s"
+        print(
+            f"outpost {what}: {base:.2f} {unit} + {slope * 1000:.3f} {unit} per 1,000 sites; "
+            f"100,000 sites ≈ {base + slope * 100_000:.0f} {unit}"
+            + (
+                f" (in {count} shards ≈ {base + slope * 100_000 / count:.0f} {unit} each)"
+                if what == "wall"
+                else ""
+            )
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sites", type=int, nargs="+", default=[1_000, 10_000])
-    parser.add_argument("--keep", type=Path, help="generate under DIR and keep it")
-    parser.add_argument("--seed", type=int, default=4)
-    parser.add_argument("--baseline", metavar="REV", help="compare with REV's code")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of --baseline")
+    parser.add_argument("--sites", type=int, nargs="+", default=[1_000, 2_000, 5_000, 10_000])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--shards", type=int, default=4, help="0: no shard timings")
+    parser.add_argument("--work", type=Path, help="keep the generated fleets here, reuse them")
     args = parser.parse_args()
-    baseline = checkout(args.baseline) if args.baseline else None
-    rng = random.Random(args.seed)
     print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}")
-    with tempfile.TemporaryDirectory(prefix="outpost-bench-10-") as tmp:
-        small = Path(tmp) / "repo"
-        generate(10, small, rng)
-        ten = _phase("full", small)
-        print(
-            f"10-site repository    {ten['seconds']:7.2f} s  ({ten['wall']:.2f} s process)  "
-            f"{_peak(ten)}  ({len(list((small / 'sites').iterdir()))} sites)"
-        )
-    for n in args.sites:
-        bench(n, args.keep, rng, ten, baseline, args.rounds)
-    if baseline is not None:
-        shutil.rmtree(baseline, ignore_errors=True)
+    work = args.work or Path(tempfile.mkdtemp(prefix="outpost-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        results = [bench(n, work, args.rounds) for n in args.sites]
+        if args.shards:
+            shards(args.sites[-1], work, args.shards, args.rounds, results[-1]["outpost"])
+        table(results, args.shards or 1)
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ def register(subparsers: Any) -> None:
         ),
         epilog=example(
             "outpost validate --repo . --changed-since origin/main -o github",
+            "outpost validate --repo . --shard 2/4 -o json > shard-2.json",
+            "outpost validate --merge shard-*.json -o sarif > outpost.sarif",
         ),
     )
     add_repo_argument(parser, positional_alias=True)
@@ -36,18 +38,46 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--no-policies", action="store_true", help="skip CEL policies (schemas and references only)"
     )
+    parser.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="check only shard I of N (a CI matrix job): the sites of run I of the sorted "
+        "sites/ folders, and (shard 1) the rest of the repository; findings are not collapsed "
+        "across sites, so combine the shards' -o json with --merge",
+    )
+    parser.add_argument(
+        "--merge",
+        metavar="JSON",
+        nargs="+",
+        type=Path,
+        help="read no repository: combine the -o json outputs of every shard of one run "
+        "into that run's findings, printed in --output's format",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from reconciler.ci.validate import validate_repository
+    from reconciler.ci.validate import Shard, read_shard_outputs, validate_repository
     from reconciler.core.errors import OutpostError, SourceUnavailable
     from reconciler.core.findings import has_errors, render_findings
 
     today = None if args.no_policies else datetime.now(UTC).date()
     try:
-        result = validate_repository(Path(args.repo), changed_since=args.changed_since, today=today)
+        if args.merge:
+            if args.shard or args.changed_since:
+                raise ValueError(
+                    "--merge reads shard outputs only; leave out --shard and --changed-since"
+                )
+            result = read_shard_outputs(args.merge)
+        else:
+            shard = Shard.parse(args.shard) if args.shard is not None else None
+            result = validate_repository(
+                Path(args.repo), changed_since=args.changed_since, today=today, shard=shard
+            )
         findings, checked = result.findings, result.checked
+    except ValueError as exc:
+        print(f"outpost validate: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     except SourceUnavailable as exc:
         print(f"outpost validate: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -29,7 +29,13 @@ import stat
 from pathlib import Path
 from typing import Any, Protocol
 
-from reconciler.core.errors import ConfigError, DocumentError, Mark, SourceUnavailable
+from reconciler.core.errors import (
+    ConfigError,
+    DocumentError,
+    Mark,
+    OutpostError,
+    SourceUnavailable,
+)
 
 # The most any repository file may hold. YAML documents have their own, smaller limit
 # (``loader.MAX_FILE_BYTES``); this one bounds everything else read from the tree.
@@ -194,6 +200,20 @@ def read_configured(path: Path, what: str, limit: int) -> bytes:
         raise ConfigError(f"cannot read {what} {path}: {exc.message}") from None
 
 
+def entries(tree: Tree, prefix: str = "") -> list[str]:
+    """The names directly under ``prefix`` in ``tree``, sorted: a working directory lists the
+    one folder; any other tree answers from its listing of the subtree."""
+    listed = getattr(tree, "entries", None)
+    if listed is not None:
+        return list(listed(prefix))
+    below = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+    try:
+        paths = tree.files(prefix, lenient=True)
+    except OutpostError:
+        return []
+    return sorted({p[len(below) :].split("/")[0] for p in paths if p.startswith(below)})
+
+
 def unreadable_message(reason: str) -> str:
     return (
         f"folder cannot be read ({reason}); its files would be left out, so nothing below "
@@ -228,6 +248,9 @@ def _clean(path: str) -> str:
     return "/".join(parts)
 
 
+_IGNORED_KEPT = 1 << 20
+
+
 class _GitIgnore:
     """Which paths of a working directory git ignores and does not track.
 
@@ -241,6 +264,7 @@ class _GitIgnore:
         self._repo: Any = None
         self._base = ""
         self._tracked: frozenset[str] | None = None
+        self._known: dict[str, bool] = {}
         import pygit2
 
         try:
@@ -276,13 +300,23 @@ class _GitIgnore:
         return self._tracked
 
     def __call__(self, rel: str) -> bool:
-        """True if git ignores ``rel`` (relative to the tree's root) and tracks nothing there."""
+        """True if git ignores ``rel`` (relative to the tree's root) and tracks nothing there.
+
+        Answers are kept: the walk asks about every entry, and each read asks again about
+        the path and every folder above it (libgit2 takes microseconds per question, and a
+        fleet's tree has tens of thousands of paths).
+        """
+        known = self._known.get(rel)
+        if known is not None:
+            return known
         if self._repo is None or not rel:
             return False
         path = self._base + rel
-        if not self._repo.path_is_ignored(path):
-            return False
-        return path not in self._tracked_paths()
+        ignored = bool(self._repo.path_is_ignored(path)) and path not in self._tracked_paths()
+        if len(self._known) >= _IGNORED_KEPT:
+            self._known.clear()
+        self._known[rel] = ignored
+        return ignored
 
 
 class WorkdirTree:
@@ -324,37 +358,69 @@ class WorkdirTree:
             found.append(prefix)
 
         def unreadable(error: OSError) -> None:
-            # os.walk skips a folder it cannot list; skipping would drop its files silently
-            # (a secrets/ folder the CI user cannot read would vanish from the render).
+            # A folder that cannot be listed is reported, never skipped: skipping would drop
+            # its files silently (a secrets/ folder the CI user cannot read would vanish
+            # from the render).
             if isinstance(error, FileNotFoundError | NotADirectoryError):
                 return  # a prefix that is absent or a file: nothing below it
             rel = os.path.relpath(str(error.filename), self.root).replace(os.sep, "/")
             self.unreadable[rel] = error.strerror or "cannot be read"
             links.append(rel)
 
-        for dirpath, dirnames, filenames in os.walk(start, onerror=unreadable, followlinks=False):
-            rel_dir = os.path.relpath(dirpath, self.root)
-            rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/")
-            for name in list(dirnames):
+        # One scandir per folder: an entry's type comes with it (no stat per file), and a
+        # folder walked before (``sites`` when the whole tree is listed later) is not
+        # walked again.
+        pending = [(str(start), prefix)]
+        while pending:
+            folder, rel_dir = pending.pop()
+            try:
+                with os.scandir(folder) as scanned:
+                    listed = list(scanned)
+            except OSError as error:
+                unreadable(error)
+                continue
+            for entry in listed:
+                name = entry.name
                 rel = f"{rel_dir}/{name}" if rel_dir else name
                 if (name in _IGNORED_DIRS and not rel_dir) or self._ignored(rel):
-                    dirnames.remove(name)
-                elif (Path(dirpath) / name).is_symlink():
-                    dirnames.remove(name)
-                    links.append(rel)
-            for name in filenames:
-                rel = f"{rel_dir}/{name}" if rel_dir else name
-                if self._ignored(rel):
                     continue
-                mode = (Path(dirpath) / name).lstat().st_mode
-                if stat.S_ISLNK(mode):
+                try:
+                    link = entry.is_symlink()
+                    folder_entry = not link and entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    link, folder_entry = False, False
+                if link:
                     links.append(rel)
+                elif folder_entry:
+                    if rel in self._listed and rel in self._links:
+                        found.extend(self._listed[rel])
+                        links.extend(self._links[rel])
+                    else:
+                        pending.append((entry.path, rel))
                 else:  # a FIFO or a device is listed so that reading it says what it is
                     found.append(rel)
         result = sorted(found)
         self._listed[prefix] = result
         self._links[prefix] = sorted(links)
         return result
+
+    def entries(self, prefix: str = "") -> list[str]:
+        """The names directly under the folder ``prefix`` (files, folders, links), sorted,
+        less what git ignores: one listing, where ``files`` walks the whole subtree."""
+        prefix = _clean(prefix)
+        if prefix and self._ignored_on_the_way(prefix):
+            return []
+        try:
+            with os.scandir(self.root / prefix if prefix else self.root) as found:
+                names = [entry.name for entry in found]
+        except OSError:
+            return []
+        return sorted(
+            name
+            for name in names
+            if not (not prefix and name in _IGNORED_DIRS)
+            and not self._ignored(f"{prefix}/{name}" if prefix else name)
+        )
 
     def files(self, prefix: str = "", *, lenient: bool = False) -> list[str]:
         prefix = _clean(prefix)

@@ -44,8 +44,8 @@ def test_policies_run_without_cels_command_line() -> None:
 def test_a_failing_rule_still_fails(tmp_path: Path) -> None:
     """The binding imported this way evaluates: a rule that must fail does."""
     code = (
-        "from reconciler.core.cel_import import cel_module\n"
-        "cel = cel_module()\n"
+        "from reconciler.core.policy._cel import engine\n"
+        "cel = engine()\n"
         "ctx = cel.Context(variables={'x': 3})\n"
         "print(cel.compile('x > 5').execute(ctx), cel.compile('x < 5').execute(ctx))\n"
     )

@@ -129,11 +129,10 @@ class PolicySet:
 
 def _compile(expression: str) -> tuple[Any, str | None]:
     """Compile one expression; (program, None) or (None, the compiler's words)."""
-    from reconciler.core.cel_import import cel_module
+    from reconciler.core.policy._cel import engine
 
-    cel = cel_module()
     try:
-        return cel.compile(expression), None
+        return engine().compile(expression), None
     except Exception as exc:  # the cel seam: nothing of the binding's escapes
         return None, str(exc).strip()
 

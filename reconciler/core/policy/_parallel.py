@@ -86,6 +86,7 @@ def validate_policies(
     cache: PolicyCache | None = None,
     workers: int | None = None,
     objects: ObjectCheck | None = None,
+    collapse: bool = True,
 ) -> list[Finding]:
     """Render each site and check it against ``policies/``; the CI entry point.
 
@@ -101,6 +102,10 @@ def validate_policies(
     in site order, so the findings are the same either way; ``cache`` counts the hits and
     evaluations of every shard. ``objects`` checks each rendered site further (CI's
     Kubernetes API schemas, ``ci.kube_schema``); its findings join the policies'.
+
+    ``collapse`` False (a shard of a larger run, merged by ``ci.validate.merge_findings``)
+    keeps the per-site findings apart and every finding of ``check_unrendered_secrets``:
+    whether a site elsewhere renders the same Secret is known once the shards are merged.
     """
     documents, findings = policy_documents(repo)
     try:
@@ -135,11 +140,11 @@ def validate_policies(
     for errors, found, _, _ in results:
         findings += errors
         per_site += found
-    rendered_at = {(f.path, f.line, f.rule) for f in per_site}
+    rendered_at = {(f.path, f.line, f.rule) for f in per_site} if collapse else set()
     for finding in check_unrendered_secrets(policies, repo, cache=cache):
         if (finding.path, finding.line, finding.rule) not in rendered_at:
             findings.append(finding)
-    return findings + aggregate(per_site)
+    return findings + (aggregate(per_site) if collapse else per_site)
 
 
 # Below this many sites a run stays in one process: forking and shipping findings back
@@ -181,11 +186,11 @@ def _check_sites(
 
 
 def policy_check(
-    *, today: date, objects: ObjectCheck | None = None
+    *, today: date, objects: ObjectCheck | None = None, collapse: bool = True
 ) -> Callable[[Any, Sequence[str]], list[Finding]]:
     """``validate_policies`` as a ``validate.Check`` (repository, site ids) → findings."""
 
     def check(repo: Any, site_ids: Sequence[str]) -> list[Finding]:
-        return validate_policies(repo, site_ids, today=today, objects=objects)
+        return validate_policies(repo, site_ids, today=today, objects=objects, collapse=collapse)
 
     return check

@@ -71,8 +71,12 @@ class _Subject:
     body: Mapping[str, Any]
     origin: Mark
     app: str | None
-    label: str
+    named: str | None = None  # how findings name it; None: kind, namespace and name
     digest: bytes | None = None
+
+    @property
+    def label(self) -> str:
+        return self.named if self.named is not None else _label(self.body)
 
 
 def _group_of(body: Mapping[str, Any]) -> str:
@@ -183,9 +187,7 @@ def check_site(
     for obj in rendered_site.objects:
         body = obj.body
         bodies.append(body)
-        subjects.append(
-            _Subject(without_site_label(body, site_id), obj.origin, obj.app, _label(body))
-        )
+        subjects.append(_Subject(without_site_label(body, site_id), obj.origin, obj.app))
         if _claims_source(body):
             findings.append(
                 Finding.at(

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         KEY_FILE_ENV,
         check_secrets,
         key_file_from_env,
+        scan_file,
         scan_tree,
         secrets_check,
     )
@@ -69,6 +70,7 @@ _HOME = {
     "KEY_FILE_ENV": "_check",
     "check_secrets": "_check",
     "key_file_from_env": "_check",
+    "scan_file": "_check",
     "scan_tree": "_check",
     "secrets_check": "_check",
     "EncryptedSecret": "_files",
@@ -128,6 +130,7 @@ __all__ = [
     "redact",
     "redaction_key",
     "rotate_site",
+    "scan_file",
     "scan_tree",
     "secrets_check",
     "site_keys",

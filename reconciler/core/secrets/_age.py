@@ -39,14 +39,24 @@ MAX_KEY_FILE_BYTES = 64 * 1024
 # -- bech32 (BIP 173 checksum, no length limit) ------------------------------------------------
 
 
+def _generator_sum(top: int) -> int:
+    mixed = 0
+    for i in range(5):
+        if (top >> i) & 1:
+            mixed ^= _GENERATOR[i]
+    return mixed
+
+
+# BIP 173's polymod step, with the XOR of generators for each 5-bit top precomputed: a
+# fleet's validation checks one recipient per site, 10,000 of them.
+_STEP = tuple(_generator_sum(top) for top in range(32))
+_WORDS = {c: i for i, c in enumerate(_CHARSET)}
+
+
 def _polymod(values: Sequence[int]) -> int:
     checksum = 1
     for value in values:
-        top = checksum >> 25
-        checksum = ((checksum & 0x1FFFFFF) << 5) ^ value
-        for i in range(5):
-            if (top >> i) & 1:
-                checksum ^= _GENERATOR[i]
+        checksum = ((checksum & 0x1FFFFFF) << 5) ^ value ^ _STEP[checksum >> 25]
     return checksum
 
 
@@ -95,8 +105,8 @@ def bech32_decode(text: str) -> tuple[str, bytes]:
     if any(ord(c) < 33 or ord(c) > 126 for c in hrp):
         raise ValueError("invalid character in prefix")
     try:
-        words = [_CHARSET.index(c) for c in rest]
-    except ValueError:
+        words = [_WORDS[c] for c in rest]
+    except KeyError:
         raise ValueError("invalid character") from None
     if _polymod([*_hrp_expand(hrp), *words]) != 1:
         raise ValueError("checksum mismatch")

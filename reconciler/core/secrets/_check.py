@@ -21,6 +21,7 @@ for the selected sites, and no plaintext secret material sits anywhere else
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Any
 
 from reconciler.core.errors import Mark, OutpostError
 from reconciler.core.findings import Finding
-from reconciler.core.loader import MAX_FILE_BYTES
+from reconciler.core.loader import MAX_FILE_BYTES, YamlDocument
 from reconciler.core.model import SECRET_SUFFIXES, YAML_SUFFIXES, Repository
 from reconciler.core.secrets._age import read_key_file, short
 from reconciler.core.secrets._files import EncryptedSecret, Problem, inspect
@@ -248,6 +249,10 @@ def _site_files(tree: Any, sites: Sequence[str]) -> list[str]:
     return sorted(found)
 
 
+_RECIPIENT_RUN = re.compile(rb"(?=(age1[0-9a-z]{58}))")
+_RECIPIENT_SHAPE = re.compile(r"age1[0-9a-z]{58}")
+
+
 def _recipients(
     repo: Repository, selected: set[str], secret_files: dict[str, list[str]]
 ) -> tuple[dict[str, list[str]], dict[str, SiteKeys]]:
@@ -279,7 +284,11 @@ def _recipients(
                     wanted.update(inspect(repo.tree.read(path), path).recipients)
                 except OutpostError:
                     continue  # the main loop reports the unreadable file
-    needles += [recipient.encode() for recipient in sorted(wanted)]
+    # Each file is cut into its recipient-shaped runs (overlapping, so no run hides
+    # another) and those are looked up, rather than each recipient searched for in each
+    # file: a shard of a CI matrix asks about thousands of recipients in thousands of files.
+    wanted_bytes = {r.encode() for r in wanted if _RECIPIENT_SHAPE.fullmatch(r)}
+    needles += [r.encode() for r in sorted(wanted) if not _RECIPIENT_SHAPE.fullmatch(r)]
     texts: dict[str, bytes] = {}
     for site_id in every:
         if site_id in selected:
@@ -287,7 +296,11 @@ def _recipients(
         data = repo.tree.peek(f"sites/{site_id}/site.yaml")
         if data is None:
             continue  # no site.yaml: no recipient either
-        if b"\\" in data or any(needle in data for needle in needles):
+        if (
+            b"\\" in data
+            or any(needle in data for needle in needles)
+            or not wanted_bytes.isdisjoint(_RECIPIENT_RUN.findall(data))
+        ):
             texts[site_id] = data
     others = _answering(repo, keys_by_site, texts, wanted, any_recipient=any_recipient)
     return recipient_owners(repo, sorted({*mine, *others}))
@@ -322,9 +335,17 @@ def _answering(
 
     needed: set[str] = set()
     ordered = sorted(texts)
+    escaped = {s for s in ordered if b"\\" in texts[s]}
+    holders: dict[bytes, set[str]] = {}  # a recipient-shaped run → the sites whose bytes hold it
+    for site_id in ordered:
+        for run in set(_RECIPIENT_RUN.findall(texts[site_id])):
+            holders.setdefault(run, set()).add(site_id)
     for recipient in sorted(wanted):
         needle = recipient.encode()
-        candidates = [s for s in ordered if needle in texts[s] or b"\\" in texts[s]]
+        if _RECIPIENT_SHAPE.fullmatch(recipient):
+            candidates = sorted(holders.get(needle, set()) | escaped)
+        else:
+            candidates = [s for s in ordered if needle in texts[s] or s in escaped]
         selected = sorted(s for s, keys in mine.items() if keys.recipient == recipient)
         first = selected[0] if selected else None
         for index, site_id in enumerate(candidates):
@@ -385,8 +406,12 @@ def scan_tree(repo: Repository, sites: Sequence[str]) -> list[Finding]:
             paths = sorted(paths + _site_files(tree, sorted(set(sites))))
     except OutpostError:
         return []  # layer 1 of validation reports an unreadable tree
+    # Files validation's first layer read and scanned with ``scan_file`` as it read them.
+    done: frozenset[str] = getattr(tree, "file_checked", frozenset())
     selected: list[tuple[str, str]] = []
     for path in paths:
+        if path in done:
+            continue
         site = ""
         if path.startswith("sites/"):
             parts = path.split("/")
@@ -408,12 +433,26 @@ def scan_tree(repo: Repository, sites: Sequence[str]) -> list[Finding]:
                 if not (path.endswith(YAML_SUFFIXES) and path.startswith(_VALIDATED_DIRS)):
                     findings.append(Finding.from_error(exc, rule=RULE, site=site))
                 continue
-            findings.extend(_finding(p, site) for p in scan_key_material(path, data))
-            if in_config(path):
-                findings.extend(_finding(p, site) for p in scan_config(path, data))
+            findings += scan_file(path, data)
         return findings
 
     return [f for found in fork_map(scan, len(runs), workers) for f in found]
+
+
+def scan_file(
+    path: str, data: bytes, documents: Sequence[YamlDocument] | None = None
+) -> list[Finding]:
+    """``scan_tree``'s findings for one file it would read: key material, and in configuration
+    files secret manifests and literal passwords (``documents``: ``data`` parsed already).
+
+    Also a ``validate.FileCheck``: validation runs it on each file its first layer reads, so
+    the scan does not read and parse those files a second time (``scan_tree`` skips them).
+    """
+    site = path.split("/")[1] if path.startswith("sites/") and path.count("/") >= 2 else ""
+    findings = [_finding(p, site) for p in scan_key_material(path, data)]
+    if in_config(path):
+        findings += [_finding(p, site) for p in scan_config(path, data, documents)]
+    return findings
 
 
 Check = Callable[[Repository, Sequence[str]], Iterable[Finding]]

@@ -26,7 +26,7 @@ Findings never quote the value they found.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from reconciler.core.errors import Mark, OutpostError
@@ -251,16 +251,22 @@ _PATCHED = (
 )
 
 
-def scan_config(path: str, data: bytes) -> list[Problem]:
-    """Secret manifests and literal passwords in one configuration YAML file."""
+def scan_config(
+    path: str, data: bytes, documents: Sequence[YamlDocument] | None = None
+) -> list[Problem]:
+    """Secret manifests and literal passwords in one configuration YAML file.
+
+    ``documents``: the file's documents when the caller has parsed ``data`` already.
+    """
     if not _MAYBE.search(data.lower()):
         return []
-    try:
-        documents = parse_yaml(data, path, multi=True)
-    except OutpostError:
-        if not path.endswith(".json"):
-            return []  # layer 1 of validation reports files that do not parse
-        documents = _json_documents(data, path)
+    if documents is None:
+        try:
+            documents = parse_yaml(data, path, multi=True)
+        except OutpostError:
+            if not path.endswith(".json"):
+                return []  # layer 1 of validation reports files that do not parse
+            documents = _json_documents(data, path)
     problems: list[Problem] = []
     for doc in documents:
         problems.extend(_secret_manifests(doc))

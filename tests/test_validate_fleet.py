@@ -1,0 +1,159 @@
+"""A generated fleet of a few hundred sites with planted errors: the findings are exactly the
+planted ones, the same in one process, in forked workers, and merged from CI shards.
+
+The fleet is the example repository cloned to 300 sites (``tools.fleetgen``, as the
+validation bench makes 10,000), clean before ``plant`` breaks it: a schema error, a
+machine id and an age recipient shared across far-apart sites (so across shards), a
+literal password and a parameter the app does not declare, a policy violation and a
+Kubernetes API schema error from one store's patch, a Kubernetes API schema error in an
+app's manifest (one finding for every site that runs it), and plaintext Secrets in app
+manifests, rendered and not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from reconciler.ci.validate import Shard, merge_findings, shard_of, validate_repository
+from reconciler.core import _fork
+from reconciler.core.findings import Finding
+from reconciler.core.policy import _parallel
+from tools import fleetgen
+
+ROOT = Path(__file__).resolve().parent.parent
+SITES = 300
+
+
+@pytest.fixture(scope="module")
+def fleet(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Path, list[fleetgen.Planted]]]:
+    root = tmp_path_factory.mktemp("fleet") / "repo"
+    fleetgen.generate(SITES, root, random.Random(7))
+    planted = fleetgen.plant(root)
+    fleetgen.git_commit(root)
+    yield root, planted
+
+
+def _validate(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "reconciler.cli", "validate", "--repo", str(root), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=600,
+    )
+
+
+def _findings(output: str) -> list[Finding]:
+    return [Finding(**item) for item in json.loads(output)]
+
+
+def _matches(finding: Finding, expected: fleetgen.Planted) -> bool:
+    return (
+        finding.rule == expected.rule
+        and finding.site == expected.site
+        and (not expected.path or finding.path == expected.path)
+        and expected.says in finding.message
+    )
+
+
+def test_a_clean_generated_fleet_has_no_findings(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    fleetgen.generate(40, root, random.Random(3))
+    result = _validate(root, "-o", "json")
+    assert (result.returncode, _findings(result.stdout)) == (0, []), result.stderr
+
+
+def test_the_findings_are_the_planted_ones(fleet: tuple[Path, list[fleetgen.Planted]]) -> None:
+    root, planted = fleet
+    result = _validate(root, "-o", "json")
+    assert result.returncode == 1, result.stderr
+    found = _findings(result.stdout)
+    unexpected = [f for f in found if not any(_matches(f, p) for p in planted)]
+    missing = [p for p in planted if not any(_matches(f, p) for f in found)]
+    assert (unexpected, missing) == ([], [])
+    # each planted error is found once (a finding shared by many sites is one finding)
+    assert sorted(sum(_matches(f, p) for f in found) for p in planted) == [1] * len(planted)
+    aggregated = [f for f in found if f.rule == "kubernetes" and not f.site]
+    assert len(aggregated) == 1 and "sites: " in aggregated[0].message
+
+
+def test_forked_workers_find_what_one_process_finds(
+    fleet: tuple[Path, list[fleetgen.Planted]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, _ = fleet
+    today = datetime.now(UTC).date()
+    monkeypatch.setattr(_fork, "workers_for", lambda items, minimum: 1)
+    alone = validate_repository(root, today=today).findings
+    monkeypatch.setattr(_fork, "workers_for", lambda items, minimum: 2)
+    monkeypatch.setattr(_parallel, "PARALLEL_MIN_SITES", 0)
+    split = validate_repository(root, today=today).findings
+    assert split == alone
+
+
+@pytest.mark.parametrize("count", [1, 3, 7])
+def test_shards_merge_into_the_unsharded_run(
+    fleet: tuple[Path, list[fleetgen.Planted]], tmp_path: Path, count: int
+) -> None:
+    root, _ = fleet
+    whole = {fmt: _validate(root, "-o", fmt) for fmt in ("json", "sarif")}
+    outputs = []
+    for index in range(1, count + 1):
+        result = _validate(root, "--shard", f"{index}/{count}", "-o", "json")
+        assert result.returncode in (0, 1), result.stderr
+        path = tmp_path / f"shard-{index}.json"
+        path.write_text(result.stdout)
+        outputs.append(_findings(result.stdout))
+    # every finding lands in exactly one shard: its own site's, or shard 1
+    names = sorted(p.name for p in (root / "sites").iterdir())
+    owner = {
+        name: index for index in range(1, count + 1) for name in Shard(index, count).block(names)
+    }
+    for index, found in enumerate(outputs, start=1):
+        assert {shard_of(f, owner) for f in found} <= {index}
+    union = [f for found in outputs for f in found]
+    assert len(union) == len(set(union))
+    assert merge_findings(union) == _findings(whole["json"].stdout)
+    files = [str(tmp_path / f"shard-{index}.json") for index in range(1, count + 1)]
+    for fmt, result in whole.items():
+        merged = _validate(root, "--merge", *files, "-o", fmt)
+        assert (merged.returncode, merged.stdout) == (result.returncode, result.stdout)
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("0/4", "1 ≤ I ≤ N"),
+        ("5/4", "1 ≤ I ≤ N"),
+        ("2", "expected I/N"),
+        ("a/b", "expected I/N"),
+        ("1/0", "1 ≤ I ≤ N"),
+        ("-1/4", "expected I/N"),
+    ],
+)
+def test_a_bad_shard_is_a_usage_error(tmp_path: Path, value: str, says: str) -> None:
+    result = _validate(ROOT, f"--shard={value}")
+    assert result.returncode == 2
+    assert says in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_a_merge_of_something_else_is_an_error(tmp_path: Path) -> None:
+    bad = tmp_path / "shard-1.json"
+    bad.write_text('{"runs": []}')
+    result = _validate(ROOT, "--merge", str(bad))
+    assert result.returncode == 2
+    assert str(bad) in result.stderr and "-o json" in result.stderr
+    assert _validate(ROOT, "--merge", str(tmp_path / "none.json")).returncode == 2
