@@ -265,7 +265,8 @@ def test_a_truncated_status_json_is_an_error_until_the_next_tick_rewrites_it(
 
     broken = status_cli(tmp_path / "state")
     assert broken.returncode == 2
-    assert f"{status} is not valid JSON" in broken.stderr
+    assert f"{status}: not JSON (" in broken.stderr
+    assert "expected a JSON object of kind SiteStatus" in broken.stderr
     assert "Traceback" not in broken.stderr
 
     agent.tick()
