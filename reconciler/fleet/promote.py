@@ -46,7 +46,7 @@ from reconciler.core.schedule import (
 )
 from reconciler.core.schedule._model import PERCENT_SCALE
 from reconciler.fleet.collector.fleetview import FleetView
-from reconciler.fleet.collector.rollout import change_state
+from reconciler.fleet.collector.rollout import change_state, remembered
 from reconciler.fleet.collector.store import SiteRecord
 
 __all__ = ["Decision", "FleetChange", "commit_decision", "decide_fleet", "fleet_changes"]
@@ -301,12 +301,7 @@ def promote(
         raise ConfigError(f"the fleet repository did not verify: {source.status.problem}")
     git_repo = open_repository(workdir)
     tree = CommitTree(git_repo, view.revision)
-    memo: dict[tuple[str, str], bool | None] = {}
-
-    def descends(revision: str, ancestor: str) -> bool | None:
-        if (revision, ancestor) not in memo:
-            memo[(revision, ancestor)] = source.descends(revision, ancestor)
-        return memo[(revision, ancestor)]
+    descends = remembered(source.descends)
 
     out: list[tuple[Decision, str | None]] = []
     for change in fleet_changes(git_repo, view.revision):

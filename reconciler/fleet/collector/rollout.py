@@ -48,6 +48,7 @@ __all__ = [
     "change_state",
     "count_states",
     "parse_stamp",
+    "remembered",
     "rollout_order",
     "site_json",
     "site_state",
@@ -60,6 +61,20 @@ SOURCE_STALE = timedelta(days=3)
 """The agent's own default ``staleAfter``."""
 
 Descends = Callable[[str, str], bool | None]
+
+
+def remembered(descends: Descends) -> Descends:
+    """``descends`` asked once per (revision, ancestor): most sites run a handful of
+    revisions, and each answer opens the repository."""
+    known: dict[tuple[str, str], bool | None] = {}
+
+    def cached(revision: str, ancestor: str) -> bool | None:
+        key = (revision, ancestor)
+        if key not in known:
+            known[key] = descends(revision, ancestor)
+        return known[key]
+
+    return cached
 
 
 def parse_stamp(value: str | None) -> datetime | None:
@@ -200,6 +215,7 @@ def change_rollout(
     descends: Descends,
 ) -> dict[str, Any]:
     """Where ``commit`` stands at every site, grouped by fleet and wave in rollout order."""
+    descends = remembered(descends)
     sites: Iterable[str] = sorted(set(view.sites if view else ()) | set(records))
     groups: dict[tuple[str, str], list[ChangeAtSite]] = {}
     totals = dict.fromkeys(CHANGE_STATES, 0)

@@ -18,7 +18,7 @@ paged (`PAGE_SIZE`).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,6 +26,7 @@ from typing import Any
 from reconciler.fleet.collector.fleetview import FleetView, SiteInfo
 from reconciler.fleet.collector.notify import firing_alerts, headline
 from reconciler.fleet.collector.rollout import (
+    Descends,
     change_rollout,
     count_states,
     parse_stamp,
@@ -58,8 +59,6 @@ CELLS_PER_ROW = 400
 PAGE_SIZE = 50
 LATE_GRACE = timedelta(minutes=30)
 """A site counts as late this long after its predicted instant: a node acts on its next tick."""
-
-Descends = Callable[[str, str], bool | None]
 
 
 def dashboard_state(record: SiteRecord | None, info: SiteInfo | None, now: datetime) -> str:

@@ -202,7 +202,7 @@ def dashboard_routes(
                 source.status.view,
                 collector.records(),
                 now=now,
-                descends=_memo(source.descends),
+                descends=source.descends,
                 prediction=prediction,
                 commit_url=options.commit_url,
             )
@@ -341,16 +341,3 @@ def _same_origin(request: Request) -> bool:
         return False
     origin = request.headers.get("origin")
     return origin is None or urlsplit(origin).netloc == request.headers.get("host")
-
-
-def _memo(descends: views.Descends) -> views.Descends:
-    """One answer per (revision, commit) for one page: most sites run a handful of revisions."""
-    known: dict[tuple[str, str], bool | None] = {}
-
-    def cached(revision: str, ancestor: str) -> bool | None:
-        key = (revision, ancestor)
-        if key not in known:
-            known[key] = descends(revision, ancestor)
-        return known[key]
-
-    return cached
