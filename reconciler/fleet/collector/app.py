@@ -202,8 +202,8 @@ class _ClientGone(Exception):
     """The client went away before sending the whole body: nobody to answer."""
 
 
-async def _raw_body(scope: Scope, receive: Receive) -> bytes | None:
-    """`_body` on plain ASGI: the body, or None once it passes the cap."""
+async def _body(scope: Scope, receive: Receive) -> bytes | None:
+    """The request body, or None once it passes the cap (read no further)."""
     for name, value in scope["headers"]:
         if name == b"content-length" and (not value.isdigit() or int(value) > MAX_ENVELOPE_BYTES):
             return None
@@ -220,21 +220,6 @@ async def _raw_body(scope: Scope, receive: Receive) -> bytes | None:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
-
-
-async def _body(request: Request) -> bytes | None:
-    """The request body, or None once it passes the cap (read no further)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_ENVELOPE_BYTES):
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_ENVELOPE_BYTES:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def create_app(
@@ -280,14 +265,18 @@ def create_app(
         return 200, {"outcome": result, "site": checked.report.site}, {}
 
     async def ingest(request: Request) -> Response:
-        status, body, headers = await ingest_answer(await _body(request))
+        try:
+            data = await _body(request.scope, request.receive)
+        except _ClientGone:
+            return Response(status_code=400)  # nobody reads it
+        status, body, headers = await ingest_answer(data)
         return JSONResponse(body, status_code=status, headers=headers)
 
     async def ingest_fast(scope: Scope, receive: Receive, send: Send) -> None:
         """``POST /api/v1/reports`` straight on ASGI: the one route called per report, so
         Starlette's request, routing and middleware objects are skipped (same answers)."""
         try:
-            data = await _raw_body(scope, receive)
+            data = await _body(scope, receive)
         except _ClientGone:
             return
         status, body, headers = await ingest_answer(data)
