@@ -49,6 +49,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from reconciler.core.model import NAME_RE
 from reconciler.core.report import MAX_ENVELOPE_BYTES, ReportMalformed, ReportUnverified
 from reconciler.fleet.collector.fleetview import FleetSource
 from reconciler.fleet.collector.ingest import (
@@ -78,7 +79,6 @@ __all__ = ["Collector", "create_app", "hash_token"]
 log = logging.getLogger("outpost.collector")
 
 _REVISION = re.compile(r"^[0-9a-f]{4,40}$")
-_SITE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 TOKEN_CACHE_SECONDS = 10.0
 PREDICTIONS_KEPT = 64
 """The dashboard's predictions kept in the store (the most recently computed)."""
@@ -355,7 +355,7 @@ def create_app(
         if (denied := await run_in_threadpool(authorized, request)) is not None:
             return denied
         site = request.path_params["site"]
-        if not _SITE.match(site):
+        if not NAME_RE.match(site):
             return _error(400, "not a site id")
         raw = request.query_params.get("history", "20")
         if not raw.isdigit() or not 0 <= int(raw) <= 500:

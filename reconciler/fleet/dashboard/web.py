@@ -42,6 +42,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from reconciler.core.errors import ConfigError
+from reconciler.core.model import NAME_RE
 from reconciler.fleet.collector.store import StoreError, StoreUnavailable
 from reconciler.fleet.dashboard import views
 from reconciler.fleet.dashboard.chart import rollout_chart
@@ -56,7 +57,6 @@ if TYPE_CHECKING:
 __all__ = ["DashboardOptions", "check_commit_url", "dashboard_routes"]
 
 REFRESH_SECONDS = 60
-_SITE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
@@ -227,7 +227,7 @@ def dashboard_routes(
         if (denied := await guard(request)) is not None:
             return denied
         name = request.path_params["site"]
-        if not _SITE.match(name):
+        if not NAME_RE.match(name):
             return page("error.html", 400, message="not a site id", user=request.state.user)
 
         def answer() -> views.SitePage | None:
