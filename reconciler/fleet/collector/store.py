@@ -307,24 +307,29 @@ class Store:
                 self._pool.put(conn)
 
     @contextlib.contextmanager
-    def _transaction(self, *, write: bool, what: str) -> Iterator[Any]:
-        """A cursor in one transaction; database errors become StoreError/StoreUnavailable."""
+    def _cursor(self, what: str) -> Iterator[Any]:
+        """A pooled connection's cursor; database errors become StoreError/StoreUnavailable."""
         errors = self._errors()
         try:
             with self._conn() as conn:
-                cursor = conn.cursor()
-                cursor.execute("BEGIN IMMEDIATE" if write and self.dialect == "sqlite" else "BEGIN")
-                try:
-                    yield cursor
-                except BaseException:
-                    with contextlib.suppress(Exception):
-                        cursor.execute("ROLLBACK")
-                    raise
-                cursor.execute("COMMIT")
+                yield conn.cursor()
         except errors[1] as exc:
             raise StoreUnavailable(f"{self._shown}: {what}: {exc}") from None
         except errors[0] as exc:
             raise StoreError(f"{self._shown}: {what}: {exc}") from None
+
+    @contextlib.contextmanager
+    def _transaction(self, *, write: bool, what: str) -> Iterator[Any]:
+        """A cursor in one transaction; database errors become StoreError/StoreUnavailable."""
+        with self._cursor(what) as cursor:
+            cursor.execute("BEGIN IMMEDIATE" if write and self.dialect == "sqlite" else "BEGIN")
+            try:
+                yield cursor
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    cursor.execute("ROLLBACK")
+                raise
+            cursor.execute("COMMIT")
 
     def _errors(self) -> tuple[type[Exception], type[Exception]]:
         if self.dialect == "sqlite":
@@ -448,17 +453,10 @@ class Store:
         stored = [False] * len(values)
         what = f"storing {len(values)} report(s)"
         if len(rounds) == 1:  # one statement is its own transaction: no BEGIN/COMMIT trips
-            errors = self._errors()
-            try:
-                with self._conn() as conn:
-                    cur = conn.cursor()
-                    self._upsert_round(cur, values, rounds[0], stored)
-                    if all(stored):
-                        return stored, {}
-            except errors[1] as exc:
-                raise StoreUnavailable(f"{self._shown}: {what}: {exc}") from None
-            except errors[0] as exc:
-                raise StoreError(f"{self._shown}: {what}: {exc}") from None
+            with self._cursor(what) as cur:
+                self._upsert_round(cur, values, rounds[0], stored)
+                if all(stored):
+                    return stored, {}
             with self._transaction(write=False, what=what) as cur:
                 return stored, self._current(cur, values, stored)
         with self._transaction(write=True, what=what) as cur:
