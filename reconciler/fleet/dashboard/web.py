@@ -158,10 +158,6 @@ def dashboard_routes(
     def unavailable(exc: StoreError | StoreUnavailable) -> HTMLResponse:
         return page("error.html", 503, message=exc.message, user=None)
 
-    def known_alerts() -> list[views.Alert]:
-        now = collector.clock()
-        return views.alerts(collector.records(), source.status.view, now, collector.store.alerts())
-
     async def overview(request: Request) -> Response:
         if (denied := await guard(request)) is not None:
             return denied
@@ -237,7 +233,9 @@ def dashboard_routes(
             info = view.sites.get(name) if view else None
             if record is None and info is None:
                 return None
-            firing = [a for a in known_alerts() if a.site == name]
+            # a site's alerts come from its own record alone: the other sites' are not read
+            mine = {name: record} if record is not None else {}
+            firing = views.alerts(mine, view, now, collector.store.alerts())
             return views.site_page(name, record, info, history, now, firing)
 
         try:
