@@ -65,13 +65,18 @@ def test_plain_http_to_loopback_is_allowed(tmp_path: Path, url: str) -> None:
     assert loaded.report is not None and loaded.report.url == url
 
 
-def test_two_nodes_with_one_key_are_a_finding(tmp_path: Path, capsys) -> None:
+def _copy_example_fleet(target: Path) -> None:
+    """The example fleet's configuration, copied for a test to change."""
     for part in ("sites", "fleets", "apps", "policies", "schemas", ".sops.yaml"):
         source = REPO_ROOT / part
         if source.is_dir():
-            shutil.copytree(source, tmp_path / part)
+            shutil.copytree(source, target / part)
         else:
-            shutil.copyfile(source, tmp_path / part)
+            shutil.copyfile(source, target / part)
+
+
+def test_two_nodes_with_one_key_are_a_finding(tmp_path: Path, capsys) -> None:
+    _copy_example_fleet(tmp_path)
     berlin = (tmp_path / "sites/de-ber-0042/hardware.yaml").read_text()
     munich = tmp_path / "sites/de-muc-0007/hardware.yaml"
     stolen = next(line for line in berlin.splitlines() if "publicKey" in line)
@@ -85,12 +90,7 @@ def test_two_nodes_with_one_key_are_a_finding(tmp_path: Path, capsys) -> None:
 
 
 def test_a_public_key_that_is_not_ed25519_is_a_schema_finding(tmp_path: Path, capsys) -> None:
-    for part in ("sites", "fleets", "apps", "policies", "schemas", ".sops.yaml"):
-        source = REPO_ROOT / part
-        if source.is_dir():
-            shutil.copytree(source, tmp_path / part)
-        else:
-            shutil.copyfile(source, tmp_path / part)
+    _copy_example_fleet(tmp_path)
     munich = tmp_path / "sites/de-muc-0007/hardware.yaml"
     text = munich.read_text()
     mine = next(line for line in text.splitlines() if "publicKey" in line)
