@@ -82,7 +82,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 
 from reconciler.core.report import seal  # noqa: E402
 from reconciler.core.trust.sshsig import public_key_of  # noqa: E402
-from tools import postgres  # noqa: E402
+from tools import fleetserve, postgres  # noqa: E402
 from tools.signedfleet import make_key  # noqa: E402
 
 SITE_YAML = """apiVersion: outpost/v1
@@ -220,45 +220,21 @@ def reports(
 def start_collector(
     work: Path, store: list[str], repo: Path, trust: Path
 ) -> tuple[subprocess.Popen[bytes], int, float]:
-    port = postgres.free_port()
     started = time.perf_counter()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "reconciler.cli",
-            "fleet",
-            "serve",
-            *store,
-            "--repo",
-            str(repo),
-            "--trust",
-            str(trust),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--refresh",
-            "3600",
-        ],
-        stdout=(work / f"collector-{port}.log").open("wb"),
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    import urllib3
-
-    while True:
-        if process.poll() is not None:
-            raise SystemExit((work / f"collector-{port}.log").read_text())
-        try:
-            if (
-                urllib3.request(
-                    "GET", f"http://127.0.0.1:{port}/healthz", timeout=1, retries=False
-                ).status
-                == 200
-            ):
-                return process, port, time.perf_counter() - started
-        except urllib3.exceptions.HTTPError:
-            time.sleep(0.2)
+    try:
+        process, port, _ = fleetserve.start(
+            store,
+            repo,
+            trust,
+            *("--refresh", "3600"),
+            log=lambda port: work / f"collector-{port}.log",
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            seconds=600,  # a generous bound: loading a large fleet is part of what is timed
+        )
+    except RuntimeError as error:
+        raise SystemExit(str(error)) from None
+    return process, port, time.perf_counter() - started
 
 
 async def _send_all(port: int, bodies: list[bytes], connections: int) -> dict[int, int]:
