@@ -70,8 +70,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -80,7 +82,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 
 from reconciler.core.report import seal  # noqa: E402
 from reconciler.core.trust.sshsig import public_key_of  # noqa: E402
-from tools import postgres  # noqa: E402
+from tools import fleetserve, postgres  # noqa: E402
 from tools.signedfleet import make_key  # noqa: E402
 
 SITE_YAML = """apiVersion: outpost/v1
@@ -218,45 +220,21 @@ def reports(
 def start_collector(
     work: Path, store: list[str], repo: Path, trust: Path
 ) -> tuple[subprocess.Popen[bytes], int, float]:
-    port = postgres.free_port()
     started = time.perf_counter()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "reconciler.cli",
-            "fleet",
-            "serve",
-            *store,
-            "--repo",
-            str(repo),
-            "--trust",
-            str(trust),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--refresh",
-            "3600",
-        ],
-        stdout=(work / f"collector-{port}.log").open("wb"),
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    import urllib3
-
-    while True:
-        if process.poll() is not None:
-            raise SystemExit((work / f"collector-{port}.log").read_text())
-        try:
-            if (
-                urllib3.request(
-                    "GET", f"http://127.0.0.1:{port}/healthz", timeout=1, retries=False
-                ).status
-                == 200
-            ):
-                return process, port, time.perf_counter() - started
-        except urllib3.exceptions.HTTPError:
-            time.sleep(0.2)
+    try:
+        process, port, _ = fleetserve.start(
+            store,
+            repo,
+            trust,
+            *("--refresh", "3600"),
+            log=lambda port: work / f"collector-{port}.log",
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            seconds=600,  # a generous bound: loading a large fleet is part of what is timed
+        )
+    except RuntimeError as error:
+        raise SystemExit(str(error)) from None
+    return process, port, time.perf_counter() - started
 
 
 async def _send_all(port: int, bodies: list[bytes], connections: int) -> dict[int, int]:
@@ -379,12 +357,27 @@ def run_collector(
     }
 
 
-def plain_upsert(url: str, bodies: list[bytes]) -> float:
-    """The same rows into the same schema with psycopg alone: no HTTP, no verification."""
+def _timed_upsert(url: str, batches: Iterable[list[tuple[Any, ...]]]) -> float:
+    """Seconds to connect and upsert each batch in a transaction of its own, with psycopg
+    alone and the collector's own statement (building a batch counts: it runs in the loop)."""
     import psycopg
 
+    from reconciler.fleet.collector.store import _UPSERT
+
+    statement = _UPSERT.replace("?", "%s")
+    started = time.perf_counter()
+    with psycopg.connect(url) as conn:
+        for rows in batches:
+            with conn.cursor() as cur:
+                cur.executemany(statement, rows)
+            conn.commit()
+    return time.perf_counter() - started
+
+
+def plain_upsert(url: str, bodies: list[bytes]) -> float:
+    """The same rows into the same schema with psycopg alone: no HTTP, no verification."""
     from reconciler.core.report import read_envelope
-    from reconciler.fleet.collector.store import _UPSERT, Row
+    from reconciler.fleet.collector.store import Row
 
     now = datetime.now(UTC)
     rows = []
@@ -402,14 +395,7 @@ def plain_upsert(url: str, bodies: list[bytes]) -> float:
                 envelope.signature,
             ).values()
         )
-    statement = _UPSERT.replace("?", "%s")
-    started = time.perf_counter()
-    with psycopg.connect(url) as conn:
-        for start in range(0, len(rows), 500):
-            with conn.cursor() as cur:
-                cur.executemany(statement, rows[start : start + 500])
-            conn.commit()
-    seconds = time.perf_counter() - started
+    seconds = _timed_upsert(url, (rows[start : start + 500] for start in range(0, len(rows), 500)))
     rate = len(rows) / seconds
     print(
         f"{'plain psycopg upsert (PG)':<26} {len(rows):>6} rows    in {seconds:6.2f} s = "
@@ -424,38 +410,35 @@ def verifying_upsert(url: str, bodies: list[bytes], keys: dict[str, bytes]) -> f
     HTTP. (The first peer does no verification, and Ed25519 alone runs at about a quarter
     of its rate on one core: against it, ≥ 0.5 needs more than two cores' worth of
     verification before HTTP, JSON or the database take any.)"""
-    import psycopg
-
     from reconciler.core.report import open_envelope, read_envelope
     from reconciler.core.trust.sshsig import parse_public_key_blob
-    from reconciler.fleet.collector.store import _UPSERT, Row
+    from reconciler.fleet.collector.store import Row
 
     now = datetime.now(UTC)
-    statement = _UPSERT.replace("?", "%s")
-    started = time.perf_counter()
-    with psycopg.connect(url) as conn:
-        for start in range(0, len(bodies), 500):
-            rows = []
-            for body in bodies[start : start + 500]:
-                envelope = read_envelope(body, "bench")
-                key = parse_public_key_blob(keys[envelope.site])
-                report = open_envelope(envelope, [key])
-                rows.append(
-                    Row(
-                        report.site,
-                        "edge-1",
-                        report.time,
-                        now,
-                        hashlib.sha256(report.payload).hexdigest(),
-                        report.body,
-                        report.payload.decode(),
-                        envelope.signature,
-                    ).values()
-                )
-            with conn.cursor() as cur:
-                cur.executemany(statement, rows)
-            conn.commit()
-    seconds = time.perf_counter() - started
+
+    def verified(batch: list[bytes]) -> list[tuple[Any, ...]]:
+        rows = []
+        for body in batch:
+            envelope = read_envelope(body, "bench")
+            key = parse_public_key_blob(keys[envelope.site])
+            report = open_envelope(envelope, [key])
+            rows.append(
+                Row(
+                    report.site,
+                    "edge-1",
+                    report.time,
+                    now,
+                    hashlib.sha256(report.payload).hexdigest(),
+                    report.body,
+                    report.payload.decode(),
+                    envelope.signature,
+                ).values()
+            )
+        return rows
+
+    # A generator: each batch is verified inside the timed run, just before its upsert.
+    batches = (verified(bodies[start : start + 500]) for start in range(0, len(bodies), 500))
+    seconds = _timed_upsert(url, batches)
     rate = len(bodies) / seconds
     print(
         f"{'verify + upsert (PG)':<26} {len(bodies):>6} rows    in {seconds:6.2f} s = "

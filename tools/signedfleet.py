@@ -94,6 +94,16 @@ class SignedFleet:
         return self.git("rev-parse", "HEAD")
 
 
+def copy_fleet(target: Path, source: Path = REPO_ROOT) -> None:
+    """The configuration of the fleet in ``source`` (:data:`FLEET_PARTS`, those it has),
+    copied into the existing folder ``target``."""
+    for part in FLEET_PARTS:
+        if (source / part).is_dir():
+            shutil.copytree(source / part, target / part)
+        elif (source / part).exists():
+            shutil.copyfile(source / part, target / part)
+
+
 def create(workdir: Path, *, when: datetime, source: Path = REPO_ROOT) -> SignedFleet:
     """Copy the example fleet into ``workdir/fleet`` and make its first signed commit."""
     keys = workdir / "keys"
@@ -103,11 +113,7 @@ def create(workdir: Path, *, when: datetime, source: Path = REPO_ROOT) -> Signed
     allowed.write_text(f'{ROOT_PRINCIPAL} namespaces="git" {public[0]} {public[1]}\n')
     path = workdir / "fleet"
     path.mkdir(parents=True)
-    for part in FLEET_PARTS:
-        if (source / part).is_dir():
-            shutil.copytree(source / part, path / part)
-        elif (source / part).exists():
-            shutil.copyfile(source / part, path / part)
+    copy_fleet(path, source)
     fleet = SignedFleet(path, root_key, allowed)
     fleet.git("init", "-q", "-b", "main")
     for key, value in (

@@ -6,8 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,8 +13,7 @@ from typing import Any
 
 from reconciler.core.report import Envelope, seal
 from reconciler.node.identity import load_identity
-from tools import postgres as pg
-from tools import signedfleet
+from tools import fleetserve, signedfleet
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,43 +89,14 @@ class Server:
 def start_server(
     tmp_path: Path, store: list[str], fleet: signedfleet.SignedFleet, *extra: str
 ) -> Server:
-    port = pg.free_port()
-    log = tmp_path / f"collector-{port}.log"
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "reconciler.cli",
-            "fleet",
-            "serve",
-            *store,
-            "--repo",
-            str(fleet.path),
-            "--trust",
-            str(fleet.allowed_signers),
-            "--listen",
-            f"127.0.0.1:{port}",
-            *extra,
-        ],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        env=env,
+    process, port, log = fleetserve.start(
+        store,
+        fleet.path,
+        fleet.allowed_signers,
+        *extra,
+        log=lambda port: tmp_path / f"collector-{port}.log",
         cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        ready=lambda answer: bool(json.loads(answer.data)["repository"]),
     )
-    url = f"http://127.0.0.1:{port}"
-    import urllib3
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the collector exited: {log.read_text()}")
-        try:
-            answer = urllib3.request("GET", url + "/healthz", timeout=1.0, retries=False)
-            if answer.status == 200 and json.loads(answer.data)["repository"]:
-                return Server(url, process, log)
-        except urllib3.exceptions.HTTPError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"the collector did not start: {log.read_text()}")
+    return Server(f"http://127.0.0.1:{port}", process, log)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from node_keys import NODE_KEYS, node_key
+from node_keys import NODE_KEYS, node_key, ssh_keygen_sign
 
 from reconciler.core.report import (
     MAX_ENVELOPE_BYTES,
@@ -88,44 +87,21 @@ def test_a_changed_payload_is_refused(muc_key: Path) -> None:
 
 def test_a_signature_made_for_git_does_not_count(muc_key: Path, tmp_path: Path) -> None:
     envelope = seal(status(), load_identity(muc_key).private_key)
-    message = tmp_path / "payload"
-    message.write_bytes(envelope.payload)
-    subprocess.run(
-        ["ssh-keygen", "-q", "-Y", "sign", "-n", "git", "-f", str(muc_key), str(message)],
-        check=True,
-        capture_output=True,
-    )
-    git_signed = Envelope(
-        envelope.payload, (tmp_path / "payload.sig").read_text(), envelope.site, envelope.time
-    )
+    signature = ssh_keygen_sign(muc_key, envelope.payload, tmp_path / "payload", "git")
+    git_signed = Envelope(envelope.payload, signature, envelope.site, envelope.time)
     with pytest.raises(ReportRefused, match="namespace 'git'"):
         open_envelope(git_signed, keys_of("de-muc-0007"))
 
 
 def test_a_real_ssh_keygen_signature_in_our_namespace_opens(muc_key: Path, tmp_path: Path) -> None:
     payload = json.dumps(status()).encode()
-    (tmp_path / "p").write_bytes(payload)
-    subprocess.run(
-        [
-            "ssh-keygen",
-            "-q",
-            "-Y",
-            "sign",
-            "-n",
-            REPORT_NAMESPACE,
-            "-f",
-            str(muc_key),
-            str(tmp_path / "p"),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    signature = ssh_keygen_sign(muc_key, payload, tmp_path / "p", REPORT_NAMESPACE)
     wire = json.dumps(
         {
             "apiVersion": "outpost/v1",
             "kind": "SignedSiteStatus",
             "payload": payload.decode(),
-            "signature": (tmp_path / "p.sig").read_text(),
+            "signature": signature,
         }
     )
     assert open_envelope(read_envelope(wire.encode(), "w"), keys_of("de-muc-0007")).time == NOW

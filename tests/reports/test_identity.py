@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from node_keys import NODE_KEYS
+from node_keys import NODE_KEYS, ssh_keygen_sign
 
 from reconciler.cli import main
 from reconciler.core.errors import ConfigError, VerificationError
@@ -169,24 +169,7 @@ def test_our_signatures_verify_with_real_ssh_keygen(
 def test_ssh_keygen_signatures_by_a_node_key_verify_in_process(
     muc_key: Path, tmp_path: Path
 ) -> None:
-    message = tmp_path / "m"
-    message.write_bytes(b"report")
-    subprocess.run(
-        [
-            "ssh-keygen",
-            "-q",
-            "-Y",
-            "sign",
-            "-n",
-            REPORT_NAMESPACE,
-            "-f",
-            str(muc_key),
-            str(message),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    armored = (tmp_path / "m.sig").read_text()
+    armored = ssh_keygen_sign(muc_key, b"report", tmp_path / "m", REPORT_NAMESPACE)
     signature = parse_signature(armored)
     verify_signature(signature, b"report", namespace=REPORT_NAMESPACE)
     public = parse_public_key_line((NODE_KEYS / "de-muc-0007-edge-1.key.pub").read_text())

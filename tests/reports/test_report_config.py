@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
-from node_keys import REPO_ROOT
 
 from reconciler.cli import main
 from reconciler.core.errors import ConfigError
 from reconciler.node.config import load_config
+from tools.signedfleet import copy_fleet
 
 BASE = (
     "apiVersion: outpost/v1\nkind: AgentConfig\nspec:\n  site: de-muc-0007\n"
@@ -66,12 +65,7 @@ def test_plain_http_to_loopback_is_allowed(tmp_path: Path, url: str) -> None:
 
 
 def test_two_nodes_with_one_key_are_a_finding(tmp_path: Path, capsys) -> None:
-    for part in ("sites", "fleets", "apps", "policies", "schemas", ".sops.yaml"):
-        source = REPO_ROOT / part
-        if source.is_dir():
-            shutil.copytree(source, tmp_path / part)
-        else:
-            shutil.copyfile(source, tmp_path / part)
+    copy_fleet(tmp_path)
     berlin = (tmp_path / "sites/de-ber-0042/hardware.yaml").read_text()
     munich = tmp_path / "sites/de-muc-0007/hardware.yaml"
     stolen = next(line for line in berlin.splitlines() if "publicKey" in line)
@@ -85,12 +79,7 @@ def test_two_nodes_with_one_key_are_a_finding(tmp_path: Path, capsys) -> None:
 
 
 def test_a_public_key_that_is_not_ed25519_is_a_schema_finding(tmp_path: Path, capsys) -> None:
-    for part in ("sites", "fleets", "apps", "policies", "schemas", ".sops.yaml"):
-        source = REPO_ROOT / part
-        if source.is_dir():
-            shutil.copytree(source, tmp_path / part)
-        else:
-            shutil.copyfile(source, tmp_path / part)
+    copy_fleet(tmp_path)
     munich = tmp_path / "sites/de-muc-0007/hardware.yaml"
     text = munich.read_text()
     mine = next(line for line in text.splitlines() if "publicKey" in line)

@@ -18,7 +18,6 @@ by the two versions and a digest of the wrapper modules and flags.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -79,15 +78,7 @@ def pinned_versions() -> dict[str, str]:
 
 
 def cache_key() -> str:
-    digest = hashlib.sha256()
-    for tool in TOOLS:
-        for name in ("go.mod", "go.sum"):
-            digest.update(f"{tool.name}/{name}\0".encode())
-            digest.update((tool.module_dir / name).read_bytes())
-        digest.update(tool.ldflags().encode())
-    digest.update(json.dumps([base.GO_FLAGS, base.GO_TAGS, sorted(base.GO_ENV.items())]).encode())
-    versions = "_".join(f"{t.name}-{t.version()}" for t in TOOLS)
-    return f"charttools_{versions}_{digest.hexdigest()[:12]}"
+    return f"charttools_{base.components_key(TOOLS)}"
 
 
 @dataclass(frozen=True)

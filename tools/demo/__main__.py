@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from tools import fleetserve
 from tools.signedfleet import REPO_ROOT, SignedFleet, create
 from tools.testcluster import Cluster, running
 
@@ -111,48 +111,16 @@ def add_store_node(cluster: Cluster) -> None:
 
 def start_collector(work: Path, fleet: SignedFleet) -> tuple[subprocess.Popen[bytes], str]:
     """``outpost fleet serve`` on a free loopback port; its URL once it answers."""
-    import time
-
-    import urllib3
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "reconciler.cli",
-            "fleet",
-            "serve",
-            "--db",
-            str(work / "collector.db"),
-            "--repo",
-            str(fleet.path),
-            "--trust",
-            str(fleet.allowed_signers),
-            "--listen",
-            f"127.0.0.1:{port}",
-            # The enrollment commit brings the node's new key: read it within seconds.
-            "--refresh",
-            "2",
-        ],
-        stdout=(work / "collector.log").open("wb"),
-        stderr=subprocess.STDOUT,
+    process, port, _ = fleetserve.start(
+        ["--db", str(work / "collector.db")],
+        fleet.path,
+        fleet.allowed_signers,
+        # The enrollment commit brings the node's new key: read it within seconds.
+        *("--refresh", "2"),
+        log=lambda port: work / "collector.log",
         cwd=REPO_ROOT,
     )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if urllib3.request("GET", url + "/healthz", timeout=1.0, retries=False).status == 200:
-                return process, url
-        except urllib3.exceptions.HTTPError:
-            pass
-        if process.poll() is not None:
-            break
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"the collector did not start: {(work / 'collector.log').read_text()}")
+    return process, f"http://127.0.0.1:{port}"
 
 
 def enroll_store(work: Path, fleet: SignedFleet, cluster: Cluster, collector: str) -> Path:

@@ -33,6 +33,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TextIO
@@ -140,17 +141,23 @@ def cache_root() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "outpost-testcluster"
 
 
-def cache_key() -> str:
-    """Directory name for this exact build: the versions plus a digest of inputs and flags."""
+def components_key(components: Sequence[Component], *inputs: object) -> str:
+    """The versions of ``components`` plus a digest of their go.mod, go.sum and flags, the
+    build flags and ``inputs``: a cache directory's name, new whenever any of them changes."""
     digest = hashlib.sha256()
-    for c in COMPONENTS:
+    for c in components:
         for name in ("go.mod", "go.sum"):
             digest.update(f"{c.name}/{name}\0".encode())
             digest.update((c.module_dir / name).read_bytes())
         digest.update(c.ldflags().encode())
-    digest.update(json.dumps([GO_FLAGS, GO_TAGS, sorted(GO_ENV.items()), KWOK_STAGES]).encode())
-    versions = "_".join(f"{c.name}-{c.version()}" for c in COMPONENTS)
+    digest.update(json.dumps([GO_FLAGS, GO_TAGS, sorted(GO_ENV.items()), *inputs]).encode())
+    versions = "_".join(f"{c.name}-{c.version()}" for c in components)
     return f"{versions}_{digest.hexdigest()[:12]}"
+
+
+def cache_key() -> str:
+    """Directory name for this exact build: the versions plus a digest of inputs and flags."""
+    return components_key(COMPONENTS, KWOK_STAGES)
 
 
 @dataclass(frozen=True)
