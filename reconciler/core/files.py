@@ -38,8 +38,13 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
         os.close(dir_fd)
 
 
+def json_bytes(value: Any) -> bytes:
+    """The form `write_json` writes: indented, keys sorted, a final newline."""
+    return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
+
+
 def write_json(path: Path, value: Any) -> None:
-    atomic_write(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write(path, json_bytes(value))
 
 
 def write_into_folder(folder: Path, name: str, data: bytes) -> None:

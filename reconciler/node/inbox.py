@@ -54,7 +54,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import json
 import os
 import re
 import stat
@@ -73,6 +72,7 @@ from reconciler.core.errors import (
     PermanentError,
     SourceUnavailable,
 )
+from reconciler.core.files import json_bytes
 from reconciler.node.fetch import APPLIED_REF, BUNDLE_REF, CANDIDATE_REF, HEARTBEAT_REF, Mirror
 
 __all__ = [
@@ -880,7 +880,7 @@ def _finish(path: Path, now: datetime, result: BundleResult) -> BundleResult:
         _write_at(
             folder,
             target + RESULT_SUFFIX,
-            (json.dumps(moved.to_json(now), indent=2, sort_keys=True) + "\n").encode(),
+            json_bytes(moved.to_json(now)),
         )
     except OSError as exc:
         note = (
