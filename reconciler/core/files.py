@@ -61,21 +61,25 @@ def write_into_folder(folder: Path, name: str, data: bytes) -> None:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             raise OSError(exc.errno, "it is a symbolic link or not a folder") from None
         raise
-    temp = f".{name}.{os.getpid()}.tmp"
     try:
-        fd = os.open(
-            temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd
-        )
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp, dir_fd=dir_fd)
-            raise
-        os.fsync(dir_fd)
+        write_at(dir_fd, name, data)
     finally:
         os.close(dir_fd)
+
+
+def write_at(dir_fd: int, name: str, data: bytes) -> None:
+    """Atomic write of ``name`` inside the folder handle ``dir_fd`` (temp, fsync, rename,
+    fsync of the folder); the temporary file is opened without following a link."""
+    temp = f".{name}.{os.getpid()}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp, dir_fd=dir_fd)
+        raise
+    os.fsync(dir_fd)
