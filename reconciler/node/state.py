@@ -288,6 +288,17 @@ def read_record(path: Path, kind: str, limit: int) -> dict[str, Any] | None:
     return data
 
 
+_LATEST = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a datetime holds
+
+
+def unix_time(value: object) -> float | None:
+    """A record's unix time: a number a datetime can hold (not NaN, not infinite, not a
+    boolean), as a float; None for anything else."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= _LATEST:
+        return float(value)
+    return None
+
+
 def wrong_field(path: Path, field: str, expected: str, found: object) -> RecordUnreadable:
     """The error for a record whose ``field`` is not what the agent writes there."""
     shown = repr(found)
