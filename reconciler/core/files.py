@@ -38,8 +38,13 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
         os.close(dir_fd)
 
 
+def json_bytes(value: Any) -> bytes:
+    """The form `write_json` writes: indented, keys sorted, a final newline."""
+    return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
+
+
 def write_json(path: Path, value: Any) -> None:
-    atomic_write(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write(path, json_bytes(value))
 
 
 def write_into_folder(folder: Path, name: str, data: bytes) -> None:
@@ -56,21 +61,25 @@ def write_into_folder(folder: Path, name: str, data: bytes) -> None:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             raise OSError(exc.errno, "it is a symbolic link or not a folder") from None
         raise
-    temp = f".{name}.{os.getpid()}.tmp"
     try:
-        fd = os.open(
-            temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd
-        )
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp, dir_fd=dir_fd)
-            raise
-        os.fsync(dir_fd)
+        write_at(dir_fd, name, data)
     finally:
         os.close(dir_fd)
+
+
+def write_at(dir_fd: int, name: str, data: bytes) -> None:
+    """Atomic write of ``name`` inside the folder handle ``dir_fd`` (temp, fsync, rename,
+    fsync of the folder); the temporary file is opened without following a link."""
+    temp = f".{name}.{os.getpid()}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp, dir_fd=dir_fd)
+        raise
+    os.fsync(dir_fd)

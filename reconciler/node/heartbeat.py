@@ -31,7 +31,13 @@ from typing import Any
 from reconciler.core.errors import VerificationError
 from reconciler.core.files import write_json
 from reconciler.core.trust.rules import SignerRules
-from reconciler.node.state import RecordUnreadable, read_record, set_aside, wrong_field
+from reconciler.node.state import (
+    RecordUnreadable,
+    read_record,
+    set_aside,
+    unix_time,
+    wrong_field,
+)
 
 __all__ = ["HEARTBEAT_FILE", "MAX_BYTES", "Freshness", "check_heartbeat"]
 
@@ -86,21 +92,11 @@ def _load(path: Path) -> dict[str, Any]:
         return {}
     for field in ("signedAt", "watchingSince"):
         value = data.get(field)
-        if value is not None and _number(value) is None:
+        if value is not None and unix_time(value) is None:
             raise wrong_field(path, field, "a unix time (a number) or null", value)
     if data.get("target") is not None and not isinstance(data.get("target"), str):
         raise wrong_field(path, "target", "a commit id or null", data.get("target"))
     return data
-
-
-_LATEST = 253_402_300_799  # 9999-12-31T23:59:59Z
-
-
-def _number(value: Any) -> float | None:
-    """A unix time a datetime can hold, or None."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= _LATEST:
-        return float(value)
-    return None
 
 
 def check_heartbeat(
@@ -126,9 +122,9 @@ def check_heartbeat(
             "the signed time is taken again from the heartbeat tag, and watching for "
             "silence starts again now",
         )
-    signed_at = _number(record.get("signedAt"))
+    signed_at = unix_time(record.get("signedAt"))
     target = record.get("target") if isinstance(record.get("target"), str) else None
-    since = _number(record.get("watchingSince")) or now
+    since = unix_time(record.get("watchingSince")) or now
     note: str | None = None
     changed = "watchingSince" not in record
     reference = mirror.repo.references.get(tag_ref)

@@ -26,8 +26,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from reconciler.core.errors import ConfigError
+from reconciler.core.errors import ConfigError, DocumentError
 from reconciler.core.files import atomic_write
+from reconciler.core.source import CONFIGURED, read_file
 from reconciler.core.trust.sshsig import PublicKey, public_key_of
 
 __all__ = ["MAX_KEY_BYTES", "NodeIdentity", "generate", "load_identity"]
@@ -73,24 +74,21 @@ def generate(path: Path, *, comment: str, force: bool = False) -> NodeIdentity:
 def load_identity(path: Path) -> NodeIdentity:
     """Read the node key; ConfigError naming the file and what to do otherwise."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        info = os.lstat(path)
     except OSError as exc:
         raise ConfigError(
             f"cannot read the node key {path}: {exc.strerror} (make one with "
             "`outpost agent keygen`)"
         ) from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"the node key {path} is not a regular file")
-        if info.st_mode & 0o077:
-            raise ConfigError(
-                f"the node key {path} is readable by others (mode "
-                f"{stat.S_IMODE(info.st_mode):04o}); run `chmod 600 {path}`"
-            )
-        data = handle.read(MAX_KEY_BYTES + 1)
-    if len(data) > MAX_KEY_BYTES:
-        raise ConfigError(f"the node key {path} is over {MAX_KEY_BYTES} bytes: not a key")
+    if stat.S_ISREG(info.st_mode) and info.st_mode & 0o077:
+        raise ConfigError(
+            f"the node key {path} is readable by others (mode "
+            f"{stat.S_IMODE(info.st_mode):04o}); run `chmod 600 {path}`"
+        )
+    try:  # bounded, without following a link or waiting on a FIFO swapped in since the stat
+        data = read_file(path, str(path), MAX_KEY_BYTES, holder=CONFIGURED)
+    except DocumentError as exc:
+        raise ConfigError(f"cannot read the node key {path}: {exc.message}") from None
     try:
         key = serialization.load_ssh_private_key(data, password=None)
     except (ValueError, TypeError) as exc:

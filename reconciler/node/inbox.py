@@ -54,7 +54,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import json
 import os
 import re
 import stat
@@ -73,6 +72,7 @@ from reconciler.core.errors import (
     PermanentError,
     SourceUnavailable,
 )
+from reconciler.core.files import json_bytes, write_at
 from reconciler.node.fetch import APPLIED_REF, BUNDLE_REF, CANDIDATE_REF, HEARTBEAT_REF, Mirror
 
 __all__ = [
@@ -877,10 +877,10 @@ def _finish(path: Path, now: datetime, result: BundleResult) -> BundleResult:
         if os.path.lexists(manifest):
             os.replace(manifest, target + MANIFEST_SUFFIX, dst_dir_fd=folder)
         moved = replace(result, moved_to=path.parent / name / target)
-        _write_at(
+        write_at(
             folder,
             target + RESULT_SUFFIX,
-            (json.dumps(moved.to_json(now), indent=2, sort_keys=True) + "\n").encode(),
+            json_bytes(moved.to_json(now)),
         )
     except OSError as exc:
         note = (
@@ -917,24 +917,6 @@ def _open_folder(inbox: Path, name: str) -> int:
                 where = f" (to {os.readlink(inbox / name)})"
         raise _NotAFolder(f"{name}/ in the inbox is {_kind(mode)}{where}, not a folder") from None
     return fd
-
-
-def _write_at(folder: int, name: str, data: bytes) -> None:
-    """Atomic write of ``name`` inside the folder handle ``folder`` (temp, fsync, rename)."""
-    temp = f".{name}.{os.getpid()}.tmp"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-    fd = os.open(temp, flags, 0o644, dir_fd=folder)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp, dir_fd=folder)
-        raise
-    os.fsync(folder)
 
 
 def _free_name(folder: int, name: str) -> str:

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from reconciler.core.errors import DocumentError, OutpostError
-from reconciler.core.files import atomic_write, write_json
+from reconciler.core.files import atomic_write, write_into_folder, write_json
 from reconciler.core.source import read_file
 from reconciler.node.config import AgentConfig, ReportConfig
 
@@ -307,8 +307,8 @@ class Reporter:
             from reconciler.core.report import seal
 
             envelope = seal(status, self._key().private_key)
-            if self.outbox is not None:
-                atomic_write(self._outbox_file(), envelope.to_bytes())
+            if self.outbox is not None:  # removable media: never written through a link
+                write_into_folder(self.outbox, self._outbox_file().name, envelope.to_bytes())
             if self.report is not None:
                 self._enqueue(envelope, meta)
             meta.update(digest=digest, queuedAt=stamp)

@@ -27,7 +27,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from reconciler.core.files import write_json
-from reconciler.node.state import RecordUnreadable, read_record, set_aside, wrong_field
+from reconciler.node.state import (
+    RecordUnreadable,
+    read_record,
+    set_aside,
+    unix_time,
+    wrong_field,
+)
 
 __all__ = ["FIRST_SEEN_FILE", "MAX_BYTES", "MAX_ENTRIES", "FirstSeen"]
 
@@ -36,14 +42,6 @@ KIND = "FirstSeen"
 MAX_ENTRIES = 20_000
 MAX_BYTES = 4 * 1024 * 1024
 """`MAX_ENTRIES` lines of ``"<40 hex>": <time>,`` are about 1.5 MB as the agent writes them."""
-
-
-_LATEST = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a datetime holds
-
-
-def _unix_time(value: object) -> bool:
-    """A number a datetime can hold (not NaN, not infinite, not a boolean)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= _LATEST
 
 
 class FirstSeen:
@@ -64,7 +62,7 @@ class FirstSeen:
         if not isinstance(seen, dict):
             raise wrong_field(self.path, "seen", "an object of commit id: unix time", seen)
         for sha, when in seen.items():
-            if not _unix_time(when):
+            if unix_time(when) is None:
                 raise wrong_field(self.path, f"seen.{sha}", "a unix time (a number)", when)
         return {str(sha): float(when) for sha, when in seen.items()}
 

@@ -36,7 +36,7 @@ from typing import Any
 
 from reconciler.core.envelope import read_object
 from reconciler.core.errors import ConfigError, DocumentError
-from reconciler.core.files import atomic_write, write_into_folder, write_json
+from reconciler.core.files import atomic_write, json_bytes, write_into_folder, write_json
 from reconciler.core.source import read_file
 
 STATE_FILE = "state.json"
@@ -144,11 +144,11 @@ class StateStore:
         if it is a real folder (opened without following a link), never through a symlink.
         Returns why the copy was not written, or None.
         """
-        write_json(self.directory / STATUS_FILE, status)
+        data = json_bytes(status)
+        atomic_write(self.directory / STATUS_FILE, data)
         if outbox is None:
             return None
         site = str(status.get("site", "site"))
-        data = (json.dumps(status, indent=2, sort_keys=True) + "\n").encode()
         try:
             write_into_folder(outbox, f"outpost-status-{site}.json", data)
         except OSError as exc:
@@ -286,6 +286,17 @@ def read_record(path: Path, kind: str, limit: int) -> dict[str, Any] | None:
     if data.get("kind") != kind:
         raise bad(f"found an object of kind {str(data.get('kind'))[:40]!r}")
     return data
+
+
+_LATEST = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a datetime holds
+
+
+def unix_time(value: object) -> float | None:
+    """A record's unix time: a number a datetime can hold (not NaN, not infinite, not a
+    boolean), as a float; None for anything else."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= _LATEST:
+        return float(value)
+    return None
 
 
 def wrong_field(path: Path, field: str, expected: str, found: object) -> RecordUnreadable:

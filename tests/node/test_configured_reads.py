@@ -1,5 +1,6 @@
 """Files the node's configuration names, read bounded: agent.yaml, the trust root, the
-kubeconfig and its token file, the machine id, the git password file, the age key.
+kubeconfig and its token file, the machine id, the git password file, the age key, the
+node key.
 
 Each goes through `reconciler.core.source.read_configured` / `read_file`: a FIFO in its
 place is refused at once (a plain ``open()`` would wait for a writer forever), a huge file
@@ -22,6 +23,7 @@ from reconciler.core.secrets import read_key_file
 from reconciler.node.apply import kubeconfig
 from reconciler.node.config import load_config
 from reconciler.node.enroll import read_machine, trust_root_fingerprints
+from reconciler.node.identity import load_identity
 
 pytestmark = pytest.mark.usefixtures("no_hang")
 
@@ -44,6 +46,7 @@ READERS: dict[str, tuple[Callable[[Path], object], type[Exception], str]] = {
     "kubeconfig": (_kubeconfig, ConfigError, "cannot read the kubeconfig"),
     "machine id": (_machine_id, ConfigError, "cannot read the machine id"),
     "age key": (read_key_file, SecretError, "not a regular file"),
+    "node key": (load_identity, ConfigError, "cannot read the node key"),
 }
 
 

@@ -236,6 +236,22 @@ def test_the_outbox_gets_the_signed_report(tmp_path: Path, muc_key: Path) -> Non
     assert open_envelope(read_envelope(data, "outbox"), MUC_KEYS).time == NOW
 
 
+def test_an_outbox_that_is_a_symlink_is_not_written_through(tmp_path: Path, muc_key: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "outbox").symlink_to(elsewhere)
+    node = Reporter(
+        site=SITE,
+        state_dir=tmp_path / "state",
+        identity_key=muc_key,
+        report=None,
+        outbox=tmp_path / "outbox",
+    )
+    delivery = node.after_tick(status(), NOW)
+    assert delivery.error is not None and "symbolic link" in delivery.error
+    assert list(elsewhere.iterdir()) == []
+
+
 @given(st.integers(min_value=1, max_value=60))
 def test_backoff_grows_with_jitter_and_is_capped(failures: int) -> None:
     rng = random.Random(failures)
