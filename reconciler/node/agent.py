@@ -878,9 +878,9 @@ class Agent:
             return False
         if cluster.applied_revision() != revision:
             return False  # an apply or a rollback was cut short: the full path finishes it
-        secrets = pipeline.secrets(mirror, revision) if record["secrets"] else ()
         if not self.store.slice_holds(record, state.inventory):
             return False  # the state lists more than the slice: a rollback left unfinished
+        secrets = pipeline.secrets(mirror, revision) if record["secrets"] else ()
         drifted = cluster.drift_recorded(record["objects"], secrets)
         if drifted is None or drifted:
             return False  # something to look at or correct: the full path does it
