@@ -445,6 +445,7 @@ def run_promote(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     try:
         if args.api:
+            from reconciler.core.source import read_configured
             from reconciler.fleet.collector.fleetview import FleetSource
             from reconciler.fleet.promote import reports_from_api
 
@@ -453,7 +454,8 @@ def run_promote(args: argparse.Namespace) -> int:
                 return EXIT_ERROR
             source = FleetSource(Path(args.repo), Path(args.trust), rev=args.rev)
             source.refresh(datetime.now(UTC))
-            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+            token = read_configured(Path(args.token_file), "the API token", 64 << 10).decode()
+            token = token.strip()
             ca = Path(args.ca) if args.ca else None
             reports = reports_from_api(args.api, token, ca=ca)
         else:
