@@ -792,15 +792,6 @@ class _ListedTree:
     def peek(self, path: str, limit: int = MAX_READ_BYTES) -> bytes | None:
         return self._tree.peek(path, limit)
 
-    def entries(self, prefix: str = "") -> list[str]:
-        from reconciler.core.source import entries
-
-        listing = self._listed.get(prefix.strip("/"))
-        if listing is not None:  # already walked: no second listing of a large folder
-            below = prefix.strip("/") + "/"
-            return sorted({p[len(below) :].split("/")[0] for p in listing if p.startswith(below)})
-        return entries(self._tree, prefix)
-
     def files(self, prefix: str = "", *, lenient: bool = False) -> list[str]:
         parts = prefix.split("/")
         listing = self._listed.get(parts[0]) if len(parts) > 1 else None
