@@ -36,7 +36,7 @@ from typing import Any
 
 from reconciler.core.errors import OutpostError
 from reconciler.core.findings import Finding, aggregate
-from reconciler.core.model import Repository
+from reconciler.core.model import Repository, folder_files
 from reconciler.core.validate import Check, FileCheck, validate_tree
 
 
@@ -228,7 +228,7 @@ def _site_entries(tree: Any) -> list[str]:
 
 def _listing(tree: Any, name: str) -> list[str]:
     try:
-        return list(tree.files(f"sites/{name}", lenient=True))
+        return folder_files(tree, f"sites/{name}")
     except OutpostError:
         return []
 

@@ -49,6 +49,7 @@ from reconciler.core.model import (
     Repository,
     Site,
     expect,
+    folder_files,
     selector_matches,
 )
 from reconciler.core.schemas import schema_errors
@@ -149,12 +150,9 @@ def _list_paths(tree: Tree, sites: Sequence[str] | None) -> tuple[list[Finding],
         for site in sorted(set(sites)):
             folder = f"sites/{site}"
             try:
-                listed = tree.files(folder, lenient=True)
+                paths += folder_files(tree, folder)
             except OutpostError as exc:  # "..", or a link where git keeps the folder
                 findings.append(Finding.from_error(exc, rule="file"))
-                continue
-            if folder not in tree.links:  # a linked folder is reported, never read through
-                paths += listed
     unreadable: dict[str, str] = getattr(tree, "unreadable", {})
     for link in tree.links:
         message = (
