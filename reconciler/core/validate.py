@@ -833,12 +833,10 @@ def validate_tree(
     """
     include = None
     if sites is not None:
-        wanted = {f"sites/{s}/" for s in sites}
+        wanted = set(sites)
 
-        def include(path: str) -> bool:
-            if not path.startswith("sites/"):
-                return True
-            return path[: path.index("/", 6) + 1] in wanted
+        def include(path: str) -> bool:  # an entry of sites/ may be a file (sharding)
+            return not path.startswith("sites/") or path.split("/", 2)[1] in wanted
 
     tree = _ListedTree(tree)
     checked = _files_and_schemas(tree, include, sites, file_checks)
