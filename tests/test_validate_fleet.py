@@ -132,6 +132,32 @@ def test_shards_merge_into_the_unsharded_run(
         assert (merged.returncode, merged.stdout) == (result.returncode, result.stdout)
 
 
+def test_shards_of_a_sites_folder_with_a_file_and_a_link_merge_into_the_unsharded_run(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "repo"
+    fleetgen.generate(6, root, random.Random(3))
+    outside = tmp_path / "outside"
+    (outside / "deep").mkdir(parents=True)
+    (outside / "site.yaml").write_text("kind: Site\n")
+    (outside / "deep" / "link").symlink_to(outside)
+    (root / "sites" / "linked").symlink_to(outside, target_is_directory=True)
+    (root / "sites" / "stray.yaml").write_text("a: 1\n")
+    fleetgen.git_commit(root)
+    whole = _validate(root, "-o", "json")
+    assert {f.path for f in _findings(whole.stdout)} == {"sites/linked", "sites/stray.yaml"}
+    files = []
+    for index in range(1, 4):
+        result = _validate(root, "--shard", f"{index}/3", "-o", "json")
+        assert result.returncode in (0, 1), result.stderr
+        # the linked folder is reported as a link, never walked or rendered through
+        assert all(f.path in ("sites/linked", "sites/stray.yaml") for f in _findings(result.stdout))
+        files.append(tmp_path / f"shard-{index}.json")
+        files[-1].write_text(result.stdout)
+    merged = _validate(root, "--merge", *map(str, files), "-o", "json")
+    assert (merged.returncode, merged.stdout) == (whole.returncode, whole.stdout)
+
+
 @pytest.mark.parametrize(
     ("value", "says"),
     [

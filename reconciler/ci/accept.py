@@ -36,6 +36,7 @@ from reconciler.core.enrollment import (
     registered_nodes,
 )
 from reconciler.core.errors import ConfigError, DocumentError, Mark
+from reconciler.core.secrets._edit import content_end, double_quoted
 
 __all__ = ["Accepted", "accept_request", "set_node_public_key"]
 
@@ -62,10 +63,6 @@ def read_request(path: Path) -> EnrollmentRequest:
     return open_request(data, str(path))
 
 
-def _quoted(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def _node_item(root: yaml.Node, node: str, path: str) -> yaml.MappingNode:
     def get(mapping: yaml.Node, key: str) -> yaml.Node | None:
         if not isinstance(mapping, yaml.MappingNode):
@@ -83,17 +80,6 @@ def _node_item(root: yaml.Node, node: str, path: str) -> yaml.MappingNode:
     raise DocumentError(f"cannot edit: no node named {node!r} in spec.nodes", mark=Mark(path))
 
 
-def _end_of(node: yaml.Node) -> int:
-    if (
-        isinstance(node, yaml.MappingNode | yaml.SequenceNode)
-        and node.value
-        and not node.flow_style
-    ):
-        last = node.value[-1]
-        return _end_of(last[1] if isinstance(last, tuple) else last)
-    return int(node.end_mark.index)
-
-
 def set_node_public_key(text: str, path: str, node: str, key_line: str) -> str:
     """``text`` (a hardware.yaml) with node ``node``'s ``publicKey`` set, all else unchanged.
 
@@ -108,7 +94,7 @@ def set_node_public_key(text: str, path: str, node: str, key_line: str) -> str:
     if root is None:
         raise DocumentError("cannot edit: the file is empty", mark=Mark(path))
     item = _node_item(root, node, path)
-    quoted = _quoted(key_line)
+    quoted = double_quoted(key_line)
     existing = next((v for k, v in item.value if getattr(k, "value", None) == "publicKey"), None)
     if existing is not None:
         new_text = text[: existing.start_mark.index] + quoted + text[existing.end_mark.index :]
@@ -121,7 +107,7 @@ def set_node_public_key(text: str, path: str, node: str, key_line: str) -> str:
         after = next(
             (v for k, v in item.value if getattr(k, "value", None) == "identity"), item.value[0][1]
         )
-        newline = text.find("\n", _end_of(after))
+        newline = text.find("\n", content_end(after))
         if newline < 0:
             new_text = text + f"\n{indent}publicKey: {quoted}\n"
         else:

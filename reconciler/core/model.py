@@ -268,6 +268,16 @@ def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> 
     return True
 
 
+def folder_files(tree: Tree, folder: str) -> list[str]:
+    """The files of one ``folder`` (a site's), listed leniently; none if the folder is itself
+    a link: validation reports the link (``tree.links``) and never reads through it.
+
+    Raises OutpostError for a folder name that cannot be listed (``..``).
+    """
+    listed = tree.files(folder, lenient=True)
+    return [] if folder in tree.links else listed
+
+
 def expect(doc: Document, kind: str, name: str | None = None) -> Document:
     """Check that the file at a kind's path holds that kind and the name its path gives."""
     if doc.kind != kind:

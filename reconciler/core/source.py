@@ -352,7 +352,8 @@ class WorkdirTree:
             self._listed[prefix] = []
             self._links[prefix] = []
             return []
-        if start.is_symlink():
+        linked = start.is_symlink()
+        if linked:
             links.append(prefix)
         elif start.is_file():
             found.append(prefix)
@@ -370,7 +371,7 @@ class WorkdirTree:
         # One scandir per folder: an entry's type comes with it (no stat per file), and a
         # folder walked before (``sites`` when the whole tree is listed later) is not
         # walked again.
-        pending = [(str(start), prefix)]
+        pending = [] if linked else [(str(start), prefix)]  # a link is reported, not followed
         while pending:
             folder, rel_dir = pending.pop()
             try:

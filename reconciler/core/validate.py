@@ -49,6 +49,7 @@ from reconciler.core.model import (
     Repository,
     Site,
     expect,
+    folder_files,
     selector_matches,
 )
 from reconciler.core.schemas import schema_errors
@@ -149,12 +150,9 @@ def _list_paths(tree: Tree, sites: Sequence[str] | None) -> tuple[list[Finding],
         for site in sorted(set(sites)):
             folder = f"sites/{site}"
             try:
-                listed = tree.files(folder, lenient=True)
+                paths += folder_files(tree, folder)
             except OutpostError as exc:  # "..", or a link where git keeps the folder
                 findings.append(Finding.from_error(exc, rule="file"))
-                continue
-            if folder not in tree.links:  # a linked folder is reported, never read through
-                paths += listed
     unreadable: dict[str, str] = getattr(tree, "unreadable", {})
     for link in tree.links:
         message = (
@@ -792,15 +790,6 @@ class _ListedTree:
     def peek(self, path: str, limit: int = MAX_READ_BYTES) -> bytes | None:
         return self._tree.peek(path, limit)
 
-    def entries(self, prefix: str = "") -> list[str]:
-        from reconciler.core.source import entries
-
-        listing = self._listed.get(prefix.strip("/"))
-        if listing is not None:  # already walked: no second listing of a large folder
-            below = prefix.strip("/") + "/"
-            return sorted({p[len(below) :].split("/")[0] for p in listing if p.startswith(below)})
-        return entries(self._tree, prefix)
-
     def files(self, prefix: str = "", *, lenient: bool = False) -> list[str]:
         parts = prefix.split("/")
         listing = self._listed.get(parts[0]) if len(parts) > 1 else None
@@ -844,12 +833,10 @@ def validate_tree(
     """
     include = None
     if sites is not None:
-        wanted = {f"sites/{s}/" for s in sites}
+        wanted = set(sites)
 
-        def include(path: str) -> bool:
-            if not path.startswith("sites/"):
-                return True
-            return path[: path.index("/", 6) + 1] in wanted
+        def include(path: str) -> bool:  # an entry of sites/ may be a file (sharding)
+            return not path.startswith("sites/") or path.split("/", 2)[1] in wanted
 
     tree = _ListedTree(tree)
     checked = _files_and_schemas(tree, include, sites, file_checks)

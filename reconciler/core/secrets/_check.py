@@ -30,7 +30,7 @@ from typing import Any
 from reconciler.core.errors import Mark, OutpostError
 from reconciler.core.findings import Finding
 from reconciler.core.loader import MAX_FILE_BYTES, YamlDocument
-from reconciler.core.model import SECRET_SUFFIXES, YAML_SUFFIXES, Repository
+from reconciler.core.model import SECRET_SUFFIXES, YAML_SUFFIXES, Repository, folder_files
 from reconciler.core.secrets._age import read_key_file, short
 from reconciler.core.secrets._files import EncryptedSecret, Problem, inspect
 from reconciler.core.secrets._recipients import (
@@ -239,13 +239,10 @@ def _site_files(tree: Any, sites: Sequence[str]) -> list[str]:
     read through: validation reports it), sorted as one walk of ``sites/`` lists them."""
     found: list[str] = []
     for site in sites:
-        folder = f"sites/{site}"
         try:
-            listed = tree.files(folder, lenient=True)
+            found += folder_files(tree, f"sites/{site}")
         except OutpostError:
             continue  # a folder name that cannot be listed: layer 1 reports it
-        if folder not in tree.links:
-            found += listed
     return sorted(found)
 
 

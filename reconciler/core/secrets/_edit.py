@@ -47,7 +47,8 @@ def _line_start(text: str, index: int) -> int:
     return text.rfind("\n", 0, index) + 1
 
 
-def _quoted(value: str) -> str:
+def double_quoted(value: str) -> str:
+    """``value`` as a double-quoted YAML scalar."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -62,7 +63,7 @@ def _splice(text: str, path: str, at: tuple[str, ...], key: str, value: str) -> 
     if parent_pair is None or not isinstance(parent_pair[1], yaml.MappingNode):
         raise DocumentError(f"cannot edit: no {parent_key} mapping", mark=Mark(path))
     parent = parent_pair[1]
-    quoted = _quoted(value)
+    quoted = double_quoted(value)
     child_pair = _get(parent, child_key)
     if child_pair is not None:
         child_key_node, child = child_pair
@@ -105,14 +106,14 @@ def _splice(text: str, path: str, at: tuple[str, ...], key: str, value: str) -> 
         at_line = _above_comments(text, _line_start(text, before.start_mark.index))
         return text[:at_line] + f"{indent}{new_entry}\n" + text[at_line:]
     # Nothing comes after `sops` in the contract's order: append after the last entry.
-    end = _content_end(parent.value[-1][1])
+    end = content_end(parent.value[-1][1])
     newline = text.find("\n", end)
     if newline < 0:
         return text + f"\n{indent}{new_entry}\n"
     return text[: newline + 1] + f"{indent}{new_entry}\n" + text[newline + 1 :]
 
 
-def _content_end(node: yaml.Node) -> int:
+def content_end(node: yaml.Node) -> int:
     """Where a value's own text ends (a block collection's end mark can lie past comments)."""
     if (
         isinstance(node, yaml.MappingNode | yaml.SequenceNode)
@@ -120,7 +121,7 @@ def _content_end(node: yaml.Node) -> int:
         and not node.flow_style
     ):
         last = node.value[-1]
-        return _content_end(last[1] if isinstance(last, tuple) else last)
+        return content_end(last[1] if isinstance(last, tuple) else last)
     return int(node.end_mark.index)
 
 
