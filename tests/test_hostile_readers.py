@@ -3,9 +3,7 @@ gigabyte, a symbolic link, deep nesting, a wrong type, a year 9999.
 
 Every case runs the real CLI as a process with a timeout, so a read that waits on a FIFO
 fails the test instead of blocking the suite. The answer must be exit 2 (or 1 with a
-finding) naming the file, never a traceback, never "internal error". Cases marked xfail
-are defects of the product: each reason says where, and the mark is strict, so the test
-fails the day the defect is fixed and the mark must go.
+finding) naming the file, never a traceback, never "internal error".
 """
 
 from __future__ import annotations
@@ -102,11 +100,6 @@ def test_validate_merge_refuses_a_hostile_shard_file_naming_it(tmp_path: Path, c
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reconciler/ci/validate.py:156 catches ValueError, not the RecursionError that "
-    "json.loads raises past ~1000 levels: 'internal error' instead of '--merge FILE: ...'",
-)
 def test_validate_merge_refuses_json_nested_past_the_recursion_limit(tmp_path: Path) -> None:
     path = hostile(tmp_path, "nested deep")
     assert_clean_refusal(
@@ -159,18 +152,11 @@ def test_fleet_status_from_refuses_a_file_of_the_wrong_shape(tmp_path: Path, bod
     assert_clean_refusal(outpost(tmp_path, "fleet", "status", "--from", "fleet.json"), "fleet.json")
 
 
-LOAD_FLEET = (
-    "reconciler/fleet/status.py:286 load_fleet reads --from/--into with path.read_bytes(): "
-)
-
-
-@pytest.mark.xfail(strict=True, raises=subprocess.TimeoutExpired, reason=LOAD_FLEET + "hangs")
 def test_fleet_status_from_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
     path = hostile(tmp_path, "fifo")
     assert_clean_refusal(outpost(tmp_path, "fleet", "status", "--from", path.name), path.name)
 
 
-@pytest.mark.xfail(strict=True, reason=LOAD_FLEET + "a gigabyte is read whole, then 'not JSON'")
 def test_fleet_status_from_a_gigabyte_is_refused_unread(tmp_path: Path) -> None:
     path = hostile(tmp_path, "gigabyte")
     run = outpost(tmp_path, "fleet", "status", "--from", path.name)
@@ -178,11 +164,6 @@ def test_fleet_status_from_a_gigabyte_is_refused_unread(tmp_path: Path) -> None:
     assert "limit" in run.err or "cap" in run.err, run
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=LOAD_FLEET + "json.loads's RecursionError escapes (fleet/status.py:292 catches "
-    "ValueError): 'internal error' naming no file",
-)
 def test_fleet_status_from_deep_nesting_names_the_file(tmp_path: Path) -> None:
     path = hostile(tmp_path, "nested deep")
     assert_clean_refusal(outpost(tmp_path, "fleet", "status", "--from", path.name), path.name)
@@ -225,11 +206,6 @@ def test_fleet_ingest_refuses_each_hostile_report_by_name_and_goes_on(tmp_path: 
     assert f"0 recorded, 0 older than on record, {len(names)} refused" in run.out, run
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reconciler/core/envelope.py:57 read_json catches ValueError, not RecursionError: "
-    "one deeply nested report on a stick aborts the whole `fleet ingest` as an internal error",
-)
 def test_fleet_ingest_refuses_a_deeply_nested_report_and_goes_on(tmp_path: Path) -> None:
     names = stick_of(tmp_path, ["nested deep"])
     run = outpost(tmp_path, "fleet", "ingest", "stick", "--into", "fleet.json")
@@ -245,12 +221,6 @@ def signers(folder: Path) -> Path:
     return path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=subprocess.TimeoutExpired,
-    reason="reconciler/fleet/collector/fleetview.py:119 reads --trust with read_bytes(): a FIFO "
-    "hangs `fleet promote --api` (and `fleet serve`)",
-)
 def test_fleet_promote_trust_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
     trust = hostile(tmp_path, "fifo")
     token = tmp_path / "token"
@@ -262,12 +232,6 @@ def test_fleet_promote_trust_fifo_is_refused_not_waited_on(tmp_path: Path) -> No
     assert_clean_refusal(run, trust.name)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=subprocess.TimeoutExpired,
-    reason="reconciler/fleet/dashboard/session.py:37 reads --session-key with read_bytes(): "
-    "a FIFO hangs `fleet serve` before it listens",
-)
 def test_fleet_serve_session_key_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
     key = hostile(tmp_path, "fifo")
     run = outpost(

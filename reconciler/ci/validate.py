@@ -34,6 +34,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from reconciler.core.envelope import loads
 from reconciler.core.errors import OutpostError
 from reconciler.core.findings import Finding, aggregate
 from reconciler.core.model import Repository, folder_files
@@ -145,7 +146,6 @@ def read_shard_outputs(paths: Sequence[Path]) -> ValidationRun:
 
     Raises ``ValueError`` naming the file for anything that is not such an output.
     """
-    import json
 
     from reconciler.core.source import read_file
 
@@ -153,7 +153,7 @@ def read_shard_outputs(paths: Sequence[Path]) -> ValidationRun:
     found: list[Finding] = []
     for path in paths:
         try:
-            data = json.loads(read_file(path, str(path), 256 << 20))
+            data = loads(read_file(path, str(path), 256 << 20))
         except OutpostError as exc:
             raise ValueError(f"--merge {path}: {exc}") from None
         except ValueError as exc:

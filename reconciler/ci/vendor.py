@@ -43,6 +43,7 @@ from typing import Any
 
 import yaml
 
+from reconciler.core.envelope import loads
 from reconciler.core.errors import DocumentError, Mark, OutpostError
 from reconciler.core.findings import Finding
 from reconciler.core.loader import MAX_FILE_BYTES
@@ -356,7 +357,7 @@ def read_lock(tree: Tree, app: str) -> dict[str, Any]:
     if len(data) > MAX_LOCK:
         raise VendorError(f"larger than {MAX_LOCK} bytes; not a lock file", mark=Mark(path))
     try:
-        lock = json.loads(data)
+        lock = loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise VendorError(
             f"not valid JSON ({exc}); it is written by `outpost app vendor`, run it again",

@@ -453,7 +453,10 @@ def run_promote(args: argparse.Namespace) -> int:
                 print("outpost fleet promote: --api needs --token-file", file=sys.stderr)
                 return EXIT_ERROR
             source = FleetSource(Path(args.repo), Path(args.trust), rev=args.rev)
-            source.refresh(datetime.now(UTC))
+            checked = source.refresh(datetime.now(UTC))
+            if checked.problem is not None:  # nothing to decide from: the collector not asked
+                print(f"outpost fleet promote: {checked.problem}", file=sys.stderr)
+                return EXIT_ERROR
             token = read_configured(Path(args.token_file), "the API token", 64 << 10).decode()
             token = token.strip()
             ca = Path(args.ca) if args.ca else None

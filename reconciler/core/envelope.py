@@ -48,13 +48,23 @@ def _shown(value: Any) -> str:
     return repr(str(value)[:40])
 
 
+def loads(data: bytes | str) -> Any:
+    """``json.loads``, with nesting past the interpreter's recursion limit a ValueError like
+    any other bad JSON (``json`` raises RecursionError there): every reader of JSON from
+    outside catches one error and names its file."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply to read") from None
+
+
 def read_json(data: bytes, *, cap: int, what: str, bad: Bad, hint: str = "") -> Any:
     """``data`` parsed, if at most ``cap`` bytes (``what`` names the document in the error:
     "a report"); ``hint`` follows "not JSON (...)" (what the file should have been)."""
     if len(data) > cap:
         raise bad(f"{len(data):,} bytes, over the cap of {cap:,} for {what}")
     try:
-        return json.loads(data)
+        return loads(data)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
         raise bad(f"not JSON ({exc}){hint}") from None
 

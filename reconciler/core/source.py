@@ -191,11 +191,12 @@ def read_file(
 CONFIGURED = "the node's configuration"
 
 
-def read_configured(path: Path, what: str, limit: int) -> bytes:
-    """A file the node's configuration names (``what``: "the trust root"): bounded like
-    every read, a link followed (`read_file`); ConfigError naming ``what`` and the path."""
+def read_configured(path: Path, what: str, limit: int, *, holder: str = CONFIGURED) -> bytes:
+    """A file a configuration or command line names (``what``: "the trust root"): bounded
+    like every read, a link followed (`read_file`); ConfigError naming ``what`` and the path.
+    ``holder`` names whose configuration it is in the messages."""
     try:
-        return read_file(path, str(path), limit, holder=CONFIGURED, follow_links=True)
+        return read_file(path, str(path), limit, holder=holder, follow_links=True)
     except DocumentError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc.message}") from None
 

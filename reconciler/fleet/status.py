@@ -26,6 +26,7 @@ Nothing in the fleet's trust decisions reads them.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from reconciler.core.envelope import check_kind, parse_time, read_object
+from reconciler.core.envelope import check_kind, loads, parse_time, read_object
 from reconciler.core.errors import DocumentError, PermanentError, SourceUnavailable
 from reconciler.core.files import write_json
 from reconciler.core.source import read_file
@@ -62,6 +63,9 @@ FLEET_STATUS_FILE = "fleet-status.json"
 REPORT_GLOB = "outpost-status-*.json"
 REPORT_PREFIX = "outpost-status-"
 MAX_REPORT_BYTES = 1024 * 1024
+MAX_FLEET_BYTES = 256 * 1024 * 1024
+"""The fleet status file: some 25 KiB a site at most, for 10,000 sites."""
+OPERATOR_FILES = "the operator's files"
 MAX_REPORT_FILES = 10_000
 FUTURE_SLACK = timedelta(hours=1)
 _SITE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -92,7 +96,7 @@ def parse_report(data: bytes, source: str) -> SiteReport:
         # A node with a key writes signed reports. This file keeps what they claim; the
         # collector's store (`outpost fleet ingest --db`) is where signatures are checked.
         try:
-            body = json.loads(body["payload"])
+            body = loads(body["payload"])
         except ValueError as exc:
             raise bad(f"the signed report's payload is not JSON ({exc})") from None
         if not isinstance(body, dict):
@@ -282,15 +286,15 @@ def read_report_file(path: Path, shown: str) -> bytes:
 
 def load_fleet(path: Path) -> FleetStatus:
     """The fleet status file, or an empty fleet if it does not exist yet."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return FleetStatus()
-    except OSError as exc:
-        raise SourceUnavailable(f"cannot read {path}: {exc.strerror}") from None
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        raw = read_file(path, str(path), MAX_FLEET_BYTES, holder=OPERATOR_FILES, follow_links=True)
+    except DocumentError as exc:
+        raise SourceUnavailable(f"cannot read {path}: {exc.message}") from None
+    try:
+        data = loads(raw)
+    except ValueError as exc:  # UnicodeDecodeError too
         raise ReportError(f"{path}: not JSON ({exc})") from None
     return FleetStatus.from_json(data, str(path))
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import ipaddress
-import json
 import logging
 import os
 import stat
@@ -50,6 +49,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 from urllib.parse import urljoin, urlsplit
 
+from reconciler.core.envelope import loads
 from reconciler.core.errors import ConfigError, DocumentError, OutpostError, SourceUnavailable
 from reconciler.core.files import write_json
 from reconciler.core.source import read_file
@@ -313,7 +313,7 @@ def _read_cache(folder: Path, url: str) -> dict[str, str] | None:
     if not os.path.lexists(path):
         return None
     try:
-        data = json.loads(
+        data = loads(
             read_file(path, str(path), 3 * MAX_INDEX_BYTES, holder="the feed's cache folder")
         )
     except (DocumentError, ValueError) as exc:  # fetched whole again, with a line in the log

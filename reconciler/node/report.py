@@ -46,6 +46,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from reconciler.core.envelope import loads
 from reconciler.core.errors import DocumentError, OutpostError
 from reconciler.core.files import atomic_write, write_into_folder, write_json
 from reconciler.core.source import read_file
@@ -141,7 +142,7 @@ class UrllibTransport:
 
 def _detail(text: str) -> str:
     try:
-        data = json.loads(text)
+        data = loads(text)
     except ValueError:
         return text.strip()[:200] or "no details"
     if isinstance(data, dict) and isinstance(data.get("error"), str):
@@ -371,7 +372,7 @@ class Reporter:
         if not os.path.lexists(path):
             return {}
         try:
-            data = json.loads(read_file(path, str(path), MAX_META_BYTES, holder=_SPOOL))
+            data = loads(read_file(path, str(path), MAX_META_BYTES, holder=_SPOOL))
         except (DocumentError, ValueError) as exc:
             log.warning(
                 "spool counters unreadable; counting again from zero",

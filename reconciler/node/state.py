@@ -27,14 +27,13 @@ import contextlib
 import errno
 import fcntl
 import hashlib
-import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from reconciler.core.envelope import read_object
+from reconciler.core.envelope import loads, read_object
 from reconciler.core.errors import ConfigError, DocumentError
 from reconciler.core.files import atomic_write, json_bytes, write_into_folder, write_json
 from reconciler.core.source import read_file
@@ -119,7 +118,7 @@ class StateStore:
             raw = read_file(
                 self.state_path, str(self.state_path), MAX_STATE_BYTES, holder=STATE_DIRECTORY
             )
-            state = AgentState.from_json(json.loads(raw))
+            state = AgentState.from_json(loads(raw))
         except (DocumentError, ValueError, TypeError, AttributeError) as exc:
             aside = self.state_path.with_name(f"{STATE_FILE}.corrupt-{int(now)}")
             os.replace(self.state_path, aside)
@@ -178,8 +177,8 @@ class StateStore:
         None: the agent then renders the slice, as it would without a record.
         """
         try:
-            data = json.loads(read_file(self.directory / SLICE_FILE, SLICE_FILE, MAX_SLICE_BYTES))
-        except (DocumentError, ValueError, UnicodeDecodeError):
+            data = loads(read_file(self.directory / SLICE_FILE, SLICE_FILE, MAX_SLICE_BYTES))
+        except (DocumentError, ValueError):
             return None
         if not isinstance(data, dict) or data.get("basis") != basis:
             return None

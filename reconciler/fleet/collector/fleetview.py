@@ -30,7 +30,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reconciler.core.errors import OutpostError, SourceUnavailable
+from reconciler.core.errors import ConfigError, OutpostError, SourceUnavailable
 
 if TYPE_CHECKING:  # the trust package is imported where keys are read, not by every reader
     from reconciler.core.trust.sshsig import PublicKey
@@ -116,9 +116,9 @@ class FleetSource:
         from reconciler.core.trust.gitsource import open_repository, resolve, verify_repository
 
         try:
-            data = self.trust.read_bytes()
-        except OSError as exc:
-            raise SourceUnavailable(f"cannot read the trust root {self.trust}: {exc}") from None
+            data = read_trust_root(self.trust)
+        except ConfigError as exc:
+            raise SourceUnavailable(exc.message) from None
         trust = parse_allowed_signers(data, str(self.trust))
         repo = open_repository(self.path)
         head = resolve(repo, self.rev)
@@ -230,3 +230,15 @@ def _machine(node: Mapping[str, Any]) -> str:
         f"serial {serial}" if serial else None,
     ]
     return " · ".join(p for p in parts if p) or "no details"
+
+
+COLLECTOR_FILES = "the collector's configuration"
+
+
+def read_trust_root(path: Path) -> bytes:
+    """The trust root (allowed signers) a collector is started with: bounded, a FIFO or a
+    device refused, a link followed; ConfigError naming it."""
+    from reconciler.core.source import read_configured
+    from reconciler.core.trust.allowed_signers import MAX_TRUST_ROOT_BYTES
+
+    return read_configured(path, "the trust root", MAX_TRUST_ROOT_BYTES, holder=COLLECTOR_FILES)

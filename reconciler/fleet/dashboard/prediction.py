@@ -44,6 +44,9 @@ from concurrent.futures import Future
 from datetime import datetime
 from pathlib import Path
 
+from reconciler.core.envelope import loads
+from reconciler.core.errors import ConfigError
+from reconciler.fleet.collector.fleetview import read_trust_root
 from reconciler.fleet.collector.store import Store, StoreError, StoreUnavailable
 from reconciler.fleet.dashboard.views import Predicted
 
@@ -122,7 +125,7 @@ def to_json(predicted: Predicted) -> str:
 
 
 def from_json(text: str) -> Predicted:
-    body = json.loads(text)
+    body = loads(text)
     return Predicted(
         datetime.fromisoformat(body["start"]),
         {s: datetime.fromisoformat(t) if t else None for s, t in body["sites"].items()},
@@ -194,8 +197,8 @@ class Predictions:
 
     def _trust_digest(self) -> str | None:
         try:
-            return hashlib.sha256(self.trust.read_bytes()).hexdigest()
-        except OSError:
+            return hashlib.sha256(read_trust_root(self.trust)).hexdigest()
+        except ConfigError:
             return None  # computed (and refused) by the prediction itself, never kept
 
     def _kept_in_store(self, commit: str) -> Predicted | None:

@@ -19,7 +19,7 @@ import hmac
 import os
 from pathlib import Path
 
-from reconciler.core.errors import ConfigError
+from reconciler.core.errors import ConfigError, DocumentError
 
 __all__ = ["COOKIE", "SESSION_SECONDS", "SessionSigner", "load_key"]
 
@@ -27,16 +27,21 @@ COOKIE = "outpost_session"
 SESSION_SECONDS = 12 * 3600
 """One shift: a wall screen logs in again each morning."""
 _MAX_COOKIE = 512
+_MAX_KEY_FILE = 64 * 1024  # a key is its first 4 KiB; a file far larger is not a key file
+_HOLDER = "the collector's configuration"
 
 
 def load_key(path: Path | None) -> bytes:
     """The signing key from ``path`` (at least 32 bytes), or a fresh random one."""
     if path is None:
         return os.urandom(32)
+    from reconciler.core.source import read_file
+
     try:
-        data = path.read_bytes()[:4096].strip()
-    except OSError as exc:
-        raise ConfigError(f"--session-key {path}: cannot read it: {exc.strerror}") from None
+        data = read_file(path, str(path), _MAX_KEY_FILE, holder=_HOLDER, follow_links=True)
+    except DocumentError as exc:
+        raise ConfigError(f"--session-key {path}: cannot read it: {exc.message}") from None
+    data = data[:4096].strip()
     if len(data) < 32:
         raise ConfigError(
             f"--session-key {path}: expected at least 32 bytes of secret "
