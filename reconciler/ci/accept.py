@@ -189,7 +189,12 @@ def accept_request(root: Path, request_path: Path, *, key: Path | None) -> Accep
     # The comment is ours, not the request's: what hardware.yaml lists is known text.
     node_key = replace(request.public_key, comment=f"outpost-node@{request.site}/{request.node}")
     key_line = node_key.line()
-    text = (root / hardware).read_text(encoding="utf-8")
+    from reconciler.core.loader import MAX_FILE_BYTES
+    from reconciler.core.source import read_file
+
+    # Checked above through the repository's reader; read again the same bounded way (no
+    # link, no FIFO), since its text is what gets edited.
+    text = read_file(root / hardware, hardware, MAX_FILE_BYTES).decode("utf-8")
     new_text = (
         text if old_key == key_line else set_node_public_key(text, hardware, request.node, key_line)
     )
