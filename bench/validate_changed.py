@@ -89,6 +89,8 @@ def main() -> int:
     parser.add_argument("--baseline", metavar="REV", help="also time REV's code")
     parser.add_argument("--keep", type=Path, help="generate under DIR and keep it")
     args = parser.parse_args()
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="outpost-bench-changed-", dir=args.keep))
     repo = work / "repo"
     started = time.perf_counter()

@@ -218,11 +218,13 @@ class Document(YamlDocument):
         return labels if isinstance(labels, dict) else {}
 
 
-def parse_yaml(data: bytes, path: str, *, multi: bool = False) -> list[YamlDocument]:
+def parse_yaml(
+    data: bytes, path: str, *, multi: bool = False, limit: int = MAX_FILE_BYTES
+) -> list[YamlDocument]:
     """Parse ``data`` (the bytes of ``path``) into documents, refusing the footguns above."""
-    if len(data) > MAX_FILE_BYTES:
+    if len(data) > limit:
         raise DocumentError(
-            f"file is {len(data):,} bytes; the limit is {MAX_FILE_BYTES:,} bytes "
+            f"file is {len(data):,} bytes; the limit is {limit:,} bytes "
             "(split it, or move large data out of the repository)",
             mark=Mark(path),
         )

@@ -369,3 +369,31 @@ def test_the_example_fleet_is_clean_and_intact(tmp_path: Path) -> None:
     findings = check_secrets(repo, list(repo.site_ids), key_file=key)
     assert findings == []
     assert all(repo.tree.files(f"sites/{site}/secrets") for site in repo.site_ids)
+
+
+def test_a_sops_config_for_a_large_fleet_is_read_and_one_past_its_limit_is_named(
+    world: World,
+) -> None:
+    """One creation rule a site: 10,000 sites write a .sops.yaml of about 3 MB, which
+    must validate like a small one; past the limit it is a finding naming the file."""
+    from reconciler.core.secrets._recipients import MAX_SOPS_CONFIG_BYTES
+
+    config = world.root / ".sops.yaml"
+    original = config.read_text()
+    filler = "".join(
+        f"  - path_regex: ^sites/other-{n}/secrets/.*\\.sops\\.yaml$\n"
+        f"    encrypted_regex: ^(data|stringData)$\n"
+        f"    age: age1{'q' * 58}\n"
+        for n in range(12_000)
+    )
+    assert "creation_rules:\n" in original
+    config.write_text(original.replace("creation_rules:\n", "creation_rules:\n" + filler, 1))
+    assert config.stat().st_size > 2 * (1 << 20) - (
+        1 << 19
+    )  # past the 1 MiB any other document gets
+    assert _check(world) == []
+
+    with config.open("a") as out:
+        out.write("#" * MAX_SOPS_CONFIG_BYTES + "\n")
+    findings = _check(world)
+    assert [(f.path, "limit" in f.message) for f in findings] == [(".sops.yaml", True)], findings

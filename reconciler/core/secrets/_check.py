@@ -34,6 +34,7 @@ from reconciler.core.model import SECRET_SUFFIXES, YAML_SUFFIXES, Repository, fo
 from reconciler.core.secrets._age import read_key_file, short
 from reconciler.core.secrets._files import EncryptedSecret, Problem, inspect
 from reconciler.core.secrets._recipients import (
+    MAX_SOPS_CONFIG_BYTES,
     SOPS_CONFIG,
     SiteKeys,
     compare_rule,
@@ -44,6 +45,7 @@ from reconciler.core.secrets._recipients import (
 )
 from reconciler.core.secrets._scan import in_config, scan_config, scan_key_material
 from reconciler.core.secrets._sops import Sops
+from reconciler.core.source import MAX_READ_BYTES
 
 RULE = "secrets"
 _VALIDATED_DIRS = ("sites/", "fleets/", "apps/", "policies/")
@@ -208,7 +210,7 @@ def check_secrets(
     has_config = tree.exists(SOPS_CONFIG)
     if has_config:
         try:
-            sops_config = tree.read(SOPS_CONFIG, MAX_FILE_BYTES)
+            sops_config = tree.read(SOPS_CONFIG, MAX_SOPS_CONFIG_BYTES)
         except OutpostError as exc:  # a FIFO, a huge file: said, not read
             findings.append(Finding.from_error(exc, rule=RULE))
     if sops_config is not None:
@@ -423,11 +425,16 @@ def scan_tree(repo: Repository, sites: Sequence[str]) -> list[Finding]:
         findings: list[Finding] = []
         for path, site in runs[index]:
             try:
-                data = tree.read(path)
+                limit = MAX_SOPS_CONFIG_BYTES if path == SOPS_CONFIG else MAX_READ_BYTES
+                data = tree.read(path, limit)
             except OutpostError as exc:
                 # Unread is unscanned: a key could hide in a file too large or not regular.
-                # Validation's file layer already reports the YAML files it reads.
-                if not (path.endswith(YAML_SUFFIXES) and path.startswith(_VALIDATED_DIRS)):
+                # Validation's file layer already reports the YAML files it reads, and the
+                # recipients check above reports .sops.yaml.
+                reported = path == SOPS_CONFIG or (
+                    path.endswith(YAML_SUFFIXES) and path.startswith(_VALIDATED_DIRS)
+                )
+                if not reported:
                     findings.append(Finding.from_error(exc, rule=RULE, site=site))
                 continue
             findings += scan_file(path, data)

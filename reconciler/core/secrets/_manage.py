@@ -48,6 +48,7 @@ from reconciler.core.secrets._age import (
 from reconciler.core.secrets._edit import set_value
 from reconciler.core.secrets._files import VALUE_FIELDS, inspect
 from reconciler.core.secrets._recipients import (
+    MAX_SOPS_CONFIG_BYTES,
     SOPS_CONFIG,
     SiteKeys,
     load_site_doc,
@@ -181,7 +182,7 @@ def write_sops_config(root: Path) -> bool:
     """Regenerate ``.sops.yaml`` from the tree; True if it changed."""
     target = root / SOPS_CONFIG
     text = _sops_config(root)
-    if target.is_file() and read_file(target, SOPS_CONFIG) == text:
+    if target.is_file() and read_file(target, SOPS_CONFIG, MAX_SOPS_CONFIG_BYTES) == text:
         return False
     write_atomic(target, text)
     return True

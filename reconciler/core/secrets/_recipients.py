@@ -19,6 +19,9 @@ from reconciler.core.secrets._files import Problem
 from reconciler.core.secrets._sops import ENCRYPTED_REGEX
 
 SOPS_CONFIG = ".sops.yaml"
+# One creation rule per site, about 320 bytes each: 64 MiB holds some 200,000 sites
+# (the 1 MiB every other document gets would stop a fleet at about 3,300).
+MAX_SOPS_CONFIG_BYTES = 64 << 20
 
 
 def secrets_dir(site_id: str) -> str:
@@ -158,7 +161,7 @@ def parse_sops_config(
     problems: list[Problem] = []
     rules: dict[str, tuple[str | None, tuple[str, ...], Mark]] = {}
     try:
-        doc = parse_yaml(data, path)[0]
+        doc = parse_yaml(data, path, limit=MAX_SOPS_CONFIG_BYTES)[0]
     except OutpostError as exc:
         return rules, [Problem(exc.mark or Mark(path), exc.message)]
     body = doc.body
