@@ -37,7 +37,7 @@ from typing import Any
 from reconciler.core.envelope import loads
 from reconciler.core.errors import OutpostError
 from reconciler.core.findings import Finding, aggregate
-from reconciler.core.model import Repository, folder_files
+from reconciler.core.model import Repository, SiteHolders, folder_files
 from reconciler.core.validate import Check, FileCheck, validate_tree
 
 
@@ -129,16 +129,92 @@ def validate_repository(
     from reconciler.core.source import WorkdirTree
     from reconciler.core.validate import coverage
 
+    if shard is not None and changed_since:
+        raise ValueError("--shard and --changed-since cannot be combined; use one of them")
+    if changed_since:
+        return _validate_changed(root, changed_since, today)
     tree = WorkdirTree(root)
     if shard is not None:
-        if changed_since:
-            raise ValueError("--shard and --changed-since cannot be combined; use one of them")
         return _validate_shard(tree, shard, today)
-    sites = sites_changed_since(root, changed_since) if changed_since else None
-    findings = validate_tree(
-        tree, extra=extra_checks(today=today), sites=sites, file_checks=file_checks()
-    )
+    findings = validate_tree(tree, extra=extra_checks(today=today), file_checks=file_checks())
+    return ValidationRun(findings, coverage(tree, sites=None, policies=today is not None))
+
+
+def _validate_changed(root: Path, rev: str, today: date | None) -> ValidationRun:
+    """``--changed-since``: the sites a change can affect, judged as a full run judges them.
+
+    git lists the changes in a process of its own (`ci.changes`) while this one imports
+    what the checks need. Of the other sites only their names are read (one listing of
+    ``sites/``), and the bytes of the two files whose values must be unique across the
+    fleet: site.yaml (an age recipient: the secrets check) and hardware.yaml (a machine id
+    or node key: `_identity_conflicts`). A site whose bytes cannot hold one of the
+    selected sites' values is not parsed.
+    """
+    from reconciler.ci.changes import SiteFileGrep, start_changes
+    from reconciler.core.errors import SourceUnavailable
+    from reconciler.core.source import WorkdirTree
+    from reconciler.core.validate import coverage
+
+    if not root.is_dir():
+        raise SourceUnavailable(f"{root} is not a directory")
+    pending = start_changes(root, rev)
+    holders = SiteFileGrep(root, pending)
+    checks = extra_checks(today=today, holders=holders)  # its imports while git works
+    changes = pending.result()
+    tree = WorkdirTree(root, ignored=changes.ignored)
+    sites = _affected_sites(root, changes, tree)
+    findings = validate_tree(tree, extra=checks, sites=sites, file_checks=file_checks())
+    conflicts = _identity_conflicts(tree, sites, holders)
+    if conflicts:
+        findings = sorted(
+            set(findings) | set(conflicts), key=lambda f: (f.path, f.line, f.rule, f.message)
+        )
     return ValidationRun(findings, coverage(tree, sites=sites, policies=today is not None))
+
+
+def _identity_conflicts(
+    tree: Any, sites: Sequence[str], holders: SiteHolders | None = None
+) -> list[Finding]:
+    """A machine id or node key that ``sites`` share with a site not read, found as a whole
+    run finds it (``core.validate._RefChecker``), at either site.
+
+    Only the hardware.yaml files whose bytes could hold one of the selected sites'
+    values are parsed (`_hardware_candidates`, narrowed by ``holders``). The findings
+    kept are those the selected sites make: the findings over the selected and candidate
+    sites together, less those the candidates make among themselves (a conflict that was
+    there before, between two sites the change does not touch, is not this change's).
+    """
+    from reconciler.core.validate import check_references
+
+    others = _hardware_candidates(tree, Repository(tree).site_folders, sites, holders)
+    if not others:
+        return []
+    documents, marked = _hardware_documents(tree, [*sites, *others])
+    theirs = [doc for doc in documents if doc.path.split("/")[1] in set(others)]
+    found = set(check_references(documents, partial=True))
+    found -= set(check_references(theirs, partial=True))
+    # As a whole run does: a placeholder's line has the placeholder's finding alone.
+    return [f for f in found if (f.path, f.line) not in marked]
+
+
+def _hardware_documents(tree: Any, sites: Sequence[str]) -> tuple[list[Any], set[tuple[str, int]]]:
+    """The hardware.yaml documents of ``sites`` that pass their schema, as layers 1 and 2
+    leave them for layer 3, and the lines that hold a placeholder."""
+    from reconciler.core.loader import MAX_FILE_BYTES, load_document
+    from reconciler.core.model import expect
+    from reconciler.core.validate import check_schemas, placeholders
+
+    documents = []
+    marked: set[tuple[str, int]] = set()
+    for site in sites:
+        path = f"sites/{site}/hardware.yaml"
+        try:
+            data = tree.read(path, MAX_FILE_BYTES)
+            documents.append(expect(load_document(data, path), "Hardware", site))
+        except OutpostError:
+            continue  # the site's own findings, reported when that site is checked
+        marked.update((f.path, f.line) for f in placeholders(data, path))
+    return check_schemas(documents)[1], marked
 
 
 def read_shard_outputs(paths: Sequence[Path]) -> ValidationRun:
@@ -234,10 +310,20 @@ def _listing(tree: Any, name: str) -> list[str]:
 
 
 _TOKEN = re.compile(rb"[A-Za-z0-9+/=]{16,}")
+# What a valid machine id or node key's base64 is (schemas/hardware.schema.json): only a
+# value that passes its schema takes part in the uniqueness checks.
+_IDENTITY = re.compile(rb"[0-9a-f]{32}|AAAAC3NzaC1lZDI1NTE5AAAAI[A-Za-z0-9+/]{43}")
 
 
-def _hardware_candidates(tree: Any, names: Sequence[str], mine: Sequence[str]) -> list[str]:
-    """Other sites whose hardware.yaml could declare a machine id or node key of ``mine``."""
+def _hardware_candidates(
+    tree: Any, names: Sequence[str], mine: Sequence[str], holders: SiteHolders | None = None
+) -> list[str]:
+    """Other sites whose hardware.yaml could declare a machine id or node key of ``mine``.
+
+    Our values are the runs of our bytes shaped like one (written literally, a value is a
+    whole run); another file can declare one only if it holds that run, or a backslash.
+    ``holders`` (git's grep) narrows the files peeked at to those that hold one.
+    """
     tokens: set[bytes] = set()
     escaped = False  # a value of ours written with escapes is not among our tokens
     for name in mine:
@@ -245,18 +331,19 @@ def _hardware_candidates(tree: Any, names: Sequence[str], mine: Sequence[str]) -
             data = tree.read(f"sites/{name}/hardware.yaml")
         except OutpostError:
             continue
-        tokens.update(_TOKEN.findall(data))
+        tokens.update(t for t in _TOKEN.findall(data) if _IDENTITY.fullmatch(t))
         escaped = escaped or b"\\" in data
     own = set(mine)
+    hits = holders("hardware.yaml", tokens) if holders is not None and not escaped else None
     found = []
     for name in names:
-        if name in own:
+        if name in own or (hits is not None and name not in hits):
             continue
         # Peeked at, as the secrets check peeks at site.yaml: a hit is read through the tree.
         data = tree.peek(f"sites/{name}/hardware.yaml")
         if data is None:
             continue
-        if escaped or b"\\" in data or not tokens.isdisjoint(_TOKEN.findall(data)):
+        if escaped or b"\\" in data or any(token in data for token in tokens):
             found.append(name)
     return found
 
@@ -287,17 +374,24 @@ def file_checks() -> list[FileCheck]:
     return [scan_file]
 
 
-def extra_checks(*, today: date | None = None, collapse: bool = True) -> list[Check]:
+def extra_checks(
+    *, today: date | None = None, collapse: bool = True, holders: SiteHolders | None = None
+) -> list[Check]:
     """The checks on top of the format: secrets, vendored output against its records (no helm
     needed), rollout records, then policies (CEL) if ``today``.
 
     ``today`` decides which policy exemptions have expired; the caller reads the clock.
+    ``holders``: for a run over a few sites, which others' site.yaml may share a recipient.
     """
     from reconciler.ci.vendor import vendor_check
     from reconciler.core.schedule._promotion import check_records
     from reconciler.core.secrets import key_file_from_env, secrets_check
 
-    checks: list[Check] = [secrets_check(key_file_from_env()), vendor_check(), check_records]
+    checks: list[Check] = [
+        secrets_check(key_file_from_env(), holders=holders),
+        vendor_check(),
+        check_records,
+    ]
     if today is not None:
         from reconciler.ci.kube_schema import object_check
         from reconciler.core.policy import policy_check
@@ -309,46 +403,43 @@ def extra_checks(*, today: date | None = None, collapse: bool = True) -> list[Ch
 def sites_changed_since(root: Any, rev: str) -> list[str]:
     """Sites whose slice a change since ``rev`` can affect (working tree against ``rev``).
 
-    git answers which paths changed (the index's stat cache skips unchanged files,
-    so the cost follows the change, not the repository); ``diff.affected_sites``
-    maps paths to sites on both sides, so a site removed by the change is checked too.
+    git answers which paths changed (`ci.changes`: its status skips unchanged files by
+    the index's stat cache, so the cost follows the change, not the repository);
+    ``diff.affected_sites`` maps paths to sites on both sides, so a site removed by the
+    change is checked too.
     """
+    from reconciler.ci.changes import changes_since
+    from reconciler.core.source import WorkdirTree
+
+    changes = changes_since(Path(root), rev)
+    return _affected_sites(Path(root), changes, WorkdirTree(Path(root), ignored=changes.ignored))
+
+
+def _affected_sites(root: Path, changes: Any, tree: Any) -> list[str]:
+    """The sites ``changes`` can affect in the working ``tree`` or at the base revision.
+
+    A path under ``sites/<id>/`` affects that site alone; only a change to a fleet, an app,
+    a policy or a schema needs the base's fleets and sites (read from git's objects).
+    """
+    from reconciler.ci.diff import affected_sites
+
+    repos = [Repository(tree)]
+    if any(path.split("/")[0] in _SHARED_TOPS for path in changes.paths):
+        repos.append(Repository(_commit_tree(root, changes.revision)))
+    return sorted(affected_sites(changes.paths, *repos))
+
+
+# The folders whose files feed sites they do not name (``diff.affected_sites``).
+_SHARED_TOPS = ("fleets", "apps", "policies", "schemas")
+
+
+def _commit_tree(root: Path, revision: str) -> Any:
     import pygit2
 
-    from reconciler.ci.diff import affected_sites
     from reconciler.core.errors import SourceUnavailable
-    from reconciler.core.source import CommitTree, WorkdirTree
+    from reconciler.core.source import CommitTree
 
     try:
-        repo = pygit2.Repository(str(root))
-    except pygit2.GitError:
-        raise SourceUnavailable(
-            f"--changed-since needs a git repository, and {root} is not one"
-        ) from None
-    try:
-        found = repo.revparse_single(rev)
-    except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
-        raise SourceUnavailable(
-            f"no revision {rev!r} in {Path(root).resolve()} (a commit id, branch or tag; "
-            "in a shallow clone, fetch it first)"
-        ) from None
-    try:
-        base = found.peel(pygit2.Commit)
-        changed: set[str] = set()
-        if repo.head_is_unborn or base.id != repo.head.target:
-            # Against HEAD itself the status below already has every staged change.
-            changed = {
-                path
-                for delta in base.tree.diff_to_index(repo.index).deltas
-                for path in (delta.old_file.path, delta.new_file.path)
-            }
-        changed |= {
-            path
-            for path, flags in repo.status().items()
-            if not flags & pygit2.enums.FileStatus.IGNORED
-        }
-    except (pygit2.GitError, KeyError, ValueError) as exc:
-        raise SourceUnavailable(f"--changed-since {rev}: {exc}") from None
-    head = Repository(WorkdirTree(Path(root)))
-    before = Repository(CommitTree(repo, str(base.id)))
-    return sorted(affected_sites(changed, before, head))
+        return CommitTree(pygit2.Repository(str(root)), revision)
+    except pygit2.GitError as exc:
+        raise SourceUnavailable(f"--changed-since {revision}: {exc}") from None

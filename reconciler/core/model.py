@@ -13,7 +13,7 @@ whose folder and name disagree is a store two people will configure twice.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, NewType
@@ -25,6 +25,13 @@ from reconciler.core.source import Tree
 SiteId = NewType("SiteId", str)
 FleetName = NewType("FleetName", str)
 AppName = NewType("AppName", str)
+
+# The site folders whose ``name`` file (``site.yaml``, ``hardware.yaml``) may hold one of
+# the byte strings asked about, or a backslash (a value written with escapes): for a run
+# over a few sites that asks whether any other site declares one of their values. A
+# superset is fine, every hit is read and judged again; None means "cannot say", and the
+# caller reads every site's file itself. (``ci.changes.SiteFileGrep`` asks git.)
+SiteHolders = Callable[[str, Collection[bytes]], Collection[str] | None]
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 YAML_SUFFIXES = (".yaml", ".yml")

@@ -68,7 +68,10 @@ def _registry() -> tuple[Any, dict[str, Any]]:
         (schema.get("$id", name), Resource.from_contents(schema))
         for name, schema in by_file.items()
     ]
-    return Registry().with_resources(resources_), by_file
+    # Crawled once here: an uncrawled registry is crawled again on every anchor lookup,
+    # and each $dynamicRef of the metaschema an App's parameters are checked against is one
+    # (three times the cost of checking an App).
+    return Registry().with_resources(resources_).crawl(), by_file
 
 
 def schema_of(kind: str) -> Any:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -320,10 +321,32 @@ class _GitIgnore:
         return ignored
 
 
-class WorkdirTree:
-    """A working directory: what CI and ``outpost validate`` read by default."""
+class _ListedIgnores:
+    """What git ignores and does not track, from a listing git made of them
+    (``git status --ignored=matching``: an ignored folder as itself): a path is ignored
+    when it or a folder above it is listed."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, ignored: Collection[str]) -> None:
+        self._ignored = frozenset(ignored)
+
+    def __call__(self, rel: str) -> bool:
+        if not self._ignored or not rel:
+            return False
+        if rel in self._ignored:
+            return True
+        parts = rel.split("/")
+        return any("/".join(parts[:i]) in self._ignored for i in range(1, len(parts)))
+
+
+class WorkdirTree:
+    """A working directory: what CI and ``outpost validate`` read by default.
+
+    ``ignored``: the paths git ignores and does not track, when the caller has asked git
+    already (``ci.changes``: the same walk as its status); without it libgit2 is asked
+    about each path as the tree meets it.
+    """
+
+    def __init__(self, root: Path, *, ignored: Collection[str] | None = None) -> None:
         self.root = root.resolve()
         self._listed: dict[str, list[str]] = {}
         self._links: dict[str, list[str]] = {}
@@ -331,7 +354,9 @@ class WorkdirTree:
         self.unreadable: dict[str, str] = {}
         if not self.root.is_dir():
             raise SourceUnavailable(f"{root} is not a directory")
-        self._ignored = _GitIgnore(self.root)
+        self._ignored: Callable[[str], bool] = (
+            _GitIgnore(self.root) if ignored is None else _ListedIgnores(ignored)
+        )
 
     @property
     def revision(self) -> str | None:

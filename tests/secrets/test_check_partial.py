@@ -38,7 +38,7 @@ def _both(world: World, sites: list[str], monkeypatch: pytest.MonkeyPatch) -> tu
         patched.setattr(
             _check,
             "_recipients",
-            lambda repo, selected, files: recipient_owners(repo, repo.site_ids),
+            lambda repo, selected, files, holders=None: recipient_owners(repo, repo.site_ids),
         )
         every = check_secrets(Repository(WorkdirTree(world.root)), sites, sops=world.sops)
     return partial, every

@@ -30,7 +30,13 @@ from typing import Any
 from reconciler.core.errors import Mark, OutpostError
 from reconciler.core.findings import Finding
 from reconciler.core.loader import MAX_FILE_BYTES, YamlDocument
-from reconciler.core.model import SECRET_SUFFIXES, YAML_SUFFIXES, Repository, folder_files
+from reconciler.core.model import (
+    SECRET_SUFFIXES,
+    YAML_SUFFIXES,
+    Repository,
+    SiteHolders,
+    folder_files,
+)
 from reconciler.core.secrets._age import read_key_file, short
 from reconciler.core.secrets._files import EncryptedSecret, Problem, inspect
 from reconciler.core.secrets._recipients import (
@@ -107,11 +113,13 @@ def check_secrets(
     *,
     key_file: Path | None = None,
     sops: Sops | None = None,
+    holders: SiteHolders | None = None,
 ) -> list[Finding]:
     """Every secrets finding for ``sites`` plus the plaintext scan of the rest of the tree.
 
     The signature after ``repo, sites`` is keyword-only so ``secrets_check`` can bind
-    the key and hand the result to ``validate_tree(extra=...)``.
+    the key and hand the result to ``validate_tree(extra=...)``. ``holders``: which other
+    sites' site.yaml may hold a recipient (`_recipients`); without it each is read.
     """
     findings: list[Finding] = []
     tree = repo.tree
@@ -125,7 +133,7 @@ def check_secrets(
         parts = path.split("/")
         if len(parts) >= 4 and parts[2] == "secrets":
             secret_files.setdefault(parts[1], []).append(path)
-    owners, keys_by_site = _recipients(repo, selected, secret_files)
+    owners, keys_by_site = _recipients(repo, selected, secret_files, holders)
     key_recipients: set[str] = set()
     if key_file is not None:
         try:
@@ -253,7 +261,10 @@ _RECIPIENT_SHAPE = re.compile(r"age1[0-9a-z]{58}")
 
 
 def _recipients(
-    repo: Repository, selected: set[str], secret_files: dict[str, list[str]]
+    repo: Repository,
+    selected: set[str],
+    secret_files: dict[str, list[str]],
+    holders: SiteHolders | None = None,
 ) -> tuple[dict[str, list[str]], dict[str, SiteKeys]]:
     """``recipient_owners`` as far as the checks of ``selected`` sites can tell.
 
@@ -266,7 +277,9 @@ def _recipients(
     questions, instead of all 10,000 of them. Every site's are parsed otherwise. The
     other sites' names come from one read of ``sites/`` (`Repository.site_folders`), and
     their site.yaml is peeked at without asking git about each: a hit is read again
-    through the tree, which refuses what git ignores.
+    through the tree, which refuses what git ignores. ``holders`` narrows the peeks to the
+    sites whose site.yaml holds one of the byte strings asked about (git's grep, for
+    ``--changed-since``); the same tests then run on those sites' bytes.
     """
     every = list(repo.site_folders)
     if selected.issuperset(every):
@@ -288,9 +301,10 @@ def _recipients(
     # file: a shard of a CI matrix asks about thousands of recipients in thousands of files.
     wanted_bytes = {r.encode() for r in wanted if _RECIPIENT_SHAPE.fullmatch(r)}
     needles += [r.encode() for r in sorted(wanted) if not _RECIPIENT_SHAPE.fullmatch(r)]
+    hits = holders("site.yaml", {*wanted_bytes, *needles}) if holders is not None else None
     texts: dict[str, bytes] = {}
     for site_id in every:
-        if site_id in selected:
+        if site_id in selected or (hits is not None and site_id not in hits):
             continue
         data = repo.tree.peek(f"sites/{site_id}/site.yaml")
         if data is None:
@@ -462,11 +476,15 @@ def scan_file(
 Check = Callable[[Repository, Sequence[str]], Iterable[Finding]]
 
 
-def secrets_check(key_file: Path | None = None, *, sops: Sops | None = None) -> Check:
-    """The check to pass to ``validate_tree(extra=[...])``, with the MAC key bound (or none)."""
+def secrets_check(
+    key_file: Path | None = None, *, sops: Sops | None = None, holders: SiteHolders | None = None
+) -> Check:
+    """The check to pass to ``validate_tree(extra=[...])``, with the MAC key bound (or none)
+    and, for a run over a few sites, how to find the other sites that may share a recipient
+    (``holders``, see `_recipients`)."""
 
     def check(repo: Repository, sites: Sequence[str]) -> list[Finding]:
-        return check_secrets(repo, sites, key_file=key_file, sops=sops)
+        return check_secrets(repo, sites, key_file=key_file, sops=sops, holders=holders)
 
     return check
 
