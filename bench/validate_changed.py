@@ -18,7 +18,13 @@ Printed: median wall and CPU (user + system of the process and its children) of 
 and the goal (issue 23): at most 0.5 s for the whole process. The findings of this
 tree's and the baseline's runs are compared: they must be the same.
 
-    python bench/validate_changed.py [--sites 10000] [--rounds 7] [--baseline REV] [--keep DIR]
+Each side's code is byte-compiled first (``compileall``, as pip installs it), and the
+processes may write byte-code (``PYTHONDONTWRITEBYTECODE`` is dropped from their
+environment): a run that compiled every module of the package each time would measure
+the compiler. ``--repo DIR`` reuses a repository an earlier run kept (``--keep``).
+
+    python bench/validate_changed.py [--sites 10000] [--rounds 7] [--baseline REV]
+        [--keep DIR | --repo DIR]
 """
 
 from __future__ import annotations
@@ -59,7 +65,13 @@ def checkout(revision: str) -> Path:
         ["git", "-C", str(ROOT), "archive", revision], check=True, capture_output=True
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    compile_code(target)
     return target
+
+
+def compile_code(code: Path) -> None:
+    """``code``'s package byte-compiled, as an installed package is."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(code / "reconciler")], check=True)
 
 
 GOAL_SECONDS = 0.5
@@ -88,20 +100,32 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=4)
     parser.add_argument("--baseline", metavar="REV", help="also time REV's code")
     parser.add_argument("--keep", type=Path, help="generate under DIR and keep it")
-    args = parser.parse_args()
-    if args.keep is not None:
-        args.keep.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="outpost-bench-changed-", dir=args.keep))
-    repo = work / "repo"
-    started = time.perf_counter()
-    generate(args.sites, repo, random.Random(args.seed))
-    git_commit(repo)
-    site = change_one_site(repo)
-    print(
-        f"{args.sites:,} sites generated and committed in {time.perf_counter() - started:.1f} s; "
-        f"edited sites/{site}/overrides.yaml"
+    parser.add_argument(
+        "--repo", type=Path, help="reuse the generated repository DIR (kept by --keep)"
     )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    args = parser.parse_args()
+    if args.repo is not None:
+        repo = args.repo.resolve()
+        work = repo.parent
+        sites = sum(1 for _ in (repo / "sites").iterdir())
+        print(f"reusing {repo} ({sites:,} site folders); edited sites/{change_one_site(repo)}")
+        args.sites, args.keep = sites, work
+    else:
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix="outpost-bench-changed-", dir=args.keep))
+        repo = work / "repo"
+        started = time.perf_counter()
+        generate(args.sites, repo, random.Random(args.seed))
+        git_commit(repo)
+        site = change_one_site(repo)
+        print(
+            f"{args.sites:,} sites generated and committed in "
+            f"{time.perf_counter() - started:.1f} s; edited sites/{site}/overrides.yaml"
+        )
+    compile_code(ROOT)
+    drop = ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     codes = {"outpost validate --changed-since": ROOT}
     if args.baseline:
         codes[f"  the same, {args.baseline}"] = checkout(args.baseline)

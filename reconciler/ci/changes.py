@@ -307,32 +307,46 @@ class SiteFileGrep:
     read here. A file git ignores is in neither, as it is not in the tree. Anything but
     a clean answer from git (no git, a timeout, an error) is None: the caller reads the
     files itself.
+
+    `prefetch` starts a grep before the question comes, so that it runs beside the
+    checks; a question whose byte strings are all among the prefetched ones is answered
+    from it (more byte strings find more files, never fewer), any other runs its own.
     """
 
     def __init__(self, root: Path, pending: PendingChanges) -> None:
         self.root = root
         self._pending = pending
+        self._started: dict[str, tuple[frozenset[bytes], subprocess.Popen[bytes]]] = {}
 
     @property
     def untracked(self) -> frozenset[str]:
         return self._pending.result().untracked
 
+    def prefetch(self, name: str, needles: Collection[bytes]) -> None:
+        """Start the grep of ``name`` files for ``needles`` now; `close` stops it unused."""
+        wanted = _searchable(name, needles)
+        if wanted is None or name in self._started:
+            return
+        proc = self._launch(name, wanted)
+        if proc is not None:
+            self._started[name] = (wanted, proc)
+
+    def close(self) -> None:
+        """Stop the greps nobody asked about."""
+        procs = [proc for _, proc in self._started.values()]
+        self._started.clear()
+        _stop(procs)
+
     def __call__(self, name: str, needles: Collection[bytes]) -> Collection[str] | None:
-        wanted = sorted({*needles, b"\\"})
-        if (
-            not _PLAIN_NAME.fullmatch(name)
-            or len(wanted) > MAX_NEEDLES
-            or any(not needle or b"\0" in needle or b"\n" in needle for needle in wanted)
-        ):
+        wanted = _searchable(name, needles)
+        if wanted is None:
             return None  # not a question for a command line: the caller reads the files
-        # Paths relative to ``root`` (the pathspec's folder), whatever grep.fullName says.
-        argv = ["git", "-c", "grep.fullName=false", *_command(self.root)[1:]]
-        argv += ["grep", "--no-color", "-l", "-z", "-F"]
-        argv += [arg for needle in wanted for arg in ("-e", os.fsdecode(needle))]
-        argv += ["--", f":(glob)sites/*/{name}"]
-        try:
-            proc = _start(argv)
-        except OSError:
+        started = self._started.pop(name, None)
+        if started is not None and not wanted <= started[0]:
+            _stop([started[1]])
+            started = None
+        proc = started[1] if started is not None else self._launch(name, wanted)
+        if proc is None:
             return None
         try:
             results = _collect({"grep": proc}, time.monotonic() + TIMEOUT_SECONDS)
@@ -353,9 +367,32 @@ class SiteFileGrep:
             found.add(match.group(1))
         return found
 
+    def _launch(self, name: str, wanted: frozenset[bytes]) -> subprocess.Popen[bytes] | None:
+        # Paths relative to ``root`` (the pathspec's folder), whatever grep.fullName says.
+        argv = ["git", "-c", "grep.fullName=false", *_command(self.root)[1:]]
+        argv += ["grep", "--no-color", "-l", "-z", "-F"]
+        argv += [arg for needle in sorted(wanted) for arg in ("-e", os.fsdecode(needle))]
+        argv += ["--", f":(glob)sites/*/{name}"]
+        try:
+            return _start(argv)
+        except OSError:
+            return None
+
     def _holds(self, path: str, wanted: Collection[bytes]) -> bool:
         try:
             data = read_file(self.root / path, path)
         except DocumentError:
             return False  # not a regular file, or too large: the tree will not read it either
         return any(needle in data for needle in wanted)
+
+
+def _searchable(name: str, needles: Collection[bytes]) -> frozenset[bytes] | None:
+    """``needles`` and a backslash, if git grep can be asked about them in ``name`` files."""
+    wanted = frozenset({*needles, b"\\"})
+    if (
+        not _PLAIN_NAME.fullmatch(name)
+        or len(wanted) > MAX_NEEDLES
+        or any(not needle or b"\0" in needle or b"\n" in needle for needle in wanted)
+    ):
+        return None
+    return wanted

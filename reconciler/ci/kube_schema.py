@@ -39,11 +39,17 @@ _RESULTS_MAX = 50_000
 
 
 def _package_dir() -> Path | None:
+    # Found, not imported: only its schema files are read, and importing the package
+    # (its own command line and validators) would cost a one-site run a tenth of its time.
+    from importlib.util import find_spec
+
     try:
-        import kubernetes_validate
-    except ImportError:
+        spec = find_spec("kubernetes_validate")
+    except (ImportError, ValueError):
         return None
-    return Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "kubernetes-json-schema"
 
 
 @cache
@@ -67,7 +73,10 @@ def schema_version(declared: str) -> tuple[int, int] | None:
 
 
 class _Version:
-    """One Kubernetes version's schemas: definitions loaded once, a validator per kind."""
+    """One Kubernetes version's schemas: definitions loaded once, a validator per kind, and
+    a kind's fast check compiled from its ``FAST_AFTER``-th distinct object on (compiling
+    a Deployment's costs about what jsonschema takes for that many of them, so a run over a
+    few sites never pays for it; ``schemas.schema_errors`` does the same)."""
 
     def __init__(self, version: tuple[int, int]) -> None:
         from referencing import Registry, Resource
@@ -78,19 +87,29 @@ class _Version:
         self.folder = root / f"v{version[0]}.{version[1]}.0-local-strict"
         definitions = Resource.from_contents(_load(self.folder / "_definitions.json"))
         self.registry = Registry().with_resource(definitions.id() or "", definitions)
-        self.kinds: dict[tuple[str, str], tuple[Any, Any] | None] = {}
+        self.kinds: dict[tuple[str, str], tuple[Any, Any, Any] | None] = {}
+        self.asked: dict[tuple[str, str], int] = {}
+        self.fast: dict[tuple[str, str], Any] = {}
 
     def kind(self, api_version: str, kind: str) -> tuple[Any, Any] | None:
+        """(jsonschema's validator, the fast check or None) of a kind; None: no schema."""
+        from reconciler.core.schemas import FAST_AFTER, compile_check
+
         key = (api_version, kind)
         if key not in self.kinds:
             self.kinds[key] = self._build(api_version, kind)
-        return self.kinds[key]
+        built = self.kinds[key]
+        if built is None:
+            return None
+        validator, schema, registry = built
+        self.asked[key] = asked = self.asked.get(key, 0) + 1
+        if key not in self.fast and asked > FAST_AFTER:
+            self.fast[key] = compile_check(schema, registry)
+        return validator, self.fast.get(key)
 
-    def _build(self, api_version: str, kind: str) -> tuple[Any, Any] | None:
+    def _build(self, api_version: str, kind: str) -> tuple[Any, Any, Any] | None:
         from jsonschema import Draft202012Validator
         from referencing import Resource
-
-        from reconciler.core.schemas import compile_check
 
         api = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
         path = self.folder / f"{kind.lower()}-{api}.json"
@@ -99,8 +118,7 @@ class _Version:
         schema = _load(path)
         resource = Resource.from_contents(schema)
         registry = self.registry.with_resource(resource.id() or "", resource)
-        validator = Draft202012Validator(schema, registry=registry)
-        return validator, compile_check(schema, registry)
+        return Draft202012Validator(schema, registry=registry), schema, registry
 
 
 def _load(path: Path) -> Any:

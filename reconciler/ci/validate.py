@@ -159,17 +159,72 @@ def _validate_changed(root: Path, rev: str, today: date | None) -> ValidationRun
         raise SourceUnavailable(f"{root} is not a directory")
     pending = start_changes(root, rev)
     holders = SiteFileGrep(root, pending)
-    checks = extra_checks(today=today, holders=holders)  # its imports while git works
-    changes = pending.result()
-    tree = WorkdirTree(root, ignored=changes.ignored)
-    sites = _affected_sites(root, changes, tree)
-    findings = validate_tree(tree, extra=checks, sites=sites, file_checks=file_checks())
-    conflicts = _identity_conflicts(tree, sites, holders)
+    try:
+        checks = extra_checks(today=today, holders=holders)
+        _prepare(policies=today is not None)
+        changes = pending.result()
+        tree = WorkdirTree(root, ignored=changes.ignored)
+        sites = _affected_sites(root, changes, tree)
+        _prefetch(holders, tree, sites)
+        findings = validate_tree(tree, extra=checks, sites=sites, file_checks=file_checks())
+        conflicts = _identity_conflicts(tree, sites, holders)
+    finally:
+        holders.close()
     if conflicts:
         findings = sorted(
             set(findings) | set(conflicts), key=lambda f: (f.path, f.line, f.rule, f.message)
         )
     return ValidationRun(findings, coverage(tree, sites=sites, policies=today is not None))
+
+
+def _prepare(*, policies: bool) -> None:
+    """Import what a run over a few sites uses, and build the format's validators, while
+    git lists the changes in its own process: this process would wait for it otherwise."""
+    from importlib import import_module
+
+    from reconciler.core.schemas import validator
+
+    for module in ("reconciler.ci.diff", "reconciler.core.render", "reconciler.core.schema_guard"):
+        import_module(module)
+    for kind in ("Site", "Hardware", "SiteOverrides", "Fleet", "App", "Policy"):
+        validator(kind)
+    if policies:
+        from contextlib import suppress
+
+        from reconciler.core.policy._cel import engine
+
+        with suppress(ImportError):  # the policy check says so, naming what needed it
+            engine()
+
+
+# More selected sites than this, and the questions about the other sites' files are
+# asked when they come: the values to look for are then too many to guess ahead.
+_PREFETCH_MAX_SITES = 100
+_RECIPIENT = re.compile(rb"age1[0-9a-z]{58}")
+
+
+def _prefetch(holders: Any, tree: Any, sites: Sequence[str]) -> None:
+    """Start git's greps for the values the checks will ask the other sites about (the
+    selected sites' age recipients, in their site.yaml and secret files, and machine ids
+    and node keys), so they run while the selected sites are validated. A guess from
+    the bytes: a question it does not cover runs its own grep (`ci.changes.SiteFileGrep`).
+    """
+    if len(sites) > _PREFETCH_MAX_SITES:
+        return
+    tokens, escaped = _identity_tokens(tree, sites)
+    if not escaped:
+        holders.prefetch("hardware.yaml", tokens)
+    recipients: set[bytes] = set()
+    for site in sites:
+        try:
+            files = [f"sites/{site}/site.yaml"] + [
+                path for path in folder_files(tree, f"sites/{site}") if "/secrets/" in path
+            ]
+        except OutpostError:
+            continue
+        for path in files:
+            recipients.update(_RECIPIENT.findall(tree.peek(path) or b""))
+    holders.prefetch("site.yaml", recipients)
 
 
 def _identity_conflicts(
@@ -315,6 +370,21 @@ _TOKEN = re.compile(rb"[A-Za-z0-9+/=]{16,}")
 _IDENTITY = re.compile(rb"[0-9a-f]{32}|AAAAC3NzaC1lZDI1NTE5AAAAI[A-Za-z0-9+/]{43}")
 
 
+def _identity_tokens(tree: Any, sites: Sequence[str]) -> tuple[set[bytes], bool]:
+    """The runs of ``sites``' hardware.yaml bytes shaped like a machine id or a node key,
+    and whether any holds a backslash (a value written with escapes is not among them)."""
+    tokens: set[bytes] = set()
+    escaped = False
+    for name in sites:
+        try:
+            data = tree.read(f"sites/{name}/hardware.yaml")
+        except OutpostError:
+            continue
+        tokens.update(t for t in _TOKEN.findall(data) if _IDENTITY.fullmatch(t))
+        escaped = escaped or b"\\" in data
+    return tokens, escaped
+
+
 def _hardware_candidates(
     tree: Any, names: Sequence[str], mine: Sequence[str], holders: SiteHolders | None = None
 ) -> list[str]:
@@ -324,15 +394,7 @@ def _hardware_candidates(
     whole run); another file can declare one only if it holds that run, or a backslash.
     ``holders`` (git's grep) narrows the files peeked at to those that hold one.
     """
-    tokens: set[bytes] = set()
-    escaped = False  # a value of ours written with escapes is not among our tokens
-    for name in mine:
-        try:
-            data = tree.read(f"sites/{name}/hardware.yaml")
-        except OutpostError:
-            continue
-        tokens.update(t for t in _TOKEN.findall(data) if _IDENTITY.fullmatch(t))
-        escaped = escaped or b"\\" in data
+    tokens, escaped = _identity_tokens(tree, mine)
     own = set(mine)
     hits = holders("hardware.yaml", tokens) if holders is not None and not escaped else None
     found = []
