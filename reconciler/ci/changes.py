@@ -40,7 +40,7 @@ import re
 import selectors
 import subprocess
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -298,85 +298,112 @@ _PLAIN_NAME = re.compile(r"[A-Za-z0-9._-]+")
 MAX_NEEDLES = 1000
 
 
+class _Grep:
+    """One ``git grep -l -F`` over the ``names`` files of every site folder (tracked), for
+    ``wanted``; `hits` waits for it, once: the site folders holding a hit, by file name."""
+
+    def __init__(self, root: Path, names: Sequence[str], wanted: frozenset[bytes]) -> None:
+        self.names = frozenset(names)
+        self.wanted = wanted
+        self._hits: dict[str, set[str]] | None = None
+        self._done = False
+        # Paths relative to ``root`` (the pathspecs' folder), whatever grep.fullName says;
+        # one thread: this process checks the changed sites on the other core meanwhile.
+        argv = ["git", "-c", "grep.fullName=false", *_command(root)[1:]]
+        argv += ["grep", "--threads=1", "--no-color", "-l", "-z", "-F"]
+        argv += [arg for needle in sorted(wanted) for arg in ("-e", os.fsdecode(needle))]
+        argv += ["--", *(f":(glob)sites/*/{name}" for name in sorted(names))]
+        try:
+            self._proc: subprocess.Popen[bytes] | None = _start(argv)
+        except OSError:
+            self._proc = None
+
+    def hits(self) -> dict[str, set[str]] | None:
+        """None when git gave no clean answer (not there, an error, too slow)."""
+        if not self._done:
+            self._done = True
+            self._hits = self._wait()
+        return self._hits
+
+    def _wait(self) -> dict[str, set[str]] | None:
+        if self._proc is None:
+            return None
+        try:
+            code, out, _ = _collect({"grep": self._proc}, time.monotonic() + TIMEOUT_SECONDS)[
+                "grep"
+            ]
+        except _Overrun:
+            return None
+        finally:
+            self.stop()
+        if code not in (0, 1):  # 1: nothing matched
+            return None
+        found: dict[str, set[str]] = {name: set() for name in self.names}
+        for path in out.split(b"\0"):
+            match = _SITE_FILE.fullmatch(_decode(path))
+            if match is not None and match.group(2) in found:
+                found[match.group(2)].add(match.group(1))
+        return found
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            _stop([self._proc])
+
+
 class SiteFileGrep:
     """``core.model.SiteHolders`` for the working tree whose changes git lists (``pending``).
 
     Called with a file name (``site.yaml``) and byte strings, it answers the site folders
     whose such file holds one of them or a backslash: the tracked files through
-    ``git grep -F`` (in C, on every core), the untracked ones (`Changes.untracked`)
-    read here. A file git ignores is in neither, as it is not in the tree. Anything but
-    a clean answer from git (no git, a timeout, an error) is None: the caller reads the
-    files itself.
+    ``git grep -F`` (in C), the untracked ones (`Changes.untracked`) read here. A file
+    git ignores is in neither, as it is not in the tree. Anything but a clean answer from
+    git (no git, a timeout, an error) is None: the caller reads the files itself.
 
-    `prefetch` starts a grep before the question comes, so that it runs beside the
-    checks; a question whose byte strings are all among the prefetched ones is answered
-    from it (more byte strings find more files, never fewer), any other runs its own.
+    `prefetch` starts one grep for every question to come, before they come, so that it
+    runs beside the checks; a question about one of its file names whose byte strings are
+    all among the prefetched ones is answered from it (more byte strings find more files,
+    never fewer), any other runs a grep of its own.
     """
 
     def __init__(self, root: Path, pending: PendingChanges) -> None:
         self.root = root
         self._pending = pending
-        self._started: dict[str, tuple[frozenset[bytes], subprocess.Popen[bytes]]] = {}
+        self._prefetched: _Grep | None = None
 
     @property
     def untracked(self) -> frozenset[str]:
         return self._pending.result().untracked
 
-    def prefetch(self, name: str, needles: Collection[bytes]) -> None:
-        """Start the grep of ``name`` files for ``needles`` now; `close` stops it unused."""
-        wanted = _searchable(name, needles)
-        if wanted is None or name in self._started:
+    def prefetch(self, questions: Mapping[str, Collection[bytes]]) -> None:
+        """Start the grep for ``questions`` (file name → byte strings) now."""
+        asked = [_searchable(name, needles) for name, needles in questions.items()]
+        if self._prefetched is not None or not asked or None in asked:
             return
-        proc = self._launch(name, wanted)
-        if proc is not None:
-            self._started[name] = (wanted, proc)
+        wanted = frozenset(needle for each in asked if each is not None for needle in each)
+        if len(wanted) <= MAX_NEEDLES:
+            self._prefetched = _Grep(self.root, sorted(questions), wanted)
 
     def close(self) -> None:
-        """Stop the greps nobody asked about."""
-        procs = [proc for _, proc in self._started.values()]
-        self._started.clear()
-        _stop(procs)
+        """Stop a prefetched grep nobody asked about."""
+        if self._prefetched is not None:
+            self._prefetched.stop()
 
     def __call__(self, name: str, needles: Collection[bytes]) -> Collection[str] | None:
         wanted = _searchable(name, needles)
         if wanted is None:
             return None  # not a question for a command line: the caller reads the files
-        started = self._started.pop(name, None)
-        if started is not None and not wanted <= started[0]:
-            _stop([started[1]])
-            started = None
-        proc = started[1] if started is not None else self._launch(name, wanted)
-        if proc is None:
+        grep = self._prefetched
+        if grep is None or name not in grep.names or not wanted <= grep.wanted:
+            grep = _Grep(self.root, [name], wanted)
+        hits = grep.hits()
+        if hits is None:
             return None
-        try:
-            results = _collect({"grep": proc}, time.monotonic() + TIMEOUT_SECONDS)
-        except _Overrun:
-            return None
-        finally:
-            _stop([proc])
-        code, out, _ = results["grep"]
-        if code not in (0, 1):  # 1: nothing matched
-            return None
-        found: set[str] = set()
-        for path in [_decode(p) for p in out.split(b"\0") if p] + sorted(self.untracked):
+        found = set(hits[name])
+        for path in sorted(self.untracked):
             match = _SITE_FILE.fullmatch(path)
-            if match is None or match.group(2) != name:
-                continue
-            if path in self.untracked and not self._holds(path, wanted):
-                continue
-            found.add(match.group(1))
+            if match is not None and match.group(2) == name and self._holds(path, wanted):
+                found.add(match.group(1))
         return found
-
-    def _launch(self, name: str, wanted: frozenset[bytes]) -> subprocess.Popen[bytes] | None:
-        # Paths relative to ``root`` (the pathspec's folder), whatever grep.fullName says.
-        argv = ["git", "-c", "grep.fullName=false", *_command(self.root)[1:]]
-        argv += ["grep", "--no-color", "-l", "-z", "-F"]
-        argv += [arg for needle in sorted(wanted) for arg in ("-e", os.fsdecode(needle))]
-        argv += ["--", f":(glob)sites/*/{name}"]
-        try:
-            return _start(argv)
-        except OSError:
-            return None
 
     def _holds(self, path: str, wanted: Collection[bytes]) -> bool:
         try:

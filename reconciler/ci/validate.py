@@ -212,8 +212,6 @@ def _prefetch(holders: Any, tree: Any, sites: Sequence[str]) -> None:
     if len(sites) > _PREFETCH_MAX_SITES:
         return
     tokens, escaped = _identity_tokens(tree, sites)
-    if not escaped:
-        holders.prefetch("hardware.yaml", tokens)
     recipients: set[bytes] = set()
     for site in sites:
         try:
@@ -224,7 +222,10 @@ def _prefetch(holders: Any, tree: Any, sites: Sequence[str]) -> None:
             continue
         for path in files:
             recipients.update(_RECIPIENT.findall(tree.peek(path) or b""))
-    holders.prefetch("site.yaml", recipients)
+    questions = {"site.yaml": recipients}
+    if not escaped:  # then every hardware.yaml is read: no question to ask git
+        questions["hardware.yaml"] = tokens
+    holders.prefetch(questions)
 
 
 def _identity_conflicts(
