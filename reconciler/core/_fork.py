@@ -13,11 +13,9 @@ Results come back in task order, so the caller's output is the same either way.
 from __future__ import annotations
 
 import gc
-import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
 
 R = TypeVar("R")
@@ -78,6 +76,9 @@ def fork_map(task: Callable[[int], R], count: int, workers: int) -> list[R]:
     gc.disable()
     gc.freeze()
     try:
+        import multiprocessing  # here, not above: a run over a few sites never forks
+        from concurrent.futures import ProcessPoolExecutor
+
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=min(workers, count), mp_context=context) as pool:
             return list(pool.map(_run, range(count)))

@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -385,6 +384,8 @@ def _verify_macs(
         except OutpostError as exc:
             return Finding.from_error(exc, rule=RULE, site=site_id)
         return None
+
+    from concurrent.futures import ThreadPoolExecutor  # only with a key to check MACs
 
     workers = max(1, min(4, os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
