@@ -88,3 +88,24 @@ def test_rbac_names_follow_their_own_rule(fleet: Path, capsys: pytest.CaptureFix
     code, findings = validate(fleet, capsys)
     assert code == 1
     assert any("ConfigMap name 'pos:config' is not a valid" in str(f["message"]) for f in findings)
+
+
+def test_the_fast_check_comes_in_later_and_judges_as_jsonschema_does() -> None:
+    from reconciler.ci import kube_schema
+    from reconciler.core.schemas import FAST_AFTER
+
+    version = schema_version("1.31")
+    assert version is not None
+
+    def config_map(index: int, **data: object) -> dict[str, object]:
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"cm-{index}"}}
+        return {**body, "data": data or {"k": str(index)}}
+
+    kube_schema._for.cache_clear()  # counted from this test's first object on
+    schemas = kube_schema._for(version)
+    for index in range(FAST_AFTER + 4):
+        assert object_errors(config_map(10_000 + index), version) == ()
+        # A run over a few objects never pays for compiling the fast check.
+        assert (schemas.fast.get(("v1", "ConfigMap")) is not None) == (index >= FAST_AFTER)
+    wrong = object_errors(config_map(1, k=7), version)  # the fast check says no: jsonschema
+    assert wrong and wrong[0].startswith("data.k: 7 is not of type 'string'")

@@ -4,6 +4,17 @@
 change can affect are read, so a pull request's cost follows the change, not the fleet.
 The node validates its own slice with ``core.validate.validate_tree`` alone.
 
+``--changed-since REV`` (`_validate_changed`). git's command line lists what changed, and
+what it ignores, in a process of its own while this one imports the checks
+(``ci.changes``); ``diff.affected_sites`` turns paths into sites. The selected sites are
+judged as a whole run judges them, and so are the values that must be unique across the
+fleet: an age recipient (the secrets check) and a machine id or node key
+(`_identity_conflicts`), whichever of two sites sharing one changed. Of the other sites
+only the names are read (one listing of ``sites/``), and the site.yaml and hardware.yaml
+files that may hold one of the selected sites' values: ``git grep`` finds them
+(``ci.changes.SiteFileGrep``, started as soon as the values are known), and only those
+are parsed.
+
 Shards (``--shard I/N``, one CI job each in a matrix). The entries of ``sites/``, sorted,
 are cut into N contiguous runs of equal size (±1); shard I reads and checks the sites of
 run I only, so its cost is about 1/N of the whole plus start-up. Every finding belongs
