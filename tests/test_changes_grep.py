@@ -85,3 +85,16 @@ def test_no_git_to_ask_is_no_answer(repo: Path, monkeypatch: pytest.MonkeyPatch)
     holders.untracked  # noqa: B018 -- git listed the changes before it went away
     monkeypatch.setenv("PATH", str(repo / "nowhere"))
     assert holders("site.yaml", [VALUE]) is None
+
+
+def test_a_folder_inside_the_work_tree_gets_its_own_site_names(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    write(root, "config/sites/a/site.yaml", VALUE)
+    write(root, "other/sites/b/site.yaml", VALUE)
+    git(tmp_path, "init", "-q", str(root))
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "one")
+    git(root, "config", "grep.fullName", "true")  # a user's setting does not move the names
+    write(root, "config/sites/c/site.yaml", VALUE)
+    config = root / "config"
+    assert SiteFileGrep(config, start_changes(config, "HEAD"))("site.yaml", [VALUE]) == {"a", "c"}
