@@ -221,6 +221,11 @@ class PendingChanges:
             )
         return lines[0], lines[1].strip()
 
+    def close(self) -> None:
+        """Stop git if nobody waited for it (the run failed before it needed the changes)."""
+        if self._changes is None:
+            _stop(self._procs.values())
+
     def result(self) -> Changes:
         """Wait for git (once: later calls answer the same); SourceUnavailable naming the
         command when one fails."""

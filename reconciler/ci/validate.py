@@ -186,6 +186,7 @@ def _validate_changed(root: Path, rev: str, today: date | None) -> ValidationRun
         conflicts = _identity_conflicts(tree, sites, holders)
     finally:
         holders.close()
+        pending.close()
         if collecting:
             gc.enable()
     if conflicts:
@@ -222,7 +223,7 @@ _RECIPIENT = re.compile(rb"age1[0-9a-z]{58}")
 
 
 def _prefetch(holders: Any, tree: Any, sites: Sequence[str]) -> None:
-    """Start git's greps for the values the checks will ask the other sites about (the
+    """Start git's grep for the values the checks will ask the other sites about (the
     selected sites' age recipients, in their site.yaml and secret files, and machine ids
     and node keys), so they run while the selected sites are validated. A guess from
     the bytes: a question it does not cover runs its own grep (`ci.changes.SiteFileGrep`).
