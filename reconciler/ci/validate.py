@@ -299,10 +299,11 @@ def extra_checks(*, today: date | None = None, collapse: bool = True) -> list[Ch
 
     checks: list[Check] = [secrets_check(key_file_from_env()), vendor_check(), check_records]
     if today is not None:
-        from reconciler.ci.kube_schema import object_check
+        from reconciler.ci.kube_schema import object_check, version_check
         from reconciler.core.policy import policy_check
 
         checks.append(policy_check(today=today, objects=object_check(), collapse=collapse))
+        checks.append(version_check)
     return checks
 
 
