@@ -475,10 +475,11 @@ def extra_checks(
         check_records,
     ]
     if today is not None:
-        from reconciler.ci.kube_schema import object_check
+        from reconciler.ci.kube_schema import object_check, version_check
         from reconciler.core.policy import policy_check
 
         checks.append(policy_check(today=today, objects=object_check(), collapse=collapse))
+        checks.append(version_check)
     return checks
 
 
