@@ -20,7 +20,9 @@ Then the checks that need every site ask which other sites' site.yaml or hardwar
 could declare a value of the changed ones (an age recipient, a machine id, a node key).
 `SiteFileGrep` answers with ``git grep -F`` over the tracked files of the working tree
 and reads the untracked ones itself: a superset (a hit is read and judged again by the
-check), where reading 20,000 files in Python cost the run a third of its time.
+check). At 10,000 sites, reading and matching the 20,000 files here cost 0.24 s of this
+process; one single-threaded grep takes 0.1 s, on the other core while the changed sites
+are checked.
 
 No command takes a lock (``--no-optional-locks``: validation never writes the index);
 each one has a time limit and an output limit. A failure of status or diff is a
@@ -29,8 +31,8 @@ to the caller's own reading of every file.
 
 Why the command line, not libgit2 (pygit2): ``git status`` stats every tracked file
 against the index's cache, in C, in a process of its own that runs while this one
-imports the checks; libgit2's status took twice git's CPU on a 10,000-site tree, and
-importing pygit2 costs the start-up as much again.
+imports the checks; libgit2's status took twice git's CPU on a 10,000-site tree (0.25 s
+against 0.12 s), and a run that does not import pygit2 starts about 30 ms sooner.
 """
 
 from __future__ import annotations
