@@ -34,13 +34,11 @@ import contextlib
 import logging
 import queue
 import subprocess
-import sys
 import threading
-from pathlib import Path
 from typing import IO
 
-import reconciler
 from reconciler.core.trust.sshsig import SignedData
+from reconciler.fleet._child import python_running
 from reconciler.fleet.collector.sigworker import check_many, read_answers, write_request
 
 __all__ = ["VerifierPool", "check_many", "worker_command"]
@@ -52,14 +50,8 @@ _Job = tuple[_Waiting, asyncio.AbstractEventLoop]
 
 
 def worker_command() -> list[str]:
-    """A fresh interpreter running `sigworker.main`, from the same copy of the package as
-    this process (the directory it was imported from comes first on its path)."""
-    root = str(Path(reconciler.__file__).resolve().parents[1])
-    boot = (
-        f"import sys; sys.path.insert(0, {root!r}); "
-        "from reconciler.fleet.collector.sigworker import main; main()"
-    )
-    return [sys.executable, "-c", boot]
+    """A fresh interpreter running `sigworker.main`, from the same copy of the package."""
+    return python_running("reconciler.fleet.collector.sigworker", "main")
 
 
 class _Worker:
