@@ -26,7 +26,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,9 +44,14 @@ SILENT_AFTER: Mapping[str, timedelta] = {
 MAX_COMMITS = 200_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SiteInfo:
-    """One site as the verified repository describes it."""
+    """One site as the verified repository describes it.
+
+    A collector holds one for every site of the fleet, so it is kept small: slots, and
+    its mappings and strings shared with every other site that has the same ones
+    (`read_view`: most sites of a fleet have the same labels, waves and machines).
+    """
 
     site: str
     connectivity: str
@@ -63,9 +67,10 @@ class SiteInfo:
     hardware: tuple[tuple[str, str], ...] = ()
     """(node name, one line: arch, CPUs, memory, serial) per node in ``hardware.yaml``."""
 
-    @cached_property
+    @property
     def keys(self) -> tuple[PublicKey, ...]:
-        """Built at the site's first report, then kept with the view (read per report)."""
+        """Built for each report (a tuple of small objects, cheaper to build than to keep
+        for every site of the fleet)."""
         from reconciler.core.trust.sshsig import PublicKey
 
         return tuple(PublicKey("ssh-ed25519", blob, name) for blob, name in self.nodes.items())
@@ -132,7 +137,10 @@ class FleetSource:
             repo, trust, now=now, candidate=head, since=since, max_commits=MAX_COMMITS
         )
         result.raise_for_refusal()
-        return read_view(repo, head)
+        view = read_view(repo, head)
+        del repo, result
+        release_freed_memory()
+        return view
 
     def descends(self, revision: str, ancestor: str) -> bool | None:
         """True when ``revision`` is ``ancestor`` or descends from it; None if unknown here."""
@@ -162,6 +170,12 @@ def read_view(repo: Any, revision: str) -> FleetView:
 
     tree = CommitTree(repo, revision)
     model = Repository(tree)
+    shared: dict[Any, Any] = {}
+
+    def share(value: Any, key: Any = None) -> Any:
+        """The one equal value already kept for another site (``key``: its hashable form)."""
+        return shared.setdefault(value if key is None else key, value)
+
     rollouts: dict[str, FleetRollout] = {}
     for name in model.fleet_names:
         fleet = model.fleet(name)
@@ -202,21 +216,41 @@ def read_view(repo: Any, revision: str) -> FleetView:
             if isinstance(line, str):
                 key = parse_public_key_line(line, what=f"{hardware_path} publicKey")
                 nodes[key.blob] = str(node.get("name"))
+        texts = {str(k): str(v) for k, v in labels.items()}
         sites[site_id] = SiteInfo(
             site=site_id,
-            connectivity=site.connectivity,
-            fleets=tuple(site.fleets),
-            waves=waves,
-            wave_order=order,
+            connectivity=share(site.connectivity),
+            fleets=share(tuple(site.fleets)),
+            waves=share(waves, ("waves", *waves.items())),
+            wave_order=share(order, ("order", *order.items())),
             nodes=nodes,
-            labels={str(k): str(v) for k, v in labels.items()},
-            hardware=tuple(machines),
+            labels=share(texts, ("labels", *texts.items())),
+            hardware=share(tuple((share(n), share(m)) for n, m in machines)),
         )
     return FleetView(
         revision=revision,
         sites=sites,
         waves={name: tuple(w.name for w in r.waves) for name, r in rollouts.items()},
     )
+
+
+def release_freed_memory() -> None:
+    """Hand the heap's free pages back to the system (glibc's ``malloc_trim``).
+
+    Reading a new view parses two documents of every site and walks the history
+    with libgit2; once it is distilled, most of that memory is free but stays
+    with the process. A collector reads the view at start and at each new head,
+    and serves for days in between. Elsewhere than glibc this does nothing.
+    """
+    import ctypes
+    import gc
+
+    gc.collect()  # the parsers' reference cycles first, so that their pages are free too
+    try:
+        trim = ctypes.CDLL(None).malloc_trim  # the C library this interpreter runs on
+    except (OSError, AttributeError):
+        return
+    trim(0)
 
 
 def _machine(node: Mapping[str, Any]) -> str:
