@@ -69,6 +69,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -288,6 +289,90 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and every process below it (``/proc/PID/task/*/children``)."""
+    pids, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        pids.append(current)
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as found:
+                    stack.extend(int(c) for c in found.read().split())
+        except OSError:
+            continue
+    return pids
+
+
+def _kib(pid: int, path: str, field: str) -> int:
+    try:
+        with open(f"/proc/{pid}/{path}") as lines:
+            for line in lines:
+                if line.startswith(field):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class TreeSampler:
+    """The collector's process tree every 20 ms, as ``bench/validate_fleet.py`` samples its
+    own: the sum of PSS (``/proc/PID/smaps_rollup``; a page shared by k processes counts
+    1/k: what the tree costs the machine) and the sum of RSS (a shared page counted in
+    every process that maps it), each at its peak, per phase; and each process's own peak
+    (``VmHWM``) while it was alive, so that a child that came and went (the schedule's)
+    is seen too. The tree is the bench's children running ``fleet serve``, and theirs."""
+
+    def __init__(self) -> None:
+        self.phase = "start"
+        self.peaks: dict[str, tuple[float, float]] = {}
+        self.hwm: dict[int, tuple[float, str]] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _tree(self) -> list[int]:
+        served = [pid for pid in tree_pids(os.getpid())[1:] if b"fleet\0serve" in _cmdline(pid)]
+        return [pid for root in served for pid in tree_pids(root)]
+
+    def _run(self) -> None:
+        while not self._done.is_set():
+            pids = self._tree()
+            pss = sum(_kib(p, "smaps_rollup", "Pss:") for p in pids) / 1024
+            rss = sum(_kib(p, "status", "VmRSS:") for p in pids) / 1024
+            old_pss, old_rss = self.peaks.get(self.phase, (0.0, 0.0))
+            self.peaks[self.phase] = (max(pss, old_pss), max(rss, old_rss))
+            for pid in pids:
+                hwm = _kib(pid, "status", "VmHWM:") / 1024
+                if hwm > self.hwm.get(pid, (0.0, ""))[0]:
+                    self.hwm[pid] = (hwm, _role(_cmdline(pid)))
+            self._done.wait(0.02)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _role(cmdline: bytes) -> str:
+    for needle, role in (
+        (b"fleet\0serve", "serving process"),
+        (b"sigworker", "signature worker"),
+        (b"prediction", "schedule child"),
+        (b"resource_tracker", "multiprocessing resource tracker"),
+        (b"spawn_main", "multiprocessing child"),
+    ):
+        if needle in cmdline:
+            return role
+    return cmdline.replace(b"\0", b" ")[:60].decode("utf-8", "replace")
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -319,6 +404,7 @@ def run_collector(
     """The flood starts once the collector is done with its start-up work: verifying the
     repository, and the head's schedule for the dashboard (asked for first, and timed)."""
     token = add_token(store)
+    sampler = TreeSampler()
     process, port, start_seconds = start_collector(work, store, repo, trust)
     try:
         ready = _get_ms(
@@ -327,6 +413,7 @@ def run_collector(
         )[0]  # fmt: skip
         cpu_before = cpu_seconds(process.pid)
         helpers_before = {c: cpu_seconds(c) for c in children(process.pid)}
+        sampler.phase = "ingest"
         started = time.perf_counter()
         codes = asyncio.run(_send_all(port, bodies, connections))
         seconds = time.perf_counter() - started
@@ -335,6 +422,7 @@ def run_collector(
         rss = peak_rss_mb(process.pid)
         helpers_rss = {c: peak_rss_mb(c) for c in helpers}
     finally:
+        sampler.stop()
         process.terminate()
         process.wait(timeout=30)
     if codes != {200: len(bodies)}:
@@ -349,11 +437,23 @@ def run_collector(
         f"children {sum(helpers_rss.values()):.0f} MB; start incl. verifying the repository "
         f"{start_seconds:.1f} s, then the head's schedule ready {ready / 1000:.1f} s later)"
     )
+    ingest_pss, ingest_rss = sampler.peaks.get("ingest", (0.0, 0.0))
+    start_pss, start_rss = sampler.peaks.get("start", (0.0, 0.0))
+    each = "; ".join(f"{role} {hwm:.0f}" for hwm, role in sampler.hwm.values())
+    print(
+        f"{'':<26} process tree, peak sum during ingest: PSS {ingest_pss:.0f} MB, RSS "
+        f"{ingest_rss:.0f} MB; during start (the head's schedule computed in a child): PSS "
+        f"{start_pss:.0f} MB, RSS {start_rss:.0f} MB; each process's peak RSS (MB): {each}"
+    )
     return {
         "rate": rate,
         "rss": rss,
         "children_rss": sum(helpers_rss.values()),
         "per_cpu": len(bodies) / tree,
+        "ingest_pss": ingest_pss,
+        "ingest_rss": ingest_rss,
+        "start_pss": start_pss,
+        "start_rss": start_rss,
     }
 
 
@@ -663,7 +763,12 @@ def main() -> int:
         )
         print(
             f"collector peak RSS: {max(sqlite['rss'], pg['rss']):.0f} MB, its child processes "
-            f"{max(sqlite['children_rss'], pg['children_rss']):.0f} MB (goal ≤ 150 MB)"
+            f"{max(sqlite['children_rss'], pg['children_rss']):.0f} MB; process tree during "
+            f"ingest, peak RSS sum {max(sqlite['ingest_rss'], pg['ingest_rss']):.0f} MB, "
+            f"peak PSS sum {max(sqlite['ingest_pss'], pg['ingest_pss']):.0f} MB (goal ≤ 150 MB); "
+            f"while the head's schedule is computed at start: RSS sum "
+            f"{max(sqlite['start_rss'], pg['start_rss']):.0f} MB, PSS sum "
+            f"{max(sqlite['start_pss'], pg['start_pss']):.0f} MB"
         )
     return 0
 
