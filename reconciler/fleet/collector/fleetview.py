@@ -23,18 +23,30 @@ Rules:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from reconciler.core.errors import ConfigError, OutpostError, SourceUnavailable
+from reconciler.core.errors import (
+    ConfigError,
+    OutpostError,
+    SourceUnavailable,
+    VerificationError,
+)
 
 if TYPE_CHECKING:  # the trust package is imported where keys are read, not by every reader
     from reconciler.core.trust.sshsig import PublicKey
 
-__all__ = ["SILENT_AFTER", "FleetSource", "FleetView", "RepositoryStatus", "SiteInfo"]
+__all__ = [
+    "SILENT_AFTER",
+    "FleetSource",
+    "FleetView",
+    "RepositoryStatus",
+    "SiteInfo",
+]
 
 SILENT_AFTER: Mapping[str, timedelta] = {
     "online": timedelta(hours=2),
@@ -42,6 +54,7 @@ SILENT_AFTER: Mapping[str, timedelta] = {
     "air-gapped": timedelta(days=35),
 }
 MAX_COMMITS = 200_000
+_COMMIT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +111,23 @@ class RepositoryStatus:
 
 
 class FleetSource:
-    """A repository path and a trust root; `refresh` verifies what is new and rereads the view."""
+    """A repository path and a trust root; `refresh` verifies what is new and rereads the view.
 
-    def __init__(self, path: Path, trust: Path, *, rev: str = "HEAD") -> None:
+    With ``in_child`` (the collector), a head not seen before is verified and read in a
+    child process (`_child_main`, a fresh interpreter) that hands back the view alone:
+    walking the history and parsing two documents of every site takes tens of MB that
+    a long-running server would otherwise keep (an allocator gives little back), for a
+    view of a few. The head is still resolved here, and a head already known costs no
+    child. ``outpost fleet status`` and ``promote`` read once and exit: in-process.
+    """
+
+    def __init__(
+        self, path: Path, trust: Path, *, rev: str = "HEAD", in_child: bool = False
+    ) -> None:
         self.path = path
         self.trust = trust
         self.rev = rev
+        self.in_child = in_child
         self.status = RepositoryStatus(None, None, "the repository has not been read yet")
 
     def refresh(self, now: datetime) -> RepositoryStatus:
@@ -118,41 +142,239 @@ class FleetSource:
 
     def _refresh(self, now: datetime) -> FleetView:
         from reconciler.core.trust.allowed_signers import parse_allowed_signers
-        from reconciler.core.trust.gitsource import open_repository, resolve, verify_repository
 
         try:
             data = read_trust_root(self.trust)
         except ConfigError as exc:
             raise SourceUnavailable(exc.message) from None
         trust = parse_allowed_signers(data, str(self.trust))
+        known = self.status.view
+        if self.in_child:
+            return _view_from_child(self, known, now)
+        from reconciler.core.trust.gitsource import open_repository, resolve
+
         repo = open_repository(self.path)
         head = resolve(repo, self.rev)
-        known = self.status.view
         if known is not None and known.revision == head:
             return known
         since = None
         if known is not None and repo.descendant_of(head, known.revision):
             since = known.revision
-        result = verify_repository(
-            repo, trust, now=now, candidate=head, since=since, max_commits=MAX_COMMITS
-        )
-        result.raise_for_refusal()
-        view = read_view(repo, head)
-        del repo, result
-        release_freed_memory()
-        return view
+        return _verified_view(repo, trust, head, since, now)
 
     def descends(self, revision: str, ancestor: str) -> bool | None:
         """True when ``revision`` is ``ancestor`` or descends from it; None if unknown here."""
         if revision == ancestor:
             return True
-        from reconciler.core.trust.gitsource import open_repository
+        if not (_COMMIT_ID.fullmatch(revision) and _COMMIT_ID.fullmatch(ancestor)):
+            return None  # a report's revision is shown, never handed to git as anything else
+        if not self.in_child:
+            from reconciler.core.trust.gitsource import open_repository
+
+            try:
+                repo = open_repository(self.path)
+                return bool(repo.descendant_of(revision, ancestor))
+            except Exception:  # pygit2: GitError, KeyError or ValueError for an unknown id
+                return None
+        # The collector does not load libgit2 (11 MB) for this: git's own answer, a few ms.
+        import subprocess
 
         try:
-            repo = open_repository(self.path)
-            return bool(repo.descendant_of(revision, ancestor))
-        except Exception:  # pygit2: GitError, KeyError or ValueError for an unknown id
+            done = subprocess.run(
+                ["git", "-C", str(self.path), "merge-base", "--is-ancestor", ancestor, revision],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
             return None
+        return {0: True, 1: False}.get(done.returncode)
+
+
+def _verified_view(repo: Any, trust: Any, head: str, since: str | None, now: datetime) -> FleetView:
+    """``(since, head]`` verified against ``trust`` (all history without ``since``), then the
+    view at ``head``; the error of the first refused commit."""
+    from reconciler.core.trust.gitsource import verify_repository
+
+    result = verify_repository(
+        repo, trust, now=now, candidate=head, since=since, max_commits=MAX_COMMITS
+    )
+    result.raise_for_refusal()
+    view = read_view(repo, head)
+    del repo, result
+    release_freed_memory()
+    return view
+
+
+def _view_from_child(source: FleetSource, known: FleetView | None, now: datetime) -> FleetView:
+    """`FleetSource._refresh` in a child process (`_child_main`): the head resolved there
+    (``known`` when it has not moved: the child stops), else verified and read there and
+    the view sent back one site a line, each line distilled here before the next is read."""
+    import subprocess
+
+    from reconciler.fleet._child import python_running
+
+    command = python_running(
+        "reconciler.fleet.collector.fleetview",
+        "_child_main",
+        *(str(source.path), str(source.trust), source.rev, known.revision if known else ""),
+        now.isoformat(),
+    )
+    try:
+        child = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+    except OSError as exc:
+        raise SourceUnavailable(f"cannot start the process that verifies it: {exc}") from None
+    with child:
+        try:
+            view = _read_child(child.stdout, known)  # type: ignore[arg-type]
+        finally:
+            child.stdout.close()  # type: ignore[union-attr]
+            errors = child.stderr.read().decode("utf-8", "replace")  # type: ignore[union-attr]
+            child.wait()
+    if view is None:
+        last = " ".join(errors.strip().splitlines()[-1:])
+        raise SourceUnavailable(
+            f"the process that verifies it exited with {child.returncode}: {last}"
+        )
+    if view is not known:
+        release_freed_memory()
+    return view
+
+
+def _read_child(lines: IO[bytes], known: FleetView | None) -> FleetView | None:
+    """What `_child_main` wrote: a view (``known`` when the head has not moved), the
+    refusal raised, or None when its answer stopped short (it failed: see its errors)."""
+    import base64
+
+    from reconciler.core.envelope import loads
+
+    def line() -> Any:
+        text = lines.readline()
+        return loads(text) if text else None
+
+    try:
+        head = line()
+        if head is None or head.get("problem") is not None:
+            if head is None:
+                return None
+            raise SourceUnavailable(str(head["problem"]))
+        if known is not None and head["head"] == known.revision:
+            return known
+        top = line()
+        if top is None:
+            return None
+        if top.get("problem") is not None:
+            raise VerificationError(str(top["problem"]))
+        share = _Sharing()
+        sites = {}
+        for _ in range(int(top["sites"])):
+            site, connectivity, fleets, waves, order, nodes, labels, hardware = line()
+            sites[site] = share.site(
+                site=site,
+                connectivity=connectivity,
+                fleets=tuple(fleets),
+                waves=waves,
+                order=order,
+                nodes={base64.b64decode(blob): name for blob, name in nodes},
+                labels=labels,
+                machines=[(name, text) for name, text in hardware],
+            )
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise SourceUnavailable(f"the process that verifies it answered no view: {exc}") from None
+    return FleetView(
+        revision=top["revision"],
+        sites=sites,
+        waves={fleet: tuple(names) for fleet, names in top["waves"].items()},
+    )
+
+
+def _child_main() -> None:
+    """The child of `_view_from_child`: PATH TRUST REV KNOWN NOW in; out, one JSON document
+    a line: the head (or the problem); unless it is KNOWN, the view's revision, waves and
+    number of sites (or the refusal); then one line per site."""
+    import base64
+    import json
+    import sys
+
+    from reconciler.core.trust.allowed_signers import parse_allowed_signers
+    from reconciler.core.trust.gitsource import open_repository, resolve
+
+    def put(value: Any) -> None:
+        sys.stdout.write(json.dumps(value, separators=(",", ":")) + "\n")
+
+    path, trust_path, rev, known, now = sys.argv[1:6]
+    try:
+        trust = parse_allowed_signers(read_trust_root(Path(trust_path)), trust_path)
+        repo = open_repository(Path(path))
+        head = resolve(repo, rev)
+        since = known if known and repo.descendant_of(head, known) else None
+    except OutpostError as exc:
+        put({"problem": str(exc)})
+        return
+    put({"head": head})
+    if head == known:
+        return
+    try:
+        view = _verified_view(repo, trust, head, since, datetime.fromisoformat(now))
+    except OutpostError as exc:
+        put({"problem": str(exc)})
+        return
+    waves = {fleet: list(names) for fleet, names in view.waves.items()}
+    put({"revision": view.revision, "waves": waves, "sites": len(view.sites)})
+    for info in view.sites.values():
+        nodes = [
+            [base64.b64encode(blob).decode("ascii"), name] for blob, name in info.nodes.items()
+        ]
+        put(
+            [
+                info.site,
+                info.connectivity,
+                list(info.fleets),
+                dict(info.waves),
+                dict(info.wave_order),
+                nodes,
+                dict(info.labels),
+                [list(machine) for machine in info.hardware],
+            ]
+        )
+
+
+class _Sharing:
+    """Equal values kept once for all sites: most sites of a fleet have the same labels,
+    waves and machines (a collector holds a `SiteInfo` for every site)."""
+
+    def __init__(self) -> None:
+        self._kept: dict[Any, Any] = {}
+
+    def one(self, value: Any, key: Any = None) -> Any:
+        """The equal value already kept (``key``: the value's hashable form)."""
+        return self._kept.setdefault(value if key is None else key, value)
+
+    def site(
+        self,
+        *,
+        site: str,
+        connectivity: str,
+        fleets: tuple[str, ...],
+        waves: dict[str, str | None],
+        order: dict[str, int],
+        nodes: dict[bytes, str],
+        labels: dict[str, str],
+        machines: list[tuple[str, str]],
+    ) -> SiteInfo:
+        return SiteInfo(
+            site=site,
+            connectivity=self.one(connectivity),
+            fleets=self.one(fleets),
+            waves=self.one(waves, ("waves", *waves.items())),
+            wave_order=self.one(order, ("order", *order.items())),
+            nodes=nodes,
+            labels=self.one(labels, ("labels", *labels.items())),
+            hardware=self.one(tuple((self.one(n), self.one(m)) for n, m in machines)),
+        )
 
 
 def read_view(repo: Any, revision: str) -> FleetView:
@@ -170,11 +392,7 @@ def read_view(repo: Any, revision: str) -> FleetView:
 
     tree = CommitTree(repo, revision)
     model = Repository(tree)
-    shared: dict[Any, Any] = {}
-
-    def share(value: Any, key: Any = None) -> Any:
-        """The one equal value already kept for another site (``key``: its hashable form)."""
-        return shared.setdefault(value if key is None else key, value)
+    share = _Sharing()
 
     rollouts: dict[str, FleetRollout] = {}
     for name in model.fleet_names:
@@ -216,16 +434,15 @@ def read_view(repo: Any, revision: str) -> FleetView:
             if isinstance(line, str):
                 key = parse_public_key_line(line, what=f"{hardware_path} publicKey")
                 nodes[key.blob] = str(node.get("name"))
-        texts = {str(k): str(v) for k, v in labels.items()}
-        sites[site_id] = SiteInfo(
+        sites[site_id] = share.site(
             site=site_id,
-            connectivity=share(site.connectivity),
-            fleets=share(tuple(site.fleets)),
-            waves=share(waves, ("waves", *waves.items())),
-            wave_order=share(order, ("order", *order.items())),
+            connectivity=site.connectivity,
+            fleets=tuple(site.fleets),
+            waves=waves,
+            order=order,
             nodes=nodes,
-            labels=share(texts, ("labels", *texts.items())),
-            hardware=share(tuple((share(n), share(m)) for n, m in machines)),
+            labels={str(k): str(v) for k, v in labels.items()},
+            machines=machines,
         )
     return FleetView(
         revision=revision,
