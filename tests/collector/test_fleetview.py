@@ -9,6 +9,7 @@ import pytest
 from collector_world import FLEET_TIME, Keys, signed
 
 from reconciler.core.report import ReportUnverified
+from reconciler.fleet.collector import fleetview
 from reconciler.fleet.collector.fleetview import FleetSource
 from reconciler.fleet.collector.ingest import Ingestor, NotReady
 from reconciler.fleet.collector.store import open_store
@@ -71,7 +72,9 @@ def test_a_rotated_node_key_counts_after_a_signed_commit_and_not_before(
         ingestor.check(signed(keys, SITE, NOW + timedelta(minutes=3)).to_bytes(), "r")
 
 
-def test_a_view_read_in_a_child_process_is_the_view_read_here(tmp_path: Path) -> None:
+def test_a_view_read_in_a_child_process_is_the_view_read_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fleet = create(tmp_path / "repo", when=FLEET_TIME)
     here = FleetSource(fleet.path, fleet.allowed_signers)
     there = FleetSource(fleet.path, fleet.allowed_signers, in_child=True)
@@ -80,6 +83,9 @@ def test_a_view_read_in_a_child_process_is_the_view_read_here(tmp_path: Path) ->
     assert dict(view.sites) == dict(here.status.view.sites)  # type: ignore[union-attr]
     assert view.waves == here.status.view.waves  # type: ignore[union-attr]
     assert there.refresh(NOW).view is view  # the head has not moved: the same view, kept
+    with monkeypatch.context() as patched:  # and no child is started to find that out
+        patched.setattr(fleetview, "_view_from_child", lambda *args: pytest.fail("a child"))
+        assert there.refresh(NOW).view is view and there.status.problem is None
     first = fleet.head()
     fleet.write("sites/de-ham-0113/notes.txt", "a note\n")
     fleet.commit("de-ham-0113: a note", when=FLEET_TIME + timedelta(hours=1))
