@@ -26,8 +26,9 @@ What it measures, in one run:
   change's schedule (what a first view waits for when no collector computed it ahead).
 
 Goals (issue 16): ≥ 2,000 reports/s and ≥ 0.5× the plain upsert on 2 cores; status ≤ 300 ms;
-RSS ≤ 150 MB (held here to the whole process tree: serving process and children, summed). 10,000 sites every 5 minutes is 33 reports/s. Dashboard (issue 17): overview and
-change page ≤ 500 ms each for 10,000 sites.
+RSS ≤ 150 MB (held here to the whole process tree: serving process and children, summed).
+10,000 sites every 5 minutes is 33 reports/s. Dashboard (issue 17): overview and change page
+≤ 500 ms each for 10,000 sites.
 
 The synthetic repository has 10,000 sites with one node key each in one fleet with waves,
 signed by one root key; the collector verifies it and reads every site before serving.
@@ -82,7 +83,10 @@ repository verified and read in the serving process), SQLite / PostgreSQL:
   what the tree costs the machine, stays under 150 MB then too. The repository child
   (70 MB for 10,000 sites) runs before it, never beside it.
 - unchanged: reports per collector CPU-second 3,236-3,571 → 3,413-3,861; ``outpost fleet
-  status`` CPU 187-191 / 270-288 ms → 184-193 / 295-297 ms.
+  status`` CPU 187-191 / 270-288 ms → 184-193 / 295-297 ms. Reports/s on PostgreSQL
+  follow the load (2,501, 2,790 → 1,607, 1,241 in these runs; three more alternated
+  runs of the collector alone on PostgreSQL at load 4.6-6.0: 1,736, 2,434, 1,623 →
+  2,325, 1,787, 1,466).
 
     python bench/collector.py [--sites N] [--connections C] [--dashboard-only]
 """

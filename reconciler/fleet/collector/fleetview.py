@@ -203,10 +203,7 @@ def _verified_view(repo: Any, trust: Any, head: str, since: str | None, now: dat
         repo, trust, now=now, candidate=head, since=since, max_commits=MAX_COMMITS
     )
     result.raise_for_refusal()
-    view = read_view(repo, head)
-    del repo, result
-    release_freed_memory()
-    return view
+    return read_view(repo, head)
 
 
 def _head_by_git(path: Path, rev: str) -> str | None:
@@ -476,10 +473,9 @@ def read_view(repo: Any, revision: str) -> FleetView:
 def release_freed_memory() -> None:
     """Hand the heap's free pages back to the system (glibc's ``malloc_trim``).
 
-    Reading a new view parses two documents of every site and walks the history
-    with libgit2; once it is distilled, most of that memory is free but stays
-    with the process. A collector reads the view at start and at each new head,
-    and serves for days in between. Elsewhere than glibc this does nothing.
+    Receiving a new view (`_read_child`) decodes a line of JSON per site; once it is
+    distilled, that memory is free but stays with the process, which serves for
+    days until the next head. Elsewhere than glibc this does nothing.
     """
     import ctypes
     import gc
