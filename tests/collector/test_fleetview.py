@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 from collector_world import FLEET_TIME, Keys, signed
 
 from reconciler.core.report import ReportUnverified
+from reconciler.fleet import _child
 from reconciler.fleet.collector import fleetview
 from reconciler.fleet.collector.fleetview import FleetSource
 from reconciler.fleet.collector.ingest import Ingestor, NotReady
@@ -103,3 +105,15 @@ def test_a_repository_that_cannot_be_read_is_a_problem_from_the_child_too(tmp_pa
     status = missing.refresh(NOW)
     assert status.view is None and status.problem == here.refresh(NOW).problem
     assert status.problem is not None and "cannot open the git repository" in status.problem
+
+
+def test_a_child_that_stops_short_is_a_problem_with_its_own_last_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fleet = create(tmp_path / "repo", when=FLEET_TIME)
+    source = FleetSource(fleet.path, fleet.allowed_signers, in_child=True)
+    dies = 'print(\'{"head": "x"}\'); raise SystemExit("gone")'  # after the head, no view
+    monkeypatch.setattr(_child, "python_running", lambda *args: [sys.executable, "-c", dies])
+    status = source.refresh(NOW)
+    assert status.view is None and status.problem is not None
+    assert "stopped (exit 1): gone" in status.problem

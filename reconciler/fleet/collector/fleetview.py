@@ -231,6 +231,7 @@ def _view_from_child(source: FleetSource, known: FleetView | None, now: datetime
     (``known`` when it has not moved after all: the child stops), else verified and read and
     the view sent back one site a line, each line distilled here before the next is read."""
     import subprocess
+    import tempfile
 
     from reconciler.fleet._child import python_running
 
@@ -240,32 +241,40 @@ def _view_from_child(source: FleetSource, known: FleetView | None, now: datetime
         *(str(source.path), str(source.trust), source.rev, known.revision if known else ""),
         now.isoformat(),
     )
-    try:
-        child = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-    except OSError as exc:
-        raise SourceUnavailable(f"cannot start the process that verifies it: {exc}") from None
-    with child:
+    # Its errors go to a file: a pipe left unread while the answer is read could fill up.
+    with tempfile.TemporaryFile() as errors:
         try:
-            view = _read_child(child.stdout, known)  # type: ignore[arg-type]
-        finally:
-            child.stdout.close()  # type: ignore[union-attr]
-            errors = child.stderr.read().decode("utf-8", "replace")  # type: ignore[union-attr]
-            child.wait()
-    if view is None:
-        last = " ".join(errors.strip().splitlines()[-1:])
-        raise SourceUnavailable(
-            f"the process that verifies it exited with {child.returncode}: {last}"
-        )
+            child = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors
+            )
+        except OSError as exc:
+            raise SourceUnavailable(f"cannot start the process that verifies it: {exc}") from None
+        with child:
+            answer = child.stdout
+            if answer is None:  # never: stdout is a pipe
+                raise SourceUnavailable("the process that verifies it has no output")
+            try:
+                view = _read_child(answer, known)
+            finally:
+                answer.close()
+                child.wait()
+        if view is None or child.returncode != 0:
+            errors.seek(0)
+            last = " ".join(
+                errors.read(1 << 16).decode("utf-8", "replace").strip().splitlines()[-1:]
+            )
+            raise SourceUnavailable(
+                f"the process that verifies it stopped (exit {child.returncode}): {last}"
+            )
     if view is not known:
         release_freed_memory()
     return view
 
 
 def _read_child(lines: IO[bytes], known: FleetView | None) -> FleetView | None:
-    """What `_child_main` wrote: a view (``known`` when the head has not moved), the
-    refusal raised, or None when its answer stopped short (it failed: see its errors)."""
+    """What `_child_main` wrote: a view (``known`` when the head has not moved), its
+    problem raised, or None when its answer stopped short or is garbled (it failed: its
+    errors say why)."""
     import base64
 
     from reconciler.core.envelope import loads
@@ -301,13 +310,13 @@ def _read_child(lines: IO[bytes], known: FleetView | None) -> FleetView | None:
                 labels=labels,
                 machines=[(name, text) for name, text in hardware],
             )
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise SourceUnavailable(f"the process that verifies it answered no view: {exc}") from None
-    return FleetView(
-        revision=top["revision"],
-        sites=sites,
-        waves={fleet: tuple(names) for fleet, names in top["waves"].items()},
-    )
+        return FleetView(
+            revision=top["revision"],
+            sites=sites,
+            waves={fleet: tuple(names) for fleet, names in top["waves"].items()},
+        )
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None  # stopped short or garbled: said with the child's own last words
 
 
 def _child_main() -> None:
