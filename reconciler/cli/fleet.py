@@ -224,8 +224,11 @@ def _store_arguments(
         parser.add_argument("--rev", default="HEAD", help="the revision of --repo to follow (HEAD)")
 
 
-def _open(args: argparse.Namespace, *, need_repository: bool) -> tuple[Any, Any]:
-    """The store and the verified repository view (None without --repo)."""
+def _open(
+    args: argparse.Namespace, *, need_repository: bool, in_child: bool = False
+) -> tuple[Any, Any]:
+    """The store and the verified repository view (None without --repo); ``in_child``: a
+    new head is verified in a child process (the collector, `FleetSource`)."""
     from datetime import UTC, datetime
     from pathlib import Path
 
@@ -244,7 +247,7 @@ def _open(args: argparse.Namespace, *, need_repository: bool) -> tuple[Any, Any]
     if repo is not None:
         if not args.trust:
             raise ConfigError("--repo needs --trust (the root signers' allowed_signers file)")
-        source = FleetSource(Path(repo), Path(args.trust), rev=args.rev)
+        source = FleetSource(Path(repo), Path(args.trust), rev=args.rev, in_child=in_child)
         status = source.refresh(now)
         if status.view is None and need_repository:
             raise ConfigError(f"the fleet repository did not verify: {status.problem}")
@@ -420,7 +423,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     try:
         options = ServeOptions.from_args(args)
-        store, source = _open(args, need_repository=True)
+        store, source = _open(args, need_repository=True, in_child=True)
     except OutpostError as exc:
         print(f"outpost fleet serve: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -53,9 +53,11 @@ def test_the_pool_answers_as_the_serving_process_would_and_survives_a_dead_worke
 
     try:
         assert asyncio.run(all_at_once()) == expected
-        for pid in list(pool._pool._processes):  # a worker killed between batches
+        killed = pool.pids()
+        for pid in killed:  # a worker killed between batches
             os.kill(pid, signal.SIGKILL)
         assert asyncio.run(all_at_once()) == expected
+        assert not set(pool.pids()) & set(killed)  # started again
         assert asyncio.run(all_at_once()) == expected  # and the pool works again
     finally:
         pool.close()
@@ -64,3 +66,16 @@ def test_the_pool_answers_as_the_serving_process_would_and_survives_a_dead_worke
 def test_one_worker_beside_the_server_when_there_is_a_second_core() -> None:
     usable = len(os.sched_getaffinity(0))
     assert default_verify_workers() == (1 if usable > 1 else 0)
+
+
+def test_a_worker_ends_with_its_input_and_the_pool_leaves_no_process_behind() -> None:
+    pool = VerifierPool(2)
+    pool.warm()
+    pids = pool.pids()
+    pool.close()
+    for pid in pids:  # reaped by close(): no such process any more
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        raise AssertionError(f"signature worker {pid} still runs after close()")

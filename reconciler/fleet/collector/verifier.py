@@ -16,9 +16,15 @@ stays in the serving process.
 - **Batched per turn of the event loop**: the reports that reach the check in
   one turn go to the workers in one message each way (`flush`).
 - **A worker that dies costs nothing but time**: the batch it held is checked
-  in the serving process, and the pool is started again.
-- Workers are started with ``spawn`` (no copy of the server's threads, sockets
-  or database connections) when the collector starts.
+  in the serving process, and the worker is started again.
+- **Small workers, and nothing else beside them.** A worker is a fresh
+  interpreter that imports `sigworker` (the check and its message format) and
+  `cryptography` only: about 25 MB, whatever the serving process holds, and
+  no copy of its threads, sockets or database connections. It is a plain child
+  process with two pipes (`subprocess`), not `multiprocessing`: no pickles
+  either way, and no ``resource_tracker`` process (15 MB, started by the first
+  semaphore a `multiprocessing` pool creates). Each worker has one thread in
+  the serving process that writes its batches and reads its answers.
 """
 
 from __future__ import annotations
@@ -26,33 +32,99 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import multiprocessing
-from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+import queue
+import subprocess
+import threading
+from typing import IO
 
-from reconciler.core.errors import VerificationError
-from reconciler.core.trust.sshsig import SignedData, check_signed_data
+from reconciler.core.trust.sshsig import SignedData
+from reconciler.fleet._child import python_running
+from reconciler.fleet.collector.sigworker import check_many, read_answers, write_request
 
-__all__ = ["VerifierPool", "check_many"]
+__all__ = ["VerifierPool", "check_many", "worker_command"]
 
 log = logging.getLogger("outpost.collector")
 
-
-def check_many(items: list[SignedData]) -> list[str | None]:
-    """`check_signed_data` for each item: None when it verified, else the reason it did not."""
-    answers: list[str | None] = []
-    for item in items:
-        try:
-            check_signed_data(item)
-        except VerificationError as exc:
-            answers.append(str(exc))
-        else:
-            answers.append(None)
-    return answers
-
-
 _Waiting = list[tuple[SignedData, "asyncio.Future[str | None]"]]
+_Job = tuple[_Waiting, asyncio.AbstractEventLoop]
+
+
+def worker_command() -> list[str]:
+    """A fresh interpreter running `sigworker.main`, from the same copy of the package."""
+    return python_running("reconciler.fleet.collector.sigworker", "main")
+
+
+class _Worker:
+    """One worker process and the thread that talks to it."""
+
+    def __init__(self, name: str) -> None:
+        self._lock = threading.Lock()  # one exchange with the process at a time
+        self._process = _start()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def submit(self, part: _Waiting, loop: asyncio.AbstractEventLoop) -> None:
+        self._jobs.put((part, loop))
+
+    def answers(self, items: list[SignedData]) -> list[str | None]:
+        """The worker's answers; if it died (or garbled), these items are checked here and
+        the worker is started again."""
+        with self._lock:
+            process = self._process
+            try:
+                write_request(_pipe(process.stdin), items)
+                return read_answers(_pipe(process.stdout), len(items))
+            except (OSError, EOFError, ValueError) as exc:
+                log.error(
+                    "signature worker failed; starting it again",
+                    extra={"error": str(exc) or type(exc).__name__, "pid": process.pid},
+                )
+                _stop(process)
+                self._process = _start()
+        return check_many(items)
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            part, loop = job
+            answers = self.answers([signed for signed, _ in part])
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+                loop.call_soon_threadsafe(_deliver, part, answers)
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join(timeout=30)
+        with self._lock:
+            _stop(self._process)
+
+
+def _start() -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True
+    )
+
+
+def _pipe(stream: IO[bytes] | None) -> IO[bytes]:
+    if stream is None:  # never: both are pipes (`_start`)
+        raise OSError("the signature worker has no pipe")
+    return stream
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Close its input (it exits at the end of input), then kill it if it does not."""
+    for stream in (process.stdin, process.stdout):
+        with contextlib.suppress(OSError):
+            if stream is not None:
+                stream.close()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 class VerifierPool:
@@ -62,17 +134,18 @@ class VerifierPool:
         if workers < 1:
             raise ValueError("a verifier pool needs at least one worker")
         self.workers = workers
-        self._pool = self._start()
+        self._workers = [_Worker(f"outpost-verifier-{n}") for n in range(workers)]
         self._waiting: _Waiting = []
         self._flushing = False
 
-    def _start(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
-
     def warm(self) -> None:
-        """Start the workers now (they import the verifier once), not at the first report."""
-        for _ in range(self.workers):
-            self._pool.submit(check_many, []).result(timeout=120)
+        """Wait until each worker has imported the verifier (one empty exchange)."""
+        for worker in self._workers:
+            worker.answers([])
+
+    def pids(self) -> list[int]:
+        """The workers' process ids (the benchmark measures them, a test kills them)."""
+        return [worker.pid for worker in self._workers]
 
     async def check(self, signed: SignedData) -> str | None:
         """`check_signed_data`'s answer for ``signed``: None (verified) or the reason."""
@@ -88,44 +161,15 @@ class VerifierPool:
         """Send what waits, split over the workers."""
         self._flushing = False
         waiting, self._waiting = self._waiting, []
+        if not waiting:
+            return
         size = -(-len(waiting) // self.workers)
-        for start in range(0, len(waiting), size):
-            part = waiting[start : start + size]
-            try:
-                sent = self._pool.submit(check_many, [signed for signed, _ in part])
-            except (BrokenProcessPool, RuntimeError) as exc:
-                self._restart(exc)
-                _deliver(part, check_many([signed for signed, _ in part]))
-                continue
-            sent.add_done_callback(self._on_done(loop, part))
-
-    def _on_done(
-        self, loop: asyncio.AbstractEventLoop, part: _Waiting
-    ) -> Callable[[Future[list[str | None]]], None]:
-        """Called in the pool's thread: hand the answers back to the event loop."""
-
-        def done(sent: Future[list[str | None]]) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
-                loop.call_soon_threadsafe(self._answered, part, sent)
-
-        return done
-
-    def _answered(self, part: _Waiting, done: Future[list[str | None]]) -> None:
-        try:
-            answers = done.result()
-        except Exception as exc:  # a worker died: check this batch here, start the pool again
-            self._restart(exc)
-            answers = check_many([signed for signed, _ in part])
-        _deliver(part, answers)
-
-    def _restart(self, exc: BaseException) -> None:
-        log.error("signature worker failed; restarting the pool", extra={"error": str(exc)})
-        with contextlib.suppress(Exception):
-            self._pool.shutdown(wait=False, cancel_futures=True)
-        self._pool = self._start()
+        for worker, start in zip(self._workers, range(0, len(waiting), size), strict=False):
+            worker.submit(waiting[start : start + size], loop)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        for worker in self._workers:
+            worker.close()
 
 
 def _deliver(part: _Waiting, answers: list[str | None]) -> None:

@@ -26,8 +26,10 @@ What it costs, and where it is paid:
   computing it again. Only the schedule is kept, never the rollout.
 - **In a child process** (`predict_in_child`): the work is pure Python, and in
   the collector's own process it would hold the interpreter lock that ingest
-  and every other page need. The child is started for one computation
-  (``spawn``: no copy of the server's threads and sockets) and exits. It runs
+  and every other page need. The child is started for one computation (a
+  fresh interpreter, `reconciler.fleet._child`: no copy of the server's
+  threads, sockets or memory, and no `multiprocessing` resource tracker left
+  running after it) and exits; its answer comes back as `to_json` text. It runs
   at the collector's own priority: a lowered one starved it on a busy machine
   (seconds became tens of seconds), and it is seconds of one core per new head.
 """
@@ -93,23 +95,45 @@ def predict_change(repository: Path, trust: Path, commit: str, *, now: datetime)
 def predict_in_child(repository: Path, trust: Path, commit: str, *, now: datetime) -> Predicted:
     """`predict_change` in a child process of its own (see the module docstring).
 
-    A child that cannot start or dies is a problem on the page (and not kept, so
-    the next view tries again), never an exception out of the page.
+    The child is a fresh interpreter (`reconciler.fleet._child`) that prints the answer
+    as `to_json`; a child that cannot start, dies or prints something else is a problem
+    on the page (and not kept, so the next view tries again), never an exception out of
+    the page.
     """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
+    import subprocess
 
+    from reconciler.core.errors import OutpostError
+    from reconciler.fleet._child import python_running
+
+    command = python_running(
+        "reconciler.fleet.dashboard.prediction",
+        "_child_main",
+        str(repository),
+        str(trust),
+        commit,
+        now.isoformat(),
+    )
     try:
-        with ProcessPoolExecutor(
-            max_workers=1,
-            mp_context=multiprocessing.get_context("spawn"),
-        ) as pool:
-            return pool.submit(predict_change, repository, trust, commit, now=now).result()
-    except (BrokenProcessPool, OSError) as exc:
+        done = subprocess.run(command, capture_output=True, stdin=subprocess.DEVNULL, check=False)
+        if done.returncode != 0:
+            last = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:]
+            raise OSError(f"the child exited with {done.returncode}: {' '.join(last)}")
+        return from_json(done.stdout.decode("utf-8"))
+    except (OSError, OutpostError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
         return Predicted(
             now, {}, {}, problem=f"the schedule of {commit[:12]} could not be computed: {exc}"
         )
+
+
+def _child_main() -> None:
+    """The child of `predict_in_child`: REPOSITORY TRUST COMMIT NOW in, `to_json` out."""
+    import sys
+
+    repository, trust, commit, now = sys.argv[1:5]
+    predicted = predict_change(
+        Path(repository), Path(trust), commit, now=datetime.fromisoformat(now)
+    )
+    sys.stdout.write(to_json(predicted))
 
 
 def to_json(predicted: Predicted) -> str:
