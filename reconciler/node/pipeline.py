@@ -43,7 +43,7 @@ from reconciler.core.errors import (
     ValidationError,
 )
 from reconciler.core.findings import ERROR, Finding
-from reconciler.node.agent import Desired, GateDecision, Verified
+from reconciler.node.agent import Desired, GateDecision, SliceLook, Verified
 from reconciler.node.config import AgentConfig
 from reconciler.node.fetch import Mirror
 
@@ -641,6 +641,16 @@ class ManagerCluster:
     ) -> Sequence[str] | None:
         found = self.manager.drift_recorded(recorded, objects)
         return None if found is None else [d.key.encode() for d in found]
+
+    def record_secrets(self, secrets: Sequence[Mapping[str, Any]]) -> list[Any] | None:
+        entries: list[Any] | None = self.manager.record_secrets(secrets)
+        return entries
+
+    def look_recorded(
+        self, recorded: Sequence[Any], secrets: Sequence[Any] | None
+    ) -> SliceLook | None:
+        look = self.manager.look_recorded(recorded, secrets)
+        return None if look is None else SliceLook(look.healthy, look.secrets_in_line)
 
     def prune(self, previous: Sequence[str], desired: Sequence[str]) -> Sequence[str]:
         deleted = self.manager.prune(self._keys(previous), self._keys(desired))

@@ -187,6 +187,8 @@ class StateStore:
         keys = data.get("keys")
         if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
             return None
+        if not isinstance(data.get("secretVersions"), list):
+            data["secretVersions"] = None  # not recorded: the Secrets are decrypted to check
         return data
 
     def write_slice(
@@ -197,22 +199,31 @@ class StateStore:
         *,
         secrets: bool,
         keys: Sequence[str],
+        secret_versions: list[Any] | None = None,
     ) -> None:
         """Record what the drift check needs of the applied slice without rendering it again:
         each object's fingerprint (`ResourceManager.record`: never a Secret's, never a value),
-        whether the slice has Secrets (decrypted and checked every tick), and the keys of
-        the whole slice as digests (no Secret's name on disk twice), to tell an unfinished
-        rollback: the state listing more than them."""
+        whether the slice has Secrets, the uid and resourceVersion at which each Secret was
+        last found in line (`ResourceManager.record_secrets`; None: not known, the Secrets
+        are decrypted and checked), and the keys of the whole slice as digests, to tell an
+        unfinished rollback: the state listing more than them."""
         write_json(
             self.directory / SLICE_FILE,
             {
                 "basis": basis,
                 "revision": revision,
                 "secrets": secrets,
+                "secretVersions": secret_versions,
                 "objects": objects,
                 "keys": sorted(slice_key_digest(k) for k in keys),
             },
         )
+
+    def write_slice_secrets(self, record: Mapping[str, Any], versions: list[Any] | None) -> None:
+        """The slice ``record`` (`read_slice`) written again with the Secrets' ``versions``
+        just found in line; nothing is written without them."""
+        if versions is not None:
+            write_json(self.directory / SLICE_FILE, {**record, "secretVersions": versions})
 
     def write_metrics(self, text: str, textfile_dir: Path | None = None) -> None:
         atomic_write(self.directory / METRICS_FILE, text.encode())
