@@ -275,22 +275,27 @@ class NodePipeline:
         self, mirror: Mirror, applied: str | None, head: str | None, now: datetime
     ) -> Any:
         """The heartbeat check (`reconciler.node.heartbeat`), with the heartbeat keys and the
-        fleets' ``heartbeat`` limits of the revision this site runs; None before it runs one."""
-        from reconciler.core.errors import DocumentError
+        fleets' ``heartbeat`` limits of the revision this site runs; None before it runs one.
+        The keys (``policies/signers.yaml``) are read only when there is a tag to verify."""
         from reconciler.core.model import Repository
         from reconciler.core.source import CommitTree
-        from reconciler.core.trust import parse_signers
-        from reconciler.core.trust.rules import EMPTY_RULES, SIGNERS_PATH
         from reconciler.node.fetch import HEARTBEAT_REF
         from reconciler.node.heartbeat import check_heartbeat
 
         if applied is None:
             return None
         tree = CommitTree(mirror.repo, applied)
-        try:
-            rules = parse_signers(tree.read(SIGNERS_PATH))
-        except DocumentError:
-            rules = EMPTY_RULES
+
+        def rules() -> Any:
+            from reconciler.core.errors import DocumentError
+            from reconciler.core.trust import parse_signers
+            from reconciler.core.trust.rules import EMPTY_RULES, SIGNERS_PATH
+
+            try:
+                return parse_signers(tree.read(SIGNERS_PATH))
+            except DocumentError:
+                return EMPTY_RULES
+
         repo = Repository(tree)
         folder = repo.site(self.site)
         air_gapped = self.config.source.url is None and self.config.feed is None
