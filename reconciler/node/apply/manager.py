@@ -371,7 +371,7 @@ def _planned(entries: Any) -> list[tuple[ObjectKey, Resource, dict[str, Any], st
             resource = _recorded_resource(
                 str(skeleton["apiVersion"]), key.kind, key.namespace, plural
             )
-        except (KeyError, TypeError, ValueError):
+        except (ApplyError, KeyError, TypeError, ValueError):
             return None
         planned.append((key, resource, skeleton, digest))
     return planned
