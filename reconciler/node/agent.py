@@ -268,6 +268,7 @@ class Agent:
         with self.store.lock():
             now = self.clock()
             state, warning = self.store.load(self.config.site, now=now.timestamp())
+            loaded = state if warning is None else None
             report = TickReport(applied=state.applied)
             if warning:
                 report.warnings.append(warning)
@@ -275,7 +276,7 @@ class Agent:
             try:
                 state = self._tick(state, report, now)
             finally:
-                self._record(state, report, now)
+                self._record(state, report, now, loaded=loaded)
             return report
 
     def _tick(self, state: AgentState, report: TickReport, now: datetime) -> AgentState:
@@ -976,12 +977,22 @@ class Agent:
 
     # -- records ----------------------------------------------------------------
 
-    def _record(self, state: AgentState, report: TickReport, started: datetime) -> None:
+    def _record(
+        self,
+        state: AgentState,
+        report: TickReport,
+        started: datetime,
+        *,
+        loaded: AgentState | None = None,
+    ) -> None:
+        """State, status, metrics and report at the end of a tick. The state is flushed to
+        disk unless it differs from ``loaded`` (what the tick began with, as read) only in
+        its clock readings (`AgentState.lasting`; see `reconciler.node.state`)."""
         ended = self.clock()
         state = state.with_(site=self.config.site)
         if succeeded(state, report):
             state = state.with_(last_success_at=ended.timestamp())
-        self.store.save(state)
+        self.store.save(state, durable=loaded is None or state.lasting() != loaded.lasting())
         status = status_document(self.config.site, state, report, ended, started=started)
         # A node with a key writes only signed reports to its outbox (the reporter does).
         problem = self.store.write_status(
