@@ -10,6 +10,7 @@ is not one, all lead back to the caller's full check.
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import pytest
@@ -220,3 +221,20 @@ def test_drift_recorded_is_the_look_then_drift_of_the_secrets(
     assert found is not None and [str(d.key) for d in found] == ["Secret/pos/till"]
     del fake.objects[("", "Namespace", "", "pos")]
     assert fresh(fake).drift_recorded(objects, SECRETS) is None
+
+
+def test_the_look_lists_in_turn_on_the_callers_thread(
+    fake: FakeCluster, recorded: tuple[list[Any], list[Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No pool of threads, each with its own connection: one LIST after another."""
+    threads: set[str] = set()
+    listing = fake.list
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        threads.add(threading.current_thread().name)
+        return listing(*args, **kwargs)
+
+    monkeypatch.setattr(fake, "list", watched)
+    manager = ResourceManager(fake, site=SITE, workers=4)  # type: ignore[arg-type]
+    assert manager.look_recorded(*recorded) is not None
+    assert threads == {threading.current_thread().name}

@@ -70,7 +70,6 @@ import json
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -546,6 +545,8 @@ class ResourceManager:
                 except OutpostError as exc:
                     errors.append(exc)
         else:
+            from concurrent.futures import ThreadPoolExecutor  # not needed by a quiet tick
+
             with ThreadPoolExecutor(max_workers=min(self.workers, len(items))) as pool:
                 futures = [pool.submit(fn, item) for item in items]
                 for future in futures:
@@ -607,16 +608,19 @@ class ResourceManager:
         return self._listed(dict.fromkeys(groups, not metadata_only))
 
     def _listed(
-        self, groups: Mapping[tuple[Resource, str], bool]
+        self, groups: Mapping[tuple[Resource, str], bool], *, parallel: bool = True
     ) -> dict[tuple[Resource, str], dict[str, dict[str, Any]]]:
         """LIST each (resource, namespace) of ``groups`` once, whole objects where its value
-        is True and metadata only where it is False: name → object."""
+        is True and metadata only where it is False: name → object. ``parallel=False``
+        sends them one after another over one connection."""
         wanted = sorted(groups, key=lambda g: (g[0].api_version, g[0].kind, g[1]))
 
         def fetch(group: tuple[Resource, str]) -> dict[str, dict[str, Any]]:
             listed = self.cluster.list(group[0], group[1], metadata_only=not groups[group])
             return {item["metadata"]["name"]: item for item in listed}
 
+        if not parallel:
+            return {group: fetch(group) for group in wanted}
         return dict(zip(wanted, self._parallel(fetch, wanted), strict=True))
 
     # -- apply -------------------------------------------------------------
@@ -869,7 +873,7 @@ class ResourceManager:
     ) -> RecordedLook | None:
         """A quiet tick's whole look at a recorded slice: one LIST per kind and namespace
         (whole objects for kinds whose health is in their status, metadata for the rest),
-        no discovery, no dry run, no Secret decrypted.
+        in turn, no discovery, no dry run, no Secret decrypted.
 
         None as soon as one ``recorded`` object (`record`) is not provably as we last
         applied it (its fingerprint does not match the live metadata, it is gone, its kind
@@ -890,7 +894,10 @@ class ResourceManager:
         for wanted, _ in versions or ():
             groups.setdefault(wanted, False)
         self._load_prints()
-        live = self._listed(groups)
+        # One after another on the one connection the inventory was read over: each LIST is a
+        # millisecond or two, and on a node whose API server shares its cores, the threads
+        # and TLS handshakes of parallel requests cost more than they save.
+        live = self._listed(groups, parallel=False)
         verdicts: list[tuple[ObjectKey, Health]] = []
         for key, resource, skeleton, digest in planned:
             seen = live[(resource, key.namespace)].get(key.name)
