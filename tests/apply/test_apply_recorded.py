@@ -238,3 +238,8 @@ def test_the_look_lists_in_turn_on_the_callers_thread(
     manager = ResourceManager(fake, site=SITE, workers=4)  # type: ignore[arg-type]
     assert manager.look_recorded(*recorded) is not None
     assert threads == {threading.current_thread().name}
+
+
+def test_an_object_of_a_kind_not_served_is_not_recorded(fake: FakeCluster) -> None:
+    widget = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
+    assert fresh(fake).record([cm("a"), widget]) is None
