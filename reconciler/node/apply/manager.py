@@ -44,6 +44,13 @@ Modelled on Flux's ``fluxcd/pkg/ssa`` ResourceManager, with these decisions:
   labels and annotations intact. Everything else is sent (apply) or dry-run
   (drift). A no-op tick on a 200-object site costs a handful of requests
   instead of 200 dry runs. Secrets are never fingerprinted (``_fingerprinted``).
+- **A quiet tick is one look.** The agent records a slice it found in line
+  (:meth:`ResourceManager.record`: each object's fingerprint and resource;
+  :meth:`ResourceManager.record_secrets`: each Secret's uid and resourceVersion)
+  and the ticks after it ask :meth:`ResourceManager.look_recorded`: the
+  inventory, then one LIST per kind and namespace in turn on one connection
+  (whole objects where health is in the status), no discovery, no dry run,
+  no Secret decrypted. kubectl diff GETs and dry-runs every object instead.
 - **Drift by dry run.** :meth:`ResourceManager.drift` asks the server what a
   forced apply would produce and compares that with the live object, minus
   server noise (managedFields, resourceVersion, generation, status). Defaults
@@ -319,7 +326,9 @@ def _fingerprinted(key: ObjectKey) -> bool:
     A digest of a Secret's body, stored in a ConfigMap (readable by more
     people than Secrets are), would let a reader confirm guesses of a
     low-entropy value — a till PIN, a short password — offline. Secrets are
-    few per site; they are always sent (apply) or dry-run (drift).
+    few per site; they are always sent (apply) or dry-run (drift), or on a
+    quiet tick known by the uid and resourceVersion a dry run last found in
+    line (`ResourceManager.record_secrets`: nothing derived from the value).
     """
     return key.group_kind != ("", "Secret")
 
@@ -378,7 +387,7 @@ def _planned(entries: Any) -> list[tuple[ObjectKey, Resource, dict[str, Any], st
 
 def _versions(entries: Any) -> list[tuple[tuple[Resource, str], tuple[str, str]]] | None:
     """Entries of `ResourceManager.record_secrets` as ((resource, namespace), (uid,
-    resourceVersion)); None when there are none (not recorded) or one is not such an entry."""
+    resourceVersion)); None for None (nothing recorded) or when one is not such an entry."""
     if not isinstance(entries, list | tuple):
         return None
     found = []
