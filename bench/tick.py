@@ -15,7 +15,7 @@ venv does not have either. With ``--baseline REV``, REV's code is installed the 
 into a second environment with its own state directory, and its no-op ticks are
 interleaved with this tree's and kubectl's: before and after, under the same load. The agent's
 config has no collector (``report``), so no report is sent; a no-op tick sends one only
-hourly anyway.
+hourly anyway. Peak RSS is each process's own (see `LAUNCHER`), not the bench's.
 
     python bench/tick.py [--rounds 10] [--baseline REV]
 """
@@ -32,7 +32,6 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -123,15 +122,48 @@ def agent_config(folder: Path, fleet: SignedFleet, cluster: Cluster) -> Path:
     return config
 
 
-def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS MB, exit code) of one fresh process."""
+# Every timed process is started by this small launcher, not by the bench itself: Linux
+# counts into a process's peak RSS the resident size of the process it was forked from, at
+# its exec, so a child of this bench (tens of MB by the time the cluster runs) could never
+# report less than the bench. A child of the launcher starts from the launcher's few MB.
+LAUNCHER = """
+import json, os, subprocess, sys, time
+for line in sys.stdin:
+    argv, env = json.loads(line)
     start = time.perf_counter()
     proc = subprocess.Popen(
         argv, env=env, cwd="/", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
-    return wall, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)
+    print(json.dumps([wall, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)]))
+    sys.stdout.flush()
+"""
+
+
+class Launcher:
+    """Runs each timed process (see `LAUNCHER`); start it before the bench grows."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", LAUNCHER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def timed(self, argv: list[str], env: dict[str, str]) -> tuple[float, float, int]:
+        """(wall seconds, peak RSS MB, exit code) of one fresh process."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps([argv, env]) + "\n")
+        self.proc.stdin.flush()
+        wall, rss, code = json.loads(self.proc.stdout.readline())
+        return float(wall), float(rss), int(code)
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=10)
 
 
 def main() -> int:
@@ -139,7 +171,17 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--baseline", metavar="REV", help="also time REV's agent")
     args = parser.parse_args()
+    launcher = Launcher()
+    try:
+        return measure(args, launcher)
+    finally:
+        launcher.close()
+
+
+def measure(args: argparse.Namespace, launcher: Launcher) -> int:
+    timed = launcher.timed
     now = datetime.now(UTC)
+    floor = max(timed([sys.executable, "-I", "-S", "-c", "pass"], {})[1] for _ in range(3))
     with tempfile.TemporaryDirectory(prefix="outpost-bench-tick-") as tmp:
         work = Path(tmp)
         codes = {"outpost agent run --once": ROOT}
@@ -216,8 +258,9 @@ def main() -> int:
         f"{wall['outpost agent run --once'] / wall[peer]:.2f}x"
     )
     print(
-        f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
-        f"own RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
+        f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; peak RSS of "
+        f"`python -I -S -c pass` as the launcher starts it: {floor:.0f} MB; "
+        f"the bench's own: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
     )
     return 0
 

@@ -16,21 +16,30 @@ from pathlib import Path
 from typing import Any
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` so that readers see the old bytes or the new, never a mix."""
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` so that readers see the old bytes or the new, never a mix.
+
+    ``durable=False`` leaves out both ``fsync`` calls, for a file rewritten every few
+    minutes that nothing depends on after a power cut (a status, metrics): readers still
+    see the old bytes or the new, but a power cut may lose the new ones (or, on a file
+    system that does not write a renamed file's data first, leave it empty).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    if not durable:
+        return
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -43,8 +52,8 @@ def json_bytes(value: Any) -> bytes:
     return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
 
 
-def write_json(path: Path, value: Any) -> None:
-    atomic_write(path, json_bytes(value))
+def write_json(path: Path, value: Any, *, durable: bool = True) -> None:
+    atomic_write(path, json_bytes(value), durable=durable)
 
 
 def write_into_folder(folder: Path, name: str, data: bytes) -> None:

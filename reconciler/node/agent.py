@@ -115,6 +115,34 @@ class RecordingCluster(Protocol):
 
 
 @dataclass(frozen=True)
+class SliceLook:
+    """One look at the applied slice from its record (`LookingCluster.look_recorded`)."""
+
+    healthy: bool
+    secrets_in_line: bool
+    """Every Secret of the slice is still the stored object last found in line."""
+
+
+@runtime_checkable
+class LookingCluster(Protocol):
+    """A recording cluster that answers a quiet tick in one look (`ManagerCluster`): the
+    recorded objects by their fingerprints, the Secrets by the versions last found in line
+    (never by anything of their value), health from the same reads."""
+
+    def look_recorded(
+        self, recorded: Sequence[Any], secrets: Sequence[Any] | None
+    ) -> SliceLook | None:
+        """None when a recorded object is not provably as it was applied."""
+        ...
+
+    def record_secrets(self, secrets: Sequence[Mapping[str, Any]]) -> list[Any] | None:
+        """What `look_recorded` needs of ``secrets``, found in line by this run's `drift`."""
+        ...
+
+    def drift(self, objects: Sequence[Mapping[str, Any]]) -> Sequence[str]: ...
+
+
+@dataclass(frozen=True)
 class Desired:
     """A revision's slice, ready to apply: rendered, checked, secrets decrypted (memory only)."""
 
@@ -240,6 +268,7 @@ class Agent:
         with self.store.lock():
             now = self.clock()
             state, warning = self.store.load(self.config.site, now=now.timestamp())
+            loaded = state if warning is None else None
             report = TickReport(applied=state.applied)
             if warning:
                 report.warnings.append(warning)
@@ -247,7 +276,7 @@ class Agent:
             try:
                 state = self._tick(state, report, now)
             finally:
-                self._record(state, report, now)
+                self._record(state, report, now, loaded=loaded)
             return report
 
     def _tick(self, state: AgentState, report: TickReport, now: datetime) -> AgentState:
@@ -880,6 +909,8 @@ class Agent:
             return False  # an apply or a rollback was cut short: the full path finishes it
         if not self.store.slice_holds(record, state.inventory):
             return False  # the state lists more than the slice: a rollback left unfinished
+        if isinstance(cluster, LookingCluster):
+            return self._look_by_record(mirror, report, cluster, record, revision)
         secrets = pipeline.secrets(mirror, revision) if record["secrets"] else ()
         drifted = cluster.drift_recorded(record["objects"], secrets)
         if drifted is None or drifted:
@@ -891,27 +922,77 @@ class Agent:
             report.health = "healthy" if _healthy(look) else "degraded"
         return True
 
+    def _look_by_record(
+        self,
+        mirror: Mirror,
+        report: TickReport,
+        cluster: LookingCluster,
+        record: Mapping[str, Any],
+        revision: str,
+    ) -> bool:
+        """`_drift_by_record` in one look (`LookingCluster.look_recorded`): the recorded
+        objects by their fingerprints and their health from the same reads. The Secrets
+        are in line when each is still the stored object this node last found in line (its
+        uid and resourceVersion, recorded with the slice: nothing of its value); when one
+        is not, or none was recorded, they are decrypted and dry-run as before, and what
+        that finds in line is recorded for the next ticks."""
+        assert isinstance(self.pipeline, RecordingPipeline)
+        versions = record.get("secretVersions") if record["secrets"] else []
+        look = cluster.look_recorded(record["objects"], versions)
+        if look is None:
+            return False
+        if not look.secrets_in_line:
+            secrets = self.pipeline.secrets(mirror, revision)
+            if cluster.drift(secrets):
+                return False  # the full path corrects it
+            self.store.write_slice_secrets(record, cluster.record_secrets(secrets))
+        report.drift = 0
+        if report.health == "unknown":
+            report.health = "healthy" if look.healthy else "degraded"
+        return True
+
     def _record_slice(self, desired: Desired, cluster: Cluster) -> None:
-        """Record the slice for the next ticks' `_drift_by_record` (no Secret in it)."""
+        """Record the slice for the next ticks' `_drift_by_record` (no Secret's value in it)."""
         pipeline = self.pipeline
         if not (isinstance(pipeline, RecordingPipeline) and isinstance(cluster, RecordingCluster)):
             return
         secrets = int(getattr(desired, "secrets", 0))
-        entries = cluster.record(desired.objects[: len(desired.objects) - secrets])
+        split = len(desired.objects) - secrets
+        entries = cluster.record(desired.objects[:split])
         if entries is not None:
             basis = pipeline.record_basis(desired.revision)
+            versions = (
+                cluster.record_secrets(desired.objects[split:])
+                if secrets and isinstance(cluster, LookingCluster)
+                else None
+            )
             self.store.write_slice(
-                basis, desired.revision, entries, secrets=secrets > 0, keys=desired.keys
+                basis,
+                desired.revision,
+                entries,
+                secrets=secrets > 0,
+                keys=desired.keys,
+                secret_versions=versions,
             )
 
     # -- records ----------------------------------------------------------------
 
-    def _record(self, state: AgentState, report: TickReport, started: datetime) -> None:
+    def _record(
+        self,
+        state: AgentState,
+        report: TickReport,
+        started: datetime,
+        *,
+        loaded: AgentState | None = None,
+    ) -> None:
+        """State, status, metrics and report at the end of a tick. The state is flushed to
+        disk unless it differs from ``loaded`` (what the tick began with, as read) only in
+        its clock readings (`AgentState.lasting`; see `reconciler.node.state`)."""
         ended = self.clock()
         state = state.with_(site=self.config.site)
         if succeeded(state, report):
             state = state.with_(last_success_at=ended.timestamp())
-        self.store.save(state)
+        self.store.save(state, durable=loaded is None or state.lasting() != loaded.lasting())
         status = status_document(self.config.site, state, report, ended, started=started)
         # A node with a key writes only signed reports to its outbox (the reporter does).
         problem = self.store.write_status(

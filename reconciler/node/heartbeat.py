@@ -24,13 +24,13 @@ goes into the tick's status: an operator sees that the count started again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.core.errors import VerificationError
 from reconciler.core.files import write_json
-from reconciler.core.trust.rules import SignerRules
 from reconciler.node.state import (
     RecordUnreadable,
     read_record,
@@ -38,6 +38,9 @@ from reconciler.node.state import (
     unix_time,
     wrong_field,
 )
+
+if TYPE_CHECKING:
+    from reconciler.core.trust.rules import SignerRules  # SSHSIG: imported for a tag only
 
 __all__ = ["HEARTBEAT_FILE", "MAX_BYTES", "Freshness", "check_heartbeat"]
 
@@ -105,11 +108,14 @@ def check_heartbeat(
     *,
     tag_ref: str,
     head: str | None,
-    rules: SignerRules,
+    rules: SignerRules | Callable[[], SignerRules],
     max_silence: int | None,
     now: float,
 ) -> Freshness:
-    """Verify the heartbeat tag under ``tag_ref`` in the mirror and update the record."""
+    """Verify the heartbeat tag under ``tag_ref`` in the mirror and update the record.
+
+    ``rules`` are the signer rules of the revision the node runs, or what reads them:
+    called only when there is a tag to verify."""
     path = state_dir / HEARTBEAT_FILE
     unreadable: str | None = None
     try:
@@ -136,7 +142,7 @@ def check_heartbeat(
             obj = mirror.repo[reference.target]
             if obj.type_str != "tag":
                 raise VerificationError(f"{tag_ref} is a {obj.type_str}, not a signed tag")
-            beat = verify_heartbeat(tag_id, obj.read_raw(), rules)
+            beat = verify_heartbeat(tag_id, obj.read_raw(), rules() if callable(rules) else rules)
             if head is None or not (beat.target == head or mirror.descends(head, beat.target)):
                 raise VerificationError(
                     f"the heartbeat tag points at {beat.target[:12]}, which is not the fetched "

@@ -43,7 +43,7 @@ from reconciler.core.errors import (
     ValidationError,
 )
 from reconciler.core.findings import ERROR, Finding
-from reconciler.node.agent import Desired, GateDecision, Verified
+from reconciler.node.agent import Desired, GateDecision, SliceLook, Verified
 from reconciler.node.config import AgentConfig
 from reconciler.node.fetch import Mirror
 
@@ -275,22 +275,27 @@ class NodePipeline:
         self, mirror: Mirror, applied: str | None, head: str | None, now: datetime
     ) -> Any:
         """The heartbeat check (`reconciler.node.heartbeat`), with the heartbeat keys and the
-        fleets' ``heartbeat`` limits of the revision this site runs; None before it runs one."""
-        from reconciler.core.errors import DocumentError
+        fleets' ``heartbeat`` limits of the revision this site runs; None before it runs one.
+        The keys (``policies/signers.yaml``) are read only when there is a tag to verify."""
         from reconciler.core.model import Repository
         from reconciler.core.source import CommitTree
-        from reconciler.core.trust import parse_signers
-        from reconciler.core.trust.rules import EMPTY_RULES, SIGNERS_PATH
         from reconciler.node.fetch import HEARTBEAT_REF
         from reconciler.node.heartbeat import check_heartbeat
 
         if applied is None:
             return None
         tree = CommitTree(mirror.repo, applied)
-        try:
-            rules = parse_signers(tree.read(SIGNERS_PATH))
-        except DocumentError:
-            rules = EMPTY_RULES
+
+        def rules() -> Any:
+            from reconciler.core.errors import DocumentError
+            from reconciler.core.trust import parse_signers
+            from reconciler.core.trust.rules import EMPTY_RULES, SIGNERS_PATH
+
+            try:
+                return parse_signers(tree.read(SIGNERS_PATH))
+            except DocumentError:
+                return EMPTY_RULES
+
         repo = Repository(tree)
         folder = repo.site(self.site)
         air_gapped = self.config.source.url is None and self.config.feed is None
@@ -641,6 +646,16 @@ class ManagerCluster:
     ) -> Sequence[str] | None:
         found = self.manager.drift_recorded(recorded, objects)
         return None if found is None else [d.key.encode() for d in found]
+
+    def record_secrets(self, secrets: Sequence[Mapping[str, Any]]) -> list[Any] | None:
+        entries: list[Any] | None = self.manager.record_secrets(secrets)
+        return entries
+
+    def look_recorded(
+        self, recorded: Sequence[Any], secrets: Sequence[Any] | None
+    ) -> SliceLook | None:
+        look = self.manager.look_recorded(recorded, secrets)
+        return None if look is None else SliceLook(look.healthy, look.secrets_in_line)
 
     def prune(self, previous: Sequence[str], desired: Sequence[str]) -> Sequence[str]:
         deleted = self.manager.prune(self._keys(previous), self._keys(desired))

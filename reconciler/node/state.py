@@ -5,6 +5,14 @@ file in the same directory, ``fsync``, ``os.replace``, then ``fsync`` of the
 directory. A kill at any instant leaves either the old file or the new one,
 never a torn one, and the next tick converges from whichever it finds.
 
+Two flushes are left out where a power cut can only cost what the next tick writes again:
+the status and the metrics (rewritten by every tick), and state.json after a tick that
+changed nothing in it but its clock readings (`AgentState.lasting`: when the source last
+answered, when a tick last succeeded), which is nearly every tick. The rename still makes
+each write whole for readers; after a power cut the file holds the old bytes or the new
+(or, on a file system that does not write a renamed file's data first, nothing: a state
+file that cannot be read is recovered as below). Anything else the tick decided, it flushes.
+
 A state file that cannot be read (a disk error, a hand edit) is not guessed
 at: it is moved aside as ``state.json.corrupt-<time>``, and the agent recovers
 what it applied, refused and failed from the mirror's refs and the cluster's
@@ -72,6 +80,11 @@ class AgentState:
     def with_(self, **changes: Any) -> AgentState:
         return replace(self, **changes)
 
+    def lasting(self) -> AgentState:
+        """This state without the clock readings every tick moves (when the source last
+        answered, when the last tick succeeded): what a power cut must not take back."""
+        return replace(self, fetched_at=None, source_answered_at=None, last_success_at=None)
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["failed"] = list(self.failed)
@@ -133,8 +146,10 @@ class StateStore:
             )
         return state, None
 
-    def save(self, state: AgentState) -> None:
-        write_json(self.state_path, state.to_json())
+    def save(self, state: AgentState, *, durable: bool = True) -> None:
+        """Write state.json; ``durable=False`` (a tick that moved only its clock readings,
+        `AgentState.lasting`) leaves out the flush to disk, see the module docstring."""
+        write_json(self.state_path, state.to_json(), durable=durable)
 
     def write_status(self, status: Mapping[str, Any], outbox: Path | None = None) -> str | None:
         """Write status.json, and a copy into ``outbox`` (removable media) when set.
@@ -144,7 +159,7 @@ class StateStore:
         Returns why the copy was not written, or None.
         """
         data = json_bytes(status)
-        atomic_write(self.directory / STATUS_FILE, data)
+        atomic_write(self.directory / STATUS_FILE, data, durable=False)  # rewritten every tick
         if outbox is None:
             return None
         site = str(status.get("site", "site"))
@@ -187,6 +202,8 @@ class StateStore:
         keys = data.get("keys")
         if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
             return None
+        if not isinstance(data.get("secretVersions"), list):
+            data["secretVersions"] = None  # not recorded: the Secrets are decrypted to check
         return data
 
     def write_slice(
@@ -197,27 +214,38 @@ class StateStore:
         *,
         secrets: bool,
         keys: Sequence[str],
+        secret_versions: list[Any] | None = None,
     ) -> None:
         """Record what the drift check needs of the applied slice without rendering it again:
         each object's fingerprint (`ResourceManager.record`: never a Secret's, never a value),
-        whether the slice has Secrets (decrypted and checked every tick), and the keys of
-        the whole slice as digests (no Secret's name on disk twice), to tell an unfinished
-        rollback: the state listing more than them."""
+        whether the slice has Secrets, the uid and resourceVersion at which each Secret was
+        last found in line (`ResourceManager.record_secrets`; None: not known, the Secrets
+        are decrypted and checked), and the keys of the whole slice as digests, to tell an
+        unfinished rollback: the state listing more than them."""
         write_json(
             self.directory / SLICE_FILE,
             {
                 "basis": basis,
                 "revision": revision,
                 "secrets": secrets,
+                "secretVersions": secret_versions,
                 "objects": objects,
                 "keys": sorted(slice_key_digest(k) for k in keys),
             },
         )
 
+    def write_slice_secrets(self, record: Mapping[str, Any], versions: list[Any] | None) -> None:
+        """The slice ``record`` (`read_slice`) written again with the Secrets' ``versions``
+        just found in line; nothing is written without them."""
+        if versions is not None:
+            write_json(self.directory / SLICE_FILE, {**record, "secretVersions": versions})
+
     def write_metrics(self, text: str, textfile_dir: Path | None = None) -> None:
-        atomic_write(self.directory / METRICS_FILE, text.encode())
+        """The Prometheus textfile, here and in node_exporter's folder (rewritten every tick:
+        atomic, not flushed)."""
+        atomic_write(self.directory / METRICS_FILE, text.encode(), durable=False)
         if textfile_dir is not None:
-            atomic_write(textfile_dir / METRICS_FILE, text.encode())
+            atomic_write(textfile_dir / METRICS_FILE, text.encode(), durable=False)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:

@@ -44,6 +44,13 @@ Modelled on Flux's ``fluxcd/pkg/ssa`` ResourceManager, with these decisions:
   labels and annotations intact. Everything else is sent (apply) or dry-run
   (drift). A no-op tick on a 200-object site costs a handful of requests
   instead of 200 dry runs. Secrets are never fingerprinted (``_fingerprinted``).
+- **A quiet tick is one look.** The agent records a slice it found in line
+  (:meth:`ResourceManager.record`: each object's fingerprint and resource;
+  :meth:`ResourceManager.record_secrets`: each Secret's uid and resourceVersion)
+  and the ticks after it ask :meth:`ResourceManager.look_recorded`: the
+  inventory, then one LIST per kind and namespace in turn on one connection
+  (whole objects where health is in the status), no discovery, no dry run,
+  no Secret decrypted. kubectl diff GETs and dry-runs every object instead.
 - **Drift by dry run.** :meth:`ResourceManager.drift` asks the server what a
   forced apply would produce and compares that with the live object, minus
   server noise (managedFields, resourceVersion, generation, status). Defaults
@@ -70,7 +77,6 @@ import json
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -114,6 +120,7 @@ __all__ = [
     "Drift",
     "HealthReport",
     "Inventory",
+    "RecordedLook",
     "ResourceManager",
     "Sleep",
 ]
@@ -266,6 +273,19 @@ class HealthReport:
 
 
 @dataclass(frozen=True)
+class RecordedLook:
+    """What :meth:`ResourceManager.look_recorded` saw of a recorded slice, every object
+    vouched for: each one's health, and whether its Secrets are as they were in line."""
+
+    objects: tuple[tuple[ObjectKey, Health], ...]
+    secrets_in_line: bool
+
+    @property
+    def healthy(self) -> bool:
+        return all(health.status is Status.CURRENT for _, health in self.objects)
+
+
+@dataclass(frozen=True)
 class _Item:
     key: ObjectKey
     resource: Resource
@@ -306,7 +326,9 @@ def _fingerprinted(key: ObjectKey) -> bool:
     A digest of a Secret's body, stored in a ConfigMap (readable by more
     people than Secrets are), would let a reader confirm guesses of a
     low-entropy value — a till PIN, a short password — offline. Secrets are
-    few per site; they are always sent (apply) or dry-run (drift).
+    few per site; they are always sent (apply) or dry-run (drift), or on a
+    quiet tick known by the uid and resourceVersion a dry run last found in
+    line (`ResourceManager.record_secrets`: nothing derived from the value).
     """
     return key.group_kind != ("", "Secret")
 
@@ -323,6 +345,72 @@ def _print_of(digest: str, stored: Obj) -> _Print | None:
         return None
     generation = metadata.get("generation")
     return _Print(digest, uid, version, generation if isinstance(generation, int) else None)
+
+
+def _version_of(live: Obj | None) -> tuple[str, str] | None:
+    """(uid, resourceVersion) of a live object: the same pair is the same stored object."""
+    metadata = (live or {}).get("metadata") or {}
+    uid, version = metadata.get("uid"), metadata.get("resourceVersion")
+    if isinstance(uid, str) and isinstance(version, str) and uid and version:
+        return uid, version
+    return None
+
+
+def _skeleton(key: ObjectKey, api_version: str) -> dict[str, Any]:
+    """An object with nothing but what names it: enough for `key_of` and a LIST."""
+    metadata = {"name": key.name, **({"namespace": key.namespace} if key.namespace else {})}
+    return {"apiVersion": api_version, "kind": key.kind, "metadata": metadata}
+
+
+def _planned(entries: Any) -> list[tuple[ObjectKey, Resource, dict[str, Any], str]] | None:
+    """Entries of `ResourceManager.record` as (key, resource, skeleton, digest); None when
+    one is not such an entry."""
+    if not isinstance(entries, list | tuple):
+        return None
+    planned = []
+    for entry in entries:
+        if not (isinstance(entry, list) and len(entry) == 3):
+            return None
+        skeleton, plural, digest = entry
+        if not (isinstance(skeleton, dict) and isinstance(digest, str)):
+            return None
+        try:
+            key = key_of(skeleton)
+            resource = _recorded_resource(
+                str(skeleton["apiVersion"]), key.kind, key.namespace, plural
+            )
+        except (ApplyError, KeyError, TypeError, ValueError):
+            return None
+        planned.append((key, resource, skeleton, digest))
+    return planned
+
+
+def _versions(entries: Any) -> list[tuple[tuple[Resource, str], tuple[str, str]]] | None:
+    """Entries of `ResourceManager.record_secrets` as ((resource, namespace), (uid,
+    resourceVersion)); None for None (nothing recorded) or when one is not such an entry."""
+    if not isinstance(entries, list | tuple):
+        return None
+    found = []
+    for entry in entries:
+        if not (isinstance(entry, list) and len(entry) == 6):
+            return None
+        if not all(isinstance(field, str) and field for field in entry[:2] + entry[3:]):
+            return None
+        api_version, kind, namespace, plural, uid, version = entry
+        try:
+            resource = _recorded_resource(api_version, kind, namespace, plural)
+        except (TypeError, ValueError):
+            return None
+        found.append(((resource, namespace), (uid, version)))
+    return found
+
+
+def _recorded_resource(api_version: str, kind: str, namespace: object, plural: object) -> Resource:
+    """The resource of a recorded object, as discovery named it when it was recorded."""
+    if not (isinstance(plural, str) and plural and isinstance(namespace, str)):
+        raise ValueError("not a recorded resource")
+    group, _, version = api_version.rpartition("/")
+    return Resource(group, version, kind, plural, bool(namespace))
 
 
 def _contains(live: Any, want: Any) -> bool:
@@ -450,6 +538,7 @@ class ResourceManager:
         self._prints_loaded = False
         self._prints_dirty = False
         self._stored: Inventory | None = None
+        self._in_line: dict[ObjectKey, tuple[str, str] | None] = {}
         self._lock = threading.Lock()
 
     # -- helpers -----------------------------------------------------------
@@ -465,6 +554,8 @@ class ResourceManager:
                 except OutpostError as exc:
                     errors.append(exc)
         else:
+            from concurrent.futures import ThreadPoolExecutor  # not needed by a quiet tick
+
             with ThreadPoolExecutor(max_workers=min(self.workers, len(items))) as pool:
                 futures = [pool.submit(fn, item) for item in items]
                 for future in futures:
@@ -523,12 +614,22 @@ class ResourceManager:
         self, groups: Iterable[tuple[Resource, str]], *, metadata_only: bool
     ) -> dict[tuple[Resource, str], dict[str, dict[str, Any]]]:
         """LIST each (resource, namespace) once: name → object."""
-        wanted = sorted(set(groups), key=lambda g: (g[0].api_version, g[0].kind, g[1]))
+        return self._listed(dict.fromkeys(groups, not metadata_only))
+
+    def _listed(
+        self, groups: Mapping[tuple[Resource, str], bool], *, parallel: bool = True
+    ) -> dict[tuple[Resource, str], dict[str, dict[str, Any]]]:
+        """LIST each (resource, namespace) of ``groups`` once, whole objects where its value
+        is True and metadata only where it is False: name → object. ``parallel=False``
+        sends them one after another over one connection."""
+        wanted = sorted(groups, key=lambda g: (g[0].api_version, g[0].kind, g[1]))
 
         def fetch(group: tuple[Resource, str]) -> dict[str, dict[str, Any]]:
-            listed = self.cluster.list(group[0], group[1], metadata_only=metadata_only)
+            listed = self.cluster.list(group[0], group[1], metadata_only=not groups[group])
             return {item["metadata"]["name"]: item for item in listed}
 
+        if not parallel:
+            return {group: fetch(group) for group in wanted}
         return dict(zip(wanted, self._parallel(fetch, wanted), strict=True))
 
     # -- apply -------------------------------------------------------------
@@ -698,6 +799,9 @@ class ResourceManager:
             if found:
                 return Drift(key, "changed", tuple(found))
             self._remember(key, _print_of(digest, current))  # in line: skip it next time
+            if not _fingerprinted(key):
+                with self._lock:  # what `record_secrets` vouches with (no value of it)
+                    self._in_line[key] = _version_of(current)
             return None
 
         try:
@@ -709,31 +813,55 @@ class ResourceManager:
         return sorted(found, key=lambda d: d.key)
 
     def record(self, objects: Sequence[Obj]) -> list[list[Any]] | None:
-        """What `drift_recorded` needs to vouch for ``objects`` later without their bodies.
+        """What `look_recorded` needs to vouch for ``objects`` later without their bodies.
 
-        One ``[skeleton, digest]`` per object: the skeleton is its apiVersion, kind, name,
-        namespace and the labels and annotations it is sent with (what `_untouched`
-        compares), the digest that of the body sent. None when an object can never be
-        vouched for by its fingerprint (a Secret: see `_fingerprinted`).
+        One ``[skeleton, plural, digest]`` per object: the skeleton is its apiVersion, kind,
+        name, namespace and the labels and annotations it is sent with (what `_untouched`
+        compares), the plural its resource's (the look needs no discovery: a kind no longer
+        served there lists nothing, which vouches for nothing), the digest that of the body
+        sent. None when an object can never be vouched for by its fingerprint (a Secret: see
+        `_fingerprinted`; `record_secrets` has its own way) or its kind is not served.
         """
         entries: list[list[Any]] = []
         for obj in objects:
             key = key_of(obj)
             if not _fingerprinted(key):
                 return None
+            try:
+                resource = self._resolve(key, str(obj["apiVersion"]))
+            except ApplyError:
+                return None
             body = self._prepare(obj)
             metadata = body.get("metadata") or {}
-            skeleton = {
-                "apiVersion": str(obj["apiVersion"]),
-                "kind": key.kind,
-                "metadata": {
-                    "name": key.name,
-                    **({"namespace": key.namespace} if key.namespace else {}),
-                    "labels": dict(metadata.get("labels") or {}),
-                    "annotations": dict(metadata.get("annotations") or {}),
-                },
-            }
-            entries.append([skeleton, _digest(body)])
+            skeleton = _skeleton(key, str(obj["apiVersion"]))
+            skeleton["metadata"]["labels"] = dict(metadata.get("labels") or {})
+            skeleton["metadata"]["annotations"] = dict(metadata.get("annotations") or {})
+            entries.append([skeleton, resource.plural, _digest(body)])
+        return entries
+
+    def record_secrets(self, objects: Sequence[Obj]) -> list[list[str]] | None:
+        """What `look_recorded` needs to vouch for the Secrets ``objects`` later: for each,
+        ``[apiVersion, kind, namespace, plural, uid, resourceVersion]`` of the live object as
+        `drift` found it in line in this run. None unless `drift` found every one in line.
+
+        Nothing of a Secret's value goes in (no digest, unlike `record`), nor its name: the
+        same commit, age key and code decrypt the same Secret, and the same uid and
+        resourceVersion are the same stored object (a uid is never reused), so the pair
+        says "still as it was when it was in line".
+        """
+        entries: list[list[str]] = []
+        for obj in objects:
+            key = key_of(obj)
+            with self._lock:
+                seen = self._in_line.get(key)
+            if seen is None:
+                return None
+            try:
+                resource = self._resolve(key, str(obj["apiVersion"]))
+            except ApplyError:
+                return None
+            api_version = str(obj["apiVersion"])
+            entries.append([api_version, key.kind, key.namespace, resource.plural, *seen])
         return entries
 
     def drift_recorded(self, recorded: Sequence[Any], objects: Sequence[Obj]) -> list[Drift] | None:
@@ -745,26 +873,52 @@ class ResourceManager:
         every one is, what `drift` would answer for the whole slice: the drift of
         ``objects`` (the Secrets, always dry-run), checked as `drift` checks them.
         """
-        planned: list[tuple[ObjectKey, Resource, Obj, str]] = []
-        for entry in recorded:
-            if not (isinstance(entry, list) and len(entry) == 2):
-                return None
-            skeleton, digest = entry
-            if not (isinstance(skeleton, dict) and isinstance(digest, str)):
-                return None
-            try:
-                key = key_of(skeleton)
-                resource = self._resolve(key, str(skeleton["apiVersion"]))
-            except (ApplyError, KeyError, TypeError, ValueError):
-                return None
-            planned.append((key, resource, skeleton, digest))
+        if self.look_recorded(recorded, None) is None:
+            return None
+        return self.drift(objects) if objects else []
+
+    def look_recorded(
+        self, recorded: Sequence[Any], secrets: Sequence[Any] | None
+    ) -> RecordedLook | None:
+        """A quiet tick's whole look at a recorded slice: one LIST per kind and namespace
+        (whole objects for kinds whose health is in their status, metadata for the rest),
+        in turn, no discovery, no dry run, no Secret decrypted.
+
+        None as soon as one ``recorded`` object (`record`) is not provably as we last
+        applied it (its fingerprint does not match the live metadata, it is gone, its kind
+        is not served there): only its body can tell then, and the caller renders the
+        slice. Otherwise the health of each, as `health` judges it from the same LIST, and
+        whether the Secrets are in line: each has the uid and resourceVersion
+        `record_secrets` saw in line (``secrets``; None: nothing recorded, not in line).
+        A Secret that is not is no verdict: the caller decrypts it and asks `drift`.
+        """
+        planned = _planned(recorded)
+        versions = _versions(secrets)
+        if planned is None:
+            return None
+        groups: dict[tuple[Resource, str], bool] = {}
+        for key, resource, _, _ in planned:
+            wanted = (resource, key.namespace)
+            groups[wanted] = groups.get(wanted, False) or needs_status(key.group, key.kind)
+        for wanted, _ in versions or ():
+            groups.setdefault(wanted, False)
         self._load_prints()
-        live = self._snapshot(((r, k.namespace) for k, r, _, _ in planned), metadata_only=True)
+        # One after another on the one connection the inventory was read over: each LIST is a
+        # millisecond or two, and on a node whose API server shares its cores, the threads
+        # and TLS handshakes of parallel requests cost more than they save.
+        live = self._listed(groups, parallel=False)
+        verdicts: list[tuple[ObjectKey, Health]] = []
         for key, resource, skeleton, digest in planned:
             seen = live[(resource, key.namespace)].get(key.name)
             if not self._untouched(key, skeleton, digest, seen):
                 return None
-        return self.drift(objects) if objects else []
+            assert seen is not None  # _untouched vouches only for an object that is there
+            verdicts.append((key, health_of(seen)))
+        in_line = versions is not None and all(
+            pair in {_version_of(item) for item in live[wanted].values()}
+            for wanted, pair in versions
+        )
+        return RecordedLook(tuple(verdicts), secrets_in_line=in_line)
 
     # -- fingerprints ------------------------------------------------------
 
