@@ -38,7 +38,7 @@ from reconciler.core.envelope import loads
 from reconciler.core.errors import OutpostError
 from reconciler.core.findings import Finding, aggregate
 from reconciler.core.model import Repository, folder_files
-from reconciler.core.validate import Check, FileCheck, validate_tree
+from reconciler.core.validate import Check, FileCheck, SiteCheck, validate_tree
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,11 @@ def validate_repository(
         return _validate_shard(tree, shard, today)
     sites = sites_changed_since(root, changed_since) if changed_since else None
     findings = validate_tree(
-        tree, extra=extra_checks(today=today), sites=sites, file_checks=file_checks()
+        tree,
+        extra=extra_checks(today=today, policies=False),
+        sites=sites,
+        file_checks=file_checks(),
+        site_checks=site_checks(today=today),
     )
     return ValidationRun(findings, coverage(tree, sites=sites, policies=today is not None))
 
@@ -287,9 +291,12 @@ def file_checks() -> list[FileCheck]:
     return [scan_file]
 
 
-def extra_checks(*, today: date | None = None, collapse: bool = True) -> list[Check]:
+def extra_checks(
+    *, today: date | None = None, collapse: bool = True, policies: bool = True
+) -> list[Check]:
     """The checks on top of the format: secrets, vendored output against its records (no helm
-    needed), rollout records, then policies (CEL) if ``today``.
+    needed), rollout records, then policies (CEL) if ``today`` (and ``policies``: False
+    leaves them to `site_checks`).
 
     ``today`` decides which policy exemptions have expired; the caller reads the clock.
     """
@@ -298,12 +305,23 @@ def extra_checks(*, today: date | None = None, collapse: bool = True) -> list[Ch
     from reconciler.core.secrets import key_file_from_env, secrets_check
 
     checks: list[Check] = [secrets_check(key_file_from_env()), vendor_check(), check_records]
-    if today is not None:
-        from reconciler.ci.kube_schema import object_check
-        from reconciler.core.policy import policy_check
-
-        checks.append(policy_check(today=today, objects=object_check(), collapse=collapse))
+    if policies:
+        checks += [make(collapse) for make in site_checks(today=today)]
     return checks
+
+
+def site_checks(*, today: date | None) -> list[SiteCheck]:
+    """The policies (CEL) and the Kubernetes API schemas of every rendered object, if
+    ``today``: each site is rendered and checked on its own (``core.validate.SiteCheck``)."""
+    if today is None:
+        return []
+    from reconciler.ci.kube_schema import object_check
+    from reconciler.core.policy import policy_check
+
+    def policies(collapse: bool) -> Check:
+        return policy_check(today=today, objects=object_check(), collapse=collapse)
+
+    return [policies]
 
 
 def sites_changed_since(root: Any, rev: str) -> list[str]:
