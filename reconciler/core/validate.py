@@ -57,7 +57,8 @@ from reconciler.core.source import MAX_READ_BYTES, Tree, first_level, unreadable
 
 Check = Callable[[Repository, Sequence[str]], Iterable[Finding]]
 # A check of one file's bytes (and its documents, None when it did not parse), run where
-# the file is read for layer 1, so that no check has to read the tree a second time.
+# the file is read for layer 1, so that no check has to read the tree a second time (and,
+# in a large run, by the worker that loads a site folder on the folder's other files).
 FileCheck = Callable[[str, bytes, "Sequence[YamlDocument] | None"], list[Finding]]
 # A check whose findings for a site depend only on that site's folder and the shared
 # documents (apps, fleets, policies): the policies, each site rendered on its own. Called
@@ -302,6 +303,7 @@ def _files_and_schemas(
     def check(index: int) -> _Checked | _Packed:
         run = [path for _, folder in runs[index] for path in folder]
         found, documents, tried, parsed, checked = _load_paths(tree, run, include, file_checks)
+        found += _check_rest(tree, run, include, file_checks, checked)
         schema_findings, valid = check_schemas(documents)
         result = _Checked(found, documents, tried, parsed, schema_findings, valid, checked)
         if site_checks:
@@ -334,6 +336,33 @@ def _files_and_schemas(
         result.site_findings += part.site_findings
     result.site_checked = bool(site_checks) and all(part.site_checked for part in unpacked)
     return result
+
+
+def _check_rest(
+    tree: Tree,
+    paths: Sequence[str],
+    include: Callable[[str], bool] | None,
+    file_checks: Sequence[FileCheck],
+    checked: set[str],
+) -> list[Finding]:
+    """``file_checks`` on the files of site folders that layer 1 does not read (the secrets
+    folder, anything else there), in the worker that has the folder anyway: the check that
+    scans the rest of the tree then finds nothing left to read there. A file that cannot be
+    read is left to that check, which says so."""
+    findings: list[Finding] = []
+    if not file_checks:
+        return findings
+    for path in paths:
+        if path in checked or path.count("/") < 2 or (include is not None and not include(path)):
+            continue
+        try:
+            data = tree.read(path, MAX_READ_BYTES)
+        except OutpostError:
+            continue
+        for file_check in file_checks:
+            findings += file_check(path, data, None)
+        checked.add(path)
+    return findings
 
 
 # Runs per worker: more, smaller runs keep every worker busy to the end (a run's cost
