@@ -367,7 +367,7 @@ def _check_rest(
 
 # Runs per worker: more, smaller runs keep every worker busy to the end (a run's cost
 # varies with its sites), at the price of loading the policies once per run.
-_RUNS_PER_WORKER = 4
+_RUNS_PER_WORKER = 8
 
 
 @dataclass(frozen=True)
