@@ -88,3 +88,34 @@ def test_rbac_names_follow_their_own_rule(fleet: Path, capsys: pytest.CaptureFix
     code, findings = validate(fleet, capsys)
     assert code == 1
     assert any("ConfigMap name 'pos:config' is not a valid" in str(f["message"]) for f in findings)
+
+
+def test_a_fleet_version_without_schemas_is_one_warning_whichever_shard_renders_its_sites(
+    fleet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """retail-us's sites sort last, so shard 1 of 3 (which owns findings about fleets)
+    renders none of them: the warning is a fact about the fleet, not about a site."""
+    path = fleet / "fleets/retail-us.yaml"
+    path.write_text(
+        path.read_text().replace('kubernetesVersion: "1.31"', 'kubernetesVersion: "1.0"')
+    )
+    line = next(
+        n for n, text in enumerate(path.read_text().splitlines(), 1) if "kubernetesVersion" in text
+    )
+
+    def run(*extra: str) -> list[dict[str, object]]:
+        main(["validate", str(fleet), "-o", "json", *extra])
+        found: list[dict[str, object]] = json.loads(capsys.readouterr().out)
+        return found
+
+    whole = run()
+    warnings = [f for f in whole if "not checked against Kubernetes" in str(f["message"])]
+    assert [(w["path"], w["line"], w["severity"]) for w in warnings] == [
+        ("fleets/retail-us.yaml", line, "warning")
+    ]
+    outputs = []
+    for index in (1, 2, 3):
+        out = tmp_path / f"shard-{index}.json"
+        out.write_text(json.dumps(run("--shard", f"{index}/3")))
+        outputs.append(str(out))
+    assert run("--merge", *outputs) == whole

@@ -307,6 +307,10 @@ def extra_checks(
     checks: list[Check] = [secrets_check(key_file_from_env()), vendor_check(), check_records]
     if policies:
         checks += [make(collapse) for make in site_checks(today=today)]
+    if today is not None:
+        from reconciler.ci.kube_schema import version_check
+
+        checks.append(version_check)
     return checks
 
 

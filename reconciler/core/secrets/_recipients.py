@@ -8,7 +8,8 @@ validation and the node's own check, so they cannot disagree.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from reconciler.core.errors import Mark, OutpostError
@@ -152,14 +153,58 @@ def sops_config_text(all_keys: Iterable[SiteKeys]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def parse_sops_config(
-    data: bytes, path: str = SOPS_CONFIG
-) -> tuple[dict[str, tuple[str | None, tuple[str, ...], Mark]], list[Problem]]:
+# The shape ``sops_config_text`` writes, and nothing else: comment lines, then one block a
+# site of plain scalars YAML reads exactly as written (a DNS-label site id, the one
+# encrypted_regex, bech32 recipients, printable ASCII comments). A file of that shape is
+# read by these patterns; any other file, edited by hand or not, by the YAML parser.
+_HEAD = re.compile(rb"(?:#[ -~]*\n)*creation_rules:\n")
+_EMPTY = re.compile(rb"(?:#[ -~]*\n)*creation_rules: \[\]\n")
+_RULE = re.compile(
+    rb"  - path_regex: (\^sites/[a-z0-9-]+/secrets/\.\*\\\.sops\\\.yaml\$)\n"
+    rb"    encrypted_regex: \^\(data\|stringData\)\$\n"
+    rb"    age:\n"
+    rb"((?:      - age1[02-9ac-hj-np-z]+(?:  #[ -~]*)?\n)+)"
+)
+_RECIPIENT = re.compile(rb"      - (age1[02-9ac-hj-np-z]+)")
+
+Rules = dict[str, tuple[str | None, tuple[str, ...], Mark]]
+
+
+def _parse_generated(data: bytes, path: str) -> Rules | None:
+    """The rules of a ``.sops.yaml`` as ``sops_config_text`` writes it, read without a YAML
+    parser (a 3 MB file at 10,000 sites: about 30 ms, against 0.6 s); None for any other
+    file."""
+    head = _HEAD.match(data)
+    if head is None:
+        return {} if _EMPTY.fullmatch(data) else None
+    rules: Rules = {}
+    position = head.end()
+    line = data.count(b"\n", 0, position) + 1
+    for match in _RULE.finditer(data, position):
+        if match.start() != position:
+            return None
+        ages = match.group(2)
+        recipients = tuple(r.decode() for r in _RECIPIENT.findall(ages))
+        rules[match.group(1).decode()] = (ENCRYPTED_REGEX, recipients, Mark(path, line))
+        line += 3 + len(recipients)
+        position = match.end()
+    return rules if position == len(data) else None
+
+
+def parse_sops_config(data: bytes, path: str = SOPS_CONFIG) -> tuple[Rules, list[Problem]]:
     """``.sops.yaml`` rules by path_regex: (encrypted_regex, age recipients, mark)."""
+    if len(data) <= MAX_SOPS_CONFIG_BYTES:
+        generated = _parse_generated(data, path)
+        if generated is not None:
+            return generated, []
+    return _parse_yaml_rules(data, path)
+
+
+def _parse_yaml_rules(data: bytes, path: str) -> tuple[Rules, list[Problem]]:
     from reconciler.core.loader import parse_yaml
 
     problems: list[Problem] = []
-    rules: dict[str, tuple[str | None, tuple[str, ...], Mark]] = {}
+    rules: Rules = {}
     try:
         doc = parse_yaml(data, path, limit=MAX_SOPS_CONFIG_BYTES)[0]
     except OutpostError as exc:
@@ -189,9 +234,7 @@ def parse_sops_config(
     return rules, problems
 
 
-def compare_rule(
-    keys: SiteKeys, rules: Mapping[str, tuple[str | None, tuple[str, ...], Mark]], path: str
-) -> Problem | None:
+def compare_rule(keys: SiteKeys, rules: Rules, path: str) -> Problem | None:
     """A problem if ``.sops.yaml`` would encrypt this site's new secrets to the wrong keys."""
     if keys.recipient is None:
         return None
