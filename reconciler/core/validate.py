@@ -319,7 +319,9 @@ def _files_and_schemas(
     collecting = gc.isenabled()
     gc.disable()  # a million plain objects rebuilt at once: nothing to collect among them
     try:
-        unpacked = [_unpack(packed) for packed in parts]
+        # Each part's bytes are let go as soon as its documents are rebuilt.
+        parts.reverse()
+        unpacked = [_unpack(parts.pop()) for _ in range(len(parts))]
     finally:
         gc.freeze()  # as fork_map leaves its results: in the oldest generation
         gc.unfreeze()
