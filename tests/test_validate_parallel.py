@@ -10,6 +10,8 @@ import pytest
 from test_validate_corpus import CASES, build_case
 
 from reconciler.core import _fork, validate
+from reconciler.core.errors import Mark
+from reconciler.core.findings import Finding
 from reconciler.core.policy import policy_check
 from reconciler.core.secrets import _check as secrets_checks
 from reconciler.core.secrets import secrets_check
@@ -70,3 +72,33 @@ def test_a_commit_is_loaded_in_this_process(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(validate, "PARALLEL_MIN_FILES", 0)
     validate_tree(Commit(ROOT))
     assert workers == [1]
+
+
+def test_site_checks_in_the_loading_workers_find_what_one_process_finds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The policies as `outpost validate` runs them: in the worker that loaded each run of
+    # site folders, their parts merged here. A probe finding of no site says the check ran:
+    # once in one process, once per part in the workers (the same finding, said once).
+    ran: list[bool] = []
+    probe = Finding.at(Mark("policies"), "the site checks ran", rule="probe")
+
+    def policies(collapse: bool) -> Any:
+        check = policy_check(today=date(2026, 6, 1), collapse=collapse)
+
+        def run(repo: Any, sites: Any) -> Any:
+            ran.append(collapse)
+            return [*check(repo, sites), probe]
+
+        return run
+
+    alone, split, workers = _both_ways(
+        ROOT, monkeypatch, extra=[secrets_check()], site_checks=[policies]
+    )
+    assert split == alone
+    assert probe in alone
+    if PARALLEL:
+        assert workers[-1] >= 2
+        assert ran == [True]  # the split run's parts ran in its workers, not here
+    else:
+        assert ran == [True, True]

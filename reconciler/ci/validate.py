@@ -50,7 +50,7 @@ from reconciler.core.envelope import loads
 from reconciler.core.errors import OutpostError
 from reconciler.core.findings import Finding, aggregate
 from reconciler.core.model import Repository, SiteHolders, folder_files
-from reconciler.core.validate import Check, FileCheck, validate_tree
+from reconciler.core.validate import Check, FileCheck, SiteCheck, validate_tree
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,12 @@ def validate_repository(
     tree = WorkdirTree(root)
     if shard is not None:
         return _validate_shard(tree, shard, today)
-    findings = validate_tree(tree, extra=extra_checks(today=today), file_checks=file_checks())
+    findings = validate_tree(
+        tree,
+        extra=extra_checks(today=today, policies=False),
+        file_checks=file_checks(),
+        site_checks=site_checks(today=today),
+    )
     return ValidationRun(findings, coverage(tree, sites=None, policies=today is not None))
 
 
@@ -457,10 +462,15 @@ def file_checks() -> list[FileCheck]:
 
 
 def extra_checks(
-    *, today: date | None = None, collapse: bool = True, holders: SiteHolders | None = None
+    *,
+    today: date | None = None,
+    collapse: bool = True,
+    policies: bool = True,
+    holders: SiteHolders | None = None,
 ) -> list[Check]:
     """The checks on top of the format: secrets, vendored output against its records (no helm
-    needed), rollout records, then policies (CEL) if ``today``.
+    needed), rollout records, then policies (CEL) if ``today`` (and ``policies``: False
+    leaves them to `site_checks`).
 
     ``today`` decides which policy exemptions have expired; the caller reads the clock.
     ``holders``: for a run over a few sites, which others' site.yaml may share a recipient.
@@ -474,13 +484,27 @@ def extra_checks(
         vendor_check(),
         check_records,
     ]
+    if policies:
+        checks += [make(collapse) for make in site_checks(today=today)]
     if today is not None:
-        from reconciler.ci.kube_schema import object_check, version_check
-        from reconciler.core.policy import policy_check
+        from reconciler.ci.kube_schema import version_check
 
-        checks.append(policy_check(today=today, objects=object_check(), collapse=collapse))
         checks.append(version_check)
     return checks
+
+
+def site_checks(*, today: date | None) -> list[SiteCheck]:
+    """The policies (CEL) and the Kubernetes API schemas of every rendered object, if
+    ``today``: each site is rendered and checked on its own (``core.validate.SiteCheck``)."""
+    if today is None:
+        return []
+    from reconciler.ci.kube_schema import object_check
+    from reconciler.core.policy import policy_check
+
+    def policies(collapse: bool) -> Check:
+        return policy_check(today=today, objects=object_check(), collapse=collapse)
+
+    return [policies]
 
 
 def sites_changed_since(root: Any, rev: str) -> list[str]:

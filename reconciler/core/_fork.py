@@ -30,13 +30,15 @@ def workers_for(items: int, minimum: int) -> int:
     Only Linux forks a process that has loaded native libraries (libgit2, libyaml,
     the CEL engine) safely; macOS warns that such a child may crash, and Windows
     cannot fork at all. Elsewhere the work runs in this process, as it always did.
+    In a worker of ``fork_map`` it is 1 too: that worker is one of the processes already.
     """
-    if items < minimum or not sys.platform.startswith("linux"):
+    if items < minimum or _IN_WORKER or not sys.platform.startswith("linux"):
         return 1
     return max(1, min(len(os.sched_getaffinity(0)), items))
 
 
 _COLLECT = True
+_IN_WORKER = False  # this process is a worker of fork_map: its tasks run here
 
 
 def contiguous(items: Sequence[T], parts: int) -> list[list[T]]:
@@ -53,7 +55,9 @@ def contiguous(items: Sequence[T], parts: int) -> list[list[T]]:
 
 
 def _run(index: int) -> Any:
+    global _IN_WORKER
     assert _TASK is not None, "a forked worker always inherits its task"
+    _IN_WORKER = True
     if _COLLECT and not gc.isenabled():
         gc.enable()  # for what the worker allocates; the inherited heap stays frozen
     return _TASK(index)
@@ -64,10 +68,11 @@ def fork_map(task: Callable[[int], R], count: int, workers: int) -> list[R]:
 
     ``task`` is inherited by the workers through fork, never pickled, so it may close
     over anything; its results are pickled back. An exception in a task is raised
-    here. With one worker (or one task) everything runs in this process.
+    here. With one worker (or one task), or in a worker already (a task that maps
+    again), everything runs in this process.
     """
     global _TASK, _COLLECT
-    if workers <= 1 or count <= 1:
+    if workers <= 1 or count <= 1 or _IN_WORKER:
         return [task(index) for index in range(count)]
     _TASK, _COLLECT = task, gc.isenabled()
     # The workers' collector never walks the heap they inherit (walking it would

@@ -57,8 +57,14 @@ from reconciler.core.source import MAX_READ_BYTES, Tree, first_level, unreadable
 
 Check = Callable[[Repository, Sequence[str]], Iterable[Finding]]
 # A check of one file's bytes (and its documents, None when it did not parse), run where
-# the file is read for layer 1, so that no check has to read the tree a second time.
+# the file is read for layer 1, so that no check has to read the tree a second time (and,
+# in a large run, by the worker that loads a site folder on the folder's other files).
 FileCheck = Callable[[str, bytes, "Sequence[YamlDocument] | None"], list[Finding]]
+# A check whose findings for a site depend only on that site's folder and the shared
+# documents (apps, fleets, policies): the policies, each site rendered on its own. Called
+# with ``collapse`` it gives the ``Check``; a large run calls it with False in each worker,
+# over the sites that worker loaded, and merges the parts (`_merge_site_findings`).
+SiteCheck = Callable[[bool], Check]
 
 CONFIG_DIRS = ("sites", "fleets", "apps", "policies")
 _SITE_FILES = {"site.yaml": "Site", "hardware.yaml": "Hardware", "overrides.yaml": "SiteOverrides"}
@@ -240,6 +246,8 @@ class _Checked:
     schema_findings: list[Finding] = field(default_factory=list)
     valid: list[Document] = field(default_factory=list)
     file_checked: set[str] = field(default_factory=set)
+    site_findings: list[Finding] = field(default_factory=list)  # of ``site_checks``
+    site_checked: bool = False
 
 
 def _files_and_schemas(
@@ -247,40 +255,79 @@ def _files_and_schemas(
     include: Callable[[str], bool] | None,
     sites: Sequence[str] | None,
     file_checks: Sequence[FileCheck] = (),
+    site_checks: Sequence[SiteCheck] = (),
 ) -> _Checked:
     """Layers 1 and 2: every file loaded, every document against its schema.
 
     Files are independent of each other, so a large working directory is split into
-    contiguous runs of paths, each loaded and checked by a forked worker; documents
-    and findings come back in path order, as one process would produce them. A
-    commit's tree stays in this process (its git objects are not for sharing).
+    contiguous runs of site folders, each loaded and checked by a forked worker;
+    documents and findings come back in path order, as one process would produce them.
+    The other folders (apps, fleets, policies: what every site shares) are loaded here
+    first, so each worker has them. A commit's tree stays in this process (its git
+    objects are not for sharing).
+
+    ``site_checks`` (given only when every site is read) run in the worker that loaded
+    a run, over that run's sites: rendering and checking a site needs only its own
+    folder and the shared documents, so no second round of workers has to be started
+    over the whole repository. Their findings are in ``site_findings``
+    (``site_checked`` True); in one process they are left to the caller.
     """
     from reconciler.core._fork import contiguous, fork_map, workers_for
 
     findings, paths = _list_paths(tree, sites)
     workers = workers_for(len(paths), PARALLEL_MIN_FILES) if tree.revision is None else 1
-    runs = contiguous(paths, 1 if workers <= 1 else workers * 2)
+    if workers <= 1:
+
+        def alone(_: int) -> _Checked:
+            found, documents, tried, parsed, checked = _load_paths(
+                tree, paths, include, file_checks
+            )
+            schema_findings, valid = check_schemas(documents)
+            return _Checked(found, documents, tried, parsed, schema_findings, valid, checked)
+
+        (result,) = fork_map(alone, 1, 1)
+        result.findings[:0] = findings
+        return result
+
+    # Site folders come first in the listing (CONFIG_DIRS), the shared folders after them.
+    shared_paths = [p for p in paths if not p.startswith("sites/")]
+    folders: dict[str, list[str]] = {}
+    for path in paths:
+        if path.startswith("sites/"):
+            folders.setdefault(path.split("/", 2)[1], []).append(path)
+    found, documents, tried, parsed, checked = _load_paths(tree, shared_paths, include, file_checks)
+    schema_findings, valid = check_schemas(documents)
+    shared = _Checked(found, documents, tried, parsed, schema_findings, valid, checked)
+    runs = contiguous(list(folders.items()), workers * _RUNS_PER_WORKER)
 
     def check(index: int) -> _Checked | _Packed:
-        found, documents, tried, parsed, checked = _load_paths(
-            tree, runs[index], include, file_checks
-        )
+        run = [path for _, folder in runs[index] for path in folder]
+        found, documents, tried, parsed, checked = _load_paths(tree, run, include, file_checks)
+        found += _check_rest(tree, run, include, file_checks, checked)
         schema_findings, valid = check_schemas(documents)
         result = _Checked(found, documents, tried, parsed, schema_findings, valid, checked)
-        return _pack(result) if workers > 1 else result
+        if site_checks:
+            names = [name for name, folder in runs[index] if any(p.count("/") >= 2 for p in folder)]
+            repo = Repository(tree, parsed={**shared.parsed, **parsed})
+            for site_check in site_checks:
+                result.site_findings += site_check(False)(repo, names)
+            result.site_checked = True
+        return _pack(result)
 
     result = _Checked(findings)
     parts = fork_map(check, len(runs), workers)
     collecting = gc.isenabled()
     gc.disable()  # a million plain objects rebuilt at once: nothing to collect among them
     try:
-        unpacked = [_unpack(packed) for packed in parts]
+        # Each part's bytes are let go as soon as its documents are rebuilt.
+        parts.reverse()
+        unpacked = [_unpack(parts.pop()) for _ in range(len(parts))]
     finally:
         gc.freeze()  # as fork_map leaves its results: in the oldest generation
         gc.unfreeze()
         if collecting:
             gc.enable()
-    for part in unpacked:
+    for part in [*unpacked, shared]:
         result.findings += part.findings
         result.documents += part.documents
         result.tried |= part.tried
@@ -288,7 +335,41 @@ def _files_and_schemas(
         result.schema_findings += part.schema_findings
         result.valid += part.valid
         result.file_checked |= part.file_checked
+        result.site_findings += part.site_findings
+    result.site_checked = bool(site_checks) and all(part.site_checked for part in unpacked)
     return result
+
+
+def _check_rest(
+    tree: Tree,
+    paths: Sequence[str],
+    include: Callable[[str], bool] | None,
+    file_checks: Sequence[FileCheck],
+    checked: set[str],
+) -> list[Finding]:
+    """``file_checks`` on the files of site folders that layer 1 does not read (the secrets
+    folder, anything else there), in the worker that has the folder anyway: the check that
+    scans the rest of the tree then finds nothing left to read there. A file that cannot be
+    read is left to that check, which says so."""
+    findings: list[Finding] = []
+    if not file_checks:
+        return findings
+    for path in paths:
+        if path in checked or path.count("/") < 2 or (include is not None and not include(path)):
+            continue
+        try:
+            data = tree.read(path, MAX_READ_BYTES)
+        except OutpostError:
+            continue
+        for file_check in file_checks:
+            findings += file_check(path, data, None)
+        checked.add(path)
+    return findings
+
+
+# Runs per worker: more, smaller runs keep every worker busy to the end (a run's cost
+# varies with its sites), at the price of loading the policies once per run.
+_RUNS_PER_WORKER = 8
 
 
 @dataclass(frozen=True)
@@ -333,6 +414,8 @@ def _pack(checked: _Checked) -> _Checked | _Packed:
         tried=checked.tried,
         schema_findings=checked.schema_findings,
         file_checked=checked.file_checked,
+        site_findings=checked.site_findings,
+        site_checked=checked.site_checked,
     )
     return _Packed(
         data,
@@ -818,6 +901,7 @@ def validate_tree(
     partial: bool | None = None,
     collapse: bool = True,
     file_checks: Sequence[FileCheck] = (),
+    site_checks: Sequence[SiteCheck] = (),
 ) -> list[Finding]:
     """Every finding for ``tree``; ``extra`` checks (policies, secrets) run on the repository.
 
@@ -829,7 +913,9 @@ def validate_tree(
     only by site apart (``aggregate``), for a shard of a run whose shards are merged later.
     ``file_checks`` run on each file layer 1 reads, as it reads it; the paths they saw are
     left on the tree the extra checks get (``tree.file_checked``), so a check that scans
-    files (the secrets scan) reads only the others.
+    files (the secrets scan) reads only the others. ``site_checks`` run after ``extra``
+    (see `SiteCheck`): when every site is read by forked workers, each worker runs them
+    over the sites it loaded, and their parts are merged here.
     """
     include = None
     if sites is not None:
@@ -839,7 +925,9 @@ def validate_tree(
             return not path.startswith("sites/") or path.split("/", 2)[1] in wanted
 
     tree = _ListedTree(tree)
-    checked = _files_and_schemas(tree, include, sites, file_checks)
+    checked = _files_and_schemas(
+        tree, include, sites, file_checks, site_checks if sites is None else ()
+    )
     tree.file_checked = frozenset(checked.file_checked)
     findings = checked.findings + checked.schema_findings
     manifest_apps = frozenset(
@@ -853,18 +941,46 @@ def validate_tree(
         partial=sites is not None if partial is None else partial,
         manifest_apps=manifest_apps,
     )
-    if extra:
+    if checked.site_checked:
+        findings += _merge_site_findings(checked.site_findings)
+    if extra or (site_checks and not checked.site_checked):
         # The extra checks see the same documents: each file is parsed once per run.
         repo = Repository(tree, parsed=checked.parsed)
         selected = list(repo.site_ids) if sites is None else list(sites)
         for check in extra:
             findings += check(repo, selected)
+        if not checked.site_checked:
+            for site_check in site_checks:
+                findings += site_check(collapse)(repo, selected)
     # A placeholder breaks its field's schema too; the placeholder finding says it better.
     marked = {(f.path, f.line) for f in findings if f.rule == "placeholder"}
     findings = [f for f in findings if f.rule == "placeholder" or (f.path, f.line) not in marked]
     if collapse:
         findings = aggregate(findings)
     return sorted(set(findings), key=lambda f: (f.path, f.line, f.rule, f.message))
+
+
+def _merge_site_findings(found: Sequence[Finding]) -> list[Finding]:
+    """The findings of ``site_checks`` run over parts of the sites, as one run over all.
+
+    Each part also judged what belongs to no site (a policy that does not load, a Secret
+    written in an app's manifests), so those come once per part: the same finding again
+    is dropped. A Secret of an app's manifests found as written (no site) is dropped where
+    a site renders it and the same rule flags it there, as ``policy.validate_policies``
+    does over every site (and ``ci.validate.merge_findings`` over CI shards).
+    """
+    rendered_at = {(f.path, f.line, f.rule) for f in found if f.site}
+    seen: set[Finding] = set()
+    kept: list[Finding] = []
+    for f in found:
+        if not f.site:
+            if f in seen or (
+                f.path.startswith("apps/") and (f.path, f.line, f.rule) in rendered_at
+            ):
+                continue
+            seen.add(f)
+        kept.append(f)
+    return kept
 
 
 PLACEHOLDER = b"REPLACE-ME"

@@ -37,8 +37,12 @@ render the same body. Results are cached by (policy, canonical hash of the objec
 and the hash of each of ``site``, ``hardware``, ``app`` the policy's expressions
 reference). A policy that never names ``site`` is evaluated once per distinct
 object across the fleet; one that does is keyed on the site too, so a result that
-depends on a site is never reused at another (see ``PolicyCache``). Every
-expression is compiled once, when the policy is loaded.
+depends on a site is never reused at another (see ``PolicyCache``). A policy whose
+expressions read ``site`` only as ``site.status`` is given and keyed by the status alone,
+and one that never reads ``object`` is keyed without it (``Policy.site_status_only``,
+``Policy.reads_object``; not where a cost bound looks at sizes): a policy on a site's
+figures runs once per distinct status, not once per site. Every expression is compiled
+once, when the policy is loaded.
 
 Where a policy is enforced (``enforce``): ``everywhere`` (the default) is CI, the node
 before it applies a commit, and the site's own API server, to which the node applies

@@ -6,6 +6,7 @@ exemption are findings at their file:line; no Policy documents at all is a Polic
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -78,6 +79,10 @@ class Policy:
     exemptions: tuple[Exemption, ...]
     uses: frozenset[str]
     enforce: str = ENFORCE_EVERYWHERE
+    # No expression reads ``object``: its result is the same for every object (a policy on
+    # a site's figures); every ``site`` it reads is ``site.status`` (`_site_status_only`).
+    reads_object: bool = True
+    site_status_only: bool = False
     # The API server's form of the policy (None when it has none; ``not_exportable`` says why).
     admission: Admission | None = None
     not_exportable: str = ""
@@ -141,7 +146,42 @@ def _references(program: Any) -> frozenset[str]:
     try:
         return frozenset(str(v) for v in program.variables())
     except Exception:  # a binding without static analysis: assume everything is used
-        return frozenset(SITE_VARIABLES)
+        return frozenset((*SITE_VARIABLES, "object"))
+
+
+# CEL string literals that are not raw (a raw one, a comment or a quoted field name makes
+# `_site_status_only` give up before this is used).
+_STRING_LITERAL = re.compile(
+    r'[bB]?(?:"""(?:\\.|[^\\])*?"""|\'\'\'(?:\\.|[^\\])*?\'\'\''
+    r'|"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\')',
+    re.DOTALL,
+)
+_SITE_WORD = re.compile(r"\bsite\b")
+_STATUS_AFTER = re.compile(r"\s*\.\s*status\b(?!\s*\()")
+
+
+def _site_status_only(sources: Sequence[str]) -> bool:
+    """Whether every use of the variable ``site`` in ``sources`` is ``site.status``.
+
+    Such a policy's results depend on the site's computed status only, not on the rest
+    of its Site document: most stores of a fleet share their status, so the result is
+    cached once for all of them (``check_site``). Judged on the text with string literals
+    taken out; anything this reading is not sure of (a raw string, a comment, a quoted
+    field name, ``site`` alone or as a comprehension's variable) says no.
+    """
+    for source in sources:
+        if re.search(r"[rR][bB]?['\"]|[bB][rR]['\"]|//|`", source):
+            return False
+        code = _STRING_LITERAL.sub(" 0 ", source)
+        if "'" in code or '"' in code:
+            return False
+        for match in _SITE_WORD.finditer(code):
+            before = code[: match.start()].rstrip()
+            if before.endswith("."):
+                continue  # a field named site (object.site), not the variable
+            if _STATUS_AFTER.match(code, match.end()) is None:
+                return False
+    return True
 
 
 def _strings(value: Any) -> frozenset[str] | None:
@@ -294,6 +334,9 @@ def load_policy(doc: Document, index: int, *, today: date) -> tuple[Policy | Non
             "`enforce: ci-and-node` (it is then enforced in CI and on the node only) or "
             "rewrite it so the API server can evaluate it (see `outpost policy export`)",
         )
+    # A result cached without the object (or with the site's status only) is only right when
+    # no cost bound looks at the sizes of the variables left out (nested comprehensions).
+    nested = any(v.cost.nested or v.message_cost.nested for v in validations)
     policy = Policy(
         name=name,
         doc=doc,
@@ -305,6 +348,13 @@ def load_policy(doc: Document, index: int, *, today: date) -> tuple[Policy | Non
         validations=tuple(validations),
         exemptions=tuple(exemptions),
         uses=frozenset(uses) & frozenset(SITE_VARIABLES),
+        reads_object="object" in uses or nested,
+        site_status_only=not nested
+        and "site" in uses
+        and _site_status_only(
+            [v.expression for v in validations if v.program is not None]
+            + [str(v.message_source) for v in validations if v.message_program is not None]
+        ),
         enforce=str(enforce),
         admission=admission,
         not_exportable=not_exportable,

@@ -217,6 +217,7 @@ def check_site(
             )
         )
     site_var = {**site_body, "status": status}
+    status_var = {"status": status}  # ``site`` of a policy that reads only site.status
     subjects.append(_Subject(site_body, site_mark, None, f"Site {site_id}"))
     subjects.append(_Subject(hardware_body, hardware_mark, None, f"Hardware {site_id}"))
     for body, mark in vm_items:
@@ -229,7 +230,8 @@ def check_site(
 
     def digest_of(variable: str) -> bytes:
         if variable not in lazy:
-            lazy[variable] = _digest(site_var if variable == "site" else hardware_body)
+            values = {"site": site_var, "status": status_var, "hardware": hardware_body}
+            lazy[variable] = _digest(values[variable])
         return lazy[variable]
 
     for subject in subjects:
@@ -249,12 +251,13 @@ def check_site(
             "app": app_body,
         }
         for policy in matching:
-            if subject.digest is None:
+            if subject.digest is None and policy.reads_object:
                 subject.digest = _digest(subject.body)
+            site_of = "status" if policy.site_status_only else "site"
             key = (
                 policy.index,
-                subject.digest,
-                digest_of("site") if "site" in policy.uses else None,
+                subject.digest if policy.reads_object else None,
+                digest_of(site_of) if "site" in policy.uses else None,
                 digest_of("hardware") if "hardware" in policy.uses else None,
                 cache.app_digest(app_body) if "app" in policy.uses else None,
             )
@@ -264,7 +267,13 @@ def check_site(
                 # Only what the policy reads is converted into CEL values: the key above
                 # already trusts ``uses``, and converting a site's hardware for policies
                 # that never read it was most of the binding cost.
-                needed = {name: variables[name] for name in ("object", *sorted(policy.uses))}
+                # A policy that reads only site.status gets only that as ``site``, and one
+                # that never reads ``object`` is not given it (both cached to match, above).
+                names = ("object", *sorted(policy.uses))[0 if policy.reads_object else 1 :]
+                needed = {
+                    name: status_var if site_of == "status" and name == "site" else variables[name]
+                    for name in names
+                }
                 outcome = evaluate(policy, cache.bindings.bind(needed), variables=needed)
                 cache.results[key] = outcome
             else:
