@@ -117,6 +117,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 from reconciler.core.report import seal  # noqa: E402
 from reconciler.core.trust.sshsig import public_key_of  # noqa: E402
 from tools import fleetserve, postgres  # noqa: E402
+from tools.proctree import kib, tree_pids  # noqa: E402
 from tools.signedfleet import make_key  # noqa: E402
 
 SITE_YAML = """apiVersion: outpost/v1
@@ -322,32 +323,6 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def tree_pids(pid: int) -> list[int]:
-    """``pid`` and every process below it (``/proc/PID/task/*/children``)."""
-    pids, stack = [], [pid]
-    while stack:
-        current = stack.pop()
-        pids.append(current)
-        try:
-            for task in os.listdir(f"/proc/{current}/task"):
-                with open(f"/proc/{current}/task/{task}/children") as found:
-                    stack.extend(int(c) for c in found.read().split())
-        except OSError:
-            continue
-    return pids
-
-
-def _kib(pid: int, path: str, field: str) -> int:
-    try:
-        with open(f"/proc/{pid}/{path}") as lines:
-            for line in lines:
-                if line.startswith(field):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 class TreeSampler:
     """The collector's process tree every 20 ms, as ``bench/validate_fleet.py`` samples its
     own: the sum of PSS (``/proc/PID/smaps_rollup``; a page shared by k processes counts
@@ -371,12 +346,12 @@ class TreeSampler:
     def _run(self) -> None:
         while not self._done.is_set():
             pids = self._tree()
-            pss = sum(_kib(p, "smaps_rollup", "Pss:") for p in pids) / 1024
-            rss = sum(_kib(p, "status", "VmRSS:") for p in pids) / 1024
+            pss = sum(kib(p, "smaps_rollup", "Pss:") for p in pids) / 1024
+            rss = sum(kib(p, "status", "VmRSS:") for p in pids) / 1024
             old_pss, old_rss = self.peaks.get(self.phase, (0.0, 0.0))
             self.peaks[self.phase] = (max(pss, old_pss), max(rss, old_rss))
             for pid in pids:
-                hwm = _kib(pid, "status", "VmHWM:") / 1024
+                hwm = kib(pid, "status", "VmHWM:") / 1024
                 if hwm > self.hwm.get(pid, (0.0, ""))[0]:
                     self.hwm[pid] = (hwm, _role(_cmdline(pid)))
             self._done.wait(0.02)

@@ -59,6 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tools import fleetgen  # noqa: E402
+from tools.proctree import pss_kib, tree_pids  # noqa: E402
 
 _RENDER = r"""
 import sys
@@ -96,31 +97,6 @@ class Run:
     out: str = ""
 
 
-def _tree_pids(pid: int) -> list[int]:
-    pids, stack = [], [pid]
-    while stack:
-        current = stack.pop()
-        pids.append(current)
-        try:
-            for task in os.listdir(f"/proc/{current}/task"):
-                with open(f"/proc/{current}/task/{task}/children") as children:
-                    stack.extend(int(c) for c in children.read().split())
-        except OSError:
-            continue
-    return pids
-
-
-def _pss_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as rollup:
-            for line in rollup:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def measure(argv: list[str], *, cwd: Path = ROOT) -> Run:
     """Run ``argv`` to the end: wall, CPU of its whole tree, peak tree PSS, largest RSS."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -135,7 +111,7 @@ def measure(argv: list[str], *, cwd: Path = ROOT) -> Run:
         def sample() -> None:
             nonlocal peak
             while not done.is_set():
-                peak = max(peak, sum(_pss_kib(pid) for pid in _tree_pids(process.pid)))
+                peak = max(peak, sum(pss_kib(pid) for pid in tree_pids(process.pid)))
                 done.wait(0.02)
 
         sampler = threading.Thread(target=sample, daemon=True)

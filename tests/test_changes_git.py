@@ -3,10 +3,10 @@ every kind of change, and the ignored paths the tree then leaves out as libgit2 
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
+from gitcli import git
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,16 +14,6 @@ from reconciler.ci.changes import changes_since
 from reconciler.ci.validate import sites_changed_since
 from reconciler.core.errors import DocumentError, SourceUnavailable
 from reconciler.core.source import WorkdirTree
-
-
-def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout.strip()
 
 
 def write(repo: Path, path: str, text: str = "x: 1\n") -> None:

@@ -3,25 +3,15 @@ tracked files, the untracked ones read, the ignored ones not in the tree (``ci.c
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
+from gitcli import git
 
 from reconciler.ci.changes import SiteFileGrep, start_changes
 
 VALUE = b"age1" + b"q" * 58
 OTHER = b"age1" + b"p" * 58
-
-
-def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout.strip()
 
 
 def write(repo: Path, path: str, data: bytes) -> None:

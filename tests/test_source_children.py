@@ -4,21 +4,13 @@ what a run over a few sites reads of the others. Real git for ignores and commit
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pygit2
 import pytest
+from gitcli import git
 
 from reconciler.core.source import CommitTree, WorkdirTree
-
-
-def git(repo: Path, *args: str) -> None:
-    subprocess.run(
-        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-        check=True,
-        capture_output=True,
-    )
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from gitcli import git
 
 from reconciler.cli import main
 
@@ -16,15 +16,6 @@ CORPUS = Path(__file__).parent / "corpus"
 ID = {site: f'"{"0" * 28}{n}"' for site, n in (("st-0001", "0001"), ("st-0002", "0002"))}
 ID["pl-0001"] = f'"{"0" * 28}9999"'
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI" + "k" * 43
-
-
-def git(repo: Path, *args: str) -> None:
-    subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-        cwd=repo,
-        check=True,
-        capture_output=True,
-    )
 
 
 @pytest.fixture

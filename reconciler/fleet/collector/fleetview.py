@@ -179,19 +179,8 @@ class FleetSource:
             except Exception:  # pygit2: GitError, KeyError or ValueError for an unknown id
                 return None
         # The collector does not load libgit2 (11 MB) for this: git's own answer, a few ms.
-        import subprocess
-
-        try:
-            done = subprocess.run(
-                ["git", "-C", str(self.path), "merge-base", "--is-ancestor", ancestor, revision],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=30,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return {0: True, 1: False}.get(done.returncode)
+        done = _git(self.path, "merge-base", "--is-ancestor", ancestor, revision)
+        return None if done is None else {0: True, 1: False}.get(done[0])
 
 
 def _verified_view(repo: Any, trust: Any, head: str, since: str | None, now: datetime) -> FleetView:
@@ -209,12 +198,22 @@ def _verified_view(repo: Any, trust: Any, head: str, since: str | None, now: dat
 def _head_by_git(path: Path, rev: str) -> str | None:
     """The commit ``rev`` names, as git's own ``rev-parse`` says (a few ms, no libgit2 in
     this process); None when git cannot say, and then the child finds out why."""
+    done = _git(path, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}")
+    if done is None:
+        return None
+    code, out = done
+    head = out.decode("ascii", "replace").strip()
+    return head if code == 0 and _COMMIT_ID.fullmatch(head) else None
+
+
+def _git(path: Path, *args: str) -> tuple[int, bytes] | None:
+    """``git -C path ARGS``: its exit code and output, or None when git could not be run or
+    took longer than 30 s."""
     import subprocess
 
-    command = ["git", "-C", str(path), "rev-parse", "--verify", "--quiet", "--end-of-options"]
     try:
         done = subprocess.run(
-            [*command, f"{rev}^{{commit}}"],
+            ["git", "-C", str(path), *args],
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=30,
@@ -222,8 +221,7 @@ def _head_by_git(path: Path, rev: str) -> str | None:
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    head = done.stdout.decode("ascii", "replace").strip()
-    return head if done.returncode == 0 and _COMMIT_ID.fullmatch(head) else None
+    return done.returncode, done.stdout
 
 
 def _view_from_child(source: FleetSource, known: FleetView | None, now: datetime) -> FleetView:
