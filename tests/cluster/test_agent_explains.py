@@ -78,11 +78,12 @@ def test_a_failed_first_install_explains_itself_and_leaves_nothing(
         "  staleAfter: 1d\n"
     )
     loaded = load_config(config)
+    clock = TickingClock(IN_WINDOW)
     agent = Agent(
         loaded,
         pipeline=NodePipeline(loaded),
         cluster=lambda: ManagerCluster.connect(loaded),
-        clock=TickingClock(IN_WINDOW),
+        clock=clock,
     )
 
     report = agent.tick()
@@ -115,6 +116,16 @@ def test_a_failed_first_install_explains_itself_and_leaves_nothing(
     fresh_cluster.kubectl("wait", "--for=condition=Ready", "node/edge-1", "--timeout=60s")
     fleet.write(f"sites/{SITE}/notes.txt", "edge-1 joined\n")
     fixed = fleet.commit("Munich: the store's node joined", when=T0 + timedelta(hours=1))
+    # Now the rollout must come up: a deadline a loaded machine meets (the 20 s above only
+    # bounds how long the unschedulable Pods are waited for).
+    config.write_text(config.read_text().replace("healthDeadline: 20s", "healthDeadline: 120s"))
+    patient = load_config(config)
+    agent = Agent(
+        patient,
+        pipeline=NodePipeline(patient),
+        cluster=lambda: ManagerCluster.connect(patient),
+        clock=clock,
+    )
     done = agent.tick()
     assert (done.outcome, done.applied) == ("applied", fixed), done
     assert not any("edge-1" in w for w in done.warnings)
