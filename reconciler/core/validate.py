@@ -558,8 +558,13 @@ class _RefChecker:
         self._unique_machines()
         for site_id, site in sorted(self.sites.items()):
             self._site(site_id, site)
+        members: dict[str, set[str]] = {}  # fleet → the sites that join it
+        for site_id, site in self.sites.items():
+            for fleet_name in site.fleets:
+                if isinstance(fleet_name, str):
+                    members.setdefault(fleet_name, set()).add(site_id)
         for name, fleet in sorted(self.fleets.items()):
-            self._fleet(name, fleet)
+            self._fleet(name, fleet, members.get(name, set()))
         return self.findings
 
     def _site_files(self) -> None:
@@ -653,8 +658,9 @@ class _RefChecker:
                 f"site {site_id!r} has no hardware.yaml; expected sites/{site_id}/hardware.yaml",
                 site_id,
             )
-        device_names = {d.name for d in hardware.devices} if hardware else set()
-        device_types = {d.type for d in hardware.devices} if hardware else set()
+        devices = hardware.devices if hardware else ()
+        device_names = {d.name for d in devices}
+        device_types = {d.type for d in devices}
         node_names = {str(n.get("name")) for n in hardware.nodes} if hardware else set()
         running: dict[str, App] = {}
         fleets_list = site.doc.spec.get("fleets") or []
@@ -798,10 +804,9 @@ class _RefChecker:
                     )
                 owners.setdefault(key, where)
 
-    def _fleet(self, name: str, fleet: Fleet) -> None:
+    def _fleet(self, name: str, fleet: Fleet, members: set[str]) -> None:
         for assignment in fleet.apps:
             self._assignment(assignment.mark, assignment.app, assignment.version)
-        members = {sid for sid, s in self.sites.items() if name in s.fleets}
         for w_index, wave in enumerate(fleet.doc.spec.get("waves") or []):
             for s_index, site_id in enumerate(wave.get("sites") or []):
                 unseen = site_id not in self.sites and (
