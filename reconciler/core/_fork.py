@@ -41,6 +41,7 @@ def workers_for(items: int, minimum: int) -> int:
 _COLLECT = True
 _IN_WORKER = False  # this process is a worker of fork_map: its tasks run here
 _PAUSED = False  # collections are paused in this process only (`paused_collections`)
+_FULL_EVERY = 100  # in a worker: a full collection per this many of the middle generation
 
 
 @contextmanager
@@ -83,6 +84,12 @@ def _run(index: int) -> Any:
     _IN_WORKER = True
     if _COLLECT and not gc.isenabled():
         gc.enable()  # for what the worker allocates; the inherited heap stays frozen
+        # A worker lives for one map, and a full collection walks everything it has built
+        # (its caches, the documents of its runs) to free next to nothing: one every
+        # _FULL_EVERY collections of the middle generation instead of every 10 (about
+        # half a second of CPU at 10,000 sites). Young cycles are collected as before.
+        young, middle, _ = gc.get_threshold()
+        gc.set_threshold(young, middle, _FULL_EVERY)
     return _TASK(index)
 
 
