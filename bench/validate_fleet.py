@@ -25,6 +25,11 @@ sampled every 20 ms from ``/proc/<pid>/smaps_rollup`` — what the run costs the
 the figure the issue's 200 MiB is held to — and the largest single process's RSS
 (``ru_maxrss``). Medians of the rounds; the ratio outpost / kubeconform of the medians.
 
+Outpost's code is byte-compiled first (``compileall``, as pip installs it) and its
+processes may write byte-code (``PYTHONDONTWRITEBYTECODE`` is dropped from their
+environment), as in ``bench/validate_changed.py``: otherwise every round, and every
+forked worker importing a module after the fork, would measure Python's compiler.
+
 Then shards (``--shards 4``): each ``outpost validate --shard I/N -o json`` as its own
 process, against 1/N of the whole run plus start-up (start-up: the same command on a
 12-site repository, median of the rounds). Last, the scaling table over the sizes and a
@@ -97,9 +102,20 @@ class Run:
     out: str = ""
 
 
+def outpost_env() -> dict[str, str]:
+    """The environment of Outpost's processes: this tree's code, byte-code written."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    return {**env, "PYTHONPATH": str(ROOT)}
+
+
+def compile_code() -> None:
+    """This tree's package byte-compiled, as an installed package is."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "reconciler")], check=True)
+
+
 def measure(argv: list[str], *, cwd: Path = ROOT) -> Run:
     """Run ``argv`` to the end: wall, CPU of its whole tree, peak tree PSS, largest RSS."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = outpost_env()
     with tempfile.TemporaryFile("w+") as out:
         started = time.perf_counter()
         process = subprocess.Popen(
@@ -198,7 +214,7 @@ def prepare_kubeconform(root: Path, work: Path) -> tuple[list[str], int, list[st
     shutil.rmtree(schemas, ignore_errors=True)
     manifests.mkdir(parents=True)
     schemas.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = outpost_env()
     lines = subprocess.run(
         [sys.executable, "-c", _RENDER, str(root), str(manifests)],
         check=True,
@@ -362,6 +378,7 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}")
     work = args.work or Path(tempfile.mkdtemp(prefix="outpost-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    compile_code()
     try:
         results = [bench(n, work, args.rounds) for n in args.sites]
         if args.shards:

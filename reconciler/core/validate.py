@@ -23,6 +23,7 @@ from __future__ import annotations
 import gc
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cache
 from itertools import pairwise
@@ -557,8 +558,13 @@ class _RefChecker:
         self._unique_machines()
         for site_id, site in sorted(self.sites.items()):
             self._site(site_id, site)
+        members: dict[str, set[str]] = {}  # fleet → the sites that join it
+        for site_id, site in self.sites.items():
+            for fleet_name in site.fleets:
+                if isinstance(fleet_name, str):
+                    members.setdefault(fleet_name, set()).add(site_id)
         for name, fleet in sorted(self.fleets.items()):
-            self._fleet(name, fleet)
+            self._fleet(name, fleet, members.get(name, set()))
         return self.findings
 
     def _site_files(self) -> None:
@@ -652,8 +658,9 @@ class _RefChecker:
                 f"site {site_id!r} has no hardware.yaml; expected sites/{site_id}/hardware.yaml",
                 site_id,
             )
-        device_names = {d.name for d in hardware.devices} if hardware else set()
-        device_types = {d.type for d in hardware.devices} if hardware else set()
+        devices = hardware.devices if hardware else ()
+        device_names = {d.name for d in devices}
+        device_types = {d.type for d in devices}
         node_names = {str(n.get("name")) for n in hardware.nodes} if hardware else set()
         running: dict[str, App] = {}
         fleets_list = site.doc.spec.get("fleets") or []
@@ -797,10 +804,9 @@ class _RefChecker:
                     )
                 owners.setdefault(key, where)
 
-    def _fleet(self, name: str, fleet: Fleet) -> None:
+    def _fleet(self, name: str, fleet: Fleet, members: set[str]) -> None:
         for assignment in fleet.apps:
             self._assignment(assignment.mark, assignment.app, assignment.version)
-        members = {sid for sid, s in self.sites.items() if name in s.fleets}
         for w_index, wave in enumerate(fleet.doc.spec.get("waves") or []):
             for s_index, site_id in enumerate(wave.get("sites") or []):
                 unseen = site_id not in self.sites and (
@@ -929,6 +935,35 @@ def validate_tree(
         tree, include, sites, file_checks, site_checks if sites is None else ()
     )
     tree.file_checked = frozenset(checked.file_checked)
+    # After a forked run this process holds every document of the fleet in the oldest
+    # generation, and what is left only reads them: the first full collection would walk
+    # them all (0.4 s at 10,000 sites, serial) to free nothing. None until the findings
+    # are out; the workers of a check forked from here collect as before.
+    from reconciler.core._fork import paused_collections
+
+    with paused_collections() if checked.site_checked else nullcontext():
+        findings = _references_and_extra(
+            tree, checked, extra, sites, partial, collapse, site_checks
+        )
+    # A placeholder breaks its field's schema too; the placeholder finding says it better.
+    marked = {(f.path, f.line) for f in findings if f.rule == "placeholder"}
+    findings = [f for f in findings if f.rule == "placeholder" or (f.path, f.line) not in marked]
+    if collapse:
+        findings = aggregate(findings)
+    return sorted(set(findings), key=lambda f: (f.path, f.line, f.rule, f.message))
+
+
+def _references_and_extra(
+    tree: _ListedTree,
+    checked: _Checked,
+    extra: Sequence[Check],
+    sites: Sequence[str] | None,
+    partial: bool | None,
+    collapse: bool,
+    site_checks: Sequence[SiteCheck],
+) -> list[Finding]:
+    """``validate_tree`` after layers 1 and 2: references, the parts of ``site_checks``,
+    the ``extra`` checks (and ``site_checks`` if no worker ran them)."""
     findings = checked.findings + checked.schema_findings
     manifest_apps = frozenset(
         path.split("/")[1]
@@ -952,12 +987,7 @@ def validate_tree(
         if not checked.site_checked:
             for site_check in site_checks:
                 findings += site_check(collapse)(repo, selected)
-    # A placeholder breaks its field's schema too; the placeholder finding says it better.
-    marked = {(f.path, f.line) for f in findings if f.rule == "placeholder"}
-    findings = [f for f in findings if f.rule == "placeholder" or (f.path, f.line) not in marked]
-    if collapse:
-        findings = aggregate(findings)
-    return sorted(set(findings), key=lambda f: (f.path, f.line, f.rule, f.message))
+    return findings
 
 
 def _merge_site_findings(found: Sequence[Finding]) -> list[Finding]:
