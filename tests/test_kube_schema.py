@@ -140,3 +140,29 @@ def test_the_fast_check_comes_in_later_and_judges_as_jsonschema_does() -> None:
         assert (schemas.fast.get(("v1", "ConfigMap")) is not None) == (index >= FAST_AFTER)
     wrong = object_errors(config_map(1, k=7), version)  # the fast check says no: jsonschema
     assert wrong and wrong[0].startswith("data.k: 7 is not of type 'string'")
+
+
+def test_a_shard_prints_the_same_bytes_in_every_process(fleet: Path) -> None:
+    """A shard's findings are not collapsed across sites: ten findings that differ only by
+    site must come out in one order, not in the order a set of them has in this process."""
+    import os
+    import subprocess
+    import sys
+
+    manifest = fleet / CONFIGMAP
+    manifest.write_text(manifest.read_text().replace("\ndata:", "\ndatta:\n  X: y\ndata:", 1))
+    outputs = set()
+    shard_json = ("--shard", "1/1", "-o", "json")
+    for seed in ("0", "1", "2", "3"):
+        done = subprocess.run(
+            [sys.executable, "-m", "reconciler.cli", "validate", str(fleet), *shard_json],
+            capture_output=True,
+            env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(ROOT)},
+            check=False,
+        )
+        assert done.returncode == 1, done.stderr
+        outputs.add(done.stdout)
+    assert len(outputs) == 1
+    found = json.loads(outputs.pop())
+    per_site = [f for f in found if f["rule"] == "kubernetes" and f["path"] == CONFIGMAP]
+    assert len({f["site"] for f in per_site}) == 10

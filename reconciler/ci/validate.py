@@ -48,7 +48,7 @@ from typing import Any
 
 from reconciler.core.envelope import loads
 from reconciler.core.errors import OutpostError
-from reconciler.core.findings import Finding, aggregate
+from reconciler.core.findings import Finding, aggregate, report_order
 from reconciler.core.model import Repository, SiteHolders, folder_files
 from reconciler.core.validate import Check, FileCheck, SiteCheck, validate_tree
 
@@ -113,7 +113,7 @@ def merge_findings(findings: Iterable[Finding]) -> list[Finding]:
     ]
     marked = {(f.path, f.line) for f in kept if f.rule == "placeholder"}
     kept = [f for f in kept if f.rule == "placeholder" or (f.path, f.line) not in marked]
-    return sorted(set(aggregate(kept)), key=lambda f: (f.path, f.line, f.rule, f.message))
+    return sorted(set(aggregate(kept)), key=report_order)
 
 
 @dataclass(frozen=True)
@@ -195,9 +195,7 @@ def _validate_changed(root: Path, rev: str, today: date | None) -> ValidationRun
         if collecting:
             gc.enable()
     if conflicts:
-        findings = sorted(
-            set(findings) | set(conflicts), key=lambda f: (f.path, f.line, f.rule, f.message)
-        )
+        findings = sorted(set(findings) | set(conflicts), key=report_order)
     return ValidationRun(findings, coverage(tree, sites=sites, policies=today is not None))
 
 

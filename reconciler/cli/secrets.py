@@ -320,7 +320,7 @@ def run_keygen(args: argparse.Namespace) -> int:
 def run_check(args: argparse.Namespace) -> int:
     from reconciler import __version__
     from reconciler.core.errors import OutpostError
-    from reconciler.core.findings import has_errors, render_findings
+    from reconciler.core.findings import has_errors, render_findings, report_order
     from reconciler.core.model import Repository
     from reconciler.core.secrets import check_secrets
     from reconciler.core.source import WorkdirTree
@@ -331,6 +331,6 @@ def run_check(args: argparse.Namespace) -> int:
     except OutpostError as exc:
         print(f"outpost secrets check: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    findings = sorted(set(findings), key=lambda f: (f.path, f.line, f.message))
+    findings = sorted(set(findings), key=report_order)
     sys.stdout.write(render_findings(findings, args.output, version=__version__))
     return EXIT_FINDINGS if has_errors(findings) else EXIT_OK

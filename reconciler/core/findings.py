@@ -50,6 +50,14 @@ class Finding:
         return f"{self.path}:{self.line}" if self.line else self.path
 
 
+def report_order(finding: Finding) -> tuple[str, int, str, str, str, str]:
+    """How findings are listed: by file, line, rule and message, then severity and site, so
+    that two runs over the same tree print the same bytes (findings that differ only by
+    site come out of a set in an order that changes with each process)."""
+    f = finding
+    return (f.path, f.line, f.rule, f.message, f.severity, f.site)
+
+
 def has_errors(findings: Iterable[Finding]) -> bool:
     return any(f.severity == ERROR for f in findings)
 

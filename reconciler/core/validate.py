@@ -31,7 +31,7 @@ from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from reconciler.core.errors import Mark, OutpostError
-from reconciler.core.findings import Finding, aggregate
+from reconciler.core.findings import Finding, aggregate, report_order
 from reconciler.core.loader import (
     MAX_FILE_BYTES,
     Document,
@@ -950,7 +950,7 @@ def validate_tree(
     findings = [f for f in findings if f.rule == "placeholder" or (f.path, f.line) not in marked]
     if collapse:
         findings = aggregate(findings)
-    return sorted(set(findings), key=lambda f: (f.path, f.line, f.rule, f.message))
+    return sorted(set(findings), key=report_order)
 
 
 def _references_and_extra(
