@@ -15,3 +15,14 @@ def git(repo: Path, *args: str) -> str:
         text=True,
     )
     return done.stdout.strip()
+
+
+def committed_copy(source: Path, target: Path) -> Path:
+    """``source`` copied to ``target`` as a new repository on ``main`` with one commit."""
+    import shutil
+
+    shutil.copytree(source, target)
+    git(target, "init", "-q", "-b", "main")
+    git(target, "add", "-A")
+    git(target, "commit", "-qm", "base")
+    return target

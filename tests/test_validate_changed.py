@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from gitcli import git
+from gitcli import committed_copy, git
 
 from reconciler.ci.validate import sites_changed_since
 from reconciler.cli import main
@@ -17,12 +17,7 @@ CORPUS = Path(__file__).parent / "corpus"
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    target = tmp_path / "repo"
-    shutil.copytree(CORPUS / "_base", target)
-    git(target, "init", "-q", "-b", "main")
-    git(target, "add", "-A")
-    git(target, "commit", "-qm", "base")
-    return target
+    return committed_copy(CORPUS / "_base", tmp_path / "repo")
 
 
 def test_nothing_changed_means_no_site(repo: Path) -> None:

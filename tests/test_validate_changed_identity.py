@@ -4,11 +4,10 @@ whichever of the two changed, as a run over every site finds it (real git, the C
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-from gitcli import git
+from gitcli import committed_copy, git
 
 from reconciler.cli import main
 
@@ -20,12 +19,7 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI" + "k" * 43
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    target = tmp_path / "repo"
-    shutil.copytree(CORPUS / "_base", target)
-    git(target, "init", "-q", "-b", "main")
-    git(target, "add", "-A")
-    git(target, "commit", "-qm", "base")
-    return target
+    return committed_copy(CORPUS / "_base", tmp_path / "repo")
 
 
 def set_machine(repo: Path, site: str, value: str) -> None:

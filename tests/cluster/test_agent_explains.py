@@ -77,14 +77,18 @@ def test_a_failed_first_install_explains_itself_and_leaves_nothing(
         "  healthDeadline: 20s\n"
         "  staleAfter: 1d\n"
     )
-    loaded = load_config(config)
     clock = TickingClock(IN_WINDOW)
-    agent = Agent(
-        loaded,
-        pipeline=NodePipeline(loaded),
-        cluster=lambda: ManagerCluster.connect(loaded),
-        clock=clock,
-    )
+
+    def agent_of(config: Path) -> Agent:
+        loaded = load_config(config)
+        return Agent(
+            loaded,
+            pipeline=NodePipeline(loaded),
+            cluster=lambda: ManagerCluster.connect(loaded),
+            clock=clock,
+        )
+
+    agent = agent_of(config)
 
     report = agent.tick()
     assert report.outcome == "failed", report
@@ -119,14 +123,7 @@ def test_a_failed_first_install_explains_itself_and_leaves_nothing(
     # Now the rollout must come up: a deadline a loaded machine meets (the 20 s above only
     # bounds how long the unschedulable Pods are waited for).
     config.write_text(config.read_text().replace("healthDeadline: 20s", "healthDeadline: 120s"))
-    patient = load_config(config)
-    agent = Agent(
-        patient,
-        pipeline=NodePipeline(patient),
-        cluster=lambda: ManagerCluster.connect(patient),
-        clock=clock,
-    )
-    done = agent.tick()
+    done = agent_of(config).tick()
     assert (done.outcome, done.applied) == ("applied", fixed), done
     assert not any("edge-1" in w for w in done.warnings)
     assert (
