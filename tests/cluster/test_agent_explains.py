@@ -124,7 +124,7 @@ def test_a_failed_first_install_explains_itself_and_leaves_nothing(
     # bounds how long the unschedulable Pods are waited for).
     config.write_text(config.read_text().replace("healthDeadline: 20s", "healthDeadline: 120s"))
     done = agent_of(config).tick()
-    assert (done.outcome, done.applied) == ("applied", fixed), done
+    assert (done.outcome, done.applied) == ("applied", fixed), (done.error, done.warnings)
     assert not any("edge-1" in w for w in done.warnings)
     assert (
         "outpost_last_success_timestamp_seconds" in (tmp_path / "metrics/outpost.prom").read_text()
