@@ -117,3 +117,34 @@ def test_a_child_that_stops_short_is_a_problem_with_its_own_last_words(
     status = source.refresh(NOW)
     assert status.view is None and status.problem is not None
     assert "stopped (exit 1): gone" in status.problem
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"",  # stopped before a word
+        b"[" * 600 + b"]" * 600 + b"\n",  # nested past the interpreter's limit
+        b'{"head": 9999}\n',  # a wrong type where a commit id belongs
+        b'["not", "an", "object"]\n',
+        b"\xff\xfe\n",  # not UTF-8
+    ],
+)
+def test_a_garbled_answer_from_the_child_is_no_view(
+    answer: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the child writes, the reader takes at most its limit a line and answers
+    None (the child failed: its own last words then say why), never a traceback."""
+    import io
+
+    monkeypatch.setattr(fleetview, "MAX_CHILD_LINE", 100)
+    assert fleetview._read_child(io.BytesIO(answer), None) is None
+
+
+def test_a_line_past_the_limit_is_not_read_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    known = fleetview.FleetView(revision="a" * 200, sites={}, waves={})
+    answer = b'{"head": "' + b"a" * 200 + b'"}\n'
+    assert fleetview._read_child(io.BytesIO(answer), known) is known
+    monkeypatch.setattr(fleetview, "MAX_CHILD_LINE", 100)
+    assert fleetview._read_child(io.BytesIO(answer), known) is None

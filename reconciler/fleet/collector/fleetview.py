@@ -54,6 +54,8 @@ SILENT_AFTER: Mapping[str, timedelta] = {
     "air-gapped": timedelta(days=35),
 }
 MAX_COMMITS = 200_000
+# One line of a repository child's answer: a site, or the waves of every fleet (names only).
+MAX_CHILD_LINE = 64 << 20
 _COMMIT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
@@ -278,7 +280,9 @@ def _read_child(lines: IO[bytes], known: FleetView | None) -> FleetView | None:
     from reconciler.core.envelope import loads
 
     def line() -> Any:
-        text = lines.readline()
+        text = lines.readline(MAX_CHILD_LINE + 1)
+        if len(text) > MAX_CHILD_LINE:
+            raise ValueError("a line of the child's answer is longer than the limit")
         return loads(text) if text else None
 
     try:
