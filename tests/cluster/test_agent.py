@@ -156,7 +156,7 @@ def write_config(
     return config
 
 
-def make_agent(config: Path, clock: Clock) -> Agent:
+def make_agent(config: Path, clock: Callable[[], datetime]) -> Agent:
     loaded = load_config(config)
     return Agent(
         loaded,

@@ -20,11 +20,9 @@ from pathlib import Path
 
 import pytest
 from keykit import private_age_key
+from test_agent import make_agent
 
 from reconciler.cli.agent import format_status
-from reconciler.node.agent import Agent
-from reconciler.node.config import load_config
-from reconciler.node.pipeline import ManagerCluster, NodePipeline
 from reconciler.node.state import StateStore
 from tools.demo.__main__ import store_node
 from tools.signedfleet import create
@@ -78,17 +76,7 @@ def test_a_failed_first_install_explains_itself_and_leaves_nothing(
         "  staleAfter: 1d\n"
     )
     clock = TickingClock(IN_WINDOW)
-
-    def agent_of(config: Path) -> Agent:
-        loaded = load_config(config)
-        return Agent(
-            loaded,
-            pipeline=NodePipeline(loaded),
-            cluster=lambda: ManagerCluster.connect(loaded),
-            clock=clock,
-        )
-
-    agent = agent_of(config)
+    agent = make_agent(config, clock)
 
     report = agent.tick()
     assert report.outcome == "failed", report
@@ -123,7 +111,7 @@ def test_a_failed_first_install_explains_itself_and_leaves_nothing(
     # Now the rollout must come up: a deadline a loaded machine meets (the 20 s above only
     # bounds how long the unschedulable Pods are waited for).
     config.write_text(config.read_text().replace("healthDeadline: 20s", "healthDeadline: 120s"))
-    done = agent_of(config).tick()
+    done = make_agent(config, clock).tick()
     assert (done.outcome, done.applied) == ("applied", fixed), (done.error, done.warnings)
     assert not any("edge-1" in w for w in done.warnings)
     assert (
