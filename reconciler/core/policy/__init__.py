@@ -41,7 +41,10 @@ depends on a site is never reused at another (see ``PolicyCache``). A policy who
 expressions read ``site`` only as ``site.status`` is given and keyed by the status alone,
 and one that never reads ``object`` is keyed without it (``Policy.site_status_only``,
 ``Policy.reads_object``; not where a cost bound looks at sizes): a policy on a site's
-figures runs once per distinct status, not once per site. Every expression is compiled
+figures runs once per distinct status, not once per site. One that reads ``object`` only
+through ``.field`` chains is keyed by the values there (``Policy.object_paths``): a policy
+on a Site's ``kind`` and ``spec.devices`` runs once, not once per Site document. Every
+expression is compiled
 once, when the policy is loaded.
 
 Where a policy is enforced (``enforce``): ``everywhere`` (the default) is CI, the node

@@ -83,6 +83,9 @@ class Policy:
     # a site's figures); every ``site`` it reads is ``site.status`` (`_site_status_only`).
     reads_object: bool = True
     site_status_only: bool = False
+    # Every use of ``object`` selects one of these field paths (`_object_paths`): a result
+    # depends on the values there, not on the rest of the object. None: the whole object.
+    object_paths: tuple[tuple[str, ...], ...] | None = None
     # The API server's form of the policy (None when it has none; ``not_exportable`` says why).
     admission: Admission | None = None
     not_exportable: str = ""
@@ -156,6 +159,9 @@ _STRING_LITERAL = re.compile(
     r'|"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\')',
     re.DOTALL,
 )
+# A raw string's prefix (not the end of a word: 'printer' is no r'...'), a comment, a
+# quoted field name: text these readings of an expression do not try to follow.
+_UNREADABLE = re.compile(r"(?<![A-Za-z0-9_])(?:[rR][bB]?|[bB][rR])['\"]|//|`")
 _SITE_WORD = re.compile(r"\bsite\b")
 _STATUS_AFTER = re.compile(r"\s*\.\s*status\b(?!\s*\()")
 
@@ -170,7 +176,7 @@ def _site_status_only(sources: Sequence[str]) -> bool:
     field name, ``site`` alone or as a comprehension's variable) says no.
     """
     for source in sources:
-        if re.search(r"[rR][bB]?['\"]|[bB][rR]['\"]|//|`", source):
+        if _UNREADABLE.search(source):
             return False
         code = _STRING_LITERAL.sub(" 0 ", source)
         if "'" in code or '"' in code:
@@ -182,6 +188,47 @@ def _site_status_only(sources: Sequence[str]) -> bool:
             if _STATUS_AFTER.match(code, match.end()) is None:
                 return False
     return True
+
+
+_OBJECT_WORD = re.compile(r"\bobject\b")
+_FIELD = re.compile(r"\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)\b(?!\s*\()")
+
+
+def _object_paths(sources: Sequence[str]) -> tuple[tuple[str, ...], ...] | None:
+    """The field paths through which ``sources`` read the variable ``object``, or None.
+
+    ``object.kind != 'Site' || !has(object.spec.devices)`` reads ``kind`` and
+    ``spec.devices`` only; its result is the same for two objects that agree there, so
+    ``check_site`` caches it by those values (every Site of a fleet shares them, while
+    its Site document differs from every other). A path ends where the chain of
+    ``.field`` selections does (before a method or macro call, an index, an optional
+    ``.?``), and the value there is taken whole. Anything this reading is not sure of
+    says None, and the whole object is the key: ``object`` alone or passed to a function
+    (``containers(object)``), bound by a macro, or text `_site_status_only` would refuse.
+    """
+    paths: set[tuple[str, ...]] = set()
+    for source in sources:
+        if _UNREADABLE.search(source):
+            return None
+        code = _STRING_LITERAL.sub(" 0 ", source)
+        if "'" in code or '"' in code:
+            return None
+        for match in _OBJECT_WORD.finditer(code):
+            before = code[: match.start()].rstrip()
+            if before.endswith("."):
+                continue  # a field named object (x.object), not the variable
+            if before.endswith("(") and re.match(r"\s*,", code[match.end() :]):
+                return None  # bound by a macro: list.all(object, ...) shadows the variable
+            path: list[str] = []
+            at = match.end()
+            while (field := _FIELD.match(code, at)) is not None:
+                path.append(field.group(1))
+                at = field.end()
+            if not path:
+                return None
+            paths.add(tuple(path))
+    # A path under another is covered by it: the shorter one's value holds the longer.
+    return tuple(sorted(p for p in paths if not any(q != p and p[: len(q)] == q for q in paths)))
 
 
 def _strings(value: Any) -> frozenset[str] | None:
@@ -352,6 +399,12 @@ def load_policy(doc: Document, index: int, *, today: date) -> tuple[Policy | Non
         site_status_only=not nested
         and "site" in uses
         and _site_status_only(
+            [v.expression for v in validations if v.program is not None]
+            + [str(v.message_source) for v in validations if v.message_program is not None]
+        ),
+        object_paths=None
+        if nested or "object" not in uses
+        else _object_paths(
             [v.expression for v in validations if v.program is not None]
             + [str(v.message_source) for v in validations if v.message_program is not None]
         ),

@@ -73,10 +73,47 @@ class _Subject:
     app: str | None
     named: str | None = None  # how findings name it; None: kind, namespace and name
     digest: bytes | None = None
+    projections: dict[tuple[tuple[str, ...], ...], bytes] | None = None
+
+    def projected(self, paths: tuple[tuple[str, ...], ...]) -> bytes:
+        """The digest of what a policy reading only ``paths`` of the body sees (`_project`)."""
+        if self.projections is None:
+            self.projections = {}
+        found = self.projections.get(paths)
+        if found is None:
+            found = self.projections[paths] = _digest(_project(self.body, paths))
+        return found
 
     @property
     def label(self) -> str:
         return self.named if self.named is not None else _label(self.body)
+
+
+_ABSENT = "\x00absent"
+
+
+def _project(body: Mapping[str, Any], paths: tuple[tuple[str, ...], ...]) -> list[Any]:
+    """What selecting each of ``paths`` from ``body`` gives, step by step.
+
+    For each path: how many steps succeeded, and either the value reached or, where a
+    step found no such key in a map, a marker. A step that meets a list or a scalar
+    records that value, so an expression's error (no such key, no such overload) is
+    the same for two bodies with the same projection, as is its result.
+    """
+    out: list[Any] = []
+    for path in paths:
+        value: Any = body
+        depth = 0
+        for key in path:
+            if not isinstance(value, Mapping):
+                break
+            if key not in value:
+                value = _ABSENT
+                break
+            value = value[key]
+            depth += 1
+        out.append((depth, value))
+    return out
 
 
 def _group_of(body: Mapping[str, Any]) -> str:
@@ -251,12 +288,19 @@ def check_site(
             "app": app_body,
         }
         for policy in matching:
-            if subject.digest is None and policy.reads_object:
-                subject.digest = _digest(subject.body)
+            paths = policy.object_paths
+            if paths is not None:
+                seen: bytes | None = subject.projected(paths)
+            elif policy.reads_object:
+                if subject.digest is None:
+                    subject.digest = _digest(subject.body)
+                seen = subject.digest
+            else:
+                seen = None
             site_of = "status" if policy.site_status_only else "site"
             key = (
                 policy.index,
-                subject.digest if policy.reads_object else None,
+                seen,
                 digest_of(site_of) if "site" in policy.uses else None,
                 digest_of("hardware") if "hardware" in policy.uses else None,
                 cache.app_digest(app_body) if "app" in policy.uses else None,
