@@ -92,3 +92,37 @@ def test_fork_map_leaves_the_collector_as_it_found_it() -> None:
         assert not gc.isenabled() and gc.get_freeze_count() == 0
     finally:
         gc.enable()
+
+
+def test_runs_over_the_same_policy_documents_share_one_compiled_set_and_cache(
+    tmp_path: Path,
+) -> None:
+    """A forked validation checks its sites in several runs, each over a Repository of its
+    own sharing the parsed policy documents: the policies are compiled once and what one
+    run evaluated is not evaluated again by the next."""
+    from reconciler.core.loader import load_document
+    from reconciler.core.policy import _parallel
+
+    root = _broken_fleet(tmp_path)
+    parsed = {
+        f"policies/{path.name}": [load_document(path.read_bytes(), f"policies/{path.name}")]
+        for path in (root / "policies").glob("*.yaml")
+        if path.stem != "signers"
+    }
+    first = Repository(WorkdirTree(root), parsed=parsed)
+    sites = list(first.site_ids)
+    found = validate_policies(first, sites[:6], today=TODAY, workers=1)
+    (entry,) = _parallel._LOADED
+    cache = entry[3]
+    misses = cache.misses
+    assert misses > 0
+    # another run, its own Repository over the same parsed documents (as a worker's runs)
+    again = Repository(WorkdirTree(root), parsed=parsed)
+    assert validate_policies(again, sites[:6], today=TODAY, workers=1) == found
+    assert _parallel._LOADED[0][2] is entry[2]  # the same compiled policies
+    assert cache.misses == misses  # every evaluation came from the first run
+    # other documents (a fresh read of the tree), or another day: loaded again
+    validate_policies(Repository(WorkdirTree(root)), sites[:6], today=TODAY, workers=1)
+    assert _parallel._LOADED[0][2] is not entry[2]
+    validate_policies(again, sites[:6], today=date(2026, 6, 2), workers=1)
+    assert _parallel._LOADED[0][1] == date(2026, 6, 2)

@@ -109,7 +109,7 @@ def validate_policies(
     """
     documents, findings = policy_documents(repo)
     try:
-        policies = load_policies(documents, today=today)
+        policies, kept = _loaded(documents, today)
     except PolicyError as exc:
         return [*findings, Finding.from_error(exc, rule=RULE_ENGINE)]
     findings.extend(policies.findings)
@@ -117,7 +117,7 @@ def validate_policies(
         from reconciler.core.render import render_site
 
         render = render_site
-    cache = cache if cache is not None else PolicyCache()
+    cache = cache if cache is not None else kept
     sites = list(site_ids if site_ids is not None else repo.site_ids)
 
     from reconciler.core._fork import fork_map, workers_for
@@ -145,6 +145,31 @@ def validate_policies(
         if (finding.path, finding.line, finding.rule) not in rendered_at:
             findings.append(finding)
     return findings + (aggregate(per_site) if collapse else per_site)
+
+
+# The policies loaded last, with their cache: (the documents they were loaded from, today,
+# the policies, the cache). A validation's forked workers check the sites of one loaded
+# repository in several runs, each with a Repository of its own over the same policy
+# documents: the policies are compiled once and every run reuses what earlier runs found.
+_LOADED: list[tuple[tuple[Any, ...], date, PolicySet, PolicyCache]] = []
+
+
+def _loaded(documents: Sequence[Any], today: date) -> tuple[PolicySet, PolicyCache]:
+    """``load_policies(documents)`` and a cache for them; the last answer again when
+    ``documents`` are the very objects it was loaded from (and ``today`` is the same)."""
+    key = tuple(documents)
+    if _LOADED:
+        last, day, policies, cache = _LOADED[0]
+        if (
+            day == today
+            and len(last) == len(key)
+            and all(a is b for a, b in zip(last, key, strict=True))
+        ):
+            return policies, cache
+    policies = load_policies(documents, today=today)
+    cache = PolicyCache()
+    _LOADED[:] = [(key, today, policies, cache)]
+    return policies, cache
 
 
 # Below this many sites a run stays in one process: forking and shipping findings back
