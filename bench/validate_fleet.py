@@ -24,6 +24,9 @@ size (PSS: a page shared by k processes counts 1/k) over the process and its wor
 sampled every 20 ms from ``/proc/<pid>/smaps_rollup`` — what the run costs the machine,
 the figure the issue's 200 MiB is held to — and the largest single process's RSS
 (``ru_maxrss``). Medians of the rounds; the ratio outpost / kubeconform of the medians.
+The timed rounds are not sampled: reading smaps_rollup walks a process's page tables,
+CPU taken from the two cores the measured run has, and more of it the larger the
+process. Peak PSS comes from one more, sampled, round of each side after them.
 
 Outpost's code is byte-compiled first (``compileall``, as pip installs it) and its
 processes may write byte-code (``PYTHONDONTWRITEBYTECODE`` is dropped from their
@@ -113,9 +116,13 @@ def compile_code() -> None:
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "reconciler")], check=True)
 
 
-def measure(argv: list[str], *, cwd: Path = ROOT) -> Run:
-    """Run ``argv`` to the end: wall, CPU of its whole tree, peak tree PSS, largest RSS."""
+def measure(argv: list[str], *, cwd: Path = ROOT, sample: bool = True) -> Run:
+    """Run ``argv`` to the end: wall, CPU of its whole tree, peak tree PSS, largest RSS.
+
+    ``sample`` False: no PSS sampling (``pss`` 0), for the timed rounds (see the module).
+    """
     env = outpost_env()
+    sampled = sample
     with tempfile.TemporaryFile("w+") as out:
         started = time.perf_counter()
         process = subprocess.Popen(
@@ -130,7 +137,7 @@ def measure(argv: list[str], *, cwd: Path = ROOT) -> Run:
                 peak = max(peak, sum(pss_kib(pid) for pid in tree_pids(process.pid)))
                 done.wait(0.02)
 
-        sampler = threading.Thread(target=sample, daemon=True)
+        sampler = threading.Thread(target=sample if sampled else done.wait, daemon=True)
         sampler.start()
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - started
@@ -254,10 +261,16 @@ def _median(runs: list[Run]) -> Run:
     )
 
 
+def _with_peak(timed: Run, sampled: Run) -> Run:
+    """The timed rounds' figures with the peak memory of the sampled round."""
+    return Run(timed.wall, timed.cpu, sampled.pss, sampled.rss, timed.exit, timed.out)
+
+
 def _line(name: str, run: Run) -> str:
+    peak = f"peak {run.pss:5.0f} MiB PSS (tree)" if run.pss else "peak PSS not sampled"
     return (
         f"{name:<14}{run.wall:7.2f} s wall {run.cpu:7.2f} s CPU  "
-        f"peak {run.pss:5.0f} MiB PSS (tree), {run.rss:4.0f} MiB largest RSS  exit {run.exit}"
+        f"{peak}, {run.rss:4.0f} MiB largest RSS  exit {run.exit}"
     )
 
 
@@ -280,12 +293,12 @@ def bench(n: int, work: Path, rounds: int) -> dict[str, Any]:
     print(f"\n== {n:,} sites ({files:,} site files)")
     runs: dict[str, list[Run]] = {"outpost": [], "kubeconform": []}
     for _ in range(rounds):
-        runs["outpost"].append(measure(outpost(root, "-o", "json")))
+        runs["outpost"].append(measure(outpost(root, "-o", "json"), sample=False))
         if peer is not None:
-            runs["kubeconform"].append(measure(peer[0]))
+            runs["kubeconform"].append(measure(peer[0], sample=False))
     first = json.loads(runs["outpost"][0].out)
     errors = sum(f["severity"] == "error" for f in first)
-    mine = _median(runs["outpost"])
+    mine = _with_peak(_median(runs["outpost"]), measure(outpost(root, "-o", "json")))
     print(_line("outpost", mine) + f"  {len(first)} findings ({errors} errors)")
     for finding in first[:3]:
         print(f"    {finding['path']}:{finding['line']}: {finding['message'][:110]}")
@@ -293,7 +306,7 @@ def bench(n: int, work: Path, rounds: int) -> dict[str, Any]:
     if peer is None:
         print("kubeconform   not found (see the docstring for how to install it)")
         return result
-    theirs = _median(runs["kubeconform"])
+    theirs = _with_peak(_median(runs["kubeconform"]), measure(peer[0]))
     summary = (runs["kubeconform"][0].out.strip().splitlines() or [""])[-1]
     print(_line("kubeconform", theirs) + f"  {summary}")
     if peer[2]:
@@ -312,12 +325,12 @@ def bench(n: int, work: Path, rounds: int) -> dict[str, Any]:
 def shards(n: int, work: Path, count: int, rounds: int, whole: Run) -> None:
     root = fleet(n, work)
     small = fleet(12, work)
-    startup = _median([measure(outpost(small, "-o", "json")) for _ in range(rounds)])
+    startup = _median([measure(outpost(small, "-o", "json"), sample=False) for _ in range(rounds)])
     print(f"\n== {n:,} sites in {count} shards (each its own process, one after the other)")
     print(_line("12 sites", startup) + "  (start-up: imports, schemas, policies)")
     times = []
     for index in range(1, count + 1):
-        run = measure(outpost(root, "--shard", f"{index}/{count}", "-o", "json"))
+        run = measure(outpost(root, "--shard", f"{index}/{count}", "-o", "json"), sample=False)
         times.append(run)
         print(_line(f"shard {index}/{count}", run) + f"  {len(json.loads(run.out))} findings")
     expected = whole.wall / count + startup.wall
