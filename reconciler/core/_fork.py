@@ -78,6 +78,25 @@ def contiguous(items: Sequence[T], parts: int) -> list[list[T]]:
     return runs
 
 
+def tapering(items: Sequence[T], workers: int, parts: int, smallest: int) -> list[list[T]]:
+    """``items`` cut into contiguous runs for ``workers`` taking them in order: about
+    ``parts`` runs of equal size, then smaller and smaller ones (down to ``smallest``).
+
+    ``fork_map`` hands the next run to whichever worker is free, so the run last started
+    decides how long the others wait at the end: a quarter of what is left (divided among
+    the workers) at most, never more than the runs before.
+    """
+    cap = max(1, -(-len(items) // max(1, parts)))
+    runs: list[list[T]] = []
+    start = 0
+    while start < len(items):
+        left = len(items) - start
+        size = min(cap, max(smallest, -(-left // (2 * max(1, workers)))), left)
+        runs.append(list(items[start : start + size]))
+        start += size
+    return runs
+
+
 def _run(index: int) -> Any:
     global _IN_WORKER
     assert _TASK is not None, "a forked worker always inherits its task"

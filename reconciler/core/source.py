@@ -517,7 +517,7 @@ class WorkdirTree:
                 "is ignored by git (.gitignore) and so is not part of the repository",
                 mark=Mark(path),
             )
-        return read_file(self.root / path, path, limit)
+        return read_file(f"{self.root}/{path}", path, limit)  # a string: see ``peek``
 
 
 _TREE_CACHE_BYTES = 64 << 20

@@ -273,7 +273,7 @@ def _files_and_schemas(
     over the whole repository. Their findings are in ``site_findings``
     (``site_checked`` True); in one process they are left to the caller.
     """
-    from reconciler.core._fork import contiguous, fork_map, workers_for
+    from reconciler.core._fork import fork_map, tapering, workers_for
 
     findings, paths = _list_paths(tree, sites)
     workers = workers_for(len(paths), PARALLEL_MIN_FILES) if tree.revision is None else 1
@@ -299,7 +299,7 @@ def _files_and_schemas(
     found, documents, tried, parsed, checked = _load_paths(tree, shared_paths, include, file_checks)
     schema_findings, valid = check_schemas(documents)
     shared = _Checked(found, documents, tried, parsed, schema_findings, valid, checked)
-    runs = contiguous(list(folders.items()), workers * _RUNS_PER_WORKER)
+    runs = tapering(list(folders.items()), workers, workers * _RUNS_PER_WORKER, _SMALLEST_RUN)
 
     def check(index: int) -> _Checked | _Packed:
         run = [path for _, folder in runs[index] for path in folder]
@@ -371,6 +371,9 @@ def _check_rest(
 # Runs per worker: more, smaller runs keep every worker busy to the end (a run's cost
 # varies with its sites), at the price of loading the policies once per run.
 _RUNS_PER_WORKER = 8
+# The last runs taper down to this many site folders (`_fork.tapering`): the workers finish
+# within a small run of each other.
+_SMALLEST_RUN = 25
 
 
 @dataclass(frozen=True)
