@@ -217,13 +217,26 @@ def object_check() -> ObjectCheck:
     declare that an installed schema covers (``version_check`` names the others).
     ``digests`` are the policy engine's, by id of each rendered body."""
 
+    # The versions a site's fleets declare, by its list of fleets, for one repository at a time.
+    versions: dict[tuple[str, ...], list[tuple[str, tuple[int, int]]]] = {}
+    seen: list[Any] = [None]
+
     def check(repo: Any, folder: Any, rendered: Any, digests: Digests) -> list[Finding]:
         site_id = str(folder.id)
         findings: list[Finding] = []
-        for declared, _ in _declared(repo, folder.site.fleets):
-            version = schema_version(declared)
-            if version is None:
-                continue
+        if seen[0] is not repo:
+            seen[0] = repo
+            versions.clear()
+        fleets = tuple(folder.site.fleets)
+        key = tuple(map(str, fleets))  # names of fleets the site rendered with
+        declared_versions = versions.get(key)
+        if declared_versions is None:
+            declared_versions = versions[key] = [
+                (declared, version)
+                for declared, _ in _declared(repo, fleets)
+                if (version := schema_version(declared)) is not None
+            ]
+        for declared, version in declared_versions:
             for obj in rendered.objects:
                 body, digest = digests.get(id(obj.body)) or (
                     without_site_label(obj.body, site_id),

@@ -142,6 +142,19 @@ def _body_and_mark(doc: Any, fallback: str) -> tuple[dict[str, Any], Mark]:
     return {}, Mark(fallback)
 
 
+# ``_body_and_mark`` of each App: every site running an app passes the same App.
+_APPS: dict[int, tuple[Any, tuple[dict[str, Any], Mark]]] = {}
+
+
+def _app_body_and_mark(app: Any, name: str) -> tuple[dict[str, Any], Mark]:
+    found = _APPS.get(id(app))
+    if found is None or found[0] is not app:
+        if len(_APPS) >= 256:
+            _APPS.clear()
+        found = _APPS[id(app)] = (app, _body_and_mark(app, f"apps/{name}/app.yaml"))
+    return found[1]
+
+
 def _secret_stub(ref: SecretRefLike) -> dict[str, Any]:
     key = ref.key
     metadata: dict[str, Any] = {
@@ -215,7 +228,7 @@ def check_site(
     active_ids = {p.index for p in active}
 
     app_bodies: dict[str, tuple[dict[str, Any], Mark]] = {
-        name: _body_and_mark(app, f"apps/{name}/app.yaml") for name, app in apps.items()
+        name: _app_body_and_mark(app, name) for name, app in apps.items()
     }
     vm_items = [_body_and_mark(vm, f"sites/{site_id}/vms") for vm in vms]
 

@@ -431,7 +431,13 @@ def substitute(node: Any, doc: YamlDocument, scope: Scope, at: Path_ = ()) -> An
 def _fill_text(text: str, doc: YamlDocument, scope: Scope, at: Path_, *, key: bool) -> Any:
     if "${" not in text:
         return text
-    mark = doc.mark(*at)
+    try:  # the line is looked up only for an error: filling again raises it with the line
+        return _filled(text, Mark(doc.path), scope, key=key)
+    except RenderError:
+        return _filled(text, doc.mark(*at), scope, key=key)
+
+
+def _filled(text: str, mark: Mark, scope: Scope, *, key: bool) -> Any:
     matches = list(iter_placeholders(text))
     if not key and len(matches) == 1:
         match, name = matches[0]

@@ -124,13 +124,12 @@ def _plan(repo: Repository, folder: SiteFolder, sources: set[str]) -> dict[str, 
             mark=site.doc.mark("spec", "fleets"),
         )
     for index, fleet_name in enumerate(site.fleets):
-        mark = site.doc.mark("spec", "fleets", index)
         fleet = repo.fleet(fleet_name)
         if fleet is None:
             raise RenderError(
                 f"site {folder.id!r} joins fleet {fleet_name!r}, but fleets/{fleet_name}.yaml "
                 "does not exist",
-                mark=mark,
+                mark=site.doc.mark("spec", "fleets", index),
             )
         sources.add(fleet.doc.path)
         if not selector_matches(fleet.selector, site.labels):
@@ -138,7 +137,7 @@ def _plan(repo: Repository, folder: SiteFolder, sources: set[str]) -> dict[str, 
                 f"site {folder.id!r} lists fleet {fleet_name!r}, but the fleet's selector "
                 f"({fleet.doc.mark('spec', 'selector')}) does not match the site's labels "
                 f"{dict(sorted(site.labels.items()))}; membership needs both",
-                mark=mark,
+                mark=site.doc.mark("spec", "fleets", index),
             )
         for assignment in fleet.apps:
             _check_version_text(assignment)
@@ -306,17 +305,17 @@ def _render_app(
 ) -> tuple[AppInstance, list[RenderedObject]]:
     site = folder.site
     site_id = str(folder.id)
-    version_mark = plan.version_from.source.mark(*plan.version_from.at, "version")
     if plan.version not in app.versions:
         have = ", ".join(sorted(app.versions)) or "none"
         raise RenderError(
             f"version {plan.version} of app {app.name!r} is not in apps/{app.name}/app.yaml "
             f"(versions: {have})",
-            mark=version_mark,
+            mark=plan.version_from.source.mark(*plan.version_from.at, "version"),
         )
-    check_requirements(
-        app.name, app.required_device_types, folder.hardware, plan.version_from.mark, site_id
-    )
+    if app.required_device_types:
+        check_requirements(
+            app.name, app.required_device_types, folder.hardware, plan.version_from.mark, site_id
+        )
     layers, patches, _ = _layers(plan, app, overrides)
     values = merge_layers(layers)
     properties = app.parameters.get("properties")
@@ -349,8 +348,9 @@ def _render_app(
         body = _FILLED.get(doc, key)
         if body is None:
             body = _FILLED.put(doc, key, _fill_manifest(doc, app, scope))
+        origin = _ORIGINS.get(doc, ()) or _ORIGINS.put(doc, (), doc.mark())
         objects.append(
-            RenderedObject(ObjectKey.of(body), copy_data(body), doc.mark(), app.name, source=doc)
+            RenderedObject(ObjectKey.of(body), copy_data(body), origin, app.name, source=doc)
         )
     objects = _apply_patches(objects, patches, overrides, app.name)
     for obj in objects:
@@ -460,6 +460,7 @@ class _PerObject:
 # (version, values, the built-ins the manifest uses).
 _CHECKED = _PerObject(objects=64, per_object=1024)
 _FILLED = _PerObject(objects=512, per_object=256)
+_ORIGINS = _PerObject(objects=512, per_object=1)  # each manifest's own line
 
 
 def _apply_patches(
