@@ -45,6 +45,7 @@ from reconciler.core.model import (
     SECRET_SUFFIXES,
     YAML_SUFFIXES,
     App,
+    AppAssignment,
     Fleet,
     Hardware,
     Repository,
@@ -402,7 +403,7 @@ def _pack(checked: _Checked) -> _Checked | _Packed:
         (
             doc.path,
             doc.body,
-            doc.lines.tree,
+            marshal.dumps(doc.lines.tree, 4),  # unpacked there only if a line is asked for
             doc.index,
             doc.kind if isinstance(doc, Document) else None,
             doc.name if isinstance(doc, Document) else "",
@@ -438,10 +439,11 @@ def _unpack(part: _Checked | _Packed) -> _Checked:
     parsed: dict[str, list[YamlDocument]] = {}
     # Bytes from this run's own forked worker, as trusted as the pickles the pool sends.
     for path, body, tree, index, kind, name in marshal.loads(part.rows):  # noqa: S302
+        lines = Lines.packed(tree)
         if kind is None:
-            doc = YamlDocument(path, body, Lines(tree), index)
+            doc = YamlDocument(path, body, lines, index)
         else:
-            doc = Document(path, body, Lines(tree), index, kind=kind, name=name)
+            doc = Document(path, body, lines, index, kind=kind, name=name)
         every.append(doc)
         parsed.setdefault(path, []).append(doc)
     result = part.rest
@@ -628,14 +630,15 @@ class _RefChecker:
                 f"spec.parameters: {compiled.message}",
             )
 
-    def _assignment(self, mark: Mark, app_name: str, version: str, site: str = "") -> App | None:
+    def _assignment(self, assignment: AppAssignment, site: str = "") -> App | None:
+        app_name, version = assignment.app, assignment.version
         app = self.apps.get(app_name)
         if app is None and f"apps/{app_name}/app.yaml" in self.present:
             return None  # exists but is broken: its own findings say why
         if app is None:
             known = ", ".join(sorted(self.apps)) or "none"
             self.add(
-                mark,
+                assignment.mark,
                 f"app {app_name!r} does not exist (apps/{app_name}/app.yaml); known apps: {known}",
                 site,
             )
@@ -643,7 +646,7 @@ class _RefChecker:
         if version not in app.versions:
             known = ", ".join(sorted(app.versions)) or "none"
             self.add(
-                mark,
+                assignment.mark,
                 f"app {app_name!r} has no version {version!r} "
                 f"(in {app.doc.path}); known versions: {known}",
                 site,
@@ -669,13 +672,12 @@ class _RefChecker:
         fleets_list = site.doc.spec.get("fleets") or []
         for index, fleet_name in enumerate(fleets_list):
             fleet = self.fleets.get(fleet_name)
-            mark = site.doc.mark("spec", "fleets", index)
             if fleet is None and self._present_fleet(fleet_name):
                 continue
             if fleet is None:
                 known = ", ".join(sorted(self.fleets)) or "none"
                 self.add(
-                    mark,
+                    site.doc.mark("spec", "fleets", index),
                     f"fleet {fleet_name!r} does not exist (fleets/{fleet_name}.yaml); "
                     f"known fleets: {known}",
                     site_id,
@@ -683,7 +685,7 @@ class _RefChecker:
                 continue
             if not selector_matches(fleet.selector, site.labels):
                 self.add(
-                    mark,
+                    site.doc.mark("spec", "fleets", index),
                     f"site joins fleet {fleet_name!r} but its labels do not match "
                     f"the fleet's selector {dict(fleet.selector)} ({fleet.doc.path})",
                     site_id,
@@ -693,7 +695,7 @@ class _RefChecker:
                 if app is not None and assignment.version in app.versions:
                     running[assignment.app] = app
         for assignment in site.apps:
-            app = self._assignment(assignment.mark, assignment.app, assignment.version, site_id)
+            app = self._assignment(assignment, site_id)
             if app is not None:
                 running[assignment.app] = app
         for app_name, app in sorted(running.items()):
@@ -809,7 +811,7 @@ class _RefChecker:
 
     def _fleet(self, name: str, fleet: Fleet, members: set[str]) -> None:
         for assignment in fleet.apps:
-            self._assignment(assignment.mark, assignment.app, assignment.version)
+            self._assignment(assignment)
         for w_index, wave in enumerate(fleet.doc.spec.get("waves") or []):
             for s_index, site_id in enumerate(wave.get("sites") or []):
                 unseen = site_id not in self.sites and (

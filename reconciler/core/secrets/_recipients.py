@@ -106,21 +106,46 @@ def site_keys(repo: Repository, site_id: str, site_doc: Document | None = None) 
             continue  # layer 1 of validation reports the broken fleet file
         if fleet is None:
             continue  # the reference check reports the missing fleet
-        bg = fleet.doc.spec.get("breakGlass")
-        entries = bg.get("recipients") if isinstance(bg, dict) else None
-        for index, entry in enumerate(entries if isinstance(entries, list) else []):
-            mark = fleet.doc.mark("spec", "breakGlass", "recipients", index)
-            if isinstance(entry, str) and is_recipient(entry):
-                break_glass.append(BreakGlass(entry, fleet_name, mark))
-            else:
-                problems.append(
-                    Problem(
-                        mark,
-                        "break-glass recipient is not an age X25519 recipient (age1… with a "
-                        "valid checksum)",
-                    )
-                )
+        found, wrong = _break_glass(fleet.doc, fleet_name)
+        break_glass += found
+        problems += wrong
     return SiteKeys(site_id, doc, recipient, tuple(break_glass), tuple(problems))
+
+
+# Each fleet's break-glass recipients, read once for all its sites: by the fleet
+# document's identity (the document is kept, so the identity is not reused meanwhile).
+_BREAK_GLASS: dict[
+    tuple[int, str], tuple[Document, tuple[BreakGlass, ...], tuple[Problem, ...]]
+] = {}
+
+
+def _break_glass(
+    doc: Document, fleet_name: str
+) -> tuple[tuple[BreakGlass, ...], tuple[Problem, ...]]:
+    """The fleet's valid break-glass recipients, and a problem for each invalid one."""
+    known = _BREAK_GLASS.get((id(doc), fleet_name))
+    if known is not None and known[0] is doc:
+        return known[1], known[2]
+    found: list[BreakGlass] = []
+    problems: list[Problem] = []
+    bg = doc.spec.get("breakGlass")
+    entries = bg.get("recipients") if isinstance(bg, dict) else None
+    for index, entry in enumerate(entries if isinstance(entries, list) else []):
+        mark = doc.mark("spec", "breakGlass", "recipients", index)
+        if isinstance(entry, str) and is_recipient(entry):
+            found.append(BreakGlass(entry, fleet_name, mark))
+        else:
+            problems.append(
+                Problem(
+                    mark,
+                    "break-glass recipient is not an age X25519 recipient (age1… with a "
+                    "valid checksum)",
+                )
+            )
+    if len(_BREAK_GLASS) >= 256:
+        _BREAK_GLASS.clear()
+    _BREAK_GLASS[(id(doc), fleet_name)] = (doc, tuple(found), tuple(problems))
+    return tuple(found), tuple(problems)
 
 
 # -- .sops.yaml ---------------------------------------------------------------------------------
