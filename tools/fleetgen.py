@@ -158,6 +158,13 @@ def plant(root: Path) -> list[Planted]:
         Planted(f"sites/{last}/hardware.yaml", "reference", last, f"declared by site {first!r}")
     )
 
+    # reference, within a site: a store's hardware names two devices alike
+    site = stores[4]
+    _edit(root / f"sites/{site}/hardware.yaml", "{name: receipt-printer,", "{name: scanner,")
+    planted.append(
+        Planted(f"sites/{site}/hardware.yaml", "reference", site, "'scanner' is declared twice")
+    )
+
     # secrets, across sites: the middle store declares the first store's age recipient
     recipient = re.search(r"age1[0-9a-z]{58}", (root / f"sites/{first}/site.yaml").read_text())
     assert recipient is not None

@@ -250,6 +250,10 @@ class _Checked:
     file_checked: set[str] = field(default_factory=set)
     site_findings: list[Finding] = field(default_factory=list)  # of ``site_checks``
     site_checked: bool = False
+    # References that concern each site on its own (`_RefChecker.run_sites`), when the
+    # worker that loaded the sites checked them.
+    site_references: list[Finding] = field(default_factory=list)
+    references_checked: bool = False
 
 
 def _files_and_schemas(
@@ -314,6 +318,9 @@ def _files_and_schemas(
             for site_check in site_checks:
                 result.site_findings += site_check(False)(repo, names)
             result.site_checked = True
+            checker = _RefChecker([*shared.valid, *valid], frozenset(shared.tried | tried), False)
+            result.site_references = checker.run_sites()
+            result.references_checked = True
         return _pack(result)
 
     result = _Checked(findings)
@@ -338,7 +345,9 @@ def _files_and_schemas(
         result.valid += part.valid
         result.file_checked |= part.file_checked
         result.site_findings += part.site_findings
+        result.site_references += part.site_references
     result.site_checked = bool(site_checks) and all(part.site_checked for part in unpacked)
+    result.references_checked = bool(unpacked) and all(p.references_checked for p in unpacked)
     return result
 
 
@@ -421,6 +430,8 @@ def _pack(checked: _Checked) -> _Checked | _Packed:
         file_checked=checked.file_checked,
         site_findings=checked.site_findings,
         site_checked=checked.site_checked,
+        site_references=checked.site_references,
+        references_checked=checked.references_checked,
     )
     return _Packed(
         data,
@@ -549,7 +560,9 @@ class _RefChecker:
     def add(self, mark: Mark, message: str, site: str = "") -> None:
         self.findings.append(Finding.at(mark, message, rule="reference", site=site))
 
-    def run(self) -> list[Finding]:
+    def run(self, *, sites: bool = True) -> list[Finding]:
+        """Every finding; ``sites`` False leaves out what concerns each site on its own
+        (`run_sites`), when the workers that loaded the sites have checked it."""
         for name, app in sorted(self.apps.items()):
             self._parameters(app)
             if self.manifest_apps is not None and name not in self.manifest_apps:
@@ -558,11 +571,10 @@ class _RefChecker:
                     f"app {name!r} has no manifests: expected Kubernetes objects in "
                     f"apps/{name}/manifests/*.yaml (is the folder missing or misnamed?)",
                 )
-        self._schedules()
-        self._site_files()
+        self._fleet_schedules()
+        if sites:
+            self.run_sites()
         self._unique_machines()
-        for site_id, site in sorted(self.sites.items()):
-            self._site(site_id, site)
         members: dict[str, set[str]] = {}  # fleet → the sites that join it
         for site_id, site in self.sites.items():
             for fleet_name in site.fleets:
@@ -570,6 +582,16 @@ class _RefChecker:
                     members.setdefault(fleet_name, set()).add(site_id)
         for name, fleet in sorted(self.fleets.items()):
             self._fleet(name, fleet, members.get(name, set()))
+        return self.findings
+
+    def run_sites(self) -> list[Finding]:
+        """What concerns each site on its own: its files, its calendar, its references to
+        fleets and apps, its hardware's names. A worker that loaded some sites (and the
+        shared folders) checks them here; `run` with ``sites`` False does the rest."""
+        self._site_schedules()
+        self._site_files()
+        for site_id, site in sorted(self.sites.items()):
+            self._site(site_id, site)
         return self.findings
 
     def _site_files(self) -> None:
@@ -585,7 +607,7 @@ class _RefChecker:
                     site_id,
                 )
 
-    def _schedules(self) -> None:
+    def _site_schedules(self) -> None:
         """What the gate computes with, read the way the gate reads it.
 
         A freeze whose ``to`` is before its ``from``, a window of zero length, a wave name
@@ -593,7 +615,7 @@ class _RefChecker:
         pass the schemas; the schedule model refuses them with the line to change.
         """
         from reconciler.core.errors import ValidationError
-        from reconciler.core.schedule import FleetRollout, SiteCalendar
+        from reconciler.core.schedule import SiteCalendar
 
         valid: set[str] = set()  # most stores share their windows: parse each shape once
         for site_id, site in sorted(self.sites.items()):
@@ -608,6 +630,12 @@ class _RefChecker:
                 self.findings.append(Finding.from_error(exc, rule="schedule", site=site_id))
             else:
                 valid.add(shape)
+
+    def _fleet_schedules(self) -> None:
+        """Each fleet's rollout, read as the gate reads it (see `_site_schedules`)."""
+        from reconciler.core.errors import ValidationError
+        from reconciler.core.schedule import FleetRollout
+
         for _, fleet in sorted(self.fleets.items()):
             try:
                 FleetRollout.from_document(fleet.doc)
@@ -831,15 +859,17 @@ def check_references(
     *,
     partial: bool = False,
     manifest_apps: frozenset[str] | None = None,
+    sites: bool = True,
 ) -> list[Finding]:
     """Layer 3 over the documents that passed layers 1 and 2.
 
     ``present`` holds the path of every document that was tried, valid or not, so a
     hardware.yaml with an error of its own is not also reported as missing. ``partial``:
     only some sites were read (``--changed-since``), so a site that was not read is not
-    missing.
+    missing. ``sites`` False: what concerns each site on its own was checked where the
+    sites were loaded (`_RefChecker.run_sites`); only what spans sites is checked here.
     """
-    return _RefChecker(documents, present, partial, manifest_apps).run()
+    return _RefChecker(documents, present, partial, manifest_apps).run(sites=sites)
 
 
 class _ListedTree:
@@ -980,7 +1010,9 @@ def _references_and_extra(
         frozenset(checked.tried),
         partial=sites is not None if partial is None else partial,
         manifest_apps=manifest_apps,
+        sites=not checked.references_checked,
     )
+    findings += checked.site_references
     if checked.site_checked:
         findings += _merge_site_findings(checked.site_findings)
     if extra or (site_checks and not checked.site_checked):
