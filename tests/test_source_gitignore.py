@@ -17,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from reconciler.ci.changes import PendingIgnored
 from reconciler.core.errors import DocumentError
 from reconciler.core.source import WorkdirTree
 
@@ -86,7 +87,21 @@ def test_the_same_virtualenv_not_ignored_is_reported(tmp_path: Path) -> None:
     assert "somepkg/tests/test.key:1: error: a PEM private key" in done.stdout
 
 
-def test_rules_of_every_kind_are_git_own(tmp_path: Path) -> None:
+# Two ways to the same answers: libgit2 asked about each path, or one `git status` listing
+# of the ignored paths (what ``outpost validate`` asks for a run over every file).
+ASKED = ("libgit2", "listed")
+
+
+def tree_of(root: Path, asked: str) -> WorkdirTree:
+    if asked == "libgit2":
+        return WorkdirTree(root)
+    listed = PendingIgnored(root).result()
+    assert listed is not None, "git answers in a repository"
+    return WorkdirTree(root, ignored=listed)
+
+
+@pytest.mark.parametrize("asked", ASKED)
+def test_rules_of_every_kind_are_git_own(tmp_path: Path, asked: str) -> None:
     repo = tmp_path / "repo"
     (repo / "apps" / "pos" / "build").mkdir(parents=True)
     git(tmp_path, "init", "-q", str(repo))
@@ -105,7 +120,7 @@ def test_rules_of_every_kind_are_git_own(tmp_path: Path) -> None:
     # Tracked despite the rule (git add -f): git commits it, so it is read.
     git(repo, "add", "-f", "kept.pyc")
 
-    tree = WorkdirTree(repo)
+    tree = tree_of(repo, asked)
     assert tree.files() == [
         ".gitignore",
         "apps/.gitignore",
@@ -121,14 +136,31 @@ def test_rules_of_every_kind_are_git_own(tmp_path: Path) -> None:
     assert caught.value.mark is not None and caught.value.mark.path == "apps/pos/build/out.yaml"
 
 
-def test_a_tree_below_the_repository_root_applies_the_rules_of_the_root(tmp_path: Path) -> None:
+@pytest.mark.parametrize("asked", ASKED)
+def test_a_tree_below_the_repository_root_applies_the_rules_of_the_root(
+    tmp_path: Path, asked: str
+) -> None:
     repo = tmp_path / "repo"
     (repo / "config" / "sites" / "s1").mkdir(parents=True)
+    (repo / "elsewhere").mkdir()
     git(tmp_path, "init", "-q", str(repo))
-    (repo / ".gitignore").write_text("config/sites/s1/notes.yaml\n")
+    (repo / ".gitignore").write_text("config/sites/s1/notes.yaml\nelsewhere/\n")
     (repo / "config" / "sites" / "s1" / "site.yaml").write_text("x: 1\n")
     (repo / "config" / "sites" / "s1" / "notes.yaml").write_text("x: 1\n")
-    assert WorkdirTree(repo / "config").files("sites") == ["sites/s1/site.yaml"]
+    (repo / "elsewhere" / "a.yaml").write_text("x: 1\n")
+    assert tree_of(repo / "config", asked).files("sites") == ["sites/s1/site.yaml"]
+
+
+def test_a_root_inside_an_ignored_folder_is_left_to_libgit2(tmp_path: Path) -> None:
+    """git's listing names the ignored folder above the root, not the paths below it:
+    no listing, rather than one that would read what git ignores."""
+    repo = tmp_path / "repo"
+    (repo / "build" / "fleet" / "sites").mkdir(parents=True)
+    git(tmp_path, "init", "-q", str(repo))
+    (repo / ".gitignore").write_text("build/\n")
+    (repo / "build" / "fleet" / "sites" / "a.yaml").write_text("x: 1\n")
+    assert PendingIgnored(repo / "build" / "fleet").result() is None
+    assert WorkdirTree(repo / "build" / "fleet").files() == []
 
 
 def test_outside_git_nothing_is_ignored(tmp_path: Path) -> None:
@@ -138,6 +170,7 @@ def test_outside_git_nothing_is_ignored(tmp_path: Path) -> None:
     # Not a repository (and not inside one): there is no git to ask, so every file counts.
     assert git_root(tmp_path) is None, "the test needs a temporary folder outside any repository"
     assert WorkdirTree(tmp_path / "plain").files() == [".gitignore", "a.yaml"]
+    assert PendingIgnored(tmp_path / "plain").result() is None  # git has no answer either
 
 
 def git_root(path: Path) -> str | None:

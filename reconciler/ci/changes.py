@@ -49,7 +49,14 @@ from pathlib import Path
 from reconciler.core.errors import DocumentError, SourceUnavailable
 from reconciler.core.source import read_file
 
-__all__ = ["Changes", "PendingChanges", "SiteFileGrep", "changes_since", "start_changes"]
+__all__ = [
+    "Changes",
+    "PendingChanges",
+    "PendingIgnored",
+    "SiteFileGrep",
+    "changes_since",
+    "start_changes",
+]
 
 TIMEOUT_SECONDS = 300.0
 # git's listing of changed, untracked and ignored paths: a million paths fit.
@@ -274,6 +281,62 @@ class PendingChanges:
             frozenset(_below(self.prefix, ignored)),
             frozenset(_below(self.prefix, untracked)),
         )
+
+
+class PendingIgnored:
+    """What git ignores (and does not track) at ``root``, for a run that reads every file.
+
+    The same status as `PendingChanges` (``--ignored=matching``), with ``rev-parse
+    --show-prefix`` for where ``root`` sits in the work tree, started before the run
+    imports its checks; the tree then looks each path up in that listing instead of
+    asking libgit2 about each of the 50,000 paths of a 10,000-site fleet. `result` is
+    None where git gives no answer (not a repository, no git, an error, past the time
+    or output limit): the tree asks libgit2 then, as it always could.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self._deadline = time.monotonic() + TIMEOUT_SECONDS
+        status = ["status", "--porcelain=v1", "-z", "--untracked-files=all"]
+        status += ["--ignored=matching", "--no-renames", "--", "."]
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._answer: frozenset[str] | None = None
+        try:
+            self._procs["status"] = _start(_command(root, *status))
+            self._procs["prefix"] = _start(_command(root, "rev-parse", "--show-prefix"))
+        except OSError:
+            self.close()
+            self._procs = {}
+
+    def result(self) -> frozenset[str] | None:
+        """The ignored paths relative to ``root`` (a folder without its slash), or None.
+        Waits for git once; later calls answer the same."""
+        if not self._procs:
+            return self._answer
+        try:
+            self._answer = self._read(_collect(self._procs, self._deadline))
+        except _Overrun:
+            self._answer = None
+        finally:
+            self.close()
+        return self._answer
+
+    @staticmethod
+    def _read(results: dict[str, tuple[int, bytes, str]]) -> frozenset[str] | None:
+        if any(code != 0 for code, _, _ in results.values()):
+            return None
+        prefix = _decode(results["prefix"][1]).strip()
+        ignored: set[str] = set()
+        for entry in results["status"][1].split(b"\0"):
+            if entry[:3] == b"!! ":
+                ignored.add(_decode(entry[3:]).rstrip("/"))
+        if any(prefix.startswith(path + "/") for path in ignored):
+            return None  # ``root`` lies in an ignored folder: libgit2 says what that means
+        return frozenset(_below(prefix, ignored))
+
+    def close(self) -> None:
+        """Stop git (if it still runs); `result` answers what it had, or None."""
+        _stop(self._procs.values())
+        self._procs = {}
 
 
 def _decode(path: bytes) -> str:

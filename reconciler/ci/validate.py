@@ -145,15 +145,21 @@ def validate_repository(
         raise ValueError("--shard and --changed-since cannot be combined; use one of them")
     if changed_since:
         return _validate_changed(root, changed_since, today)
-    tree = WorkdirTree(root)
+    from reconciler.ci.changes import PendingIgnored
+
+    # git lists what it ignores in a process of its own while this one imports the checks.
+    pending = PendingIgnored(root) if root.is_dir() else None
+    try:
+        checks = extra_checks(today=today, policies=False)
+        more = site_checks(today=today)
+        _prepare(policies=today is not None)
+        tree = WorkdirTree(root, ignored=pending.result() if pending is not None else None)
+    finally:
+        if pending is not None:
+            pending.close()
     if shard is not None:
         return _validate_shard(tree, shard, today)
-    findings = validate_tree(
-        tree,
-        extra=extra_checks(today=today, policies=False),
-        file_checks=file_checks(),
-        site_checks=site_checks(today=today),
-    )
+    findings = validate_tree(tree, extra=checks, file_checks=file_checks(), site_checks=more)
     return ValidationRun(findings, coverage(tree, sites=None, policies=today is not None))
 
 
