@@ -92,6 +92,58 @@ def test_is_recipient() -> None:
     assert not is_recipient(VECTOR_IDENTITY)
 
 
+def _decodes_to_a_recipient(text: str) -> bool:
+    """The definition: lowercase ``age1``, bech32 with a valid checksum, 32 bytes."""
+    if not text.startswith("age1") or text != text.lower():
+        return False
+    try:
+        hrp, data = bech32_decode(text)
+    except ValueError:
+        return False
+    return hrp == "age" and len(data) == 32
+
+
+_ALPHABET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    data=st.binary(min_size=30, max_size=34),
+    hrp=st.sampled_from(["age", "agf", "ag", "age-secret-key-"]),
+    edits=st.lists(
+        st.tuples(st.integers(0, 70), st.sampled_from(_ALPHABET + "1bioAQ ")), max_size=2
+    ),
+    cut=st.integers(0, 3),
+)
+def test_is_recipient_says_what_decoding_says(
+    data: bytes, hrp: str, edits: list[tuple[int, str]], cut: int
+) -> None:
+    """``is_recipient`` checks without decoding; near-recipients of every kind (other
+    lengths, prefixes, a changed or foreign character, a cut end, non-zero padding) get
+    the answer bech32 decoding gives."""
+    text = bech32_encode(hrp, data)
+    for position, char in edits:
+        position = min(position, len(text))
+        text = text[:position] + char + text[position + 1 :]
+    text = text[: len(text) - cut] if cut else text
+    assert is_recipient(text) == _decodes_to_a_recipient(text)
+
+
+def test_a_recipient_with_padding_bits_set_is_refused() -> None:
+    """32 bytes leave 4 bits of padding in the 52nd word: a string with them set has a
+    valid checksum and 62 characters, and is still no recipient."""
+    from reconciler.core.secrets._age import _CHARSET, _hrp_expand, _polymod
+
+    words = [_CHARSET.index(c) for c in VECTOR_RECIPIENT[4:56]]
+    words[51] |= 1
+    checksum_of = _polymod([*_hrp_expand("age"), *words, 0, 0, 0, 0, 0, 0]) ^ 1
+    checksum = [(checksum_of >> 5 * (5 - i)) & 31 for i in range(6)]
+    padded = "age1" + "".join(_CHARSET[w] for w in [*words, *checksum])
+    assert len(padded) == 62 and _polymod([*_hrp_expand("age"), *words, *checksum]) == 1
+    assert not is_recipient(padded)
+    assert not _decodes_to_a_recipient(padded)
+
+
 def test_generated_keys_interoperate_with_sops(tmp_path: Path, sops: Sops) -> None:
     """sops encrypts to our recipient and decrypts with our key file; a second key cannot."""
     one, two = generate(), generate()
