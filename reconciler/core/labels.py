@@ -50,7 +50,8 @@ def site_of(labels: Mapping[str, object]) -> str | None:
     return None
 
 
-_LABELLED = (
+# Where an object carries labels Outpost stamps: its own, its pod template's, its jobs'.
+LABELLED_PATHS = (
     ("metadata",),
     ("spec", "template", "metadata"),
     ("spec", "jobTemplate", "metadata"),
@@ -68,7 +69,7 @@ def without_site_label(body: dict[str, Any], site_id: str) -> dict[str, Any]:
     maps on the way to a label it removes; the rendered body is not changed.
     """
     result = body
-    for path in _LABELLED:
+    for path in LABELLED_PATHS:
         node: Any = result
         for key in path:
             node = node.get(key) if isinstance(node, dict) else None

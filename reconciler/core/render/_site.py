@@ -25,13 +25,14 @@ Nothing here touches the network, the clock or the cluster.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.core.errors import Mark, RenderError
-from reconciler.core.labels import MANAGED_BY, MANAGED_BY_LABEL, SITE_LABEL
+from reconciler.core.labels import LABELLED_PATHS, MANAGED_BY, MANAGED_BY_LABEL, SITE_LABEL
 from reconciler.core.loader import Document, YamlDocument, parse_yaml
 from reconciler.core.model import (
     App,
@@ -342,15 +343,28 @@ def _render_app(
         _check_app_values(app, layers, scope)
         _CHECKED.add(app, checked)
     objects: list[RenderedObject] = []
+    placed = bool(app.required_device_types)  # `place` changes the body per site's hardware
     for doc in app.manifests_for(plan.version):
         names = placeholder_names(doc)
         key = (*checked, tuple((n, v) for n, v in scope.builtins.items() if n in names))
-        body = _FILLED.get(doc, key)
-        if body is None:
-            body = _FILLED.put(doc, key, _fill_manifest(doc, app, scope))
+        filled = _FILLED.get(doc, key)
+        if filled is None:
+            body = _fill_manifest(doc, app, scope)
+            # A shape number only for a body without a site label of its own: then the
+            # labels `_label` stamps are the only ones that differ from site to site.
+            shape = None if _has_site_label(body) else next(_SHAPES)
+            filled = _FILLED.put(doc, key, (body, ObjectKey.of(body), shape))
+        body, object_key, number = filled
         origin = _ORIGINS.get(doc, ()) or _ORIGINS.put(doc, (), doc.mark())
         objects.append(
-            RenderedObject(ObjectKey.of(body), copy_data(body), origin, app.name, source=doc)
+            RenderedObject(
+                object_key,
+                copy_data(body),
+                origin,
+                app.name,
+                source=doc,
+                shape=None if number is None or placed else (number, app.name, plan.version),
+            )
         )
     objects = _apply_patches(objects, patches, overrides, app.name)
     for obj in objects:
@@ -460,6 +474,22 @@ class _PerObject:
 # (version, values, the built-ins the manifest uses).
 _CHECKED = _PerObject(objects=64, per_object=1024)
 _FILLED = _PerObject(objects=512, per_object=256)
+_SHAPES = itertools.count()  # a filled manifest's number: never reused (RenderedObject.shape)
+
+
+def _has_site_label(body: dict[str, Any]) -> bool:
+    """Whether a manifest sets ``outpost/site`` itself where labels are stamped or hidden
+    (``labels.without_site_label``'s paths)."""
+    for path in LABELLED_PATHS:
+        node: Any = body
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        labels = node.get("labels") if isinstance(node, dict) else None
+        if isinstance(labels, dict) and SITE_LABEL in labels:
+            return True
+    return False
+
+
 _ORIGINS = _PerObject(objects=512, per_object=1)  # each manifest's own line
 
 
