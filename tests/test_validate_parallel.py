@@ -28,9 +28,9 @@ def _both_ways(
     workers: list[int] = []
     real = _fork.fork_map
 
-    def spy(task: Any, count: int, n: int, *each: Any) -> Any:
+    def spy(task: Any, count: int, n: int) -> Any:
         workers.append(n)
-        return real(task, count, n, *each)
+        return real(task, count, n)
 
     monkeypatch.setattr(_fork, "fork_map", spy)
     alone = validate_tree(WorkdirTree(root), **kwargs)

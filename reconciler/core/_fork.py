@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -97,10 +97,6 @@ def tapering(items: Sequence[T], workers: int, parts: int, smallest: int) -> lis
     return runs
 
 
-def _same(result: Any) -> Any:
-    return result
-
-
 def _run(index: int) -> Any:
     global _IN_WORKER
     assert _TASK is not None, "a forked worker always inherits its task"
@@ -116,34 +112,17 @@ def _run(index: int) -> Any:
     return _TASK(index)
 
 
-@overload
-def fork_map(task: Callable[[int], R], count: int, workers: int) -> list[R]: ...
-
-
-@overload
-def fork_map(
-    task: Callable[[int], R], count: int, workers: int, each: Callable[[R], T]
-) -> list[T]: ...
-
-
-def fork_map(
-    task: Callable[[int], R],
-    count: int,
-    workers: int,
-    each: Callable[[R], Any] | None = None,
-) -> list[Any]:
+def fork_map(task: Callable[[int], R], count: int, workers: int) -> list[R]:
     """``[task(0), ..., task(count - 1)]``, computed by ``workers`` forked processes.
 
     ``task`` is inherited by the workers through fork, never pickled, so it may close
     over anything; its results are pickled back. An exception in a task is raised
     here. With one worker (or one task), or in a worker already (a task that maps
-    again), everything runs in this process. ``each``, if given, turns each result into
-    what is returned, here, as soon as it comes (in order): while later tasks still run.
+    again), everything runs in this process.
     """
     global _TASK, _COLLECT
-    done: Callable[[R], Any] = each if each is not None else _same
     if workers <= 1 or count <= 1 or _IN_WORKER:
-        return [done(task(index)) for index in range(count)]
+        return [task(index) for index in range(count)]
     collecting = gc.isenabled()
     _TASK, _COLLECT = task, collecting or _PAUSED
     # The workers' collector never walks the heap they inherit (walking it would
@@ -157,7 +136,7 @@ def fork_map(
 
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=min(workers, count), mp_context=context) as pool:
-            return [done(result) for result in pool.map(_run, range(count))]
+            return list(pool.map(_run, range(count)))
     finally:
         # The results join this process's old objects without a collection walking
         # them (freezing takes every object; unfreezing puts them all in the oldest

@@ -20,6 +20,7 @@ this module stays about the format.
 
 from __future__ import annotations
 
+import gc
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
@@ -323,10 +324,18 @@ def _files_and_schemas(
         return _pack(result)
 
     result = _Checked(findings)
-    # Each part is rebuilt as it comes, while the workers check the runs after it (its
-    # bytes let go at once); fork_map collects nothing meanwhile, and leaves the result
-    # in the oldest generation.
-    unpacked: list[_Checked] = fork_map(check, len(runs), workers, _unpack)
+    parts = fork_map(check, len(runs), workers)
+    collecting = gc.isenabled()
+    gc.disable()  # a million plain objects rebuilt at once: nothing to collect among them
+    try:
+        # Each part's bytes are let go as soon as its documents are rebuilt.
+        parts.reverse()
+        unpacked = [_unpack(parts.pop()) for _ in range(len(parts))]
+    finally:
+        gc.freeze()  # as fork_map leaves its results: in the oldest generation
+        gc.unfreeze()
+        if collecting:
+            gc.enable()
     for part in [*unpacked, shared]:
         result.findings += part.findings
         result.documents += part.documents

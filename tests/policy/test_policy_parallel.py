@@ -76,20 +76,6 @@ def test_fork_map_keeps_order_and_raises_what_a_task_raises() -> None:
         fork_map(fails, 5, 2)
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_each_result_is_taken_in_this_process_in_order(workers: int) -> None:
-    parent = os.getpid()
-    taken: list[int] = []
-
-    def take(result: tuple[int, int]) -> tuple[int, bool]:
-        taken.append(result[0])
-        return result[0], os.getpid() == parent
-
-    results = fork_map(lambda i: (i, os.getpid()), 7, workers, take)
-    assert results == [(i, True) for i in range(7)]
-    assert taken == list(range(7))
-
-
 def test_small_runs_stay_in_this_process() -> None:
     assert workers_for(10, 500) == 1
     parent = os.getpid()
