@@ -178,3 +178,17 @@ def git_root(path: Path) -> str | None:
         ["git", "-C", str(path), "rev-parse", "--show-toplevel"], capture_output=True, text=True
     )
     return done.stdout.strip() if done.returncode == 0 else None
+
+
+def test_without_git_on_the_path_libgit2_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = tmp_path / "repo"
+    (repo / "sites").mkdir(parents=True)
+    git(tmp_path, "init", "-q", str(repo))
+    (repo / ".gitignore").write_text("*.bak\n")
+    (repo / "sites" / "a.yaml").write_text("x: 1\n")
+    (repo / "sites" / "a.bak").write_text("x: 1\n")
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
+    assert PendingIgnored(repo).result() is None
+    assert WorkdirTree(repo).files("sites") == ["sites/a.yaml"]
