@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.core.commits import Change, paused_since
 from reconciler.core.errors import (
@@ -42,10 +42,12 @@ from reconciler.core.errors import (
     TemporaryError,
     ValidationError,
 )
-from reconciler.core.findings import ERROR, Finding
 from reconciler.node.agent import Desired, GateDecision, SliceLook, Verified
 from reconciler.node.config import AgentConfig
 from reconciler.node.fetch import Mirror
+
+if TYPE_CHECKING:  # findings are read only when a check fails: not on a quiet tick
+    from reconciler.core.findings import Finding
 
 # The policy check of one slice runs in a child ended after this long (node.deadline): CEL
 # evaluations are costed up front, and this bounds whatever the estimate misses.
@@ -70,6 +72,8 @@ class NodeDesired(Desired):
 
 
 def _first_errors(findings: Sequence[Finding], limit: int = 5) -> str:
+    from reconciler.core.findings import ERROR
+
     errors = [f for f in findings if f.severity == ERROR]
     text = "; ".join(f"{f.location}: {f.message} [{f.rule}]" for f in errors[:limit])
     more = len(errors) - limit
@@ -412,7 +416,7 @@ class NodePipeline:
 
         import reconciler
 
-        def stamp(path: Path | None) -> list[int] | None:
+        def stamp(path: str | Path | None) -> list[int] | None:
             try:
                 info = os.stat(path) if path is not None else None
             except OSError:
@@ -420,13 +424,14 @@ class NodePipeline:
             return None if info is None else [info.st_size, info.st_mtime_ns, info.st_ino]
 
         code = []
-        package = Path(reconciler.__file__).parent
-        for folder, dirs, files in os.walk(package):
+        package = os.path.dirname(reconciler.__file__)
+        inside = len(package) + 1  # a path's part below the package: plain strings, every
+        for folder, dirs, files in os.walk(package):  # tick walks about 150 files
             dirs[:] = sorted(d for d in dirs if d != "__pycache__")
             for name in sorted(files):
                 if name.endswith((".py", ".json")):
-                    path = Path(folder, name)
-                    code.append([str(path.relative_to(package)), stamp(path)])
+                    path = os.path.join(folder, name)
+                    code.append([path[inside:], stamp(path)])
         basis = [
             revision,
             datetime.now(UTC).date().isoformat(),
@@ -458,6 +463,7 @@ class NodePipeline:
 
     def _validate(self, tree: Any) -> None:
         """Schemas and references first: render may assume well-formed documents."""
+        from reconciler.core.findings import ERROR
         from reconciler.core.validate import validate_tree
 
         findings = validate_tree(tree, sites=[self.site])
@@ -482,6 +488,7 @@ class NodePipeline:
     def _check_policies(self, tree: Any, repo: Any, rendered: Any) -> None:
         if not self.check_policies:
             return
+        from reconciler.core.findings import ERROR
         from reconciler.core.policy import check_rendered_site
         from reconciler.node.deadline import call_with_deadline
 
