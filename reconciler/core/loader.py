@@ -234,6 +234,20 @@ class Document(YamlDocument):
         return labels if isinstance(labels, dict) else {}
 
 
+def expect(doc: Document, kind: str, name: str | None = None) -> Document:
+    """Check that the file at a kind's path holds that kind and the name its path gives."""
+    if doc.kind != kind:
+        raise DocumentError(
+            f"expected kind {kind!r} at this path, found {doc.kind!r}", mark=doc.mark("kind")
+        )
+    if name is not None and doc.name != name:
+        raise DocumentError(
+            f"metadata.name is {doc.name!r} but the path says {name!r}; they must match",
+            mark=doc.mark("metadata", "name"),
+        )
+    return doc
+
+
 def parse_yaml(
     data: bytes, path: str, *, multi: bool = False, limit: int = MAX_FILE_BYTES
 ) -> list[YamlDocument]:

@@ -19,7 +19,14 @@ from functools import cached_property
 from typing import Any, NewType
 
 from reconciler.core.errors import DocumentError, Mark
-from reconciler.core.loader import MAX_FILE_BYTES, Document, YamlDocument, load_document, parse_yaml
+from reconciler.core.loader import (
+    MAX_FILE_BYTES,
+    Document,
+    YamlDocument,
+    load_document,
+    parse_yaml,
+)
+from reconciler.core.loader import expect as expect  # where it always was, for its callers
 from reconciler.core.source import Tree
 
 SiteId = NewType("SiteId", str)
@@ -283,20 +290,6 @@ def folder_files(tree: Tree, folder: str) -> list[str]:
     """
     listed = tree.files(folder, lenient=True)
     return [] if folder in tree.links else listed
-
-
-def expect(doc: Document, kind: str, name: str | None = None) -> Document:
-    """Check that the file at a kind's path holds that kind and the name its path gives."""
-    if doc.kind != kind:
-        raise DocumentError(
-            f"expected kind {kind!r} at this path, found {doc.kind!r}", mark=doc.mark("kind")
-        )
-    if name is not None and doc.name != name:
-        raise DocumentError(
-            f"metadata.name is {doc.name!r} but the path says {name!r}; they must match",
-            mark=doc.mark("metadata", "name"),
-        )
-    return doc
 
 
 class Repository:

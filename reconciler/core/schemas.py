@@ -74,13 +74,17 @@ def _registry() -> tuple[Any, dict[str, Any]]:
     return Registry().with_resources(resources_).crawl(), by_file
 
 
+@cache
 def schema_of(kind: str) -> Any:
-    """The JSON Schema document of one kind, as parsed (read it, do not change it)."""
-    by_file = _by_file()  # no registry: reading a schema needs no jsonschema machinery
-    schema = by_file.get(f"{kind.lower()}.schema.json")
-    if schema is None:
-        raise ConfigError(f"no schema for kind {kind!r} (expected {kind.lower()}.schema.json)")
-    return schema
+    """The JSON Schema document of one kind, as parsed (read it, do not change it).
+
+    Only its own file is read (no registry, no other schema): a node's tick asks for the
+    AgentConfig schema's defaults and nothing else."""
+    name = f"{kind.lower()}.schema.json"
+    entry = _schema_dir().joinpath(name)
+    if not kind.isalnum() or not entry.is_file():
+        raise ConfigError(f"no schema for kind {kind!r} (expected {name})")
+    return json.loads(entry.read_text(encoding="utf-8"))
 
 
 @cache

@@ -1,4 +1,5 @@
-"""The HTTP seam: the only node code that talks HTTP (urllib3), for the bundle feed.
+"""The HTTP seam of the bundle feed (urllib3). The API server is reached through
+`reconciler.node.apply.transport`, the status reports through `reconciler.node.report`.
 
 One client per tick, one pool (keep-alive between the index and the bundles). Decisions:
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.core.commits import Change, paused_since
 from reconciler.core.errors import (
@@ -42,10 +42,12 @@ from reconciler.core.errors import (
     TemporaryError,
     ValidationError,
 )
-from reconciler.core.findings import ERROR, Finding
 from reconciler.node.agent import Desired, GateDecision, SliceLook, Verified
 from reconciler.node.config import AgentConfig
 from reconciler.node.fetch import Mirror
+
+if TYPE_CHECKING:  # findings are read only when a check fails: not on a quiet tick
+    from reconciler.core.findings import Finding
 
 # The policy check of one slice runs in a child ended after this long (node.deadline): CEL
 # evaluations are costed up front, and this bounds whatever the estimate misses.
@@ -70,6 +72,8 @@ class NodeDesired(Desired):
 
 
 def _first_errors(findings: Sequence[Finding], limit: int = 5) -> str:
+    from reconciler.core.findings import ERROR
+
     errors = [f for f in findings if f.severity == ERROR]
     text = "; ".join(f"{f.location}: {f.message} [{f.rule}]" for f in errors[:limit])
     more = len(errors) - limit
@@ -276,8 +280,9 @@ class NodePipeline:
     ) -> Any:
         """The heartbeat check (`reconciler.node.heartbeat`), with the heartbeat keys and the
         fleets' ``heartbeat`` limits of the revision this site runs; None before it runs one.
-        The keys (``policies/signers.yaml``) are read only when there is a tag to verify."""
-        from reconciler.core.model import Repository
+        The keys (``policies/signers.yaml``) are read only when there is a tag to verify;
+        of the site's folder only ``site.yaml`` is read (its fleets), then those fleets."""
+        from reconciler.core.loader import MAX_FILE_BYTES, Document, expect, load_document
         from reconciler.core.source import CommitTree
         from reconciler.node.fetch import HEARTBEAT_REF
         from reconciler.node.heartbeat import check_heartbeat
@@ -296,14 +301,20 @@ class NodePipeline:
             except DocumentError:
                 return EMPTY_RULES
 
-        repo = Repository(tree)
-        folder = repo.site(self.site)
+        def document(path: str, kind: str, name: str) -> Document:
+            return expect(load_document(tree.read(path, MAX_FILE_BYTES), path), kind, name)
+
+        site = document(f"sites/{self.site}/site.yaml", "Site", self.site)
+        fleets = site.spec.get("fleets")
         air_gapped = self.config.source.url is None and self.config.feed is None
         key = "maxSilenceAirGapped" if air_gapped else "maxSilence"
         limits = []
-        for name in folder.site.fleets:
-            fleet = repo.fleet(name)
-            settings = fleet.doc.spec.get("heartbeat") if fleet is not None else None
+        for name in fleets if isinstance(fleets, list) else ():
+            path = next(
+                (p for p in (f"fleets/{name}.yaml", f"fleets/{name}.yml") if tree.exists(p)), None
+            )
+            fleet = document(path, "Fleet", name) if path is not None else None
+            settings = fleet.spec.get("heartbeat") if fleet is not None else None
             text = settings.get(key) if isinstance(settings, dict) else None
             if not isinstance(text, str):
                 continue
@@ -405,7 +416,7 @@ class NodePipeline:
 
         import reconciler
 
-        def stamp(path: Path | None) -> list[int] | None:
+        def stamp(path: str | Path | None) -> list[int] | None:
             try:
                 info = os.stat(path) if path is not None else None
             except OSError:
@@ -413,13 +424,14 @@ class NodePipeline:
             return None if info is None else [info.st_size, info.st_mtime_ns, info.st_ino]
 
         code = []
-        package = Path(reconciler.__file__).parent
-        for folder, dirs, files in os.walk(package):
+        package = os.path.dirname(reconciler.__file__)
+        inside = len(package) + 1  # a path's part below the package: plain strings, every
+        for folder, dirs, files in os.walk(package):  # tick walks about 150 files
             dirs[:] = sorted(d for d in dirs if d != "__pycache__")
             for name in sorted(files):
                 if name.endswith((".py", ".json")):
-                    path = Path(folder, name)
-                    code.append([str(path.relative_to(package)), stamp(path)])
+                    path = os.path.join(folder, name)
+                    code.append([path[inside:], stamp(path)])
         basis = [
             revision,
             datetime.now(UTC).date().isoformat(),
@@ -451,6 +463,7 @@ class NodePipeline:
 
     def _validate(self, tree: Any) -> None:
         """Schemas and references first: render may assume well-formed documents."""
+        from reconciler.core.findings import ERROR
         from reconciler.core.validate import validate_tree
 
         findings = validate_tree(tree, sites=[self.site])
@@ -475,6 +488,7 @@ class NodePipeline:
     def _check_policies(self, tree: Any, repo: Any, rendered: Any) -> None:
         if not self.check_policies:
             return
+        from reconciler.core.findings import ERROR
         from reconciler.core.policy import check_rendered_site
         from reconciler.node.deadline import call_with_deadline
 

@@ -28,7 +28,7 @@ The rules, in the order they apply:
    blocking the spool forever. Any failure here is logged and counted, never
    raised.
 
-The HTTP client is urllib3 (a node dependency already, see `apply`): TLS
+The HTTP client is urllib3 (as the bundle feed's, `http`), imported only to send: TLS
 verified against the system's CAs or ``spec.report.caBundle``, no redirects
 (a redirect could send a signed report somewhere else), no retries of its own.
 """

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +19,7 @@ from test_agent import IN_WINDOW, Clock, clean_site, fleet, node, read, store_no
 
 from reconciler.node.agent import Agent
 from reconciler.node.apply.cluster import Cluster as ApiCluster
+from reconciler.node.config import load_config
 from reconciler.node.pipeline import NodePipeline
 from tools.testcluster import Cluster
 
@@ -176,3 +179,59 @@ def test_a_record_naming_a_resource_not_served_vouches_for_nothing(
     assert any("dryRun=All" in p for _, p in seen.requests)
     assert json.loads(path.read_text())["objects"][0][1] != "no-such-plural"
     _quiet(agent, seen)
+
+
+QUIET_TICK = """
+import json, sys
+from datetime import datetime
+from pathlib import Path
+
+from reconciler.node.agent import Agent
+from reconciler.node.config import load_config
+from reconciler.node.pipeline import ManagerCluster, NodePipeline
+
+config = load_config(Path(sys.argv[1]), remember=True)  # as `outpost agent run` reads it
+now = datetime.fromisoformat(sys.argv[2])
+agent = Agent(
+    config,
+    pipeline=NodePipeline(config),
+    cluster=lambda: ManagerCluster.connect(config),
+    clock=lambda: now,
+)
+report = agent.tick()
+print(json.dumps({"outcome": report.outcome, "drift": report.drift, "loaded": sorted(sys.modules)}))
+"""
+
+ONLY_ON_OTHER_PATHS = (
+    "urllib3",  # the kubernetes library's fallback and the report sender
+    "kubernetes",
+    "jsonschema",  # the slice's checks
+    "cryptography",  # decryption, signatures of new commits, signing a report
+    "reconciler.core.model",  # the repository's typed documents: rendering
+    "reconciler.core.render",
+    "reconciler.core.policy",
+    "reconciler.core.trust",
+)
+
+
+def test_a_quiet_tick_in_its_own_process_imports_only_what_it_uses(
+    tmp_path: Path,
+    node: Callable[..., Agent],  # noqa: F811
+) -> None:
+    """What a node's no-op tick loads: the look needs none of the render, check or trust
+    machinery, nor a second HTTP library; each is imported where a tick needs it."""
+    _running(tmp_path, node)
+    load_config(tmp_path / "agent.yaml", remember=True)  # its schema check recorded, as a
+    # node's first tick records it
+    done = subprocess.run(
+        [sys.executable, "-c", QUIET_TICK, str(tmp_path / "agent.yaml"), LATER.isoformat()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert (answer["outcome"], answer["drift"]) == ("unchanged", 0)
+    loaded = [m for m in answer["loaded"] if m.startswith(ONLY_ON_OTHER_PATHS)]
+    assert loaded == [], loaded
+    assert "reconciler.node.apply.transport" in answer["loaded"]  # the look did connect

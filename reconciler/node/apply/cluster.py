@@ -1,6 +1,6 @@
 """The seam to the Kubernetes API server: the only code that imports ``kubernetes``, lazily.
 
-Why raw REST over urllib3 instead of the generated typed API or ``DynamicClient``:
+Why raw REST over HTTP/1.1 instead of the generated typed API or ``DynamicClient``:
 
 - objects arrive as plain dicts from the renderer and go back as plain dicts
   to the health rules; the typed models would only add a slow round trip
@@ -15,7 +15,8 @@ Why raw REST over urllib3 instead of the generated typed API or ``DynamicClient`
 - ``import kubernetes`` alone costs 0.3-0.9 s of CPU and ~26 MB (it loads ~850
   generated modules), more than the rest of an agent tick; the common
   kubeconfig (k3s's client certificate, a token, a pinned CA) is read by
-  :mod:`.kubeconfig` and spoken to over urllib3 directly.
+  :mod:`.kubeconfig` and spoken to through :mod:`.transport`, a keep-alive pool over
+  ``http.client`` (urllib3's import alone was a tenth of a no-op tick).
 
 ``kubernetes`` is imported only for what it alone does: kubeconfigs with
 ``exec`` credential plugins, ``auth-provider`` or a proxy
@@ -48,10 +49,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import urllib3
-
 from reconciler.core.errors import ApplyError, ClusterUnavailable, ConfigError
 from reconciler.node.apply import kubeconfig
+from reconciler.node.apply.transport import Answer, Pool, Transport, Urllib3Transport
 
 __all__ = ["Cluster", "Resource"]
 
@@ -63,7 +63,6 @@ _TEMPORARY_CODES = frozenset({401, 408, 409, 429})
 # expected numeric, got string"). Nothing on the server is down: the object is bad.
 _BAD_OBJECT_500 = ("failed to create typed patch object", "failed to create typed live object")
 _USER_AGENT = "outpost"
-_RETRIES = urllib3.Retry(total=2, connect=2, read=0, status=0, redirect=0)
 
 
 @dataclass(frozen=True)
@@ -130,7 +129,7 @@ class Cluster:
     """A connection to one Kubernetes API server, with lazy discovery and normalised errors.
 
     Thread-safe: the manager sends the objects of one stage from a small pool
-    of threads over one urllib3 pool (sized by ``pool_size``).
+    of threads over one connection pool (sized by ``pool_size``).
 
     Build it with :meth:`from_kubeconfig` (the agent) or :meth:`from_api_client`
     (code that already holds a ``kubernetes.client.ApiClient``).
@@ -139,18 +138,16 @@ class Cluster:
     def __init__(
         self,
         server: str,
-        pool: urllib3.PoolManager,
+        transport: Transport,
         auth: Callable[[], Mapping[str, str]],
         *,
         timeout_seconds: float = 30.0,
         connect_timeout_seconds: float = 5.0,
-        on_close: Callable[[], None] | None = None,
     ) -> None:
         self._host = server.rstrip("/")
-        self._pool = pool
+        self._transport = transport
         self._auth = auth
         self._timeout = (connect_timeout_seconds, timeout_seconds)
-        self._on_close = on_close
         self._lock = threading.Lock()
         # "group/version" -> kind -> Resource
         self._served: dict[str, dict[str, Resource]] = {}
@@ -172,32 +169,29 @@ class Cluster:
         without importing ``kubernetes``; a kubeconfig with an ``exec`` plugin,
         an ``auth-provider`` or a proxy goes through the ``kubernetes`` loader.
         Connection errors surface on the first request, as ClusterUnavailable.
-        urllib3 retries a refused or reset connection twice, at once; anything
-        longer is the next tick's business.
+        Connecting is tried three times, at once (`transport.CONNECT_ATTEMPTS`);
+        anything longer is the next tick's business.
         """
         endpoint = kubeconfig.read(path, context=context)
         if endpoint is None:
             return cls._via_library(
                 path, context, timeout_seconds, connect_timeout_seconds, pool_size
             )
-        options: dict[str, Any] = {}
-        if endpoint.tls_server_name:
-            options["server_hostname"] = endpoint.tls_server_name
-        if endpoint.insecure:
-            options.update(cert_reqs="CERT_NONE", assert_hostname=False)
-        pool = urllib3.PoolManager(
-            maxsize=pool_size,
-            retries=_RETRIES,
-            ssl_context=endpoint.ssl_context() if endpoint.server.startswith("https") else None,
-            **options,
-        )
+        try:
+            pool = Pool(
+                endpoint.server,
+                context=endpoint.ssl_context() if endpoint.server.startswith("https") else None,
+                server_name=endpoint.tls_server_name,
+                maxsize=pool_size,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"{endpoint.source}: cannot use this server: {exc}") from exc
         return cls(
             endpoint.server,
             pool,
             endpoint.auth_headers,
             timeout_seconds=timeout_seconds,
             connect_timeout_seconds=connect_timeout_seconds,
-            on_close=pool.clear,
         )
 
     @classmethod
@@ -211,6 +205,7 @@ class Cluster:
     ) -> Cluster:
         import kubernetes.client
         import kubernetes.config
+        import urllib3
         from kubernetes.config.config_exception import ConfigException
 
         configuration = kubernetes.client.Configuration()
@@ -224,7 +219,7 @@ class Cluster:
         except (ConfigException, OSError, ValueError, TypeError, KeyError) as exc:
             raise ConfigError(f"{os.fspath(path)}: cannot use this kubeconfig: {exc}") from exc
         configuration.connection_pool_maxsize = pool_size
-        configuration.retries = _RETRIES
+        configuration.retries = urllib3.Retry(total=2, connect=2, read=0, status=0, redirect=0)
         return cls.from_api_client(
             kubernetes.client.ApiClient(configuration),
             timeout_seconds=timeout_seconds,
@@ -258,11 +253,10 @@ class Cluster:
 
         return cls(
             api_client.configuration.host,
-            api_client.rest_client.pool_manager,
+            Urllib3Transport(api_client.rest_client.pool_manager, on_close=api_client.close),
             auth,
             timeout_seconds=timeout_seconds,
             connect_timeout_seconds=connect_timeout_seconds,
-            on_close=api_client.close,
         )
 
     @property
@@ -270,8 +264,7 @@ class Cluster:
         return self._host
 
     def close(self) -> None:
-        if self._on_close is not None:
-            self._on_close()
+        self._transport.close()
 
     def __enter__(self) -> Cluster:
         return self
@@ -281,18 +274,15 @@ class Cluster:
 
     # -- transport ---------------------------------------------------------
 
-    def _answer(self, response: Any, what: str) -> bytes:
+    def _answer(self, response: Answer, what: str) -> bytes:
         """The whole body of ``response``, its connection given back; a connection that
         breaks meanwhile is ClusterUnavailable naming ``what``."""
         try:
-            raw: bytes = response.read()
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            return response.read()
+        except OSError as exc:
             raise ClusterUnavailable(
                 f"{what}: the connection to {self._host} broke while reading the answer: {exc}"
             ) from exc
-        finally:
-            response.release_conn()
-        return raw
 
     def _send(
         self,
@@ -305,7 +295,7 @@ class Cluster:
         content_type: str | None = None,
         accept: str = "application/json",
         timeout: tuple[float, float] | None = None,
-    ) -> urllib3.BaseHTTPResponse:
+    ) -> Answer:
         """One HTTP request: the response with its body unread, or ClusterUnavailable."""
         url = self._host + path + (f"?{urlencode(query)}" if query else "")
         headers: dict[str, str] = {"Accept": accept, "User-Agent": _USER_AGENT}
@@ -314,15 +304,10 @@ class Cluster:
         headers.update(self._auth())
         connect, read = timeout or self._timeout
         try:
-            return self._pool.request(
-                method,
-                url,
-                body=body,
-                headers=headers,
-                timeout=urllib3.Timeout(connect=connect, read=read),
-                preload_content=False,
+            return self._transport.request(
+                method, url, body=body, headers=headers, timeout=(connect, read)
             )
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+        except OSError as exc:
             reason = getattr(exc, "reason", None) or exc
             raise ClusterUnavailable(
                 f"{what}: the Kubernetes API server at {self._host} did not answer: {reason}"
@@ -631,12 +616,12 @@ class Cluster:
                     )
                 if kind in ("ADDED", "MODIFIED") and isinstance(value, dict) and condition(value):
                     return value
-        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:
             raise ClusterUnavailable(
                 f"watch {obj}: the watch on {self._host} broke: {exc}"
             ) from exc
         finally:
-            response.release_conn()
+            response.release()
         return None
 
     def version(self) -> dict[str, Any]:
@@ -645,10 +630,10 @@ class Cluster:
         return payload or {}
 
 
-def _events(raw: urllib3.BaseHTTPResponse) -> Iterator[dict[str, Any]]:
+def _events(raw: Answer) -> Iterator[dict[str, Any]]:
     """Decode a watch stream: one JSON object per line."""
     pending = b""
-    for chunk in raw.stream(65536, decode_content=True):
+    for chunk in raw.stream(65536):
         pending += chunk
         while b"\n" in pending:
             line, pending = pending.split(b"\n", 1)

@@ -1,0 +1,223 @@
+"""The API server connection pool (``apply.transport``) against real local HTTP(S) servers:
+keep-alive reuse, a connection the server closed, an answer not read to its end, TLS with
+the kubeconfig's server name, a watch stream, a server that is not there."""
+
+from __future__ import annotations
+
+import datetime
+import select
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from reconciler.core.errors import ClusterUnavailable
+from reconciler.node.apply.cluster import Cluster
+from reconciler.node.apply.transport import Pool, TransportError
+
+TIMEOUT = (5.0, 5.0)
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.connections = 0
+        self.paths: list[str] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive
+    server: Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.connections += 1
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.server.paths.append(self.path)
+        if self.path.startswith("/watch"):
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for line in (b'{"type": "ADDED"}\n', b'{"type": "MODIFIED"}\n'):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        body = b"x" * (200_000 if self.path == "/big" else 2)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        if self.path == "/last":
+            self.send_header("Connection", "close")
+        if self.path in ("/last", "/drop"):  # /drop closes without saying so
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    running = Server()
+    thread = threading.Thread(target=running.serve_forever, daemon=True)
+    thread.start()
+    yield running
+    running.shutdown()
+    running.server_close()
+
+
+def test_connections_are_kept_alive_and_reused(server: Server) -> None:
+    pool = Pool(server.url, context=None)
+    for path in ("/a", "/b?x=1", "/c"):
+        answer = pool.request("GET", server.url + path, body=None, headers={}, timeout=TIMEOUT)
+        assert (answer.status, answer.read()) == (200, b"xx")
+    assert server.paths == ["/a", "/b?x=1", "/c"]
+    assert server.connections == 1
+    pool.close()
+
+
+def test_a_connection_the_server_closed_is_not_written_to(server: Server) -> None:
+    pool = Pool(server.url, context=None)
+    answer = pool.request("GET", server.url + "/drop", body=None, headers={}, timeout=TIMEOUT)
+    assert answer.read() == b"xx"
+    [idle] = pool._idle  # the answer did not say it closes: kept
+    assert idle.sock is not None
+    assert select.select([idle.sock], [], [], 5)[0]  # the server's close has arrived
+    answer = pool.request("GET", server.url + "/b", body=None, headers={}, timeout=TIMEOUT)
+    assert answer.read() == b"xx"
+    assert server.connections == 2
+    pool.close()
+
+
+def test_an_answer_not_read_to_its_end_closes_its_connection(server: Server) -> None:
+    pool = Pool(server.url, context=None)
+    answer = pool.request("GET", server.url + "/big", body=None, headers={}, timeout=TIMEOUT)
+    assert len(next(answer.stream(1024))) <= 1024
+    answer.release()
+    assert pool._idle == []
+    assert pool.request("GET", server.url + "/a", body=None, headers={}, timeout=TIMEOUT).read()
+    assert server.connections == 2
+
+
+def test_a_connection_the_server_says_it_closes_is_not_kept(server: Server) -> None:
+    pool = Pool(server.url, context=None)
+    assert pool.request("GET", server.url + "/last", body=None, headers={}, timeout=TIMEOUT).read()
+    assert pool._idle == []
+
+
+def test_a_watch_streams_its_lines(server: Server) -> None:
+    pool = Pool(server.url, context=None)
+    answer = pool.request("GET", server.url + "/watch", body=None, headers={}, timeout=TIMEOUT)
+    assert b"".join(answer.stream(65536)).splitlines() == [
+        b'{"type": "ADDED"}',
+        b'{"type": "MODIFIED"}',
+    ]
+    answer.release()
+    assert len(pool._idle) == 1  # read to its end: reusable
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def test_a_server_that_is_not_there_is_tried_three_times_then_named() -> None:
+    url = f"http://127.0.0.1:{closed_port()}"
+    with pytest.raises(TransportError, match=r"cannot connect to 127\.0\.0\.1:\d+ \(3 attempts\)"):
+        Pool(url, context=None).request("GET", url + "/", body=None, headers={}, timeout=TIMEOUT)
+    cluster = Cluster(url, Pool(url, context=None), dict, timeout_seconds=2)
+    with pytest.raises(ClusterUnavailable, match="did not answer: cannot connect"):
+        cluster.version()
+
+
+def test_a_silent_server_times_out() -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        pool = Pool(url, context=None)
+        with pytest.raises(TransportError, match="timed out"):
+            pool.request("GET", url + "/", body=None, headers={}, timeout=(1.0, 0.3))
+
+
+def tls_files(folder: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for ``name`` (a DNS name only) and its key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "server.crt", folder / "server.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+def test_tls_checks_the_kubeconfigs_server_name(server: Server, tmp_path: Path) -> None:
+    cert_file, key_file = tls_files(tmp_path, "api.store.internal")
+    serving = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    serving.load_cert_chain(cert_file, key_file)
+    server.socket = serving.wrap_socket(server.socket, server_side=True)
+    url = server.url.replace("http:", "https:")
+    trusting = ssl.create_default_context(cafile=str(cert_file))
+    named = Pool(url, context=trusting, server_name="api.store.internal")
+    answer = named.request("GET", url + "/a", body=None, headers={}, timeout=TIMEOUT)
+    assert answer.read() == b"xx"
+    # Connected by address, the certificate does not name 127.0.0.1: refused, not retried.
+    with pytest.raises(TransportError, match=r"TLS verification of 127\.0\.0\.1:\d+ failed"):
+        Pool(url, context=trusting).request(
+            "GET", url + "/a", body=None, headers={}, timeout=TIMEOUT
+        )
+
+
+def test_the_agents_connection_does_not_import_urllib3(server: Server) -> None:
+    """urllib3 is for the kubernetes library's fallback and the report sender only."""
+    code = (
+        "import sys\n"
+        "from reconciler.node.apply.cluster import Cluster\n"
+        "from reconciler.node.apply.transport import Pool\n"
+        f"url = {server.url!r}\n"
+        "answer = Pool(url, context=None).request("
+        "'GET', url + '/a', body=None, headers={}, timeout=(5, 5))\n"
+        "assert answer.read() == b'xx'\n"
+        "print('urllib3' in sys.modules, 'http.client' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.split() == ["False", "True"]
