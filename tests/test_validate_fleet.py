@@ -132,6 +132,27 @@ def test_shards_merge_into_the_unsharded_run(
         assert (merged.returncode, merged.stdout) == (result.returncode, result.stdout)
 
 
+def test_forked_shards_merge_into_the_unsharded_run(
+    fleet: tuple[Path, list[fleetgen.Planted]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shard of a large fleet loads, renders and checks its sites in forked workers, as
+    a whole run does (here forced on the planted fleet): the same findings, merged."""
+    from reconciler.core import validate as core_validate
+
+    root, _ = fleet
+    today = datetime.now(UTC).date()
+    whole = validate_repository(root, today=today).findings
+    monkeypatch.setattr(_fork, "workers_for", lambda items, minimum: 2)
+    monkeypatch.setattr(core_validate, "PARALLEL_MIN_FILES", 0)
+    union = [
+        f
+        for index in (1, 2, 3)
+        for f in validate_repository(root, today=today, shard=Shard(index, 3)).findings
+    ]
+    assert merge_findings(union) == whole
+    assert {f.rule for f in whole} >= {"reference", "host-access", "kubernetes", "render"}
+
+
 def test_shards_of_a_sites_folder_with_a_file_and_a_link_merge_into_the_unsharded_run(
     tmp_path: Path,
 ) -> None:

@@ -350,6 +350,7 @@ class WorkdirTree:
         self.root = root.resolve()
         self._listed: dict[str, list[str]] = {}
         self._links: dict[str, list[str]] = {}
+        self._every_link: set[str] = set()  # of all the listings: `links` is asked often
         self._children: dict[str, tuple[list[str], list[str]]] = {}
         self.unreadable: dict[str, str] = {}
         if not self.root.is_dir():
@@ -364,7 +365,11 @@ class WorkdirTree:
 
     @property
     def links(self) -> list[str]:
-        return sorted({link for links in self._links.values() for link in links})
+        return sorted(self._every_link)
+
+    def _keep_links(self, prefix: str, links: list[str]) -> None:
+        self._links[prefix] = links
+        self._every_link.update(links)
 
     def _walk(self, prefix: str) -> list[str]:
         """Regular files at or below ``prefix``; only that subtree is walked."""
@@ -376,7 +381,7 @@ class WorkdirTree:
         start = self.root / prefix if prefix else self.root
         if prefix and self._ignored_on_the_way(prefix):
             self._listed[prefix] = []
-            self._links[prefix] = []
+            self._keep_links(prefix, [])
             return []
         linked = start.is_symlink()
         if linked:
@@ -428,7 +433,7 @@ class WorkdirTree:
                     found.append(rel)
         result = sorted(found)
         self._listed[prefix] = result
-        self._links[prefix] = sorted(links)
+        self._keep_links(prefix, sorted(links))
         return result
 
     def entries(self, prefix: str = "") -> list[str]:

@@ -272,11 +272,10 @@ def _files_and_schemas(
     first, so each worker has them. A commit's tree stays in this process (its git
     objects are not for sharing).
 
-    ``site_checks`` (given only when every site is read) run in the worker that loaded
-    a run, over that run's sites: rendering and checking a site needs only its own
-    folder and the shared documents, so no second round of workers has to be started
-    over the whole repository. Their findings are in ``site_findings``
-    (``site_checked`` True); in one process they are left to the caller.
+    ``site_checks`` run in the worker that loaded a run, over that run's sites: rendering
+    and checking a site needs only its own folder and the shared documents, so no second
+    round of workers has to be started over the whole repository. Their findings are in
+    ``site_findings`` (``site_checked`` True); in one process they are left to the caller.
     """
     from reconciler.core._fork import fork_map, tapering, workers_for
 
@@ -955,8 +954,8 @@ def validate_tree(
     ``file_checks`` run on each file layer 1 reads, as it reads it; the paths they saw are
     left on the tree the extra checks get (``tree.file_checked``), so a check that scans
     files (the secrets scan) reads only the others. ``site_checks`` run after ``extra``
-    (see `SiteCheck`): when every site is read by forked workers, each worker runs them
-    over the sites it loaded, and their parts are merged here.
+    (see `SiteCheck`) over the sites read: when they are read by forked workers, each
+    worker runs them over the sites it loaded, and their parts are merged here.
     """
     include = None
     if sites is not None:
@@ -966,9 +965,7 @@ def validate_tree(
             return not path.startswith("sites/") or path.split("/", 2)[1] in wanted
 
     tree = _ListedTree(tree)
-    checked = _files_and_schemas(
-        tree, include, sites, file_checks, site_checks if sites is None else ()
-    )
+    checked = _files_and_schemas(tree, include, sites, file_checks, site_checks)
     tree.file_checked = frozenset(checked.file_checked)
     # After a forked run this process holds every document of the fleet in the oldest
     # generation, and what is left only reads them: the first full collection would walk
@@ -1022,9 +1019,20 @@ def _references_and_extra(
         for check in extra:
             findings += check(repo, selected)
         if not checked.site_checked:
+            # As `Repository.site_ids` counts them: a folder with files (not a link, not a
+            # file of sites/ itself, which the file layer reports).
+            rendered = selected if sites is None else [s for s in selected if _holds(tree, s)]
             for site_check in site_checks:
-                findings += site_check(collapse)(repo, selected)
+                findings += site_check(collapse)(repo, rendered)
     return findings
+
+
+def _holds(tree: Tree, site: str) -> bool:
+    """Whether ``sites/<site>`` is a folder with a file below it."""
+    try:
+        return any(p.count("/") >= 2 for p in tree.files(f"sites/{site}", lenient=True))
+    except OutpostError:
+        return False
 
 
 def _merge_site_findings(found: Sequence[Finding]) -> list[Finding]:
