@@ -7,7 +7,7 @@ exemption are findings at their file:line; no Policy documents at all is a Polic
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -176,18 +176,30 @@ def _site_status_only(sources: Sequence[str]) -> bool:
     field name, ``site`` alone or as a comprehension's variable) says no.
     """
     for source in sources:
-        if _UNREADABLE.search(source):
+        code = _code(source)
+        if code is None:
             return False
-        code = _STRING_LITERAL.sub(" 0 ", source)
-        if "'" in code or '"' in code:
-            return False
-        for match in _SITE_WORD.finditer(code):
-            before = code[: match.start()].rstrip()
-            if before.endswith("."):
-                continue  # a field named site (object.site), not the variable
+        for match in _variable(_SITE_WORD, code):
             if _STATUS_AFTER.match(code, match.end()) is None:
                 return False
     return True
+
+
+def _code(source: str) -> str | None:
+    """``source`` with its string literals blanked out, or None where a reading of it for
+    variables would not be sure (a raw string, a comment, a quoted field name)."""
+    if _UNREADABLE.search(source):
+        return None
+    code = _STRING_LITERAL.sub(" 0 ", source)
+    return None if "'" in code or '"' in code else code
+
+
+def _variable(word: re.Pattern[str], code: str) -> Iterator[re.Match[str]]:
+    """Each use of the variable ``word`` matches in ``code``: not a field of that name
+    (``object.site``, ``x.object``)."""
+    for match in word.finditer(code):
+        if not code[: match.start()].rstrip().endswith("."):
+            yield match
 
 
 _OBJECT_WORD = re.compile(r"\bobject\b")
@@ -208,15 +220,11 @@ def _object_paths(sources: Sequence[str]) -> tuple[tuple[str, ...], ...] | None:
     """
     paths: set[tuple[str, ...]] = set()
     for source in sources:
-        if _UNREADABLE.search(source):
+        code = _code(source)
+        if code is None:
             return None
-        code = _STRING_LITERAL.sub(" 0 ", source)
-        if "'" in code or '"' in code:
-            return None
-        for match in _OBJECT_WORD.finditer(code):
+        for match in _variable(_OBJECT_WORD, code):
             before = code[: match.start()].rstrip()
-            if before.endswith("."):
-                continue  # a field named object (x.object), not the variable
             if before.endswith("(") and re.match(r"\s*,", code[match.end() :]):
                 return None  # bound by a macro: list.all(object, ...) shadows the variable
             path: list[str] = []
