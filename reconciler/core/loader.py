@@ -248,6 +248,21 @@ def expect(doc: Document, kind: str, name: str | None = None) -> Document:
     return doc
 
 
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def yaml_path(tree: Any, base: str) -> str | None:
+    """``base`` with the first YAML suffix under which ``tree`` (a ``source.Tree``) holds a
+    file (``fleets/retail-eu`` → ``fleets/retail-eu.yaml``), or None."""
+    return next((base + s for s in YAML_SUFFIXES if tree.exists(base + s)), None)
+
+
+def read_document(tree: Any, path: str, kind: str, name: str | None = None) -> Document:
+    """The ``kind`` document at ``path`` of ``tree``, read within ``MAX_FILE_BYTES`` and
+    checked by `expect`."""
+    return expect(load_document(tree.read(path, MAX_FILE_BYTES), path), kind, name)
+
+
 def parse_yaml(
     data: bytes, path: str, *, multi: bool = False, limit: int = MAX_FILE_BYTES
 ) -> list[YamlDocument]:

@@ -23,10 +23,14 @@ from reconciler.core.loader import (
     MAX_FILE_BYTES,
     Document,
     YamlDocument,
-    load_document,
     parse_yaml,
+    read_document,
+    yaml_path,
 )
-from reconciler.core.loader import expect as expect  # where it always was, for its callers
+
+# Where they always were, for their callers.
+from reconciler.core.loader import YAML_SUFFIXES as YAML_SUFFIXES
+from reconciler.core.loader import expect as expect
 from reconciler.core.source import Tree
 
 SiteId = NewType("SiteId", str)
@@ -41,7 +45,6 @@ AppName = NewType("AppName", str)
 SiteHolders = Callable[[str, Collection[bytes]], Collection[str] | None]
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-YAML_SUFFIXES = (".yaml", ".yml")
 SECRET_SUFFIXES = (".sops.yaml", ".sops.yml")
 
 
@@ -318,7 +321,7 @@ class Repository:
         parsed = self._parsed.get(path)
         if parsed is not None and len(parsed) == 1 and isinstance(parsed[0], Document):
             return expect(parsed[0], kind, name)
-        return expect(load_document(self.tree.read(path, MAX_FILE_BYTES), path), kind, name)
+        return read_document(self.tree, path, kind, name)
 
     def _yaml(self, path: str) -> Sequence[YamlDocument]:
         parsed = self._parsed.get(path)
@@ -393,8 +396,7 @@ class Repository:
     def fleet(self, name: str) -> Fleet | None:
         """A fleet by name, or None if no ``fleets/<name>.yaml`` exists."""
         if name not in self._fleets:
-            candidates = (f"fleets/{name}{suffix}" for suffix in YAML_SUFFIXES)
-            path = next((p for p in candidates if self.tree.exists(p)), None)
+            path = yaml_path(self.tree, f"fleets/{name}")
             self._fleets[name] = (
                 Fleet(self.document(path, "Fleet", name)) if path is not None else None
             )

@@ -282,7 +282,7 @@ class NodePipeline:
         fleets' ``heartbeat`` limits of the revision this site runs; None before it runs one.
         The keys (``policies/signers.yaml``) are read only when there is a tag to verify;
         of the site's folder only ``site.yaml`` is read (its fleets), then those fleets."""
-        from reconciler.core.loader import MAX_FILE_BYTES, Document, expect, load_document
+        from reconciler.core.loader import read_document, yaml_path
         from reconciler.core.source import CommitTree
         from reconciler.node.fetch import HEARTBEAT_REF
         from reconciler.node.heartbeat import check_heartbeat
@@ -301,19 +301,14 @@ class NodePipeline:
             except DocumentError:
                 return EMPTY_RULES
 
-        def document(path: str, kind: str, name: str) -> Document:
-            return expect(load_document(tree.read(path, MAX_FILE_BYTES), path), kind, name)
-
-        site = document(f"sites/{self.site}/site.yaml", "Site", self.site)
+        site = read_document(tree, f"sites/{self.site}/site.yaml", "Site", self.site)
         fleets = site.spec.get("fleets")
         air_gapped = self.config.source.url is None and self.config.feed is None
         key = "maxSilenceAirGapped" if air_gapped else "maxSilence"
         limits = []
         for name in fleets if isinstance(fleets, list) else ():
-            path = next(
-                (p for p in (f"fleets/{name}.yaml", f"fleets/{name}.yml") if tree.exists(p)), None
-            )
-            fleet = document(path, "Fleet", name) if path is not None else None
+            path = yaml_path(tree, f"fleets/{name}")
+            fleet = read_document(tree, path, "Fleet", name) if path is not None else None
             settings = fleet.spec.get("heartbeat") if fleet is not None else None
             text = settings.get(key) if isinstance(settings, dict) else None
             if not isinstance(text, str):
