@@ -248,12 +248,10 @@ class _Checked:
     schema_findings: list[Finding] = field(default_factory=list)
     valid: list[Document] = field(default_factory=list)
     file_checked: set[str] = field(default_factory=set)
-    site_findings: list[Finding] = field(default_factory=list)  # of ``site_checks``
+    # Of ``site_checks`` and of the references that concern each site on its own
+    # (`_RefChecker.run_sites`), when the worker that loaded the sites ran them.
+    site_findings: list[Finding] = field(default_factory=list)
     site_checked: bool = False
-    # References that concern each site on its own (`_RefChecker.run_sites`), when the
-    # worker that loaded the sites checked them.
-    site_references: list[Finding] = field(default_factory=list)
-    references_checked: bool = False
 
 
 def _files_and_schemas(
@@ -274,8 +272,9 @@ def _files_and_schemas(
 
     ``site_checks`` run in the worker that loaded a run, over that run's sites: rendering
     and checking a site needs only its own folder and the shared documents, so no second
-    round of workers has to be started over the whole repository. Their findings are in
-    ``site_findings`` (``site_checked`` True); in one process they are left to the caller.
+    round of workers has to be started over the whole repository. Their findings, with
+    those of the references that concern each site on its own, are in ``site_findings``
+    (``site_checked`` True); in one process they are left to the caller.
     """
     from reconciler.core._fork import fork_map, tapering, workers_for
 
@@ -316,10 +315,9 @@ def _files_and_schemas(
             repo = Repository(tree, parsed={**shared.parsed, **parsed})
             for site_check in site_checks:
                 result.site_findings += site_check(False)(repo, names)
-            result.site_checked = True
             checker = _RefChecker([*shared.valid, *valid], frozenset(shared.tried | tried), False)
-            result.site_references = checker.run_sites()
-            result.references_checked = True
+            result.site_findings += checker.run_sites()
+            result.site_checked = True
         return _pack(result)
 
     result = _Checked(findings)
@@ -344,9 +342,7 @@ def _files_and_schemas(
         result.valid += part.valid
         result.file_checked |= part.file_checked
         result.site_findings += part.site_findings
-        result.site_references += part.site_references
     result.site_checked = bool(site_checks) and all(part.site_checked for part in unpacked)
-    result.references_checked = bool(unpacked) and all(p.references_checked for p in unpacked)
     return result
 
 
@@ -429,8 +425,6 @@ def _pack(checked: _Checked) -> _Checked | _Packed:
         file_checked=checked.file_checked,
         site_findings=checked.site_findings,
         site_checked=checked.site_checked,
-        site_references=checked.site_references,
-        references_checked=checked.references_checked,
     )
     return _Packed(
         data,
@@ -1007,9 +1001,8 @@ def _references_and_extra(
         frozenset(checked.tried),
         partial=sites is not None if partial is None else partial,
         manifest_apps=manifest_apps,
-        sites=not checked.references_checked,
+        sites=not checked.site_checked,
     )
-    findings += checked.site_references
     if checked.site_checked:
         findings += _merge_site_findings(checked.site_findings)
     if extra or (site_checks and not checked.site_checked):
