@@ -16,7 +16,7 @@ side apply removes a label its field manager no longer sends).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 __all__ = [
@@ -59,6 +59,17 @@ LABELLED_PATHS = (
 )
 
 
+def labels_along(body: dict[str, Any]) -> Iterator[tuple[tuple[str, ...], dict[str, Any]]]:
+    """(path, labels) for each of ``LABELLED_PATHS`` whose metadata holds a labels map."""
+    for path in LABELLED_PATHS:
+        node: Any = body
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        labels = node.get("labels") if isinstance(node, dict) else None
+        if isinstance(labels, dict):
+            yield path, labels
+
+
 def without_site_label(body: dict[str, Any], site_id: str) -> dict[str, Any]:
     """The object as policies see it: without the ``outpost/site: <site id>`` label render stamps.
 
@@ -69,12 +80,8 @@ def without_site_label(body: dict[str, Any], site_id: str) -> dict[str, Any]:
     maps on the way to a label it removes; the rendered body is not changed.
     """
     result = body
-    for path in LABELLED_PATHS:
-        node: Any = result
-        for key in path:
-            node = node.get(key) if isinstance(node, dict) else None
-        labels = node.get("labels") if isinstance(node, dict) else None
-        if not isinstance(labels, dict) or labels.get(SITE_LABEL) != site_id:
+    for path, labels in labels_along(body):
+        if labels.get(SITE_LABEL) != site_id:
             continue
         if result is body:
             result = dict(body)

@@ -15,6 +15,7 @@ from reconciler.core.errors import Mark
 from reconciler.core.findings import Finding
 from reconciler.core.labels import without_site_label
 from reconciler.core.loader import Document
+from reconciler.core.memo import ByIdentity
 from reconciler.core.policy._evaluate import (
     _FAILURE,
     PolicyCache,
@@ -149,16 +150,14 @@ _VIEWS: dict[Any, tuple[dict[str, Any], bytes]] = {}
 _VIEWS_MAX = 4096
 
 # ``_body_and_mark`` of each App: every site running an app passes the same App.
-_APPS: dict[int, tuple[Any, tuple[dict[str, Any], Mark]]] = {}
+_APPS = ByIdentity(256)
 
 
 def _app_body_and_mark(app: Any, name: str) -> tuple[dict[str, Any], Mark]:
-    found = _APPS.get(id(app))
-    if found is None or found[0] is not app:
-        if len(_APPS) >= 256:
-            _APPS.clear()
-        found = _APPS[id(app)] = (app, _body_and_mark(app, f"apps/{name}/app.yaml"))
-    return found[1]
+    found: tuple[dict[str, Any], Mark] | None = _APPS.get(app)
+    if found is None:
+        found = _APPS.put(app, _body_and_mark(app, f"apps/{name}/app.yaml"))
+    return found
 
 
 def _secret_stub(ref: SecretRefLike) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from typing import Any
 
 from reconciler.core.errors import Mark, RenderError
 from reconciler.core.loader import Document, YamlDocument
+from reconciler.core.memo import ByIdentity
 
 PLACEHOLDER = re.compile(r"\$\$\{|\$\{([^{}]*)\}|\$\{")
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
@@ -280,29 +281,6 @@ def _as_text(name: str, value: Any, mark: Mark) -> str:
     )
 
 
-class _ByIdentity:
-    """Data derived from an object, kept per object identity, at most ``size`` entries.
-
-    Each entry holds the object itself, so its id cannot be reused by another
-    object while the entry lives: a hit is always for the very same object. CI
-    renders the same app objects at thousands of sites; a node renders a handful.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.entries: dict[int, tuple[object, Any]] = {}
-
-    def get(self, obj: object) -> Any:
-        entry = self.entries.get(id(obj))
-        return entry[1] if entry is not None and entry[0] is obj else None
-
-    def put(self, obj: object, value: Any) -> Any:
-        if len(self.entries) >= self.size:
-            del self.entries[next(iter(self.entries))]
-        self.entries[id(obj)] = (obj, value)
-        return value
-
-
 @dataclass(frozen=True)
 class _Template:
     """Where a manifest's placeholders are: every string (key or value) holding ``${``.
@@ -333,8 +311,8 @@ def _find_slots(node: Any, at: Path_, slots: list[tuple[Path_, str, bool]]) -> b
     return keyed
 
 
-_TEMPLATES = _ByIdentity(512)
-_USED = _ByIdentity(128)
+_TEMPLATES = ByIdentity(512)
+_USED = ByIdentity(128)
 
 
 def _template(doc: YamlDocument) -> _Template:

@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.core.errors import Mark, RenderError
-from reconciler.core.labels import LABELLED_PATHS, MANAGED_BY, MANAGED_BY_LABEL, SITE_LABEL
+from reconciler.core.labels import MANAGED_BY, MANAGED_BY_LABEL, SITE_LABEL, labels_along
 from reconciler.core.loader import Document, YamlDocument, parse_yaml
+from reconciler.core.memo import ByIdentity
 from reconciler.core.model import (
     App,
     AppAssignment,
@@ -355,7 +356,7 @@ def _render_app(
             shape = None if _has_site_label(body) else next(_SHAPES)
             filled = _FILLED.put(doc, key, (body, ObjectKey.of(body), shape))
         body, object_key, number = filled
-        origin = _ORIGINS.get(doc, ()) or _ORIGINS.put(doc, (), doc.mark())
+        origin = _ORIGINS.get(doc) or _ORIGINS.put(doc, doc.mark())
         objects.append(
             RenderedObject(
                 object_key,
@@ -480,17 +481,10 @@ _SHAPES = itertools.count()  # a filled manifest's number: never reused (Rendere
 def _has_site_label(body: dict[str, Any]) -> bool:
     """Whether a manifest sets ``outpost/site`` itself where labels are stamped or hidden
     (``labels.without_site_label``'s paths)."""
-    for path in LABELLED_PATHS:
-        node: Any = body
-        for key in path:
-            node = node.get(key) if isinstance(node, dict) else None
-        labels = node.get("labels") if isinstance(node, dict) else None
-        if isinstance(labels, dict) and SITE_LABEL in labels:
-            return True
-    return False
+    return any(SITE_LABEL in labels for _, labels in labels_along(body))
 
 
-_ORIGINS = _PerObject(objects=512, per_object=1)  # each manifest's own line
+_ORIGINS = ByIdentity(512)  # each manifest's own line
 
 
 def _apply_patches(

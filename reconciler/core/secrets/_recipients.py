@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from reconciler.core.errors import Mark, OutpostError
 from reconciler.core.loader import Document
+from reconciler.core.memo import ByIdentity
 from reconciler.core.model import Repository
 from reconciler.core.secrets._age import is_recipient
 from reconciler.core.secrets._files import Problem
@@ -112,19 +113,16 @@ def site_keys(repo: Repository, site_id: str, site_doc: Document | None = None) 
     return SiteKeys(site_id, doc, recipient, tuple(break_glass), tuple(problems))
 
 
-# Each fleet's break-glass recipients, read once for all its sites: by the fleet
-# document's identity (the document is kept, so the identity is not reused meanwhile).
-_BREAK_GLASS: dict[
-    tuple[int, str], tuple[Document, tuple[BreakGlass, ...], tuple[Problem, ...]]
-] = {}
+# Each fleet's break-glass recipients, read once for all its sites, by its document.
+_BREAK_GLASS = ByIdentity(256)
 
 
 def _break_glass(
     doc: Document, fleet_name: str
 ) -> tuple[tuple[BreakGlass, ...], tuple[Problem, ...]]:
     """The fleet's valid break-glass recipients, and a problem for each invalid one."""
-    known = _BREAK_GLASS.get((id(doc), fleet_name))
-    if known is not None and known[0] is doc:
+    known = _BREAK_GLASS.get(doc)
+    if known is not None and known[0] == fleet_name:
         return known[1], known[2]
     found: list[BreakGlass] = []
     problems: list[Problem] = []
@@ -142,9 +140,7 @@ def _break_glass(
                     "valid checksum)",
                 )
             )
-    if len(_BREAK_GLASS) >= 256:
-        _BREAK_GLASS.clear()
-    _BREAK_GLASS[(id(doc), fleet_name)] = (doc, tuple(found), tuple(problems))
+    _BREAK_GLASS.put(doc, (fleet_name, tuple(found), tuple(problems)))
     return tuple(found), tuple(problems)
 
 
