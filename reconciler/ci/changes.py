@@ -42,7 +42,7 @@ import re
 import selectors
 import subprocess
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,12 +173,10 @@ class PendingChanges:
         self.asked = revision
         self._deadline = time.monotonic() + TIMEOUT_SECONDS
         self._changes: Changes | None = None
-        status = ["status", "--porcelain=v1", "-z", "--untracked-files=all"]
-        status += ["--ignored=matching", "--no-renames", "--", "."]
         # The status walks the whole tree: it starts first and runs while the revision
         # is looked up.
         try:
-            self._procs = {"status": _start(_command(root, *status))}
+            self._procs = {"status": _start(_command(root, *_STATUS))}
         except OSError as exc:
             raise _no_git(exc) from None
         try:
@@ -257,23 +255,15 @@ class PendingChanges:
         paths: set[str] = set()
         untracked: set[str] = set()
         ignored: set[str] = set()
-        fields = results["status"][1].split(b"\0")
-        index = 0
-        while index < len(fields):
-            entry = fields[index]
-            index += 1
-            if len(entry) < 4:
-                continue  # the empty field after the last NUL
-            state, path = entry[:2], _decode(entry[3:])
+        for state, path, origin in _status_entries(results["status"][1]):
             if state == b"!!":
                 ignored.add(path.rstrip("/"))
                 continue
             paths.add(path)
             if state == b"??":
                 untracked.add(path)
-            if state[:1] in b"RC" or state[1:] in b"RC":  # renames off; a config cannot add one
-                paths.add(_decode(fields[index]))
-                index += 1
+            if origin is not None:
+                paths.add(origin)
         paths.update(_decode(path) for path in results["diff"][1].split(b"\0") if path)
         return Changes(
             self.revision,
@@ -296,12 +286,10 @@ class PendingIgnored:
 
     def __init__(self, root: Path) -> None:
         self._deadline = time.monotonic() + TIMEOUT_SECONDS
-        status = ["status", "--porcelain=v1", "-z", "--untracked-files=all"]
-        status += ["--ignored=matching", "--no-renames", "--", "."]
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._answer: frozenset[str] | None = None
         try:
-            self._procs["status"] = _start(_command(root, *status))
+            self._procs["status"] = _start(_command(root, *_STATUS))
             self._procs["prefix"] = _start(_command(root, "rev-parse", "--show-prefix"))
         except OSError:
             self.close()
@@ -325,10 +313,11 @@ class PendingIgnored:
         if any(code != 0 for code, _, _ in results.values()):
             return None
         prefix = _decode(results["prefix"][1]).strip()
-        ignored: set[str] = set()
-        for entry in results["status"][1].split(b"\0"):
-            if entry[:3] == b"!! ":
-                ignored.add(_decode(entry[3:]).rstrip("/"))
+        ignored = {
+            path.rstrip("/")
+            for state, path, _ in _status_entries(results["status"][1])
+            if state == b"!!"
+        }
         if any(prefix.startswith(path + "/") for path in ignored):
             return None  # ``root`` lies in an ignored folder: libgit2 says what that means
         return frozenset(_below(prefix, ignored))
@@ -337,6 +326,31 @@ class PendingIgnored:
         """Stop git (if it still runs); `result` answers what it had, or None."""
         _stop(self._procs.values())
         self._procs = {}
+
+
+# What changed, what is untracked and what git ignores (an ignored folder as itself), every
+# untracked file listed, no rename detection; NUL-separated, paths from the work tree's top.
+_STATUS = (
+    *("status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored=matching"),
+    *("--no-renames", "--", "."),
+)
+
+
+def _status_entries(output: bytes) -> Iterator[tuple[bytes, str, str | None]]:
+    """(state, path, the path it was renamed or copied from or None) of each entry of
+    ``_STATUS``'s output (renames are off; a configuration cannot turn them on)."""
+    fields = output.split(b"\0")
+    index = 0
+    while index < len(fields):
+        entry = fields[index]
+        index += 1
+        if len(entry) < 4:
+            continue  # the empty field after the last NUL
+        state, origin = entry[:2], None
+        if state[:1] in b"RC" or state[1:] in b"RC":
+            origin = _decode(fields[index]) if index < len(fields) else None
+            index += 1
+        yield state, _decode(entry[3:]), origin
 
 
 def _decode(path: bytes) -> str:
