@@ -392,6 +392,8 @@ def load_policy(doc: Document, index: int, *, today: date) -> tuple[Policy | Non
     # A result cached without the object (or with the site's status only) is only right when
     # no cost bound looks at the sizes of the variables left out (nested comprehensions).
     nested = any(v.cost.nested or v.message_cost.nested for v in validations)
+    sources = [v.expression for v in validations if v.program is not None]
+    sources += [str(v.message_source) for v in validations if v.message_program is not None]
     policy = Policy(
         name=name,
         doc=doc,
@@ -404,18 +406,8 @@ def load_policy(doc: Document, index: int, *, today: date) -> tuple[Policy | Non
         exemptions=tuple(exemptions),
         uses=frozenset(uses) & frozenset(SITE_VARIABLES),
         reads_object="object" in uses or nested,
-        site_status_only=not nested
-        and "site" in uses
-        and _site_status_only(
-            [v.expression for v in validations if v.program is not None]
-            + [str(v.message_source) for v in validations if v.message_program is not None]
-        ),
-        object_paths=None
-        if nested or "object" not in uses
-        else _object_paths(
-            [v.expression for v in validations if v.program is not None]
-            + [str(v.message_source) for v in validations if v.message_program is not None]
-        ),
+        site_status_only=not nested and "site" in uses and _site_status_only(sources),
+        object_paths=None if nested or "object" not in uses else _object_paths(sources),
         enforce=str(enforce),
         admission=admission,
         not_exportable=not_exportable,
