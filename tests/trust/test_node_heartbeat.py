@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.ci.heartbeat import write_heartbeat
-from reconciler.core.errors import VerificationError
+from reconciler.core.errors import OutpostError, VerificationError
 from reconciler.core.trust.heartbeat import verify_heartbeat
 from reconciler.core.trust.rules import parse_signers
 from reconciler.fleet.bundle import create_bundle
@@ -271,3 +271,105 @@ def test_each_publish_of_the_feed_carries_the_newest_heartbeat(
     assert keep_heartbeat(mirror, second.heartbeat) is None
     fresh = pipeline.freshness(mirror, head, head, T0 + timedelta(hours=2))
     assert fresh.signed_at == (T0 + timedelta(hours=1)).timestamp()
+
+
+HOSTILE_FLEETS = {
+    # site.yaml's fleets: entries of the wrong type are no fleet
+    "wrong types": (
+        "sites/de-muc-0007/site.yaml",
+        lambda t: t.replace("fleets: [retail-eu]", "fleets: [{a: 1}, 7, [x], retail-eu]"),
+    ),
+    # the fleet's limits: out of range, the wrong type, a negative duration: no limit
+    "limits of no use": (
+        "fleets/retail-eu.yaml",
+        lambda t: t.replace(
+            "heartbeat: {maxSilence: 6h, maxSilenceAirGapped: 30d}",
+            "heartbeat: {maxSilence: 99999999999d, maxSilenceAirGapped: {x: 1}}",
+        ),
+    ),
+    "a negative duration": (
+        "fleets/retail-eu.yaml",
+        lambda t: t.replace("maxSilence: 6h,", 'maxSilence: "-6h",'),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_FLEETS))
+def test_a_site_or_fleet_with_hostile_heartbeat_settings_sets_no_limit(
+    tmp_path: Path, world: tuple[SignedFleet, Path, Path], case: str
+) -> None:
+    """The heartbeat reads only site.yaml's fleets and those fleets' limits: values of no
+    use are passed over (the schemas report them in CI), the signed tag is still read."""
+    fleet, ci_key, _ = world
+    path, change = HOSTILE_FLEETS[case]
+    fleet.edit(path, change)
+    fleet.commit(f"heartbeat: {case}", when=T0 - timedelta(hours=12))
+    pipeline, mirror = node(tmp_path / "node", fleet)
+    head = fleet.head()
+    write_heartbeat(fleet.path, ci_key, branch="main", now=T0)
+    mirror.fetch(fleet.url, "main")
+    fresh = pipeline.freshness(mirror, head, head, T0 + timedelta(days=400))
+    assert fresh.signed_at == T0.timestamp()
+    # retail-eu's 6h is gone in every case but the first: then it is still the limit
+    assert fresh.withheld is (case == "wrong types")
+
+
+@pytest.mark.parametrize(
+    ("what", "content"),
+    [
+        ("nested 600 levels", "apiVersion: outpost/v1\nkind: Fleet\nspec: " + "[" * 600),
+        ("not a Fleet", "apiVersion: outpost/v1\nkind: Site\nmetadata: {name: retail-eu}\n"),
+        ("not UTF-8", "apiVersion: outpost/v1\nkind: Fleet\nx: \udcff\n"),
+    ],
+)
+def test_a_fleet_file_that_does_not_load_is_an_error_naming_it(
+    tmp_path: Path, world: tuple[SignedFleet, Path, Path], what: str, content: str
+) -> None:
+    """What the agent turns into a tick warning ("the heartbeat could not be checked"):
+    an OutpostError naming the file, never another exception."""
+    fleet, ci_key, _ = world
+    (fleet.path / "fleets/retail-eu.yaml").write_bytes(content.encode(errors="surrogateescape"))
+    fleet.commit(f"retail-eu: {what}", when=T0 - timedelta(hours=12))
+    pipeline, mirror = node(tmp_path / "node", fleet)
+    head = fleet.head()
+    write_heartbeat(fleet.path, ci_key, branch="main", now=T0)
+    mirror.fetch(fleet.url, "main")
+    with pytest.raises(OutpostError) as caught:
+        pipeline.freshness(mirror, head, head, T0 + timedelta(hours=1))
+    assert caught.value.mark is not None and caught.value.mark.path == "fleets/retail-eu.yaml"
+
+
+def test_a_fleet_name_that_climbs_out_of_fleets_is_an_error_naming_it(
+    tmp_path: Path, world: tuple[SignedFleet, Path, Path]
+) -> None:
+    fleet, ci_key, _ = world
+    fleet.edit(
+        "sites/de-muc-0007/site.yaml",
+        lambda t: t.replace("fleets: [retail-eu]", 'fleets: ["../../policies/signers"]'),
+    )
+    fleet.commit("a climbing fleet name", when=T0 - timedelta(hours=12))
+    pipeline, mirror = node(tmp_path / "node", fleet)
+    head = fleet.head()
+    write_heartbeat(fleet.path, ci_key, branch="main", now=T0)
+    mirror.fetch(fleet.url, "main")
+    with pytest.raises(OutpostError, match="leaves the repository") as caught:
+        pipeline.freshness(mirror, head, head, T0 + timedelta(hours=1))
+    assert caught.value.mark is not None
+    assert caught.value.mark.path == "fleets/../../policies/signers.yaml"
+
+
+def test_a_fleet_file_that_is_a_link_is_an_error_naming_it(
+    tmp_path: Path, world: tuple[SignedFleet, Path, Path]
+) -> None:
+    fleet, ci_key, _ = world
+    target = fleet.path / "fleets/retail-eu.yaml"
+    target.rename(fleet.path / "elsewhere.yaml")
+    target.symlink_to("../elsewhere.yaml")
+    fleet.commit("retail-eu: a link", when=T0 - timedelta(hours=12))
+    pipeline, mirror = node(tmp_path / "node", fleet)
+    head = fleet.head()
+    write_heartbeat(fleet.path, ci_key, branch="main", now=T0)
+    mirror.fetch(fleet.url, "main")
+    with pytest.raises(OutpostError, match="symbolic link") as caught:
+        pipeline.freshness(mirror, head, head, T0 + timedelta(hours=1))
+    assert caught.value.mark is not None and caught.value.mark.path == "fleets/retail-eu.yaml"
