@@ -14,7 +14,7 @@ from policykit import Obj, Rendered, hardware, policies_from, site
 
 from reconciler.core.errors import Mark
 from reconciler.core.policy import PolicyCache, check_site
-from reconciler.core.policy._load import _object_paths
+from reconciler.core.policy._load import _object_paths, _site_status_only
 
 DEVICES = """\
 apiVersion: outpost/v1
@@ -136,3 +136,14 @@ def test_a_shared_cache_finds_what_a_fresh_one_finds(
             "spec": spec,
         }
         assert _findings(policies, body, shared) == _findings(policies, body, PolicyCache())
+
+
+def test_long_and_deep_expressions_are_read_in_one_pass() -> None:
+    """The readings look back from each use instead of slicing the text before it: 200,000
+    uses in 3 MB, or a use under 600 parentheses, are read as a short expression is."""
+    many = " && ".join(["object.kind == site.status.x"] * 200_000)
+    assert _object_paths([many]) == (("kind",),)
+    assert _site_status_only([many])
+    deep = "(" * 600 + "object.spec.x > 0" + ")" * 600
+    assert _object_paths([deep]) == (("spec", "x"),)
+    assert _object_paths(["(" * 600 + "object" + ")" * 600]) is None  # the whole object

@@ -198,8 +198,19 @@ def _variable(word: re.Pattern[str], code: str) -> Iterator[re.Match[str]]:
     """Each use of the variable ``word`` matches in ``code``: not a field of that name
     (``object.site``, ``x.object``)."""
     for match in word.finditer(code):
-        if not code[: match.start()].rstrip().endswith("."):
+        if _before(code, match.start()) != ".":
             yield match
+
+
+def _before(code: str, index: int) -> str:
+    """The last character before ``index`` that is not white space ("" at the start):
+    looked back to, not sliced, so an expression with many uses stays linear."""
+    while index > 0 and code[index - 1].isspace():
+        index -= 1
+    return code[index - 1] if index > 0 else ""
+
+
+_COMMA = re.compile(r"\s*,")
 
 
 _OBJECT_WORD = re.compile(r"\bobject\b")
@@ -224,8 +235,7 @@ def _object_paths(sources: Sequence[str]) -> tuple[tuple[str, ...], ...] | None:
         if code is None:
             return None
         for match in _variable(_OBJECT_WORD, code):
-            before = code[: match.start()].rstrip()
-            if before.endswith("(") and re.match(r"\s*,", code[match.end() :]):
+            if _before(code, match.start()) == "(" and _COMMA.match(code, match.end()):
                 return None  # bound by a macro: list.all(object, ...) shadows the variable
             path: list[str] = []
             at = match.end()
