@@ -257,3 +257,15 @@ def test_any_file_name_comes_back_as_written(
             continue  # a name this file system refuses
         expected.add(path)
     assert changes_since(root, "HEAD").paths == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"?? a", b"!! b/", b"R  c", b" M d", b"!!", b"", b"\xff\xfe e"])))
+def test_any_status_output_is_read_without_an_exception(fields: list[bytes]) -> None:
+    """git's own output, but read as any bytes: a rename cut short at the end, a field too
+    short to be an entry, bytes that are not UTF-8 (kept as the walk names them)."""
+    from reconciler.ci.changes import _status_entries
+
+    entries = list(_status_entries(b"\0".join(fields)))
+    assert all(len(state) == 2 and isinstance(path, str) for state, path, _ in entries)
+    assert len(entries) <= len(fields)
