@@ -273,6 +273,18 @@ def test_each_publish_of_the_feed_carries_the_newest_heartbeat(
     assert fresh.signed_at == (T0 + timedelta(hours=1)).timestamp()
 
 
+def served(
+    tmp_path: Path, fleet: SignedFleet, ci_key: Path, change: str
+) -> tuple[NodePipeline, Mirror, str]:
+    """``change`` committed, a heartbeat signed at T0, and a node that fetched both."""
+    fleet.commit(change, when=T0 - timedelta(hours=12))
+    pipeline, mirror = node(tmp_path / "node", fleet)
+    head = fleet.head()
+    write_heartbeat(fleet.path, ci_key, branch="main", now=T0)
+    mirror.fetch(fleet.url, "main")
+    return pipeline, mirror, head
+
+
 HOSTILE_FLEETS = {
     # site.yaml's fleets: entries of the wrong type are no fleet
     "wrong types": (
@@ -303,11 +315,7 @@ def test_a_site_or_fleet_with_hostile_heartbeat_settings_sets_no_limit(
     fleet, ci_key, _ = world
     path, change = HOSTILE_FLEETS[case]
     fleet.edit(path, change)
-    fleet.commit(f"heartbeat: {case}", when=T0 - timedelta(hours=12))
-    pipeline, mirror = node(tmp_path / "node", fleet)
-    head = fleet.head()
-    write_heartbeat(fleet.path, ci_key, branch="main", now=T0)
-    mirror.fetch(fleet.url, "main")
+    pipeline, mirror, head = served(tmp_path, fleet, ci_key, f"heartbeat: {case}")
     fresh = pipeline.freshness(mirror, head, head, T0 + timedelta(days=400))
     assert fresh.signed_at == T0.timestamp()
     # retail-eu's 6h is gone in every case but the first: then it is still the limit
@@ -329,11 +337,7 @@ def test_a_fleet_file_that_does_not_load_is_an_error_naming_it(
     an OutpostError naming the file, never another exception."""
     fleet, ci_key, _ = world
     (fleet.path / "fleets/retail-eu.yaml").write_bytes(content.encode(errors="surrogateescape"))
-    fleet.commit(f"retail-eu: {what}", when=T0 - timedelta(hours=12))
-    pipeline, mirror = node(tmp_path / "node", fleet)
-    head = fleet.head()
-    write_heartbeat(fleet.path, ci_key, branch="main", now=T0)
-    mirror.fetch(fleet.url, "main")
+    pipeline, mirror, head = served(tmp_path, fleet, ci_key, f"retail-eu: {what}")
     with pytest.raises(OutpostError) as caught:
         pipeline.freshness(mirror, head, head, T0 + timedelta(hours=1))
     assert caught.value.mark is not None and caught.value.mark.path == "fleets/retail-eu.yaml"
@@ -347,11 +351,7 @@ def test_a_fleet_name_that_climbs_out_of_fleets_is_an_error_naming_it(
         "sites/de-muc-0007/site.yaml",
         lambda t: t.replace("fleets: [retail-eu]", 'fleets: ["../../policies/signers"]'),
     )
-    fleet.commit("a climbing fleet name", when=T0 - timedelta(hours=12))
-    pipeline, mirror = node(tmp_path / "node", fleet)
-    head = fleet.head()
-    write_heartbeat(fleet.path, ci_key, branch="main", now=T0)
-    mirror.fetch(fleet.url, "main")
+    pipeline, mirror, head = served(tmp_path, fleet, ci_key, "a climbing fleet name")
     with pytest.raises(OutpostError, match="leaves the repository") as caught:
         pipeline.freshness(mirror, head, head, T0 + timedelta(hours=1))
     assert caught.value.mark is not None
@@ -365,11 +365,7 @@ def test_a_fleet_file_that_is_a_link_is_an_error_naming_it(
     target = fleet.path / "fleets/retail-eu.yaml"
     target.rename(fleet.path / "elsewhere.yaml")
     target.symlink_to("../elsewhere.yaml")
-    fleet.commit("retail-eu: a link", when=T0 - timedelta(hours=12))
-    pipeline, mirror = node(tmp_path / "node", fleet)
-    head = fleet.head()
-    write_heartbeat(fleet.path, ci_key, branch="main", now=T0)
-    mirror.fetch(fleet.url, "main")
+    pipeline, mirror, head = served(tmp_path, fleet, ci_key, "retail-eu: a link")
     with pytest.raises(OutpostError, match="symbolic link") as caught:
         pipeline.freshness(mirror, head, head, T0 + timedelta(hours=1))
     assert caught.value.mark is not None and caught.value.mark.path == "fleets/retail-eu.yaml"
