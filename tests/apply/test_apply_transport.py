@@ -4,7 +4,6 @@ the kubeconfig's server name, a watch stream, a server that is not there."""
 
 from __future__ import annotations
 
-import datetime
 import select
 import socket
 import ssl
@@ -17,13 +16,11 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from reconciler.core.errors import ClusterUnavailable
 from reconciler.node.apply.cluster import Cluster
 from reconciler.node.apply.transport import Pool, TransportError
+from tools.testcluster._pki import serving_pair
 
 TIMEOUT = (5.0, 5.0)
 
@@ -159,42 +156,14 @@ def test_a_silent_server_times_out() -> None:
             pool.request("GET", url + "/", body=None, headers={}, timeout=(1.0, 0.3))
 
 
-def tls_files(folder: Path, name: str) -> tuple[Path, Path]:
-    """A self-signed certificate for ``name`` (a DNS name only) and its key."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = folder / "server.crt", folder / "server.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
-
-
 def test_tls_checks_the_kubeconfigs_server_name(server: Server, tmp_path: Path) -> None:
-    cert_file, key_file = tls_files(tmp_path, "api.store.internal")
+    name = "api.store.internal"  # the certificate names only this, not the address
+    ca_file, cert_file, key_file = serving_pair(tmp_path, "api", name, [x509.DNSName(name)])
     serving = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     serving.load_cert_chain(cert_file, key_file)
     server.socket = serving.wrap_socket(server.socket, server_side=True)
     url = server.url.replace("http:", "https:")
-    trusting = ssl.create_default_context(cafile=str(cert_file))
+    trusting = ssl.create_default_context(cafile=str(ca_file))
     named = Pool(url, context=trusting, server_name="api.store.internal")
     answer = named.request("GET", url + "/a", body=None, headers={}, timeout=TIMEOUT)
     assert answer.read() == b"xx"

@@ -125,10 +125,18 @@ LOOPBACK = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("loc
 def loopback_server(directory: Path, name: str = "test") -> tuple[Path, Path, Path]:
     """A CA of its own and a serving certificate for 127.0.0.1 and localhost, for a test's
     HTTPS server: (``<name>-ca.pem``, ``<name>.pem``, ``<name>.key``)."""
+    return serving_pair(directory, name, "127.0.0.1", LOOPBACK)
+
+
+def serving_pair(
+    directory: Path, name: str, common_name: str, sans: list[x509.GeneralName]
+) -> tuple[Path, Path, Path]:
+    """A CA of its own and a serving certificate for ``sans`` (only those names), for a
+    test's HTTPS server: (``<name>-ca.pem``, ``<name>.pem``, ``<name>.key``)."""
     directory.mkdir(parents=True, exist_ok=True)
     ca = make_ca(f"{name} CA", dt.timedelta(days=1))
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    key, cert = issue(ca, subject, ExtendedKeyUsageOID.SERVER_AUTH, LOOPBACK, dt.timedelta(days=1))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    key, cert = issue(ca, subject, ExtendedKeyUsageOID.SERVER_AUTH, sans, dt.timedelta(days=1))
     return (
         _write(directory / f"{name}-ca.pem", _cert_pem(ca.cert)),
         _write(directory / f"{name}.pem", _cert_pem(cert)),
