@@ -1,6 +1,8 @@
 """The API server connection pool (``apply.transport``) against real local HTTP(S) servers:
 keep-alive reuse, a connection the server closed, an answer not read to its end, TLS with
-the kubeconfig's server name, a watch stream, a server that is not there."""
+the kubeconfig's server name, a watch stream, a server that is not there; and hostile
+servers: one that drips its answer inside each read timeout, answers over the size cap
+sent every way HTTP/1.1 allows, a watch line that never ends."""
 
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ import pytest
 from cryptography import x509
 
 from reconciler.core.errors import ClusterUnavailable
-from reconciler.node.apply.cluster import Cluster
-from reconciler.node.apply.transport import Pool, TransportError
+from reconciler.node.apply.cluster import Cluster, _events
+from reconciler.node.apply.transport import Pool, TransportError, Urllib3Transport
 from tools.testcluster._pki import serving_pair
 
 TIMEOUT = (5.0, 5.0)
@@ -190,3 +192,167 @@ def test_the_agents_connection_does_not_import_urllib3(server: Server) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.split() == ["False", "True"]
+
+
+class Dripping:
+    """A server that sends a whole, valid answer one piece at a time, each piece well
+    inside the read timeout: only a deadline on the whole answer stops it."""
+
+    def __init__(self, answer: bytes, *, piece: int, pause: float, first: int = 0) -> None:
+        self._answer, self._piece, self._pause, self._first = answer, piece, pause, first
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.finished = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        connection, _ = self._listener.accept()
+        with connection:
+            connection.recv(65536)  # the request
+            try:
+                connection.sendall(self._answer[: self._first])
+                for at in range(self._first, len(self._answer), self._piece):
+                    connection.sendall(self._answer[at : at + self._piece])
+                    self.finished.wait(self._pause)
+            except OSError:
+                return  # the client gave up
+            self.finished.set()
+
+    def close(self) -> None:
+        self.finished.set()
+        self._listener.close()
+
+
+BODY = b'{"kind": "Status"}'
+WHOLE = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_an_answer_dripped_inside_each_read_timeout_still_meets_its_deadline(where: str) -> None:
+    head = WHOLE.split(b"\r\n\r\n")[0]
+    # 0.1-0.2 s between pieces against a 1 s read timeout: each read is quick, the whole is not.
+    if where == "headers":
+        server = Dripping(WHOLE, piece=2, pause=0.1)  # ~3 s to send
+    else:  # the headers at once, then the body a byte at a time (~3.6 s)
+        server = Dripping(WHOLE, piece=1, pause=0.2, first=len(head) + 4)
+    try:
+        pool = Pool(server.url, context=None)
+        with pytest.raises(TransportError, match=r"timed out: no complete answer within 1 s"):
+            pool.request("GET", server.url + "/", body=None, headers={}, timeout=(1.0, 1.0)).read()
+        assert not server.finished.is_set()  # given up before the server was done
+    finally:
+        server.close()
+
+
+def test_a_dripped_answer_that_ends_in_time_is_read() -> None:
+    server = Dripping(WHOLE, piece=8, pause=0.01)
+    try:
+        pool = Pool(server.url, context=None)
+        answer = pool.request("GET", server.url + "/", body=None, headers={}, timeout=(5.0, 5.0))
+        assert answer.read() == BODY
+    finally:
+        server.close()
+
+
+class Sized(BaseHTTPRequestHandler):
+    """Answers ``/<how>/<n>`` with n bytes: with ``Content-Length``, chunked, or until it
+    closes the connection."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        how, size = self.path.strip("/").split("/")
+        body = b"y" * int(size)
+        self.send_response(200)
+        if how == "length":
+            self.send_header("Content-Length", str(len(body)))
+        elif how == "chunked":
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        try:
+            if how == "chunked":
+                for at in range(0, len(body), 300):
+                    piece = body[at : at + 300]
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                self.wfile.write(b"0\r\n\r\n")
+            else:
+                self.wfile.write(body)
+        except OSError:
+            pass  # the client stopped reading
+
+
+@pytest.fixture
+def sized() -> Iterator[str]:
+    running = ThreadingHTTPServer(("127.0.0.1", 0), Sized)
+    running.daemon_threads = True
+    threading.Thread(target=running.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{running.server_address[1]}"
+    running.shutdown()
+    running.server_close()
+
+
+@pytest.mark.parametrize("how", ["length", "chunked", "close"])
+def test_an_answer_over_the_cap_is_refused_and_one_at_the_cap_read(sized: str, how: str) -> None:
+    pool = Pool(sized, context=None, max_answer=1000)
+    assert pool.request("GET", f"{sized}/{how}/1000", body=None, headers={}, timeout=TIMEOUT).read()
+    with pytest.raises(TransportError, match=r"the answer is larger than 1,000 bytes"):
+        pool.request("GET", f"{sized}/{how}/1001", body=None, headers={}, timeout=TIMEOUT).read()
+    # The refused answer's connection is not reused half-read: the next request is whole.
+    answer = pool.request("GET", f"{sized}/{how}/10", body=None, headers={}, timeout=TIMEOUT)
+    assert answer.read() == b"y" * 10
+
+
+def test_the_cluster_names_what_it_was_reading_when_the_answer_is_too_large(sized: str) -> None:
+    cluster = Cluster(sized, Pool(sized, context=None, max_answer=1000), dict)
+    with pytest.raises(ClusterUnavailable, match=r"larger than 1,000 bytes") as raised:
+        cluster._answer(
+            cluster._send("GET", "/chunked/5000", what="list configmaps in shop"),
+            "list configmaps in shop",
+        )
+    assert str(raised.value).startswith("list configmaps in shop: reading the answer")
+
+
+def test_the_handed_over_urllib3_pool_keeps_the_same_cap(sized: str) -> None:
+    import urllib3
+
+    transport = Urllib3Transport(urllib3.PoolManager(), max_answer=1000)
+    url = f"{sized}/chunked/1000"
+    assert transport.request("GET", url, body=None, headers={}, timeout=TIMEOUT).read()
+    with pytest.raises(TransportError, match=r"larger than 1,000 bytes"):
+        transport.request(
+            "GET", f"{sized}/length/1001", body=None, headers={}, timeout=TIMEOUT
+        ).read()
+
+
+class Pieces:
+    """An answer that streams the given pieces (what a watch reads)."""
+
+    def __init__(self, *pieces: bytes) -> None:
+        self._pieces = pieces
+
+    def stream(self, amount: int) -> Iterator[bytes]:
+        yield from self._pieces
+
+
+def test_a_watch_event_longer_than_the_cap_ends_the_watch() -> None:
+    pieces = Pieces(b'{"type": "ADDED"}\n{"type": ', b"x" * 600)
+    events = _events(pieces, longest=500)  # type: ignore[arg-type]
+    assert next(events) == {"type": "ADDED"}
+    with pytest.raises(ValueError, match=r"longer than 500 bytes"):
+        next(events)
+
+
+def test_watch_events_split_anywhere_decode_the_same() -> None:
+    stream = b'{"type": "ADDED"}\n\n{"type": "MODIFIED", "n": 1}\n{"type": "DELETED"}'
+    whole = list(_events(Pieces(stream)))  # type: ignore[arg-type]
+    assert [event["type"] for event in whole] == ["ADDED", "MODIFIED", "DELETED"]
+    for cut in range(len(stream)):
+        for second in range(cut, len(stream)):
+            pieces = Pieces(stream[:cut], stream[cut:second], stream[second:])
+            assert list(_events(pieces)) == whole  # type: ignore[arg-type]

@@ -51,7 +51,13 @@ from urllib.parse import quote, urlencode
 
 from reconciler.core.errors import ApplyError, ClusterUnavailable, ConfigError
 from reconciler.node.apply import kubeconfig
-from reconciler.node.apply.transport import Answer, Pool, Transport, Urllib3Transport
+from reconciler.node.apply.transport import (
+    MAX_ANSWER_BYTES,
+    Answer,
+    Pool,
+    Transport,
+    Urllib3Transport,
+)
 
 __all__ = ["Cluster", "Resource"]
 
@@ -281,7 +287,7 @@ class Cluster:
             return response.read()
         except OSError as exc:
             raise ClusterUnavailable(
-                f"{what}: the connection to {self._host} broke while reading the answer: {exc}"
+                f"{what}: reading the answer of the API server at {self._host} failed: {exc}"
             ) from exc
 
     def _send(
@@ -630,14 +636,19 @@ class Cluster:
         return payload or {}
 
 
-def _events(raw: Answer) -> Iterator[dict[str, Any]]:
-    """Decode a watch stream: one JSON object per line."""
-    pending = b""
+def _events(raw: Answer, longest: int = MAX_ANSWER_BYTES) -> Iterator[dict[str, Any]]:
+    """Decode a watch stream: one JSON object per line, none longer than ``longest``."""
+    pending = bytearray()
     for chunk in raw.stream(65536):
+        start = len(pending)  # only the new bytes are searched for the end of a line
         pending += chunk
-        while b"\n" in pending:
-            line, pending = pending.split(b"\n", 1)
+        while (end := pending.find(b"\n", start)) >= 0:
+            line = bytes(pending[:end])
+            del pending[: end + 1]
+            start = 0
             if line.strip():
                 yield json.loads(line)
+        if len(pending) > longest:
+            raise ValueError(f"an event of the watch is longer than {longest:,} bytes")
     if pending.strip():
         yield json.loads(pending)

@@ -15,7 +15,12 @@ does use is kept here, the same way:
 - connecting (TCP and the TLS handshake) has its own timeout and is tried three times
   at once, as urllib3's ``Retry(connect=2)`` did; once a request is sent it is never sent
   again (a write the server may have done is not repeated);
-- every read has a timeout; a response not read to its end closes its connection;
+- every read has a timeout, and the whole answer a deadline: the read timeout counts
+  from the request, not from the last byte, so a server that sends one byte just inside
+  each timeout cannot keep a request going (the headers included);
+- an answer is read only up to ``max_answer`` bytes (`MAX_ANSWER_BYTES`: a LIST page of
+  500 large objects fits many times over); a larger one is an error, not a full memory;
+- a response not read to its end closes its connection;
 - at most ``maxsize`` idle connections are kept; threads each take their own.
 
 Every failure to connect, send or read is a `TransportError` (an ``OSError``) with the
@@ -24,18 +29,34 @@ reason; `Cluster` turns it into ``ClusterUnavailable``.
 
 from __future__ import annotations
 
+import functools
 import http.client
+import io
 import select
+import socket
 import ssl
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-__all__ = ["Answer", "Pool", "Transport", "TransportError", "Urllib3Transport"]
+__all__ = [
+    "MAX_ANSWER_BYTES",
+    "Answer",
+    "Pool",
+    "Transport",
+    "TransportError",
+    "Urllib3Transport",
+]
 
 CONNECT_ATTEMPTS = 3
 """Connecting is tried this often before a request gives up (urllib3's ``connect=2``)."""
+
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+"""The largest answer read, and the longest line of a watch: the agent's largest request
+is a LIST page of 500 objects (a Secret or ConfigMap is at most 1 MiB, most are a few
+KiB); a store's API server that answers more is broken, and the node is small."""
 
 
 class TransportError(OSError):
@@ -53,7 +74,8 @@ class Answer(Protocol):
     def status(self) -> int: ...
 
     def read(self) -> bytes:
-        """The whole body; the connection goes back to its pool."""
+        """The whole body (at most the transport's cap, else `TransportError`); the
+        connection goes back to its pool."""
         ...
 
     def stream(self, amount: int) -> Iterator[bytes]:
@@ -79,6 +101,61 @@ class Transport(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class _Deadline(io.RawIOBase):
+    """The socket's own reader, each read waiting at most until ``deadline``."""
+
+    def __init__(
+        self,
+        raw: io.RawIOBase,
+        sock: socket.socket,
+        deadline: float,
+        seconds: float,
+        clock: Callable[[], float],
+    ) -> None:
+        super().__init__()
+        self._raw = raw  # holds the socket open while the answer is read, as http.client's does
+        self._sock = sock
+        self._deadline = deadline
+        self._late = f"timed out: no complete answer within {seconds:g} s"
+        self._clock = clock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        left = self._deadline - self._clock()
+        if left <= 0:
+            raise TimeoutError(self._late)
+        self._sock.settimeout(left)
+        try:
+            return self._raw.readinto(buffer)
+        except TimeoutError as exc:
+            raise TimeoutError(self._late) from exc
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class _Response(http.client.HTTPResponse):
+    """A response read through `_Deadline` instead of the socket's own file."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        debuglevel: int = 0,
+        method: str | None = None,
+        url: str | None = None,
+        *,
+        deadline: float,
+        seconds: float,
+        clock: Callable[[], float],
+    ) -> None:
+        super().__init__(sock, debuglevel, method, url)
+        raw = self.fp.detach()  # nothing read yet: the buffer is empty
+        self.fp = io.BufferedReader(_Deadline(raw, sock, deadline, seconds, clock))
 
 
 class _TLSConnection(http.client.HTTPConnection):
@@ -112,19 +189,40 @@ def _dropped(connection: http.client.HTTPConnection) -> bool:
         return True
 
 
+def _too_large(cap: int) -> TransportError:
+    return TransportError(f"the answer is larger than {cap:,} bytes, the most this node reads")
+
+
 class _PoolAnswer:
     def __init__(
-        self, pool: Pool, connection: http.client.HTTPConnection, response: http.client.HTTPResponse
+        self,
+        pool: Pool,
+        connection: http.client.HTTPConnection,
+        response: http.client.HTTPResponse,
+        cap: int,
     ) -> None:
         self._pool = pool
         self._connection: http.client.HTTPConnection | None = connection
         self._response = response
+        self._cap = cap
         self.status = response.status
 
     def read(self) -> bytes:
         try:
-            return self._response.read()
+            if self._response.length is not None:  # said in advance: read whole or refused
+                if self._response.length > self._cap:
+                    raise _too_large(self._cap)
+                return self._response.read()
+            parts, size = [], 0
+            while chunk := self._response.read(65536):
+                size += len(chunk)
+                if size > self._cap:
+                    raise _too_large(self._cap)
+                parts.append(chunk)
+            return b"".join(parts)
         except (OSError, http.client.HTTPException) as exc:
+            if isinstance(exc, TransportError):
+                raise
             raise TransportError(_reason(exc)) from exc
         finally:
             self.release()
@@ -165,6 +263,8 @@ class Pool:
         context: ssl.SSLContext | None,
         server_name: str | None = None,
         maxsize: int = 8,
+        max_answer: int = MAX_ANSWER_BYTES,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         parts = urlsplit(server)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -177,6 +277,8 @@ class Pool:
         self._context = context
         self._name = server_name or self._host
         self._maxsize = maxsize
+        self._max_answer = max_answer
+        self._clock = clock
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
 
@@ -236,6 +338,10 @@ class Pool:
         parts = urlsplit(url)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         connection = self._take() or self._connect(connect)
+        deadline = self._clock() + read  # the whole answer, headers to last byte
+        connection.response_class = functools.partial(  # type: ignore[assignment]
+            _Response, deadline=deadline, seconds=read, clock=self._clock
+        )
         try:
             assert connection.sock is not None
             connection.sock.settimeout(read)
@@ -244,7 +350,7 @@ class Pool:
         except (OSError, http.client.HTTPException) as exc:
             connection.close()
             raise TransportError(_reason(exc)) from exc
-        return _PoolAnswer(self, connection, response)
+        return _PoolAnswer(self, connection, response, self._max_answer)
 
     def close(self) -> None:
         with self._lock:
@@ -254,19 +360,42 @@ class Pool:
 
 
 class _Urllib3Answer:
-    def __init__(self, response: Any, errors: tuple[type[BaseException], ...]) -> None:
+    def __init__(
+        self,
+        response: Any,
+        errors: tuple[type[BaseException], ...],
+        cap: int,
+        deadline: float,
+        seconds: float,
+    ) -> None:
         self._response = response
         self._errors = errors
+        self._cap = cap
+        self._deadline = deadline
+        self._seconds = seconds
         self.status = int(response.status)
 
     def read(self) -> bytes:
+        """The body up to the cap; the deadline is checked between pieces (urllib3 reads
+        the headers itself, each read with its timeout)."""
+        parts, size = [], 0
         try:
-            raw: bytes = self._response.read()
+            for chunk in self._response.stream(65536, decode_content=True):
+                size += len(chunk)
+                if size > self._cap:
+                    raise _too_large(self._cap)
+                if time.monotonic() > self._deadline:
+                    raise TransportError(
+                        f"TimeoutError: timed out: no complete answer within {self._seconds:g} s"
+                    )
+                parts.append(chunk)
         except self._errors as exc:
+            if isinstance(exc, TransportError):
+                raise
             raise TransportError(_reason(exc)) from exc
         finally:
             self.release()
-        return raw
+        return b"".join(parts)
 
     def stream(self, amount: int) -> Iterator[bytes]:
         try:
@@ -281,12 +410,15 @@ class _Urllib3Answer:
 class Urllib3Transport:
     """A urllib3 pool handed over (a ``kubernetes.client.ApiClient``'s), errors normalised."""
 
-    def __init__(self, pool: Any, *, on_close: Any = None) -> None:
+    def __init__(
+        self, pool: Any, *, on_close: Any = None, max_answer: int = MAX_ANSWER_BYTES
+    ) -> None:
         import urllib3
 
         self._urllib3 = urllib3
         self._pool = pool
         self._on_close = on_close
+        self._max_answer = max_answer
         self._errors: tuple[type[BaseException], ...] = (urllib3.exceptions.HTTPError, OSError)
 
     def request(
@@ -299,6 +431,7 @@ class Urllib3Transport:
         timeout: tuple[float, float],
     ) -> Answer:
         connect, read = timeout
+        deadline = time.monotonic() + connect + read
         try:
             response = self._pool.request(
                 method,
@@ -310,7 +443,7 @@ class Urllib3Transport:
             )
         except self._errors as exc:
             raise TransportError(str(getattr(exc, "reason", None) or exc)) from exc
-        return _Urllib3Answer(response, self._errors)
+        return _Urllib3Answer(response, self._errors, self._max_answer, deadline, connect + read)
 
     def close(self) -> None:
         if self._on_close is not None:
