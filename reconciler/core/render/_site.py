@@ -46,10 +46,11 @@ from reconciler.core.model import (
 from reconciler.core.render._params import (
     Layer,
     Scope,
-    copy_data,
     fill,
+    from_snapshot,
     merge_layers,
     placeholder_names,
+    snapshot,
     used_parameters,
     validate_values,
 )
@@ -354,13 +355,13 @@ def _render_app(
             # A shape number only for a body without a site label of its own: then the
             # labels `_label` stamps are the only ones that differ from site to site.
             shape = None if _has_site_label(body) else next(_SHAPES)
-            filled = _FILLED.put(doc, key, (body, ObjectKey.of(body), shape))
-        body, object_key, number = filled
+            filled = _FILLED.put(doc, key, (snapshot(body), ObjectKey.of(body), shape))
+        kept, object_key, number = filled
         origin = _ORIGINS.get(doc) or _ORIGINS.put(doc, doc.mark())
         objects.append(
             RenderedObject(
                 object_key,
-                copy_data(body),
+                from_snapshot(kept),
                 origin,
                 app.name,
                 source=doc,
