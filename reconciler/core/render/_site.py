@@ -355,13 +355,20 @@ def _render_app(
             # A shape number only for a body without a site label of its own: then the
             # labels `_label` stamps are the only ones that differ from site to site.
             shape = None if _has_site_label(body) else next(_SHAPES)
-            filled = _FILLED.put(doc, key, (snapshot(body), ObjectKey.of(body), shape))
-        kept, object_key, number = filled
+            object_key = ObjectKey.of(body)
+            # This site takes the fresh body; another site with the same key gets a copy
+            # of it. A manifest that uses the site's name has a key of its own per site.
+            if "site.name" not in names:
+                _FILLED.put(doc, key, (snapshot(body), object_key, shape))
+            number = shape
+        else:
+            kept, object_key, number = filled
+            body = from_snapshot(kept)
         origin = _ORIGINS.get(doc) or _ORIGINS.put(doc, doc.mark())
         objects.append(
             RenderedObject(
                 object_key,
-                from_snapshot(kept),
+                body,
                 origin,
                 app.name,
                 source=doc,
