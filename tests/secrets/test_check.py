@@ -8,12 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sopsworld import World
 
 from reconciler.core.findings import Finding
 from reconciler.core.model import Repository
 from reconciler.core.secrets import check_secrets, secrets_check
-from reconciler.core.secrets._scan import sensitive_name
+from reconciler.core.secrets._scan import _MAYBE, may_hold_secrets, sensitive_name
 from reconciler.core.source import WorkdirTree
 from reconciler.core.validate import validate_tree
 
@@ -397,3 +399,15 @@ def test_a_sops_config_for_a_large_fleet_is_read_and_one_past_its_limit_is_named
         out.write("#" * MAX_SOPS_CONFIG_BYTES + "\n")
     findings = _check(world)
     assert [(f.path, "limit" in f.message) for f in findings] == [(".sops.yaml", True)], findings
+
+
+_WORDS = st.sampled_from(
+    ["secret", "Pass", "pwd", "PSK", "token", "credential", "apikey", "API-Key", "private_key",
+     "accesskey", "auth-key", "key", "publicKey", "api key", "privat-key", "sec ret", "tokn"]
+)  # fmt: skip
+
+
+@given(st.lists(st.one_of(_WORDS, st.text(max_size=12)), max_size=8))
+def test_the_quick_look_for_secret_words_agrees_with_the_expression(parts: list[str]) -> None:
+    data = " ".join(parts).encode("utf-8", "surrogatepass")
+    assert may_hold_secrets(data) == bool(_MAYBE.search(data.lower()))

@@ -63,6 +63,22 @@ _SENSITIVE_PAIRS = frozenset(
 _PLACEHOLDER = re.compile(r"^\$\{[^}]*\}$")
 # Cheap test before parsing: a file without any of these words has no finding here.
 _MAYBE = re.compile(rb"secret|pass|pwd|psk|token|credential|(?:api|private|access|auth)[-_]?key")
+# The words `_MAYBE` matches, written out: a search for each is a C scan of the bytes,
+# several times quicker than the expression's, and nearly every file has none of them.
+_MAYBE_WORDS = (
+    b"secret", b"pass", b"pwd", b"psk", b"token", b"credential",
+    *(
+        f"{head}{sep}key".encode()
+        for head in ("api", "private", "access", "auth")
+        for sep in ("", "-", "_")
+    ),
+)  # fmt: skip
+
+
+def may_hold_secrets(data: bytes) -> bool:
+    """Whether ``data`` holds a word that may name a secret (`_MAYBE`, in any case)."""
+    lowered = data.lower()
+    return any(word in lowered for word in _MAYBE_WORDS)
 
 
 def sensitive_name(name: str) -> bool:
@@ -261,7 +277,7 @@ def scan_config(
 
     ``documents``: the file's documents when the caller has parsed ``data`` already.
     """
-    if not _MAYBE.search(data.lower()):
+    if not may_hold_secrets(data):
         return []
     if documents is None:
         try:
