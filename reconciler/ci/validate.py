@@ -50,7 +50,7 @@ from reconciler.core.envelope import loads
 from reconciler.core.errors import OutpostError
 from reconciler.core.findings import Finding, aggregate, report_order
 from reconciler.core.model import Repository, SiteHolders, folder_files
-from reconciler.core.validate import Check, FileCheck, SiteCheck, validate_tree
+from reconciler.core.validate import Check, FileCheck, Gather, SiteCheck, validate_tree
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,9 @@ def validate_repository(
             pending.close()
     if shard is not None:
         return _validate_shard(tree, shard, today)
-    findings = validate_tree(tree, extra=checks, file_checks=file_checks(), site_checks=more)
+    findings = validate_tree(
+        tree, extra=checks, file_checks=file_checks(), site_checks=more, gather=gatherers()
+    )
     return ValidationRun(findings, coverage(tree, sites=None, policies=today is not None))
 
 
@@ -367,6 +369,7 @@ def _validate_shard(tree: Any, shard: Shard, today: date | None) -> ValidationRu
         collapse=False,
         file_checks=file_checks(),
         site_checks=site_checks(today=today),
+        gather=gatherers(),
     )
     findings = [f for f in findings if shard_of(f, shards) == shard.index]
     what = "policies" if today is not None else "no policies"
@@ -463,6 +466,14 @@ def _wave_sites(tree: Any) -> set[str]:
             if isinstance(wave, dict):
                 named.update(str(s) for s in wave.get("sites") or [] if isinstance(s, str))
     return {name for name in named if "/" not in name and name not in ("", ".", "..")}
+
+
+def gatherers() -> dict[str, Gather]:
+    """What the checks across sites need of each site, gathered where the sites are loaded
+    (``core.validate.Gather``): the secrets check's recipients of every site."""
+    from reconciler.core.secrets import SITE_KEYS, gather_site_keys
+
+    return {SITE_KEYS: gather_site_keys}
 
 
 def file_checks() -> list[FileCheck]:

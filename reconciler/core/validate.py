@@ -20,14 +20,13 @@ this module stays about the format.
 
 from __future__ import annotations
 
-import gc
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cache
 from itertools import pairwise
-from typing import Any, cast
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from reconciler.core.errors import Mark, OutpostError
@@ -35,7 +34,6 @@ from reconciler.core.findings import Finding, aggregate, report_order
 from reconciler.core.loader import (
     MAX_FILE_BYTES,
     Document,
-    Lines,
     YamlDocument,
     load_document,
     parse_yaml,
@@ -67,6 +65,12 @@ FileCheck = Callable[[str, bytes, "Sequence[YamlDocument] | None"], list[Finding
 # with ``collapse`` it gives the ``Check``; a large run calls it with False in each worker,
 # over the sites that worker loaded, and merges the parts (`_merge_site_findings`).
 SiteCheck = Callable[[bool], Check]
+# Facts about each site that a check across sites needs (its age recipient, say), gathered
+# where the site is loaded: ``gather(repo, site_ids)`` gives site id → fact, picklable. A
+# forked run merges the workers' parts and leaves them on the tree the extra checks get
+# (``tree.gathered[name]``), so this process never rebuilds the sites' documents; a check
+# finds no part for a site (one process, or a run over a few sites) and reads the site.
+Gather = Callable[[Repository, Sequence[str]], dict[str, Any]]
 
 CONFIG_DIRS = ("sites", "fleets", "apps", "policies")
 _SITE_FILES = {"site.yaml": "Site", "hardware.yaml": "Hardware", "overrides.yaml": "SiteOverrides"}
@@ -248,10 +252,16 @@ class _Checked:
     schema_findings: list[Finding] = field(default_factory=list)
     valid: list[Document] = field(default_factory=list)
     file_checked: set[str] = field(default_factory=set)
-    # Of ``site_checks`` and of the references that concern each site on its own
-    # (`_RefChecker.run_sites`), when the worker that loaded the sites ran them.
+    # Of the references that concern each site on its own (`_RefChecker.run_sites`) and
+    # of ``site_checks``, when the workers that loaded the sites ran them (``sites_checked``;
+    # ``site_checked``: the ``site_checks`` among them).
     site_findings: list[Finding] = field(default_factory=list)
+    sites_checked: bool = False
     site_checked: bool = False
+    # What the checks across sites need of the sites the workers loaded (their documents
+    # stay in the workers): for the references, and by name for ``gather``.
+    across: _AcrossSites | None = None
+    gathered: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _files_and_schemas(
@@ -260,6 +270,7 @@ def _files_and_schemas(
     sites: Sequence[str] | None,
     file_checks: Sequence[FileCheck] = (),
     site_checks: Sequence[SiteCheck] = (),
+    gather: Mapping[str, Gather] | None = None,
 ) -> _Checked:
     """Layers 1 and 2: every file loaded, every document against its schema.
 
@@ -270,11 +281,14 @@ def _files_and_schemas(
     first, so each worker has them. A commit's tree stays in this process (its git
     objects are not for sharing).
 
-    ``site_checks`` run in the worker that loaded a run, over that run's sites: rendering
-    and checking a site needs only its own folder and the shared documents, so no second
-    round of workers has to be started over the whole repository. Their findings, with
-    those of the references that concern each site on its own, are in ``site_findings``
-    (``site_checked`` True); in one process they are left to the caller.
+    A worker checks the references that concern each of its sites on its own and runs
+    ``site_checks`` over them: rendering and checking a site needs only its own folder and
+    the shared documents, so no second round of workers has to be started over the whole
+    repository. Their findings are in ``site_findings`` (``sites_checked`` True). What the
+    checks across sites need of its sites comes back instead of their documents
+    (``across``, ``gathered``), and only the shared folders' documents are returned: the
+    sites' 30,000 documents at 10,000 sites are neither sent nor rebuilt here. In one
+    process all documents are returned and the caller checks everything.
     """
     from reconciler.core._fork import fork_map, tapering, workers_for
 
@@ -304,36 +318,33 @@ def _files_and_schemas(
     shared = _Checked(found, documents, tried, parsed, schema_findings, valid, checked)
     runs = tapering(list(folders.items()), workers, workers * _RUNS_PER_WORKER, _SMALLEST_RUN)
 
-    def check(index: int) -> _Checked | _Packed:
+    def check(index: int) -> _Checked:
         run = [path for _, folder in runs[index] for path in folder]
         found, documents, tried, parsed, checked = _load_paths(tree, run, include, file_checks)
         found += _check_rest(tree, run, include, file_checks, checked)
         schema_findings, valid = check_schemas(documents)
-        result = _Checked(found, documents, tried, parsed, schema_findings, valid, checked)
-        if site_checks:
-            names = [name for name, folder in runs[index] if any(p.count("/") >= 2 for p in folder)]
-            repo = Repository(tree, parsed={**shared.parsed, **parsed})
-            for site_check in site_checks:
-                result.site_findings += site_check(False)(repo, names)
-            checker = _RefChecker([*shared.valid, *valid], frozenset(shared.tried | tried), False)
-            result.site_findings += checker.run_sites()
-            result.site_checked = True
-        return _pack(result)
+        names = [name for name, folder in runs[index] if any(p.count("/") >= 2 for p in folder)]
+        repo = Repository(tree, parsed={**shared.parsed, **parsed})
+        checker = _RefChecker([*shared.valid, *valid], frozenset(shared.tried | tried), False)
+        result = _Checked(
+            found,
+            tried=tried,
+            schema_findings=schema_findings,
+            file_checked=checked,
+            site_findings=checker.run_sites(),
+            sites_checked=True,
+            site_checked=bool(site_checks),
+            across=checker.across(),
+            gathered={name: facts(repo, names) for name, facts in (gather or {}).items()},
+        )
+        for site_check in site_checks:
+            result.site_findings += site_check(False)(repo, names)
+        return result
 
-    result = _Checked(findings)
+    result = _Checked(findings, across=_AcrossSites({}, []))
     parts = fork_map(check, len(runs), workers)
-    collecting = gc.isenabled()
-    gc.disable()  # a million plain objects rebuilt at once: nothing to collect among them
-    try:
-        # Each part's bytes are let go as soon as its documents are rebuilt.
-        parts.reverse()
-        unpacked = [_unpack(parts.pop()) for _ in range(len(parts))]
-    finally:
-        gc.freeze()  # as fork_map leaves its results: in the oldest generation
-        gc.unfreeze()
-        if collecting:
-            gc.enable()
-    for part in [*unpacked, shared]:
+    assert result.across is not None
+    for part in [*parts, shared]:
         result.findings += part.findings
         result.documents += part.documents
         result.tried |= part.tried
@@ -342,7 +353,13 @@ def _files_and_schemas(
         result.valid += part.valid
         result.file_checked |= part.file_checked
         result.site_findings += part.site_findings
-    result.site_checked = bool(site_checks) and all(part.site_checked for part in unpacked)
+        if part.across is not None:
+            result.across.fleets.update(part.across.fleets)
+            result.across.nodes.extend(part.across.nodes)
+        for name, facts in part.gathered.items():
+            result.gathered.setdefault(name, {}).update(facts)
+    result.sites_checked = True
+    result.site_checked = bool(site_checks)
     return result
 
 
@@ -379,82 +396,6 @@ _RUNS_PER_WORKER = 8
 # The last runs taper down to this many site folders (`_fork.tapering`): the workers finish
 # within a small run of each other.
 _SMALLEST_RUN = 25
-
-
-@dataclass(frozen=True)
-class _Packed:
-    """A worker's ``_Checked`` on its way back to the parent, its documents as plain data.
-
-    The parent rebuilds every document of the run (30,000 at 10,000 sites) while the
-    workers wait; one ``marshal`` string of (path, body, lines, index, kind, name) rows
-    is rebuilt in C about twice as fast as pickle rebuilds the same objects.
-    """
-
-    rows: bytes
-    documents: tuple[int, ...]  # positions in ``rows``
-    valid: tuple[int, ...]
-    rest: _Checked  # findings, tried and checked paths; no documents
-
-
-def _pack(checked: _Checked) -> _Checked | _Packed:
-    import marshal
-
-    every = [doc for docs in checked.parsed.values() for doc in docs]
-    position = {id(doc): number for number, doc in enumerate(every)}
-    if any(id(doc) not in position for doc in (*checked.documents, *checked.valid)):
-        return checked  # not expected; sent as it is
-    rows = [
-        (
-            doc.path,
-            doc.body,
-            marshal.dumps(doc.lines.tree, 4),  # unpacked there only if a line is asked for
-            doc.index,
-            doc.kind if isinstance(doc, Document) else None,
-            doc.name if isinstance(doc, Document) else "",
-        )
-        for doc in every
-    ]
-    try:
-        data = marshal.dumps(rows, 4)
-    except ValueError:  # a value marshal cannot write: pickle sends it as it is
-        return checked
-    rest = _Checked(
-        findings=checked.findings,
-        tried=checked.tried,
-        schema_findings=checked.schema_findings,
-        file_checked=checked.file_checked,
-        site_findings=checked.site_findings,
-        site_checked=checked.site_checked,
-    )
-    return _Packed(
-        data,
-        tuple(position[id(doc)] for doc in checked.documents),
-        tuple(position[id(doc)] for doc in checked.valid),
-        rest,
-    )
-
-
-def _unpack(part: _Checked | _Packed) -> _Checked:
-    import marshal
-
-    if isinstance(part, _Checked):
-        return part
-    every: list[YamlDocument] = []
-    parsed: dict[str, list[YamlDocument]] = {}
-    # Bytes from this run's own forked worker, as trusted as the pickles the pool sends.
-    for path, body, tree, index, kind, name in marshal.loads(part.rows):  # noqa: S302
-        lines = Lines.packed(tree)
-        if kind is None:
-            doc = YamlDocument(path, body, lines, index)
-        else:
-            doc = Document(path, body, lines, index, kind=kind, name=name)
-        every.append(doc)
-        parsed.setdefault(path, []).append(doc)
-    result = part.rest
-    result.parsed = parsed
-    result.documents = [cast(Document, every[n]) for n in part.documents]
-    result.valid = [cast(Document, every[n]) for n in part.valid]
-    return result
 
 
 def _describe(error: Any) -> str:
@@ -515,8 +456,32 @@ def check_schemas(documents: Iterable[Document]) -> tuple[list[Finding], list[Do
     return findings, valid
 
 
+class _Node(NamedTuple):
+    """A node of a site's valid hardware.yaml, as the checks across sites see it."""
+
+    site: str
+    machine: str | None  # identity.machineId, if set
+    machine_mark: Mark | None
+    key: str | None  # publicKey's type and key, without the comment
+    key_mark: Mark | None
+    name: str
+
+
+@dataclass
+class _AcrossSites:
+    """What the references across sites need of some sites: the fleets each valid site
+    joins, and the nodes of each valid hardware.yaml (in site order, then node order)."""
+
+    fleets: dict[str, tuple[str, ...]]
+    nodes: list[_Node]
+
+
 class _RefChecker:
-    """Layer 3: references between documents that each passed their schema."""
+    """Layer 3: references between documents that each passed their schema.
+
+    ``sites``: what the checks across sites need of sites whose documents are not among
+    ``documents`` (loaded by forked workers, which gave `across` instead).
+    """
 
     def __init__(
         self,
@@ -524,10 +489,12 @@ class _RefChecker:
         present: frozenset[str],
         partial: bool,
         manifest_apps: frozenset[str] | None = None,
+        sites: _AcrossSites | None = None,
     ) -> None:
         self.present = present
         self.manifest_apps = manifest_apps
         self.partial = partial
+        self.given = sites
         self.findings: list[Finding] = []
         self.sites: dict[str, Site] = {}
         self.hardware: dict[str, Hardware] = {}
@@ -567,15 +534,46 @@ class _RefChecker:
         self._fleet_schedules()
         if sites:
             self.run_sites()
-        self._unique_machines()
+        across = self.across()
+        if self.given is not None:
+            across.fleets.update(self.given.fleets)
+            across.nodes.extend(self.given.nodes)
+            across.nodes.sort(key=lambda node: node.site)  # stable: node order kept
+        self._unique_machines(across.nodes)
+        self._unique_node_keys(across.nodes)
         members: dict[str, set[str]] = {}  # fleet → the sites that join it
-        for site_id, site in self.sites.items():
-            for fleet_name in site.fleets:
-                if isinstance(fleet_name, str):
-                    members.setdefault(fleet_name, set()).add(site_id)
+        for site_id, fleets in across.fleets.items():
+            for fleet_name in fleets:
+                members.setdefault(fleet_name, set()).add(site_id)
         for name, fleet in sorted(self.fleets.items()):
-            self._fleet(name, fleet, members.get(name, set()))
+            self._fleet(name, fleet, members.get(name, set()), across.fleets)
         return self.findings
+
+    def across(self) -> _AcrossSites:
+        """What the checks across sites need of the sites among this checker's documents."""
+        fleets = {
+            site_id: tuple(str(name) for name in site.fleets if isinstance(name, str))
+            for site_id, site in self.sites.items()
+        }
+        nodes: list[_Node] = []
+        for site_id, hardware in sorted(self.hardware.items()):
+            for index, node in enumerate(hardware.nodes):
+                identity = node.get("identity") or {}
+                machine = identity.get("machineId") if isinstance(identity, dict) else None
+                line = node.get("publicKey")
+                key = " ".join(line.split()[:2]) if isinstance(line, str) else None
+                at = ("spec", "nodes", index)
+                nodes.append(
+                    _Node(
+                        site_id,
+                        machine or None,
+                        hardware.doc.mark(*at, "identity", "machineId") if machine else None,
+                        key,
+                        hardware.doc.mark(*at, "publicKey") if key is not None else None,
+                        str(node.get("name")),
+                    )
+                )
+        return _AcrossSites(fleets, nodes)
 
     def run_sites(self) -> list[Finding]:
         """What concerns each site on its own: its files, its calendar, its references to
@@ -792,50 +790,46 @@ class _RefChecker:
                     )
                 seen_devices.add(dname)
 
-    def _unique_machines(self) -> None:
+    def _unique_machines(self, nodes: Sequence[_Node]) -> None:
         owners: dict[str, str] = {}
-        for site_id, hardware in sorted(self.hardware.items()):
-            for index, node in enumerate(hardware.nodes):
-                identity = node.get("identity") or {}
-                machine = identity.get("machineId")
-                if not machine:
-                    continue
-                if machine in owners and owners[machine] != site_id:
-                    self.add(
-                        hardware.doc.mark("spec", "nodes", index, "identity", "machineId"),
-                        f"machine id {machine} is already declared by site {owners[machine]!r}; "
-                        "one machine cannot serve two sites",
-                        site_id,
-                    )
-                owners.setdefault(machine, site_id)
-        self._unique_node_keys()
+        for node in nodes:
+            machine = node.machine
+            if machine is None or node.machine_mark is None:
+                continue
+            if machine in owners and owners[machine] != node.site:
+                self.add(
+                    node.machine_mark,
+                    f"machine id {machine} is already declared by site {owners[machine]!r}; "
+                    "one machine cannot serve two sites",
+                    node.site,
+                )
+            owners.setdefault(machine, node.site)
 
-    def _unique_node_keys(self) -> None:
+    def _unique_node_keys(self, nodes: Sequence[_Node]) -> None:
         """A node key reports for one node of one site: a shared key would let one site's
         node report as another (the collector files a report under every site listing it)."""
         owners: dict[str, str] = {}
-        for site_id, hardware in sorted(self.hardware.items()):
-            for index, node in enumerate(hardware.nodes):
-                line = node.get("publicKey")
-                if not isinstance(line, str):
-                    continue
-                key = " ".join(line.split()[:2])
-                where = f"{site_id}/{node.get('name')}"
-                if key in owners:
-                    self.add(
-                        hardware.doc.mark("spec", "nodes", index, "publicKey"),
-                        f"this node key is already the key of {owners[key]}; every node needs "
-                        "its own (`outpost agent keygen` on the node)",
-                        site_id,
-                    )
-                owners.setdefault(key, where)
+        for node in nodes:
+            key = node.key
+            if key is None or node.key_mark is None:
+                continue
+            if key in owners:
+                self.add(
+                    node.key_mark,
+                    f"this node key is already the key of {owners[key]}; every node needs "
+                    "its own (`outpost agent keygen` on the node)",
+                    node.site,
+                )
+            owners.setdefault(key, f"{node.site}/{node.name}")
 
-    def _fleet(self, name: str, fleet: Fleet, members: set[str]) -> None:
+    def _fleet(
+        self, name: str, fleet: Fleet, members: set[str], valid: Mapping[str, object]
+    ) -> None:
         for assignment in fleet.apps:
             self._assignment(assignment)
         for w_index, wave in enumerate(fleet.doc.spec.get("waves") or []):
             for s_index, site_id in enumerate(wave.get("sites") or []):
-                unseen = site_id not in self.sites and (
+                unseen = site_id not in valid and (
                     self.partial or f"sites/{site_id}/site.yaml" in self.present
                 )
                 if site_id not in members and not unseen:
@@ -853,6 +847,7 @@ def check_references(
     partial: bool = False,
     manifest_apps: frozenset[str] | None = None,
     sites: bool = True,
+    across: _AcrossSites | None = None,
 ) -> list[Finding]:
     """Layer 3 over the documents that passed layers 1 and 2.
 
@@ -860,9 +855,10 @@ def check_references(
     hardware.yaml with an error of its own is not also reported as missing. ``partial``:
     only some sites were read (``--changed-since``), so a site that was not read is not
     missing. ``sites`` False: what concerns each site on its own was checked where the
-    sites were loaded (`_RefChecker.run_sites`); only what spans sites is checked here.
+    sites were loaded (`_RefChecker.run_sites`); only what spans sites is checked here, with
+    what those workers gave of their sites (``across``) beside ``documents``.
     """
-    return _RefChecker(documents, present, partial, manifest_apps).run(sites=sites)
+    return _RefChecker(documents, present, partial, manifest_apps, across).run(sites=sites)
 
 
 class _ListedTree:
@@ -879,6 +875,7 @@ class _ListedTree:
         self._tree = tree
         self._listed: dict[str, list[str]] = {}
         self.file_checked: frozenset[str] = frozenset()
+        self.gathered: dict[str, dict[str, Any]] = {}  # `Gather`'s facts, by its name
 
     @property
     def revision(self) -> str | None:
@@ -936,6 +933,7 @@ def validate_tree(
     collapse: bool = True,
     file_checks: Sequence[FileCheck] = (),
     site_checks: Sequence[SiteCheck] = (),
+    gather: Mapping[str, Gather] | None = None,
 ) -> list[Finding]:
     """Every finding for ``tree``; ``extra`` checks (policies, secrets) run on the repository.
 
@@ -949,7 +947,8 @@ def validate_tree(
     left on the tree the extra checks get (``tree.file_checked``), so a check that scans
     files (the secrets scan) reads only the others. ``site_checks`` run after ``extra``
     (see `SiteCheck`) over the sites read: when they are read by forked workers, each
-    worker runs them over the sites it loaded, and their parts are merged here.
+    worker runs them over the sites it loaded, and their parts are merged here. ``gather``
+    collects, in those workers, what the ``extra`` checks need of each site (`Gather`).
     """
     include = None
     if sites is not None:
@@ -959,15 +958,16 @@ def validate_tree(
             return not path.startswith("sites/") or path.split("/", 2)[1] in wanted
 
     tree = _ListedTree(tree)
-    checked = _files_and_schemas(tree, include, sites, file_checks, site_checks)
+    checked = _files_and_schemas(tree, include, sites, file_checks, site_checks, gather)
     tree.file_checked = frozenset(checked.file_checked)
-    # After a forked run this process holds every document of the fleet in the oldest
-    # generation, and what is left only reads them: the first full collection would walk
-    # them all (0.4 s at 10,000 sites, serial) to free nothing. None until the findings
-    # are out; the workers of a check forked from here collect as before.
+    tree.gathered = checked.gathered
+    # After a forked run this process holds what the workers sent (every path tried, the
+    # facts of every site) in the oldest generation, and what is left only reads it: a
+    # full collection would walk it all to free nothing. None until the findings are out;
+    # the workers of a check forked from here collect as before.
     from reconciler.core._fork import paused_collections
 
-    with paused_collections() if checked.site_checked else nullcontext():
+    with paused_collections() if checked.sites_checked else nullcontext():
         findings = _references_and_extra(
             tree, checked, extra, sites, partial, collapse, site_checks
         )
@@ -1001,9 +1001,10 @@ def _references_and_extra(
         frozenset(checked.tried),
         partial=sites is not None if partial is None else partial,
         manifest_apps=manifest_apps,
-        sites=not checked.site_checked,
+        sites=not checked.sites_checked,
+        across=checked.across,
     )
-    if checked.site_checked:
+    if checked.sites_checked:
         findings += _merge_site_findings(checked.site_findings)
     if extra or (site_checks and not checked.site_checked):
         # The extra checks see the same documents: each file is parsed once per run.

@@ -7,7 +7,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reconciler.core.errors import Mark
-from reconciler.core.loader import parse_yaml
 from reconciler.core.secrets._recipients import (
     BreakGlass,
     SiteKeys,
@@ -19,7 +18,7 @@ from reconciler.core.secrets._recipients import (
 
 BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
 site_ids = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True)
-NO_DOC = parse_yaml(b"{}", "sites/x/site.yaml")[0]  # the text never reads the document
+NO_MARK = Mark("sites/x/site.yaml", 1)  # the text never reads where a key was declared
 recipients = st.text(BECH32, min_size=58, max_size=58).map(lambda body: "age1" + body)
 
 
@@ -29,7 +28,7 @@ def site_keys(draw: st.DrawFn, fleets: st.SearchStrategy[str] = site_ids) -> lis
     glass = st.builds(BreakGlass, recipients, fleets, st.just(Mark("fleets/f.yaml", 1)))
     break_glass = tuple(draw(st.lists(glass, max_size=2)))
     return [
-        SiteKeys(site_id, NO_DOC, draw(st.one_of(st.none(), recipients)), break_glass, ())
+        SiteKeys(site_id, NO_MARK, NO_MARK, draw(st.one_of(st.none(), recipients)), break_glass, ())
         for site_id in ids
     ]
 
@@ -90,12 +89,13 @@ def test_marks_point_at_each_rule_line() -> None:
     keys = [
         SiteKeys(
             "a",
-            NO_DOC,
+            NO_MARK,
+            NO_MARK,
             "age1" + "q" * 58,
             (BreakGlass("age1" + "p" * 58, "retail", Mark("fleets/retail.yaml", 9)),),
             (),
         ),
-        SiteKeys("b", NO_DOC, "age1" + "z" * 58, (), ()),
+        SiteKeys("b", NO_MARK, NO_MARK, "age1" + "z" * 58, (), ()),
     ]
     data = sops_config_text(keys).encode()
     rules, problems = parse_sops_config(data)

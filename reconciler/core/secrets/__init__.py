@@ -58,7 +58,13 @@ if TYPE_CHECKING:
         redact,
         redaction_key,
     )
-    from reconciler.core.secrets._recipients import SOPS_CONFIG, SiteKeys, site_keys
+    from reconciler.core.secrets._recipients import (
+        SITE_KEYS,
+        SOPS_CONFIG,
+        SiteKeys,
+        gather_site_keys,
+        site_keys,
+    )
     from reconciler.core.secrets._sops import ENCRYPTED_REGEX, Sops, find_sops
 
 # Each name is imported from its module when first used: a node's tick needs only
@@ -88,8 +94,10 @@ _HOME = {
     "decrypt_site_secrets": "_node",
     "redact": "_node",
     "redaction_key": "_node",
+    "SITE_KEYS": "_recipients",
     "SOPS_CONFIG": "_recipients",
     "SiteKeys": "_recipients",
+    "gather_site_keys": "_recipients",
     "site_keys": "_recipients",
     "ENCRYPTED_REGEX": "_sops",
     "Sops": "_sops",
@@ -104,6 +112,7 @@ __all__ = [
     "ENCRYPTED_REGEX",
     "KEY_FILE_ENV",
     "REDACTED_PREFIX",
+    "SITE_KEYS",
     "SOPS_CONFIG",
     "EncryptedSecret",
     "Identity",
@@ -115,6 +124,7 @@ __all__ = [
     "decrypt_site_secrets",
     "encrypt_secret",
     "find_sops",
+    "gather_site_keys",
     "init_site",
     "inspect",
     "is_recipient",

@@ -164,7 +164,7 @@ def check_secrets(
         if files and keys.recipient is None and not keys.problems:
             findings.append(
                 Finding.at(
-                    keys.site_doc.mark("spec"),
+                    keys.spec_mark,
                     f"site {site_id!r} has {len(files)} secret file(s) but no "
                     "spec.sops.recipient; run `outpost secrets init-site` to create its key",
                     rule=RULE,

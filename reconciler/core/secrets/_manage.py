@@ -309,7 +309,7 @@ def _enrolled_keys(repo: Repository, site_id: str) -> SiteKeys:
     if keys.recipient is None:
         raise SecretError(
             f"site {site_id!r} has no recipient yet; run `outpost secrets init-site` first",
-            mark=keys.site_doc.mark("spec"),
+            mark=keys.spec_mark,
         )
     return keys
 

@@ -59,7 +59,7 @@ def check_recipients(keys: SiteKeys, recipients: tuple[str, ...], path: str, mar
         raise SecretError(
             f"site {keys.site_id!r} has secrets but no spec.sops.recipient in its site.yaml; "
             "run `outpost secrets init-site`",
-            mark=keys.site_doc.mark("spec"),
+            mark=keys.spec_mark,
         )
     expected = set(keys.expected)
     found = set(recipients)

@@ -47,14 +47,11 @@ class SiteKeys:
     """The recipients a site's secret files must be encrypted to, and where each was declared."""
 
     site_id: str
-    site_doc: Document
+    spec_mark: Mark  # the site.yaml's ``spec``
+    recipient_mark: Mark  # its ``spec.sops.recipient`` (or the nearest line above it)
     recipient: str | None
     break_glass: tuple[BreakGlass, ...]
     problems: tuple[Problem, ...]
-
-    @property
-    def recipient_mark(self) -> Mark:
-        return self.site_doc.mark("spec", "sops", "recipient")
 
     @property
     def expected(self) -> tuple[str, ...]:
@@ -110,7 +107,14 @@ def site_keys(repo: Repository, site_id: str, site_doc: Document | None = None) 
         found, wrong = _break_glass(fleet.doc, fleet_name)
         break_glass += found
         problems += wrong
-    return SiteKeys(site_id, doc, recipient, tuple(break_glass), tuple(problems))
+    return SiteKeys(
+        site_id,
+        doc.mark("spec"),
+        doc.mark("spec", "sops", "recipient"),
+        recipient,
+        tuple(break_glass),
+        tuple(problems),
+    )
 
 
 # Each fleet's break-glass recipients, read once for all its sites, by its document.
@@ -278,17 +282,41 @@ def compare_rule(keys: SiteKeys, rules: Rules, path: str) -> Problem | None:
     return None
 
 
+SITE_KEYS = "secrets.site_keys"
+"""The name `gather_site_keys`'s facts go by (``core.validate.Gather``)."""
+
+
+def gather_site_keys(repo: Repository, site_ids: Sequence[str]) -> dict[str, SiteKeys | None]:
+    """Each site's keys, None for a site whose site.yaml does not load: gathered where a
+    forked validation loaded the sites, for `recipient_owners` to look up."""
+    gathered: dict[str, SiteKeys | None] = {}
+    for site_id in site_ids:
+        try:
+            gathered[site_id] = site_keys(repo, site_id)
+        except OutpostError:
+            gathered[site_id] = None
+    return gathered
+
+
 def recipient_owners(
     repo: Repository, site_ids: Sequence[str]
 ) -> tuple[dict[str, list[str]], dict[str, SiteKeys]]:
-    """Every site's recipient → the sites that declare it; and each readable site's keys."""
+    """Every site's recipient → the sites that declare it; and each readable site's keys
+    (those `gather_site_keys` gathered are looked up, not read again)."""
+    gathered: dict[str, SiteKeys | None] = getattr(repo.tree, "gathered", {}).get(SITE_KEYS, {})
     owners: dict[str, list[str]] = {}
     keys_by_site: dict[str, SiteKeys] = {}
     for site_id in site_ids:
-        try:
-            keys = site_keys(repo, site_id)
-        except OutpostError:
-            continue
+        if site_id in gathered:
+            known = gathered[site_id]
+            if known is None:
+                continue
+            keys = known
+        else:
+            try:
+                keys = site_keys(repo, site_id)
+            except OutpostError:
+                continue
         keys_by_site[site_id] = keys
         if keys.recipient:
             owners.setdefault(keys.recipient, []).append(site_id)
