@@ -3,10 +3,10 @@ planted ones, the same in one process, in forked workers, and merged from CI sha
 
 The fleet is the example repository cloned to 300 sites (``tools.fleetgen``, as the
 validation bench makes 10,000), clean before ``plant`` breaks it: a schema error, a
-machine id and an age recipient shared across far-apart sites (so across shards), a
-literal password and a parameter the app does not declare, a policy violation and a
-Kubernetes API schema error from one store's patch, a Kubernetes API schema error in an
-app's manifest (one finding for every site that runs it), and plaintext Secrets in app
+machine id, a node key and an age recipient shared across far-apart sites (so across
+shards), a literal password and a parameter the app does not declare, a policy violation
+and a Kubernetes API schema error from one store's patch, a Kubernetes API schema error in
+an app's manifest (one finding for every site that runs it), and plaintext Secrets in app
 manifests, rendered and not.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.ci.validate import Shard, merge_findings, shard_of, validate_repository
-from reconciler.core import _fork
+from reconciler.core import _fork, loader
 from reconciler.core.findings import Finding
 from reconciler.core.policy import _parallel
 from tools import fleetgen
@@ -101,6 +101,32 @@ def test_forked_workers_find_what_one_process_finds(
     monkeypatch.setattr(_parallel, "PARALLEL_MIN_SITES", 0)
     split = validate_repository(root, today=today).findings
     assert split == alone
+
+
+def test_a_forked_run_leaves_the_sites_documents_in_the_workers(
+    fleet: tuple[Path, list[fleetgen.Planted]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workers check what spans sites from what they gathered (machine ids, node keys,
+    fleets, age recipients), not from documents this process parses again: the planted
+    shared machine id, node key and recipient are found, and no site.yaml or hardware.yaml
+    is parsed here (what a worker parses is counted in the worker's memory, not here)."""
+    root, planted = fleet
+    parsed_here: list[str] = []
+    convert = loader._Converter.__init__
+
+    def recording(self: loader._Converter, path: str, yaml_loader: object) -> None:
+        parsed_here.append(path)
+        convert(self, path, yaml_loader)
+
+    monkeypatch.setattr(loader._Converter, "__init__", recording)
+    monkeypatch.setattr(_fork, "workers_for", lambda items, minimum: 2)
+    monkeypatch.setattr(_parallel, "PARALLEL_MIN_SITES", 0)
+    found = validate_repository(root, today=datetime.now(UTC).date()).findings
+    across = [p for p in planted if p.says.startswith(("declared by", "the key of", "with site"))]
+    assert len(across) == 3
+    assert all(any(_matches(f, p) for f in found) for p in across)
+    assert any(path.startswith("apps/") for path in parsed_here)  # the shared folders are
+    assert not [p for p in parsed_here if p.endswith(("/site.yaml", "/hardware.yaml"))]
 
 
 @pytest.mark.parametrize("count", [1, 3, 7])

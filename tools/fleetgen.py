@@ -158,6 +158,20 @@ def plant(root: Path) -> list[Planted]:
         Planted(f"sites/{last}/hardware.yaml", "reference", last, f"declared by site {first!r}")
     )
 
+    # reference, across sites: a store's node reports with the first store's node key
+    key = re.search(
+        r"ssh-ed25519 [A-Za-z0-9+/=]+", (root / f"sites/{first}/hardware.yaml").read_text()
+    )
+    assert key is not None
+    quarter = stores[max(5, len(stores) // 4)]  # none of the stores broken below
+    hardware = root / f"sites/{quarter}/hardware.yaml"
+    hardware.write_text(
+        re.sub(r"ssh-ed25519 [A-Za-z0-9+/=]+", key.group(0), hardware.read_text(), count=1)
+    )
+    planted.append(
+        Planted(f"sites/{quarter}/hardware.yaml", "reference", quarter, f"the key of {first}/")
+    )
+
     # reference, within a site: a store's hardware names two devices alike
     site = stores[4]
     _edit(root / f"sites/{site}/hardware.yaml", "{name: receipt-printer,", "{name: scanner,")
