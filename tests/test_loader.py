@@ -214,35 +214,3 @@ def test_deep_nesting_is_a_finding(text: bytes) -> None:
 
 def test_a_long_binary_integer_within_the_limit_still_loads() -> None:
     assert parse_yaml(b"a: 0b" + b"1" * 64 + b"\n", "f.yaml")[0].body == {"a": 2**64 - 1}
-
-
-_KEYS = st.sampled_from(["a", "b", "spec", "name", "1.10", "x y"])
-_PLAIN = st.one_of(st.integers(-5, 5), st.booleans(), st.sampled_from(["s", "t u", ""]))
-_DATA = st.recursive(
-    _PLAIN,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=3), st.dictionaries(_KEYS, inner, min_size=1, max_size=3)
-    ),
-    max_leaves=12,
-)
-
-
-@settings(max_examples=100, deadline=None)
-@given(body=st.dictionaries(_KEYS, _DATA, min_size=1, max_size=4), flow=st.booleans())
-def test_packed_lines_answer_as_the_lines_they_were_packed_from(
-    body: dict[str, object], flow: bool
-) -> None:
-    """A forked validation worker sends each document's lines packed; unpacked on first
-    use, they give every path, and every nearest line, as the loader's own did."""
-    import marshal
-
-    from reconciler.core.loader import Lines
-
-    text = yaml.safe_dump(body, default_flow_style=flow, sort_keys=False)
-    (doc,) = parse_yaml(text.encode(), "sites/x/site.yaml")
-    packed = Lines.packed(marshal.dumps(doc.lines.tree, 4))
-    assert list(packed) == list(doc.lines)
-    for path in doc.lines:
-        assert packed[path] == doc.lines[path]
-        assert packed.nearest((*path, "missing")) == doc.lines.nearest((*path, "missing"))
-    assert packed.tree == doc.lines.tree

@@ -139,30 +139,14 @@ class Lines(Mapping[Path_, int]):
     def __init__(self, root: _Entry) -> None:
         self._root = root
 
-    @classmethod
-    def packed(cls, data: bytes) -> Lines:
-        """Lines kept as ``marshal`` bytes of a ``tree`` (from this program's own forked
-        worker, never from outside) and unpacked when first asked: a fleet's validation
-        holds the lines of 30,000 documents and looks up a few."""
-        return cls(data)
-
-    @property
-    def _tree(self) -> _Entry:
-        root = self._root
-        if type(root) is bytes:
-            import marshal
-
-            root = self._root = marshal.loads(root)  # noqa: S302 (see ``packed``)
-        return root
-
     @property
     def tree(self) -> _Entry:
         """The lines as stored: a line, or (line, children) shaped like the value."""
-        return self._tree
+        return self._root
 
     def nearest(self, keys: Path_) -> int:
         """The line of ``keys``, or of the longest prefix of it that is in the document."""
-        entry = self._tree
+        entry = self._root
         line, children = (entry, None) if type(entry) is int else entry
         for key in keys:
             entry = _child(children, key)
@@ -172,7 +156,7 @@ class Lines(Mapping[Path_, int]):
         return int(line)
 
     def _find(self, path: Path_) -> int | None:
-        entry = self._tree
+        entry = self._root
         for key in path:
             entry = _child(None if type(entry) is int else entry[1], key)
             if entry is None:
@@ -186,7 +170,7 @@ class Lines(Mapping[Path_, int]):
         return line
 
     def __iter__(self) -> Iterator[Path_]:
-        stack: list[tuple[Path_, _Entry]] = [((), self._tree)]
+        stack: list[tuple[Path_, _Entry]] = [((), self._root)]
         while stack:
             path, entry = stack.pop()
             yield path
