@@ -214,3 +214,48 @@ def test_deep_nesting_is_a_finding(text: bytes) -> None:
 
 def test_a_long_binary_integer_within_the_limit_still_loads() -> None:
     assert parse_yaml(b"a: 0b" + b"1" * 64 + b"\n", "f.yaml")[0].body == {"a": 2**64 - 1}
+
+
+_KEYS = st.sampled_from(["a", "b", "spec", "name", "1.10", "x y", "on", "&x"])
+_SCALARS = st.one_of(
+    st.integers(-5, 5),
+    st.booleans(),
+    st.none(),
+    st.sampled_from(["s", "t u", "", "yes", "007", "2026-12-03", "a&b", "*c"]),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(_KEYS, inner, min_size=1, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+def _careful(text: str, path: str) -> list[tuple[object, object]]:
+    """What the converter gives with every node remembered and counted (no fast path)."""
+    from reconciler.core.loader import _Converter, _Loader
+
+    loader = _Loader(text)
+    try:
+        converted = []
+        while loader.check_node():
+            converted.append(_Converter(path, loader, plain=False).convert(loader.get_node()))
+        return converted
+    finally:
+        loader.dispose()
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=st.dictionaries(_KEYS, _VALUES, min_size=1, max_size=4), flow=st.booleans())
+def test_a_text_without_anchors_converts_as_the_careful_converter_does(
+    body: dict[str, object], flow: bool
+) -> None:
+    """The converter's fast path (no ``&`` in the text: no alias possible) gives the same
+    values, types and lines as the path that remembers every node."""
+    text = yaml.safe_dump(body, default_flow_style=flow, sort_keys=False)
+    (doc,) = parse_yaml(text.encode(), "sites/x/site.yaml")
+    [(careful_body, careful_lines)] = _careful(text, "sites/x/site.yaml")
+    assert doc.body == careful_body == body
+    assert repr(doc.body) == repr(careful_body)  # 1 stays 1, not True; "007" stays a string
+    assert doc.lines.tree == careful_lines

@@ -63,6 +63,7 @@ _DEPTH_INDICATORS = (
 )  # fmt: skip
 
 _BaseLoader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SCALAR = yaml.ScalarNode
 # Keys and short strings are interned: across a fleet's 30,000 documents the same keys
 # and values (``apiVersion``, ``amd64``, ``Europe/Berlin``) come back thousands of times,
 # and one copy of each halves the memory the loaded documents take.
@@ -83,7 +84,7 @@ class _Loader(_BaseLoader):  # type: ignore[misc]
     _resolved: ClassVar[dict[str, str]] = {}
 
     def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
-        if kind is yaml.ScalarNode and implicit[0]:
+        if kind is _SCALAR and implicit[0]:
             tag = self._resolved.get(value)
             if tag is None:
                 if len(self._resolved) >= _RESOLVED_MAX:
@@ -271,13 +272,14 @@ def parse_yaml(
     if sum(data.count(c) for c in _DEPTH_INDICATORS) > _SAFE_INDICATORS:
         _check_depth(text, path)
     loader = _Loader(text)
+    plain = "&" not in text and len(text) < MAX_NODES // 2  # see `_Converter`
     documents: list[YamlDocument] = []
     try:
         while loader.check_node():
             node = loader.get_node()
             if node is None:
                 continue
-            body, entry = _Converter(path, loader).convert(node)
+            body, entry = _Converter(path, loader, plain=plain).convert(node)
             documents.append(YamlDocument(path, body, Lines(entry), len(documents)))
     except yaml.YAMLError as exc:
         raise yaml_error(exc, text, path) from None
@@ -406,28 +408,36 @@ def _type_name(value: object) -> str:
 
 
 class _Converter:
-    """Turns a composed node graph into plain data and its ``Lines``, refusing aliases."""
+    """Turns a composed node graph into plain data and its ``Lines``, refusing aliases.
 
-    def __init__(self, path: str, loader: Any) -> None:
+    ``plain``: the text has no anchor (``&``), so no node can come back through an alias,
+    and is too short to hold ``MAX_NODES`` values (each takes at least a character of
+    it); then nodes are neither remembered nor counted, and a mapping's string values
+    are taken as they are met.
+    """
+
+    def __init__(self, path: str, loader: Any, *, plain: bool = False) -> None:
         self.path = path
         self.construct = loader.construct_object
         self.seen: set[int] = set()
         self.depth = 0
+        self.plain = plain
 
     def convert(self, node: yaml.Node) -> tuple[Any, _Entry]:
-        seen = self.seen
-        if id(node) in seen:
-            raise DocumentError(
-                "the value anchored here is reused through an alias; YAML anchors and aliases "
-                "are not allowed, write the value out in full",
-                mark=Mark(self.path, node.start_mark.line + 1),
-            )
-        seen.add(id(node))
-        if len(seen) > MAX_NODES:
-            raise DocumentError(
-                f"document has more than {MAX_NODES:,} values; split it",
-                mark=Mark(self.path, node.start_mark.line + 1),
-            )
+        if not self.plain:
+            seen = self.seen
+            if id(node) in seen:
+                raise DocumentError(
+                    "the value anchored here is reused through an alias; YAML anchors and "
+                    "aliases are not allowed, write the value out in full",
+                    mark=Mark(self.path, node.start_mark.line + 1),
+                )
+            seen.add(id(node))
+            if len(seen) > MAX_NODES:
+                raise DocumentError(
+                    f"document has more than {MAX_NODES:,} values; split it",
+                    mark=Mark(self.path, node.start_mark.line + 1),
+                )
         if isinstance(node, yaml.ScalarNode):
             return self._scalar(node)
         self.depth += 1
@@ -484,7 +494,13 @@ class _Converter:
         if isinstance(node, yaml.SequenceNode):
             items: list[Any] = []
             entries: list[_Entry] = []
+            plain = self.plain
             for item in node.value:
+                if plain and item.tag == _STR and type(item) is _SCALAR:
+                    text = item.value  # as `_scalar` takes it
+                    items.append(intern(text) if len(text) <= _INTERN_MAX else text)
+                    entries.append(item.start_mark.line + 1)
+                    continue
                 value, entry = self.convert(item)
                 items.append(value)
                 entries.append(entry)
@@ -494,6 +510,7 @@ class _Converter:
     def _mapping(self, node: yaml.MappingNode, line: int) -> tuple[Any, _Entry]:
         result: dict[str, Any] = {}
         entries: dict[str, _Entry] = {}
+        plain = self.plain
         for key_node, value_node in node.value:
             key_line = key_node.start_mark.line + 1
             if key_node.tag == _MERGE:
@@ -515,6 +532,10 @@ class _Converter:
                     mark=Mark(self.path, key_line),
                 )
             entries[key] = key_line  # before the value: a duplicate inside it is not this one
+            if plain and value_node.tag == _STR and type(value_node) is _SCALAR:
+                text = value_node.value  # as `_scalar` takes it; its line is the key's
+                result[key] = intern(text) if len(text) <= _INTERN_MAX else text
+                continue
             value, entry = self.convert(value_node)
             result[key] = value
             # A key's own line is the better pointer for findings about its value.
