@@ -257,15 +257,19 @@ def _label(body: dict[str, Any], site: str, app: str, version: str) -> None:
         labels.update(owned)
 
 
-def _manifest_shape(body: Any, mark: Mark, name_mark: Mark | None = None) -> None:
+def _manifest_shape(body: Any, doc: YamlDocument) -> None:
+    """RenderError at ``doc``'s line unless ``body`` (filled from it) is a named object
+    with a name the API server takes; lines are looked up only for the error."""
     if not isinstance(body, dict):
-        raise RenderError("a manifest document must be a Kubernetes object (a map)", mark=mark)
+        raise RenderError(
+            "a manifest document must be a Kubernetes object (a map)", mark=doc.mark()
+        )
     for key in ("apiVersion", "kind"):
         if not isinstance(body.get(key), str) or not body.get(key):
-            raise RenderError(f"the object has no {key}", mark=mark)
+            raise RenderError(f"the object has no {key}", mark=doc.mark())
     metadata = body.get("metadata")
     if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
-        raise RenderError("the object has no metadata.name", mark=mark)
+        raise RenderError("the object has no metadata.name", mark=doc.mark())
     name = metadata["name"]
     if body["apiVersion"].startswith("rbac.authorization.k8s.io/"):
         # RBAC names are path segments (system:aggregate-to-edit): no '/', no '%', not . or ..
@@ -274,7 +278,7 @@ def _manifest_shape(body: Any, mark: Mark, name_mark: Mark | None = None) -> Non
         raise RenderError(
             f"{body['kind']} name {name[:80]!r} is not a valid RBAC name (no '/' or '%', "
             "not '.' or '..'); check the placeholders in metadata.name",
-            mark=name_mark or mark,
+            mark=doc.mark("metadata", "name"),
         )
     label = body["kind"] in _LABEL_NAMED and body["apiVersion"] == "v1"
     if not (_DNS_LABEL if label else _DNS_SUBDOMAIN).fullmatch(name) or len(name) > (
@@ -289,7 +293,7 @@ def _manifest_shape(body: Any, mark: Mark, name_mark: Mark | None = None) -> Non
             f"{body['kind']} name {name[:80]!r} is not a valid Kubernetes name ({form}, "
             "starting and ending with a letter or digit); the API server would refuse it — "
             "check the placeholders in metadata.name",
-            mark=name_mark or mark,
+            mark=doc.mark("metadata", "name"),
         )
 
 
@@ -419,9 +423,8 @@ def _fill_manifest(doc: YamlDocument, app: App, scope: Scope) -> dict[str, Any]:
     and most stores of a fleet run the same combination.
     """
     namespace = app.namespace
-    mark = doc.mark()
     body = fill(doc, scope)
-    _manifest_shape(body, mark, doc.mark("metadata", "name"))
+    _manifest_shape(body, doc)
     metadata = body["metadata"]
     if body["kind"] in CLUSTER_SCOPED_KINDS:
         if metadata.get("namespace"):
@@ -664,10 +667,10 @@ def _render_site(repo: Repository, site_id: str) -> RenderedSite:
         instance, app_objects = _render_app(plan, app, folder, folder.overrides)
         instances.append(instance)
         objects.extend(app_objects)
-        namespace_origins.setdefault(
-            app.namespace,
-            app.doc.mark("spec", "namespace") if "namespace" in app.doc.spec else app.doc.mark(),
-        )
+        if app.namespace not in namespace_origins:  # the first app's line; looked up once
+            namespace_origins[app.namespace] = (
+                app.doc.mark("spec", "namespace") if "namespace" in app.doc.spec else app.doc.mark()
+            )
 
     labels = _standard_labels(site_id, None, None)
     for vm in sorted(folder.vms, key=lambda d: d.path):
