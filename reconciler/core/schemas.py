@@ -298,6 +298,8 @@ class _Compiler:
             cell = []
             self.refs[key] = cell
             cell.append(self.compile(resolved.contents, uri, root=not fragment))
+        if cell:  # compiled already: called directly (only a recursive one is still empty)
+            return cell[0]
         return lambda instance: cell[0](instance)
 
     def _object(self, schema: dict[str, Any], base: str) -> Check | None:
