@@ -114,9 +114,9 @@ def test_a_forked_run_leaves_the_sites_documents_in_the_workers(
     parsed_here: list[str] = []
     convert = loader._Converter.__init__
 
-    def recording(self: loader._Converter, path: str, yaml_loader: object) -> None:
+    def recording(self: loader._Converter, path: str, yaml_loader: object, **options: bool) -> None:
         parsed_here.append(path)
-        convert(self, path, yaml_loader)
+        convert(self, path, yaml_loader, **options)
 
     monkeypatch.setattr(loader._Converter, "__init__", recording)
     monkeypatch.setattr(_fork, "workers_for", lambda items, minimum: 2)
