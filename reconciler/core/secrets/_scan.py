@@ -65,20 +65,21 @@ _PLACEHOLDER = re.compile(r"^\$\{[^}]*\}$")
 _MAYBE = re.compile(rb"secret|pass|pwd|psk|token|credential|(?:api|private|access|auth)[-_]?key")
 # The words `_MAYBE` matches, written out: a search for each is a C scan of the bytes,
 # several times quicker than the expression's, and nearly every file has none of them.
-_MAYBE_WORDS = (
-    b"secret", b"pass", b"pwd", b"psk", b"token", b"credential",
-    *(
-        f"{head}{sep}key".encode()
-        for head in ("api", "private", "access", "auth")
-        for sep in ("", "-", "_")
-    ),
-)  # fmt: skip
+# The twelve that end in "key" are looked for only where "key" is.
+_MAYBE_WORDS = (b"secret", b"pass", b"pwd", b"psk", b"token", b"credential")
+_MAYBE_KEYS = tuple(
+    f"{head}{sep}key".encode()
+    for head in ("api", "private", "access", "auth")
+    for sep in ("", "-", "_")
+)
 
 
 def may_hold_secrets(data: bytes) -> bool:
     """Whether ``data`` holds a word that may name a secret (`_MAYBE`, in any case)."""
     lowered = data.lower()
-    return any(word in lowered for word in _MAYBE_WORDS)
+    if any(map(lowered.__contains__, _MAYBE_WORDS)):
+        return True
+    return b"key" in lowered and any(map(lowered.__contains__, _MAYBE_KEYS))
 
 
 def sensitive_name(name: str) -> bool:
