@@ -37,7 +37,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -118,7 +118,7 @@ class _Deadline(io.RawIOBase):
         self._raw = raw  # holds the socket open while the answer is read, as http.client's does
         self._sock = sock
         self._deadline = deadline
-        self._late = f"timed out: no complete answer within {seconds:g} s"
+        self._late = _late(seconds)
         self._clock = clock
 
     def readable(self) -> bool:
@@ -193,6 +193,21 @@ def _too_large(cap: int) -> TransportError:
     return TransportError(f"the answer is larger than {cap:,} bytes, the most this node reads")
 
 
+def _late(seconds: float) -> str:
+    return f"timed out: no complete answer within {seconds:g} s"
+
+
+def _joined(pieces: Iterable[bytes], cap: int) -> bytes:
+    """``pieces`` as one body; `TransportError` at the first byte past ``cap``."""
+    parts, size = [], 0
+    for piece in pieces:
+        size += len(piece)
+        if size > cap:
+            raise _too_large(cap)
+        parts.append(piece)
+    return b"".join(parts)
+
+
 class _PoolAnswer:
     def __init__(
         self,
@@ -213,13 +228,7 @@ class _PoolAnswer:
                 if self._response.length > self._cap:
                     raise _too_large(self._cap)
                 return self._response.read()
-            parts, size = [], 0
-            while chunk := self._response.read(65536):
-                size += len(chunk)
-                if size > self._cap:
-                    raise _too_large(self._cap)
-                parts.append(chunk)
-            return b"".join(parts)
+            return _joined(iter(lambda: self._response.read(65536), b""), self._cap)
         except (OSError, http.client.HTTPException) as exc:
             if isinstance(exc, TransportError):
                 raise
@@ -378,24 +387,22 @@ class _Urllib3Answer:
     def read(self) -> bytes:
         """The body up to the cap; the deadline is checked between pieces (urllib3 reads
         the headers itself, each read with its timeout)."""
-        parts, size = [], 0
         try:
-            for chunk in self._response.stream(65536, decode_content=True):
-                size += len(chunk)
-                if size > self._cap:
-                    raise _too_large(self._cap)
-                if time.monotonic() > self._deadline:
-                    raise TransportError(
-                        f"TimeoutError: timed out: no complete answer within {self._seconds:g} s"
-                    )
-                parts.append(chunk)
+            return _joined(
+                self._in_time(self._response.stream(65536, decode_content=True)), self._cap
+            )
         except self._errors as exc:
             if isinstance(exc, TransportError):
                 raise
             raise TransportError(_reason(exc)) from exc
         finally:
             self.release()
-        return b"".join(parts)
+
+    def _in_time(self, pieces: Iterable[bytes]) -> Iterator[bytes]:
+        for piece in pieces:
+            if time.monotonic() > self._deadline:
+                raise TransportError(f"TimeoutError: {_late(self._seconds)}")
+            yield piece
 
     def stream(self, amount: int) -> Iterator[bytes]:
         try:
