@@ -256,12 +256,16 @@ class _Checked:
     # of ``site_checks``, when the workers that loaded the sites ran them (``sites_checked``;
     # ``site_checked``: the ``site_checks`` among them).
     site_findings: list[Finding] = field(default_factory=list)
-    sites_checked: bool = False
     site_checked: bool = False
     # What the checks across sites need of the sites the workers loaded (their documents
     # stay in the workers): for the references, and by name for ``gather``.
     across: _AcrossSites | None = None
     gathered: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def sites_checked(self) -> bool:
+        """Whether workers loaded the sites (and checked what concerns each on its own)."""
+        return self.across is not None
 
 
 def _files_and_schemas(
@@ -332,7 +336,6 @@ def _files_and_schemas(
             schema_findings=schema_findings,
             file_checked=checked,
             site_findings=checker.run_sites(),
-            sites_checked=True,
             site_checked=bool(site_checks),
             across=checker.across(),
             gathered={name: facts(repo, names) for name, facts in (gather or {}).items()},
@@ -341,9 +344,9 @@ def _files_and_schemas(
             result.site_findings += site_check(False)(repo, names)
         return result
 
-    result = _Checked(findings, across=_AcrossSites({}, []))
+    across = _AcrossSites({}, [])
+    result = _Checked(findings, site_checked=bool(site_checks), across=across)
     parts = fork_map(check, len(runs), workers)
-    assert result.across is not None
     for part in [*parts, shared]:
         result.findings += part.findings
         result.documents += part.documents
@@ -354,12 +357,10 @@ def _files_and_schemas(
         result.file_checked |= part.file_checked
         result.site_findings += part.site_findings
         if part.across is not None:
-            result.across.fleets.update(part.across.fleets)
-            result.across.nodes.extend(part.across.nodes)
+            across.fleets.update(part.across.fleets)
+            across.nodes.extend(part.across.nodes)
         for name, facts in part.gathered.items():
             result.gathered.setdefault(name, {}).update(facts)
-    result.sites_checked = True
-    result.site_checked = bool(site_checks)
     return result
 
 
