@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 from test_validate_corpus import CASES, build_case
 
+from reconciler.ci.validate import gatherers
 from reconciler.core import _fork, validate
 from reconciler.core.errors import Mark
 from reconciler.core.findings import Finding
@@ -46,7 +48,7 @@ def test_every_corpus_case_finds_the_same_split(
 ) -> None:
     # With the secrets check, as `outpost validate` runs: some cases are broken only there.
     alone, split, workers = _both_ways(
-        build_case(name, tmp_path), monkeypatch, extra=[secrets_check()]
+        build_case(name, tmp_path), monkeypatch, extra=[secrets_check()], gather=gatherers()
     )
     assert split == alone
     assert alone  # every case is broken somehow
@@ -102,3 +104,35 @@ def test_site_checks_in_the_loading_workers_find_what_one_process_finds(
         assert ran == [True]  # the split run's parts ran in its workers, not here
     else:
         assert ran == [True, True]
+
+
+@pytest.mark.parametrize(
+    "recipient",
+    [
+        "12",
+        "[age1, age2]",
+        "{key: age1}",
+        '"age1notarecipient"',
+        '"9999-12-31T23:59:59Z"',
+        '"' + "age1" + "q" * 5000 + '"',
+    ],
+)
+def test_a_hostile_recipient_gathered_in_the_workers_is_the_finding_one_process_gives(
+    recipient: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A site.yaml's ``spec.sops.recipient`` of the wrong type, not an age recipient, a
+    date, or 5,000 characters: read where the workers load the site (`gather_site_keys`),
+    it gives the finding at the recipient's line that one process gives, and no exception."""
+    repo = tmp_path / "repo"
+    for folder in ("sites", "fleets", "apps", "policies"):
+        shutil.copytree(ROOT / folder, repo / folder)
+    shutil.copyfile(ROOT / ".sops.yaml", repo / ".sops.yaml")
+    site = repo / "sites" / "de-ber-0042" / "site.yaml"
+    text = site.read_text()
+    start = text.index("recipient: ") + len("recipient: ")
+    site.write_text(text[:start] + recipient + text[text.index("}", text.index('"', start + 1)) :])
+    alone, split, _ = _both_ways(repo, monkeypatch, extra=[secrets_check()], gather=gatherers())
+    assert split == alone
+    [found] = [f for f in alone if f.path == "sites/de-ber-0042/site.yaml" and f.rule == "secrets"]
+    assert found.line == 16
+    assert "not an age X25519 recipient" in found.message
