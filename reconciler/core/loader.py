@@ -93,6 +93,14 @@ class _Loader(_BaseLoader):  # type: ignore[misc]
             return tag
         return super().resolve(kind, value, implicit)
 
+    # Composing calls these around every node to follow path resolvers, and the safe loader
+    # has none (``yaml_path_resolvers`` is empty): the resolver's own versions only return.
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        return None
+
+    def ascend_resolver(self) -> None:
+        return None
+
 
 _STR = "tag:yaml.org,2002:str"
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
@@ -117,10 +125,14 @@ _Entry = Any
 
 def _child(children: Any, key: str | int) -> _Entry:
     if type(children) is tuple:
-        for index in range(0, len(children), 2):
-            if children[index] == key:
-                return children[index + 1]
-        return None
+        # A mapping's keys are strings and its entries are lines (int) or tuples: a string
+        # found in the flat tuple is a key, and its entry follows it.
+        if type(key) is not str:
+            return None
+        try:
+            return children[children.index(key) + 1]
+        except ValueError:
+            return None
     if type(children) is list and isinstance(key, int) and 0 <= key < len(children):
         return children[key]
     return None

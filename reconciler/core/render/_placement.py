@@ -28,8 +28,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from reconciler.core.errors import Mark, RenderError
-from reconciler.core.model import Device, Hardware
+from reconciler.core.errors import RenderError
+from reconciler.core.model import AppAssignment, Device, Hardware
 
 NODE_LABEL = "outpost/node"
 DEVICE_LABEL = "outpost/device.{type}"
@@ -103,16 +103,21 @@ def devices_of_type(hardware: Hardware | None, device_type: str) -> list[Device]
 
 
 def check_requirements(
-    app: str, required: Sequence[str], hardware: Hardware | None, mark: Mark, site: str
+    app: str,
+    required: Sequence[str],
+    hardware: Hardware | None,
+    assigned: AppAssignment,
+    site: str,
 ) -> None:
-    """Fail when the site lacks a device type the app needs: its pods would never schedule."""
+    """Fail when the site lacks a device type the app needs: its pods would never schedule.
+    The finding points at the assignment (``assigned``) that asked for the app here."""
     for device_type in required:
         if not devices_of_type(hardware, device_type):
             where = f"sites/{site}/hardware.yaml" if hardware else "no hardware.yaml"
             raise RenderError(
                 f"app {app!r} requires a {device_type} device, but site {site!r} declares none "
                 f"({where}); add the device to hardware.yaml or do not assign the app here",
-                mark=mark,
+                mark=assigned.mark,
             )
 
 

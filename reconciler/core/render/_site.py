@@ -183,7 +183,8 @@ def _plan(repo: Repository, folder: SiteFolder, sources: set[str]) -> dict[str, 
 
 def _layers(
     plan: _Planned, app: App, overrides: Document | None
-) -> tuple[list[Layer], list[Any], Mark | None]:
+) -> tuple[list[Layer], list[Any]]:
+    """The app's value layers, lowest first, and the site's patches of its objects."""
     layers = [Layer(app.defaults, app.doc, ("spec", "defaults"), "app defaults")]
     for assignment in plan.fleet_layers:
         layers.append(
@@ -192,7 +193,6 @@ def _layers(
     if plan.site is not None:
         layers.append(Layer(plan.site.values, plan.site.source, (*plan.site.at, "values"), "site"))
     patches: list[Any] = []
-    patches_mark = None
     if overrides is not None:
         entry = (overrides.spec.get("apps") or {}).get(plan.name)
         if isinstance(entry, Mapping):
@@ -201,8 +201,7 @@ def _layers(
             if isinstance(values, Mapping):
                 layers.append(Layer(values, overrides, (*at, "values"), "overrides"))
             patches = list(entry.get("patches") or [])
-            patches_mark = overrides.mark(*at, "patches")
-    return layers, patches, patches_mark
+    return layers, patches
 
 
 def _check_overrides(
@@ -321,9 +320,9 @@ def _render_app(
         )
     if app.required_device_types:
         check_requirements(
-            app.name, app.required_device_types, folder.hardware, plan.version_from.mark, site_id
+            app.name, app.required_device_types, folder.hardware, plan.version_from, site_id
         )
-    layers, patches, _ = _layers(plan, app, overrides)
+    layers, patches = _layers(plan, app, overrides)
     values = merge_layers(layers)
     properties = app.parameters.get("properties")
     declared = frozenset(properties) if isinstance(properties, Mapping) else frozenset()
@@ -383,7 +382,7 @@ def _render_app(
     for obj in objects:
         _label(obj.body, site_id, app.name, plan.version)
         place(obj.body, app.required_device_types, folder.hardware)
-    instance = AppInstance(app.name, plan.version, namespace, values, plan.version_from.mark, app)
+    instance = AppInstance(app.name, plan.version, namespace, values, plan.version_from, app)
     return instance, objects
 
 

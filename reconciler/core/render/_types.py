@@ -8,7 +8,7 @@ from typing import Any
 
 from reconciler.core.errors import Mark
 from reconciler.core.loader import YamlDocument
-from reconciler.core.model import App, SiteId
+from reconciler.core.model import App, AppAssignment, SiteId
 
 # Kubernetes kinds whose objects have no namespace. Anything not listed is treated
 # as namespaced, which is what an unknown custom resource usually is.
@@ -194,14 +194,20 @@ class SecretRef:
 
 @dataclass(frozen=True)
 class AppInstance:
-    """One app as this site runs it: version, namespace and the final parameter values."""
+    """One app as this site runs it: version, namespace and the final parameter values;
+    ``assigned``, the assignment that chose the version (a fleet's or the site's)."""
 
     name: str
     version: str
     namespace: str
     values: dict[str, Any] = field(hash=False)
-    assigned_at: Mark
+    assigned: AppAssignment = field(compare=False, repr=False, hash=False)
     app: App = field(compare=False, repr=False, hash=False)
+
+    @property
+    def assigned_at(self) -> Mark:
+        """Where the version was chosen (file:line), looked up when asked."""
+        return self.assigned.mark
 
 
 @dataclass(frozen=True)
