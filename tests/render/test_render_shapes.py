@@ -18,6 +18,7 @@ from reconciler.core.policy import PolicyCache, load_policies
 from reconciler.core.policy._load import policy_documents
 from reconciler.core.policy._site import check_folder
 from reconciler.core.render import render_site
+from reconciler.core.render._placement import placement_key
 from reconciler.core.source import WorkdirTree
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,13 +28,31 @@ def _example(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
     for top in ("apps", "fleets", "sites", "policies"):
         shutil.copytree(ROOT / top, root / top)
+    # Two stores run the camera app on one GPU each; with the same values at both, and two
+    # GPUs per node at one of them, the same filled manifest is placed differently at the
+    # two (`place` sets the GPU limit).
+    (root / "sites/us-chi-0201/overrides.yaml").write_text(
+        "apiVersion: outpost/v1\nkind: SiteOverrides\nmetadata:\n  name: us-chi-0201\n"
+        "spec:\n  apps:\n    camera-analytics:\n      values: {cameras: 48}\n"
+    )
+    # The manifest no longer sets the GPU limit itself: `place` sets it to the node's count.
+    manifest = root / "apps/camera-analytics/manifests/inference.yaml"
+    text = manifest.read_text()
+    limit = "memory: 16Gi\n              nvidia.com/gpu: ${gpus}\n"
+    assert text.count(limit) == 1
+    manifest.write_text(text.replace(limit, "memory: 16Gi\n"))
+    hardware = root / "sites/us-chi-0201/hardware.yaml"
+    text = hardware.read_text()
+    assert "resource: nvidia.com/gpu, count: 1," in text
+    hardware.write_text(text.replace("nvidia.com/gpu, count: 1,", "nvidia.com/gpu, count: 2,"))
     return root
 
 
 def test_objects_of_one_shape_differ_only_in_the_site_label(tmp_path: Path) -> None:
     repo = Repository(WorkdirTree(_example(tmp_path)))
     seen: dict[object, tuple[str, dict[str, object]]] = {}
-    shared = 0
+    shared = placed = 0
+    gpu_shapes: dict[str, object] = {}
     for site_id in repo.site_ids:
         for obj in render_site(repo, site_id).objects:
             if obj.shape is None:
@@ -43,11 +62,20 @@ def test_objects_of_one_shape_differ_only_in_the_site_label(tmp_path: Path) -> N
             first = seen.setdefault(obj.shape, (site_id, view))
             if first[0] != site_id:
                 shared += 1
+                placed += obj.app == "pos"  # placed on a USB node, the same at every store
                 assert view == first[1], (obj.key, site_id, first[0])
+            if obj.app == "camera-analytics" and obj.key.kind == "Deployment":
+                gpu_shapes[site_id] = obj.shape
     assert shared >= 10  # the stores of a fleet do share shapes
+    assert placed >= 3
+    # one GPU here, two there: the same manifest, placed apart
+    assert gpu_shapes.keys() == {"de-ber-0042", "us-chi-0201"}
+    assert gpu_shapes["de-ber-0042"] != gpu_shapes["us-chi-0201"]
 
 
-def test_a_patched_placed_or_self_labelled_object_has_no_shape(tmp_path: Path) -> None:
+def test_a_patched_or_self_labelled_object_has_no_shape_and_a_placed_one_names_its_placement(
+    tmp_path: Path,
+) -> None:
     root = _example(tmp_path)
     manifest = root / "apps/node-metrics/manifests/daemonset.yaml"
     text = manifest.read_text()
@@ -59,7 +87,11 @@ def test_a_patched_placed_or_self_labelled_object_has_no_shape(tmp_path: Path) -
     found = {"labelled": 0, "patched": 0, "placed": 0}
     for site_id in repo.site_ids:
         rendered = render_site(repo, site_id)
-        devices = {i.name for i in rendered.apps if i.app.required_device_types}
+        devices = {
+            i.name: placement_key(i.app.required_device_types, repo.site(site_id).hardware)
+            for i in rendered.apps
+            if i.app.required_device_types
+        }
         for obj in rendered.objects:
             if obj.app == "node-metrics" and obj.key.kind == "DaemonSet":
                 found["labelled"] += 1
@@ -67,9 +99,10 @@ def test_a_patched_placed_or_self_labelled_object_has_no_shape(tmp_path: Path) -
             if obj.patches:
                 found["patched"] += 1
                 assert obj.shape is None
-            if obj.app in devices:
+            if obj.app in devices and not obj.patches and obj.source is not None:
                 found["placed"] += 1
-                assert obj.shape is None
+                assert obj.shape is not None
+                assert obj.shape[3] == devices[obj.app]
     assert all(found.values()), found
 
 

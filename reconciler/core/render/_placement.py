@@ -121,8 +121,22 @@ def check_requirements(
             )
 
 
+def placement_key(required: Sequence[str], hardware: Hardware | None) -> tuple[str, ...]:
+    """What `place` takes from the site's hardware besides ``required``: the first GPU's
+    resource and count (as their ``repr``) for an app that needs a GPU, else nothing. Two
+    sites with the same key get the same changes to the same body."""
+    if "gpu" not in required:
+        return ()
+    gpus = devices_of_type(hardware, "gpu")
+    if not gpus:
+        return ("no gpu",)  # `check_requirements` refuses the site before `place` runs
+    spec = gpus[0].spec
+    return (repr(spec.get("resource", "nvidia.com/gpu")), repr(spec.get("count", 1)))
+
+
 def place(body: dict[str, Any], required: Sequence[str], hardware: Hardware | None) -> None:
-    """Add nodeSelector, tolerations and GPU limits to a workload of a device-bound app."""
+    """Add nodeSelector, tolerations and GPU limits to a workload of a device-bound app.
+    Of the hardware it reads only what `placement_key` names."""
     spec = pod_spec(body)
     if spec is None or not required:
         return

@@ -59,6 +59,7 @@ from reconciler.core.render._placement import (
     check_requirements,
     node_labels,
     place,
+    placement_key,
     pod_template_metadata,
 )
 from reconciler.core.render._types import (
@@ -181,9 +182,7 @@ def _plan(repo: Repository, folder: SiteFolder, sources: set[str]) -> dict[str, 
     return planned
 
 
-def _layers(
-    plan: _Planned, app: App, overrides: Document | None
-) -> tuple[list[Layer], list[Any]]:
+def _layers(plan: _Planned, app: App, overrides: Document | None) -> tuple[list[Layer], list[Any]]:
     """The app's value layers, lowest first, and the site's patches of its objects."""
     layers = [Layer(app.defaults, app.doc, ("spec", "defaults"), "app defaults")]
     for assignment in plan.fleet_layers:
@@ -348,7 +347,9 @@ def _render_app(
         _check_app_values(app, layers, scope)
         _CHECKED.add(app, checked)
     objects: list[RenderedObject] = []
-    placed = bool(app.required_device_types)  # `place` changes the body per site's hardware
+    required = app.required_device_types
+    # `place` changes a body by what the key names of the site's hardware.
+    placement = placement_key(required, folder.hardware)
     for doc in app.manifests_for(plan.version):
         names = placeholder_names(doc)
         key = (*checked, tuple((n, v) for n, v in scope.builtins.items() if n in names))
@@ -375,13 +376,13 @@ def _render_app(
                 origin,
                 app.name,
                 source=doc,
-                shape=None if number is None or placed else (number, app.name, plan.version),
+                shape=None if number is None else (number, app.name, plan.version, placement),
             )
         )
     objects = _apply_patches(objects, patches, overrides, app.name)
     for obj in objects:
         _label(obj.body, site_id, app.name, plan.version)
-        place(obj.body, app.required_device_types, folder.hardware)
+        place(obj.body, required, folder.hardware)
     instance = AppInstance(app.name, plan.version, namespace, values, plan.version_from, app)
     return instance, objects
 
@@ -605,7 +606,9 @@ def _namespaces(
             "metadata": {"name": name, "labels": _standard_labels(site_id, app, None)},
         }
         origin = origins.get(name) or Mark(f"sites/{site_id}/site.yaml", 1)
-        result.append(RenderedObject(ObjectKey.of(body), body, origin, app))
+        # Every site's namespace of this name and app is this body but for the site label.
+        shape = ("namespace", name, app)
+        result.append(RenderedObject(ObjectKey.of(body), body, origin, app, shape=shape))
     return result
 
 

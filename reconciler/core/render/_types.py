@@ -165,9 +165,10 @@ class RenderedObject:
     patches: tuple[Mark, ...] = ()
     source: YamlDocument | None = field(default=None, compare=False, repr=False, hash=False)
     # Objects of one shape have the same body but for the ``outpost/site`` label render
-    # stamps (the same filled manifest, app and version, nothing patched or placed);
-    # None where that is not known. Never the same for two different bodies in a process.
-    shape: tuple[int, str, str] | None = field(default=None, compare=False, repr=False, hash=False)
+    # stamps: the same filled manifest, app, version and placement (`placement_key`),
+    # nothing patched; or the namespace of one name and app that render adds. None where
+    # that is not known. Never the same for two different bodies in a process.
+    shape: tuple[object, ...] | None = field(default=None, compare=False, repr=False, hash=False)
 
     def mark(self, *keys: str | int) -> Mark:
         """The file:line of a field of the object (nearest ancestor in its manifest)."""
