@@ -64,6 +64,8 @@ _DEPTH_INDICATORS = (
 
 _BaseLoader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _SCALAR = yaml.ScalarNode
+_MAPPING = yaml.MappingNode
+_SEQUENCE = yaml.SequenceNode
 # Keys and short strings are interned: across a fleet's 30,000 documents the same keys
 # and values (``apiVersion``, ``amd64``, ``Europe/Berlin``) come back thousands of times,
 # and one copy of each halves the memory the loaded documents take.
@@ -82,19 +84,27 @@ class _Loader(_BaseLoader):  # type: ignore[misc]
     """
 
     _resolved: ClassVar[dict[str, str]] = {}
+    # No path resolvers, whatever is registered on PyYAML's own loaders: a node's tag
+    # depends on the node alone.
+    yaml_path_resolvers: ClassVar[dict[Any, Any]] = {}
 
     def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
-        if kind is _SCALAR and implicit[0]:
+        if kind is _SCALAR:
+            if not implicit[0]:  # quoted (or "!"-tagged): a string, as the resolver says
+                return _STR
             tag = self._resolved.get(value)
             if tag is None:
                 if len(self._resolved) >= _RESOLVED_MAX:
                     self._resolved.clear()
                 tag = self._resolved[value] = super().resolve(kind, value, implicit)
             return tag
+        if kind is _MAPPING:
+            return _MAP
+        if kind is _SEQUENCE:
+            return _SEQ
         return super().resolve(kind, value, implicit)
 
-    # Composing calls these around every node to follow path resolvers, and the safe loader
-    # has none (``yaml_path_resolvers`` is empty): the resolver's own versions only return.
+    # Composing calls these around every node to follow path resolvers; there are none.
     def descend_resolver(self, current_node: Any, current_index: Any) -> None:
         return None
 
@@ -103,6 +113,8 @@ class _Loader(_BaseLoader):  # type: ignore[misc]
 
 
 _STR = "tag:yaml.org,2002:str"
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
 _MERGE = "tag:yaml.org,2002:merge"
 _INT = "tag:yaml.org,2002:int"
@@ -111,7 +123,7 @@ _INT = "tag:yaml.org,2002:int"
 _SCALAR_TAGS = frozenset(
     {_INT, "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null"}
 )
-_COLLECTION_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
+_COLLECTION_TAGS = frozenset({_MAP, _SEQ})
 
 Path_ = tuple[str | int, ...]
 
