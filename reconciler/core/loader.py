@@ -293,7 +293,10 @@ def parse_yaml(
         ) from None
     if text.startswith("\ufeff"):
         text = text[1:]
-    if sum(data.count(c) for c in _DEPTH_INDICATORS) > _SAFE_INDICATORS:
+    # Each indicator takes a byte at least: a shorter file cannot hold more of them.
+    if len(data) > _SAFE_INDICATORS and (
+        sum(data.count(c) for c in _DEPTH_INDICATORS) > _SAFE_INDICATORS
+    ):
         _check_depth(text, path)
     loader = _Loader(text)
     plain = "&" not in text and len(text) < MAX_NODES // 2  # see `_Converter`

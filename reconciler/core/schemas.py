@@ -260,6 +260,11 @@ class _Compiler:
         if len(names) == 1 and names[0] in fast:
             python_type = fast[names[0]]
             return lambda instance: isinstance(instance, python_type)
+        if all(name in _TYPE_TESTS for name in names):
+            tests = tuple(_TYPE_TESTS[name] for name in names)
+            if len(tests) == 1:
+                return tests[0]
+            return lambda instance: any(test(instance) for test in tests)
         return lambda instance: any(checker.is_type(instance, name) for name in names)
 
     def _ref(self, ref: str, base: str) -> Check:
@@ -495,6 +500,31 @@ class _Compiler:
                 lambda instance: then(instance) if condition(instance) else otherwise(instance)
             )
         return checks
+
+
+def _is_integer(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+
+
+def _is_number(value: Any) -> bool:
+    if type(value) is int or type(value) is float:  # the loader's numbers, without the ABC
+        return True
+    return isinstance(value, numbers.Number) and not isinstance(value, bool)
+
+
+# Draft 2020-12's types (jsonschema's TYPE_CHECKER, whose every answer goes through a
+# persistent map and a function of four arguments), answered in one call each.
+_TYPE_TESTS: dict[str, Check] = {
+    "object": lambda value: isinstance(value, dict),
+    "array": lambda value: isinstance(value, list),
+    "string": lambda value: isinstance(value, str),
+    "integer": _is_integer,
+    "number": _is_number,
+    "boolean": lambda value: isinstance(value, bool),
+    "null": lambda value: value is None,
+}
 
 
 def _re_search(pattern: str) -> Check:
