@@ -15,6 +15,7 @@ from pathlib import Path
 from reconciler.core.labels import without_site_label
 from reconciler.core.model import Repository
 from reconciler.core.policy import PolicyCache, load_policies
+from reconciler.core.policy._facts import site_status
 from reconciler.core.policy._load import policy_documents
 from reconciler.core.policy._site import check_folder
 from reconciler.core.render import render_site
@@ -135,3 +136,25 @@ def test_the_policy_check_finds_the_same_with_and_without_shapes(tmp_path: Path)
             theirs[id(o.body)] for o in bare.objects
         ]
     assert flagged >= 5
+
+
+def test_the_site_status_is_the_same_with_and_without_shapes(tmp_path: Path) -> None:
+    root = _example(tmp_path)
+    # a request no one can read, in an object every store renders with one shape
+    manifest = root / "apps/node-metrics/manifests/daemonset.yaml"
+    text = manifest.read_text()
+    assert "requests: {cpu: 20m," in text
+    manifest.write_text(text.replace("requests: {cpu: 20m,", "requests: {cpu: twenty,", 1))
+    repo = Repository(WorkdirTree(root))
+    problems = 0
+    for site_id in repo.site_ids:
+        rendered = render_site(repo, site_id)
+        folder = repo.site(site_id)
+        hardware = folder.hardware.doc.body if folder.hardware else {}
+        bodies = [o.body for o in rendered.objects]
+        shaped = site_status(bodies, hardware, shapes=[o.shape for o in rendered.objects])
+        assert shaped == site_status(bodies, hardware), site_id
+        problems += len(shaped[1])
+        # asked again, every answer comes from what the first asking kept
+        assert site_status(bodies, hardware, shapes=[o.shape for o in rendered.objects]) == shaped
+    assert problems >= len(repo.site_ids)  # the unreadable request, at every store

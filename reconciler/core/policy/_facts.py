@@ -41,7 +41,7 @@ import contextlib
 import functools
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -333,34 +333,60 @@ def hardware_capacity(hardware: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+# An object's own requests: (what one copy requests, or None if it runs nothing; whether
+# its replicas multiply it; its extended resources; what could not be read).
+_Requests = tuple[_Tally | None, bool, dict[str, int], list[str]]
+# The requests of rendered objects by their shape (``RenderedObject.shape``): objects of
+# one shape differ only in a label, so each site after the first reads them for free.
+_BY_SHAPE: dict[Hashable, _Requests] = {}
+_BY_SHAPE_MAX = 4096
+
+
+def _requests(obj: Mapping[str, Any]) -> _Requests:
+    own: dict[str, int] = {}
+    messages: list[str] = []
+    if _vm_spec(obj):
+        return _vm_requests(obj, own, messages), False, own, messages
+    pod = pod_spec(obj)
+    if not pod:
+        return None, False, own, messages
+    return _pod_requests(pod, own, messages), True, own, messages
+
+
 def site_status(
     objects: Sequence[Mapping[str, Any]],
     hardware: Mapping[str, Any],
     vm_documents: Iterable[Mapping[str, Any]] = (),
     app_documents: Iterable[Mapping[str, Any]] = (),
+    *,
+    shapes: Sequence[Hashable | None] = (),
 ) -> tuple[dict[str, Any], list[QuantityProblem]]:
     """``site.status`` for CEL: usage of the rendered ``objects`` and capacity of ``hardware``.
 
     ``vm_documents`` are the site's Outpost VirtualMachine documents (their device
     names) and ``app_documents`` the App documents it runs (their required device
-    types). Returns the status and the quantities that could not be read.
+    types). ``shapes``, when given, holds each object's ``RenderedObject.shape`` (None:
+    unknown). Returns the status and the quantities that could not be read.
     """
     capacity = hardware_capacity(hardware)
     total = _Tally()
     extended: dict[str, int] = {}
     problems: list[QuantityProblem] = []
     for index, obj in enumerate(objects):
-        messages: list[str] = []
-        if _vm_spec(obj):
-            total.add(_vm_requests(obj, extended, messages))
-        else:
-            pod = pod_spec(obj)
-            if pod:
-                own: dict[str, int] = {}
-                times = _replicas(obj, capacity["nodes"])
-                total.add(_pod_requests(pod, own, messages), times)
-                for resource, count in own.items():
-                    extended[resource] = extended.get(resource, 0) + count * times
+        shape = shapes[index] if shapes else None
+        found = _BY_SHAPE.get(shape) if shape is not None else None
+        if found is None:
+            found = _requests(obj)
+            if shape is not None:
+                if len(_BY_SHAPE) >= _BY_SHAPE_MAX:
+                    _BY_SHAPE.clear()
+                _BY_SHAPE[shape] = found
+        tally, scaled, own, messages = found
+        if tally is not None:
+            times = _replicas(obj, capacity["nodes"]) if scaled else 1
+            total.add(tally, times)
+            for resource, count in own.items():
+                extended[resource] = extended.get(resource, 0) + count * times
         problems.extend(QuantityProblem(index, "resources", m) for m in messages)
     devices: set[str] = set()
     for vm in vm_documents:

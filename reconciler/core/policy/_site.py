@@ -239,10 +239,12 @@ def check_site(
 
     subjects: list[_Subject] = []
     bodies: list[Mapping[str, Any]] = []
+    shapes: list[Any] = []
     for obj in rendered_site.objects:
         body = obj.body
         bodies.append(body)
         shape = getattr(obj, "shape", None)
+        shapes.append(shape)
         if shape is None:
             subjects.append(_Subject(without_site_label(body, site_id), obj.origin, obj.app))
         else:
@@ -269,7 +271,11 @@ def check_site(
         subjects.append(_Subject(stub, ref.origin, None, _label(stub)))
 
     status, problems = site_status(
-        bodies, hardware_body, (b for b, _ in vm_items), (b for b, _ in app_bodies.values())
+        bodies,
+        hardware_body,
+        (b for b, _ in vm_items),
+        (b for b, _ in app_bodies.values()),
+        shapes=shapes,
     )
     for problem in problems:
         subject = subjects[problem.index]
