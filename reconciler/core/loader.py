@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from sys import intern
 from typing import Any, ClassVar
 
@@ -231,8 +232,10 @@ class Document(YamlDocument):
     kind: str = ""
     name: str = ""
 
-    @property
+    @cached_property
     def spec(self) -> dict[str, Any]:
+        """``spec`` of the body, or empty; asked for thousands of times per site, and a
+        document's body is never changed once loaded."""
         spec = self.body.get("spec")
         return spec if isinstance(spec, dict) else {}
 

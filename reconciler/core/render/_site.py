@@ -496,6 +496,16 @@ def _has_site_label(body: dict[str, Any]) -> bool:
 
 
 _ORIGINS = ByIdentity(512)  # each manifest's own line
+_NAMESPACE_ORIGINS = ByIdentity(512)  # each app's namespace line (its document's, if none)
+
+
+def _namespace_origin(app: App) -> Mark:
+    found: Mark | None = _NAMESPACE_ORIGINS.get(app.doc)
+    if found is None:
+        doc = app.doc
+        found = doc.mark("spec", "namespace") if "namespace" in doc.spec else doc.mark()
+        _NAMESPACE_ORIGINS.put(doc, found)
+    return found
 
 
 def _apply_patches(
@@ -669,10 +679,8 @@ def _render_site(repo: Repository, site_id: str) -> RenderedSite:
         instance, app_objects = _render_app(plan, app, folder, folder.overrides)
         instances.append(instance)
         objects.extend(app_objects)
-        if app.namespace not in namespace_origins:  # the first app's line; looked up once
-            namespace_origins[app.namespace] = (
-                app.doc.mark("spec", "namespace") if "namespace" in app.doc.spec else app.doc.mark()
-            )
+        if app.namespace not in namespace_origins:  # the first app's line
+            namespace_origins[app.namespace] = _namespace_origin(app)
 
     labels = _standard_labels(site_id, None, None)
     for vm in sorted(folder.vms, key=lambda d: d.path):
