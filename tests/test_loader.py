@@ -38,6 +38,34 @@ def test_keys_stay_text_and_timestamps_stay_strings() -> None:
     assert doc.body == {"versions": {"1.10": {}, "2": {}}, "from": "2026-11-20"}
 
 
+def test_a_scalars_type_depends_on_it_alone_whatever_path_resolvers_are_registered() -> None:
+    """A scalar's type depends on the scalar alone, as in PyYAML's safe loader: quoted or
+    tagged ``!!str`` it is a string (``! 7`` is resolved as plain, as PyYAML does), and a
+    path resolver another library registers on PyYAML's loaders is not followed."""
+    text = b"a: '1'\nb: \"true\"\nc: ! 7\nd: 7\ne: [x]\nf: {g: null}\nh: !!str 8\n"
+    expected = {"a": "1", "b": "true", "c": 7, "d": 7, "e": ["x"], "f": {"g": None}, "h": "8"}
+    assert yaml.safe_load(text) == expected
+    [doc] = parse_yaml(text, "a.yaml")
+    assert doc.body == expected
+    for loader in (yaml.SafeLoader, getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+        saved = loader.__dict__.get("yaml_path_resolvers")
+        loader.add_path_resolver("tag:yaml.org,2002:str", ["d"], yaml.ScalarNode)
+        try:
+            [doc] = parse_yaml(text, "a.yaml")
+            assert doc.body == expected
+            # a plain string the loader has not met yet goes through PyYAML's resolver,
+            # which looks at path resolvers once no implicit one matched
+            fresh = f"unmet-{id(loader)}"
+            [doc] = parse_yaml(f"d: {fresh}\n".encode(), "b.yaml")
+            assert doc.body == {"d": fresh}
+            assert loader.yaml_path_resolvers  # the registration itself took
+        finally:
+            if saved is None:
+                del loader.yaml_path_resolvers
+            else:
+                loader.yaml_path_resolvers = saved
+
+
 @pytest.mark.parametrize(
     ("data", "line", "needle"),
     [

@@ -91,7 +91,7 @@ class _Loader(_BaseLoader):  # type: ignore[misc]
 
     def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
         if kind is _SCALAR:
-            if not implicit[0]:  # quoted (or "!"-tagged): a string, as the resolver says
+            if not implicit[0]:  # quoted: a string, as the resolver says
                 return _STR
             tag = self._resolved.get(value)
             if tag is None:
