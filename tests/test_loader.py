@@ -287,3 +287,29 @@ def test_a_text_without_anchors_converts_as_the_careful_converter_does(
     assert doc.body == careful_body == body
     assert repr(doc.body) == repr(careful_body)  # 1 stays 1, not True; "007" stays a string
     assert doc.lines.tree == careful_lines
+
+
+_SPELLINGS = st.one_of(
+    st.from_regex(r"\A[-+]?(0|[0-9][0-9_]{0,6}|0x[0-9a-fA-F]{1,4}|0b[01]{1,4}|[1-9]:[0-5][0-9])\Z"),
+    st.sampled_from(["yes", "no", "on", "off", "true", "false", "y", "n", "null", "~", ""]).map(
+        lambda word: "".join(
+            c.upper() if i % 2 else c for i, c in enumerate(word)
+        )  # mixed case too
+    ),
+    st.sampled_from(["Yes", "NO", "On", "OFF", "True", "FALSE", "Null", "NULL", "1.5", ".inf"]),
+    st.text("0123456789٣²", min_size=1, max_size=6),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_SPELLINGS, min_size=1, max_size=3))
+def test_plain_scalars_read_as_the_safe_loader_reads_them(spellings: list[str]) -> None:
+    """Integers, booleans and nulls the converter reads itself are what PyYAML's safe
+    loader makes of the same text, value and type; the rest it leaves to the constructor."""
+    text = "".join(f"k{i}: {word}\n" for i, word in enumerate(spellings)).encode()
+    try:
+        expected = yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError):
+        return  # not a value the safe loader reads either
+    [doc] = parse_yaml(text, "a.yaml")
+    assert repr(doc.body) == repr(expected)

@@ -119,11 +119,12 @@ _SEQ = "tag:yaml.org,2002:seq"
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
 _MERGE = "tag:yaml.org,2002:merge"
 _INT = "tag:yaml.org,2002:int"
+_NULL = "tag:yaml.org,2002:null"
+_BOOL = "tag:yaml.org,2002:bool"
+_BOOLS: dict[str, bool] = dict(yaml.constructor.SafeConstructor.bool_values)
 # Scalars the converter constructs: JSON's types. Anything else (binary, set, omap,
 # pairs, python/...) is refused with its line.
-_SCALAR_TAGS = frozenset(
-    {_INT, "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null"}
-)
+_SCALAR_TAGS = frozenset({_INT, "tag:yaml.org,2002:float", _BOOL, _NULL})
 _COLLECTION_TAGS = frozenset({_MAP, _SEQ})
 
 Path_ = tuple[str | int, ...]
@@ -502,8 +503,18 @@ class _Converter:
             return str(node.value), line
         if tag not in _SCALAR_TAGS:
             raise self._tag_error(node)
-        if tag == _INT and len(node.value) > MAX_INT_CHARS:  # before int(): 4,300 digits raise
-            raise self._int_error(node)
+        text = node.value
+        if tag == _INT:
+            if len(text) > MAX_INT_CHARS:  # before int(): 4,300 digits raise
+                raise self._int_error(node)
+            if text.isdigit() and text.isascii() and (text[0] != "0" or len(text) == 1):
+                return int(text), line  # decimal, as the constructor reads it (not 0-led: octal)
+        elif tag == _NULL:
+            return None, line  # the constructor's answer to every null
+        elif tag == _BOOL:
+            value = _BOOLS.get(text.lower())
+            if value is not None:
+                return value, line
         try:
             value = self.construct(node, deep=True)
         except (ValueError, KeyError, TypeError, yaml.YAMLError):

@@ -342,6 +342,9 @@ class _Compiler:
         if not isinstance(dep_required, dict) or not isinstance(dependent, dict):
             raise _Unsupported("dependentRequired or dependentSchemas")
         dep_schemas = [(k, self.compile(v, base)) for k, v in dependent.items()]
+        others = (patterns, names_check, dep_required, dep_schemas)
+        if not any(others) and min_p is None and max_p is None:
+            return self._properties(required, dict(props), additional)
 
         def check(instance: Any) -> bool:
             if not isinstance(instance, dict):
@@ -374,6 +377,33 @@ class _Compiler:
                 if name in instance and any(each not in instance for each in needed):
                     return False
             return all(name not in instance or sub(instance) for name, sub in dep_schemas)
+
+        return check
+
+    @staticmethod
+    def _properties(
+        required: list[Any], props: dict[str, Check], additional: Check | None
+    ) -> Check:
+        """``properties``, ``required`` and ``additionalProperties`` alone (most objects):
+        a walk over the instance's keys, each looked up once, rather than over every
+        declared property (an API object's schema declares dozens; an instance sets a
+        few). Which keys are checked, and against what, is the same either way."""
+        get = props.get
+
+        def check(instance: Any) -> bool:
+            if not isinstance(instance, dict):
+                return True
+            for name in required:
+                if name not in instance:
+                    return False
+            for key, value in instance.items():
+                sub = get(key)
+                if sub is None:
+                    if additional is not None and not additional(value):
+                        return False
+                elif not sub(value):
+                    return False
+            return True
 
         return check
 
