@@ -342,24 +342,22 @@ class _Compiler:
         if not isinstance(dep_required, dict) or not isinstance(dependent, dict):
             raise _Unsupported("dependentRequired or dependentSchemas")
         dep_schemas = [(k, self.compile(v, base)) for k, v in dependent.items()]
+        # Without patternProperties, additionalProperties is every key properties lacks.
+        simple = self._properties(required, dict(props), None if patterns else additional)
         others = (patterns, names_check, dep_required, dep_schemas)
         if not any(others) and min_p is None and max_p is None:
-            return self._properties(required, dict(props), additional)
+            return simple
 
         def check(instance: Any) -> bool:
+            if not simple(instance):
+                return False
             if not isinstance(instance, dict):
                 return True
-            for name in required:
-                if name not in instance:
-                    return False
-            for name, sub in props:
-                if name in instance and not sub(instance[name]):
-                    return False
             for search, sub in pattern_checks:
                 for key, value in instance.items():
                     if search(key) and not sub(value):
                         return False
-            if additional is not None:
+            if additional is not None and patterns:
                 for key, value in instance.items():
                     if key in declared or (joined is not None and joined(key)):
                         continue
