@@ -320,7 +320,7 @@ class _Compiler:
             raise _Unsupported("properties or required")
         if not isinstance(patterns, dict):
             raise _Unsupported("patternProperties")
-        props = [(str(k), self.compile(v, base)) for k, v in properties.items()]
+        props = {str(k): self.compile(v, base) for k, v in properties.items()}
         pattern_checks = [(self.search(p), self.compile(v, base)) for p, v in patterns.items()]
         searches = [search for search, _ in pattern_checks]
         joined = (lambda key: any(s(key) for s in searches)) if patterns else None
@@ -343,7 +343,7 @@ class _Compiler:
             raise _Unsupported("dependentRequired or dependentSchemas")
         dep_schemas = [(k, self.compile(v, base)) for k, v in dependent.items()]
         # Without patternProperties, additionalProperties is every key properties lacks.
-        simple = self._properties(required, dict(props), None if patterns else additional)
+        simple = self._properties(required, props, None if patterns else additional)
         others = (patterns, names_check, dep_required, dep_schemas)
         if not any(others) and min_p is None and max_p is None:
             return simple
@@ -382,10 +382,11 @@ class _Compiler:
     def _properties(
         required: list[Any], props: dict[str, Check], additional: Check | None
     ) -> Check:
-        """``properties``, ``required`` and ``additionalProperties`` alone (most objects):
-        a walk over the instance's keys, each looked up once, rather than over every
-        declared property (an API object's schema declares dozens; an instance sets a
-        few). Which keys are checked, and against what, is the same either way."""
+        """``required``, ``properties`` and (``additional``: for every key ``properties``
+        lacks) ``additionalProperties``: the whole check of most objects, the first part
+        of the rest. A walk over the instance's keys, each looked up once, rather than
+        over every declared property (an API object's schema declares dozens; an
+        instance sets a few). Which keys are checked, and against what, is the same."""
         get = props.get
 
         def check(instance: Any) -> bool:
