@@ -4,12 +4,15 @@
 jsonschema for everything else, so a compiled check that passes what jsonschema
 rejects would let a bad document through. These tests compare the two on the
 example fleet, the validation corpus, mutated documents and schemas built to
-exercise every keyword the compiler models.
+exercise every keyword the compiler models; and, for the Kubernetes API schemas
+(`ci.kube_schema` trusts the same check), on every object the example fleet
+renders and on mutations of them.
 """
 
 from __future__ import annotations
 
 import copy
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,7 @@ from jsonschema import Draft202012Validator
 
 from reconciler.core.errors import OutpostError
 from reconciler.core.loader import KINDS, load_document
-from reconciler.core.schemas import _fast_check, compile_check, schema_errors, validator
+from reconciler.core.schemas import Check, _fast_check, compile_check, schema_errors, validator
 
 ROOT = Path(__file__).resolve().parent.parent
 FORMATS = Draft202012Validator.FORMAT_CHECKER
@@ -189,6 +192,18 @@ KEYWORD_SCHEMAS: list[dict[str, Any]] = [
     {"minProperties": 1, "maxProperties": 2},
     {"dependentRequired": {"b": ["c"]}},
     {"dependentSchemas": {"d": {"required": ["e"]}}},
+    # Objects of many properties, with additionalProperties, nested combinators.
+    {"properties": {"a": {"type": "integer"}}, "additionalProperties": {"type": "string"}},
+    {"properties": {k: {"type": "integer"} for k in "abcdefghijklmn"}, "required": ["a"]},
+    {"properties": {k: {"maximum": 3} for k in "abcdefghijklmn"}, "additionalProperties": False},
+    {"properties": {k: {} for k in "abcdefghijklmn"}, "additionalProperties": {"type": "null"}},
+    {"properties": {"a": {"properties": {"b": {"const": "x"}}, "required": ["b"]}}},
+    {"const": "x"},
+    {"if": {"type": "string"}, "else": {"type": "integer"}},
+    {"items": False},
+    {"uniqueItems": True, "items": {"type": ["integer", "boolean", "string"]}},
+    {"items": {"anyOf": [{"type": "integer"}, {"items": {"type": "string"}}]}},
+    {"properties": {"k": {"not": {"enum": ["x", "ab"]}}, "x": {"allOf": [{"maxLength": 1}]}}},
 ]
 _keys = st.sampled_from(["a", "b", "c", "d", "e", "x", "xy", "k", "long"])
 _small_scalars = st.one_of(
@@ -296,3 +311,89 @@ def test_app_parameters_are_checked_against_the_metaschema(parameters: dict[str,
     body = copy.deepcopy(body)
     body["spec"]["parameters"] = {"type": "object", **parameters, "additionalProperties": False}
     _agree(kind, body)
+
+
+def _rendered_objects() -> list[tuple[tuple[str, str], Any]]:
+    """Every object the example fleet's sites render, with its (apiVersion, kind)."""
+    from reconciler.core.model import Repository
+    from reconciler.core.render import render_site
+    from reconciler.core.source import WorkdirTree
+
+    repo = Repository(WorkdirTree(ROOT))
+    found = []
+    for site in repo.site_ids:
+        for obj in render_site(repo, site).objects:
+            found.append(((obj.body["apiVersion"], obj.body["kind"]), obj.body))
+    return found
+
+
+RENDERED = _rendered_objects()
+
+
+@cache
+def _kube_checks(key: tuple[str, str]) -> tuple[Any, Check] | None:
+    """jsonschema's validator and the compiled check of a kind, as `kube_schema` builds them."""
+    from reconciler.ci.kube_schema import _for
+
+    built = _for((1, 31))._build(*key)
+    if built is None:  # no schema for the kind (KubeVirt, Multus): not checked at all
+        return None
+    validator_, schema, registry = built
+    check = compile_check(schema, registry)
+    assert check is not None
+    return validator_, check
+
+
+def _kube_agree(key: tuple[str, str], body: Any) -> None:
+    checks = _kube_checks(key)
+    if checks is None:
+        return
+    validator_, check = checks
+    expected = validator_.is_valid(body)
+    assert check(body) is expected, f"compiled check says {not expected} for {body!r}"
+
+
+def test_the_example_fleet_renders_objects_of_kinds_with_kubernetes_schemas() -> None:
+    from reconciler.ci.kube_schema import _for
+
+    kinds = {key for key, _ in RENDERED if _for((1, 31))._build(*key) is not None}
+    assert {("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "Namespace")} <= kinds
+
+
+@pytest.mark.parametrize(
+    ("key", "body"), RENDERED, ids=lambda v: "/".join(v) if isinstance(v, tuple) else ""
+)
+def test_kubernetes_checks_agree_on_every_rendered_object(key: tuple[str, str], body: Any) -> None:
+    _kube_agree(key, body)
+
+
+@st.composite
+def mutated_objects(draw: st.DrawFn) -> tuple[tuple[str, str], Any]:
+    key, body = draw(st.sampled_from(RENDERED))
+    body = copy.deepcopy(body)
+    for _ in range(draw(st.integers(1, 3))):
+        paths = _paths(body)
+        path = draw(st.sampled_from(paths[1:] or paths))
+        parent: Any = body
+        for part in path[:-1]:
+            parent = parent[part]
+        action = draw(st.sampled_from(["replace", "reuse", "delete", "add"]))
+        if action == "replace":
+            parent[path[-1]] = draw(_values)
+        elif action == "reuse":
+            parent[path[-1]] = copy.deepcopy(draw(st.sampled_from(_leaves(body))))
+        elif action == "delete":
+            del parent[path[-1]]
+        elif isinstance(parent[path[-1]], dict):
+            parent[path[-1]][draw(st.text(max_size=6))] = draw(_values)
+        elif isinstance(parent[path[-1]], list):
+            parent[path[-1]].append(draw(_values))
+    return key, body
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_objects())
+def test_kubernetes_checks_agree_on_mutated_objects(case: tuple[tuple[str, str], Any]) -> None:
+    key, body = case
+    if "apiVersion" in body and "kind" in body:
+        _kube_agree(key, body)
