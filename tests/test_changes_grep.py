@@ -1,5 +1,6 @@
 """Which other sites' site.yaml or hardware.yaml may hold a value: ``git grep`` over the
-tracked files, the untracked ones read, the ignored ones not in the tree (``ci.changes``)."""
+index's files, the changed and untracked ones read from the working tree, the ignored ones
+not in the tree (``ci.changes``)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ def repo(tmp_path: Path) -> Path:
     write(root, "sites/e/vms/site.yaml", VALUE)  # not a site's own site.yaml
     write(root, "sites/f g/site.yaml", VALUE)  # a folder name with a space
     write(root, "site.yaml", VALUE)
+    write(root, "sites/gone/site.yaml", VALUE)
+    write(root, "sites/staged/site.yaml", OTHER)
+    write(root, "sites/unsaid/site.yaml", OTHER)
     write(root, ".gitignore", b"ignored/\n")
     git(tmp_path, "init", "-q", str(root))
     git(root, "add", "-A")
@@ -38,12 +42,18 @@ def repo(tmp_path: Path) -> Path:
     write(root, "sites/ignored/site.yaml", VALUE)
     (root / ".gitignore").write_text("sites/ignored/\n")
     write(root, "sites/b/site.yaml", b"recipient: " + VALUE + b"\n")  # changed, not staged
+    (root / "sites/gone/site.yaml").unlink()  # in the index, not in the working tree
+    write(root, "sites/staged/site.yaml", VALUE)
+    git(root, "add", "sites/staged/site.yaml")  # the index holds the value, and the file
+    write(root, "sites/unsaid/site.yaml", VALUE)
+    git(root, "add", "sites/unsaid/site.yaml")
+    write(root, "sites/unsaid/site.yaml", OTHER)  # the index holds it, the file no longer
     return root
 
 
 def test_the_sites_holding_a_value_or_a_backslash(repo: Path) -> None:
     holders = SiteFileGrep(repo, start_changes(repo, "HEAD"))
-    assert holders("site.yaml", [VALUE]) == {"a", "b", "c", "f g", "new"}
+    assert holders("site.yaml", [VALUE]) == {"a", "b", "c", "f g", "new", "staged"}
     assert holders("hardware.yaml", [VALUE]) == {"d"}
     assert holders("site.yaml", [b"nothing-like-it"]) == {"c"}
 
@@ -52,8 +62,8 @@ def test_a_prefetched_grep_answers_the_questions_it_covers(repo: Path) -> None:
     holders = SiteFileGrep(repo, start_changes(repo, "HEAD"))
     holders.prefetch({"site.yaml": [VALUE, OTHER], "hardware.yaml": [b"z" * 32]})
     # Fewer values than prefetched: the answer is a superset, which the contract allows.
-    assert holders("site.yaml", [OTHER]) >= {"b", "c", "new2"}
-    assert holders("site.yaml", [OTHER]) <= {"a", "b", "c", "f g", "new", "new2"}
+    assert holders("site.yaml", [OTHER]) >= {"c", "new2", "unsaid"}
+    assert holders("site.yaml", [OTHER]) <= {"a", "c", "f g", "new", "new2", "staged", "unsaid"}
     # A value it did not look for is looked for on its own.
     assert holders("site.yaml", [b"recipient"]) == {"a", "b", "c"}
     assert holders("hardware.yaml", [VALUE]) == {"d"}
@@ -72,7 +82,7 @@ def test_what_git_cannot_be_asked_is_left_to_the_caller(
 
 def test_no_git_to_ask_is_no_answer(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     holders = SiteFileGrep(repo, start_changes(repo, "HEAD"))
-    holders.untracked  # noqa: B018 -- git listed the changes before it went away
+    holders.changed  # noqa: B018 -- git listed the changes before it went away
     monkeypatch.setenv("PATH", str(repo / "nowhere"))
     assert holders("site.yaml", [VALUE]) is None
 

@@ -83,6 +83,34 @@ def test_any_edit_of_a_generated_file_reads_as_the_yaml_parser_reads_it(
     )
     edited = text[:at] + insert + text[at + cut :]
     assert parse_sops_config(edited) == _yaml(edited)
+    # A run over a few sites asks for their rules alone: the same rules, the same problems.
+    asked = data.draw(st.lists(st.sampled_from([*_regexes(keys), "^sites/zz/secrets/x$"])))
+    rules, problems = parse_sops_config(edited, only=asked)
+    everything, expected = parse_sops_config(edited)
+    assert problems == expected
+    assert {k: rules[k] for k in asked if k in rules} == {
+        k: everything[k] for k in asked if k in everything
+    }
+
+
+def _regexes(keys: list[SiteKeys]) -> list[str]:
+    return [f"^sites/{k.site_id}/secrets/.*\\.sops\\.yaml$" for k in keys] or ["^x$"]
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(site_keys(), st.data())
+def test_the_rules_asked_about_read_as_the_whole_file_reads_them(
+    keys: list[SiteKeys], data: st.DataObject
+) -> None:
+    text = sops_config_text(keys).encode()
+    # The same site twice: the later rule wins, as when the whole file is read.
+    text += text.partition(b"creation_rules:\n")[2] if data.draw(st.booleans()) else b""
+    asked = data.draw(st.lists(st.sampled_from(_regexes(keys)), unique=True))
+    everything = _parse_generated(text, ".sops.yaml")
+    assert everything is not None
+    assert _parse_generated(text, ".sops.yaml", asked) == {
+        k: everything[k] for k in asked if k in everything
+    }
 
 
 def test_marks_point_at_each_rule_line() -> None:

@@ -44,6 +44,7 @@ from reconciler.core.secrets._recipients import (
     SiteKeys,
     compare_rule,
     parse_sops_config,
+    path_regex,
     recipient_owners,
     secrets_dir,
     site_keys,
@@ -132,6 +133,12 @@ def check_secrets(
         parts = path.split("/")
         if len(parts) >= 4 and parts[2] == "secrets":
             secret_files.setdefault(parts[1], []).append(path)
+    # What needs no other site first: in a run over a few sites, git's grep for the other
+    # sites' recipients (``holders``) finishes meanwhile instead of being waited for.
+    config, config_findings = _sops_config(tree)
+    asked = [path_regex(site_id) for site_id in selected] if partial else None
+    rules, problems = parse_sops_config(config, only=asked) if config is not None else ({}, [])
+    scanned = scan_tree(repo, sites)
     owners, keys_by_site = _recipients(repo, selected, secret_files, holders)
     key_recipients: set[str] = set()
     if key_file is not None:
@@ -213,15 +220,8 @@ def check_secrets(
     if key_file is not None and to_verify:
         findings.extend(_verify_macs(to_verify, key_file, sops or Sops()))
 
-    sops_config: bytes | None = None
-    has_config = tree.exists(SOPS_CONFIG)
-    if has_config:
-        try:
-            sops_config = tree.read(SOPS_CONFIG, MAX_SOPS_CONFIG_BYTES)
-        except OutpostError as exc:  # a FIFO, a huge file: said, not read
-            findings.append(Finding.from_error(exc, rule=RULE))
-    if sops_config is not None:
-        rules, problems = parse_sops_config(sops_config)
+    findings += config_findings
+    if config is not None:
         findings.extend(_finding(p) for p in problems)
         if not problems:
             for site_id in sorted(selected):
@@ -229,7 +229,7 @@ def check_secrets(
                 problem = compare_rule(site, rules, SOPS_CONFIG) if site else None
                 if problem is not None:
                     findings.append(_finding(problem, site_id))
-    elif not has_config and any(k.recipient for k in keys_by_site.values()):
+    elif not config_findings and any(k.recipient for k in keys_by_site.values()):
         findings.append(
             Finding.at(
                 Mark(SOPS_CONFIG),
@@ -239,8 +239,19 @@ def check_secrets(
             )
         )
 
-    findings.extend(scan_tree(repo, sites))
+    findings.extend(scanned)
     return findings
+
+
+def _sops_config(tree: Any) -> tuple[bytes | None, list[Finding]]:
+    """``.sops.yaml``'s bytes (None if there is none), or the finding saying why it could
+    not be read (a FIFO, a huge file: said, not read)."""
+    if not tree.exists(SOPS_CONFIG):
+        return None, []
+    try:
+        return tree.read(SOPS_CONFIG, MAX_SOPS_CONFIG_BYTES), []
+    except OutpostError as exc:
+        return None, [Finding.from_error(exc, rule=RULE)]
 
 
 def _site_files(tree: Any, sites: Sequence[str]) -> list[str]:

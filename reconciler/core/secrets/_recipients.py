@@ -9,7 +9,7 @@ validation and the node's own check, so they cannot disagree.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from reconciler.core.errors import Mark, OutpostError
@@ -191,14 +191,28 @@ _RULE = re.compile(
     rb"((?:      - age1[02-9ac-hj-np-z]+(?:  #[ -~]*)?\n)+)"
 )
 _RECIPIENT = re.compile(rb"      - (age1[02-9ac-hj-np-z]+)")
+# The same shape as one pattern (no groups): whether a whole file has it, without a Python
+# step per rule.
+_GENERATED = re.compile(
+    _HEAD.pattern
+    + rb"(?:"
+    + _RULE.pattern.replace(b"(\\^sites", b"(?:\\^sites").replace(b"((?:  ", b"(?:(?:  ")
+    + rb")*"
+)
 
 Rules = dict[str, tuple[str | None, tuple[str, ...], Mark]]
 
+# A run over at most this many sites looks up their rules alone in a generated file.
+_LOOKUPS = 100
 
-def _parse_generated(data: bytes, path: str) -> Rules | None:
+
+def _parse_generated(data: bytes, path: str, only: Collection[str] | None = None) -> Rules | None:
     """The rules of a ``.sops.yaml`` as ``sops_config_text`` writes it, read without a YAML
     parser (a 3 MB file at 10,000 sites: about 30 ms, against 0.6 s); None for any other
-    file."""
+    file. ``only``: the path_regexes asked about (a run over a few sites); the file's shape
+    is still checked whole, and only their rules are read (a third of the time)."""
+    if only is not None and len(only) <= _LOOKUPS:
+        return _lookup_generated(data, path, only)
     head = _HEAD.match(data)
     if head is None:
         return {} if _EMPTY.fullmatch(data) else None
@@ -216,10 +230,32 @@ def _parse_generated(data: bytes, path: str) -> Rules | None:
     return rules if position == len(data) else None
 
 
-def parse_sops_config(data: bytes, path: str = SOPS_CONFIG) -> tuple[Rules, list[Problem]]:
-    """``.sops.yaml`` rules by path_regex: (encrypted_regex, age recipients, mark)."""
+def _lookup_generated(data: bytes, path: str, only: Collection[str]) -> Rules | None:
+    """`_parse_generated` for the rules of ``only``: each is found by its first line (in
+    this shape a line that starts a rule can be nothing else; the last one wins, as in a
+    whole reading)."""
+    if _GENERATED.fullmatch(data) is None:
+        return {} if _EMPTY.fullmatch(data) else None
+    rules: Rules = {}
+    for regex in sorted(only):
+        start = data.rfind(b"\n  - path_regex: " + regex.encode() + b"\n") + 1
+        match = _RULE.match(data, start) if start else None
+        if match is not None:
+            recipients = tuple(r.decode() for r in _RECIPIENT.findall(match.group(2)))
+            line = data.count(b"\n", 0, start) + 1
+            rules[regex] = (ENCRYPTED_REGEX, recipients, Mark(path, line))
+    return rules
+
+
+def parse_sops_config(
+    data: bytes, path: str = SOPS_CONFIG, *, only: Collection[str] | None = None
+) -> tuple[Rules, list[Problem]]:
+    """``.sops.yaml`` rules by path_regex: (encrypted_regex, age recipients, mark).
+
+    ``only``: the path_regexes the caller will look up; the rules returned may then be
+    only those (the problems are the whole file's all the same)."""
     if len(data) <= MAX_SOPS_CONFIG_BYTES:
-        generated = _parse_generated(data, path)
+        generated = _parse_generated(data, path, only)
         if generated is not None:
             return generated, []
     return _parse_yaml_rules(data, path)
