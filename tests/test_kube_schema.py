@@ -123,7 +123,7 @@ def test_a_fleet_version_without_schemas_is_one_warning_whichever_shard_renders_
 
 def test_the_fast_check_comes_in_later_and_judges_as_jsonschema_does() -> None:
     from reconciler.ci import kube_schema
-    from reconciler.core.schemas import FAST_AFTER
+    from reconciler.ci.kube_schema import FAST_AFTER
 
     version = schema_version("1.31")
     assert version is not None

@@ -23,7 +23,15 @@ from jsonschema import Draft202012Validator
 
 from reconciler.core.errors import OutpostError
 from reconciler.core.loader import KINDS, load_document
-from reconciler.core.schemas import Check, _fast_check, compile_check, schema_errors, validator
+from reconciler.core.schemas import (
+    Check,
+    _fast_check,
+    _metaschema_check,
+    compile_check,
+    is_json_schema,
+    schema_errors,
+    validator,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 FORMATS = Draft202012Validator.FORMAT_CHECKER
@@ -131,7 +139,7 @@ def _mutate(draw: st.DrawFn, body: Any) -> Any:
         if action == "replace":
             parent[path[-1]] = draw(_values)
         elif action == "reuse":
-            parent[path[-1]] = copy.deepcopy(draw(st.sampled_from(_leaves(body))))
+            parent[path[-1]] = copy.deepcopy(draw(st.sampled_from(_leaves(body) or [None])))
         elif action == "delete":
             del parent[path[-1]]
         elif isinstance(parent[path[-1]], dict):
@@ -276,6 +284,7 @@ def test_agrees_on_edge_cases(schema: dict[str, Any], instance: Any, valid: bool
         {"unevaluatedProperties": False},
         {"properties": {"a": {"unevaluatedItems": False}}},
         {"$dynamicRef": "#meta"},
+        {"$dynamicAnchor": "meta", "properties": {"a": {"$ref": "#"}}},
         {"$ref": "https://example.com/elsewhere.json"},
         {"$ref": "#anchor"},
         {"type": "widget"},
@@ -382,3 +391,100 @@ def mutated_objects(draw: st.DrawFn) -> tuple[tuple[str, str], Any]:
 @given(mutated_objects())
 def test_kubernetes_checks_agree_on_mutated_objects(case: tuple[tuple[str, str], Any]) -> None:
     _kube_agree(*case)
+
+
+# The metaschema an App's parameters must pass (``schema_guard.compile_parameters`` and the
+# App schema's ``$ref`` to it): compiled, it must judge every schema as jsonschema does.
+META = Draft202012Validator(Draft202012Validator.META_SCHEMA, format_checker=FORMATS)
+
+
+def _schemas() -> list[Any]:
+    import json
+
+    found: list[Any] = [Draft202012Validator.META_SCHEMA, *KEYWORD_SCHEMAS]
+    found += [json.loads(p.read_text()) for p in sorted((ROOT / "schemas").glob("*.json"))]
+    found += [b["spec"]["parameters"] for k, b in DOCUMENTS if k == "App" and "spec" in b]
+    return [s for s in found if isinstance(s, dict | bool)]
+
+
+SCHEMAS = _schemas()
+_NOT_SCHEMAS = [
+    3,
+    None,
+    [],
+    {"type": 5},
+    {"type": "intgr"},
+    {"type": ["string", "string"]},
+    {"minimum": "1"},
+    {"pattern": "("},
+    {"format": 3},
+    {"required": "a"},
+    {"required": [1]},
+    {"enum": 3},
+    {"items": {"enum": 3}},
+    {"$anchor": "1x"},
+    {"$dynamicAnchor": "no way"},
+    {"$ref": 3},
+    {"$defs": {"a": {"maxLength": -1}}},
+    {"dependencies": {"a": [1]}},
+    {"dependentRequired": {"a": "b"}},
+    {"properties": {"a": {"properties": {"b": {"minItems": 1.5}}}}},
+    {"prefixItems": []},
+    {"unevaluatedProperties": 3},
+    {"$schema": 3},
+    {"$vocabulary": {"x": "y"}},
+]
+
+
+def test_the_metaschema_is_compiled_not_left_to_jsonschema() -> None:
+    check = _metaschema_check(FORMATS)
+    assert getattr(check, "__self__", None) is None  # not a jsonschema validator's is_valid
+    assert is_json_schema({"type": "object", "properties": {"a": {"type": "integer"}}})
+
+
+@pytest.mark.parametrize("schema", SCHEMAS + _NOT_SCHEMAS, ids=lambda s: repr(s)[:50])
+def test_the_metaschema_judges_schemas_as_jsonschema_does(schema: Any) -> None:
+    assert is_json_schema(schema) is META.is_valid(schema)
+
+
+_schema_values = st.one_of(
+    _values,
+    st.sampled_from(
+        ["object", "string", "integer", "nope", "(", "^a$", "#/$defs/x", "date", "1x", "meta"]
+    ),
+    st.lists(st.sampled_from(["a", "b", 1, "a"]), max_size=3),
+)
+_KEYWORDS = sorted(
+    set(Draft202012Validator.META_SCHEMA["properties"])  # definitions, dependencies, ...
+    | {
+        "type", "enum", "const", "minimum", "maxLength", "pattern", "required", "items",
+        "prefixItems", "properties", "additionalProperties", "$defs", "$ref", "$anchor",
+        "$dynamicAnchor", "$id", "$schema", "format", "allOf", "anyOf", "not", "if",
+        "dependentRequired", "dependentSchemas", "minContains", "uniqueItems", "$vocabulary",
+        "contentMediaType", "deprecated", "examples", "propertyNames", "multipleOf",
+    }
+)  # fmt: skip
+
+
+@st.composite
+def mutated_schemas(draw: st.DrawFn) -> Any:
+    schema = _mutate(draw, draw(st.sampled_from([s for s in SCHEMAS if _leaves(s)])))
+    for _ in range(draw(st.integers(0, 2))):  # a keyword of the dialect, somewhere
+        nodes = [n for n in _nodes(schema) if isinstance(n, dict)]
+        if nodes:
+            draw(st.sampled_from(nodes))[draw(st.sampled_from(_KEYWORDS))] = draw(_schema_values)
+    return schema
+
+
+def _nodes(node: Any) -> list[Any]:
+    if isinstance(node, dict):
+        return [node, *(n for value in node.values() for n in _nodes(value))]
+    if isinstance(node, list):
+        return [n for value in node for n in _nodes(value)]
+    return []
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_schemas())
+def test_the_metaschema_judges_mutated_schemas_as_jsonschema_does(schema: Any) -> None:
+    assert is_json_schema(schema) is META.is_valid(schema)

@@ -72,11 +72,16 @@ def schema_version(declared: str) -> tuple[int, int] | None:
     return older[-1] if older else None
 
 
+# A kind's fast check is compiled once this many distinct objects of it were checked:
+# compiling a Deployment's costs about what jsonschema takes for that many of them.
+FAST_AFTER = 16
+
+
 class _Version:
     """One Kubernetes version's schemas: definitions loaded once, a validator per kind, and
     a kind's fast check compiled from its ``FAST_AFTER``-th distinct object on (compiling
     a Deployment's costs about what jsonschema takes for that many of them, so a run over a
-    few sites never pays for it; ``schemas.schema_errors`` does the same)."""
+    few sites never pays for it)."""
 
     def __init__(self, version: tuple[int, int]) -> None:
         from referencing import Registry, Resource
@@ -93,7 +98,7 @@ class _Version:
 
     def kind(self, api_version: str, kind: str) -> tuple[Any, Any] | None:
         """(jsonschema's validator, the fast check or None) of a kind; None: no schema."""
-        from reconciler.core.schemas import FAST_AFTER, compile_check
+        from reconciler.core.schemas import compile_check
 
         key = (api_version, kind)
         if key not in self.kinds:

@@ -212,12 +212,11 @@ def _prepare(*, policies: bool) -> None:
     git lists the changes in its own process: this process would wait for it otherwise."""
     from importlib import import_module
 
-    from reconciler.core.schemas import validator
+    from reconciler.core.schemas import prepare
 
     for module in ("reconciler.ci.diff", "reconciler.core.render", "reconciler.core.schema_guard"):
         import_module(module)
-    for kind in ("Site", "Hardware", "SiteOverrides", "Fleet", "App", "Policy"):
-        validator(kind)
+    prepare("Site", "Hardware", "SiteOverrides", "Fleet", "App", "Policy")
     if policies:
         from contextlib import suppress
 

@@ -335,17 +335,26 @@ class Guarded:
     check: Callable[[Any], bool] | None
 
 
+def _quickly_valid(check: Callable[[Any], bool], schema: Any) -> bool:
+    """``check(schema)``, False where it cannot decide (jsonschema then does)."""
+    try:
+        return check(schema)
+    except Exception:  # jsonschema decides what the fast check cannot
+        return False
+
+
 @lru_cache(maxsize=512)
 def compile_parameters(schema_text: str) -> Guarded | SchemaProblem:
     """Compile a parameter schema (canonical JSON text), or the first reason it is refused."""
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import SchemaError
 
-    from reconciler.core.schemas import compile_check
+    from reconciler.core.schemas import compile_check, is_json_schema
 
     schema = json.loads(schema_text)
     try:
-        Draft202012Validator.check_schema(schema)
+        if not _quickly_valid(is_json_schema, schema):  # jsonschema words what is wrong
+            Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
         return SchemaProblem(tuple(exc.absolute_path), f"not a valid JSON Schema: {exc.message}")
     refused = problems(schema)

@@ -111,11 +111,16 @@ def _fast_check(kind: str) -> Check | None:
     )
 
 
-# The fast check of a kind is compiled once this many documents of it were checked: its
-# compilation costs about as much as jsonschema checking that many, so a run over a few
-# documents (one site changed) never pays for it, and a fleet's run pays nothing extra.
-FAST_AFTER = 16
-_ASKED: dict[str, int] = {}
+def prepare(*kinds: str) -> None:
+    """Build the checks of ``kinds`` now (jsonschema's validator and the compiled check of
+    each, and the compiled metaschema an App's parameters are checked against): a run over
+    a few sites does it while git lists the changes."""
+    from jsonschema import Draft202012Validator
+
+    for kind in kinds:
+        validator(kind)
+        _fast_check(kind)
+    _metaschema_check(Draft202012Validator.FORMAT_CHECKER)
 
 
 def schema_errors(kind: str, body: Any) -> list[Any]:
@@ -125,12 +130,13 @@ def schema_errors(kind: str, body: Any) -> list[Any]:
     invalid one (a validator object per subschema visited, a registry lookup per
     ``$ref``). A check compiled from the same schema says "valid" about ten times
     faster; jsonschema still produces every error, so messages and paths do not
-    depend on the fast path. The fast check is trusted only to say "valid", and only
-    used from the kind's ``FAST_AFTER``-th document on.
+    depend on the fast path. The fast check is trusted only to say "valid". It is
+    compiled at a kind's first document: that costs about what jsonschema takes for one
+    App (a few milliseconds), and an App's parameters are checked against the compiled
+    metaschema (`_metaschema_check`) instead of by jsonschema.
     """
     full = validator(kind)
-    _ASKED[kind] = asked = _ASKED.get(kind, 0) + 1
-    fast = _fast_check(kind) if asked > FAST_AFTER else None
+    fast = _fast_check(kind)
     try:
         if fast is not None and fast(body):
             return []
@@ -190,7 +196,12 @@ class _Compiler:
     _UNSUPPORTED = frozenset({"$dynamicRef", "unevaluatedItems", "unevaluatedProperties"})
 
     def __init__(
-        self, registry: Any, format_checker: Any, search: Callable[[str], Check] | None = None
+        self,
+        registry: Any,
+        format_checker: Any,
+        search: Callable[[str], Check] | None = None,
+        *,
+        meta: bool = False,
     ) -> None:
         from jsonschema import Draft202012Validator
         from jsonschema._utils import equal, uniq
@@ -203,6 +214,8 @@ class _Compiler:
         self.uniq = uniq
         self.refs: dict[str, list[Check]] = {}
         self.search: Callable[[str], Check] = search or _re_search
+        # Compiling the dialect's own metaschema (`_metaschema_check`), entered at its root.
+        self.meta = meta
 
     def root(self, schema: Any) -> Check:
         base = schema.get("$id", "") if isinstance(schema, dict) else ""
@@ -222,9 +235,17 @@ class _Compiler:
         if schema.get("$schema", _DRAFT_2020_12) != _DRAFT_2020_12:
             raise _Unsupported("another dialect: jsonschema switches validators for it")
         keywords = schema.keys() & self.validators
+        checks: list[Check] = []
+        if self.meta and schema.get("$dynamicRef") == "#meta":
+            # Entered at the metaschema's root, every "#meta" of its vocabularies resolves
+            # to that root: the outermost resource of the dynamic scope with that anchor.
+            keywords -= {"$dynamicRef"}
+            checks.append(self._ref(_DRAFT_2020_12, _DRAFT_2020_12))
+        elif "$dynamicAnchor" in schema and not self.meta:
+            # Another resource's anchor would change where the metaschema's "#meta" goes.
+            raise _Unsupported("$dynamicAnchor")
         if keywords & self._UNSUPPORTED:
             raise _Unsupported(", ".join(sorted(keywords & self._UNSUPPORTED)))
-        checks: list[Check] = []
         if "type" in schema:
             checks.append(self._type(schema["type"]))
         if "$ref" in schema:
@@ -277,15 +298,9 @@ class _Compiler:
         key = f"{uri}#{fragment}"
         cell = self.refs.get(key)
         if cell is None and not fragment and uri.rstrip("#") == _DRAFT_2020_12:
-            # The dialect's metaschema (an App's parameters must be a JSON Schema). It
-            # resolves its $dynamicRefs to itself; jsonschema checks it, with the same
-            # validator class and format checker a $ref into it would use.
-            from jsonschema import Draft202012Validator
-
-            meta = Draft202012Validator(
-                Draft202012Validator.META_SCHEMA, format_checker=self.format_checker
-            )
-            cell = self.refs[key] = [meta.is_valid]
+            # The dialect's metaschema (an App's parameters must be a JSON Schema), with
+            # the format checker a $ref into it would use.
+            cell = self.refs[key] = [_metaschema_check(self.format_checker)]
         if cell is None:
             if fragment and not fragment.startswith("/"):
                 raise _Unsupported(f"anchor reference {ref!r}")
@@ -572,6 +587,40 @@ def _is_multiple(value: Any, divisor: Any) -> bool:
 
             return (Fraction(value) / Fraction(divisor)).denominator == 1
     return not (value % divisor)
+
+
+@cache
+def _metaschema_check(format_checker: Any) -> Check:
+    """Whether a schema is a draft 2020-12 JSON Schema, as jsonschema's validator over the
+    dialect's metaschema says (``check_schema``), compiled like any other schema: checking
+    an App's parameters was most of checking the App.
+
+    The metaschema's vocabularies point back at it with ``$dynamicRef: "#meta"``; entered
+    at its root (a ``$ref`` to the metaschema, or this check), the outermost resource
+    holding that anchor is the root itself, so each is a reference to the root here. A
+    schema that declares a ``$dynamicAnchor`` of its own is not compiled (jsonschema
+    decides), nor is anything the compiler does not model: jsonschema's validator then.
+    """
+    from jsonschema import Draft202012Validator
+    from jsonschema_specifications import REGISTRY
+
+    compiler = _Compiler(REGISTRY, format_checker, meta=True)
+    cell: list[Check] = []
+    compiler.refs[f"{_DRAFT_2020_12}#"] = cell
+    try:
+        cell.append(compiler.root(Draft202012Validator.META_SCHEMA))
+    except (_Unsupported, re.error, TypeError, KeyError, IndexError, ValueError):
+        meta = Draft202012Validator(Draft202012Validator.META_SCHEMA, format_checker=format_checker)
+        check: Check = meta.is_valid
+        return check
+    return cell[0]
+
+
+def is_json_schema(schema: Any) -> bool:
+    """Whether ``schema`` passes ``Draft202012Validator.check_schema`` (quickly: compiled)."""
+    from jsonschema import Draft202012Validator
+
+    return _metaschema_check(Draft202012Validator.FORMAT_CHECKER)(schema)
 
 
 def compile_check(
