@@ -119,17 +119,17 @@ def test_an_internal_error_is_one_line_and_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A defect (not the input's fault) exits 2, names the file read last, stack on --debug."""
-    import reconciler.ci.validate
+    import reconciler.core.validate
 
     repo = tmp_path / "repo"
     shutil.copytree(CORPUS / "_base", repo)
-    real = reconciler.ci.validate.validate_tree
+    real = reconciler.core.validate.validate_tree
 
     def broken(tree: object, **kwargs: object) -> object:
         tree.read("sites/st-0001/site.yaml")  # type: ignore[attr-defined]
         raise TypeError("unsupported operand")
 
-    monkeypatch.setattr(reconciler.ci.validate, "validate_tree", broken)
+    monkeypatch.setattr(reconciler.core.validate, "validate_tree", broken)
     assert main(["validate", str(repo), "--no-policies"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
@@ -137,4 +137,4 @@ def test_an_internal_error_is_one_line_and_exit_2(
     assert "Traceback" not in err
     assert main(["validate", str(repo), "--no-policies", "--debug"]) == 2
     assert "Traceback" in capsys.readouterr().err
-    monkeypatch.setattr(reconciler.ci.validate, "validate_tree", real)
+    monkeypatch.setattr(reconciler.core.validate, "validate_tree", real)

@@ -44,13 +44,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from reconciler.core.envelope import loads
 from reconciler.core.errors import OutpostError
-from reconciler.core.findings import Finding, aggregate, report_order
-from reconciler.core.model import Repository, SiteHolders, folder_files
-from reconciler.core.validate import Check, FileCheck, Gather, SiteCheck, validate_tree
+
+if TYPE_CHECKING:
+    from reconciler.core.findings import Finding
+    from reconciler.core.model import Repository, SiteHolders
+    from reconciler.core.validate import Check, FileCheck, Gather, SiteCheck
+
+# The checks' modules are imported where they are used: a run over a few sites starts git
+# (``ci.changes``) before it imports them, and git's listing is what it waits for first.
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,8 @@ def merge_findings(findings: Iterable[Finding]) -> list[Finding]:
     a placeholder finding hides the others on its line; findings that differ only by site
     are collapsed (``aggregate``).
     """
+    from reconciler.core.findings import aggregate, report_order
+
     found = list(findings)
     rendered_at = {(f.path, f.line, f.rule) for f in found if f.site}
     kept = [
@@ -138,9 +144,6 @@ def validate_repository(
     affect; ``today`` decides which policy exemptions have expired (the caller reads the clock).
     ``shard``: only this shard's findings, not collapsed across sites (see the module).
     """
-    from reconciler.core.source import WorkdirTree
-    from reconciler.core.validate import coverage
-
     if shard is not None and changed_since:
         raise ValueError("--shard and --changed-since cannot be combined; use one of them")
     if changed_since:
@@ -149,6 +152,9 @@ def validate_repository(
 
     # git lists what it ignores in a process of its own while this one imports the checks.
     pending = PendingIgnored(root) if root.is_dir() else None
+    from reconciler.core.source import WorkdirTree
+    from reconciler.core.validate import coverage, validate_tree
+
     try:
         checks = extra_checks(today=today, policies=False)
         more = site_checks(today=today)
@@ -177,13 +183,15 @@ def _validate_changed(root: Path, rev: str, today: date | None) -> ValidationRun
     """
     from reconciler.ci.changes import SiteFileGrep, start_changes
     from reconciler.core.errors import SourceUnavailable
-    from reconciler.core.source import WorkdirTree
-    from reconciler.core.validate import coverage
 
     if not root.is_dir():
         raise SourceUnavailable(f"{root} is not a directory")
     pending = start_changes(root, rev)
     holders = SiteFileGrep(root, pending)
+    from reconciler.core.findings import report_order
+    from reconciler.core.source import WorkdirTree
+    from reconciler.core.validate import coverage, validate_tree
+
     # A run over a few sites keeps a few MB of objects, most of them modules and schemas for
     # the process's life: the collector's walks over them would cost a tenth of the run.
     collecting = gc.isenabled()
@@ -238,6 +246,8 @@ def _prefetch(holders: Any, tree: Any, sites: Sequence[str]) -> None:
     and node keys), so they run while the selected sites are validated. A guess from
     the bytes: a question it does not cover runs its own grep (`ci.changes.SiteFileGrep`).
     """
+    from reconciler.core.model import folder_files
+
     if len(sites) > _PREFETCH_MAX_SITES:
         return
     tokens, escaped = _identity_tokens(tree, sites)
@@ -269,6 +279,7 @@ def _identity_conflicts(
     sites together, less those the candidates make among themselves (a conflict that was
     there before, between two sites the change does not touch, is not this change's).
     """
+    from reconciler.core.model import Repository
     from reconciler.core.validate import check_references
 
     others = _hardware_candidates(tree, Repository(tree).site_folders, sites, holders)
@@ -308,6 +319,8 @@ def read_shard_outputs(paths: Sequence[Path]) -> ValidationRun:
     Raises ``ValueError`` naming the file for anything that is not such an output.
     """
 
+    from reconciler.core.envelope import loads
+    from reconciler.core.findings import Finding
     from reconciler.core.source import read_file
 
     fields = ("path", "line", "message", "severity", "rule", "site")
@@ -343,6 +356,8 @@ def read_shard_outputs(paths: Sequence[Path]) -> ValidationRun:
 
 
 def _validate_shard(tree: Any, shard: Shard, today: date | None) -> ValidationRun:
+    from reconciler.core.validate import validate_tree
+
     names = _site_entries(tree)
     shards = {
         name: index
@@ -394,6 +409,8 @@ def _site_entries(tree: Any) -> list[str]:
 
 
 def _listing(tree: Any, name: str) -> list[str]:
+    from reconciler.core.model import folder_files
+
     try:
         return folder_files(tree, f"sites/{name}")
     except OutpostError:
@@ -450,7 +467,7 @@ def _hardware_candidates(
 
 def _wave_sites(tree: Any) -> set[str]:
     """Every site a fleet's wave names (shard 1 judges waves)."""
-    from reconciler.core.model import YAML_SUFFIXES
+    from reconciler.core.model import YAML_SUFFIXES, Repository
 
     named: set[str] = set()
     repo = Repository(tree)
@@ -489,28 +506,27 @@ def extra_checks(
     policies: bool = True,
     holders: SiteHolders | None = None,
 ) -> list[Check]:
-    """The checks on top of the format: secrets, vendored output against its records (no helm
-    needed), rollout records, then policies (CEL) if ``today`` (and ``policies``: False
-    leaves them to `site_checks`).
+    """The checks on top of the format: vendored output against its records (no helm
+    needed), rollout records, policies (CEL) if ``today`` (and ``policies``: False leaves
+    them to `site_checks`), then secrets.
 
     ``today`` decides which policy exemptions have expired; the caller reads the clock.
     ``holders``: for a run over a few sites, which others' site.yaml may share a recipient.
+    The secrets check comes last: with ``holders`` it may wait for git's grep, which runs
+    meanwhile. (The order changes no finding: a run's findings are a sorted set.)
     """
     from reconciler.ci.vendor import vendor_check
     from reconciler.core.schedule._promotion import check_records
     from reconciler.core.secrets import key_file_from_env, secrets_check
 
-    checks: list[Check] = [
-        secrets_check(key_file_from_env(), holders=holders),
-        vendor_check(),
-        check_records,
-    ]
+    checks: list[Check] = [vendor_check(), check_records]
     if policies:
         checks += [make(collapse) for make in site_checks(today=today)]
     if today is not None:
         from reconciler.ci.kube_schema import version_check
 
         checks.append(version_check)
+    checks.append(secrets_check(key_file_from_env(), holders=holders))
     return checks
 
 
@@ -550,6 +566,7 @@ def _affected_sites(root: Path, changes: Any, tree: Any) -> list[str]:
     a policy or a schema needs the base's fleets and sites (read from git's objects).
     """
     from reconciler.ci.diff import affected_sites
+    from reconciler.core.model import Repository
 
     repos = [Repository(tree)]
     if any(path.split("/")[0] in _SHARED_TOPS for path in changes.paths):
