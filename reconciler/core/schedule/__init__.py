@@ -43,68 +43,138 @@ Nothing here reads the clock: ``now``/``after`` are always arguments.
 
 from __future__ import annotations
 
-from reconciler.core.schedule._decide import (
-    Apply,
-    Decision,
-    Prediction,
-    Wait,
-    WaveSlot,
-    decide,
-    gate_inputs,
-    governing_rollout,
-    next_allowed,
-    predict,
-    wave_slot,
-)
-from reconciler.core.schedule._model import (
-    Change,
-    FleetRollout,
-    Freeze,
-    Gate,
-    LabelExpression,
-    LabelSelector,
-    MaintenanceWindow,
-    SiteCalendar,
-    SpecDocument,
-    Wave,
-    WeeklyWindow,
-    hash_bucket,
-)
-from reconciler.core.schedule._promotion import (
-    ROLLOUTS_DIR,
-    PromotionState,
-    RolloutRecord,
-    parse_record,
-    promotion_state,
-    read_records,
-    record_path,
-)
-from reconciler.core.schedule._report import (
-    FORMATS,
-    BlockSummary,
-    DaySummary,
-    HoldSummary,
-    Summary,
-    WaveSummary,
-    render,
-    render_json,
-    render_markdown,
-    render_text,
-    summarize,
-    to_json_data,
-)
-from reconciler.core.schedule._signed import (
-    FleetDocument,
-    SignedChange,
-    SignedCommit,
-    SignedRange,
-    change_time,
-    changed_fleets,
-    fleet_touched,
-    signed_change,
-    touched_apps,
-)
-from reconciler.core.schedule._zones import format_local, format_utc, load_zone, resolve
+from typing import TYPE_CHECKING
+
+from reconciler.core.lazy import lazy_names
+
+if TYPE_CHECKING:
+    from reconciler.core.schedule._decide import (
+        Apply,
+        Decision,
+        Prediction,
+        Wait,
+        WaveSlot,
+        decide,
+        gate_inputs,
+        governing_rollout,
+        next_allowed,
+        predict,
+        wave_slot,
+    )
+    from reconciler.core.schedule._model import (
+        Change,
+        FleetRollout,
+        Freeze,
+        Gate,
+        LabelExpression,
+        LabelSelector,
+        MaintenanceWindow,
+        SiteCalendar,
+        SpecDocument,
+        Wave,
+        WeeklyWindow,
+        hash_bucket,
+    )
+    from reconciler.core.schedule._promotion import (
+        ROLLOUTS_DIR,
+        PromotionState,
+        RolloutRecord,
+        parse_record,
+        promotion_state,
+        read_records,
+        record_path,
+    )
+    from reconciler.core.schedule._report import (
+        FORMATS,
+        BlockSummary,
+        DaySummary,
+        HoldSummary,
+        Summary,
+        WaveSummary,
+        render,
+        render_json,
+        render_markdown,
+        render_text,
+        summarize,
+        to_json_data,
+    )
+    from reconciler.core.schedule._signed import (
+        FleetDocument,
+        SignedChange,
+        SignedCommit,
+        SignedRange,
+        change_time,
+        changed_fleets,
+        fleet_touched,
+        signed_change,
+        touched_apps,
+    )
+    from reconciler.core.schedule._zones import format_local, format_utc, load_zone, resolve
+
+# Each name is imported from its module when first used: validation reads calendars and
+# rollouts (`_model`, `_promotion`), a node's gate decides (`_decide`); only `outpost
+# schedule` renders reports (`_report`).
+_HOME = {
+    "Apply": "_decide",
+    "Decision": "_decide",
+    "Prediction": "_decide",
+    "Wait": "_decide",
+    "WaveSlot": "_decide",
+    "decide": "_decide",
+    "gate_inputs": "_decide",
+    "governing_rollout": "_decide",
+    "next_allowed": "_decide",
+    "predict": "_decide",
+    "wave_slot": "_decide",
+    "Change": "_model",
+    "FleetRollout": "_model",
+    "Freeze": "_model",
+    "Gate": "_model",
+    "LabelExpression": "_model",
+    "LabelSelector": "_model",
+    "MaintenanceWindow": "_model",
+    "SiteCalendar": "_model",
+    "SpecDocument": "_model",
+    "Wave": "_model",
+    "WeeklyWindow": "_model",
+    "hash_bucket": "_model",
+    "ROLLOUTS_DIR": "_promotion",
+    "PromotionState": "_promotion",
+    "RolloutRecord": "_promotion",
+    "parse_record": "_promotion",
+    "promotion_state": "_promotion",
+    "read_records": "_promotion",
+    "record_path": "_promotion",
+    "FORMATS": "_report",
+    "BlockSummary": "_report",
+    "DaySummary": "_report",
+    "HoldSummary": "_report",
+    "Summary": "_report",
+    "WaveSummary": "_report",
+    "render": "_report",
+    "render_json": "_report",
+    "render_markdown": "_report",
+    "render_text": "_report",
+    "summarize": "_report",
+    "to_json_data": "_report",
+    "FleetDocument": "_signed",
+    "SignedChange": "_signed",
+    "SignedCommit": "_signed",
+    "SignedRange": "_signed",
+    "change_time": "_signed",
+    "changed_fleets": "_signed",
+    "fleet_touched": "_signed",
+    "signed_change": "_signed",
+    "touched_apps": "_signed",
+    "format_local": "_zones",
+    "format_utc": "_zones",
+    "load_zone": "_zones",
+    "resolve": "_zones",
+}
+
+
+__getattr__ = lazy_names(__name__, _HOME)
+
 
 __all__ = [
     "FORMATS",

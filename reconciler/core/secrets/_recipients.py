@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
 from reconciler.core.errors import Mark, OutpostError
 from reconciler.core.loader import Document
@@ -192,8 +194,8 @@ _RULE = re.compile(
 )
 _RECIPIENT = re.compile(rb"      - (age1[02-9ac-hj-np-z]+)")
 # The same shape as one pattern (no groups): whether a whole file has it, without a Python
-# step per rule.
-_GENERATED = re.compile(
+# step per rule; RE2 reads a 3 MB file in 5 ms, Python's engine in 8 to 15.
+_GENERATED = (
     _HEAD.pattern
     + rb"(?:"
     + _RULE.pattern.replace(b"(\\^sites", b"(?:\\^sites").replace(b"((?:  ", b"(?:(?:  ")
@@ -230,11 +232,18 @@ def _parse_generated(data: bytes, path: str, only: Collection[str] | None = None
     return rules if position == len(data) else None
 
 
+@cache
+def _generated() -> Any:
+    import re2
+
+    return re2.compile(_GENERATED)
+
+
 def _lookup_generated(data: bytes, path: str, only: Collection[str]) -> Rules | None:
     """`_parse_generated` for the rules of ``only``: each is found by its first line (in
     this shape a line that starts a rule can be nothing else; the last one wins, as in a
     whole reading)."""
-    if _GENERATED.fullmatch(data) is None:
+    if _generated().fullmatch(data) is None:
         return {} if _EMPTY.fullmatch(data) else None
     rules: Rules = {}
     for regex in sorted(only):
