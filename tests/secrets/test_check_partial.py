@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sopsworld import World
 from test_check import CASES
 
@@ -112,3 +114,17 @@ def test_the_tree_scan_split_across_workers_finds_the_same(
     assert split == alone
     assert len({f.path for f in alone}) >= 4
     assert workers and workers[0] == _fork.workers_for(len(SITES) * 10, 0)
+
+
+_PIECES = st.one_of(
+    st.sampled_from([b"age1", b"age", b"ge1", b"a", b"1", b" ", b"\n", b"A", b"-"]),
+    st.text("0123456789abcdefghijklmnopqrstuvwxyz", min_size=50, max_size=70).map(str.encode),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_PIECES, min_size=2, max_size=12))
+def test_recipient_runs_are_every_overlapping_run(pieces: list[bytes]) -> None:
+    data = b"".join(pieces)
+    every = re.compile(rb"(?=(age1[0-9a-z]{58}))")  # tried at every byte: the definition
+    assert _check._recipient_runs(data) == every.findall(data)
