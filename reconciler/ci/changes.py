@@ -445,8 +445,8 @@ class SiteFileGrep:
     whose such file holds one of them or a backslash: the index's files through
     ``git grep --cached -F`` (in C), those that changed or are untracked
     (`Changes.paths`) read here from the working tree. A file git ignores is in neither,
-    as it is not in the tree. Anything but a clean answer from
-    git (no git, a timeout, an error) is None: the caller reads the files itself.
+    as it is not in the tree. Anything but a clean answer from git (no git, a timeout, an
+    error) is None: the caller reads the files itself.
 
     `prefetch` starts one grep for every question to come, before they come, so that it
     runs beside the checks; a question about one of its file names whose byte strings are
