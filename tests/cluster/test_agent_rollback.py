@@ -140,8 +140,21 @@ def test_the_first_commit_ever_fails_its_health_check(
     On a control plane of its own: removing the whole site removes its facts policy binding,
     the last binding with a ConfigMap paramKind, and this Kubernetes then stops resolving
     ConfigMap parameters until the API server restarts (kubernetes/kubernetes#130887):
-    every later test on the shared control plane would be denied ("no params found")."""
+    every later test on the shared control plane would be denied ("no params found").
+
+    The same bug reaches the fix on this control plane: once the removal took the site's
+    facts anchor (the policy and binding that keep that informer in use) the informer may
+    stop for good, and the fix's Pods are then refused, its Deployments left with "no pods
+    found" (one full run in three, one run alone in three). A keepalive binding of the
+    same kind as `ci.policy_cluster`'s keeps this test on what it checks; whether the node
+    should keep the anchor when it removes a failed first install is the node's question,
+    not this test's."""
+    from reconciler.ci.policy_cluster import _keepalive
+
     cluster = fresh_cluster
+    keepalive = tmp_path / "keepalive.json"
+    keepalive.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": _keepalive()}))
+    cluster.kubectl("create", "-f", str(keepalive))
     manifest = tmp_path / "node.json"
     manifest.write_text(json.dumps(demo_store_node("edge-1")))
     cluster.kubectl("create", "-f", str(manifest))
@@ -186,7 +199,11 @@ def test_the_first_commit_ever_fails_its_health_check(
         write_config(tmp_path, fleet, Path(cluster.kubeconfig)), Clock(IN_WINDOW)
     )
     report = agent.tick()
-    assert (report.outcome, report.applied, report.health) == ("applied", fixed, "healthy")
+    assert (report.outcome, report.applied, report.health) == (
+        "applied",
+        fixed,
+        "healthy",
+    ), report.error
     assert selector_of(cluster) == GOOD_SELECTOR
     inventory = cluster_inventory(cluster)
     assert (inventory["revision"], inventory["complete"]) == (fixed, "true")
