@@ -224,12 +224,16 @@ def _parse_generated(data: bytes, path: str, only: Collection[str] | None = None
     for match in _RULE.finditer(data, position):
         if match.start() != position:
             return None
-        ages = match.group(2)
-        recipients = tuple(r.decode() for r in _RECIPIENT.findall(ages))
-        rules[match.group(1).decode()] = (ENCRYPTED_REGEX, recipients, Mark(path, line))
-        line += 3 + len(recipients)
+        rule = rules[match.group(1).decode()] = _rule(match, path, line)
+        line += 3 + len(rule[1])
         position = match.end()
     return rules if position == len(data) else None
+
+
+def _rule(match: re.Match[bytes], path: str, line: int) -> tuple[str, tuple[str, ...], Mark]:
+    """One generated rule (a `_RULE` match starting at ``line``) as `Rules` holds it."""
+    recipients = tuple(r.decode() for r in _RECIPIENT.findall(match.group(2)))
+    return ENCRYPTED_REGEX, recipients, Mark(path, line)
 
 
 @cache
@@ -250,9 +254,7 @@ def _lookup_generated(data: bytes, path: str, only: Collection[str]) -> Rules | 
         start = data.rfind(b"\n  - path_regex: " + regex.encode() + b"\n") + 1
         match = _RULE.match(data, start) if start else None
         if match is not None:
-            recipients = tuple(r.decode() for r in _RECIPIENT.findall(match.group(2)))
-            line = data.count(b"\n", 0, start) + 1
-            rules[regex] = (ENCRYPTED_REGEX, recipients, Mark(path, line))
+            rules[regex] = _rule(match, path, data.count(b"\n", 0, start) + 1)
     return rules
 
 
