@@ -335,14 +335,6 @@ class Guarded:
     check: Callable[[Any], bool] | None
 
 
-def _quickly_valid(check: Callable[[Any], bool], schema: Any) -> bool:
-    """``check(schema)``, False where it cannot decide (jsonschema then does)."""
-    try:
-        return check(schema)
-    except Exception:  # jsonschema decides what the fast check cannot
-        return False
-
-
 @lru_cache(maxsize=512)
 def compile_parameters(schema_text: str) -> Guarded | SchemaProblem:
     """Compile a parameter schema (canonical JSON text), or the first reason it is refused."""
@@ -353,7 +345,7 @@ def compile_parameters(schema_text: str) -> Guarded | SchemaProblem:
 
     schema = json.loads(schema_text)
     try:
-        if not _quickly_valid(is_json_schema, schema):  # jsonschema words what is wrong
+        if not is_json_schema(schema):  # jsonschema words what is wrong
             Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
         return SchemaProblem(tuple(exc.absolute_path), f"not a valid JSON Schema: {exc.message}")

@@ -617,10 +617,15 @@ def _metaschema_check(format_checker: Any) -> Check:
 
 
 def is_json_schema(schema: Any) -> bool:
-    """Whether ``schema`` passes ``Draft202012Validator.check_schema`` (quickly: compiled)."""
+    """Whether ``schema`` passes ``Draft202012Validator.check_schema`` (quickly: compiled);
+    False also where the compiled check cannot decide: jsonschema's ``check_schema`` then
+    does, and words what is wrong."""
     from jsonschema import Draft202012Validator
 
-    return _metaschema_check(Draft202012Validator.FORMAT_CHECKER)(schema)
+    try:
+        return _metaschema_check(Draft202012Validator.FORMAT_CHECKER)(schema)
+    except Exception:  # as in schema_errors: jsonschema decides
+        return False
 
 
 def compile_check(
