@@ -200,6 +200,10 @@ def format_status(report: dict[str, Any]) -> str:
             "outpost.io/prune: disabled)"
             for key in leftover.get("objects") or []
         )
+        lines.extend(
+            f"kept:       {key} ({leftover.get('keptReason') or 'kept on purpose'})"
+            for key in leftover.get("kept") or []
+        )
     pending = report.get("pending")
     if pending:
         until = f" (until {pending['until']})" if pending.get("until") else ""

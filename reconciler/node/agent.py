@@ -225,6 +225,8 @@ class TickReport:
     temporary: bool = False
     leftover: list[str] | None = None
     removed: int = 0
+    kept: list[str] = field(default_factory=list)
+    """Objects a failed first install's removal keeps on purpose (the facts anchor)."""
     source_behind: int = 0
     """Commits the source's branch lacks of what this site runs (it moved back)."""
     source_head: str | None = None
@@ -232,6 +234,22 @@ class TickReport:
     """Commits of the candidate's range that wait for approvals, explained."""
     heartbeat: Any = None
     """`reconciler.node.heartbeat.Freshness` of this tick, when checked."""
+
+
+KEPT_REASON = (
+    "the site's policy-facts anchor stays on purpose: removing it can stop Kubernetes' "
+    "ConfigMap parameter informer until the API server restarts "
+    "(kubernetes/kubernetes#130887), and the next install's Pods would then be refused"
+)
+_ANCHOR_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+
+
+def _facts_anchor(key: str) -> bool:
+    """Whether an inventory key (``group/Kind/namespace/name``) is the site's facts anchor."""
+    from reconciler.core.policy import ADMISSION_API, FACTS_NAME  # only where asked
+
+    group = ADMISSION_API.partition("/")[0]
+    return key in {f"{group}/{kind}//{FACTS_NAME}" for kind in _ANCHOR_KINDS}
 
 
 def _short(revision: str | None) -> str:
@@ -627,13 +645,16 @@ class Agent:
         with its inventory present is gated as usual; so is one whose cluster cannot say)."""
         if self.config.first_apply != "immediate":
             return False
-        if state.applied is not None or state.last_good is not None or state.inventory:
+        if state.applied is not None or state.last_good is not None:
+            return False
+        if any(not _facts_anchor(key) for key in state.inventory):
             return False
         try:
             inventory = get_cluster().read_inventory()
         except OutpostError:
             return False
-        return not inventory
+        # The facts anchor a failed first install's removal kept is not something running.
+        return all(_facts_anchor(key) for key in inventory or ())
 
     def _since_floor(self, mirror: Mirror, applied: str | None, candidate: str, floor: str) -> str:
         """Where verification starts under ``spec.trust.floor``; refuses what is not above it."""
@@ -742,11 +763,19 @@ class Agent:
         of a slice is applied with — and never one marked ``outpost.io/prune: disabled``
         (the way to keep, say, a namespace an operator made by hand and then put in the
         slice). What is not deleted is listed in the status as ``leftover``.
+
+        The site's facts anchor (the policy and binding named ``outpost-policy-facts``)
+        stays, listed as ``kept``: it is the last user of Kubernetes' ConfigMap parameter
+        informer, and removing it can stop that informer until the API server restarts
+        (kubernetes/kubernetes#130887), after which the fix's Pods are refused by every
+        policy reading the site's facts. It checks only the facts ConfigMap, is part of
+        every revision's slice, and the inventory keeps listing it as this site's.
         """
         applied = sorted(set(state.inventory) | set(keys))
+        kept = [key for key in applied if _facts_anchor(key)]
         try:
             cluster = get_cluster()
-            deleted = set(cluster.prune(applied, []))
+            deleted = set(cluster.prune(applied, kept))
             left = [key for key in applied if key not in deleted]
             # No revision: nothing was applied. Recording the failed one would make the
             # next tick recover it as what runs, call the site unchanged and put the
@@ -761,7 +790,8 @@ class Agent:
             report.temporary = isinstance(exc, TemporaryError)
             return state
         report.removed = len(deleted)
-        report.leftover = left
+        report.leftover = [key for key in left if key not in kept]
+        report.kept = [key for key in left if key in kept]
         log.warning(
             "first install removed",
             extra={"revision": revision, "removed": len(deleted), "left": left},
@@ -1139,7 +1169,11 @@ def status_document(
         "refused": [{"revision": r, "reason": m} for r, m in list(state.refused.items())[-10:]],
         "inventory": len(state.inventory),
         "leftover": (
-            {"removed": report.removed, "objects": list(report.leftover)}
+            {
+                "removed": report.removed,
+                "objects": list(report.leftover),
+                **({"kept": list(report.kept), "keptReason": KEPT_REASON} if report.kept else {}),
+            }
             if report.leftover is not None
             else None
         ),

@@ -29,6 +29,7 @@ from typing import Any
 import pygit2
 import pytest
 
+from reconciler.cli.agent import format_status
 from reconciler.core.errors import (
     ApplyError,
     ClusterUnavailable,
@@ -953,6 +954,51 @@ def test_first_commit_ever_unhealthy_has_nothing_to_roll_back_to(node: Node) -> 
     again = node.tick()
     assert (again.outcome, again.applied, again.warnings) == ("failed-before", None, [])
     assert node.cluster.objects == {}
+
+
+ANCHOR = (
+    "admissionregistration.k8s.io/ValidatingAdmissionPolicy//outpost-policy-facts",
+    "admissionregistration.k8s.io/ValidatingAdmissionPolicyBinding//outpost-policy-facts",
+)
+
+
+def test_the_removal_of_a_failed_first_install_keeps_the_facts_anchor(node: Node) -> None:
+    """The anchor is the last user of Kubernetes' ConfigMap parameter informer: removing it
+    can leave every later install's Pods refused until the API server restarts
+    (kubernetes/kubernetes#130887). Everything else the install applied goes, the facts
+    ConfigMap and the site's other policies included; the status says why the anchor stays;
+    and a site running only the anchor still counts as running nothing (firstApply)."""
+    facts = "v1/ConfigMap/outpost-system/outpost-policy-facts"
+    other = "admissionregistration.k8s.io/ValidatingAdmissionPolicyBinding//outpost-registry"
+    first = node.commit("first", ["v1/ConfigMap/pos/a", facts, other, *ANCHOR])
+    node.cluster.unhealthy.add(first)
+    report = node.tick()
+    assert (report.outcome, report.applied) == ("failed", None)
+    assert sorted(node.cluster.objects) == sorted(ANCHOR)
+    assert (report.removed, report.leftover, report.kept) == (3, [], sorted(ANCHOR))
+    assert node.state.inventory == tuple(sorted(ANCHOR))
+    assert (node.cluster.inventory, node.cluster.inventory_revision) == (sorted(ANCHOR), "")
+    leftover = node.status["leftover"]
+    assert (leftover["removed"], leftover["objects"], leftover["kept"]) == (3, [], sorted(ANCHOR))
+    assert "kubernetes/kubernetes#130887" in leftover["keptReason"]
+    assert f"kept:       {ANCHOR[0]} (the site's policy-facts anchor stays" in format_status(
+        node.status
+    )
+
+    # The fix is outside the window, and still a first apply: only the anchor was left.
+    fixed = node.commit("fix", ["v1/ConfigMap/pos/a", facts, *ANCHOR])
+    node.pipeline.gate_says[fixed] = GateDecision(False, "outside the store's window")
+    after = node.tick()
+    assert (after.outcome, after.applied) == ("applied", fixed)
+    assert sorted(node.cluster.objects) == sorted(["v1/ConfigMap/pos/a", facts, *ANCHOR])
+
+
+def test_an_anchor_beside_anything_else_is_a_site_with_something_running(node: Node) -> None:
+    """Only the anchor alone counts as nothing running: a leftover beside it gates the fix."""
+    node.cluster.inventory = [*ANCHOR, "v1/ConfigMap/pos/kept-by-hand"]
+    first = node.commit("re-enrolled", ["v1/ConfigMap/pos/a", *ANCHOR])
+    node.pipeline.gate_says[first] = GateDecision(False, "outside the store's window")
+    assert (node.tick().outcome, node.cluster.applied_revisions()) == ("waiting", [])
 
 
 def test_a_kill_while_a_failed_first_install_is_removed_never_installs_it_again(

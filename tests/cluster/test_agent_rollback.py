@@ -60,6 +60,10 @@ def overrides(*patches: str) -> str:
     )
 
 
+ANCHOR = [
+    "admissionregistration.k8s.io/ValidatingAdmissionPolicy//outpost-policy-facts",
+    "admissionregistration.k8s.io/ValidatingAdmissionPolicyBinding//outpost-policy-facts",
+]
 NOWHERE = (
     "        - target: {kind: Deployment, name: pos-server}\n"
     "          merge: {spec: {template: {spec: {nodeSelector: {outpost/node: nowhere}}}}}\n"
@@ -137,24 +141,15 @@ def test_the_first_commit_ever_fails_its_health_check(
     nothing before it), the status says so, the commit is not retried (not even as "drift"
     after the state is recovered from the cluster), and a fix converges.
 
-    On a control plane of its own: removing the whole site removes its facts policy binding,
-    the last binding with a ConfigMap paramKind, and this Kubernetes then stops resolving
-    ConfigMap parameters until the API server restarts (kubernetes/kubernetes#130887):
-    every later test on the shared control plane would be denied ("no params found").
-
-    The same bug reaches the fix on this control plane: once the removal took the site's
-    facts anchor (the policy and binding that keep that informer in use) the informer may
-    stop for good, and the fix's Pods are then refused, its Deployments left with "no pods
-    found" (one full run in three, one run alone in three). A keepalive binding of the
-    same kind as `ci.policy_cluster`'s keeps this test on what it checks; whether the node
-    should keep the anchor when it removes a failed first install is the node's question,
-    not this test's."""
-    from reconciler.ci.policy_cluster import _keepalive
-
+    The removal keeps the site's facts anchor (the policy and binding that keep Kubernetes'
+    ConfigMap parameter informer in use): this Kubernetes stops that informer for good once
+    no binding with a ConfigMap paramKind is left (kubernetes/kubernetes#130887), and the
+    fix's Pods were then refused by the policies reading the site's facts, its Deployments
+    left with "no pods found" (one run alone in three, before the anchor was kept). On a
+    control plane of its own, with no other binding of that kind: the anchor is the only
+    thing keeping the informer alive here, and removing the whole site would leave every
+    later test on a shared control plane denied ("no params found")."""
     cluster = fresh_cluster
-    keepalive = tmp_path / "keepalive.json"
-    keepalive.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": _keepalive()}))
-    cluster.kubectl("create", "-f", str(keepalive))
     manifest = tmp_path / "node.json"
     manifest.write_text(json.dumps(demo_store_node("edge-1")))
     cluster.kubectl("create", "-f", str(manifest))
@@ -173,14 +168,19 @@ def test_the_first_commit_ever_fails_its_health_check(
     assert status["failedRevisions"] == [bad]
     assert status["lastError"] == report.error
     assert status["leftover"]["removed"] > 0 and status["leftover"]["objects"] == []
-    # What the failed commit created is gone again; the inventory lists nothing and names
-    # no revision, so nothing recovers the failed commit as what runs.
+    assert status["leftover"]["kept"] == ANCHOR
+    # What the failed commit created is gone again but the facts anchor; the inventory lists
+    # only the anchor and names no revision, so nothing recovers the failed commit as what
+    # runs.
     settle(lambda: read(cluster, "deployment", "pos", "pos-server") is None)
+    for kind in ("validatingadmissionpolicies", "validatingadmissionpolicybindings"):
+        names = cluster.kubectl("get", kind, "-o", "name").stdout.split()
+        assert [name.partition("/")[2] for name in names] == ["outpost-policy-facts"], names
     state = state_of(tmp_path)
     assert (state["applied"], state["last_good"], state["failed"]) == (None, None, [bad])
-    assert state["inventory"] == []
+    assert state["inventory"] == ANCHOR
     inventory = cluster_inventory(cluster)
-    assert (inventory["revision"], inventory["keys"]) == ("", [])
+    assert (inventory["revision"], sorted(inventory["keys"])) == ("", ANCHOR)
 
     again = agent.tick()
     assert (again.outcome, again.pending) == ("failed-before", bad)
