@@ -7,6 +7,7 @@ same error at the same line, for any manifest and any values.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,54 @@ def test_fill_agrees_with_substitute(body: Any, with_tls: bool) -> None:
     s = scope(values, frozenset({"greeting", "replicas", "tls"}))
     assert outcome(fill, doc, s) == outcome(substitute, doc.body, doc, s)
     assert outcome(fill, doc, s) == outcome(fill, doc, s)
+
+
+def at_site(s: Scope, site: str) -> Scope:
+    return replace(s, site=site, builtins={**s.builtins, "site.name": site})
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    body=_nodes.filter(lambda node: node is not None),
+    visits=st.lists(st.tuples(st.sampled_from(["s1", "s2", "s3"]), st.booleans()), max_size=6),
+)
+def test_a_manifest_naming_the_site_fills_at_each_site_as_the_full_walk_does(
+    body: Any, visits: list[tuple[str, bool]]
+) -> None:
+    """The strings without ${site.name} are kept from the first fill with the same values;
+    whatever the order of sites and values, each fill is the full walk's at that site, its
+    errors included (they name the site they are met at), and never one kept from another."""
+    text = yaml.safe_dump({"site": "${site.name}", "body": body}, sort_keys=False)
+    doc = parse_yaml(text.encode(), "apps/web/manifests/m.yaml")[0]
+    for site, with_tls in visits:
+        values: dict[str, Any] = {"greeting": "hello", "replicas": 1}
+        if with_tls:
+            values["tls"] = {"port": 8443}
+        s = at_site(scope(values, frozenset({"greeting", "replicas", "tls"})), site)
+        filled = outcome(fill, doc, s)
+        assert filled == outcome(substitute, doc.body, doc, s)
+        if filled[0] == "ok":
+            assert filled[1]["site"] == site
+            filled[1]["body"] = "changed"  # a fill is the caller's: the next one is not
+    assert doc.body["site"] == "${site.name}"
+
+
+def test_a_missing_value_beside_the_site_name_is_met_at_every_site() -> None:
+    doc = parse_yaml(b"a: ok ${greeting}\nb: ${site.name}\nc: ${x}\n", "m.yaml")[0]
+    s = scope({"greeting": "hi"}, frozenset({"greeting", "x"}))
+    assert fill(doc, replace(s, values={"greeting": "hi", "x": "y"})) == {
+        "a": "ok hi",
+        "b": "s1",
+        "c": "y",
+    }
+    for site in ("s2", "s3"):
+        with pytest.raises(RenderError, match=f"has no value at site '{site}'"):
+            fill(doc, at_site(s, site))
+    assert fill(doc, at_site(replace(s, values={"greeting": "hi", "x": "z"}), "s4")) == {
+        "a": "ok hi",
+        "b": "s4",
+        "c": "z",
+    }
 
 
 def test_fill_leaves_the_manifest_alone() -> None:

@@ -387,12 +387,77 @@ def _copy(node: Any) -> Any:
 
 
 def fill(doc: YamlDocument, scope: Scope) -> Any:
-    """``substitute(doc.body, doc, scope)``, touching only the strings that hold placeholders."""
+    """``substitute(doc.body, doc, scope)``, touching only the strings that hold placeholders.
+
+    A manifest that names the site (``${site.name}``) is filled at every site, but most of
+    it comes out the same at each: the strings without that name are filled once per
+    everything else they can depend on (`_prefilled`), and only the site's strings at
+    each site. A placeholder that cannot be filled is never kept: the error is raised
+    by a whole fill, so it is the first one in the manifest and names this site.
+    """
     template = _template(doc)
     if template.keyed:
         return substitute(doc.body, doc, scope)
-    body = _copy(doc.body)
-    for at, text, _ in template.slots:
+    if _SITE_NAME in template.names:
+        prefilled = _prefilled(doc, template, scope)
+        if prefilled is not None:
+            kept, later = prefilled
+            try:
+                return _fill_slots(from_snapshot(kept), later, doc, scope)
+            except RenderError:
+                pass  # raised again below, by the fill that meets it first
+    return _fill_slots(_copy(doc.body), template.slots, doc, scope)
+
+
+_SITE_NAME = "site.name"
+# Per manifest, per everything but the site's name that its strings can depend on: the
+# manifest with the other strings filled (as `snapshot` keeps it) and the strings left.
+_PREFILLED = ByIdentity(512)
+_PREFILLED_PER_MANIFEST = 256
+
+
+def _prefilled(
+    doc: YamlDocument, template: _Template, scope: Scope
+) -> tuple[Any, tuple[tuple[Path_, str, bool], ...]] | None:
+    """The manifest with every string that does not use ``${site.name}`` filled, and the
+    slots of those that do; None when the whole manifest is one string or a string
+    cannot be filled (`fill` then fills it whole, and raises)."""
+    if any(not at for at, _, _ in template.slots):
+        return None
+    key = (
+        scope.version,
+        repr(scope.values),
+        scope.declared,
+        tuple(sorted((k, repr(v)) for k, v in scope.images.items())),
+        tuple((k, v) for k, v in scope.builtins.items() if k != _SITE_NAME),
+    )
+    known: dict[Any, Any] | None = _PREFILLED.get(doc)
+    if known is None:
+        known = _PREFILLED.put(doc, {})
+    assert known is not None
+    found = known.get(key)
+    if found is not None:
+        return found  # type: ignore[no-any-return]
+    now: list[tuple[Path_, str, bool]] = []
+    later: list[tuple[Path_, str, bool]] = []
+    for slot in template.slots:
+        uses = any(name == _SITE_NAME for _, name in iter_placeholders(slot[1]))
+        (later if uses else now).append(slot)
+    try:
+        body = _fill_slots(_copy(doc.body), now, doc, scope)
+    except RenderError:
+        return None
+    if len(known) >= _PREFILLED_PER_MANIFEST:
+        del known[next(iter(known))]
+    found = known[key] = (snapshot(body), tuple(later))
+    return found
+
+
+def _fill_slots(
+    body: Any, slots: Sequence[tuple[Path_, str, bool]], doc: YamlDocument, scope: Scope
+) -> Any:
+    """``body`` with the strings at ``slots`` (none of them a key) filled, in their order."""
+    for at, text, _ in slots:
         value = _fill_text(text, doc, scope, at, key=False)
         if not at:
             return value
