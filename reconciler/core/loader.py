@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import chain
 from sys import intern
 from typing import Any, ClassVar
 
@@ -581,4 +582,4 @@ class _Converter:
             result[key] = value
             # A key's own line is the better pointer for findings about its value.
             entries[key] = key_line if type(entry) is int else (key_line, entry[1])
-        return result, (line, tuple(item for pair in entries.items() for item in pair))
+        return result, (line, tuple(chain.from_iterable(entries.items())))

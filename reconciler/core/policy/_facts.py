@@ -41,10 +41,13 @@ import contextlib
 import functools
 import math
 import re
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from reconciler.core.model import Device
 
 _QUANTITY_RE = re.compile(
     r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(?:([eE][+-]?[0-9]+)|(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E))?$"
@@ -284,13 +287,20 @@ def _vm_requests(obj: Mapping[str, Any], extended: dict[str, int], problems: lis
     return tally
 
 
-def _device_resource(node: str, device: Mapping[str, Any]) -> str:
-    """The resource name a device is offered under: render's naming (one source of truth)."""
+@functools.cache
+def _naming() -> tuple[type[Device], Callable[[Device], str]]:
+    """Render's device naming, imported at its first use (once: a site has many devices)."""
     from reconciler.core.model import Device
     from reconciler.core.render import device_resource
 
+    return Device, device_resource
+
+
+def _device_resource(node: str, device: Mapping[str, Any]) -> str:
+    """The resource name a device is offered under: render's naming (one source of truth)."""
+    device_type, device_resource = _naming()
     return device_resource(
-        Device(
+        device_type(
             node=node,
             name=str(device.get("name", "")),
             type=str(device.get("type", "")),
