@@ -120,7 +120,7 @@ class Fleet:
         selector = self.doc.spec.get("selector")
         return selector if isinstance(selector, dict) else {}
 
-    @property
+    @cached_property
     def apps(self) -> tuple[AppAssignment, ...]:
         return _assignments(self.doc, ("spec", "apps"))
 
@@ -157,7 +157,7 @@ class App:
         source = self.doc.spec.get("source")
         return source if isinstance(source, dict) else {}
 
-    @property
+    @cached_property
     def name(self) -> AppName:
         return AppName(self.doc.name)
 
@@ -180,7 +180,7 @@ class App:
         defaults = self.doc.spec.get("defaults")
         return defaults if isinstance(defaults, dict) else {}
 
-    @property
+    @cached_property
     def required_device_types(self) -> tuple[str, ...]:
         requires = self.doc.spec.get("requires")
         devices = requires.get("devices") if isinstance(requires, dict) else None
@@ -208,12 +208,12 @@ class Hardware:
 
     doc: Document
 
-    @property
+    @cached_property
     def nodes(self) -> tuple[Mapping[str, Any], ...]:
         nodes = self.doc.spec.get("nodes")
         return tuple(n for n in nodes or [] if isinstance(n, dict))
 
-    @property
+    @cached_property
     def devices(self) -> tuple[Device, ...]:
         found: list[Device] = []
         for node in self.nodes:
