@@ -97,6 +97,9 @@ class AgentState:
     def from_json(cls, data: Mapping[str, Any]) -> AgentState:
         if data.get("schema") != SCHEMA_VERSION:
             raise ValueError(f"state schema {data.get('schema')!r}, expected {SCHEMA_VERSION}")
+        inventory = tuple(data.get("inventory", ()))
+        if not all(isinstance(key, str) for key in inventory):
+            raise ValueError("inventory: expected a list of object keys (strings)")
         return cls(
             site=str(data.get("site", "")),
             applied=data.get("applied"),
@@ -105,7 +108,7 @@ class AgentState:
             failed=tuple(data.get("failed", ())),
             failed_reasons=dict(data.get("failed_reasons", {})),
             refused=dict(data.get("refused", {})),
-            inventory=tuple(data.get("inventory", ())),
+            inventory=inventory,
             fetched=data.get("fetched"),
             fetched_at=data.get("fetched_at"),
             source_answered_at=data.get("source_answered_at"),

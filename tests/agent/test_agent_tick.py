@@ -1227,6 +1227,20 @@ def test_a_corrupt_state_file_is_set_aside_and_the_cluster_inventory_used(
     assert set(node.cluster.objects) == {"v1/ConfigMap/pos/a"}  # pruned by the cluster's list
 
 
+def test_a_state_file_whose_inventory_is_not_keys_is_set_aside(node: Node) -> None:
+    """Inventory keys are compared and hashed (the facts anchor, prune): a wrong type in a
+    hand-edited state.json is a corrupt file, set aside, never a crash in the tick."""
+    (node.tmp / "state").mkdir(parents=True, exist_ok=True)
+    (node.tmp / "state" / "state.json").write_text(
+        json.dumps({"schema": 1, "site": SITE, "inventory": [["v1", "ConfigMap"], {"a": 1}]})
+    )
+    first = node.commit("first", ["v1/ConfigMap/pos/a"])
+    report = node.tick()
+    assert (report.outcome, report.applied) == ("applied", first)
+    assert any("inventory: expected a list of object keys" in w for w in report.warnings)
+    assert list((node.tmp / "state").glob("state.json.corrupt-*"))
+
+
 # -- a lost state file (the recovery rules themselves: tests/node/test_recovery.py) -------------
 
 

@@ -65,8 +65,20 @@ def offline_agent(tmp_path: Path, root: Key) -> Agent:
         (b"[1, 2, 3]", ": expected a JSON object, found list"),
         (b'{"kind": "Other"}', ": found an object of kind 'Other'"),
         (b'{"kind": "SiteStatus", "applied": 5, "pending": "x"}', "has a field of the wrong shape"),
+        (
+            b'{"kind": "SiteStatus", "leftover": {"removed": 1, "kept": 5}}',
+            "has a field of the wrong shape",
+        ),
     ],
-    ids=["truncated", "empty", "not utf-8", "a list", "another kind", "wrong field types"],
+    ids=[
+        "truncated",
+        "empty",
+        "not utf-8",
+        "a list",
+        "another kind",
+        "wrong field types",
+        "kept not a list",
+    ],
 )
 def test_status_on_a_corrupt_file_exits_2_naming_it(
     tmp_path: Path, content: bytes, expected: str
