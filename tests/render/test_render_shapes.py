@@ -12,13 +12,15 @@ import shutil
 from datetime import date
 from pathlib import Path
 
+import pytest
+
 from reconciler.core.labels import without_site_label
 from reconciler.core.model import Repository
 from reconciler.core.policy import PolicyCache, load_policies
 from reconciler.core.policy._facts import site_status
 from reconciler.core.policy._load import policy_documents
 from reconciler.core.policy._site import check_folder
-from reconciler.core.render import render_site
+from reconciler.core.render import _site, render_site, to_json
 from reconciler.core.render._placement import placement_key
 from reconciler.core.source import WorkdirTree
 
@@ -158,3 +160,69 @@ def test_the_site_status_is_the_same_with_and_without_shapes(tmp_path: Path) -> 
         # asked again, every answer comes from what the first asking kept
         assert site_status(bodies, hardware, shapes=[o.shape for o in rendered.objects]) == shaped
     assert problems >= len(repo.site_ids)  # the unreadable request, at every store
+
+
+_CRONJOB = """\
+apiVersion: batch/v1
+kind: CronJob
+metadata:
+  name: pos-cleanup
+spec:
+  schedule: "0 3 * * *"
+  jobTemplate:
+    metadata:
+      labels: {job: cleanup}
+    spec:
+      template:
+        spec:
+          restartPolicy: OnFailure
+          containers:
+            - name: cleanup
+              image: ${images.server}
+"""
+
+
+def _fresh(root: Path, site_id: str) -> str:
+    """``site_id`` rendered as by a process that has rendered nothing before."""
+    for memo in (_site._CHECKED, _site._FILLED, _site._STAMPED):
+        memo.entries.clear()
+    return to_json(render_site(Repository(WorkdirTree(root)), site_id))
+
+
+def test_a_kept_body_restamped_at_another_site_is_what_that_site_renders_afresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _example(tmp_path)
+    # A CronJob of a device-bound app: its own labels, its jobs' and its pods' are stamped,
+    # and its pods placed on the USB node.
+    (root / "apps/pos/manifests/cleanup.yaml").write_text(_CRONJOB)
+    restamped: list[str] = []
+    real = _site._restamp
+    monkeypatch.setattr(
+        _site,
+        "_restamp",
+        lambda body, paths, site: restamped.append(site) or real(body, paths, site),
+    )
+    for memo in (_site._CHECKED, _site._FILLED, _site._STAMPED):
+        memo.entries.clear()
+    repo = Repository(WorkdirTree(root))
+    # Forward, then back: every site after the first of its kind gets kept bodies, the
+    # GPU sites (two placements) and the patched ones (de-ber-0042, in-blr-0601) among them.
+    order = [*repo.site_ids, *reversed(repo.site_ids)]
+    rendered: dict[str, list[str]] = {site_id: [] for site_id in repo.site_ids}
+    for site_id in order:
+        site = render_site(repo, site_id)
+        rendered[site_id].append(to_json(site))
+        cleanup = [o.body for o in site.objects if o.key.name == "pos-cleanup"]
+        for body in cleanup:
+            job = body["spec"]["jobTemplate"]
+            for labels in (
+                body["metadata"]["labels"],
+                job["metadata"]["labels"],
+                job["spec"]["template"]["metadata"]["labels"],
+            ):
+                assert labels["outpost/site"] == site_id
+            assert job["spec"]["template"]["spec"]["nodeSelector"] == {"outpost/device.usb": "true"}
+    assert len(set(restamped)) >= 8
+    for site_id, texts in rendered.items():
+        assert texts == [_fresh(root, site_id)] * 2, site_id

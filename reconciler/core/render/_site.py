@@ -56,6 +56,7 @@ from reconciler.core.render._params import (
 )
 from reconciler.core.render._patch import PatchError, json_patch, merge_patch
 from reconciler.core.render._placement import (
+    POD_TEMPLATE_PATHS,
     check_requirements,
     node_labels,
     place,
@@ -225,34 +226,50 @@ def _standard_labels(site: str, app: str | None, version: str | None) -> dict[st
     return labels
 
 
-def _label(body: dict[str, Any], site: str, app: str, version: str) -> None:
+def _label(body: dict[str, Any], site: str, app: str, version: str) -> tuple[tuple[str, ...], ...]:
     """Outpost's labels always win; the app.kubernetes.io name/version only fill gaps,
-    because a manifest's selector may already use them for its own component names."""
+    because a manifest's selector may already use them for its own component names.
+
+    Returns the paths of the metadata labelled: where `_restamp` sets another site."""
     owned = _standard_labels(site, app, version)
     recommended = {APP_NAME: app, APP_VERSION: label_value(version)}
-    targets = [body.setdefault("metadata", {})]
-    template = pod_template_metadata(body)
-    if template is not None:
-        targets.append(template)
+    body.setdefault("metadata", {})
+    paths: list[tuple[str, ...]] = [("metadata",)]
+    if pod_template_metadata(body) is not None:
+        paths.append((*POD_TEMPLATE_PATHS[body["kind"]], "metadata"))
     spec = body.get("spec")
     job_template = (
         spec.get("jobTemplate")
         if body.get("kind") == "CronJob" and isinstance(spec, dict)
         else None
     )
-    if isinstance(job_template, dict):
+    if isinstance(job_template, dict) and isinstance(job_template.setdefault("metadata", {}), dict):
         # The Jobs a CronJob creates carry these labels: the site's API server knows
         # them by their app (an app's allow-list or exemption, see core/policy/_export).
-        metadata = job_template.setdefault("metadata", {})
-        if isinstance(metadata, dict):
-            targets.append(metadata)
-    for metadata in targets:
+        paths.append(("spec", "jobTemplate", "metadata"))
+    for path in paths:
+        metadata = _at(body, path)
         labels = metadata.get("labels")
         if not isinstance(labels, dict):
             labels = metadata["labels"] = {}
         for key, value in recommended.items():
             labels.setdefault(key, value)
         labels.update(owned)
+    return tuple(paths)
+
+
+def _at(body: dict[str, Any], path: tuple[str, ...]) -> Any:
+    node: Any = body
+    for key in path:
+        node = node[key]
+    return node
+
+
+def _restamp(body: dict[str, Any], paths: tuple[tuple[str, ...], ...], site: str) -> None:
+    """The site label at ``paths`` (what `_label` returned for a copy of ``body``) set to
+    ``site``: the body is then what `_label` makes of it at that site."""
+    for path in paths:
+        _at(body, path)["labels"][SITE_LABEL] = site
 
 
 def _manifest_shape(body: Any, doc: YamlDocument) -> None:
@@ -350,39 +367,57 @@ def _render_app(
     required = app.required_device_types
     # `place` changes a body by what the key names of the site's hardware.
     placement = placement_key(required, folder.hardware)
+    # Without patches a manifest's labelled and placed body is the same at every site with
+    # the same key and placement but for the site label: kept once (`_STAMPED`), restamped.
+    patched = bool(patches) and overrides is not None
+    stamp: list[tuple[RenderedObject, Any]] = []  # to label and place, and what to keep it by
     for doc in app.manifests_for(plan.version):
         names = placeholder_names(doc)
         key = (*checked, tuple((n, v) for n, v in scope.builtins.items() if n in names))
-        filled = _FILLED.get(doc, key)
-        if filled is None:
-            body = _fill_manifest(doc, app, scope)
-            # A shape number only for a body without a site label of its own: then the
-            # labels `_label` stamps are the only ones that differ from site to site.
-            shape = None if _has_site_label(body) else next(_SHAPES)
-            object_key = ObjectKey.of(body)
-            # This site takes the fresh body; another site with the same key gets a copy
-            # of it. A manifest that uses the site's name has a key of its own per site.
-            if "site.name" not in names:
-                _FILLED.put(doc, key, (snapshot(body), object_key, shape))
-            number = shape
-        else:
-            kept, object_key, number = filled
+        shared = "site.name" not in names
+        stamped_key = (*key, placement) if shared and not patched else None
+        stamped = None if stamped_key is None else _STAMPED.get(doc, stamped_key)
+        if stamped is not None:
+            kept, object_key, number, paths = stamped
             body = from_snapshot(kept)
+            _restamp(body, paths, site_id)
+        else:
+            filled = _FILLED.get(doc, key)
+            if filled is None:
+                body = _fill_manifest(doc, app, scope)
+                # A shape number only for a body without a site label of its own: then
+                # the labels `_label` stamps are the only ones that differ between sites.
+                shape = None if _has_site_label(body) else next(_SHAPES)
+                object_key = ObjectKey.of(body)
+                # This site takes the fresh body; another site with the same key gets a
+                # copy. A manifest that uses the site's name has a key of its own per site.
+                if shared:
+                    _FILLED.put(doc, key, (snapshot(body), object_key, shape))
+                number = shape
+            else:
+                kept, object_key, number = filled
+                body = from_snapshot(kept)
         origin = _ORIGINS.get(doc) or _ORIGINS.put(doc, doc.mark())
-        objects.append(
-            RenderedObject(
-                object_key,
-                body,
-                origin,
-                app.name,
-                source=doc,
-                shape=None if number is None else (number, app.name, plan.version, placement),
-            )
+        obj = RenderedObject(
+            object_key,
+            body,
+            origin,
+            app.name,
+            source=doc,
+            shape=None if number is None else (number, app.name, plan.version, placement),
         )
+        objects.append(obj)
+        if stamped is None:
+            stamp.append((obj, stamped_key))
     objects = _apply_patches(objects, patches, overrides, app.name)
-    for obj in objects:
-        _label(obj.body, site_id, app.name, plan.version)
+    if patched:  # the patched objects replace the filled ones: all are labelled here
+        stamp = [(obj, None) for obj in objects]
+    for obj, stamped_key in stamp:
+        paths = _label(obj.body, site_id, app.name, plan.version)
         place(obj.body, required, folder.hardware)
+        if stamped_key is not None and obj.source is not None:
+            number = None if obj.shape is None else obj.shape[0]
+            _STAMPED.put(obj.source, stamped_key, (snapshot(obj.body), obj.key, number, paths))
     instance = AppInstance(app.name, plan.version, namespace, values, plan.version_from, app)
     return instance, objects
 
@@ -486,6 +521,9 @@ class _PerObject:
 # (version, values, the built-ins the manifest uses).
 _CHECKED = _PerObject(objects=64, per_object=1024)
 _FILLED = _PerObject(objects=512, per_object=256)
+# Filled, labelled and placed bodies of unpatched manifests by (the key above, placement),
+# with the paths of their site labels (`_restamp`).
+_STAMPED = _PerObject(objects=512, per_object=256)
 _SHAPES = itertools.count()  # a filled manifest's number: never reused (RenderedObject.shape)
 
 
