@@ -65,13 +65,14 @@ _PLACEHOLDER = re.compile(r"^\$\{[^}]*\}$")
 _MAYBE = re.compile(rb"secret|pass|pwd|psk|token|credential|(?:api|private|access|auth)[-_]?key")
 # The words `_MAYBE` matches, written out: a search for each is a C scan of the bytes,
 # several times quicker than the expression's, and nearly every file has none of them.
-# The twelve that end in "key" are looked for only where "key" is.
+# The twelve that end in "key" are found as a "key" that one of their heads comes before.
 _MAYBE_WORDS = (b"secret", b"pass", b"pwd", b"psk", b"token", b"credential")
-_MAYBE_KEYS = tuple(
-    f"{head}{sep}key".encode()
+_MAYBE_KEY_HEADS = tuple(
+    f"{head}{sep}".encode()
     for head in ("api", "private", "access", "auth")
     for sep in ("", "-", "_")
 )
+_KEY_HEAD_MAX = max(map(len, _MAYBE_KEY_HEADS))
 
 
 def may_hold_secrets(data: bytes) -> bool:
@@ -79,7 +80,12 @@ def may_hold_secrets(data: bytes) -> bool:
     lowered = data.lower()
     if any(map(lowered.__contains__, _MAYBE_WORDS)):
         return True
-    return b"key" in lowered and any(map(lowered.__contains__, _MAYBE_KEYS))
+    at = lowered.find(b"key")
+    while at >= 0:  # one search, not one per word: "key" is rare, twelve searches are not
+        if lowered[max(0, at - _KEY_HEAD_MAX) : at].endswith(_MAYBE_KEY_HEADS):
+            return True
+        at = lowered.find(b"key", at + 1)
+    return False
 
 
 def sensitive_name(name: str) -> bool:
