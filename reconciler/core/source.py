@@ -502,6 +502,8 @@ class WorkdirTree:
 
     def _ignored_on_the_way(self, path: str) -> bool:
         """True if git ignores ``path`` or a folder above it."""
+        if isinstance(self._ignored, _ListedIgnores):  # it looks above the path itself
+            return self._ignored(path)
         parts = path.split("/")
         return any(self._ignored("/".join(parts[:i])) for i in range(1, len(parts) + 1))
 
