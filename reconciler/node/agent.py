@@ -241,15 +241,16 @@ KEPT_REASON = (
     "ConfigMap parameter informer until the API server restarts "
     "(kubernetes/kubernetes#130887), and the next install's Pods would then be refused"
 )
-_ANCHOR_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
 
 
 def _facts_anchor(key: str) -> bool:
     """Whether an inventory key (``group/Kind/namespace/name``) is the site's facts anchor."""
-    from reconciler.core.policy import ADMISSION_API, FACTS_NAME  # only where asked
+    from reconciler.node.apply.order import ObjectKey, is_facts_anchor  # only where asked
 
-    group = ADMISSION_API.partition("/")[0]
-    return key in {f"{group}/{kind}//{FACTS_NAME}" for kind in _ANCHOR_KINDS}
+    try:
+        return is_facts_anchor(ObjectKey.parse(key))
+    except ValueError:
+        return False
 
 
 def _short(revision: str | None) -> str:

@@ -13,6 +13,7 @@ from reconciler.core.errors import ApplyError, PermanentError
 from reconciler.node.apply.order import (
     STAGE_NAMES,
     ObjectKey,
+    is_facts_anchor,
     key_of,
     keys_of,
     prune_order,
@@ -245,3 +246,26 @@ def test_prune_order_is_apply_order_reversed() -> None:
         "crds",
     ]
     assert {k for _, group in pruned for k in group} == keys
+
+
+def test_the_facts_anchor_is_the_policy_and_binding_the_policy_export_names() -> None:
+    from reconciler.core.policy import ADMISSION_API, FACTS_NAME
+    from reconciler.core.policy._export import _anchor
+
+    anchor = _anchor({"outpost/site": "s1"})
+    keys = [key_of(body) for body in anchor]
+    assert {k.kind for k in keys} == {
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    }
+    assert all(is_facts_anchor(k) for k in keys)
+    assert all(is_facts_anchor(ObjectKey.parse(k.encode())) for k in keys)
+    group = ADMISSION_API.partition("/")[0]
+    # the same name elsewhere, in another kind or a namespace, is an ordinary object
+    for other in (
+        ObjectKey(group, "ValidatingAdmissionPolicyBinding", "", FACTS_NAME + "-2"),
+        ObjectKey(group, "MutatingAdmissionPolicy", "", FACTS_NAME),
+        ObjectKey("", "ConfigMap", "outpost-system", FACTS_NAME),
+        ObjectKey("example.com", "ValidatingAdmissionPolicy", "", FACTS_NAME),
+    ):
+        assert not is_facts_anchor(other), other

@@ -100,6 +100,7 @@ from reconciler.node.apply.health import (
 from reconciler.node.apply.order import (
     STAGE_CRDS,
     ObjectKey,
+    is_facts_anchor,
     is_policy_binding,
     key_of,
     prune_order,
@@ -713,9 +714,7 @@ class ResourceManager:
                 known = prints.get(key)
                 if known is None or known.digest != _digest(self._prepare(obj)):
                     candidates.add(key)
-        from reconciler.core.policy import FACTS_NAME  # the policy package: only on a change
-
-        withdrawn = sorted(k for k in candidates if k.name != FACTS_NAME)
+        withdrawn = sorted(k for k in candidates if not is_facts_anchor(k))
         done = [k for k in self._parallel(self._delete_owned, withdrawn) if k is not None]
         for key in done:
             self._remember(key, None)

@@ -208,6 +208,20 @@ def is_policy_binding(key: ObjectKey) -> bool:
     return key.group_kind == (_ADMISSION, "ValidatingAdmissionPolicyBinding")
 
 
+# The site's policy-facts anchor: the policy and binding Outpost names after the facts
+# (``core.policy.FACTS_NAME``, spelled here: the node's apply order imports no policy code).
+FACTS_ANCHOR_NAME = "outpost-policy-facts"
+_ANCHOR_KINDS = frozenset(
+    {(_ADMISSION, "ValidatingAdmissionPolicy"), (_ADMISSION, "ValidatingAdmissionPolicyBinding")}
+)
+
+
+def is_facts_anchor(key: ObjectKey) -> bool:
+    """The site's facts policy or its binding: never withdrawn nor pruned with a failed first
+    install (removing it can stop the API server's ConfigMap parameter informer)."""
+    return key.name == FACTS_ANCHOR_NAME and not key.namespace and key.group_kind in _ANCHOR_KINDS
+
+
 def stage_of(key: ObjectKey) -> int:
     """The apply stage of an object (see the module docstring); unknown kinds are 'other'."""
     return _STAGE.get(key.group_kind, STAGE_OTHER)
