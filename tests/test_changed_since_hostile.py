@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from gitcli import git
+from hostile_files import CASES, Format, plant
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 60
@@ -60,28 +61,18 @@ def test_the_edited_example_validates_clean(repo: Path) -> None:
     assert (code, findings) == (0, []), err
 
 
-def _hostile(path: Path, case: str) -> None:
-    path.unlink()
-    if case == "fifo":
-        os.mkfifo(path)
-    elif case == "gigabyte":
-        with path.open("wb") as handle:
-            handle.truncate(1 << 30)
-    elif case == "symlink":
-        path.symlink_to(path.parent / "fleets")
-    elif case == "nested 600":
-        path.write_text("creation_rules: " + "[" * 600 + "]" * 600 + "\n")
-    elif case == "wrong type":
-        path.write_text("creation_rules: 5\n")
-    elif case == "not utf-8":
-        path.write_bytes(b"creation_rules:\n  - path_regex: \xff\xfe\n")
-    else:
-        raise AssertionError(case)
-
-
-@pytest.mark.parametrize(
-    "case", ["fifo", "gigabyte", "symlink", "nested 600", "wrong type", "not utf-8"]
+SOPS_CONFIG = Format(
+    nested=lambda depth: "creation_rules: " + "[" * depth + "]" * depth + "\n",
+    wrong_type="creation_rules: 5\n",
+    not_utf8=b"creation_rules:\n  - path_regex: \xff\xfe\n",
 )
+
+
+def _hostile(path: Path, case: str) -> None:
+    plant(path, case, SOPS_CONFIG, link_to=path.parent / "fleets")
+
+
+@pytest.mark.parametrize("case", CASES)
 def test_a_hostile_sops_config_is_a_finding_at_it(repo: Path, case: str) -> None:
     _hostile(repo / ".sops.yaml", case)
     code, findings, err = validate(repo)

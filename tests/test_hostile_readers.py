@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hostile_files import CASES, Format, plant
 
 ROOT = Path(__file__).resolve().parents[1]
 # A refusal takes well under a second; a read blocked on a FIFO never returns.
 TIMEOUT = 20
-GIGABYTE = 1 << 30
 DEEP = 100_000  # past Python's recursion limit: json.loads raises RecursionError
 
 
@@ -55,29 +55,21 @@ def assert_clean_refusal(run: Run, shown: str, code: int = 2) -> None:
     assert "internal error" not in run.text, run
 
 
+JSON = Format(
+    nested=lambda depth: "[" * depth + "]" * depth,
+    wrong_type='{"findings": []}',
+    not_utf8=b'["\xff\xfe"]',
+)
+
+
 def hostile(folder: Path, case: str) -> Path:
-    """A file named after ``case`` in ``folder``, made hostile that way."""
+    """A JSON file named after ``case`` in ``folder``, made hostile that way (`plant`);
+    ``nested deep``: past Python's recursion limit."""
     path = folder / f"{case.replace(' ', '-')}.json"
-    if case == "fifo":
-        os.mkfifo(path)  # nobody writes: a plain open() for reading blocks for ever
-    elif case == "gigabyte":
-        with path.open("wb") as handle:
-            handle.truncate(GIGABYTE)  # sparse: nothing on disk, everything to refuse
-    elif case == "symlink":
-        target = folder / "target.json"
+    target = folder / "target.json"
+    if case == "symlink":
         target.write_text("[]")
-        path.symlink_to(target)
-    elif case == "nested 600":
-        path.write_text("[" * 600 + "]" * 600)
-    elif case == "nested deep":
-        path.write_text("[" * DEEP + "]" * DEEP)
-    elif case == "wrong type":
-        path.write_text('{"findings": []}')
-    elif case == "not utf-8":
-        path.write_bytes(b'["\xff\xfe"]')
-    else:
-        raise AssertionError(case)
-    return path
+    return plant(path, f"nested {DEEP}" if case == "nested deep" else case, JSON, target)
 
 
 FINDING = {
@@ -89,7 +81,7 @@ FINDING = {
     "site": "st-0001",
 }
 
-MERGE_CASES = ["fifo", "gigabyte", "symlink", "nested 600", "wrong type", "not utf-8"]
+MERGE_CASES = list(CASES)
 
 
 @pytest.mark.parametrize("case", MERGE_CASES)
@@ -169,7 +161,7 @@ def test_fleet_status_from_deep_nesting_names_the_file(tmp_path: Path) -> None:
     assert_clean_refusal(outpost(tmp_path, "fleet", "status", "--from", path.name), path.name)
 
 
-REPORT_CASES = ["fifo", "gigabyte", "symlink", "nested 600", "wrong type", "not utf-8"]
+REPORT_CASES = list(CASES)
 
 
 def stick_of(folder: Path, cases: list[str]) -> list[str]:
