@@ -43,3 +43,27 @@ def test_a_process_that_does_not_collect_keeps_its_workers_from_collecting() -> 
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def _pids(run: object) -> list[tuple[int, int]]:
+    import os
+
+    assert isinstance(run, list)
+    return [(item, os.getpid()) for item in run]
+
+
+@pytest.mark.parametrize(("count", "fork"), [(99, True), (100, True), (5_000, True), (100, False)])
+def test_map_runs_keeps_the_order_and_forks_only_past_its_minimum(count: int, fork: bool) -> None:
+    import os
+
+    from reconciler.core._fork import map_runs
+
+    items = list(range(count))
+    results = map_runs(_pids, items, 100, fork=fork)
+    assert [item for item, _ in results] == items  # every item once, in order
+    pids = {pid for _, pid in results}
+    cores = len(os.sched_getaffinity(0))
+    if count < 100 or not fork or cores == 1:
+        assert pids == {os.getpid()}
+    else:  # forked workers, at most one per core (one may have taken every run)
+        assert os.getpid() not in pids and 1 <= len(pids) <= cores

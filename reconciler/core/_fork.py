@@ -97,6 +97,18 @@ def tapering(items: Sequence[T], workers: int, parts: int, smallest: int) -> lis
     return runs
 
 
+def map_runs(
+    task: Callable[[Sequence[T]], list[R]], items: Sequence[T], minimum: int, *, fork: bool = True
+) -> list[R]:
+    """``task`` over contiguous runs of ``items``, its results joined in the items' order:
+    in forked workers (two runs each) when there are ``minimum`` items or more and ``fork``
+    (False for work that must stay in this process, such as a commit's git objects)."""
+    workers = workers_for(len(items), minimum) if fork else 1
+    runs = contiguous(items, 1 if workers <= 1 else workers * 2)
+    parts = fork_map(lambda index: task(runs[index]), len(runs), workers)
+    return [result for part in parts for result in part]
+
+
 def _run(index: int) -> Any:
     global _IN_WORKER
     assert _TASK is not None, "a forked worker always inherits its task"
