@@ -195,6 +195,33 @@ def test_reserved_source_annotation_cannot_be_claimed() -> None:
     assert "reserved" in findings[0].message
 
 
+def test_a_reserved_annotation_in_a_shaped_object_is_found_at_every_site() -> None:
+    """Objects of one shape share what policies see of them, and whether they claim the
+    source annotation: each site still gets its own finding, at its own object."""
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Shaped(Obj):
+        shape: tuple[object, ...] | None = None
+
+    findings = []
+    for number, name in enumerate(["st-0001", "st-0002", "st-0003"]):
+        claimed = deployment(site=name)
+        claimed["metadata"]["annotations"] = {"outpost/source": "sops"}
+        plain = deployment(site=name)
+        plain["metadata"]["name"] = "other"
+        objects = [
+            Shaped(claimed, Mark("apps/pos/manifests/a.yaml", 2), "pos", ("a",)),
+            Shaped(plain, Mark("apps/pos/manifests/b.yaml", 2), "pos", ("b",)),
+        ]
+        found = check(policies_from(DIGEST), objects, site_doc=site(name), hw=hardware(name))
+        findings += [(f.site, f.path) for f in found if "reserved" in f.message]
+        assert len(found) == 1, (number, found)
+    assert findings == [
+        (name, "apps/pos/manifests/a.yaml") for name in ("st-0001", "st-0002", "st-0003")
+    ]
+
+
 def test_identical_objects_are_evaluated_once_across_sites() -> None:
     policies = policies_from(DIGEST)
     cache = PolicyCache()

@@ -146,7 +146,7 @@ def _body_and_mark(doc: Any, fallback: str) -> tuple[dict[str, Any], Mark]:
 # What policies see of a rendered object, and its digest, by the object's shape: the
 # objects of one shape differ only in the site label policies do not see
 # (``RenderedObject.shape``), so every site after the first gets them for free.
-_VIEWS: dict[Any, tuple[dict[str, Any], bytes]] = {}
+_VIEWS: dict[Any, tuple[dict[str, Any], bytes, bool]] = {}  # and whether it claims a source
 _VIEWS_MAX = 4096
 
 # ``_body_and_mark`` of each App: every site running an app passes the same App.
@@ -247,15 +247,17 @@ def check_site(
         shapes.append(shape)
         if shape is None:
             subjects.append(_Subject(without_site_label(body, site_id), obj.origin, obj.app))
+            claims = _claims_source(body)
         else:
             known = _VIEWS.get(shape)
             if known is None:
                 view = without_site_label(body, site_id)
                 if len(_VIEWS) >= _VIEWS_MAX:
                     _VIEWS.clear()
-                known = _VIEWS[shape] = (view, _digest(view))
+                known = _VIEWS[shape] = (view, _digest(view), _claims_source(body))
             subjects.append(_Subject(known[0], obj.origin, obj.app, digest=known[1]))
-        if _claims_source(body):
+            claims = known[2]
+        if claims:
             findings.append(
                 Finding.at(
                     obj.origin,
@@ -309,7 +311,7 @@ def check_site(
         matching = [
             p
             for p in policies.for_kind(_group_of(subject.body), str(subject.body.get("kind", "")))
-            if p.index in active_ids and not p.exempt(site_id, subject.app)
+            if p.index in active_ids and not (p.exemptions and p.exempt(site_id, subject.app))
         ]
         if not matching:
             continue
