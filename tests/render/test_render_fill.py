@@ -197,6 +197,11 @@ def test_sites_with_the_same_values_share_one_fill(
     assert one["metadata"]["labels"]["outpost/site"] == "s1"
     assert two["metadata"]["labels"]["outpost/site"] == "s2"
     assert one is not two and one["spec"] is not two["spec"]
+    # each site's body is its own, to its leaves: a caller may change it
+    again = render_site(repo, "s2").object("apps/v1/Deployment/web/web").body
+    containers = [b["spec"]["template"]["spec"]["containers"] for b in (one, two, again)]
+    assert containers[0] == containers[1] == containers[2]
+    assert len({id(c) for c in containers}) == 3
 
 
 def test_the_shared_fill_renders_what_a_fresh_one_renders(tmp_path: Path) -> None:

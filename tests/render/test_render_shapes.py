@@ -11,6 +11,7 @@ import dataclasses
 import shutil
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -226,3 +227,41 @@ def test_a_kept_body_restamped_at_another_site_is_what_that_site_renders_afresh(
     assert len(set(restamped)) >= 8
     for site_id, texts in rendered.items():
         assert texts == [_fresh(root, site_id)] * 2, site_id
+
+
+def test_a_read_only_render_shares_all_but_the_labels_and_renders_the_same(tmp_path: Path) -> None:
+    root = _example(tmp_path)
+    (root / "apps/pos/manifests/cleanup.yaml").write_text(_CRONJOB)
+    for memo in (_site._CHECKED, _site._FILLED, _site._STAMPED):
+        memo.entries.clear()
+    repo = Repository(WorkdirTree(root))
+    sites = [*repo.site_ids, *reversed(repo.site_ids)]
+    shared = {s: render_site(repo, s, shared=True) for s in sites}
+    for site_id, rendered in shared.items():
+        assert to_json(rendered) == to_json(render_site(repo, site_id)), site_id
+    # Objects of one shape (one filled manifest, app, version and placement, unpatched)
+    # come from one kept body: the same containers, each site's own labels.
+    by_shape: dict[object, list[dict[str, Any]]] = {}
+    for rendered in shared.values():
+        for obj in rendered.objects:
+            if obj.key.name == "pos-cleanup" and obj.shape is not None:
+                by_shape.setdefault(obj.shape, []).append(obj.body)
+    assert max(map(len, by_shape.values())) >= 3
+    for first, *others in by_shape.values():
+        job = first["spec"]["jobTemplate"]
+        for body in others:
+            other = body["spec"]["jobTemplate"]
+            assert (
+                other["spec"]["template"]["spec"]["containers"]
+                is (job["spec"]["template"]["spec"]["containers"])
+            )
+            assert other["metadata"]["labels"] is not job["metadata"]["labels"]
+            assert body["metadata"]["labels"] is not first["metadata"]["labels"]
+    # a render that is not read-only shares nothing with them
+    first = max(by_shape.values(), key=len)[0]
+    job = first["spec"]["jobTemplate"]
+    own = render_site(repo, first["metadata"]["labels"]["outpost/site"])
+    body = next(o.body for o in own.objects if o.key.name == "pos-cleanup")
+    containers = body["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert containers == job["spec"]["template"]["spec"]["containers"]
+    assert containers is not job["spec"]["template"]["spec"]["containers"]

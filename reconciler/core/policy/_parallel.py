@@ -7,6 +7,7 @@ findings come back in site order, collapsed across sites (`aggregate`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from datetime import date
 from typing import Any
@@ -116,7 +117,8 @@ def validate_policies(
     if render is None:
         from reconciler.core.render import render_site
 
-        render = render_site
+        # The rendered objects are only read, by the policies and ``objects``.
+        render = functools.partial(render_site, shared=True)
     cache = cache if cache is not None else kept
     sites = list(site_ids if site_ids is not None else repo.site_ids)
 

@@ -265,6 +265,25 @@ def _at(body: dict[str, Any], path: tuple[str, ...]) -> Any:
     return node
 
 
+def _restamped(
+    template: dict[str, Any], paths: tuple[tuple[str, ...], ...], site: str
+) -> dict[str, Any]:
+    """`_restamp` of a copy of ``template`` that copies only the maps on the way to each
+    site label: the rest is ``template``'s own, shared with every other such copy, so
+    nothing may change it (a read-only render, ``render_site(shared=True)``)."""
+    body = dict(template)
+    for path in paths:
+        parent, original = body, template
+        for key in (*path, "labels"):
+            original = original[key]
+            child = parent[key]
+            if child is original:  # still the template's map: this copy's own from here
+                child = parent[key] = dict(child)
+            parent = child
+        parent[SITE_LABEL] = site
+    return body
+
+
 def _restamp(body: dict[str, Any], paths: tuple[tuple[str, ...], ...], site: str) -> None:
     """The site label at ``paths`` (what `_label` returned for a copy of ``body``) set to
     ``site``: the body is then what `_label` makes of it at that site."""
@@ -324,6 +343,8 @@ def _render_app(
     app: App,
     folder: SiteFolder,
     overrides: Document | None,
+    *,
+    shared: bool = False,
 ) -> tuple[AppInstance, list[RenderedObject]]:
     site = folder.site
     site_id = str(folder.id)
@@ -374,13 +395,16 @@ def _render_app(
     for doc in app.manifests_for(plan.version):
         names = placeholder_names(doc)
         key = (*checked, tuple((n, v) for n, v in scope.builtins.items() if n in names))
-        shared = "site.name" not in names
-        stamped_key = (*key, placement) if shared and not patched else None
+        any_site = "site.name" not in names  # the same at every site with this key
+        stamped_key = (*key, placement) if any_site and not patched else None
         stamped = None if stamped_key is None else _STAMPED.get(doc, stamped_key)
         if stamped is not None:
-            kept, object_key, number, paths = stamped
-            body = from_snapshot(kept)
-            _restamp(body, paths, site_id)
+            kept, template, object_key, number, paths = stamped
+            if shared:
+                body = _restamped(template, paths, site_id)
+            else:
+                body = from_snapshot(kept)
+                _restamp(body, paths, site_id)
         else:
             filled = _FILLED.get(doc, key)
             if filled is None:
@@ -391,7 +415,7 @@ def _render_app(
                 object_key = ObjectKey.of(body)
                 # This site takes the fresh body; another site with the same key gets a
                 # copy. A manifest that uses the site's name has a key of its own per site.
-                if shared:
+                if any_site:
                     _FILLED.put(doc, key, (snapshot(body), object_key, shape))
                 number = shape
             else:
@@ -417,7 +441,10 @@ def _render_app(
         place(obj.body, required, folder.hardware)
         if stamped_key is not None and obj.source is not None:
             number = None if obj.shape is None else obj.shape[0]
-            _STAMPED.put(obj.source, stamped_key, (snapshot(obj.body), obj.key, number, paths))
+            kept = snapshot(obj.body)
+            # The template `_restamped` shares with read-only renders: a copy of its own.
+            entry = (kept, from_snapshot(kept), obj.key, number, paths)
+            _STAMPED.put(obj.source, stamped_key, entry)
     instance = AppInstance(app.name, plan.version, namespace, values, plan.version_from, app)
     return instance, objects
 
@@ -673,12 +700,16 @@ def _check_unique(objects: Sequence[RenderedObject]) -> None:
         seen[obj.key.identity] = obj
 
 
-def render_site(repo: Repository, site_id: str) -> RenderedSite:
+def render_site(repo: Repository, site_id: str, *, shared: bool = False) -> RenderedSite:
     """Render the slice of ``site_id`` from ``repo``'s tree.
 
     A pure function of the tree and the site id: the same tree gives the same
     objects, in the same order, on every machine. Raises RenderError (or
     DocumentError for a malformed file) naming the file and line to change.
+
+    ``shared``: for a caller that only reads the objects (a check of every site): an
+    object rendered at an earlier site before shares all but its labels' maps with
+    the others; changing any other part of it would change theirs.
 
     Rendering assumes documents that passed their schemas. Fed one that did not (a
     number where a list belongs), it fails closed: the Python error becomes a
@@ -686,7 +717,7 @@ def render_site(repo: Repository, site_id: str) -> RenderedSite:
     refused like any other bad input instead of crashing the node's tick.
     """
     try:
-        return _render_site(repo, site_id)
+        return _render_site(repo, site_id, shared)
     except (TypeError, AttributeError, KeyError, IndexError, ValueError) as exc:
         raise RenderError(
             f"site {site_id!r} cannot be rendered: its documents do not have the shape the "
@@ -695,7 +726,7 @@ def render_site(repo: Repository, site_id: str) -> RenderedSite:
         ) from exc
 
 
-def _render_site(repo: Repository, site_id: str) -> RenderedSite:
+def _render_site(repo: Repository, site_id: str, shared: bool = False) -> RenderedSite:
     folder = repo.site(site_id)
     sources: set[str] = set(repo.tree.files(f"sites/{site_id}"))
     planned = _plan(repo, folder, sources)
@@ -714,7 +745,7 @@ def _render_site(repo: Repository, site_id: str) -> RenderedSite:
             )
         sources.add(app.doc.path)
         sources.update(doc.path for doc in app.manifests)
-        instance, app_objects = _render_app(plan, app, folder, folder.overrides)
+        instance, app_objects = _render_app(plan, app, folder, folder.overrides, shared=shared)
         instances.append(instance)
         objects.extend(app_objects)
         if app.namespace not in namespace_origins:  # the first app's line
