@@ -16,7 +16,9 @@ registry, independently of ``reconciler.core.schemas``, so a broken ``$id`` or
 
 from __future__ import annotations
 
+import inspect
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from datetime import datetime
@@ -752,3 +754,28 @@ def test_a_trailing_newline_is_not_part_of_a_valid_value(name: str, value: str) 
     """Python's ``$`` also matches before a final newline; a YAML block scalar ends with one."""
     assert accepts(name, value)
     assert not accepts(name, value + "\n")
+
+
+@given(
+    st.sampled_from([r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", r"^[0-9a-f]{4}$", r"\d", r"^$"]),
+    st.lists(st.text(alphabet="ab09-f\n", max_size=6), max_size=60),
+)
+def test_a_pattern_answers_every_string_as_re_does_asked_again_or_not(
+    pattern: str, texts: list[str]
+) -> None:
+    from reconciler.core import schemas
+
+    check = schemas._re_search(pattern)
+    for text in [*texts, *texts]:  # the second time from what the first kept
+        assert check(text) is (re.search(pattern, text) is not None), text
+
+
+def test_a_pattern_keeps_a_bounded_number_of_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reconciler.core import schemas
+
+    monkeypatch.setattr(schemas, "_PATTERN_ANSWERS", 8)
+    check = schemas._re_search(r"^[0-9]+$")
+    texts = [str(n) if n % 2 else f"x{n}" for n in range(50)]
+    assert [check(t) for t in texts * 2] == [t.isdigit() for t in texts * 2]
+    kept = inspect.getclosurevars(check).nonlocals["known"]
+    assert 0 < len(kept) <= 8

@@ -572,8 +572,24 @@ _TYPE_TESTS: dict[str, Check] = {
 
 
 def _re_search(pattern: str) -> Check:
+    """Whether ``pattern`` is found in a string; the answers kept per string (a fleet's
+    documents ask about the same names, zones and versions thousands of times)."""
     search = re.compile(pattern).search
-    return lambda text: search(text) is not None
+    known: dict[str, bool] = {}
+
+    def check(text: str) -> bool:
+        found = known.get(text)
+        if found is None:
+            found = search(text) is not None
+            if len(known) >= _PATTERN_ANSWERS:
+                known.clear()
+            known[text] = found
+        return found
+
+    return check
+
+
+_PATTERN_ANSWERS = 4096  # per pattern
 
 
 def _is_multiple(value: Any, divisor: Any) -> bool:
