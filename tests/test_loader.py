@@ -71,6 +71,8 @@ def test_a_scalars_type_depends_on_it_alone_whatever_path_resolvers_are_register
     [
         (b"a: 1\nb: 2\na: 3\n", 3, "duplicate key 'a' (first at line 1)"),
         (b"a:\n  x: 1\n  x: 2\n", 3, "duplicate key 'x'"),
+        (b"a:\n  x: [1]\nb: x\na: 3\n", 4, "duplicate key 'a' (first at line 1)"),
+        (b"b: 1\na: [x]\nc: a\na: 2\n", 4, "duplicate key 'a' (first at line 2)"),
         (b"a: &anchor [1, 2]\nb: *anchor\n", 1, "anchors and aliases are not allowed"),
         (b"base: {x: 1}\nderived:\n  <<: {y: 2}\n", 3, "merge keys (<<) are not allowed"),
         (b"", 1, "file is empty"),

@@ -27,7 +27,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from itertools import chain
 from sys import intern
 from typing import Any, ClassVar
 
@@ -551,35 +550,37 @@ class _Converter:
 
     def _mapping(self, node: yaml.MappingNode, line: int) -> tuple[Any, _Entry]:
         result: dict[str, Any] = {}
-        entries: dict[str, _Entry] = {}
+        flat: list[Any] = []  # key, entry, key, entry, ...: the mapping's `Lines` children
         plain = self.plain
         for key_node, value_node in node.value:
             key_line = key_node.start_mark.line + 1
-            if key_node.tag == _MERGE:
-                raise DocumentError(
-                    "YAML merge keys (<<) are not allowed; write the keys out in full",
-                    mark=Mark(self.path, key_line),
-                )
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise DocumentError(
-                    "mapping keys must be plain strings", mark=Mark(self.path, key_line)
-                )
+            if type(key_node) is not _SCALAR or key_node.tag == _MERGE:
+                if key_node.tag == _MERGE:
+                    raise DocumentError(
+                        "YAML merge keys (<<) are not allowed; write the keys out in full",
+                        mark=Mark(self.path, key_line),
+                    )
+                if not isinstance(key_node, yaml.ScalarNode):
+                    raise DocumentError(
+                        "mapping keys must be plain strings", mark=Mark(self.path, key_line)
+                    )
             key = intern(str(key_node.value))
-            if key in entries:
-                first = entries[key]
+            if key in result:
+                # In the flat list a string is always a key: its entry follows it.
+                first = flat[flat.index(key) + 1]
                 first_line = first if type(first) is int else first[0]
                 raise DocumentError(
                     f"duplicate key {key!r} (first at line {first_line}); "
                     "YAML keeps only the last one, so remove one of them",
                     mark=Mark(self.path, key_line),
                 )
-            entries[key] = key_line  # before the value: a duplicate inside it is not this one
             if plain and value_node.tag == _STR and type(value_node) is _SCALAR:
                 text = value_node.value  # as `_scalar` takes it; its line is the key's
                 result[key] = intern(text) if len(text) <= _INTERN_MAX else text
+                flat += (key, key_line)
                 continue
             value, entry = self.convert(value_node)
             result[key] = value
             # A key's own line is the better pointer for findings about its value.
-            entries[key] = key_line if type(entry) is int else (key_line, entry[1])
-        return result, (line, tuple(chain.from_iterable(entries.items())))
+            flat += (key, key_line if type(entry) is int else (key_line, entry[1]))
+        return result, (line, tuple(flat))
