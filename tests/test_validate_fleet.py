@@ -230,3 +230,49 @@ def test_a_merge_of_something_else_is_an_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert str(bad) in result.stderr and "-o json" in result.stderr
     assert _validate(ROOT, "--merge", str(tmp_path / "none.json")).returncode == 2
+
+
+_FORKED_SHARD = """
+import json, sys
+from datetime import date
+from pathlib import Path
+from reconciler.ci.validate import Shard, validate_repository
+from reconciler.core import _fork
+
+_fork.workers_for = lambda items, minimum: 2  # forked peeks, whatever the fleet's size
+index, count = map(int, sys.argv[2].split("/"))
+run = validate_repository(Path(sys.argv[1]), today=date(2026, 12, 1), shard=Shard(index, count))
+print(json.dumps(sorted({f.path for f in run.findings})))
+"""
+
+
+def test_a_shard_peeking_at_other_sites_in_its_workers_passes_over_hostile_files(
+    tmp_path: Path,
+) -> None:
+    """Another site's hardware.yaml a FIFO, another's site.yaml a sparse gigabyte: the
+    shard's forked peeks at them neither block nor read them whole, and the shard those
+    sites belong to reports each at its file."""
+    from hostile_files import Format, plant
+
+    root = tmp_path / "repo"
+    fleetgen.generate(6, root, random.Random(3))
+    fleetgen.git_commit(root)
+    sites = sorted(p.name for p in (root / "sites").iterdir())
+    yaml_form = Format(lambda depth: "[" * depth + "]" * depth, "5\n", b"a: \xff\n")
+    fifo = plant(root / "sites" / sites[-1] / "hardware.yaml", "fifo", yaml_form, root)
+    big = plant(root / "sites" / sites[-2] / "site.yaml", "gigabyte", yaml_form, root)
+    found = {}
+    for shard in ("1/3", "3/3"):
+        done = subprocess.run(
+            [sys.executable, "-c", _FORKED_SHARD, str(root), shard],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        found[shard] = json.loads(done.stdout)
+    mine = {str(p.relative_to(root)) for p in (fifo, big)}
+    assert not mine & set(found["1/3"])
+    assert mine <= set(found["3/3"])
