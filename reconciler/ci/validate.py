@@ -438,11 +438,6 @@ def _identity_tokens(tree: Any, sites: Sequence[str]) -> tuple[set[bytes], bool]
     return tokens, escaped
 
 
-# Peeks at more files than this go to forked workers (a peek takes about 30 µs, a fork 15 ms
-# and more).
-_PEEKS_PARALLEL_MIN = 1000
-
-
 def _hardware_candidates(
     tree: Any, names: Sequence[str], mine: Sequence[str], holders: SiteHolders | None = None
 ) -> list[str]:
@@ -455,6 +450,7 @@ def _hardware_candidates(
     ``holders`` (git's grep) narrows the files peeked at to those that hold one.
     """
     from reconciler.core._fork import map_runs
+    from reconciler.core.validate import PARALLEL_MIN_FILES
 
     tokens, escaped = _identity_tokens(tree, mine)
     own = set(mine)
@@ -473,7 +469,7 @@ def _hardware_candidates(
 
     rest = [name for name in names if name not in own and (hits is None or name in hits)]
     # A shard of a CI matrix peeks at the other 7,500 sites' files: in forked workers.
-    return map_runs(candidates, rest, _PEEKS_PARALLEL_MIN, fork=tree.revision is None)
+    return map_runs(candidates, rest, PARALLEL_MIN_FILES, fork=tree.revision is None)
 
 
 def _wave_sites(tree: Any) -> set[str]:

@@ -322,6 +322,7 @@ def _recipients(
     wanted_bytes = {r.encode() for r in wanted if _RECIPIENT_SHAPE.fullmatch(r)}
     needles += [r.encode() for r in sorted(wanted) if not _RECIPIENT_SHAPE.fullmatch(r)]
     hits = holders("site.yaml", {*wanted_bytes, *needles}) if holders is not None else None
+    from reconciler.core._fork import map_runs
 
     def answerable(run: Sequence[str]) -> list[tuple[str, bytes]]:
         found: list[tuple[str, bytes]] = []
@@ -336,8 +337,6 @@ def _recipients(
             ):
                 found.append((site_id, data))
         return found
-
-    from reconciler.core._fork import map_runs
 
     rest = [s for s in every if s not in selected and (hits is None or s in hits)]
     # A shard of a CI matrix peeks at the other 7,500 sites' site.yaml: in forked workers.
