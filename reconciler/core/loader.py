@@ -554,16 +554,15 @@ class _Converter:
         plain = self.plain
         for key_node, value_node in node.value:
             key_line = key_node.start_mark.line + 1
-            if type(key_node) is not _SCALAR or key_node.tag == _MERGE:
-                if key_node.tag == _MERGE:
-                    raise DocumentError(
-                        "YAML merge keys (<<) are not allowed; write the keys out in full",
-                        mark=Mark(self.path, key_line),
-                    )
-                if not isinstance(key_node, yaml.ScalarNode):
-                    raise DocumentError(
-                        "mapping keys must be plain strings", mark=Mark(self.path, key_line)
-                    )
+            if key_node.tag == _MERGE:
+                raise DocumentError(
+                    "YAML merge keys (<<) are not allowed; write the keys out in full",
+                    mark=Mark(self.path, key_line),
+                )
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise DocumentError(
+                    "mapping keys must be plain strings", mark=Mark(self.path, key_line)
+                )
             key = intern(str(key_node.value))
             if key in result:
                 # In the flat list a string is always a key: its entry follows it.
