@@ -242,16 +242,17 @@ from reconciler.core import _fork
 _fork.workers_for = lambda items, minimum: 2  # forked peeks, whatever the fleet's size
 index, count = map(int, sys.argv[2].split("/"))
 run = validate_repository(Path(sys.argv[1]), today=date(2026, 12, 1), shard=Shard(index, count))
-print(json.dumps(sorted({f.path for f in run.findings})))
+print(json.dumps(sorted((f.path, f.message) for f in run.findings)))
 """
 
 
 def test_a_shard_peeking_at_other_sites_in_its_workers_passes_over_hostile_files(
     tmp_path: Path,
 ) -> None:
-    """Another site's hardware.yaml a FIFO, another's site.yaml a sparse gigabyte: the
-    shard's forked peeks at them neither block nor read them whole, and the shard those
-    sites belong to reports each at its file."""
+    """Another site's hardware.yaml a FIFO, another's site.yaml a sparse gigabyte and its
+    hardware.yaml a link out of the tree: the shard's forked peeks at them neither block,
+    read them whole nor follow the link, and the shard those sites belong to reports each
+    at its file."""
     from hostile_files import Format, plant
 
     root = tmp_path / "repo"
@@ -261,6 +262,9 @@ def test_a_shard_peeking_at_other_sites_in_its_workers_passes_over_hostile_files
     yaml_form = Format(lambda depth: "[" * depth + "]" * depth, "5\n", b"a: \xff\n")
     fifo = plant(root / "sites" / sites[-1] / "hardware.yaml", "fifo", yaml_form, root)
     big = plant(root / "sites" / sites[-2] / "site.yaml", "gigabyte", yaml_form, root)
+    secret = tmp_path / "outside.yaml"
+    secret.write_text((root / "sites" / sites[0] / "hardware.yaml").read_text())
+    link = plant(root / "sites" / sites[-2] / "hardware.yaml", "symlink", yaml_form, secret)
     found = {}
     for shard in ("1/3", "3/3"):
         done = subprocess.run(
@@ -273,6 +277,10 @@ def test_a_shard_peeking_at_other_sites_in_its_workers_passes_over_hostile_files
         )
         assert done.returncode == 0, done.stderr
         found[shard] = json.loads(done.stdout)
-    mine = {str(p.relative_to(root)) for p in (fifo, big)}
-    assert not mine & set(found["1/3"])
-    assert mine <= set(found["3/3"])
+    mine = {str(p.relative_to(root)) for p in (fifo, big, link)}
+    assert found["1/3"] == []
+    assert mine <= {path for path, _ in found["3/3"]}
+    # the link, holding the first site's machine id, is reported as a link, never followed
+    # to a machine id declared twice
+    said = [message for path, message in found["3/3"] if path == str(link.relative_to(root))]
+    assert said and all("link" in message for message in said), said
